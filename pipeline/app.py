@@ -1,0 +1,139 @@
+"""The Faust worker: thin agents over the case service, and the loops that move time forward.
+
+Run with ``parkwarden worker`` (or ``faust -A pipeline.app worker``). Any number of workers may
+run in one consumer group: Kafka gives each some partitions of the camera events, and the
+deadline, SMS and outbox loops share PostgreSQL rows safely.
+"""
+
+import asyncio
+import logging
+
+import faust
+from mode import Service
+
+from pipeline import bootstrap, codecs
+from pipeline.cases.service import Source
+from pipeline.config import Settings
+from pipeline.lookups.carparks import CarParkIndex, load_index
+from pipeline.lookups.zones import ZoneBook, load_zones
+from pipeline.outbox import OutboxRelay
+from schemas import topics
+
+log = logging.getLogger("parkwarden")
+settings = Settings()
+
+app = faust.App(
+    settings.app_id,
+    broker=f"kafka://{settings.kafka_bootstrap}",
+    web_host=settings.web_host,
+    web_port=settings.web_port,
+    web_bind=settings.web_host,
+    topic_partitions=settings.topic_partitions,
+    topic_disable_leader=True,
+    store="memory://",
+    consumer_auto_offset_reset="earliest",
+    producer_acks=-1,
+)
+
+camera_events = app.topic(settings.topic(topics.CAMERA_EVENTS.name), key_serializer="raw",
+                          value_serializer=codecs.CAMERA_EVENT)
+car_park_status = app.topic(settings.topic(topics.CAR_PARK_STATUS.name), key_serializer="raw",
+                            value_serializer=codecs.CAR_PARK_STATUS)
+
+
+class Runtime(Service):
+    """Owns the clients (PostgreSQL pool, Kafka producer, SMS gateway) and the periodic loops."""
+
+    def __post_init__(self) -> None:
+        self.ready = asyncio.Event()
+        self.pool = self.service = self.gateway = self.producer = self.relay = None
+        self.car_parks = CarParkIndex()
+        self.zones = ZoneBook(default_window_seconds=settings.window_seconds)
+
+    async def on_start(self) -> None:
+        await bootstrap.prepare_database(settings)
+        self.pool = await bootstrap.connect_database(settings, min_size=2)
+        await self._refresh_reference()
+        self.service = bootstrap.build_service(settings, self.pool, self.car_parks, self.zones)
+        self.gateway = bootstrap.build_gateway(settings)
+        self.producer = bootstrap.build_producer(settings)
+        await self.producer.start()
+        self.relay = OutboxRelay(self.pool, self.producer)
+        self.ready.set()
+        log.info("parkwarden ready: %d car parks, window %ss", len(self.car_parks), settings.window_seconds)
+
+    async def on_stop(self) -> None:
+        for closing in (self.gateway and self.gateway.close(), self.producer and self.producer.stop(),
+                        self.pool and self.pool.close()):
+            if closing is not None:
+                await closing
+
+    async def _refresh_reference(self) -> None:
+        await load_index(self.pool, self.car_parks)
+        await load_zones(self.pool, self.zones)
+
+    async def _every(self, seconds: float, work) -> None:
+        await self.ready.wait()
+        while not self.should_stop:
+            try:
+                busy = await work()
+            except Exception as exc:  # noqa: BLE001 - a loop must outlive outages
+                log.error("%s failed: %s: %s", work.__name__, type(exc).__name__, exc)
+                busy = False
+                await self.sleep(1.0)
+            if not busy:
+                await self.sleep(seconds)
+
+    @Service.task
+    async def deadlines(self) -> None:
+        await self._every(settings.tick_seconds, self.service_call("decide_due_cases"))
+
+    @Service.task
+    async def sms(self) -> None:
+        await self.ready.wait()
+        await self._every(settings.sms_poll_seconds, lambda: self.service.send_due_sms(self.gateway))
+
+    @Service.task
+    async def outbox(self) -> None:
+        await self.ready.wait()
+        await self.relay.run(lambda: self.should_stop, settings.outbox_poll_seconds)
+
+    @Service.task
+    async def reference(self) -> None:
+        await self._every(settings.reference_refresh_seconds, self._refresh_reference)
+
+    def service_call(self, name: str):
+        async def call():
+            return await getattr(self.service, name)()
+        call.__name__ = name
+        return call
+
+
+runtime = Runtime()
+app.add_dependency(runtime)
+
+
+def _sources(batch) -> list[tuple[object, Source]]:
+    return [(e.value, Source(e.message.topic, e.message.partition, e.message.offset, e.message.key)) for e in batch]
+
+
+@app.agent(camera_events, concurrency=1)
+async def decide_camera_events(stream):
+    """Every camera event, in order per plate, decided in batches."""
+    await runtime.ready.wait()
+    async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
+        await runtime.service.handle_camera_events(_sources(batch))
+
+
+@app.agent(car_park_status, concurrency=1)
+async def record_car_park_status(stream):
+    """Live free-space counts, kept for the nearest-car-park lookup."""
+    await runtime.ready.wait()
+    async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
+        await runtime.service.handle_car_park_statuses(_sources(batch))
+
+
+@app.page("/healthz")
+async def healthz(web, request):
+    ok = runtime.ready.is_set()
+    return web.json({"ready": ok}, status=200 if ok else 503)

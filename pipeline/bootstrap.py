@@ -1,0 +1,82 @@
+"""The one module that builds clients and wires adapters into the case service."""
+
+import logging
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from pipeline.cases.service import CaseService, SmsStyle, Topics
+from pipeline.cases.store import init_connection
+from pipeline.config import Settings
+from pipeline.db.migrate import migrate
+from pipeline.lookups.carparks import CarParkIndex
+from pipeline.lookups.owners import PostgresOwnerDirectory
+from pipeline.lookups.zones import ZoneBook
+from pipeline.sms.gateway import FileGateway, SmsGateway
+from schemas import topics
+
+log = logging.getLogger(__name__)
+
+
+async def connect_database(settings: Settings, min_size: int = 1) -> asyncpg.Pool:
+    url = settings.database_url.get_secret_value()
+    try:
+        return await asyncpg.create_pool(url, min_size=min_size, max_size=settings.db_pool_size, init=init_connection)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise SystemExit(
+            f"cannot reach PostgreSQL ({type(exc).__name__}: {exc}). "
+            "Start it with `scripts/services.sh start postgres` or check PW_DATABASE_URL."
+        ) from None
+
+
+async def prepare_database(settings: Settings) -> list[str]:
+    pool = await connect_database(settings)
+    try:
+        async with pool.acquire() as conn:
+            return await migrate(conn)
+    finally:
+        await pool.close()
+
+
+def output_topics(settings: Settings) -> Topics:
+    return Topics(
+        case_events=settings.topic(topics.CASE_EVENTS.name),
+        tickets=settings.topic(topics.TICKETS.name),
+        camera_commands=settings.topic(topics.CAMERA_COMMANDS.name),
+        dead_letters=settings.topic(topics.DEAD_LETTERS.name),
+    )
+
+
+def build_gateway(settings: Settings) -> SmsGateway:
+    return FileGateway(settings.sms_file)
+
+
+def build_service(settings: Settings, pool: asyncpg.Pool, car_parks: CarParkIndex, zones: ZoneBook) -> CaseService:
+    owners = PostgresOwnerDirectory(pool, settings.owner_cache_size, settings.owner_cache_ttl_seconds)
+    sms = SmsStyle(settings.sms_language, settings.sms_signature, ZoneInfo(settings.timezone),
+                   settings.sms_max_attempts, settings.sms_retry_seconds)
+    return CaseService(pool, owners, car_parks, zones, settings.rules, output_topics(settings), sms,
+                       settings.ticket_prefix)
+
+
+def build_producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+                            linger_ms=5, client_id=f"{settings.app_id}-outbox")
+
+
+async def create_topics(settings: Settings) -> list[str]:
+    """Create every registry topic that does not exist yet; return the ones created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [settings.topic(t.name) for t in topics.ALL]
+        missing = [name for name in wanted if name not in existing]
+        if missing:
+            await admin.create_topics([NewTopic(n, settings.topic_partitions, 1) for n in missing])
+        return missing
+    finally:
+        await admin.close()

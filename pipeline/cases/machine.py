@@ -1,0 +1,263 @@
+"""The case: what happens to one illegally parked car, as a pure state machine.
+
+No I/O, no clock, no settings: every function takes the current ``Case`` (or none), what
+happened, the ``Rules`` and ``now``, and returns a ``Decision``: the new case and the effects the
+caller must carry out in the same transaction. The caller owns persistence and time; the
+machine says when it next wants to wake up (``Case.wake_at``).
+
+    detected --warning accepted--> warned --deadline, fresh capture--> ticketed
+        |                            |  \\--deadline, no fresh capture--> rechecking
+        |                            |                                   |-- fresh capture --> ticketed
+        |                            |                                   |-- departure -----> moved
+        |                            |                                   \\-- nothing -------> unconfirmed
+        |-- departure / seen elsewhere (before the decision) ----------------------------------> moved
+        |-- no phone on record, or the warning failed for good --------------------------------> review
+    whitelisted plate or exempt zone ---------------------------------------------------------> exempt
+
+Never a ticket without a warning, and never without a capture at the same place taken no earlier
+than the deadline (minus ``Rules.capture_tolerance``).
+"""
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from uuid import UUID
+
+from geopy.distance import geodesic
+
+
+class State(StrEnum):
+    DETECTED = "detected"
+    WARNED = "warned"
+    RECHECKING = "rechecking"
+    MOVED = "moved"
+    TICKETED = "ticketed"
+    UNCONFIRMED = "unconfirmed"
+    REVIEW = "review"
+    EXEMPT = "exempt"
+    CANCELLED = "cancelled"
+
+
+OPEN_STATES = frozenset({State.DETECTED, State.WARNED, State.RECHECKING})
+WAITING_STATES = frozenset({State.WARNED, State.RECHECKING})
+
+
+@dataclass(frozen=True)
+class Rules:
+    window: timedelta = timedelta(minutes=10)
+    """How long the driver has to move, counted from the gateway's acceptance of the warning."""
+    lateness: timedelta = timedelta(seconds=30)
+    """How long after the deadline the decision waits for late events."""
+    capture_tolerance: timedelta = timedelta(seconds=5)
+    """A capture this much before the deadline still counts as 'still there at the deadline'."""
+    recheck_wait: timedelta = timedelta(minutes=2)
+    """How long to wait for a camera's answer to a recheck request."""
+    same_place_m: float = 50.0
+    """Captures within this distance of the violation are 'at the same place'."""
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One capture of the plate by a camera (event time, place, evidence)."""
+
+    event_id: str
+    camera_id: str
+    taken_at: datetime
+    lat: float
+    lon: float
+    place: str = ""
+    evidence_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    id: UUID
+    plate: str
+    state: State
+    zone: str
+    place: str
+    violation: Sighting
+    opened_at: datetime
+    warned_at: datetime | None = None
+    deadline_at: datetime | None = None
+    wake_at: datetime | None = None
+    latest_capture: Sighting | None = None
+    """The latest capture at the same place after the violation (event time)."""
+    closed_at: datetime | None = None
+    reason: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+
+# Effects: what the caller must do, in the same transaction as saving the case.
+
+
+@dataclass(frozen=True)
+class SendWarning:
+    case_id: UUID
+
+
+@dataclass(frozen=True)
+class WithdrawWarning:
+    """The warning is no longer needed (the car left before it was sent)."""
+
+    case_id: UUID
+
+
+@dataclass(frozen=True)
+class IssueTicket:
+    case_id: UUID
+    violation: Sighting
+    fresh_capture: Sighting
+
+
+@dataclass(frozen=True)
+class RequestRecheck:
+    case_id: UUID
+    camera_id: str
+    answer_by: datetime
+
+
+Effect = SendWarning | WithdrawWarning | IssueTicket | RequestRecheck
+
+
+@dataclass(frozen=True)
+class Decision:
+    case: Case
+    effects: tuple[Effect, ...] = ()
+    changed: bool = True
+    note: str = ""
+
+    @property
+    def closed(self) -> bool:
+        return self.changed and not self.case.is_open
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What the caller looked up before opening a case."""
+
+    owner_reachable: bool
+    exempt_reason: str | None = None
+
+
+def unchanged(case: Case, note: str) -> Decision:
+    return Decision(case, (), changed=False, note=note)
+
+
+def distance_m(a: Sighting, b: Sighting) -> float:
+    return geodesic((a.lat, a.lon), (b.lat, b.lon)).meters
+
+
+def _close(case: Case, state: State, reason: str, now: datetime, *effects: Effect) -> Decision:
+    return Decision(replace(case, state=state, closed_at=now, wake_at=None, reason=reason), effects)
+
+
+def open_case(case_id: UUID, plate: str, zone: str, violation: Sighting, opening: Opening, now: datetime) -> Decision:
+    """A new violation for a plate with no open case."""
+    case = Case(id=case_id, plate=plate, state=State.DETECTED, zone=zone, place=violation.place,
+                violation=violation, opened_at=now)
+    if opening.exempt_reason:
+        return _close(case, State.EXEMPT, opening.exempt_reason, now)
+    if not opening.owner_reachable:
+        return _close(case, State.REVIEW, "no phone on record for the owner: an officer decides", now)
+    return Decision(case, (SendWarning(case_id),))
+
+
+def on_violation(case: Case, violation: Sighting, rules: Rules, now: datetime) -> Decision:
+    """Another ViolationDetected for a plate with an open case.
+
+    At the same place it is more evidence. Elsewhere the car has moved: this case closes as
+    moved and the caller opens a new one for the new place (see ``needs_new_case``).
+    """
+    return on_capture(case, violation, rules, now)
+
+
+def needs_new_case(decision: Decision, violation: Sighting) -> bool:
+    """After ``on_violation``: must the caller open a case for this violation?"""
+    return not decision.case.is_open and decision.case.violation.event_id != violation.event_id
+
+
+def on_capture(case: Case, capture: Sighting, rules: Rules, now: datetime) -> Decision:
+    """The plate was captured (VehicleObserved, or a further ViolationDetected)."""
+    if not case.is_open:
+        return unchanged(case, f"case already {case.state}")
+    if capture.taken_at < case.violation.taken_at:
+        return unchanged(case, "capture taken before the violation: kept as a sighting only")
+    if distance_m(case.violation, capture) > rules.same_place_m:
+        if case.deadline_at and capture.taken_at >= case.deadline_at and case.state == State.RECHECKING:
+            reason = "seen elsewhere after the deadline, no capture at the place: no ticket"
+        else:
+            reason = f"seen elsewhere ({capture.place or capture.camera_id}): the car moved"
+        effects = (WithdrawWarning(case.id),) if case.state == State.DETECTED else ()
+        return _close(case, State.MOVED, reason, now, *effects)
+    if case.latest_capture and case.latest_capture.taken_at >= capture.taken_at:
+        return unchanged(case, "older capture at the same place: kept as evidence")
+    case = replace(case, latest_capture=capture)
+    if case.state == State.RECHECKING and _is_fresh(case, capture, rules):
+        return _ticket(case, capture, now, "captured at the place after the deadline (recheck)")
+    return Decision(case, (), note="capture at the same place")
+
+
+def on_departure(case: Case, taken_at: datetime, rules: Rules, now: datetime) -> Decision:
+    """A camera saw the car leave. Before the decision this closes the case as moved."""
+    if not case.is_open:
+        if case.state == State.TICKETED and case.deadline_at and taken_at < case.deadline_at:
+            return unchanged(case, "departure before the deadline arrived after the ticket: for review")
+        return unchanged(case, f"case already {case.state}")
+    if taken_at < case.violation.taken_at:
+        return unchanged(case, "departure taken before the violation: ignored")
+    effects = (WithdrawWarning(case.id),) if case.state == State.DETECTED else ()
+    if case.deadline_at and taken_at >= case.deadline_at:
+        reason = "left after the deadline, before a fresh capture: no ticket"
+    else:
+        reason = "left within the window"
+    return _close(case, State.MOVED, reason, now, *effects)
+
+
+def on_warning_accepted(case: Case, accepted_at: datetime, rules: Rules, window: timedelta | None = None) -> Decision:
+    """The SMS gateway accepted the warning: the window starts now."""
+    if case.state != State.DETECTED:
+        return unchanged(case, f"warning accepted for a case already {case.state}")
+    deadline = accepted_at + (window or rules.window)
+    return Decision(replace(case, state=State.WARNED, warned_at=accepted_at, deadline_at=deadline,
+                            wake_at=deadline + rules.lateness))
+
+
+def on_warning_failed(case: Case, reason: str, now: datetime) -> Decision:
+    """The warning could not be delivered for good: no automatic ticket, an officer decides."""
+    if case.state != State.DETECTED:
+        return unchanged(case, f"warning failed for a case already {case.state}")
+    return _close(case, State.REVIEW, f"warning failed: {reason}", now)
+
+
+def on_wake(case: Case, rules: Rules, now: datetime) -> Decision:
+    """The clock reached ``case.wake_at`` (or later, after downtime)."""
+    if case.wake_at is None or now < case.wake_at or case.state not in WAITING_STATES:
+        return unchanged(case, "not due")
+    capture = case.latest_capture
+    if capture and _is_fresh(case, capture, rules):
+        return _ticket(case, capture, now, "still at the place at the deadline")
+    if case.state == State.WARNED:
+        answer_by = now + rules.recheck_wait
+        return Decision(replace(case, state=State.RECHECKING, wake_at=answer_by),
+                        (RequestRecheck(case.id, case.violation.camera_id, answer_by),),
+                        note="no fresh capture at the deadline: recheck requested")
+    return _close(case, State.UNCONFIRMED, "no fresh capture after the recheck request: no ticket", now)
+
+
+def cancel(case: Case, reason: str, now: datetime) -> Decision:
+    """An operator closes an open case."""
+    if not case.is_open and case.state != State.REVIEW:
+        return unchanged(case, f"case already {case.state}")
+    return _close(case, State.CANCELLED, reason, now, WithdrawWarning(case.id))
+
+
+def _is_fresh(case: Case, capture: Sighting, rules: Rules) -> bool:
+    return case.deadline_at is not None and capture.taken_at >= case.deadline_at - rules.capture_tolerance
+
+
+def _ticket(case: Case, capture: Sighting, now: datetime, reason: str) -> Decision:
+    return _close(case, State.TICKETED, reason, now, IssueTicket(case.id, case.violation, capture))

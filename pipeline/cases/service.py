@@ -1,0 +1,348 @@
+"""What happens to a violation: the one place that reads an event, asks the case state machine,
+and records the decision with its effects.
+
+    camera event ──> handle_camera_events ──> machine.open_case / on_capture / on_departure
+                                              └─> case row + sighting + SMS row + outbox rows (one transaction)
+    SMS row due  ──> send_due_sms ──> gateway.send ──> machine.on_warning_accepted (window starts)
+    case due     ──> decide_due_cases ──> machine.on_wake ──> ticket | recheck request | unconfirmed
+
+Each entry point is safe to run in any number of workers at once and to repeat: rows are claimed
+with ``FOR UPDATE SKIP LOCKED`` and every effect is keyed (see ``store``).
+"""
+
+import asyncio
+import base64
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Callable
+from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from pipeline.cases import machine, store
+from pipeline.cases.machine import Case, Decision, Rules, Sighting, State
+from pipeline.lookups.carparks import CarParkIndex, store_count
+from pipeline.lookups.owners import OwnerDirectory
+from pipeline.lookups.zones import ZoneBook
+from pipeline.sms import texts
+from pipeline.sms.gateway import OutgoingSms, PermanentFailure, SmsGateway, TemporaryFailure
+from schemas import events
+from schemas.codec import Rejected
+
+log = logging.getLogger(__name__)
+
+PIPELINE = "pipeline"
+
+CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError)
+RETRYABLE_ERRORS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.UniqueViolationError)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a message came from on Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+
+
+@dataclass(frozen=True)
+class Topics:
+    case_events: str
+    tickets: str
+    camera_commands: str
+    dead_letters: str
+
+
+@dataclass(frozen=True)
+class SmsStyle:
+    language: str
+    signature: str
+    timezone: ZoneInfo
+    max_attempts: int
+    retry_seconds: float
+
+
+def sighting_of(event: events.Capture | events.VehicleDeparted) -> Sighting:
+    evidence = getattr(event, "evidence", None)
+    return Sighting(event.event_id, event.camera_id, event.taken_at, event.location.lat, event.location.lon,
+                    getattr(event, "place", ""), evidence.image_url if evidence else None)
+
+
+class CaseService:
+    def __init__(self, pool: asyncpg.Pool, owners: OwnerDirectory, car_parks: CarParkIndex, zones: ZoneBook,
+                 rules: Rules, topics: Topics, sms: SmsStyle, ticket_prefix: str,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self.pool = pool
+        self.owners = owners
+        self.car_parks = car_parks
+        self.zones = zones
+        self.rules = rules
+        self.topics = topics
+        self.sms = sms
+        self.ticket_prefix = ticket_prefix
+        self.clock = clock
+
+    # ── camera events ────────────────────────────────────────────────────────────────────────
+
+    async def handle_camera_events(self, batch: list[tuple[object, Source]]) -> None:
+        """Decide a batch of decoded camera events (or ``Rejected`` ones) in one transaction.
+
+        While PostgreSQL is unreachable this waits and retries: the batch is not acknowledged, so
+        nothing is lost. If the batch fails for another reason (a conflict with another worker),
+        each event is retried in its own transaction; one that keeps failing goes to the dead
+        letters with the error, so that the stream keeps moving.
+        """
+        await self._until_database_answers(self._decide_batch, batch)
+
+    async def _decide_batch(self, batch: list[tuple[object, Source]]) -> None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                for item, source in batch:
+                    await self._handle_one(conn, item, source)
+            return
+        except CONNECTION_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure: decide each event on its own
+            log.warning("batch of %d camera events failed (%s); deciding one by one", len(batch), type(exc).__name__)
+        for item, source in batch:
+            for attempt in range(3):
+                try:
+                    async with self.pool.acquire() as conn, conn.transaction():
+                        await self._handle_one(conn, item, source)
+                    break
+                except CONNECTION_ERRORS:
+                    raise
+                except RETRYABLE_ERRORS:
+                    await asyncio.sleep(0.05 * (attempt + 1))
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("camera event at %s:%d@%d failed", source.topic, source.partition, source.offset)
+                    async with self.pool.acquire() as conn, conn.transaction():
+                        reason = f"processing failed: {type(exc).__name__}: {exc}"[:500]
+                        await self._dead_letter(conn, Rejected(store_raw(item), reason, ()), source)
+                    break
+
+    async def _until_database_answers(self, work, *args) -> None:
+        delay = 0.5
+        while True:
+            try:
+                return await work(*args)
+            except CONNECTION_ERRORS as exc:
+                log.error("PostgreSQL unreachable (%s); retrying in %.1fs. Is it running? scripts/services.sh status",
+                          type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def _handle_one(self, conn, item, source: Source) -> None:
+        now = self.clock()
+        if isinstance(item, Rejected):
+            await self._dead_letter(conn, item, source)
+            return
+        kind = item.type
+        if not await store.add_sighting(conn, kind, item, now):
+            return  # a replay of an event already decided
+        case = await store.open_case_for(conn, item.plate)
+        sighting = sighting_of(item)
+        if isinstance(item, events.ViolationDetected):
+            if case is not None:
+                decision = machine.on_violation(case, sighting, self.rules, now)
+                await self._record(conn, case, decision, now, item.event_id)
+                if not machine.needs_new_case(decision, sighting):
+                    await store.link_sighting(conn, item.event_id, case.id)
+                    return
+            await self._open(conn, item, sighting, now)
+        elif case is None:
+            return  # a sighting or a departure with no open case: kept as a sighting only
+        elif isinstance(item, events.VehicleObserved):
+            await store.link_sighting(conn, item.event_id, case.id)
+            await self._record(conn, case, machine.on_capture(case, sighting, self.rules, now), now, item.event_id)
+        else:
+            await store.link_sighting(conn, item.event_id, case.id)
+            await self._record(conn, case, machine.on_departure(case, item.taken_at, self.rules, now), now,
+                               item.event_id)
+
+    async def _open(self, conn, event: events.ViolationDetected, sighting: Sighting, now: datetime) -> None:
+        exemption = self.zones.exemption(event.plate, event.zone)
+        phone = None if exemption else await self.owners.phone_for(event.plate)
+        opening = machine.Opening(owner_reachable=phone is not None, exempt_reason=exemption)
+        decision = machine.open_case(uuid4(), event.plate, event.zone, sighting, opening, now)
+        case = decision.case
+        await store.insert_case(conn, case, self.zones.window_seconds(event.zone), now)
+        await store.link_sighting(conn, event.event_id, case.id)
+        await store.add_outbox(conn, self.topics.case_events, case.plate, events.CaseOpened(
+            case_id=str(case.id), plate=case.plate, state=case.state, place=case.place, zone=case.zone,
+            location=event.location, camera_id=event.camera_id, detected_at=event.taken_at, opened_at=now))
+        await store.audit(conn, now, case.id, PIPELINE, f"opened:{case.state}",
+                          {"event_id": event.event_id, "reason": case.reason})
+        await self._apply(conn, case, decision, now, phone=phone)
+        if decision.closed:
+            await self._publish_closed(conn, case, now)
+
+    async def _record(self, conn, before: Case, decision: Decision, now: datetime, cause: str) -> None:
+        """Save a decision on an existing case, with its audit entry and effects."""
+        if not decision.changed:
+            if decision.note:
+                await store.audit(conn, now, before.id, PIPELINE, "noted", {"cause": cause, "note": decision.note})
+            return
+        case = decision.case
+        await store.update_case(conn, case, now)
+        action = f"{before.state}->{case.state}" if case.state != before.state else "evidence"
+        await store.audit(conn, now, case.id, PIPELINE, action,
+                          {"cause": cause, "reason": case.reason, "note": decision.note})
+        await self._apply(conn, case, decision, now)
+        if decision.closed:
+            await self._publish_closed(conn, case, now)
+
+    async def _apply(self, conn, case: Case, decision: Decision, now: datetime, phone: str | None = None) -> None:
+        for effect in decision.effects:
+            match effect:
+                case machine.SendWarning():
+                    await store.add_sms(conn, case.id, "warning", phone, self._warning_params(case), now)
+                case machine.WithdrawWarning():
+                    await store.withdraw_warning(conn, case.id)
+                case machine.IssueTicket():
+                    await self._issue_ticket(conn, case, effect, now)
+                case machine.RequestRecheck():
+                    v = case.violation
+                    await store.add_outbox(conn, self.topics.camera_commands, effect.camera_id, events.RecheckRequested(
+                        recheck_id=f"{case.id}:1", case_id=str(case.id), camera_id=effect.camera_id,
+                        plate=case.plate, location=events.Location(lat=v.lat, lon=v.lon), requested_at=now,
+                        answer_by=effect.answer_by))
+
+    def _warning_params(self, case: Case) -> dict:
+        v = case.violation
+        nearest = self.car_parks.nearest(v.lat, v.lon)
+        params = {"plate": case.plate, "place": case.place}
+        if nearest:
+            params |= {"car_park_id": nearest.car_park.id, "car_park": nearest.car_park.short_name,
+                       "free_spaces": nearest.free_spaces, "counted_at": nearest.counted_at.isoformat(),
+                       "distance_m": round(nearest.distance_m)}
+        return params
+
+    async def _issue_ticket(self, conn, case: Case, effect: machine.IssueTicket, now: datetime) -> None:
+        evidence = [store.sighting_to_json(effect.violation), store.sighting_to_json(effect.fresh_capture)]
+        number = await store.issue_ticket(conn, case, case.deadline_at, evidence, self.ticket_prefix, now)
+        if number is None:
+            return
+        v = case.violation
+        await store.add_outbox(conn, self.topics.tickets, case.plate, events.TicketIssued(
+            ticket_number=number, case_id=str(case.id), plate=case.plate, issued_at=now, place=case.place,
+            zone=case.zone, location=events.Location(lat=v.lat, lon=v.lon), deadline_at=case.deadline_at,
+            evidence=evidence))
+        phone = await self.owners.phone_for(case.plate)
+        if phone:
+            await store.add_sms(conn, case.id, "ticket", phone,
+                                {"plate": case.plate, "place": case.place, "ticket_number": number}, now)
+
+    async def _publish_closed(self, conn, case: Case, now: datetime) -> None:
+        await store.add_outbox(conn, self.topics.case_events, case.plate, events.CaseClosed(
+            case_id=str(case.id), plate=case.plate, outcome=case.state, reason=case.reason, closed_at=now))
+
+    async def _dead_letter(self, conn, rejected: Rejected, source: Source) -> None:
+        now = self.clock()
+        errors = [e.model_dump() for e in rejected.errors]
+        if await store.add_dead_letter(conn, source.topic, source.partition, source.offset, source.key,
+                                       rejected.reason, errors, rejected.raw, now):
+            await store.add_outbox(conn, self.topics.dead_letters, source.topic, events.DeadLetter(
+                source_topic=source.topic, partition=source.partition, offset=source.offset,
+                key=source.key.decode(errors="replace") if source.key else None, reason=rejected.reason,
+                errors=list(rejected.errors), raw_base64=base64.b64encode(rejected.raw).decode(), received_at=now))
+            log.warning("dead letter from %s:%d@%d: %s", source.topic, source.partition, source.offset, rejected.reason)
+
+    # ── car-park counts ──────────────────────────────────────────────────────────────────────
+
+    async def handle_car_park_statuses(self, batch: list[tuple[object, Source]]) -> None:
+        await self._until_database_answers(self._store_counts, batch)
+
+    async def _store_counts(self, batch: list[tuple[object, Source]]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            for item, source in batch:
+                if isinstance(item, Rejected):
+                    await self._dead_letter(conn, item, source)
+                elif not self.car_parks.update_count(item.car_park_id, item.free_spaces, item.reported_at):
+                    await self._dead_letter(conn, Rejected(
+                        store_raw(item), f"unknown car park id {item.car_park_id!r}: register it in car_parks first",
+                        (events.FieldError(field="car_park_id", message="unknown car park"),)), source)
+                else:
+                    await store_count(conn, item.car_park_id, item.free_spaces, item.reported_at)
+
+    # ── the clock ────────────────────────────────────────────────────────────────────────────
+
+    async def decide_due_cases(self, limit: int = 100) -> int:
+        """Decide every case whose deadline (or recheck wait) has passed. Returns how many."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            now = self.clock()
+            due = await store.claim_due_cases(conn, now, limit)
+            for case, _window in due:
+                await self._record(conn, case, machine.on_wake(case, self.rules, now), now, "deadline")
+            return len(due)
+
+    # ── SMS ──────────────────────────────────────────────────────────────────────────────────
+
+    async def send_due_sms(self, gateway: SmsGateway, limit: int = 50) -> int:
+        """Send pending SMS that are due; a warning's acceptance starts its case's window."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            now = self.clock()
+            rows = await store.claim_due_sms(conn, now, limit)
+            to_send = []
+            for row in rows:
+                if row["kind"] == "warning" and row["case_state"] != State.DETECTED:
+                    await store.sms_withdrawn(conn, row["id"])
+                else:
+                    to_send.append((row, self._render(row, now)))
+            results = await asyncio.gather(
+                *(gateway.send(OutgoingSms(row["id"], row["phone"], text)) for row, text in to_send),
+                return_exceptions=True,
+            )
+            for (row, text), result in zip(to_send, results):
+                await self._after_send(conn, row, text, result)
+            return len(rows)
+
+    def _render(self, row, now: datetime) -> str:
+        p = row["params"]
+        tz = self.sms.timezone
+        if row["kind"] == "ticket":
+            return texts.ticket_text(texts.TicketFacts(p["plate"], p["place"], p["ticket_number"]),
+                                     self.sms.language, self.sms.signature)
+        # The text shows the deadline rounded down to the minute; the real one (from acceptance) is later.
+        deadline = (now + timedelta(seconds=row["window_seconds"])).astimezone(tz)
+        counted = datetime.fromisoformat(p["counted_at"]).astimezone(tz) if "counted_at" in p else None
+        return texts.warning_text(texts.WarningFacts(p["plate"], p["place"], deadline, p.get("car_park"),
+                                                     p.get("free_spaces"), counted),
+                                  self.sms.language, self.sms.signature)
+
+    async def _after_send(self, conn, row, text: str, result) -> None:
+        now = self.clock()
+        if isinstance(result, BaseException) and not isinstance(result, (TemporaryFailure, PermanentFailure)):
+            log.error("SMS %s: unexpected gateway error %s", row["id"], type(result).__name__)
+            result = TemporaryFailure(f"{type(result).__name__}: {result}")
+        if isinstance(result, TemporaryFailure) and row["attempts"] + 1 < self.sms.max_attempts:
+            await store.sms_retry(conn, row["id"], str(result), now + store.backoff(row["attempts"], self.sms.retry_seconds))
+            return
+        if isinstance(result, (TemporaryFailure, PermanentFailure)):
+            await store.sms_failed(conn, row["id"], str(result), now)
+            if row["kind"] == "warning":
+                case = await store.get_case(conn, row["case_id"])
+                await self._record(conn, case, machine.on_warning_failed(case, str(result), now), now, f"sms:{row['id']}")
+            return
+        await store.sms_accepted(conn, row["id"], text, result.at, result.gateway_ref)
+        if row["kind"] == "warning":
+            case = await store.get_case(conn, row["case_id"])
+            window = timedelta(seconds=row["window_seconds"])
+            decision = machine.on_warning_accepted(case, result.at, self.rules, window)
+            await self._record(conn, case, decision, now, f"sms:{row['id']}")
+            if decision.changed:
+                p = row["params"]
+                await store.add_outbox(conn, self.topics.case_events, case.plate, events.WarningSent(
+                    case_id=str(case.id), plate=case.plate, sms_id=str(row["id"]), accepted_at=result.at,
+                    deadline_at=decision.case.deadline_at, car_park_id=p.get("car_park_id"),
+                    free_spaces=p.get("free_spaces")))
+
+
+def store_raw(item) -> bytes:
+    if isinstance(item, Rejected):
+        return item.raw
+    return item.model_dump_json().encode()

@@ -1,0 +1,198 @@
+"""Cases, sightings, SMS rows, tickets, audit and outbox rows in PostgreSQL.
+
+Every function takes a connection inside the caller's transaction: a case change, its SMS row,
+its ticket and its outbox rows commit together or not at all. Uniqueness in the schema makes
+replays harmless: a sighting per camera ``event_id``, an SMS per (case, kind), a ticket per case.
+"""
+
+import json
+from datetime import datetime, timedelta
+from uuid import UUID, uuid4
+
+import asyncpg
+from pydantic import BaseModel
+
+from pipeline.cases.machine import Case, Sighting, State
+from schemas.codec import encode
+
+CASE_COLUMNS = """id, plate, state, zone, place, camera_id, lat, lon, violation, latest_capture,
+    window_seconds, detected_at, opened_at, warned_at, deadline_at, wake_at, closed_at, reason"""
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def sighting_to_json(s: Sighting | None) -> dict | None:
+    if s is None:
+        return None
+    return {"event_id": s.event_id, "camera_id": s.camera_id, "taken_at": s.taken_at.isoformat(),
+            "lat": s.lat, "lon": s.lon, "place": s.place, "evidence_url": s.evidence_url}
+
+
+def sighting_from_json(d: dict | None) -> Sighting | None:
+    if d is None:
+        return None
+    return Sighting(d["event_id"], d["camera_id"], datetime.fromisoformat(d["taken_at"]), d["lat"], d["lon"],
+                    d.get("place", ""), d.get("evidence_url"))
+
+
+def case_from_row(r) -> Case:
+    return Case(id=r["id"], plate=r["plate"], state=State(r["state"]), zone=r["zone"], place=r["place"],
+                violation=sighting_from_json(r["violation"]), opened_at=r["opened_at"], warned_at=r["warned_at"],
+                deadline_at=r["deadline_at"], wake_at=r["wake_at"],
+                latest_capture=sighting_from_json(r["latest_capture"]), closed_at=r["closed_at"], reason=r["reason"])
+
+
+async def add_sighting(conn, kind: str, event, received_at: datetime) -> bool:
+    """Record a camera event once. False when its ``event_id`` was seen before (a replay)."""
+    evidence = getattr(event, "evidence", None)
+    inserted = await conn.fetchval(
+        """INSERT INTO sightings (event_id, kind, plate, camera_id, taken_at, lat, lon, place, zone, evidence, received_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (event_id) DO NOTHING RETURNING true""",
+        event.event_id, kind, event.plate, event.camera_id, event.taken_at, event.location.lat, event.location.lon,
+        getattr(event, "place", None), getattr(event, "zone", None),
+        evidence.model_dump() if evidence else None, received_at,
+    )
+    return bool(inserted)
+
+
+async def link_sighting(conn, event_id: str, case_id: UUID) -> None:
+    await conn.execute("UPDATE sightings SET case_id = $2 WHERE event_id = $1", event_id, case_id)
+
+
+async def open_case_for(conn, plate: str) -> Case | None:
+    row = await conn.fetchrow(
+        f"SELECT {CASE_COLUMNS} FROM cases WHERE plate = $1 AND state IN ('detected', 'warned', 'rechecking') FOR UPDATE",
+        plate,
+    )
+    return case_from_row(row) if row else None
+
+
+async def get_case(conn, case_id: UUID, lock: bool = False) -> Case | None:
+    row = await conn.fetchrow(f"SELECT {CASE_COLUMNS} FROM cases WHERE id = $1 {'FOR UPDATE' if lock else ''}", case_id)
+    return case_from_row(row) if row else None
+
+
+async def claim_due_cases(conn, now: datetime, limit: int) -> list[tuple[Case, int]]:
+    rows = await conn.fetch(
+        f"""SELECT {CASE_COLUMNS} FROM cases WHERE state IN ('warned', 'rechecking') AND wake_at <= $1
+            ORDER BY wake_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
+        now, limit,
+    )
+    return [(case_from_row(r), r["window_seconds"]) for r in rows]
+
+
+async def insert_case(conn, case: Case, window_seconds: int, now: datetime) -> None:
+    v = case.violation
+    await conn.execute(
+        f"""INSERT INTO cases ({CASE_COLUMNS}, updated_at) VALUES
+            ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)""",
+        case.id, case.plate, case.state.value, case.zone, case.place, v.camera_id, v.lat, v.lon,
+        sighting_to_json(v), sighting_to_json(case.latest_capture), window_seconds, v.taken_at, case.opened_at,
+        case.warned_at, case.deadline_at, case.wake_at, case.closed_at, case.reason, now,
+    )
+
+
+async def update_case(conn, case: Case, now: datetime) -> None:
+    await conn.execute(
+        """UPDATE cases SET state = $2, latest_capture = $3, warned_at = $4, deadline_at = $5, wake_at = $6,
+           closed_at = $7, reason = $8, updated_at = $9 WHERE id = $1""",
+        case.id, case.state.value, sighting_to_json(case.latest_capture), case.warned_at, case.deadline_at,
+        case.wake_at, case.closed_at, case.reason, now,
+    )
+
+
+async def add_sms(conn, case_id: UUID, kind: str, phone: str, params: dict, now: datetime) -> None:
+    """One SMS per (case, kind): a second call for the same pair does nothing."""
+    await conn.execute(
+        """INSERT INTO sms_messages (id, case_id, kind, phone, params, next_attempt_at, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (case_id, kind) DO NOTHING""",
+        uuid4(), case_id, kind, phone, params, now,
+    )
+
+
+async def withdraw_warning(conn, case_id: UUID) -> None:
+    await conn.execute(
+        "UPDATE sms_messages SET status = 'withdrawn' WHERE case_id = $1 AND kind = 'warning' AND status = 'pending'",
+        case_id,
+    )
+
+
+async def claim_due_sms(conn, now: datetime, limit: int):
+    """Pending messages that are due, with their case row locked too (so the case cannot move under us)."""
+    return await conn.fetch(
+        """SELECT s.id, s.case_id, s.kind, s.phone, s.params, s.attempts, c.state AS case_state,
+                  c.window_seconds, c.plate
+           FROM sms_messages s JOIN cases c ON c.id = s.case_id
+           WHERE s.status = 'pending' AND s.next_attempt_at <= $1
+           ORDER BY s.next_attempt_at LIMIT $2 FOR UPDATE OF s, c SKIP LOCKED""",
+        now, limit,
+    )
+
+
+async def sms_accepted(conn, sms_id: UUID, text: str, at: datetime, gateway_ref: str) -> None:
+    await conn.execute(
+        """UPDATE sms_messages SET status = 'accepted', text = $2, accepted_at = $3, gateway_ref = $4,
+           attempts = attempts + 1, last_error = NULL WHERE id = $1""",
+        sms_id, text, at, gateway_ref,
+    )
+
+
+async def sms_retry(conn, sms_id: UUID, error: str, next_attempt_at: datetime) -> None:
+    await conn.execute(
+        "UPDATE sms_messages SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1",
+        sms_id, error[:500], next_attempt_at,
+    )
+
+
+async def sms_failed(conn, sms_id: UUID, error: str, at: datetime) -> None:
+    await conn.execute(
+        """UPDATE sms_messages SET status = 'failed', attempts = attempts + 1, last_error = $2, failed_at = $3
+           WHERE id = $1""",
+        sms_id, error[:500], at,
+    )
+
+
+async def sms_withdrawn(conn, sms_id: UUID) -> None:
+    await conn.execute("UPDATE sms_messages SET status = 'withdrawn' WHERE id = $1", sms_id)
+
+
+async def issue_ticket(conn, case: Case, deadline_at: datetime, evidence: list[dict], prefix: str,
+                       now: datetime) -> str | None:
+    """Issue the case's ticket; None if it already has one. Numbers read ``YH261126000042``."""
+    serial = await conn.fetchval("SELECT nextval('ticket_serial')")
+    number = f"{prefix}{now:%y%m%d}{serial:06d}"
+    v = case.violation
+    return await conn.fetchval(
+        """INSERT INTO tickets (number, case_id, plate, issued_at, deadline_at, place, zone, lat, lon, evidence)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (case_id) DO NOTHING RETURNING number""",
+        number, case.id, case.plate, now, deadline_at, case.place, case.zone, v.lat, v.lon, evidence,
+    )
+
+
+async def audit(conn, at: datetime, case_id: UUID | None, actor: str, action: str, detail: dict) -> None:
+    await conn.execute(
+        "INSERT INTO audit_log (at, case_id, actor, action, detail) VALUES ($1, $2, $3, $4, $5)",
+        at, case_id, actor, action, detail,
+    )
+
+
+async def add_outbox(conn, topic: str, key: str, message: BaseModel) -> None:
+    await conn.execute(
+        "INSERT INTO outbox (topic, key, value) VALUES ($1, $2, $3)", topic, key.encode(), encode(message)
+    )
+
+
+async def add_dead_letter(conn, topic: str, partition: int, offset: int, key: bytes | None, reason: str,
+                          errors: list[dict], raw: bytes, at: datetime) -> bool:
+    """Keep an unusable input message once per (topic, partition, offset)."""
+    return bool(await conn.fetchval(
+        """INSERT INTO dead_letters (source_topic, partition, "offset", key, reason, errors, raw, received_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING true""",
+        topic, partition, offset, key, reason, errors, raw, at,
+    ))
+
+
+def backoff(attempts: int, base_seconds: float) -> timedelta:
+    return timedelta(seconds=min(base_seconds * 2 ** attempts, 300))

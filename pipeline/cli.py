@@ -1,0 +1,134 @@
+"""parkwarden's command line: set up, load the demo city, run workers, simulate cameras, watch."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from pipeline.config import Settings
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@click.group()
+def main() -> None:
+    """parkwarden: warn the owner of an illegally parked car, then ticket it if it stays."""
+
+
+@main.command()
+def setup() -> None:
+    """Apply database migrations and create the Kafka topics (idempotent)."""
+    from pipeline import bootstrap
+
+    settings = Settings()
+    applied = run(bootstrap.prepare_database(settings))
+    click.echo(f"database: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
+    created = run(bootstrap.create_topics(settings))
+    click.echo(f"kafka: {'created ' + ', '.join(created) if created else 'topics exist'}")
+
+
+@main.command("load-demo")
+@click.option("--plates", default=2000, show_default=True, help="How many registered plates to generate.")
+def load_demo(plates: int) -> None:
+    """Load the demo city (Yuhang, Hangzhou): car parks, zones, plate and contact registries."""
+    from pipeline import bootstrap
+    from pipeline.demo import city
+
+    async def load():
+        pool = await bootstrap.connect_database(Settings())
+        try:
+            async with pool.acquire() as conn:
+                return await city.load(conn, plates)
+        finally:
+            await pool.close()
+
+    counts = run(load())
+    click.echo("demo city loaded: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx) -> None:
+    """Run a Faust worker (extra options go to `faust worker`, e.g. --web-port 6067)."""
+    from pipeline.app import app
+
+    sys.argv = ["parkwarden", "worker", "--loglevel", os.environ.get("PW_LOG_LEVEL", "info"), *ctx.args]
+    app.main()
+
+
+@main.command()
+@click.option("--duration", default=120.0, show_default=True, help="Seconds to run.")
+@click.option("--cars", default=50, show_default=True, help="At most this many cars park illegally.")
+@click.option("--cars-per-minute", default=12.0, show_default=True)
+@click.option("--patrol", default=10.0, show_default=True, help="Seconds between sightings of a parked car.")
+@click.option("--duplicates", default=0.05, show_default=True, help="Share of events sent twice.")
+@click.option("--malformed", default=0.02, show_default=True, help="Chance per second of a malformed event.")
+@click.option("--seed", default=1, show_default=True)
+def simulate(duration, cars, cars_per_minute, patrol, duplicates, malformed, seed) -> None:
+    """Simulate cameras and car parks publishing to Kafka."""
+    from pipeline.demo.simulator import Simulator
+
+    s = Settings()
+    sim = Simulator(s.kafka_bootstrap, s.topic_prefix, s.window_seconds, cars_per_minute=cars_per_minute,
+                    max_cars=cars, duration_seconds=duration, patrol_seconds=patrol, duplicate_rate=duplicates,
+                    malformed_rate=malformed, seed=seed)
+    run(sim.run(progress=lambda line: click.echo(line, err=True)))
+
+
+@main.command()
+def watch() -> None:
+    """Print what the pipeline decides, live: violations, warnings (with the SMS text), tickets."""
+    from pipeline.watch import watch as watch_feed
+
+    s = Settings()
+    try:
+        run(watch_feed(s.kafka_bootstrap, s.topic_prefix, s.sms_file, s.timezone))
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.option("--duration", default=150.0, show_default=True, help="Seconds the simulator runs.")
+@click.option("--workers", default=2, show_default=True)
+def demo(duration: float, workers: int) -> None:
+    """Demo: workers + camera simulator + live feed, with a 30-second window. Ctrl-C stops it all."""
+    env = {**os.environ, "PW_WINDOW_SECONDS": os.environ.get("PW_WINDOW_SECONDS", "30"),
+           "PW_LATENESS_SECONDS": "2", "PW_RECHECK_WAIT_SECONDS": "8", "PW_LOG_LEVEL": "warning"}
+    settings = Settings(**{"window_seconds": float(env["PW_WINDOW_SECONDS"])})
+    log_dir = settings.sms_file.parent.parent / "log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    exe = [sys.executable, "-m", "pipeline"]
+    procs: list[subprocess.Popen] = []
+    try:
+        for i in range(workers):
+            log = open(log_dir / f"demo-worker-{i + 1}.log", "a")
+            procs.append(subprocess.Popen([*exe, "worker"], env={**env, "PW_WEB_PORT": str(6066 + i)},
+                                          stdout=log, stderr=subprocess.STDOUT))
+        click.echo(f"started {workers} workers (logs in {log_dir}/demo-worker-*.log); SMS land in {settings.sms_file}")
+        click.echo("waiting for the workers to join the consumer group...")
+        time.sleep(8)
+        procs.append(subprocess.Popen([*exe, "simulate", "--duration", str(duration), "--cars-per-minute", "15"],
+                                      env=env))
+        click.echo("simulator started; live feed below (Ctrl-C to stop everything)\n")
+        watcher = subprocess.Popen([*exe, "watch"], env=env)
+        procs.append(watcher)
+        procs[-2].wait()
+        time.sleep(15)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        click.echo("demo stopped. Services keep running: scripts/services.sh stop")

@@ -1,0 +1,77 @@
+"""The one reader of the environment: every setting, with its default, in one frozen object."""
+
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.cases.machine import Rules
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Read from ``PW_*`` environment variables (e.g. ``PW_WINDOW_SECONDS=600``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PW_", frozen=True, extra="ignore")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:39092"
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
+    topic_partitions: int = Field(default=4, ge=1)
+    app_id: str = "parkwarden"
+    batch_size: int = Field(default=200, ge=1)
+    batch_within_seconds: float = Field(default=0.05, gt=0)
+
+    # PostgreSQL
+    database_url: SecretStr = SecretStr("postgresql://parkwarden:parkwarden@127.0.0.1:55432/parkwarden")
+    db_pool_size: int = Field(default=8, ge=2)
+
+    # Web (served by each worker)
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+
+    # The case rules
+    window_seconds: float = Field(default=600, gt=0)
+    lateness_seconds: float = Field(default=30, ge=0)
+    capture_tolerance_seconds: float = Field(default=5, ge=0)
+    recheck_wait_seconds: float = Field(default=120, gt=0)
+    same_place_m: float = Field(default=50, gt=0)
+
+    # Loops
+    tick_seconds: float = Field(default=0.5, gt=0)
+    sms_poll_seconds: float = Field(default=0.1, gt=0)
+    outbox_poll_seconds: float = Field(default=0.05, gt=0)
+    reference_refresh_seconds: float = Field(default=2.0, gt=0)
+
+    # Lookups
+    owner_cache_size: int = Field(default=100_000, ge=0)
+    owner_cache_ttl_seconds: float = Field(default=300, ge=0)
+
+    # SMS
+    sms_gateway: Literal["file"] = "file"
+    sms_file: Path = ROOT / "var" / "sms" / "handsets.jsonl"
+    sms_language: Literal["zh-CN", "en"] = "zh-CN"
+    sms_signature: str = "杭州城管"
+    sms_max_attempts: int = Field(default=6, ge=1)
+    sms_retry_seconds: float = Field(default=2, gt=0)
+    timezone: str = "Asia/Shanghai"
+
+    # Tickets
+    ticket_prefix: str = Field(default="YH", pattern=r"^[A-Z]{1,4}$")
+
+    @cached_property
+    def rules(self) -> Rules:
+        return Rules(
+            window=timedelta(seconds=self.window_seconds),
+            lateness=timedelta(seconds=self.lateness_seconds),
+            capture_tolerance=timedelta(seconds=self.capture_tolerance_seconds),
+            recheck_wait=timedelta(seconds=self.recheck_wait_seconds),
+            same_place_m=self.same_place_m,
+        )
+
+    def topic(self, base_name: str) -> str:
+        return f"{self.topic_prefix}{base_name}"

@@ -1,0 +1,50 @@
+"""Versioned schema migrations: ``migrations/NNNN_name.sql``, applied once each, in order.
+
+Each file runs in its own transaction and is recorded with its checksum; an applied file that
+was edited afterwards is an error (write a new migration instead). Concurrent runs are
+serialized by an advisory lock, so every worker may call ``migrate`` at start.
+"""
+
+import hashlib
+from pathlib import Path
+
+import asyncpg
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_LOCK = 0x7061726B  # "park"
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply pending migrations; return the versions applied now."""
+    applied_now = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT * FROM schema_migrations")}
+        for path in sorted(MIGRATIONS.glob("*.sql")):
+            sql = path.read_text()
+            checksum = hashlib.sha256(sql.encode()).hexdigest()
+            if path.stem in done:
+                if done[path.stem] != checksum:
+                    raise MigrationError(
+                        f"migration {path.name} changed after it was applied; "
+                        "revert the edit and add a new migration file instead"
+                    )
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)", path.stem, checksum
+                )
+            applied_now.append(path.stem)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+    return applied_now

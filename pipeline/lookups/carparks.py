@@ -1,0 +1,118 @@
+"""The nearest car park with free spaces.
+
+Reference data (where each car park is) comes from PostgreSQL; live counts come from the
+car-park status stream. A grid of cells about 1 km wide prefilters candidates; geopy's geodesic
+distance ranks the few that are left, so a lookup stays well under a millisecond.
+"""
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+from geopy.distance import geodesic
+
+CELL_DEG = 0.01  # about 1.1 km of latitude
+
+
+@dataclass(frozen=True)
+class CarPark:
+    id: str
+    name: str
+    short_name: str
+    lat: float
+    lon: float
+    capacity: int
+
+
+@dataclass(frozen=True)
+class NearestCarPark:
+    car_park: CarPark
+    distance_m: float
+    free_spaces: int
+    counted_at: datetime
+
+
+class CarParkIndex:
+    """In-memory spatial index of car parks and their latest free-space counts."""
+
+    def __init__(self, car_parks: list[CarPark] = ()):
+        self._parks: dict[str, CarPark] = {}
+        self._cells: dict[tuple[int, int], list[str]] = {}
+        self._free: dict[str, tuple[int, datetime]] = {}
+        self.replace(car_parks)
+
+    def replace(self, car_parks: list[CarPark]) -> None:
+        self._parks = {p.id: p for p in car_parks}
+        cells: dict[tuple[int, int], list[str]] = {}
+        for p in car_parks:
+            cells.setdefault(_cell(p.lat, p.lon), []).append(p.id)
+        self._cells = cells
+
+    def __len__(self) -> int:
+        return len(self._parks)
+
+    def update_count(self, car_park_id: str, free_spaces: int, counted_at: datetime) -> bool:
+        """Record a live count; an older count than the one held is ignored. False if unknown."""
+        if car_park_id not in self._parks:
+            return False
+        held = self._free.get(car_park_id)
+        if held is None or held[1] <= counted_at:
+            self._free[car_park_id] = (free_spaces, counted_at)
+        return True
+
+    def nearest(self, lat: float, lon: float, max_rings: int = 5) -> NearestCarPark | None:
+        """The closest car park with at least one free space, searching up to ``max_rings`` cells out."""
+        cx, cy = _cell(lat, lon)
+        best: NearestCarPark | None = None
+        for ring in range(max_rings + 1):
+            for key in _ring(cx, cy, ring):
+                for pid in self._cells.get(key, ()):
+                    count = self._free.get(pid)
+                    if not count or count[0] <= 0:
+                        continue
+                    park = self._parks[pid]
+                    d = geodesic((lat, lon), (park.lat, park.lon)).meters
+                    if best is None or d < best.distance_m:
+                        best = NearestCarPark(park, d, count[0], count[1])
+            # Anything in a further ring is at least `ring` cells away.
+            if best is not None and best.distance_m <= ring * CELL_DEG * 111_000 * math.cos(math.radians(lat)):
+                break
+        return best
+
+
+def _cell(lat: float, lon: float) -> tuple[int, int]:
+    return (math.floor(lat / CELL_DEG), math.floor(lon / CELL_DEG))
+
+
+def _ring(cx: int, cy: int, r: int):
+    if r == 0:
+        yield (cx, cy)
+        return
+    for dx in range(-r, r + 1):
+        yield (cx + dx, cy - r)
+        yield (cx + dx, cy + r)
+    for dy in range(-r + 1, r):
+        yield (cx - r, cy + dy)
+        yield (cx + r, cy + dy)
+
+
+async def load_index(pool: asyncpg.Pool, index: CarParkIndex) -> None:
+    """Refresh reference data and the counts other workers stored from their partitions."""
+    rows = await pool.fetch(
+        "SELECT p.*, s.free_spaces, s.reported_at FROM car_parks p LEFT JOIN car_park_status s ON s.car_park_id = p.id"
+    )
+    index.replace([CarPark(r["id"], r["name"], r["short_name"], r["lat"], r["lon"], r["capacity"]) for r in rows])
+    for r in rows:
+        if r["reported_at"] is not None:
+            index.update_count(r["id"], r["free_spaces"], r["reported_at"])
+
+
+async def store_count(pool_or_conn, car_park_id: str, free_spaces: int, reported_at: datetime) -> None:
+    """Keep the newest count per car park (an older, late report does not overwrite it)."""
+    await pool_or_conn.execute(
+        """INSERT INTO car_park_status (car_park_id, free_spaces, reported_at) VALUES ($1, $2, $3)
+           ON CONFLICT (car_park_id) DO UPDATE SET free_spaces = EXCLUDED.free_spaces, reported_at = EXCLUDED.reported_at
+           WHERE car_park_status.reported_at <= EXCLUDED.reported_at""",
+        car_park_id, free_spaces, reported_at,
+    )

@@ -1,0 +1,43 @@
+"""plate -> owner -> phone, over the plate registry and the contact registry."""
+
+import time
+from typing import Protocol
+
+import asyncpg
+from cachetools import TTLCache
+
+
+class OwnerDirectory(Protocol):
+    async def phone_for(self, plate: str) -> str | None:
+        """The phone of the plate's registered owner, or None when either registry has no entry."""
+
+
+class PostgresOwnerDirectory:
+    """One join over the two registries, behind a bounded cache with a TTL (misses are cached too)."""
+
+    def __init__(self, pool: asyncpg.Pool, max_size: int, ttl_seconds: float, timer=time.monotonic):
+        self._pool = pool
+        self._cache: TTLCache | None = TTLCache(max_size, ttl_seconds, timer=timer) if max_size else None
+        self.queries = 0
+
+    async def phone_for(self, plate: str) -> str | None:
+        if self._cache is not None and plate in self._cache:
+            return self._cache[plate]
+        self.queries += 1
+        phone = await self._pool.fetchval(
+            "SELECT c.phone FROM plate_registry p JOIN contact_registry c USING (owner_id) WHERE p.plate = $1",
+            plate,
+        )
+        if self._cache is not None:
+            self._cache[plate] = phone
+        return phone
+
+
+def mask_phone(phone: str | None) -> str:
+    """138****8000: what logs, screens and test output may show of a phone number."""
+    if not phone:
+        return "(none)"
+    digits = phone.lstrip("+")
+    if len(digits) < 7:
+        return "*" * len(digits)
+    return f"{digits[:3]}{'*' * (len(digits) - 7)}{digits[-4:]}"

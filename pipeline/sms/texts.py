@@ -1,0 +1,98 @@
+"""SMS texts, built to fit one segment.
+
+One segment is 70 UCS-2 code units, or 160 characters when the whole text is in the GSM-7
+alphabet. Plates carry a Chinese province character, so warnings are UCS-2 and get 70. A text
+that would be longer is shortened by construction: the place and the car-park name give up
+characters (ending in "…") until it fits; the plate, the deadline and the counts never do.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+GSM7 = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+MIN_NAME = 2
+
+
+def segment_limit(text: str) -> int:
+    return 160 if set(text) <= GSM7 else 70
+
+
+def length(text: str) -> int:
+    """Length as the SMS centre counts it (UTF-16 code units for UCS-2)."""
+    if set(text) <= GSM7:
+        return len(text)
+    return len(text.encode("utf-16-le")) // 2
+
+
+def fits_one_segment(text: str) -> bool:
+    return length(text) <= segment_limit(text)
+
+
+class TextTooLong(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class WarningFacts:
+    plate: str
+    place: str
+    deadline: datetime  # local time
+    car_park: str | None
+    free_spaces: int | None
+    counted_at: datetime | None  # local time
+
+
+@dataclass(frozen=True)
+class TicketFacts:
+    plate: str
+    place: str
+    ticket_number: str
+
+
+TEMPLATES = {
+    "zh-CN": {
+        "warning": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。最近停车场:{park}余{free}位({counted})",
+        "warning_no_park": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。附近停车场暂无空位",
+        "ticket": "【{sig}】{plate}在{place}违停未驶离，已开具告知单{number}。查询或申诉请拨12345",
+    },
+    "en": {
+        "warning": "{plate} no parking at {place}. Move by {deadline}. P:{park} {free} free {counted}",
+        "warning_no_park": "{plate} no parking at {place}. Move by {deadline}. No free parking near",
+        "ticket": "{plate} at {place}: ticket {number}. Check/contest: call 12345",
+    },
+}
+
+
+def _shorten(name: str, size: int) -> str:
+    return name if len(name) <= size else name[: max(size - 1, 1)] + "…"
+
+
+def _fit(template: str, names: dict[str, str], fixed: dict[str, str]) -> str:
+    """Render, shortening the longest of ``names`` one character at a time until it fits."""
+    sizes = {k: len(v) for k, v in names.items()}
+    while True:
+        text = template.format(**fixed, **{k: _shorten(v, sizes[k]) for k, v in names.items()})
+        if fits_one_segment(text):
+            return text
+        longest = max(sizes, key=sizes.get)
+        if sizes[longest] <= MIN_NAME:
+            raise TextTooLong(f"cannot fit one SMS segment even with names cut to {MIN_NAME}: {text!r}")
+        sizes[longest] -= 1
+
+
+def warning_text(facts: WarningFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:
+    t = TEMPLATES[language]
+    fixed = {"sig": signature, "plate": facts.plate, "deadline": f"{facts.deadline:%H:%M}"}
+    if facts.car_park is None:
+        return _fit(t["warning_no_park"], {"place": facts.place}, fixed)
+    fixed |= {"free": str(facts.free_spaces), "counted": f"{facts.counted_at:%H:%M}"}
+    return _fit(t["warning"], {"place": facts.place, "park": facts.car_park}, fixed)
+
+
+def ticket_text(facts: TicketFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:
+    t = TEMPLATES[language]
+    fixed = {"sig": signature, "plate": facts.plate, "number": facts.ticket_number}
+    return _fit(t["ticket"], {"place": facts.place}, fixed)

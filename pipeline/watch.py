@@ -1,0 +1,58 @@
+"""A live, readable feed of what the pipeline decides (case events, tickets, SMS), for a terminal."""
+
+import asyncio
+import json
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+
+from schemas import topics
+
+STYLE = {"CaseOpened": "yellow", "WarningSent": "cyan", "TicketIssued": "bold red", "moved": "green",
+         "ticketed": "red", "unconfirmed": "magenta", "review": "bold magenta", "exempt": "blue"}
+
+
+def describe(message: dict, tz: ZoneInfo) -> tuple[str, str]:
+    kind = message.get("type")
+    plate = message.get("plate", "?")
+    if kind == "CaseOpened":
+        return f"VIOLATION  {plate} at {message['place']} (case {message['case_id'][:8]}, {message['state']})", STYLE[kind]
+    if kind == "WarningSent":
+        deadline = datetime.fromisoformat(message["deadline_at"]).astimezone(tz)
+        park = f"nearest car park {message['car_park_id']} ({message['free_spaces']} free)" if message["car_park_id"] else "no car park free"
+        return f"WARNED     {plate}: move by {deadline:%H:%M:%S}; {park}", STYLE[kind]
+    if kind == "TicketIssued":
+        return f"TICKET     {plate}: {message['ticket_number']} at {message['place']}", STYLE[kind]
+    if kind == "CaseClosed":
+        outcome = message["outcome"]
+        return f"{outcome.upper():<10} {plate}: {message['reason']}", STYLE.get(outcome, "white")
+    return f"{kind} {plate}", "white"
+
+
+async def watch(bootstrap: str, prefix: str, sms_file: Path | None, timezone: str, stop: asyncio.Event | None = None,
+                console: Console | None = None) -> None:
+    console = console or Console(highlight=False)
+    tz = ZoneInfo(timezone)
+    consumer = AIOKafkaConsumer(f"{prefix}{topics.CASE_EVENTS.name}", f"{prefix}{topics.TICKETS.name}",
+                                bootstrap_servers=bootstrap, auto_offset_reset="latest", group_id=None)
+    await consumer.start()
+    sms_offset = sms_file.stat().st_size if sms_file and sms_file.exists() else 0
+    try:
+        while stop is None or not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=300)
+            for records in batches.values():
+                for record in records:
+                    text, style = describe(json.loads(record.value), tz)
+                    console.print(f"[dim]{datetime.now(tz):%H:%M:%S}[/dim]  [{style}]{text}[/{style}]")
+            if sms_file and sms_file.exists() and sms_file.stat().st_size > sms_offset:
+                with sms_file.open(encoding="utf-8") as f:
+                    f.seek(sms_offset)
+                    for line in f:
+                        sms = json.loads(line)
+                        console.print(f"[dim]{datetime.now(tz):%H:%M:%S}[/dim]  [bold]SMS → {sms['to']}[/bold]  {sms['text']}")
+                    sms_offset = f.tell()
+    finally:
+        await consumer.stop()

@@ -1,0 +1,1 @@
+"""parkwarden's wire contract: message models, the topic registry and their JSON encoding."""

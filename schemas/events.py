@@ -1,0 +1,207 @@
+"""The wire contract: every message parkwarden reads or writes on Kafka.
+
+Inputs come from cameras (``ViolationDetected``, ``VehicleObserved``, ``VehicleDeparted``, one
+``CameraEvent`` union discriminated by ``type``) and from car-park systems (``CarParkStatus``).
+Outputs are what parkwarden decided (``CaseOpened``, ``WarningSent``, ``TicketIssued``,
+``CaseClosed``), what it asks of cameras (``RecheckRequested``) and what it could not read
+(``DeadLetter``).
+
+Rules shared by all messages: timestamps are timezone-aware ISO-8601; coordinates are WGS-84;
+plates are normalized (see ``schemas.plates``); unknown fields are refused so that a typo is an
+error, not a silently missing value.
+"""
+
+from datetime import datetime
+from typing import Annotated, Literal, Union
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+)
+
+from schemas.plates import normalize_plate, plate_problem
+
+SCHEMA_VERSION = 1
+
+EventId = Annotated[
+    str,
+    Field(
+        min_length=8,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        description="Unique per event and stable across retries: the key that makes replays harmless.",
+        examples=["cam-0042:20261126T104200Z:0001"],
+    ),
+]
+CameraId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Location(Message):
+    """A WGS-84 position (what GPS reports; convert GCJ-02 map coordinates before sending)."""
+
+    lat: float = Field(ge=-90, le=90, description="Latitude, WGS-84 degrees.")
+    lon: float = Field(ge=-180, le=180, description="Longitude, WGS-84 degrees.")
+
+
+class Evidence(Message):
+    """Where the capture's image lives; parkwarden stores the reference, not the image."""
+
+    image_url: str = Field(min_length=1, max_length=2048)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class PlateEvent(Message):
+    event_id: EventId
+    schema_version: Literal[1] = SCHEMA_VERSION
+    camera_id: CameraId
+    plate: str = Field(description="Licence plate; normalized on arrival (浙A·12345 -> 浙A12345).")
+    taken_at: AwareDatetime = Field(description="When the camera took the capture (event time).")
+    location: Location
+
+    @field_validator("plate", mode="before")
+    @classmethod
+    def _normalized_valid_plate(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        plate = normalize_plate(value)
+        problem = plate_problem(plate)
+        if problem:
+            raise ValueError(problem)
+        return plate
+
+
+class Capture(PlateEvent):
+    place: str = Field(min_length=1, max_length=64, description="Street or landmark, as shown to the driver.")
+    zone: str = Field(default="default", min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$")
+    evidence: Evidence | None = None
+
+
+class ViolationDetected(Capture):
+    """A camera saw a car parked where it must not be. Opens a case (or adds evidence to one)."""
+
+    type: Literal["ViolationDetected"] = "ViolationDetected"
+    violation: str = Field(default="no_parking", max_length=32, pattern=r"^[a-z_]+$")
+    evidence: Evidence
+
+
+class VehicleObserved(Capture):
+    """A camera saw the car (again), e.g. on its patrol or answering a recheck request."""
+
+    type: Literal["VehicleObserved"] = "VehicleObserved"
+    recheck_id: str | None = Field(default=None, max_length=64, description="Set when answering a RecheckRequested.")
+
+
+class VehicleDeparted(PlateEvent):
+    """A camera saw the car leave the place it was parked at."""
+
+    type: Literal["VehicleDeparted"] = "VehicleDeparted"
+    recheck_id: str | None = Field(default=None, max_length=64)
+
+
+CameraEvent = Annotated[
+    Union[ViolationDetected, VehicleObserved, VehicleDeparted], Field(discriminator="type")
+]
+camera_event_adapter: TypeAdapter[ViolationDetected | VehicleObserved | VehicleDeparted] = TypeAdapter(
+    CameraEvent
+)
+
+
+class CarParkStatus(Message):
+    """A car park's live count of free spaces, keyed by ``car_park_id``."""
+
+    type: Literal["CarParkStatus"] = "CarParkStatus"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    car_park_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    free_spaces: int = Field(ge=0, le=100_000)
+    reported_at: AwareDatetime
+
+
+class CaseOpened(Message):
+    type: Literal["CaseOpened"] = "CaseOpened"
+    case_id: str
+    plate: str
+    state: str
+    place: str
+    zone: str
+    location: Location
+    camera_id: str
+    detected_at: datetime
+    opened_at: datetime
+
+
+class WarningSent(Message):
+    """The SMS gateway accepted the warning: the window runs from ``accepted_at`` to ``deadline_at``."""
+
+    type: Literal["WarningSent"] = "WarningSent"
+    case_id: str
+    plate: str
+    sms_id: str
+    accepted_at: datetime
+    deadline_at: datetime
+    car_park_id: str | None
+    free_spaces: int | None
+
+
+class TicketIssued(Message):
+    """An electronic ticket with its two captures: the violation and a capture at the deadline."""
+
+    type: Literal["TicketIssued"] = "TicketIssued"
+    ticket_number: str
+    case_id: str
+    plate: str
+    issued_at: datetime
+    place: str
+    zone: str
+    location: Location
+    deadline_at: datetime
+    evidence: list[dict]
+
+
+class CaseClosed(Message):
+    type: Literal["CaseClosed"] = "CaseClosed"
+    case_id: str
+    plate: str
+    outcome: str
+    reason: str
+    closed_at: datetime
+
+
+class RecheckRequested(Message):
+    """Asks a camera for a fresh capture of a plate; answer with VehicleObserved/VehicleDeparted
+    carrying ``recheck_id``. Keyed by ``camera_id``."""
+
+    type: Literal["RecheckRequested"] = "RecheckRequested"
+    recheck_id: str
+    case_id: str
+    camera_id: str
+    plate: str
+    location: Location
+    requested_at: datetime
+    answer_by: datetime
+
+
+class FieldError(Message):
+    field: str
+    message: str
+
+
+class DeadLetter(Message):
+    """A message parkwarden could not use, with what an integrator needs to fix and resend it."""
+
+    type: Literal["DeadLetter"] = "DeadLetter"
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None
+    reason: str
+    errors: list[FieldError]
+    raw_base64: str
+    received_at: datetime

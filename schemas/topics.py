@@ -1,0 +1,66 @@
+"""The topic registry: every Kafka topic parkwarden uses, with its key and value formats.
+
+Topic names below are the base names; a deployment may prefix them (``PW_TOPIC_PREFIX``) so that
+several environments share one cluster.
+"""
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from schemas import events
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    key: str
+    values: tuple[type[BaseModel], ...]
+    direction: str  # "in" (integrators write) or "out" (parkwarden writes)
+    about: str
+
+
+CAMERA_EVENTS = Topic(
+    "camera-events",
+    key="normalized plate (UTF-8), so that one car's events stay in order on one partition",
+    values=(events.ViolationDetected, events.VehicleObserved, events.VehicleDeparted),
+    direction="in",
+    about="What cameras see: violations, sightings, departures.",
+)
+CAR_PARK_STATUS = Topic(
+    "car-park-status",
+    key="car park id",
+    values=(events.CarParkStatus,),
+    direction="in",
+    about="Live free spaces per car park.",
+)
+CASE_EVENTS = Topic(
+    "case-events",
+    key="normalized plate",
+    values=(events.CaseOpened, events.WarningSent, events.CaseClosed),
+    direction="out",
+    about="Every change of a case, in order per plate.",
+)
+TICKETS = Topic(
+    "tickets",
+    key="normalized plate",
+    values=(events.TicketIssued,),
+    direction="out",
+    about="Electronic tickets with their evidence.",
+)
+CAMERA_COMMANDS = Topic(
+    "camera-commands",
+    key="camera id",
+    values=(events.RecheckRequested,),
+    direction="out",
+    about="Requests to cameras for a fresh capture.",
+)
+DEAD_LETTERS = Topic(
+    "dead-letters",
+    key="source topic",
+    values=(events.DeadLetter,),
+    direction="out",
+    about="Input messages that could not be used, with the reason and the original bytes.",
+)
+
+ALL = (CAMERA_EVENTS, CAR_PARK_STATUS, CASE_EVENTS, TICKETS, CAMERA_COMMANDS, DEAD_LETTERS)
