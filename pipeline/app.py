@@ -33,6 +33,8 @@ app = faust.App(
     store="memory://",
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
+    broker_session_timeout=settings.session_timeout_seconds,
+    broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 5),
 )
 
 camera_events = app.topic(settings.topic(topics.CAMERA_EVENTS.name), key_serializer="raw",

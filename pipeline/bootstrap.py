@@ -57,7 +57,7 @@ def build_service(settings: Settings, pool: asyncpg.Pool, car_parks: CarParkInde
     sms = SmsStyle(settings.sms_language, settings.sms_signature, ZoneInfo(settings.timezone),
                    settings.sms_max_attempts, settings.sms_retry_seconds)
     return CaseService(pool, owners, car_parks, zones, settings.rules, output_topics(settings), sms,
-                       settings.ticket_prefix)
+                       settings.ticket_prefix, actor=f"pipeline:{settings.worker_name}")
 
 
 def build_producer(settings: Settings) -> AIOKafkaProducer:

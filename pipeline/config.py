@@ -1,5 +1,7 @@
 """The one reader of the environment: every setting, with its default, in one frozen object."""
 
+import os
+import socket
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +25,9 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
     topic_partitions: int = Field(default=4, ge=1)
     app_id: str = "parkwarden"
+    worker_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    session_timeout_seconds: float = Field(default=10, gt=0)
+    """How soon a dead worker's partitions go to the others."""
     batch_size: int = Field(default=200, ge=1)
     batch_within_seconds: float = Field(default=0.05, gt=0)
 

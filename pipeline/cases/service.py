@@ -74,7 +74,7 @@ def sighting_of(event: events.Capture | events.VehicleDeparted) -> Sighting:
 
 class CaseService:
     def __init__(self, pool: asyncpg.Pool, owners: OwnerDirectory, car_parks: CarParkIndex, zones: ZoneBook,
-                 rules: Rules, topics: Topics, sms: SmsStyle, ticket_prefix: str,
+                 rules: Rules, topics: Topics, sms: SmsStyle, ticket_prefix: str, actor: str = PIPELINE,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self.pool = pool
         self.owners = owners
@@ -85,6 +85,7 @@ class CaseService:
         self.sms = sms
         self.ticket_prefix = ticket_prefix
         self.clock = clock
+        self.actor = actor
 
     # ── camera events ────────────────────────────────────────────────────────────────────────
 
@@ -175,7 +176,7 @@ class CaseService:
         await store.add_outbox(conn, self.topics.case_events, case.plate, events.CaseOpened(
             case_id=str(case.id), plate=case.plate, state=case.state, place=case.place, zone=case.zone,
             location=event.location, camera_id=event.camera_id, detected_at=event.taken_at, opened_at=now))
-        await store.audit(conn, now, case.id, PIPELINE, f"opened:{case.state}",
+        await store.audit(conn, now, case.id, self.actor, f"opened:{case.state}",
                           {"event_id": event.event_id, "reason": case.reason})
         await self._apply(conn, case, decision, now, phone=phone)
         if decision.closed:
@@ -185,12 +186,12 @@ class CaseService:
         """Save a decision on an existing case, with its audit entry and effects."""
         if not decision.changed:
             if decision.note:
-                await store.audit(conn, now, before.id, PIPELINE, "noted", {"cause": cause, "note": decision.note})
+                await store.audit(conn, now, before.id, self.actor, "noted", {"cause": cause, "note": decision.note})
             return
         case = decision.case
         await store.update_case(conn, case, now)
         action = f"{before.state}->{case.state}" if case.state != before.state else "evidence"
-        await store.audit(conn, now, case.id, PIPELINE, action,
+        await store.audit(conn, now, case.id, self.actor, action,
                           {"cause": cause, "reason": case.reason, "note": decision.note})
         await self._apply(conn, case, decision, now)
         if decision.closed:
@@ -224,7 +225,8 @@ class CaseService:
 
     async def _issue_ticket(self, conn, case: Case, effect: machine.IssueTicket, now: datetime) -> None:
         evidence = [store.sighting_to_json(effect.violation), store.sighting_to_json(effect.fresh_capture)]
-        number = await store.issue_ticket(conn, case, case.deadline_at, evidence, self.ticket_prefix, now)
+        number = await store.issue_ticket(conn, case, case.deadline_at, evidence, self.ticket_prefix, now,
+                                          now.astimezone(self.sms.timezone))
         if number is None:
             return
         v = case.violation

@@ -159,10 +159,11 @@ async def sms_withdrawn(conn, sms_id: UUID) -> None:
 
 
 async def issue_ticket(conn, case: Case, deadline_at: datetime, evidence: list[dict], prefix: str,
-                       now: datetime) -> str | None:
-    """Issue the case's ticket; None if it already has one. Numbers read ``YH261126000042``."""
+                       now: datetime, local_now: datetime) -> str | None:
+    """Issue the case's ticket; None if it already has one. Numbers read ``YH261126000042``
+    (prefix, local date, serial)."""
     serial = await conn.fetchval("SELECT nextval('ticket_serial')")
-    number = f"{prefix}{now:%y%m%d}{serial:06d}"
+    number = f"{prefix}{local_now:%y%m%d}{serial:06d}"
     v = case.violation
     return await conn.fetchval(
         """INSERT INTO tickets (number, case_id, plate, issued_at, deadline_at, place, zone, lat, lon, evidence)

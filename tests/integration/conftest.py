@@ -1,0 +1,273 @@
+"""Integration tier: the real Kafka and PostgreSQL that `scripts/services.sh start` runs.
+
+Each test gets its own database (a copy of the schema plus the demo city), its own topic prefix
+and consumer group, and its own worker processes, so tests cannot see each other's events.
+A missing service is an error, never a skip.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from pipeline import bootstrap
+from pipeline.cases.store import init_connection
+from pipeline.config import Settings
+from pipeline.db.migrate import migrate
+from pipeline.demo import city
+from schemas import events, topics
+from schemas.codec import encode
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = Settings()
+ADMIN_URL = BASE.database_url.get_secret_value()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def services_running():
+    try:
+        conn = await asyncpg.connect(ADMIN_URL, timeout=5)
+        await conn.close()
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL is not reachable ({type(exc).__name__}); run `scripts/services.sh start`", pytrace=False)
+    producer = AIOKafkaProducer(bootstrap_servers=BASE.kafka_bootstrap, request_timeout_ms=5000)
+    try:
+        await asyncio.wait_for(producer.start(), 15)
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"Kafka is not reachable ({type(exc).__name__}); run `scripts/services.sh start`", pytrace=False)
+    finally:
+        await producer.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_for(check, timeout: float = 30, what: str = "condition", every: float = 0.1):
+    """Poll an async ``check`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
+        await asyncio.sleep(every)
+
+
+class Worker:
+    """One `parkwarden worker` process, started and stopped by its PID."""
+
+    def __init__(self, name: str, env: dict, log_dir: Path):
+        self.name = name
+        self.env = {**env, "PW_WEB_PORT": str(free_port()), "PW_WORKER_NAME": name}
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Worker":
+        self._log = self.log_path.open("a")
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", "worker"], env=self.env, cwd=ROOT,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    async def ready(self, timeout: float = 60) -> None:
+        async def joined():
+            if self.proc.poll() is not None:
+                pytest.fail(f"worker {self.name} exited with {self.proc.returncode}; see {self.log_path}", pytrace=False)
+            return "Worker]: Ready" in self.log_path.read_text(errors="replace")
+        await wait_for(joined, timeout, f"worker {self.name} to join the consumer group")
+
+    async def owns(self, partitions: str, timeout: float = 60) -> None:
+        """Wait until this worker's latest assignment gives it ``partitions`` (e.g. "{0-3}") of the camera events."""
+        async def assigned():
+            log = self.log_path.read_text(errors="replace")
+            latest = log.rsplit("Setting newly assigned partitions", 1)
+            return len(latest) == 2 and any(
+                "camera-events" in line and partitions in line for line in latest[1].splitlines()[:8])
+        await wait_for(assigned, timeout, f"worker {self.name} to own camera-events partitions {partitions}")
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Stack:
+    """A test's own slice of the real services, with helpers to publish and to look."""
+
+    def __init__(self, tmp_path: Path):
+        self.id = uuid.uuid4().hex[:10]
+        self.db_name = f"pw_test_{self.id}"
+        self.db_url = ADMIN_URL.rsplit("/", 1)[0] + "/" + self.db_name
+        self.prefix = f"t{self.id}."
+        self.tmp = tmp_path
+        self.sms_file = tmp_path / "handsets.jsonl"
+        self.window = 4.0
+        self.env = {
+            **os.environ,
+            "PW_DATABASE_URL": self.db_url,
+            "PW_TOPIC_PREFIX": self.prefix,
+            "PW_APP_ID": f"pw-test-{self.id}",
+            "PW_SMS_FILE": str(self.sms_file),
+            "PW_WINDOW_SECONDS": str(self.window),
+            "PW_LATENESS_SECONDS": "1",
+            "PW_CAPTURE_TOLERANCE_SECONDS": "1",
+            "PW_RECHECK_WAIT_SECONDS": "3",
+            "PW_TICK_SECONDS": "0.2",
+            "PW_LOG_LEVEL": "info",
+        }
+        self.settings = Settings(database_url=self.db_url, topic_prefix=self.prefix, app_id=f"pw-test-{self.id}")
+        self.workers: list[Worker] = []
+        self.pool: asyncpg.Pool | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self._seq = 0
+
+    async def start(self) -> None:
+        admin = await asyncpg.connect(ADMIN_URL)
+        await admin.execute(f'CREATE DATABASE "{self.db_name}"')
+        await admin.close()
+        self.pool = await asyncpg.create_pool(self.db_url, min_size=1, max_size=4, init=init_connection)
+        async with self.pool.acquire() as conn:
+            await migrate(conn)
+            await city.load(conn, plate_count=300)
+        await bootstrap.create_topics(self.settings)
+        self.producer = AIOKafkaProducer(bootstrap_servers=BASE.kafka_bootstrap, acks="all")
+        await self.producer.start()
+
+    async def close(self) -> None:
+        for w in self.workers:
+            w.stop()
+        if self.producer:
+            await self.producer.stop()
+        if self.pool:
+            await self.pool.close()
+        admin = await asyncpg.connect(ADMIN_URL)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        await admin.close()
+
+    def worker(self, name: str | None = None, **env) -> Worker:
+        w = Worker(name or f"w{len(self.workers) + 1}", {**self.env, **env}, self.tmp)
+        self.workers.append(w)
+        return w.start()
+
+    # publishing ---------------------------------------------------------------------------
+
+    def topic(self, t: topics.Topic) -> str:
+        return self.settings.topic(t.name)
+
+    async def publish(self, message, key: str | None = None) -> None:
+        t = topics.CAR_PARK_STATUS if isinstance(message, events.CarParkStatus) else topics.CAMERA_EVENTS
+        key = key or getattr(message, "plate", None) or message.car_park_id
+        await self.producer.send_and_wait(self.topic(t), encode(message), key=key.encode())
+
+    async def publish_raw(self, raw: bytes, key: bytes = b"raw") -> None:
+        await self.producer.send_and_wait(self.topic(topics.CAMERA_EVENTS), raw, key=key)
+
+    async def all_car_parks_free(self, free: int = 25) -> None:
+        now = datetime.now(UTC)
+        for cp in city.CAR_PARKS:
+            await self.publish(events.CarParkStatus(car_park_id=cp[0], free_spaces=free, reported_at=now))
+
+    def event_id(self) -> str:
+        self._seq += 1
+        return f"test-{self.id}-{self._seq:05d}"
+
+    def violation(self, plate: str, camera: city.Camera = city.CAMERAS[0], at: datetime | None = None):
+        return events.ViolationDetected(
+            event_id=self.event_id(), camera_id=camera.id, plate=plate, taken_at=at or datetime.now(UTC),
+            location=events.Location(lat=camera.lat, lon=camera.lon), place=camera.place, zone=camera.zone,
+            evidence=events.Evidence(image_url=f"https://evidence.test/{self._seq}.jpg"))
+
+    def observation(self, plate: str, camera: city.Camera = city.CAMERAS[0], at: datetime | None = None):
+        return events.VehicleObserved(
+            event_id=self.event_id(), camera_id=camera.id, plate=plate, taken_at=at or datetime.now(UTC),
+            location=events.Location(lat=camera.lat, lon=camera.lon), place=camera.place, zone=camera.zone,
+            evidence=events.Evidence(image_url=f"https://evidence.test/{self._seq}.jpg"))
+
+    def departure(self, plate: str, camera: city.Camera = city.CAMERAS[0], at: datetime | None = None):
+        return events.VehicleDeparted(
+            event_id=self.event_id(), camera_id=camera.id, plate=plate, taken_at=at or datetime.now(UTC),
+            location=events.Location(lat=camera.lat, lon=camera.lon))
+
+    # looking ------------------------------------------------------------------------------
+
+    async def case_of(self, plate: str):
+        return await self.pool.fetchrow("SELECT * FROM cases WHERE plate = $1 ORDER BY opened_at DESC LIMIT 1", plate)
+
+    async def wait_state(self, plate: str, state: str, timeout: float = 30):
+        async def check():
+            row = await self.case_of(plate)
+            return row if row and row["state"] == state else None
+        return await wait_for(check, timeout, f"case of {plate} to be {state}")
+
+    async def count(self, sql: str, *args) -> int:
+        return await self.pool.fetchval(sql, *args)
+
+    def handset_lines(self) -> list[dict]:
+        if not self.sms_file.exists():
+            return []
+        return [json.loads(line) for line in self.sms_file.read_text(encoding="utf-8").splitlines()]
+
+    async def consume(self, t: topics.Topic, until, timeout: float = 20) -> list[dict]:
+        """Read a topic from the start until ``until(messages)`` holds."""
+        consumer = AIOKafkaConsumer(self.topic(t), bootstrap_servers=BASE.kafka_bootstrap,
+                                    auto_offset_reset="earliest", group_id=None)
+        await consumer.start()
+        messages: list[dict] = []
+        try:
+            end = time.monotonic() + timeout
+            while not until(messages):
+                if time.monotonic() > end:
+                    pytest.fail(f"timed out reading {t.name}: got {len(messages)} messages", pytrace=False)
+                for records in (await consumer.getmany(timeout_ms=300)).values():
+                    messages.extend(json.loads(r.value) for r in records)
+            return messages
+        finally:
+            await consumer.stop()
+
+    async def plates_with_phone(self, n: int) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT p.plate FROM plate_registry p JOIN contact_registry c USING (owner_id) ORDER BY p.plate LIMIT $1", n)
+        return [r["plate"] for r in rows]
+
+
+@pytest.fixture
+async def stack(tmp_path):
+    s = Stack(tmp_path)
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def after(dt: datetime, seconds: float) -> datetime:
+    return dt + timedelta(seconds=seconds)

@@ -1,0 +1,110 @@
+"""SMS texts (pipeline/sms/texts.py): always one segment, and the facts a driver needs are in it."""
+
+from datetime import datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.demo import city
+from pipeline.sms import texts
+from pipeline.sms.texts import TicketFacts, WarningFacts, fits_one_segment, length, ticket_text, warning_text
+
+pytestmark = pytest.mark.unit
+
+LANGUAGES = list(texts.TEMPLATES)
+PLATES = ["浙A12345", "浙AD12345", "浙A12345F"]  # 7 characters, and 8 for new-energy plates
+DEADLINE = datetime(2026, 11, 26, 10, 52)
+COUNTED = datetime(2026, 11, 26, 10, 42)
+TICKET_NUMBER = "YHZJ261126000001"  # the longest prefix the settings allow (4 letters) + yymmdd + serial
+
+CJK = st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF)
+CJK_WITH_SUPPLEMENTARY = st.one_of(CJK, st.characters(min_codepoint=0x20000, max_codepoint=0x2A6DF))
+long_names = st.text(CJK_WITH_SUPPLEMENTARY, min_size=1, max_size=60)
+
+
+def one_segment(text: str) -> bool:
+    return fits_one_segment(text) and length(text) <= 70  # plates carry a CJK character: always UCS-2
+
+
+def names_the_car_park(text: str, name: str) -> bool:
+    """The full name, or its start ending in an ellipsis when it had to be shortened."""
+    return name in text or any(f"{name[:k]}…" in text for k in range(1, len(name)))
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("plate", PLATES)
+def test_given_every_camera_and_car_park_of_the_demo_city_when_warning_then_the_text_fits_one_segment(language, plate):
+    for camera in city.CAMERAS:
+        for _id, _name, short_name, _lat, _lon, capacity in city.CAR_PARKS:
+            facts = WarningFacts(plate, camera.place, DEADLINE, short_name, capacity, COUNTED)
+
+            text = warning_text(facts, language)
+
+            assert one_segment(text), (length(text), text)
+            assert plate in text
+            assert "10:52" in text
+            assert f"{capacity}" in text
+            assert "10:42" in text
+            assert names_the_car_park(text, short_name), text
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("plate", PLATES)
+def test_given_every_camera_of_the_demo_city_when_ticketed_then_the_text_fits_one_segment(language, plate):
+    for camera in city.CAMERAS:
+        text = ticket_text(TicketFacts(plate, camera.place, TICKET_NUMBER), language)
+
+        assert one_segment(text), (length(text), text)
+        assert plate in text
+        assert TICKET_NUMBER in text
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_given_no_car_park_with_free_spaces_when_warning_then_the_text_says_so_and_fits(language):
+    text = warning_text(WarningFacts("浙AD12345", city.CAMERAS[7].place, DEADLINE, None, None, None), language)
+
+    assert one_segment(text)
+    assert "浙AD12345" in text and "10:52" in text
+
+
+def test_given_the_zh_warning_then_it_names_plate_place_deadline_car_park_and_free_spaces():
+    text = warning_text(WarningFacts("浙A12345", "文一西路海创园南门", DEADLINE, "海创园B1", 37, COUNTED))
+
+    assert text == "【杭州城管】浙A12345在文一西路海创园南门违停，请于10:52前驶离。最近停车场:海创园B1余37位(10:42)"
+
+
+@settings(max_examples=150, deadline=None)
+@given(place=long_names, car_park=long_names, plate=st.sampled_from(PLATES), language=st.sampled_from(LANGUAGES),
+       free=st.integers(min_value=1, max_value=100_000),
+       hour=st.integers(min_value=0, max_value=23), minute=st.integers(min_value=0, max_value=59))
+def test_for_any_long_place_and_car_park_names_the_warning_fits_one_segment_and_keeps_the_facts(
+        place, car_park, plate, language, free, hour, minute):
+    deadline = DEADLINE.replace(hour=hour, minute=minute)
+
+    text = warning_text(WarningFacts(plate, place, deadline, car_park, free, COUNTED), language)
+
+    assert one_segment(text), (length(text), text)
+    assert plate in text
+    assert f"{hour:02d}:{minute:02d}" in text
+    assert str(free) in text
+    assert names_the_car_park(text, car_park), text
+
+
+@settings(max_examples=150, deadline=None)
+@given(place=long_names, plate=st.sampled_from(PLATES), language=st.sampled_from(LANGUAGES),
+       number=st.from_regex(r"[A-Z]{1,4}[0-9]{12}", fullmatch=True))
+def test_for_any_long_place_name_the_ticket_fits_one_segment_and_names_the_ticket(place, plate, language, number):
+    text = ticket_text(TicketFacts(plate, place, number), language)
+
+    assert one_segment(text), (length(text), text)
+    assert number in text
+    assert plate in text
+
+
+def test_given_a_gsm7_text_then_it_gets_160_characters_and_a_cjk_text_70_code_units():
+    assert texts.segment_limit("Move by 10:52") == 160
+    assert texts.segment_limit("浙A12345") == 70
+    assert length("𠀀") == 2  # outside the BMP: two UTF-16 code units
+    assert fits_one_segment("a" * 160) and not fits_one_segment("a" * 161)
+    assert fits_one_segment("浙" * 70) and not fits_one_segment("浙" * 71)
