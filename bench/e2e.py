@@ -98,7 +98,7 @@ async def pipeline_run(n: int, workers: int, base: Settings) -> dict:
             "SELECT p.plate FROM plate_registry p JOIN contact_registry c USING (owner_id) LIMIT $1", n)]
         assert len(plates) == n, "not enough plates with a phone"
         env = {**os.environ, "PW_DATABASE_URL": db_url, "PW_TOPIC_PREFIX": settings.topic_prefix,
-               "PW_APP_ID": settings.app_id, "PW_LOG_LEVEL": "warning", "PW_WINDOW_SECONDS": "600",
+               "PW_APP_ID": settings.app_id, "PW_LOG_LEVEL": "warn", "PW_WINDOW_SECONDS": "600",
                "PW_SMS_FILE": str(ROOT / "var" / "bench" / f"handsets-{run}.jsonl")}
         log_dir = ROOT / "var" / "bench"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +137,9 @@ async def pipeline_run(n: int, workers: int, base: Settings) -> dict:
             progress("warnings accepted", accepted, n, started)
             if accepted >= n:
                 break
+            for p in procs:
+                if p.poll() is not None:
+                    raise SystemExit(f"\nbench: a worker exited with {p.returncode}; see {log_dir}")
             if time.monotonic() - started > 600:
                 raise SystemExit(f"\nbench: only {accepted}/{n} warnings accepted after 600 s; see {log_dir}")
             await asyncio.sleep(0.5)

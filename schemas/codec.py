@@ -34,10 +34,12 @@ def decode_with(adapter: TypeAdapter, raw: bytes | None):
         return Rejected(b"", "empty message (no value)", ())
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return Rejected(raw, f"not JSON: {exc}", ())
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep, too long a number
+        return Rejected(raw, f"not JSON: {type(exc).__name__}: {str(exc)[:200]}", ())
     try:
         return adapter.validate_python(data)
+    except RecursionError:
+        return Rejected(raw, "message nested too deeply", ())
     except ValidationError as exc:
         errors = field_errors(exc)
         summary = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])

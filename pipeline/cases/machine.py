@@ -54,6 +54,8 @@ class Rules:
     """How long to wait for a camera's answer to a recheck request."""
     same_place_m: float = 50.0
     """Captures within this distance of the violation are 'at the same place'."""
+    clock_skew: timedelta = timedelta(seconds=30)
+    """A capture stamped later than ``now`` plus this is not trusted as evidence (camera clock ahead)."""
 
 
 @dataclass(frozen=True)
@@ -175,9 +177,10 @@ def on_violation(case: Case, violation: Sighting, rules: Rules, now: datetime) -
     return on_capture(case, violation, rules, now)
 
 
-def needs_new_case(decision: Decision, violation: Sighting) -> bool:
-    """After ``on_violation``: must the caller open a case for this violation?"""
-    return not decision.case.is_open and decision.case.violation.event_id != violation.event_id
+def needs_new_case(decision: Decision, violation: Sighting, rules: Rules) -> bool:
+    """After ``on_violation``: did the car move, so that this violation needs a case of its own?"""
+    return decision.closed and decision.case.state == State.MOVED and \
+        distance_m(decision.case.violation, violation) > rules.same_place_m
 
 
 def on_capture(case: Case, capture: Sighting, rules: Rules, now: datetime) -> Decision:
@@ -196,7 +199,7 @@ def on_capture(case: Case, capture: Sighting, rules: Rules, now: datetime) -> De
     if case.latest_capture and case.latest_capture.taken_at >= capture.taken_at:
         return unchanged(case, "older capture at the same place: kept as evidence")
     case = replace(case, latest_capture=capture)
-    if case.state == State.RECHECKING and _is_fresh(case, capture, rules):
+    if case.state == State.RECHECKING and _is_fresh(case, capture, rules, now):
         return _ticket(case, capture, now, "captured at the place after the deadline (recheck)")
     return Decision(case, (), note="capture at the same place")
 
@@ -238,7 +241,7 @@ def on_wake(case: Case, rules: Rules, now: datetime) -> Decision:
     if case.wake_at is None or now < case.wake_at or case.state not in WAITING_STATES:
         return unchanged(case, "not due")
     capture = case.latest_capture
-    if capture and _is_fresh(case, capture, rules):
+    if capture and _is_fresh(case, capture, rules, now):
         return _ticket(case, capture, now, "still at the place at the deadline")
     if case.state == State.WARNED:
         answer_by = now + rules.recheck_wait
@@ -255,8 +258,10 @@ def cancel(case: Case, reason: str, now: datetime) -> Decision:
     return _close(case, State.CANCELLED, reason, now, WithdrawWarning(case.id))
 
 
-def _is_fresh(case: Case, capture: Sighting, rules: Rules) -> bool:
-    return case.deadline_at is not None and capture.taken_at >= case.deadline_at - rules.capture_tolerance
+def _is_fresh(case: Case, capture: Sighting, rules: Rules, now: datetime) -> bool:
+    """Taken no earlier than the deadline (less the tolerance), and not stamped in the future."""
+    return (case.deadline_at is not None and capture.taken_at >= case.deadline_at - rules.capture_tolerance
+            and capture.taken_at <= now + rules.clock_skew)
 
 
 def _ticket(case: Case, capture: Sighting, now: datetime, reason: str) -> Decision:

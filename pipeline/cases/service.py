@@ -151,7 +151,7 @@ class CaseService:
             if case is not None:
                 decision = machine.on_violation(case, sighting, self.rules, now)
                 await self._record(conn, case, decision, now, item.event_id)
-                if not machine.needs_new_case(decision, sighting):
+                if not machine.needs_new_case(decision, sighting, self.rules):
                     await store.link_sighting(conn, item.event_id, case.id)
                     return
             await self._open(conn, item, sighting, now)

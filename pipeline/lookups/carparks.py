@@ -75,8 +75,10 @@ class CarParkIndex:
                     d = geodesic((lat, lon), (park.lat, park.lon)).meters
                     if best is None or d < best.distance_m:
                         best = NearestCarPark(park, d, count[0], count[1])
-            # Anything in a further ring is at least `ring` cells away.
-            if best is not None and best.distance_m <= ring * CELL_DEG * 111_000 * math.cos(math.radians(lat)):
+            # Anything in a further ring is at least `ring` cells away; 110 km per degree and the
+            # cosine at the ring's far edge keep this bound on the safe side.
+            far_lat = min(abs(lat) + (ring + 1) * CELL_DEG, 89.0)
+            if best is not None and best.distance_m <= ring * CELL_DEG * 110_000 * math.cos(math.radians(far_lat)):
                 break
         return best
 

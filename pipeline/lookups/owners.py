@@ -38,6 +38,8 @@ def mask_phone(phone: str | None) -> str:
     if not phone:
         return "(none)"
     digits = phone.lstrip("+")
-    if len(digits) < 7:
-        return "*" * len(digits)
-    return f"{digits[:3]}{'*' * (len(digits) - 7)}{digits[-4:]}"
+    if len(digits) >= 11:
+        return f"{digits[:3]}{'*' * (len(digits) - 7)}{digits[-4:]}"
+    if len(digits) >= 7:
+        return f"{digits[:2]}{'*' * (len(digits) - 4)}{digits[-2:]}"
+    return "*" * len(digits)

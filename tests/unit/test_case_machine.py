@@ -104,7 +104,7 @@ def test_given_a_reachable_owner_when_a_violation_opens_a_case_then_it_is_detect
     assert decision.case.deadline_at is None and decision.case.wake_at is None
 
 
-def test_given_no_phone_on_record_when_a_violation_opens_a_case_then_an_officer_reviews_it_and_no_warning_is_sent(clock):
+def test_given_no_phone_on_record_when_a_violation_opens_a_case_then_it_goes_to_review_without_a_warning(clock):
     decision = machine.open_case(CASE_ID, "皖A12345", "yuhang", capture(clock.now), Opening(owner_reachable=False),
                                  clock.now)
 
@@ -486,7 +486,7 @@ def test_given_an_open_case_when_a_violation_is_detected_elsewhere_then_the_case
     decision = machine.on_violation(story.case, elsewhere, RULES, clock.now)
 
     assert decision.case.state == State.MOVED
-    assert machine.needs_new_case(decision, elsewhere)
+    assert machine.needs_new_case(decision, elsewhere, RULES)
 
 
 def test_given_an_open_case_when_a_violation_is_detected_at_the_same_place_then_it_only_adds_evidence(clock):
@@ -497,7 +497,7 @@ def test_given_an_open_case_when_a_violation_is_detected_at_the_same_place_then_
 
     assert decision.case.state == State.WARNED
     assert decision.case.latest_capture == again
-    assert not machine.needs_new_case(decision, again)
+    assert not machine.needs_new_case(decision, again, RULES)
 
 
 def test_given_a_rechecking_case_when_a_violation_at_the_same_place_answers_then_it_tickets_without_a_new_case(clock):
@@ -509,7 +509,7 @@ def test_given_a_rechecking_case_when_a_violation_at_the_same_place_answers_then
 
     assert decision.case.state == State.TICKETED
     assert tickets(decision) == [IssueTicket(CASE_ID, story.violation, again)]
-    assert not machine.needs_new_case(decision, again)
+    assert not machine.needs_new_case(decision, again, RULES)
 
 
 # ── properties ─────────────────────────────────────────────────────────────────────────────
