@@ -17,6 +17,7 @@ from pipeline.config import Settings
 from pipeline.lookups.carparks import CarParkIndex, load_index
 from pipeline.lookups.zones import ZoneBook, load_zones
 from pipeline.outbox import OutboxRelay
+from pipeline.sms import views as sms_views
 from schemas import topics
 
 log = logging.getLogger("parkwarden")
@@ -49,6 +50,7 @@ class Runtime(Service):
     def __post_init__(self) -> None:
         self.ready = asyncio.Event()
         self.pool = self.service = self.gateway = self.producer = self.relay = None
+        self.settings = settings
         self.car_parks = CarParkIndex()
         self.zones = ZoneBook(default_window_seconds=settings.window_seconds)
 
@@ -133,6 +135,9 @@ async def record_car_park_status(stream):
     await runtime.ready.wait()
     async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
         await runtime.service.handle_car_park_statuses(_sources(batch))
+
+
+sms_views.register(app, runtime)
 
 
 @app.page("/healthz")

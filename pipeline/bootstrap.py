@@ -14,6 +14,8 @@ from pipeline.lookups.carparks import CarParkIndex
 from pipeline.lookups.owners import PostgresOwnerDirectory
 from pipeline.lookups.zones import ZoneBook
 from pipeline.sms.gateway import FileGateway, SmsGateway
+from pipeline.sms.http_provider import HttpProviderGateway
+from pipeline.sms.kannel import KannelGateway
 from schemas import topics
 
 log = logging.getLogger(__name__)
@@ -49,13 +51,22 @@ def output_topics(settings: Settings) -> Topics:
 
 
 def build_gateway(settings: Settings) -> SmsGateway:
+    if settings.sms_gateway == "kannel":
+        return KannelGateway(settings.kannel_sendsms_url, settings.kannel_username,
+                             settings.kannel_password.get_secret_value(), settings.sms_sender,
+                             f"{settings.report_base_url}/sms/delivery-report", settings.sms_timeout_seconds)
+    if settings.sms_gateway == "http":
+        if not settings.sms_http_url or not settings.sms_http_token:
+            raise SystemExit("PW_SMS_GATEWAY=http needs PW_SMS_HTTP_URL and PW_SMS_HTTP_TOKEN")
+        return HttpProviderGateway(settings.sms_http_url, settings.sms_http_token.get_secret_value(),
+                                   f"{settings.report_base_url}/sms/provider-report", settings.sms_timeout_seconds)
     return FileGateway(settings.sms_file)
 
 
 def build_service(settings: Settings, pool: asyncpg.Pool, car_parks: CarParkIndex, zones: ZoneBook) -> CaseService:
     owners = PostgresOwnerDirectory(pool, settings.owner_cache_size, settings.owner_cache_ttl_seconds)
     sms = SmsStyle(settings.sms_language, settings.sms_signature, ZoneInfo(settings.timezone),
-                   settings.sms_max_attempts, settings.sms_retry_seconds)
+                   settings.sms_max_attempts, settings.sms_retry_seconds, settings.sms_daily_limit_per_phone)
     return CaseService(pool, owners, car_parks, zones, settings.rules, output_topics(settings), sms,
                        settings.ticket_prefix, actor=f"pipeline:{settings.worker_name}")
 

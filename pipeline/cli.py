@@ -87,8 +87,10 @@ def watch() -> None:
     from pipeline.watch import watch as watch_feed
 
     s = Settings()
+    from_smsc = s.sms_gateway == "kannel"
+    sms_source = s.sms_file.parent.parent / "log" / "fakesmsc.log" if from_smsc else s.sms_file
     try:
-        run(watch_feed(s.kafka_bootstrap, s.topic_prefix, s.sms_file, s.timezone))
+        run(watch_feed(s.kafka_bootstrap, s.topic_prefix, sms_source, s.timezone, from_smsc=from_smsc))
     except KeyboardInterrupt:
         pass
 

@@ -57,8 +57,22 @@ class Settings(BaseSettings):
     owner_cache_ttl_seconds: float = Field(default=300, ge=0)
 
     # SMS
-    sms_gateway: Literal["file"] = "file"
+    sms_gateway: Literal["kannel", "http", "file"] = "kannel"
+    """kannel (its HTTP sendsms API), http (a JSON SMS provider), file (one JSON line per SMS)."""
     sms_file: Path = ROOT / "var" / "sms" / "handsets.jsonl"
+    sms_sender: str = Field(default="12345", pattern=r"^[0-9A-Za-z+]{1,16}$")
+    sms_timeout_seconds: float = Field(default=5, gt=0)
+    sms_daily_limit_per_phone: int = Field(default=6, ge=1)
+    """At most this many SMS to one phone per (local) day; a warning over the limit goes to review."""
+    sms_report_base_url: str | None = None
+    """Where gateways send delivery reports; default http://<web_host>:<web_port>."""
+    kannel_sendsms_url: str = "http://127.0.0.1:13013/cgi-bin/sendsms"
+    kannel_username: str = "parkwarden"
+    kannel_password: SecretStr = SecretStr("parkwarden")
+    sms_http_url: str | None = None
+    sms_http_token: SecretStr | None = None
+    sms_report_token: SecretStr = SecretStr("change-me")
+    """Shared secret an HTTP provider sends (header X-Report-Token) with its delivery reports."""
     sms_language: Literal["zh-CN", "en"] = "zh-CN"
     sms_signature: str = "杭州城管"
     sms_max_attempts: int = Field(default=6, ge=1)
@@ -77,6 +91,10 @@ class Settings(BaseSettings):
             recheck_wait=timedelta(seconds=self.recheck_wait_seconds),
             same_place_m=self.same_place_m,
         )
+
+    @property
+    def report_base_url(self) -> str:
+        return self.sms_report_base_url or f"http://{self.web_host}:{self.web_port}"
 
     def topic(self, base_name: str) -> str:
         return f"{self.topic_prefix}{base_name}"

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 
+from pipeline.lookups.owners import mask_phone
+from pipeline.sms.kannel import read_fakesmsc_line
 from schemas import topics
 
 STYLE = {"CaseOpened": "yellow", "WarningSent": "cyan", "TicketIssued": "bold red", "moved": "green",
@@ -32,8 +34,26 @@ def describe(message: dict, tz: ZoneInfo) -> tuple[str, str]:
     return f"{kind} {plate}", "white"
 
 
+def _sms_lines(path: Path, offset: int, from_smsc: bool) -> tuple[list[tuple[str, str]], int]:
+    """New (masked receiver, text) pairs in the handsets file or the fake SMS centre's log."""
+    out = []
+    with path.open(encoding="utf-8", errors="replace") as f:
+        f.seek(offset)
+        for line in f:
+            if from_smsc:
+                got = read_fakesmsc_line(line)
+                if got:
+                    out.append((mask_phone(got[0]), got[1]))
+            else:
+                sms = json.loads(line)
+                out.append((sms["to"], sms["text"]))
+        return out, f.tell()
+
+
 async def watch(bootstrap: str, prefix: str, sms_file: Path | None, timezone: str, stop: asyncio.Event | None = None,
-                console: Console | None = None) -> None:
+                console: Console | None = None, from_smsc: bool = False) -> None:
+    """Print case events and tickets from Kafka, and SMS as they reach the handsets file or,
+    with ``from_smsc``, Kannel's fake SMS centre (``sms_file`` is then its log)."""
     console = console or Console(highlight=False)
     tz = ZoneInfo(timezone)
     consumer = AIOKafkaConsumer(f"{prefix}{topics.CASE_EVENTS.name}", f"{prefix}{topics.TICKETS.name}",
@@ -48,11 +68,8 @@ async def watch(bootstrap: str, prefix: str, sms_file: Path | None, timezone: st
                     text, style = describe(json.loads(record.value), tz)
                     console.print(f"[dim]{datetime.now(tz):%H:%M:%S}[/dim]  [{style}]{text}[/{style}]")
             if sms_file and sms_file.exists() and sms_file.stat().st_size > sms_offset:
-                with sms_file.open(encoding="utf-8") as f:
-                    f.seek(sms_offset)
-                    for line in f:
-                        sms = json.loads(line)
-                        console.print(f"[dim]{datetime.now(tz):%H:%M:%S}[/dim]  [bold]SMS → {sms['to']}[/bold]  {sms['text']}")
-                    sms_offset = f.tell()
+                received, sms_offset = _sms_lines(sms_file, sms_offset, from_smsc)
+                for to, text in received:
+                    console.print(f"[dim]{datetime.now(tz):%H:%M:%S}[/dim]  [bold]SMS → {to}[/bold]  {text}")
     finally:
         await consumer.stop()

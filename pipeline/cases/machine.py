@@ -236,6 +236,16 @@ def on_warning_failed(case: Case, reason: str, now: datetime) -> Decision:
     return _close(case, State.REVIEW, f"warning failed: {reason}", now)
 
 
+def on_warning_undelivered(case: Case, reason: str, now: datetime) -> Decision:
+    """The SMS centre reported that the accepted warning never reached the phone.
+
+    Before the decision this sends the case to review: no automatic ticket without a warning.
+    """
+    if case.state not in (State.DETECTED, State.WARNED, State.RECHECKING):
+        return unchanged(case, f"undelivered warning reported for a case already {case.state}")
+    return _close(case, State.REVIEW, f"warning not delivered: {reason}", now)
+
+
 def on_wake(case: Case, rules: Rules, now: datetime) -> Decision:
     """The clock reached ``case.wake_at`` (or later, after downtime)."""
     if case.wake_at is None or now < case.wake_at or case.state not in WAITING_STATES:

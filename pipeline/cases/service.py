@@ -24,7 +24,7 @@ import asyncpg
 from pipeline.cases import machine, store
 from pipeline.cases.machine import Case, Decision, Rules, Sighting, State
 from pipeline.lookups.carparks import CarParkIndex, store_count
-from pipeline.lookups.owners import OwnerDirectory
+from pipeline.lookups.owners import OwnerDirectory, scrub
 from pipeline.lookups.zones import ZoneBook
 from pipeline.sms import texts
 from pipeline.sms.gateway import OutgoingSms, PermanentFailure, SmsGateway, TemporaryFailure
@@ -64,6 +64,7 @@ class SmsStyle:
     timezone: ZoneInfo
     max_attempts: int
     retry_seconds: float
+    daily_limit: int = 6
 
 
 def sighting_of(event: events.Capture | events.VehicleDeparted) -> Sighting:
@@ -285,15 +286,24 @@ class CaseService:
     # ── SMS ──────────────────────────────────────────────────────────────────────────────────
 
     async def send_due_sms(self, gateway: SmsGateway, limit: int = 50) -> int:
-        """Send pending SMS that are due; a warning's acceptance starts its case's window."""
+        """Send pending SMS that are due; a warning's acceptance starts its case's window.
+
+        A phone that already had ``daily_limit`` messages today gets no more: a warning over the
+        limit fails for good (its case goes to review).
+        """
         async with self.pool.acquire() as conn, conn.transaction():
             now = self.clock()
             rows = await store.claim_due_sms(conn, now, limit)
+            sent_today = await store.sms_sent_since(conn, [r["phone"] for r in rows], self._local_midnight(now))
             to_send = []
             for row in rows:
                 if row["kind"] == "warning" and row["case_state"] != State.DETECTED:
                     await store.sms_withdrawn(conn, row["id"])
+                elif sent_today.get(row["phone"], 0) >= self.sms.daily_limit:
+                    await self._after_send(conn, row, None, PermanentFailure(
+                        f"daily limit of {self.sms.daily_limit} SMS to this phone reached"))
                 else:
+                    sent_today[row["phone"]] = sent_today.get(row["phone"], 0) + 1
                     to_send.append((row, self._render(row, now)))
             results = await asyncio.gather(
                 *(gateway.send(OutgoingSms(row["id"], row["phone"], text)) for row, text in to_send),
@@ -302,6 +312,28 @@ class CaseService:
             for (row, text), result in zip(to_send, results):
                 await self._after_send(conn, row, text, result)
             return len(rows)
+
+    def _local_midnight(self, now: datetime) -> datetime:
+        local = now.astimezone(self.sms.timezone)
+        return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+    async def record_delivery_report(self, sms_id: UUID, status: str, reported_at: datetime | None,
+                                     detail: str = "") -> bool:
+        """A gateway's report on a message we sent. False when the message is unknown.
+
+        ``status`` is one of delivered, failed, queued, smsc_accepted, smsc_rejected. A warning that
+        failed for good before its case was decided sends the case to review.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            now = self.clock()
+            row = await store.record_delivery(conn, sms_id, status, reported_at, detail, now)
+            if row is None:
+                return False
+            if status in ("failed", "smsc_rejected") and row["kind"] == "warning":
+                case = await store.get_case(conn, row["case_id"], lock=True)
+                decision = machine.on_warning_undelivered(case, f"{status} {detail}".strip(), now)
+                await self._record(conn, case, decision, now, f"delivery-report:{sms_id}")
+            return True
 
     def _render(self, row, now: datetime) -> str:
         p = row["params"]
@@ -316,12 +348,14 @@ class CaseService:
                                                      p.get("free_spaces"), counted),
                                   self.sms.language, self.sms.signature)
 
-    async def _after_send(self, conn, row, text: str, result) -> None:
+    async def _after_send(self, conn, row, text: str | None, result) -> None:
         now = self.clock()
         if isinstance(result, BaseException) and not isinstance(result, (TemporaryFailure, PermanentFailure)):
             log.error("SMS %s: unexpected gateway error %s", row["id"], type(result).__name__)
-            result = TemporaryFailure(f"{type(result).__name__}: {result}")
+            result = TemporaryFailure(scrub(f"{type(result).__name__}: {result}"))
         if isinstance(result, TemporaryFailure) and row["attempts"] + 1 < self.sms.max_attempts:
+            log.warning("SMS %s (%s): %s; retry %d of %d", row["id"], row["kind"], result, row["attempts"] + 1,
+                        self.sms.max_attempts - 1)
             await store.sms_retry(conn, row["id"], str(result), now + store.backoff(row["attempts"], self.sms.retry_seconds))
             return
         if isinstance(result, (TemporaryFailure, PermanentFailure)):

@@ -197,3 +197,38 @@ async def add_dead_letter(conn, topic: str, partition: int, offset: int, key: by
 
 def backoff(attempts: int, base_seconds: float) -> timedelta:
     return timedelta(seconds=min(base_seconds * 2 ** attempts, 300))
+
+
+async def sms_sent_since(conn, phones: list[str], since: datetime) -> dict[str, int]:
+    """How many SMS each phone was sent (accepted by the gateway) since ``since``."""
+    rows = await conn.fetch(
+        """SELECT phone, count(*) AS n FROM sms_messages WHERE phone = ANY($1::text[]) AND accepted_at >= $2
+           GROUP BY phone""",
+        list(set(phones)), since,
+    )
+    return {r["phone"]: r["n"] for r in rows}
+
+
+async def record_delivery(conn, sms_id: UUID, status: str, reported_at: datetime | None, detail: str,
+                          now: datetime):
+    """Keep a delivery report and move the message's status forward (never back from delivered)."""
+    row = await conn.fetchrow("SELECT id, case_id, kind, status FROM sms_messages WHERE id = $1 FOR UPDATE", sms_id)
+    if row is None:
+        return None
+    await conn.execute(
+        "INSERT INTO sms_delivery_reports (sms_id, status, detail, reported_at, received_at) VALUES ($1, $2, $3, $4, $5)",
+        sms_id, status, detail[:200], reported_at, now,
+    )
+    at = reported_at or now
+    if status == "delivered":
+        await conn.execute(
+            "UPDATE sms_messages SET status = 'delivered', delivered_at = coalesce(delivered_at, $2) WHERE id = $1",
+            sms_id, at)
+    elif status == "smsc_accepted":
+        await conn.execute(
+            "UPDATE sms_messages SET smsc_accepted_at = coalesce(smsc_accepted_at, $2) WHERE id = $1", sms_id, at)
+    elif status in ("failed", "smsc_rejected"):
+        await conn.execute(
+            """UPDATE sms_messages SET status = 'undelivered', failed_at = coalesce(failed_at, $2), last_error = $3
+               WHERE id = $1 AND status <> 'delivered'""", sms_id, at, f"{status} {detail}".strip()[:500])
+    return row

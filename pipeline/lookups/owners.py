@@ -1,5 +1,6 @@
 """plate -> owner -> phone, over the plate registry and the contact registry."""
 
+import re
 import time
 from typing import Protocol
 
@@ -43,3 +44,11 @@ def mask_phone(phone: str | None) -> str:
     if len(digits) >= 7:
         return f"{digits[:2]}{'*' * (len(digits) - 4)}{digits[-2:]}"
     return "*" * len(digits)
+
+
+_NUMBERS = re.compile(r"\+?\d{7,15}")
+
+
+def scrub(text: str) -> str:
+    """Mask anything that looks like a phone number in free text (gateway answers, errors)."""
+    return _NUMBERS.sub(lambda m: mask_phone(m.group()), text)

@@ -137,6 +137,7 @@ class Stack:
             "PW_TOPIC_PREFIX": self.prefix,
             "PW_APP_ID": f"pw-test-{self.id}",
             "PW_SMS_FILE": str(self.sms_file),
+            "PW_SMS_GATEWAY": "file",
             "PW_WINDOW_SECONDS": str(self.window),
             "PW_LATENESS_SECONDS": "1",
             "PW_CAPTURE_TOLERANCE_SECONDS": "1",

@@ -1,0 +1,82 @@
+"""Kannel adapter: its smsbox HTTP ``sendsms`` API, UCS-2, with a delivery-report URL per message.
+
+Kannel accepts (``202 0: Accepted for delivery``) or queues (``202 3: Queued for later delivery``,
+when the SMS centre link is down; it delivers later) — both count as accepted: the window starts.
+Kannel cuts a text longer than one segment without saying so, so a text that does not fit is
+refused here, before it is sent. Delivery reports come back to ``/sms/delivery-report`` with our
+own message id in the URL (Kannel's own ids differ between two reports of one message).
+"""
+
+import re
+from datetime import UTC, datetime
+from urllib.parse import unquote_to_bytes, urlencode
+
+import aiohttp
+
+from pipeline.lookups.owners import scrub
+from pipeline.sms import texts
+from pipeline.sms.gateway import Accepted, OutgoingSms, PermanentFailure, TemporaryFailure
+
+# Kannel's dlr-mask bits and what they mean for us.
+DLR_STATUS = {1: "delivered", 2: "failed", 4: "queued", 8: "smsc_accepted", 16: "smsc_rejected"}
+
+
+class KannelGateway:
+    def __init__(self, sendsms_url: str, username: str, password: str, sender: str, report_url: str,
+                 timeout_seconds: float = 5):
+        self.sendsms_url = sendsms_url
+        self.username = username
+        self.password = password
+        self.sender = sender
+        self.report_url = report_url
+        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _dlr_url(self, sms: OutgoingSms) -> str:
+        # %d status, %T SMSC time (unix), %A SMSC answer: Kannel fills these in.
+        return f"{self.report_url}?id={sms.id}&status=%d&at=%T&answer=%A"
+
+    async def send(self, sms: OutgoingSms) -> Accepted:
+        if not texts.fits_one_segment(sms.text):
+            raise PermanentFailure(f"text is {texts.length(sms.text)} units, more than one segment")
+        params = {
+            "username": self.username, "password": self.password, "from": self.sender, "to": sms.phone,
+            "text": sms.text, "charset": "UTF-8", "coding": "2", "dlr-mask": "31", "dlr-url": self._dlr_url(sms),
+        }
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        try:
+            async with self._session.get(f"{self.sendsms_url}?{urlencode(params)}") as response:
+                body = scrub((await response.text()).strip())
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The exception text may hold the URL, which holds the phone number: do not pass it on.
+            raise TemporaryFailure(f"Kannel unreachable ({type(exc).__name__}); is it running? "
+                                   "scripts/services.sh status") from None
+        if status == 202 or status == 200:
+            return Accepted(datetime.now(UTC), f"kannel:{body[:40]}")
+        if status == 403:
+            raise TemporaryFailure("Kannel refused our credentials (403): check PW_KANNEL_USERNAME/PASSWORD")
+        if status == 400:
+            raise PermanentFailure(f"Kannel refused the message (400): {body[:100]}")
+        raise TemporaryFailure(f"Kannel answered {status}: {body[:100]}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+_FAKESMSC = re.compile(r"Got message \d+: <(\S+) (\S+) (ucs-2|text) (\S*)>")
+
+
+def read_fakesmsc_line(line: str) -> tuple[str, str] | None:
+    """(receiver, text) from a line of Kannel's fake SMS centre log, or None for other lines.
+
+    fakesmsc logs ``Got message N: <from to ucs-2 %8F%DD...>``: the text URL-encoded, in UTF-16BE
+    for UCS-2 messages, with spaces as ``+``.
+    """
+    m = _FAKESMSC.search(line)
+    if not m:
+        return None
+    raw = unquote_to_bytes(m.group(4).replace("+", " "))
+    return m.group(2), raw.decode("utf-16-be") if m.group(3) == "ucs-2" else raw.decode("latin-1")

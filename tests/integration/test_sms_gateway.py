@@ -1,0 +1,205 @@
+"""Drivers' SMS through real gateways: Kannel (with its fake SMS centre standing in for the carrier)
+and an HTTP provider (a test server of our own), with delivery reports and outages."""
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from pipeline.demo import city
+from pipeline.sms.kannel import read_fakesmsc_line
+
+from .conftest import ROOT, Stack, free_port, wait_for
+
+FAKESMSC_LOG = ROOT / "var" / "log" / "fakesmsc.log"
+
+
+class SmsCentre:
+    """Reads what Kannel's fake SMS centre received since this test started."""
+
+    def __init__(self, log: Path):
+        if not log.exists():
+            pytest.fail(f"{log} not found: start Kannel with `scripts/services.sh start kannel`", pytrace=False)
+        self.log = log
+        self.offset = log.stat().st_size
+
+    def texts(self) -> list[str]:
+        with self.log.open("rb") as f:
+            f.seek(self.offset)
+            lines = f.read().decode("utf-8", errors="replace").splitlines()
+        return [got[1] for got in map(read_fakesmsc_line, lines) if got]
+
+
+def services(*args: str) -> None:
+    subprocess.run([str(ROOT / "scripts" / "services.sh"), *args], check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def smsc():
+    return SmsCentre(FAKESMSC_LOG)
+
+
+async def test_warning_through_kannel_arrives_intact_in_chinese_and_its_delivery_is_recorded(stack: Stack, smsc):
+    worker = stack.worker(PW_SMS_GATEWAY="kannel")
+    await worker.ready()
+    await stack.all_car_parks_free(free=17)
+    plate = (await stack.plates_with_phone(1))[0]
+
+    await stack.publish(stack.violation(plate, city.CAMERAS[2]))
+    case = await stack.wait_state(plate, "warned", timeout=20)
+    sms = await stack.pool.fetchrow("SELECT * FROM sms_messages WHERE case_id = $1", case["id"])
+
+    arrived = await wait_for(lambda: _async([t for t in smsc.texts() if plate in t]), 20, "the SMS at the SMS centre")
+    assert arrived == [sms["text"]], "the text reached the SMS centre exactly once and unchanged"
+    assert "余17位" in arrived[0] and "驶离" in arrived[0]
+
+    async def delivered():
+        return await stack.pool.fetchrow("SELECT * FROM sms_messages WHERE id = $1 AND status = 'delivered'", sms["id"])
+    row = await wait_for(delivered, 20, "the delivery report")
+    assert row["delivered_at"] is not None and row["smsc_accepted_at"] is not None
+    reports = [r["status"] for r in await stack.pool.fetch(
+        "SELECT status FROM sms_delivery_reports WHERE sms_id = $1 ORDER BY id", sms["id"])]
+    assert reports == ["smsc_accepted", "delivered"]
+
+
+async def test_kannel_down_for_a_while_delays_warnings_but_loses_and_repeats_none(stack: Stack, smsc):
+    worker = stack.worker(PW_SMS_GATEWAY="kannel", PW_SMS_RETRY_SECONDS="0.5", PW_SMS_MAX_ATTEMPTS="30")
+    await worker.ready()
+    await stack.all_car_parks_free()
+    plates = await stack.plates_with_phone(5)
+    services("stop", "kannel")
+    try:
+        for plate in plates:
+            await stack.publish(stack.violation(plate))
+
+        async def retrying():
+            return await stack.count("SELECT count(*) FROM sms_messages WHERE attempts >= 2 AND status = 'pending'") == 5
+        await wait_for(retrying, 30, "the warnings to be retried while Kannel is down")
+        assert await stack.count("SELECT count(*) FROM cases WHERE state = 'detected'") == 5, \
+            "no window starts while the gateway has not accepted the warning"
+        error = await stack.pool.fetchval("SELECT last_error FROM sms_messages LIMIT 1")
+        assert "Kannel unreachable" in error
+    finally:
+        services("start", "kannel")
+
+    async def all_warned():
+        return await stack.count("SELECT count(*) FROM cases WHERE state = 'warned'") == 5
+    await wait_for(all_warned, 60, "all five warnings after Kannel came back")
+
+    async def all_delivered():
+        return await stack.count("SELECT count(*) FROM sms_messages WHERE status = 'delivered'") == 5
+    await wait_for(all_delivered, 30, "delivery reports for all five")
+    await asyncio.sleep(1)
+    received = smsc.texts()
+    for plate in plates:
+        assert sum(plate in t for t in received) == 1, "each warning reached the SMS centre exactly once"
+
+
+class Provider:
+    """An HTTP SMS provider of our own: fails the first ``failures`` requests with 503."""
+
+    def __init__(self, failures: int):
+        self.failures = failures
+        self.requests: list[dict] = []
+        self.port = free_port()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append({"key": request.headers.get("Idempotency-Key"), "auth": request.headers.get("Authorization"),
+                              "id": body["id"], "text": body["text"]})
+        if len(self.requests) <= self.failures:
+            return web.json_response({"error": "busy"}, status=503)
+        return web.json_response({"message_id": f"p-{len(self.requests)}"})
+
+    async def __aenter__(self):
+        app = web.Application()
+        app.router.add_post("/send", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.runner.cleanup()
+
+
+def provider_env(provider: Provider, **extra) -> dict:
+    return {"PW_SMS_GATEWAY": "http", "PW_SMS_HTTP_URL": f"http://127.0.0.1:{provider.port}/send",
+            "PW_SMS_HTTP_TOKEN": "test-token", "PW_SMS_REPORT_TOKEN": "report-secret",
+            "PW_SMS_RETRY_SECONDS": "0.2", **extra}
+
+
+async def test_http_provider_that_keeps_failing_is_retried_then_the_case_goes_to_review(stack: Stack):
+    async with Provider(failures=1000) as provider:
+        worker = stack.worker(**provider_env(provider, PW_SMS_MAX_ATTEMPTS="3"))
+        await worker.ready()
+        plate = (await stack.plates_with_phone(1))[0]
+        await stack.publish(stack.violation(plate))
+        case = await stack.wait_state(plate, "review", timeout=30)
+
+    assert len(provider.requests) == 3
+    assert len({r["key"] for r in provider.requests}) == 1, "retries carry the same idempotency key"
+    assert provider.requests[0]["auth"] == "Bearer test-token"
+    sms = await stack.pool.fetchrow("SELECT * FROM sms_messages WHERE case_id = $1", case["id"])
+    assert sms["status"] == "failed" and sms["attempts"] == 3 and "503" in sms["last_error"]
+    assert await stack.count("SELECT count(*) FROM tickets") == 0
+
+
+async def test_http_provider_that_recovers_warns_once_and_its_delivery_report_is_recorded(stack: Stack):
+    async with Provider(failures=2) as provider:
+        worker = stack.worker(**provider_env(provider))
+        await worker.ready()
+        plate = (await stack.plates_with_phone(1))[0]
+        await stack.publish(stack.violation(plate))
+        case = await stack.wait_state(plate, "warned", timeout=30)
+        sms = await stack.pool.fetchrow("SELECT * FROM sms_messages WHERE case_id = $1", case["id"])
+        assert [r["id"] for r in provider.requests] == [str(sms["id"])] * 3
+
+        import aiohttp
+        url = f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}/sms/provider-report"
+        async with aiohttp.ClientSession() as http:
+            refused = await http.post(url, json={"id": str(sms["id"]), "status": "delivered"})
+            assert refused.status == 401
+            report = {"id": str(sms["id"]), "status": "delivered", "at": "2026-11-26T10:43:00+08:00"}
+            accepted = await http.post(url, json=report, headers={"X-Report-Token": "report-secret"})
+            assert accepted.status == 200
+    row = await stack.pool.fetchrow("SELECT status, delivered_at FROM sms_messages WHERE id = $1", sms["id"])
+    assert row["status"] == "delivered" and row["delivered_at"].isoformat() == "2026-11-26T02:43:00+00:00"
+
+
+async def test_undelivered_warning_sends_the_case_to_review_not_to_a_ticket(stack: Stack):
+    async with Provider(failures=0) as provider:
+        worker = stack.worker(**provider_env(provider))
+        await worker.ready()
+        plate = (await stack.plates_with_phone(1))[0]
+        await stack.publish(stack.violation(plate))
+        case = await stack.wait_state(plate, "warned", timeout=30)
+        sms_id = await stack.pool.fetchval("SELECT id FROM sms_messages WHERE case_id = $1", case["id"])
+        import aiohttp
+        async with aiohttp.ClientSession() as http:
+            await http.post(f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}/sms/provider-report",
+                            json={"id": str(sms_id), "status": "failed", "detail": "absent subscriber"},
+                            headers={"X-Report-Token": "report-secret"})
+        await stack.wait_state(plate, "review")
+        await asyncio.sleep(stack.window + 2)
+    assert await stack.count("SELECT count(*) FROM tickets") == 0
+
+
+async def test_a_phone_gets_no_more_than_the_daily_limit(stack: Stack):
+    worker = stack.worker(PW_SMS_DAILY_LIMIT_PER_PHONE="1")
+    await worker.ready()
+    plate = (await stack.plates_with_phone(1))[0]
+
+    await stack.publish(stack.violation(plate, city.CAMERAS[0]))
+    await stack.wait_state(plate, "warned", timeout=20)
+    await stack.publish(stack.violation(plate, city.CAMERAS[4]))  # the car moved and parked badly again
+    case = await stack.wait_state(plate, "review", timeout=20)
+    assert "daily limit" in case["reason"]
+    assert len(stack.handset_lines()) == 1
+
+
+async def _async(value):
+    return value
