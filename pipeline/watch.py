@@ -54,7 +54,7 @@ async def watch(bootstrap: str, prefix: str, sms_file: Path | None, timezone: st
                 console: Console | None = None, from_smsc: bool = False) -> None:
     """Print case events and tickets from Kafka, and SMS as they reach the handsets file or,
     with ``from_smsc``, Kannel's fake SMS centre (``sms_file`` is then its log)."""
-    console = console or Console(highlight=False)
+    console = console or Console(highlight=False, soft_wrap=True)
     tz = ZoneInfo(timezone)
     consumer = AIOKafkaConsumer(f"{prefix}{topics.CASE_EVENTS.name}", f"{prefix}{topics.TICKETS.name}",
                                 bootstrap_servers=bootstrap, auto_offset_reset="latest", group_id=None)

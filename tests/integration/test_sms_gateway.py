@@ -2,6 +2,7 @@
 and an HTTP provider (a test server of our own), with delivery reports and outages."""
 
 import asyncio
+import re
 import json
 import subprocess
 from pathlib import Path
@@ -96,6 +97,7 @@ async def test_kannel_down_for_a_while_delays_warnings_but_loses_and_repeats_non
     received = smsc.texts()
     for plate in plates:
         assert sum(plate in t for t in received) == 1, "each warning reached the SMS centre exactly once"
+    assert not re.search(r"1[3-9]\d{9}", worker.log_path.read_text()), "a full phone number reached the worker's log"
 
 
 class Provider:
