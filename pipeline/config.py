@@ -90,6 +90,7 @@ class Settings(BaseSettings):
             capture_tolerance=timedelta(seconds=self.capture_tolerance_seconds),
             recheck_wait=timedelta(seconds=self.recheck_wait_seconds),
             same_place_m=self.same_place_m,
+            require_delivery_report=self.sms_gateway != "file",
         )
 
     @property
@@ -98,3 +99,27 @@ class Settings(BaseSettings):
 
     def topic(self, base_name: str) -> str:
         return f"{self.topic_prefix}{base_name}"
+
+    # Operators
+    console_session_hours: float = Field(default=12, gt=0)
+    """How long a console login lasts (a shift)."""
+    console_secure_cookie: bool = False
+    """Mark the session cookie Secure: set it when the console is served over HTTPS."""
+    console_refresh_seconds: float = Field(default=1.0, gt=0)
+    """How often the live console (server-sent events) and /metrics re-read PostgreSQL."""
+    console_db_pool_size: int = Field(default=3, ge=1)
+    """The console's own connections, apart from the pipeline's."""
+
+    # Integrators
+    ingest_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """The largest HTTP ingest body (413 above it)."""
+    ingest_max_events: int = Field(default=1000, ge=1)
+    """The most events in one HTTP ingest request (413 above it)."""
+    ingest_rate_per_second: float = Field(default=20, gt=0)
+    """Requests per second per integrator, per worker (429 with Retry-After above it)."""
+    ingest_rate_burst: int = Field(default=40, ge=1)
+    """Requests an integrator may send at once before the rate applies."""
+    ingest_key_cache_seconds: float = Field(default=10, gt=0)
+    """How long a worker trusts a key it has checked (a revoked key stops working within this)."""
+    ingest_publish_timeout_seconds: float = Field(default=10, gt=0)
+    """How long the ingest waits for Kafka's acknowledgement before answering 503."""

@@ -54,6 +54,8 @@ class Rules:
     """How long to wait for a camera's answer to a recheck request."""
     same_place_m: float = 50.0
     """Captures within this distance of the violation are 'at the same place'."""
+    require_delivery_report: bool = False
+    """Ticket only when the gateway reported the warning delivered to the phone (gateways that report)."""
     clock_skew: timedelta = timedelta(seconds=30)
     """A capture stamped later than ``now`` plus this is not trusted as evidence (camera clock ahead)."""
 
@@ -87,6 +89,7 @@ class Case:
     """The latest capture at the same place after the violation (event time)."""
     closed_at: datetime | None = None
     reason: str = ""
+    warning_delivered_at: datetime | None = None
 
     @property
     def is_open(self) -> bool:
@@ -200,7 +203,7 @@ def on_capture(case: Case, capture: Sighting, rules: Rules, now: datetime) -> De
         return unchanged(case, "older capture at the same place: kept as evidence")
     case = replace(case, latest_capture=capture)
     if case.state == State.RECHECKING and _is_fresh(case, capture, rules, now):
-        return _ticket(case, capture, now, "captured at the place after the deadline (recheck)")
+        return _ticket(case, capture, rules, now, "captured at the place after the deadline (recheck)")
     return Decision(case, (), note="capture at the same place")
 
 
@@ -236,6 +239,13 @@ def on_warning_failed(case: Case, reason: str, now: datetime) -> Decision:
     return _close(case, State.REVIEW, f"warning failed: {reason}", now)
 
 
+def on_warning_delivered(case: Case, delivered_at: datetime) -> Decision:
+    """The SMS centre reported the warning delivered to the phone."""
+    if case.warning_delivered_at is not None:
+        return unchanged(case, "delivery already known")
+    return Decision(replace(case, warning_delivered_at=delivered_at), note="warning delivered to the phone")
+
+
 def on_warning_undelivered(case: Case, reason: str, now: datetime) -> Decision:
     """The SMS centre reported that the accepted warning never reached the phone.
 
@@ -252,7 +262,7 @@ def on_wake(case: Case, rules: Rules, now: datetime) -> Decision:
         return unchanged(case, "not due")
     capture = case.latest_capture
     if capture and _is_fresh(case, capture, rules, now):
-        return _ticket(case, capture, now, "still at the place at the deadline")
+        return _ticket(case, capture, rules, now, "still at the place at the deadline")
     if case.state == State.WARNED:
         answer_by = now + rules.recheck_wait
         return Decision(replace(case, state=State.RECHECKING, wake_at=answer_by),
@@ -274,5 +284,8 @@ def _is_fresh(case: Case, capture: Sighting, rules: Rules, now: datetime) -> boo
             and capture.taken_at <= now + rules.clock_skew)
 
 
-def _ticket(case: Case, capture: Sighting, now: datetime, reason: str) -> Decision:
+def _ticket(case: Case, capture: Sighting, rules: Rules, now: datetime, reason: str) -> Decision:
+    if rules.require_delivery_report and case.warning_delivered_at is None:
+        return _close(case, State.REVIEW, "still there at the deadline, but the warning was never reported "
+                      "delivered: an officer decides", now)
     return _close(case, State.TICKETED, reason, now, IssueTicket(case.id, case.violation, capture))

@@ -182,6 +182,21 @@ class CaseService:
         await self._apply(conn, case, decision, now, phone=phone)
         if decision.closed:
             await self._publish_closed(conn, case, now)
+        else:
+            await self._decide_earlier_arrivals(conn, case, now)
+
+    async def _decide_earlier_arrivals(self, conn, case: Case, now: datetime) -> None:
+        """Out of order (integrators, issue 3): sightings and departures of the plate that arrived
+        before their violation but were taken after it are decided now, in event-time order, so a
+        departure that overtook its violation closes the new case as moved before any SMS leaves."""
+        for kind, sighting in await store.unlinked_sightings_since(conn, case.plate, case.violation.taken_at):
+            if not case.is_open:
+                return
+            await store.link_sighting(conn, sighting.event_id, case.id)
+            decision = (machine.on_departure(case, sighting.taken_at, self.rules, now) if kind == "VehicleDeparted"
+                        else machine.on_capture(case, sighting, self.rules, now))
+            await self._record(conn, case, decision, now, sighting.event_id)
+            case = decision.case
 
     async def _record(self, conn, before: Case, decision: Decision, now: datetime, cause: str) -> None:
         """Save a decision on an existing case, with its audit entry and effects."""
@@ -191,7 +206,7 @@ class CaseService:
             return
         case = decision.case
         await store.update_case(conn, case, now)
-        action = f"{before.state}->{case.state}" if case.state != before.state else "evidence"
+        action = f"{before.state}->{case.state}" if case.state != before.state else "updated"
         await store.audit(conn, now, case.id, self.actor, action,
                           {"cause": cause, "reason": case.reason, "note": decision.note})
         await self._apply(conn, case, decision, now)
@@ -329,9 +344,12 @@ class CaseService:
             row = await store.record_delivery(conn, sms_id, status, reported_at, detail, now)
             if row is None:
                 return False
-            if status in ("failed", "smsc_rejected") and row["kind"] == "warning":
+            if row["kind"] == "warning" and status in ("delivered", "failed", "smsc_rejected"):
                 case = await store.get_case(conn, row["case_id"], lock=True)
-                decision = machine.on_warning_undelivered(case, f"{status} {detail}".strip(), now)
+                if status == "delivered":
+                    decision = machine.on_warning_delivered(case, reported_at or now)
+                else:
+                    decision = machine.on_warning_undelivered(case, f"{status} {detail}".strip(), now)
                 await self._record(conn, case, decision, now, f"delivery-report:{sms_id}")
             return True
 

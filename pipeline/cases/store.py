@@ -16,7 +16,7 @@ from pipeline.cases.machine import Case, Sighting, State
 from schemas.codec import encode
 
 CASE_COLUMNS = """id, plate, state, zone, place, camera_id, lat, lon, violation, latest_capture,
-    window_seconds, detected_at, opened_at, warned_at, deadline_at, wake_at, closed_at, reason"""
+    window_seconds, detected_at, opened_at, warned_at, deadline_at, wake_at, closed_at, reason, warning_delivered_at"""
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -41,7 +41,8 @@ def case_from_row(r) -> Case:
     return Case(id=r["id"], plate=r["plate"], state=State(r["state"]), zone=r["zone"], place=r["place"],
                 violation=sighting_from_json(r["violation"]), opened_at=r["opened_at"], warned_at=r["warned_at"],
                 deadline_at=r["deadline_at"], wake_at=r["wake_at"],
-                latest_capture=sighting_from_json(r["latest_capture"]), closed_at=r["closed_at"], reason=r["reason"])
+                latest_capture=sighting_from_json(r["latest_capture"]), closed_at=r["closed_at"], reason=r["reason"],
+                warning_delivered_at=r["warning_delivered_at"])
 
 
 async def add_sighting(conn, kind: str, event, received_at: datetime) -> bool:
@@ -87,19 +88,19 @@ async def insert_case(conn, case: Case, window_seconds: int, now: datetime) -> N
     v = case.violation
     await conn.execute(
         f"""INSERT INTO cases ({CASE_COLUMNS}, updated_at) VALUES
-            ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)""",
+            ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)""",
         case.id, case.plate, case.state.value, case.zone, case.place, v.camera_id, v.lat, v.lon,
         sighting_to_json(v), sighting_to_json(case.latest_capture), window_seconds, v.taken_at, case.opened_at,
-        case.warned_at, case.deadline_at, case.wake_at, case.closed_at, case.reason, now,
+        case.warned_at, case.deadline_at, case.wake_at, case.closed_at, case.reason, case.warning_delivered_at, now,
     )
 
 
 async def update_case(conn, case: Case, now: datetime) -> None:
     await conn.execute(
         """UPDATE cases SET state = $2, latest_capture = $3, warned_at = $4, deadline_at = $5, wake_at = $6,
-           closed_at = $7, reason = $8, updated_at = $9 WHERE id = $1""",
+           closed_at = $7, reason = $8, warning_delivered_at = $9, updated_at = $10 WHERE id = $1""",
         case.id, case.state.value, sighting_to_json(case.latest_capture), case.warned_at, case.deadline_at,
-        case.wake_at, case.closed_at, case.reason, now,
+        case.wake_at, case.closed_at, case.reason, case.warning_delivered_at, now,
     )
 
 
@@ -232,3 +233,17 @@ async def record_delivery(conn, sms_id: UUID, status: str, reported_at: datetime
             """UPDATE sms_messages SET status = 'undelivered', failed_at = coalesce(failed_at, $2), last_error = $3
                WHERE id = $1 AND status <> 'delivered'""", sms_id, at, f"{status} {detail}".strip()[:500])
     return row
+
+
+async def unlinked_sightings_since(conn, plate: str, since: datetime) -> list[tuple[str, Sighting]]:
+    """Observations and departures of ``plate`` taken at or after ``since`` that no case holds yet
+    (they arrived while the plate had no open case), oldest first: (kind, sighting)."""
+    rows = await conn.fetch(
+        """SELECT kind, event_id, camera_id, taken_at, lat, lon, place, evidence FROM sightings
+           WHERE plate = $1 AND case_id IS NULL AND taken_at >= $2
+             AND kind IN ('VehicleObserved', 'VehicleDeparted')
+           ORDER BY taken_at, event_id""",
+        plate, since,
+    )
+    return [(r["kind"], Sighting(r["event_id"], r["camera_id"], r["taken_at"], r["lat"], r["lon"], r["place"] or "",
+                                 (r["evidence"] or {}).get("image_url"))) for r in rows]

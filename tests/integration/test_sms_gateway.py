@@ -2,6 +2,7 @@
 and an HTTP provider (a test server of our own), with delivery reports and outages."""
 
 import asyncio
+from datetime import UTC, datetime
 import re
 import json
 import subprocess
@@ -64,6 +65,16 @@ async def test_warning_through_kannel_arrives_intact_in_chinese_and_its_delivery
     reports = [r["status"] for r in await stack.pool.fetch(
         "SELECT status FROM sms_delivery_reports WHERE sms_id = $1 ORDER BY id", sms["id"])]
     assert reports == ["smsc_accepted", "delivered"]
+
+    # The warning is known to have reached the phone, so a car still there at the deadline is ticketed.
+    case = await stack.case_of(plate)
+    assert case["warning_delivered_at"] is not None
+    await asyncio.sleep(max(0.0, (case["deadline_at"] - datetime.now(UTC)).total_seconds()))
+    await stack.publish(stack.observation(plate, city.CAMERAS[2]))
+    await stack.wait_state(plate, "ticketed", timeout=15)
+    ticket_texts = await wait_for(lambda: _async([t for t in smsc.texts() if plate in t and "告知单" in t]), 20,
+                                  "the ticket SMS at the SMS centre")
+    assert len(ticket_texts) == 1
 
 
 async def test_kannel_down_for_a_while_delays_warnings_but_loses_and_repeats_none(stack: Stack, smsc):

@@ -599,3 +599,46 @@ def test_whatever_happens_a_ticket_needs_a_warning_and_a_fresh_capture_at_the_pl
         case = decision.case
 
     assert len(issued) <= 1
+
+
+# ── gateways that report delivery ─────────────────────────────────────────────────────────
+
+STRICT = Rules(require_delivery_report=True)
+
+
+def test_given_a_gateway_that_reports_delivery_when_the_warning_was_never_reported_delivered_then_no_ticket_but_review(clock):
+    story = warned(clock)
+    clock.advance(RULES.window)
+    story.case = machine.on_capture(story.case, capture(clock.now), STRICT, clock.now).case
+    clock.advance(RULES.lateness)
+
+    decision = machine.on_wake(story.case, STRICT, clock.now)
+
+    assert decision.case.state == State.REVIEW
+    assert tickets(decision) == []
+    assert "never reported delivered" in decision.case.reason
+
+
+def test_given_a_gateway_that_reports_delivery_when_the_warning_was_delivered_then_the_car_still_there_is_ticketed(clock):
+    story = warned(clock)
+    clock.advance(seconds=3)
+    story.case = machine.on_warning_delivered(story.case, clock.now).case
+    clock.advance(RULES.window)
+    fresh = capture(clock.now)
+    story.case = machine.on_capture(story.case, fresh, STRICT, clock.now).case
+    clock.advance(RULES.lateness)
+
+    decision = machine.on_wake(story.case, STRICT, clock.now)
+
+    assert decision.case.state == State.TICKETED
+    assert tickets(decision) == [IssueTicket(CASE_ID, story.violation, fresh)]
+
+
+def test_given_a_warned_case_when_the_warning_is_reported_undelivered_then_it_goes_to_review(clock):
+    story = warned(clock)
+    clock.advance(seconds=30)
+
+    decision = machine.on_warning_undelivered(story.case, "absent subscriber", clock.now)
+
+    assert decision.case.state == State.REVIEW and decision.closed
+    assert "absent subscriber" in decision.case.reason

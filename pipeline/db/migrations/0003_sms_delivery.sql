@@ -13,3 +13,6 @@ CREATE TABLE sms_delivery_reports (
 );
 CREATE INDEX sms_delivery_reports_sms ON sms_delivery_reports (sms_id, id);
 CREATE INDEX sms_messages_phone_day ON sms_messages (phone, accepted_at);
+
+-- A ticket needs the warning delivered to the phone, where the gateway reports delivery.
+ALTER TABLE cases ADD COLUMN warning_delivered_at timestamptz;
