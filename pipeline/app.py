@@ -14,6 +14,7 @@ from mode import Service
 from pipeline import bootstrap, codecs
 from pipeline.cases.service import Source
 from pipeline.config import Settings
+from pipeline.ingest import views as ingest_views
 from pipeline.lookups.carparks import CarParkIndex, load_index
 from pipeline.lookups.zones import ZoneBook, load_zones
 from pipeline.outbox import OutboxRelay
@@ -138,6 +139,7 @@ async def record_car_park_status(stream):
 
 
 sms_views.register(app, runtime)
+ingest_views.register(app, runtime)
 
 
 @app.page("/healthz")

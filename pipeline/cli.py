@@ -10,6 +10,7 @@ import time
 import click
 
 from pipeline.config import Settings
+from pipeline.ingest import cli as ingest_cli
 
 
 def run(coro):
@@ -69,15 +70,21 @@ def worker(ctx) -> None:
 @click.option("--patrol", default=10.0, show_default=True, help="Seconds between sightings of a parked car.")
 @click.option("--duplicates", default=0.05, show_default=True, help="Share of events sent twice.")
 @click.option("--malformed", default=0.02, show_default=True, help="Chance per second of a malformed event.")
+@click.option("--late", default=0.02, show_default=True, help="Share of camera events sent late (--late-by).")
+@click.option("--late-by", default=3.0, show_default=True, help="Seconds a late event is held back.")
+@click.option("--out-of-order", default=0.02, show_default=True,
+              help="Share of camera events sent after the same car's next event.")
 @click.option("--seed", default=1, show_default=True)
-def simulate(duration, cars, cars_per_minute, patrol, duplicates, malformed, seed) -> None:
+def simulate(duration, cars, cars_per_minute, patrol, duplicates, malformed, late, late_by, out_of_order,
+             seed) -> None:
     """Simulate cameras and car parks publishing to Kafka."""
     from pipeline.demo.simulator import Simulator
 
     s = Settings()
     sim = Simulator(s.kafka_bootstrap, s.topic_prefix, s.window_seconds, cars_per_minute=cars_per_minute,
                     max_cars=cars, duration_seconds=duration, patrol_seconds=patrol, duplicate_rate=duplicates,
-                    malformed_rate=malformed, seed=seed)
+                    malformed_rate=malformed, late_rate=late, late_by_seconds=late_by,
+                    out_of_order_rate=out_of_order, seed=seed)
     run(sim.run(progress=lambda line: click.echo(line, err=True)))
 
 
@@ -134,3 +141,7 @@ def demo(duration: float, workers: int) -> None:
             except subprocess.TimeoutExpired:
                 p.kill()
         click.echo("demo stopped. Services keep running: scripts/services.sh stop")
+
+
+for _command in (ingest_cli.events, ingest_cli.integrators, ingest_cli.dead_letters, ingest_cli.schemas_command):
+    main.add_command(_command)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from schemas.events import CarParkStatus, FieldError, camera_event_adapter
+from schemas.events import CAMERA_EVENT_TYPES, CarParkStatus, FieldError, camera_event_adapter
 
 
 @dataclass(frozen=True)
@@ -21,11 +21,40 @@ def encode(message: BaseModel) -> bytes:
     return message.model_dump_json(exclude_none=False).encode()
 
 
-def field_errors(error: ValidationError) -> tuple[FieldError, ...]:
-    return tuple(
-        FieldError(field=".".join(str(p) for p in e["loc"]) or "(message)", message=e["msg"])
-        for e in error.errors(include_url=False)
-    )
+EXAMPLE_TIME = "2026-11-26T10:42:00+08:00"
+_ADVICE = {
+    "missing": "add it",
+    "extra_forbidden": "remove it, or check its spelling against the schema (unknown fields are refused)",
+    "timezone_aware": f"add a UTC offset, e.g. {EXAMPLE_TIME}",
+    "datetime_parsing": f"use ISO-8601 with a UTC offset, e.g. {EXAMPLE_TIME}",
+    "datetime_from_date_parsing": f"use ISO-8601 with a UTC offset, e.g. {EXAMPLE_TIME}",
+    "datetime_type": f"use an ISO-8601 string with a UTC offset, e.g. {EXAMPLE_TIME}",
+    "model_attributes_type": "send a JSON object",
+    "model_type": "send a JSON object",
+    "dict_type": "send a JSON object",
+}
+
+
+def field_errors(error: ValidationError, event_type: str | None = None) -> tuple[FieldError, ...]:
+    """One ``FieldError`` per problem, naming the field as an integrator wrote it (``location.lat``)
+    and saying what to do. ``event_type`` is the message's ``type``: pydantic puts it in front of
+    each field of a discriminated union, and it is dropped here."""
+    found = []
+    for e in error.errors(include_url=False):
+        loc = [str(p) for p in e["loc"]]
+        if loc and event_type is not None and loc[0] == event_type:
+            loc = loc[1:]
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            loc = ["type"]
+            ctx = e.get("ctx", {})
+            wanted = ctx.get("expected_tags") or ", ".join(repr(t) for t in CAMERA_EVENT_TYPES)
+            message = (f"unknown event type {str(ctx.get('tag'))[:40]!r}: use one of {wanted}"
+                       if e["type"] == "union_tag_invalid" else f"missing: say which event this is, one of {wanted}")
+        elif e["type"] in _ADVICE:
+            message = f"{message}: {_ADVICE[e['type']]}"
+        found.append(FieldError(field=".".join(loc) or "(message)", message=message))
+    return tuple(found)
 
 
 def decode_with(adapter: TypeAdapter, raw: bytes | None):
@@ -36,12 +65,17 @@ def decode_with(adapter: TypeAdapter, raw: bytes | None):
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep, too long a number
         return Rejected(raw, f"not JSON: {type(exc).__name__}: {str(exc)[:200]}", ())
+    return validate_with(adapter, data, raw)
+
+
+def validate_with(adapter: TypeAdapter, data: object, raw: bytes = b""):
+    """Validate already-parsed JSON; return the message or a ``Rejected`` (never raises)."""
     try:
         return adapter.validate_python(data)
     except RecursionError:
         return Rejected(raw, "message nested too deeply", ())
     except ValidationError as exc:
-        errors = field_errors(exc)
+        errors = field_errors(exc, data.get("type") if isinstance(data, dict) and isinstance(data.get("type"), str) else None)
         summary = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
         return Rejected(raw, f"invalid {adapter_name(adapter, data)}: {summary}", errors)
 

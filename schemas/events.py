@@ -21,8 +21,10 @@ from pydantic import (
     Field,
     TypeAdapter,
     field_validator,
+    model_validator,
 )
 
+from schemas.datum import gcj02_to_wgs84, in_china
 from schemas.plates import normalize_plate, plate_problem
 
 SCHEMA_VERSION = 1
@@ -37,7 +39,9 @@ EventId = Annotated[
         examples=["cam-0042:20261126T104200Z:0001"],
     ),
 ]
-CameraId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+CameraId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
+                                description="The camera's id, as registered with the city; recheck "
+                                            "requests come back keyed by it.")]
 
 
 class Message(BaseModel):
@@ -45,22 +49,46 @@ class Message(BaseModel):
 
 
 class Location(Message):
-    """A WGS-84 position (what GPS reports; convert GCJ-02 map coordinates before sending)."""
+    """A position. WGS-84 (what GPS reports) unless 'datum' says 'gcj02' (what Chinese map SDKs such
+    as AMap/Gaode or Tencent show): a GCJ-02 position is converted to WGS-84 on arrival, so every
+    validated Location is WGS-84 ('datum' = 'wgs84'). BD-09 (Baidu) is not accepted."""
 
-    lat: float = Field(ge=-90, le=90, description="Latitude, WGS-84 degrees.")
-    lon: float = Field(ge=-180, le=180, description="Longitude, WGS-84 degrees.")
+    lat: float = Field(ge=-90, le=90, description="Latitude in degrees (WGS-84 unless datum is gcj02).")
+    lon: float = Field(ge=-180, le=180, description="Longitude in degrees (WGS-84 unless datum is gcj02).")
+    datum: Literal["wgs84", "gcj02"] = Field(
+        default="wgs84",
+        description="The datum of lat/lon. gcj02 is converted to WGS-84 on arrival; parkwarden only "
+                    "ever writes wgs84. Convert BD-09 (Baidu) coordinates to GCJ-02 or WGS-84 first.")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _to_wgs84(cls, data: object, handler):
+        location = handler(data)
+        if location.datum == "wgs84":
+            return location
+        if not in_china(location.lat, location.lon):
+            raise ValueError("GCJ-02 is only defined inside China: send these coordinates as WGS-84 "
+                             "(datum 'wgs84' or no datum)")
+        lat, lon = gcj02_to_wgs84(location.lat, location.lon)
+        return handler({"lat": lat, "lon": lon, "datum": "wgs84"})
 
 
 class Evidence(Message):
     """Where the capture's image lives; parkwarden stores the reference, not the image."""
 
-    image_url: str = Field(min_length=1, max_length=2048)
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    image_url: str = Field(
+        min_length=1, max_length=2048, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$",
+        description="Absolute URL of the capture's image (https:// or your object store's scheme), "
+                    "fetchable by parkwarden's operators for as long as a ticket may be appealed.",
+        examples=["https://evidence.example.com/cam-wenyi-01/20261126T104200.jpg"])
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
+                               description="SHA-256 of the image bytes, lower-case hex: proves the image "
+                                           "was not changed after the capture.")
 
 
 class PlateEvent(Message):
     event_id: EventId
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="The contract's major version.")
     camera_id: CameraId
     plate: str = Field(description="Licence plate; normalized on arrival (浙A·12345 -> 浙A12345).")
     taken_at: AwareDatetime = Field(description="When the camera took the capture (event time).")
@@ -80,7 +108,8 @@ class PlateEvent(Message):
 
 class Capture(PlateEvent):
     place: str = Field(min_length=1, max_length=64, description="Street or landmark, as shown to the driver.")
-    zone: str = Field(default="default", min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$")
+    zone: str = Field(default="default", min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$",
+                      description="The city's zone id for the place (it sets the window and exemptions).")
     evidence: Evidence | None = None
 
 
@@ -88,7 +117,8 @@ class ViolationDetected(Capture):
     """A camera saw a car parked where it must not be. Opens a case (or adds evidence to one)."""
 
     type: Literal["ViolationDetected"] = "ViolationDetected"
-    violation: str = Field(default="no_parking", max_length=32, pattern=r"^[a-z_]+$")
+    violation: str = Field(default="no_parking", max_length=32, pattern=r"^[a-z_]+$",
+                           description="What kind of violation, e.g. no_parking, sidewalk.")
     evidence: Evidence
 
 
@@ -103,12 +133,13 @@ class VehicleDeparted(PlateEvent):
     """A camera saw the car leave the place it was parked at."""
 
     type: Literal["VehicleDeparted"] = "VehicleDeparted"
-    recheck_id: str | None = Field(default=None, max_length=64)
+    recheck_id: str | None = Field(default=None, max_length=64, description="Set when answering a RecheckRequested.")
 
 
 CameraEvent = Annotated[
     Union[ViolationDetected, VehicleObserved, VehicleDeparted], Field(discriminator="type")
 ]
+CAMERA_EVENT_TYPES = ("ViolationDetected", "VehicleObserved", "VehicleDeparted")
 camera_event_adapter: TypeAdapter[ViolationDetected | VehicleObserved | VehicleDeparted] = TypeAdapter(
     CameraEvent
 )
@@ -118,10 +149,19 @@ class CarParkStatus(Message):
     """A car park's live count of free spaces, keyed by ``car_park_id``."""
 
     type: Literal["CarParkStatus"] = "CarParkStatus"
-    schema_version: Literal[1] = SCHEMA_VERSION
-    car_park_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
-    free_spaces: int = Field(ge=0, le=100_000)
-    reported_at: AwareDatetime
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="The contract's major version.")
+    car_park_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
+                             description="The car park's id, as registered with the city.")
+    free_spaces: int = Field(ge=0, le=100_000, description="Free spaces now.")
+    reported_at: AwareDatetime = Field(description="When the count was taken (event time).")
+
+
+InputEvent = Annotated[
+    Union[ViolationDetected, VehicleObserved, VehicleDeparted, CarParkStatus], Field(discriminator="type")
+]
+"""Anything an integrator sends: a camera event or a car park's count, picked by ``type``."""
+input_event_adapter: TypeAdapter[ViolationDetected | VehicleObserved | VehicleDeparted | CarParkStatus] = \
+    TypeAdapter(InputEvent)
 
 
 class CaseOpened(Message):

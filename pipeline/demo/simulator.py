@@ -1,6 +1,10 @@
 """A camera simulator: cars that park illegally and stay, leave early or leave late; cameras that
-patrol and answer recheck requests; car parks reporting free spaces; some duplicate and some
-malformed events. For demos and load, against the real Kafka broker.
+patrol and answer recheck requests; car parks reporting free spaces; some duplicate, late,
+out-of-order and malformed events. For demos and load, against the real Kafka broker.
+
+A *late* event is held back ``late_by_seconds`` after it was taken (its event time stays true);
+an *out-of-order* event is held until the same car's next event has been sent, so it arrives
+after a later one (or after ``HOLD_LIMIT`` if the car has no next event).
 """
 
 import asyncio
@@ -20,6 +24,7 @@ from schemas.codec import encode
 log = logging.getLogger(__name__)
 
 BEHAVIOURS = ("stays", "leaves_early", "leaves_late")
+HOLD_LIMIT = timedelta(seconds=10)
 
 
 @dataclass
@@ -40,6 +45,8 @@ class Tally:
     observations: int = 0
     departures: int = 0
     duplicates: int = 0
+    late: int = 0
+    out_of_order: int = 0
     malformed: int = 0
     recheck_answers: int = 0
     statuses: int = 0
@@ -49,13 +56,15 @@ class Tally:
         b = self.by_behaviour
         return (f"cars {self.violations} (stay {b['stays']}, early {b['leaves_early']}, late {b['leaves_late']}) · "
                 f"sightings {self.observations} · departures {self.departures} · rechecks answered "
-                f"{self.recheck_answers} · duplicates {self.duplicates} · malformed {self.malformed}")
+                f"{self.recheck_answers} · duplicates {self.duplicates} · late {self.late} · out of order "
+                f"{self.out_of_order} · malformed {self.malformed}")
 
 
 class Simulator:
     def __init__(self, bootstrap: str, topic_prefix: str, window_seconds: float, *, cars_per_minute: float = 12,
                  max_cars: int = 50, duration_seconds: float = 120, patrol_seconds: float = 10,
-                 duplicate_rate: float = 0.05, malformed_rate: float = 0.02,
+                 duplicate_rate: float = 0.05, malformed_rate: float = 0.02, late_rate: float = 0.0,
+                 late_by_seconds: float = 3.0, out_of_order_rate: float = 0.0,
                  behaviour_weights: tuple[float, float, float] = (0.45, 0.4, 0.15), seed: int = 1):
         self.bootstrap = bootstrap
         self.topic = lambda t: f"{topic_prefix}{t.name}"
@@ -66,6 +75,11 @@ class Simulator:
         self.patrol = timedelta(seconds=patrol_seconds)
         self.duplicate_rate = duplicate_rate
         self.malformed_rate = malformed_rate
+        self.late_rate = late_rate
+        self.late_by = timedelta(seconds=late_by_seconds)
+        self.out_of_order_rate = out_of_order_rate
+        self._late: list[tuple[datetime, topics.Topic, str, bytes]] = []
+        self._overtaken: dict[str, list[tuple[datetime, topics.Topic, bytes]]] = {}
         self.weights = behaviour_weights
         self.rng = random.Random(seed)
         self.plates = [p for p, _, _ in city.plates(2000)]
@@ -79,11 +93,34 @@ class Simulator:
         return f"{camera}:{self._run}:{next(self._ids):06d}"
 
     async def _send(self, topic: topics.Topic, key: str, message, duplicate_ok: bool = True) -> None:
+        """Send a message; a camera event (``duplicate_ok``) may be duplicated, late or overtaken."""
         raw = encode(message)
+        now = datetime.now(UTC)
+        if duplicate_ok and self.rng.random() < self.late_rate:
+            self._late.append((now + self.late_by, topic, key, raw))
+            self.tally.late += 1
+            return
+        if duplicate_ok and self.rng.random() < self.out_of_order_rate:
+            self._overtaken.setdefault(key, []).append((now, topic, raw))
+            self.tally.out_of_order += 1
+            return
         await self.producer.send_and_wait(self.topic(topic), raw, key=key.encode())
+        for _, held_topic, held in self._overtaken.pop(key, []):
+            await self.producer.send_and_wait(self.topic(held_topic), held, key=key.encode())
         if duplicate_ok and self.rng.random() < self.duplicate_rate:
             await self.producer.send_and_wait(self.topic(topic), raw, key=key.encode())
             self.tally.duplicates += 1
+
+    async def _release_held(self, now: datetime | None = None) -> None:
+        """Send late events whose time has come and overtaken ones held too long (all of them if ``now`` is None)."""
+        due = [h for h in self._late if now is None or h[0] <= now]
+        self._late = [h for h in self._late if h not in due]
+        for _, topic, key, raw in due:
+            await self.producer.send_and_wait(self.topic(topic), raw, key=key.encode())
+        for key in list(self._overtaken):
+            if now is None or now - self._overtaken[key][0][0] >= HOLD_LIMIT:
+                for _, topic, raw in self._overtaken.pop(key):
+                    await self.producer.send_and_wait(self.topic(topic), raw, key=key.encode())
 
     async def _send_malformed(self) -> None:
         cam = self.rng.choice(city.CAMERAS)
@@ -188,6 +225,7 @@ class Simulator:
                 if self.rng.random() < self.malformed_rate:
                     await self._send_malformed()
                 await self._step(now)
+                await self._release_held(now)
                 tick += 1
                 if tick % 5 == 0:
                     await self._report_car_parks(all_of_them=False)
@@ -200,6 +238,7 @@ class Simulator:
         finally:
             stop.set()
             await answering
+            await self._release_held()
             await self.producer.stop()
         progress(f"simulator done: {self.tally.line()}")
         return self.tally
