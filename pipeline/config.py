@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     capture_tolerance_seconds: float = Field(default=5, ge=0)
     recheck_wait_seconds: float = Field(default=120, gt=0)
     same_place_m: float = Field(default=50, gt=0)
+    max_report_delay_seconds: float = Field(default=300, gt=0)
 
     # Loops
     tick_seconds: float = Field(default=0.5, gt=0)
@@ -91,6 +92,7 @@ class Settings(BaseSettings):
             recheck_wait=timedelta(seconds=self.recheck_wait_seconds),
             same_place_m=self.same_place_m,
             require_delivery_report=self.sms_gateway != "file",
+            max_report_delay=timedelta(seconds=self.max_report_delay_seconds),
         )
 
     @property

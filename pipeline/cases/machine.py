@@ -56,6 +56,8 @@ class Rules:
     """Captures within this distance of the violation are 'at the same place'."""
     require_delivery_report: bool = False
     """Ticket only when the gateway reported the warning delivered to the phone (gateways that report)."""
+    max_report_delay: timedelta = timedelta(minutes=5)
+    """A violation that reaches us later than this after it was seen is not warned about."""
     clock_skew: timedelta = timedelta(seconds=30)
     """A capture stamped later than ``now`` plus this is not trusted as evidence (camera clock ahead)."""
 
@@ -160,12 +162,22 @@ def _close(case: Case, state: State, reason: str, now: datetime, *effects: Effec
     return Decision(replace(case, state=state, closed_at=now, wake_at=None, reason=reason), effects)
 
 
-def open_case(case_id: UUID, plate: str, zone: str, violation: Sighting, opening: Opening, now: datetime) -> Decision:
-    """A new violation for a plate with no open case."""
+def open_case(case_id: UUID, plate: str, zone: str, violation: Sighting, opening: Opening, now: datetime,
+              rules: Rules | None = None) -> Decision:
+    """A new violation for a plate with no open case.
+
+    A violation reported later than ``rules.max_report_delay`` after it was seen is not warned
+    about (the car may be long gone): an officer decides.
+    """
+    rules = rules or Rules()
     case = Case(id=case_id, plate=plate, state=State.DETECTED, zone=zone, place=violation.place,
                 violation=violation, opened_at=now)
     if opening.exempt_reason:
         return _close(case, State.EXEMPT, opening.exempt_reason, now)
+    delay = now - violation.taken_at
+    if delay > rules.max_report_delay:
+        minutes = int(delay.total_seconds() // 60)
+        return _close(case, State.REVIEW, f"violation reported {minutes} min after it was seen: too late to warn", now)
     if not opening.owner_reachable:
         return _close(case, State.REVIEW, "no phone on record for the owner: an officer decides", now)
     return Decision(case, (SendWarning(case_id),))

@@ -170,7 +170,7 @@ class CaseService:
         exemption = self.zones.exemption(event.plate, event.zone)
         phone = None if exemption else await self.owners.phone_for(event.plate)
         opening = machine.Opening(owner_reachable=phone is not None, exempt_reason=exemption)
-        decision = machine.open_case(uuid4(), event.plate, event.zone, sighting, opening, now)
+        decision = machine.open_case(uuid4(), event.plate, event.zone, sighting, opening, now, self.rules)
         case = decision.case
         await store.insert_case(conn, case, self.zones.window_seconds(event.zone), now)
         await store.link_sighting(conn, event.event_id, case.id)

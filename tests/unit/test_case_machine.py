@@ -642,3 +642,14 @@ def test_given_a_warned_case_when_the_warning_is_reported_undelivered_then_it_go
 
     assert decision.case.state == State.REVIEW and decision.closed
     assert "absent subscriber" in decision.case.reason
+
+
+def test_given_a_violation_reported_long_after_it_was_seen_when_opened_then_no_warning_but_review(clock):
+    violation = capture(clock.now)
+    clock.advance(RULES.max_report_delay + timedelta(minutes=1))
+
+    decision = machine.open_case(CASE_ID, PLATE, "yuhang", violation, Opening(owner_reachable=True), clock.now, RULES)
+
+    assert decision.case.state == State.REVIEW
+    assert decision.effects == ()
+    assert "too late to warn" in decision.case.reason
