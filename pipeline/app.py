@@ -18,6 +18,7 @@ from pipeline.ingest import views as ingest_views
 from pipeline.lookups.carparks import CarParkIndex, load_index
 from pipeline.lookups.zones import ZoneBook, load_zones
 from pipeline.outbox import OutboxRelay
+from pipeline.sms import driver_page
 from pipeline.sms import views as sms_views
 from schemas import topics
 
@@ -139,6 +140,8 @@ async def record_car_park_status(stream):
 
 
 sms_views.register(app, runtime)
+if settings.driver_page:
+    driver_page.register(app, runtime)
 ingest_views.register(app, runtime)
 
 

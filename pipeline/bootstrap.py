@@ -66,7 +66,8 @@ def build_gateway(settings: Settings) -> SmsGateway:
 def build_service(settings: Settings, pool: asyncpg.Pool, car_parks: CarParkIndex, zones: ZoneBook) -> CaseService:
     owners = PostgresOwnerDirectory(pool, settings.owner_cache_size, settings.owner_cache_ttl_seconds)
     sms = SmsStyle(settings.sms_language, settings.sms_signature, ZoneInfo(settings.timezone),
-                   settings.sms_max_attempts, settings.sms_retry_seconds, settings.sms_daily_limit_per_phone)
+                   settings.sms_max_attempts, settings.sms_retry_seconds, settings.sms_daily_limit_per_phone,
+                   settings.driver_page)
     return CaseService(pool, owners, car_parks, zones, settings.rules, output_topics(settings), sms,
                        settings.ticket_prefix, actor=f"pipeline:{settings.worker_name}")
 

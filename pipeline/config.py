@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     sms_timeout_seconds: float = Field(default=5, gt=0)
     sms_daily_limit_per_phone: int = Field(default=6, ge=1)
     """At most this many SMS to one phone per (local) day; a warning over the limit goes to review."""
+    driver_page: bool = False
+    """Off by default (official SMS often carry no links): a code in the warning, looked up at /d."""
     sms_report_base_url: str | None = None
     """Where gateways send delivery reports; default http://<web_host>:<web_port>."""
     kannel_sendsms_url: str = "http://127.0.0.1:13013/cgi-bin/sendsms"

@@ -65,6 +65,7 @@ class SmsStyle:
     max_attempts: int
     retry_seconds: float
     daily_limit: int = 6
+    driver_page: bool = False
 
 
 def sighting_of(event: events.Capture | events.VehicleDeparted) -> Sighting:
@@ -217,7 +218,10 @@ class CaseService:
         for effect in decision.effects:
             match effect:
                 case machine.SendWarning():
-                    await store.add_sms(conn, case.id, "warning", phone, self._warning_params(case), now)
+                    params = self._warning_params(case)
+                    if self.sms.driver_page:
+                        params["code"] = await store.give_driver_code(conn, case.id)
+                    await store.add_sms(conn, case.id, "warning", phone, params, now)
                 case machine.WithdrawWarning():
                     await store.withdraw_warning(conn, case.id)
                 case machine.IssueTicket():
@@ -363,7 +367,7 @@ class CaseService:
         deadline = (now + timedelta(seconds=row["window_seconds"])).astimezone(tz)
         counted = datetime.fromisoformat(p["counted_at"]).astimezone(tz) if "counted_at" in p else None
         return texts.warning_text(texts.WarningFacts(p["plate"], p["place"], deadline, p.get("car_park"),
-                                                     p.get("free_spaces"), counted),
+                                                     p.get("free_spaces"), counted, p.get("code")),
                                   self.sms.language, self.sms.signature)
 
     async def _after_send(self, conn, row, text: str | None, result) -> None:

@@ -6,6 +6,7 @@ replays harmless: a sighting per camera ``event_id``, an SMS per (case, kind), a
 """
 
 import json
+import secrets
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -247,3 +248,13 @@ async def unlinked_sightings_since(conn, plate: str, since: datetime) -> list[tu
     )
     return [(r["kind"], Sighting(r["event_id"], r["camera_id"], r["taken_at"], r["lat"], r["lon"], r["place"] or "",
                                  (r["evidence"] or {}).get("image_url"))) for r in rows]
+
+
+CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+
+
+async def give_driver_code(conn, case_id: UUID) -> str:
+    """A 5-character code for the driver page (no 0/O, 1/I): random, looked up with the case."""
+    code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(5))
+    await conn.execute("UPDATE cases SET driver_code = $2 WHERE id = $1", case_id, code)
+    return code

@@ -83,6 +83,20 @@ class CarParkIndex:
         return best
 
 
+def nearest_free(index: "CarParkIndex", lat: float, lon: float, n: int = 3, max_rings: int = 5) -> list[NearestCarPark]:
+    """The ``n`` closest car parks with free spaces within ``max_rings`` cells (for the driver page)."""
+    cx, cy = _cell(lat, lon)
+    found = []
+    for ring in range(max_rings + 1):
+        for key in _ring(cx, cy, ring):
+            for pid in index._cells.get(key, ()):
+                count = index._free.get(pid)
+                if count and count[0] > 0:
+                    park = index._parks[pid]
+                    found.append(NearestCarPark(park, geodesic((lat, lon), (park.lat, park.lon)).meters, *count))
+    return sorted(found, key=lambda c: c.distance_m)[:n]
+
+
 def _cell(lat: float, lon: float) -> tuple[int, int]:
     return (math.floor(lat / CELL_DEG), math.floor(lon / CELL_DEG))
 

@@ -43,6 +43,7 @@ class WarningFacts:
     car_park: str | None
     free_spaces: int | None
     counted_at: datetime | None  # local time
+    code: str | None = None  # driver-page code, when the driver page is on
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,13 @@ TEMPLATES = {
         "warning": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。最近停车场:{park}余{free}位({counted})",
         "warning_no_park": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。附近停车场暂无空位",
         "ticket": "【{sig}】{plate}在{place}违停未驶离，已开具告知单{number}。查询或申诉请拨12345",
+        "code": "查询码{code}",
     },
     "en": {
         "warning": "{plate} no parking at {place}. Move by {deadline}. P:{park} {free} free {counted}",
         "warning_no_park": "{plate} no parking at {place}. Move by {deadline}. No free parking near",
         "ticket": "{plate} at {place}: ticket {number}. Check/contest: call 12345",
+        "code": " #{code}",
     },
 }
 
@@ -86,10 +89,11 @@ def _fit(template: str, names: dict[str, str], fixed: dict[str, str]) -> str:
 def warning_text(facts: WarningFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:
     t = TEMPLATES[language]
     fixed = {"sig": signature, "plate": facts.plate, "deadline": f"{facts.deadline:%H:%M}"}
+    code = t["code"].format(code=facts.code) if facts.code else ""
     if facts.car_park is None:
-        return _fit(t["warning_no_park"], {"place": facts.place}, fixed)
+        return _fit(t["warning_no_park"] + code, {"place": facts.place}, fixed)
     fixed |= {"free": str(facts.free_spaces), "counted": f"{facts.counted_at:%H:%M}"}
-    return _fit(t["warning"], {"place": facts.place, "park": facts.car_park}, fixed)
+    return _fit(t["warning"] + code, {"place": facts.place, "park": facts.car_park}, fixed)
 
 
 def ticket_text(facts: TicketFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:

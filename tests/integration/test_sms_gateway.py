@@ -216,3 +216,39 @@ async def test_a_phone_gets_no_more_than_the_daily_limit(stack: Stack):
 
 async def _async(value):
     return value
+
+
+async def test_driver_page_when_switched_on_shows_time_left_and_three_free_car_parks_for_the_code_in_the_sms(stack: Stack):
+    import aiohttp
+
+    worker = stack.worker(PW_DRIVER_PAGE="true")
+    await worker.ready()
+    await stack.all_car_parks_free(free=9)
+    plate = (await stack.plates_with_phone(1))[0]
+    await stack.publish(stack.violation(plate, city.CAMERAS[0]))
+    await stack.wait_state(plate, "warned", timeout=20)
+    text = (await _wait_lines(stack))[0]["text"]
+    code = re.search(r"查询码([2-9A-Z]{5})$", text).group(1)
+
+    async with aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}"
+        response = await http.get(f"{base}/d/lookup", params={"code": code.lower()})
+        page = await response.text()
+        assert response.status == 200
+        assert "剩余时间" in page and city.CAMERAS[0].place in page
+        assert page.count("9 空位") == 3, "three nearest car parks with their live free spaces"
+        assert plate not in page, "the page shows only part of the plate"
+        unknown = await http.get(f"{base}/d/lookup", params={"code": "ZZZZZ" if code != "ZZZZZ" else "YYYYY"})
+        assert unknown.status == 404
+    worker.stop()
+    off = stack.worker("off")
+    await off.ready()
+    async with aiohttp.ClientSession() as http:
+        switched_off = await http.get(f"http://127.0.0.1:{off.env['PW_WEB_PORT']}/d")
+        assert switched_off.status == 404, "the driver page is off by default"
+
+
+async def _wait_lines(stack: Stack) -> list[dict]:
+    async def check():
+        return stack.handset_lines()
+    return await wait_for(check, 20, "the warning at the handset")
