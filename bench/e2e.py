@@ -78,7 +78,7 @@ async def raw_ceiling(bootstrap_servers: str, n: int) -> float:
     return n / elapsed
 
 
-async def pipeline_run(n: int, workers: int, base: Settings) -> dict:
+async def pipeline_run(n: int, workers: int, base: Settings, gateway: str) -> dict:
     run = uuid.uuid4().hex[:8]
     db_name = f"pw_bench_{run}"
     admin_url = base.database_url.get_secret_value()
@@ -98,7 +98,7 @@ async def pipeline_run(n: int, workers: int, base: Settings) -> dict:
             "SELECT p.plate FROM plate_registry p JOIN contact_registry c USING (owner_id) LIMIT $1", n)]
         assert len(plates) == n, "not enough plates with a phone"
         env = {**os.environ, "PW_DATABASE_URL": db_url, "PW_TOPIC_PREFIX": settings.topic_prefix,
-               "PW_APP_ID": settings.app_id, "PW_LOG_LEVEL": "warn", "PW_WINDOW_SECONDS": "600",
+               "PW_APP_ID": settings.app_id, "PW_LOG_LEVEL": "warn", "PW_WINDOW_SECONDS": "600", "PW_SMS_GATEWAY": gateway,
                "PW_SMS_FILE": str(ROOT / "var" / "bench" / f"handsets-{run}.jsonl")}
         log_dir = ROOT / "var" / "bench"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +133,7 @@ async def pipeline_run(n: int, workers: int, base: Settings) -> dict:
         publish_s = time.monotonic() - started
         print(file=sys.stderr)
         while True:
-            accepted = await pool.fetchval("SELECT count(*) FROM sms_messages WHERE status = 'accepted'")
+            accepted = await pool.fetchval("SELECT count(*) FROM sms_messages WHERE accepted_at IS NOT NULL")
             progress("warnings accepted", accepted, n, started)
             if accepted >= n:
                 break
@@ -145,15 +145,18 @@ async def pipeline_run(n: int, workers: int, base: Settings) -> dict:
             await asyncio.sleep(0.5)
         print(file=sys.stderr)
         rows = await pool.fetch(
-            """SELECT extract(epoch FROM s.accepted_at - c.detected_at) AS latency, s.accepted_at
+            """SELECT extract(epoch FROM s.accepted_at - c.detected_at) AS latency,
+                      extract(epoch FROM c.opened_at - c.detected_at) AS to_case, s.accepted_at
                FROM sms_messages s JOIN cases c ON c.id = s.case_id WHERE s.kind = 'warning'""")
         latencies = sorted(r["latency"] * 1000 for r in rows)
+        to_case = sorted(r["to_case"] * 1000 for r in rows)
         last = max(r["accepted_at"] for r in rows)
         elapsed = (last - first_sent).total_seconds()
         return {
             "violations": n, "workers": workers, "publish_s": publish_s, "end_to_end_s": elapsed,
             "per_second": n / elapsed, "p50_ms": statistics.median(latencies),
             "p99_ms": latencies[int(len(latencies) * 0.99) - 1], "max_ms": latencies[-1],
+            "case_p50_ms": statistics.median(to_case), "case_p99_ms": to_case[int(len(to_case) * 0.99) - 1],
         }
     finally:
         for p in procs:
@@ -173,17 +176,21 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--violations", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--gateway", choices=["kannel", "file"], default="kannel",
+                        help="SMS gateway the workers send through (kannel: the real one on loopback)")
     args = parser.parse_args()
     base = Settings()
     print(f"machine: {machine()}")
     ceiling = await raw_ceiling(base.kafka_bootstrap, args.violations)
-    result = await pipeline_run(args.violations, args.workers, base)
+    result = await pipeline_run(args.violations, args.workers, base, args.gateway)
     print(f"raw aiokafka consume+produce ceiling: {ceiling:,.0f} msg/s")
-    print(f"pipeline, {result['workers']} worker(s), {result['violations']} violations: "
+    print(f"pipeline, {result['workers']} worker(s), {args.gateway} gateway, {result['violations']} violations: "
           f"{result['per_second']:,.0f} violations/s end to end ({result['end_to_end_s']:.1f} s; published in "
           f"{result['publish_s']:.1f} s)")
     print(f"camera event -> warning accepted: p50 {result['p50_ms']:,.0f} ms, p99 {result['p99_ms']:,.0f} ms, "
           f"max {result['max_ms']:,.0f} ms")
+    print(f"  of which camera event -> case opened: p50 {result['case_p50_ms']:,.0f} ms, "
+          f"p99 {result['case_p99_ms']:,.0f} ms")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from mode import Service
 
 from pipeline import bootstrap, codecs
 from pipeline.cases.service import Source
-from pipeline.config import Settings
+from pipeline.config import ROOT, Settings
+from pipeline.console import views as console_views
 from pipeline.ingest import views as ingest_views
 from pipeline.lookups.carparks import CarParkIndex, load_index
 from pipeline.lookups.zones import ZoneBook, load_zones
@@ -24,6 +25,7 @@ from schemas import topics
 
 log = logging.getLogger("parkwarden")
 settings = Settings()
+(ROOT / "var" / "faust").mkdir(parents=True, exist_ok=True)
 
 app = faust.App(
     settings.app_id,
@@ -34,6 +36,7 @@ app = faust.App(
     topic_partitions=settings.topic_partitions,
     topic_disable_leader=True,
     store="memory://",
+    datadir=str(ROOT / "var" / "faust" / "{conf.name}"),
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
     broker_session_timeout=settings.session_timeout_seconds,
@@ -95,6 +98,10 @@ class Runtime(Service):
         await self._every(settings.tick_seconds, self.service_call("decide_due_cases"))
 
     @Service.task
+    async def delivery_reports(self) -> None:
+        await self._every(settings.tick_seconds, self.service_call("apply_delivery_reports"))
+
+    @Service.task
     async def sms(self) -> None:
         await self.ready.wait()
         await self._every(settings.sms_poll_seconds, lambda: self.service.send_due_sms(self.gateway))
@@ -143,9 +150,4 @@ sms_views.register(app, runtime)
 if settings.driver_page:
     driver_page.register(app, runtime)
 ingest_views.register(app, runtime)
-
-
-@app.page("/healthz")
-async def healthz(web, request):
-    ok = runtime.ready.is_set()
-    return web.json({"ready": ok}, status=200 if ok else 503)
+console_views.register(app, runtime)

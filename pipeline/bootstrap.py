@@ -69,7 +69,8 @@ def build_service(settings: Settings, pool: asyncpg.Pool, car_parks: CarParkInde
                    settings.sms_max_attempts, settings.sms_retry_seconds, settings.sms_daily_limit_per_phone,
                    settings.driver_page)
     return CaseService(pool, owners, car_parks, zones, settings.rules, output_topics(settings), sms,
-                       settings.ticket_prefix, actor=f"pipeline:{settings.worker_name}")
+                       settings.ticket_prefix, actor=f"pipeline:{settings.worker_name}",
+                       parallel=settings.db_parallel_transactions)
 
 
 def build_producer(settings: Settings) -> AIOKafkaProducer:

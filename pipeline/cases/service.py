@@ -77,7 +77,7 @@ def sighting_of(event: events.Capture | events.VehicleDeparted) -> Sighting:
 class CaseService:
     def __init__(self, pool: asyncpg.Pool, owners: OwnerDirectory, car_parks: CarParkIndex, zones: ZoneBook,
                  rules: Rules, topics: Topics, sms: SmsStyle, ticket_prefix: str, actor: str = PIPELINE,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), parallel: int = 4):
         self.pool = pool
         self.owners = owners
         self.car_parks = car_parks
@@ -88,6 +88,7 @@ class CaseService:
         self.ticket_prefix = ticket_prefix
         self.clock = clock
         self.actor = actor
+        self.parallel = parallel
 
     # ── camera events ────────────────────────────────────────────────────────────────────────
 
@@ -99,7 +100,12 @@ class CaseService:
         each event is retried in its own transaction; one that keeps failing goes to the dead
         letters with the error, so that the stream keeps moving.
         """
-        await self._until_database_answers(self._decide_batch, batch)
+        groups: dict[int, list] = {}
+        for item, source in batch:
+            key = hash(item.plate) % self.parallel if not isinstance(item, Rejected) else 0
+            groups.setdefault(key, []).append((item, source))
+        # One plate's events stay in one group, in order; groups commit independently, in parallel.
+        await asyncio.gather(*(self._until_database_answers(self._decide_batch, g) for g in groups.values()))
 
     async def _decide_batch(self, batch: list[tuple[object, Source]]) -> None:
         try:
@@ -233,6 +239,11 @@ class CaseService:
                         plate=case.plate, location=events.Location(lat=v.lat, lon=v.lon), requested_at=now,
                         answer_by=effect.answer_by))
 
+    async def carry_out(self, conn, case: Case, decision: Decision, now: datetime, phone: str | None = None) -> None:
+        """Carry out a decision's effects (warning SMS, ticket, recheck request) in the caller's
+        transaction: for decisions taken elsewhere, e.g. by an operator (``pipeline.console.actions``)."""
+        await self._apply(conn, case, decision, now, phone=phone)
+
     def _warning_params(self, case: Case) -> dict:
         v = case.violation
         nearest = self.car_parks.nearest(v.lat, v.lon)
@@ -338,24 +349,30 @@ class CaseService:
 
     async def record_delivery_report(self, sms_id: UUID, status: str, reported_at: datetime | None,
                                      detail: str = "") -> bool:
-        """A gateway's report on a message we sent. False when the message is unknown.
+        """Keep a gateway's report on a message we sent; False when the message is unknown.
 
-        ``status`` is one of delivered, failed, queued, smsc_accepted, smsc_rejected. A warning that
-        failed for good before its case was decided sends the case to review.
+        ``status`` is one of delivered, failed, queued, smsc_accepted, smsc_rejected. The report is
+        only stored here (it never waits for a lock); ``apply_delivery_reports`` acts on it.
         """
+        return await store.keep_delivery_report(self.pool, sms_id, status, reported_at, detail, self.clock())
+
+    async def apply_delivery_reports(self, limit: int = 200) -> int:
+        """Apply kept reports in order: message status, and for a warning its case (delivered, or
+        failed for good -> review). Reports on a message another transaction holds wait for the next round."""
         async with self.pool.acquire() as conn, conn.transaction():
             now = self.clock()
-            row = await store.record_delivery(conn, sms_id, status, reported_at, detail, now)
-            if row is None:
-                return False
-            if row["kind"] == "warning" and status in ("delivered", "failed", "smsc_rejected"):
-                case = await store.get_case(conn, row["case_id"], lock=True)
-                if status == "delivered":
-                    decision = machine.on_warning_delivered(case, reported_at or now)
-                else:
-                    decision = machine.on_warning_undelivered(case, f"{status} {detail}".strip(), now)
-                await self._record(conn, case, decision, now, f"delivery-report:{sms_id}")
-            return True
+            reports = await store.claim_delivery_reports(conn, limit)
+            for report in reports:
+                row = await store.apply_delivery(conn, report)
+                status, reported_at = report["status"], report["reported_at"]
+                if row["kind"] == "warning" and status in ("delivered", "failed", "smsc_rejected"):
+                    case = await store.get_case(conn, row["case_id"], lock=True)
+                    if status == "delivered":
+                        decision = machine.on_warning_delivered(case, reported_at or now)
+                    else:
+                        decision = machine.on_warning_undelivered(case, f"{status} {report['detail']}".strip(), now)
+                    await self._record(conn, case, decision, now, f"delivery-report:{report['sms_id']}")
+            return len(reports)
 
     def _render(self, row, now: datetime) -> str:
         p = row["params"]

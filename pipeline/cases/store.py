@@ -128,7 +128,7 @@ async def claim_due_sms(conn, now: datetime, limit: int):
                   c.window_seconds, c.plate
            FROM sms_messages s JOIN cases c ON c.id = s.case_id
            WHERE s.status = 'pending' AND s.next_attempt_at <= $1
-           ORDER BY s.next_attempt_at LIMIT $2 FOR UPDATE OF s, c SKIP LOCKED""",
+           ORDER BY s.next_attempt_at LIMIT $2 FOR NO KEY UPDATE OF s, c SKIP LOCKED""",
         now, limit,
     )
 
@@ -211,17 +211,30 @@ async def sms_sent_since(conn, phones: list[str], since: datetime) -> dict[str, 
     return {r["phone"]: r["n"] for r in rows}
 
 
-async def record_delivery(conn, sms_id: UUID, status: str, reported_at: datetime | None, detail: str,
-                          now: datetime):
-    """Keep a delivery report and move the message's status forward (never back from delivered)."""
-    row = await conn.fetchrow("SELECT id, case_id, kind, status FROM sms_messages WHERE id = $1 FOR UPDATE", sms_id)
-    if row is None:
-        return None
-    await conn.execute(
-        "INSERT INTO sms_delivery_reports (sms_id, status, detail, reported_at, received_at) VALUES ($1, $2, $3, $4, $5)",
+async def keep_delivery_report(pool, sms_id: UUID, status: str, reported_at: datetime | None, detail: str,
+                               now: datetime) -> bool:
+    """Store a report without touching the message row (whose lock the SMS loop may hold)."""
+    return bool(await pool.fetchval(
+        """INSERT INTO sms_delivery_reports (sms_id, status, detail, reported_at, received_at)
+           SELECT id, $2, $3, $4, $5 FROM sms_messages WHERE id = $1 RETURNING true""",
         sms_id, status, detail[:200], reported_at, now,
+    ))
+
+
+async def claim_delivery_reports(conn, limit: int):
+    """Unapplied reports whose message row is free now, oldest first."""
+    return await conn.fetch(
+        """SELECT r.id, r.sms_id, r.status, r.detail, r.reported_at, r.received_at
+           FROM sms_delivery_reports r JOIN sms_messages s ON s.id = r.sms_id
+           WHERE r.applied_at IS NULL ORDER BY r.id LIMIT $1 FOR UPDATE OF r, s SKIP LOCKED""",
+        limit,
     )
-    at = reported_at or now
+
+
+async def apply_delivery(conn, report):
+    """Move the message's status forward for a report (never back from delivered); returns the message."""
+    sms_id, status = report["sms_id"], report["status"]
+    at = report["reported_at"] or report["received_at"]
     if status == "delivered":
         await conn.execute(
             "UPDATE sms_messages SET status = 'delivered', delivered_at = coalesce(delivered_at, $2) WHERE id = $1",
@@ -232,8 +245,9 @@ async def record_delivery(conn, sms_id: UUID, status: str, reported_at: datetime
     elif status in ("failed", "smsc_rejected"):
         await conn.execute(
             """UPDATE sms_messages SET status = 'undelivered', failed_at = coalesce(failed_at, $2), last_error = $3
-               WHERE id = $1 AND status <> 'delivered'""", sms_id, at, f"{status} {detail}".strip()[:500])
-    return row
+               WHERE id = $1 AND status <> 'delivered'""", sms_id, at, f"{status} {report['detail']}".strip()[:500])
+    await conn.execute("UPDATE sms_delivery_reports SET applied_at = now() WHERE id = $1", report["id"])
+    return await conn.fetchrow("SELECT id, case_id, kind, status FROM sms_messages WHERE id = $1", sms_id)
 
 
 async def unlinked_sightings_since(conn, plate: str, since: datetime) -> list[tuple[str, Sighting]]:

@@ -62,25 +62,47 @@ class CarParkIndex:
         return True
 
     def nearest(self, lat: float, lon: float, max_rings: int = 5) -> NearestCarPark | None:
-        """The closest car park with at least one free space, searching up to ``max_rings`` cells out."""
+        """The closest car park with at least one free space, searching up to ``max_rings`` cells out.
+
+        Candidates are ranked by a fast spherical approximation; the few within its error margin
+        of the best are measured exactly (geodesic on WGS-84) and the closest of those wins.
+        """
         cx, cy = _cell(lat, lon)
-        best: NearestCarPark | None = None
+        candidates: list[tuple[float, str]] = []
+        best_approx = math.inf
         for ring in range(max_rings + 1):
             for key in _ring(cx, cy, ring):
                 for pid in self._cells.get(key, ()):
                     count = self._free.get(pid)
-                    if not count or count[0] <= 0:
-                        continue
-                    park = self._parks[pid]
-                    d = geodesic((lat, lon), (park.lat, park.lon)).meters
-                    if best is None or d < best.distance_m:
-                        best = NearestCarPark(park, d, count[0], count[1])
+                    if count and count[0] > 0:
+                        park = self._parks[pid]
+                        d = _approx_m(lat, lon, park.lat, park.lon)
+                        candidates.append((d, pid))
+                        best_approx = min(best_approx, d)
             # Anything in a further ring is at least `ring` cells away; 110 km per degree and the
             # cosine at the ring's far edge keep this bound on the safe side.
             far_lat = min(abs(lat) + (ring + 1) * CELL_DEG, 89.0)
-            if best is not None and best.distance_m <= ring * CELL_DEG * 110_000 * math.cos(math.radians(far_lat)):
+            if best_approx * (1 + APPROX_MARGIN) <= ring * CELL_DEG * 110_000 * math.cos(math.radians(far_lat)):
                 break
+        best: NearestCarPark | None = None
+        for d, pid in candidates:
+            if d <= best_approx * (1 + 2 * APPROX_MARGIN) + 1:
+                park = self._parks[pid]
+                exact = geodesic((lat, lon), (park.lat, park.lon)).meters
+                if best is None or exact < best.distance_m:
+                    best = NearestCarPark(park, exact, *self._free[pid])
         return best
+
+
+APPROX_MARGIN = 0.01
+"""The spherical approximation is within about 0.7% of the WGS-84 geodesic; 1% keeps it safe."""
+
+
+def _approx_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Equirectangular distance on a sphere: fine for ranking car parks a few km apart."""
+    x = math.radians(lon2 - lon1) * math.cos(math.radians((lat1 + lat2) / 2))
+    y = math.radians(lat2 - lat1)
+    return 6_371_008.8 * math.hypot(x, y)
 
 
 def nearest_free(index: "CarParkIndex", lat: float, lon: float, n: int = 3, max_rings: int = 5) -> list[NearestCarPark]:

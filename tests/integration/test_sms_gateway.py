@@ -179,8 +179,11 @@ async def test_http_provider_that_recovers_warns_once_and_its_delivery_report_is
             report = {"id": str(sms["id"]), "status": "delivered", "at": "2026-11-26T10:43:00+08:00"}
             accepted = await http.post(url, json=report, headers={"X-Report-Token": "report-secret"})
             assert accepted.status == 200
-    row = await stack.pool.fetchrow("SELECT status, delivered_at FROM sms_messages WHERE id = $1", sms["id"])
-    assert row["status"] == "delivered" and row["delivered_at"].isoformat() == "2026-11-26T02:43:00+00:00"
+    async def delivered():
+        return await stack.pool.fetchrow(
+            "SELECT status, delivered_at FROM sms_messages WHERE id = $1 AND status = 'delivered'", sms["id"])
+    row = await wait_for(delivered, 10, "the delivery report to be applied")
+    assert row["delivered_at"].isoformat() == "2026-11-26T02:43:00+00:00"
 
 
 async def test_undelivered_warning_sends_the_case_to_review_not_to_a_ticket(stack: Stack):
