@@ -78,7 +78,7 @@ async def raw_ceiling(bootstrap_servers: str, n: int) -> float:
     return n / elapsed
 
 
-async def pipeline_run(n: int, workers: int, base: Settings, gateway: str) -> dict:
+async def pipeline_run(n: int, workers: int, base: Settings, gateway: str, rate: float = 0) -> dict:
     run = uuid.uuid4().hex[:8]
     db_name = f"pw_bench_{run}"
     admin_url = base.database_url.get_secret_value()
@@ -126,6 +126,8 @@ async def pipeline_run(n: int, workers: int, base: Settings, gateway: str) -> di
                 location=events.Location(lat=camera.lat, lon=camera.lon), place=camera.place,
                 evidence=events.Evidence(image_url=f"https://evidence.bench/{i}.jpg"))
             await producer.send(topic, encode(violation), key=plate.encode())
+            if rate:
+                await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.monotonic()))
             if i % 500 == 0:
                 progress("published", i, n, started)
         await producer.flush()
@@ -176,15 +178,18 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--violations", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=0,
+                        help="violations per second to publish (0: as fast as possible, to find the throughput)")
     parser.add_argument("--gateway", choices=["kannel", "file"], default="kannel",
                         help="SMS gateway the workers send through (kannel: the real one on loopback)")
     args = parser.parse_args()
     base = Settings()
     print(f"machine: {machine()}")
     ceiling = await raw_ceiling(base.kafka_bootstrap, args.violations)
-    result = await pipeline_run(args.violations, args.workers, base, args.gateway)
+    result = await pipeline_run(args.violations, args.workers, base, args.gateway, args.rate)
     print(f"raw aiokafka consume+produce ceiling: {ceiling:,.0f} msg/s")
-    print(f"pipeline, {result['workers']} worker(s), {args.gateway} gateway, {result['violations']} violations: "
+    print(f"pipeline, {result['workers']} worker(s), {args.gateway} gateway, "
+          f"{'published at ' + str(args.rate) + '/s' if args.rate else 'published at full speed'}, {result['violations']} violations: "
           f"{result['per_second']:,.0f} violations/s end to end ({result['end_to_end_s']:.1f} s; published in "
           f"{result['publish_s']:.1f} s)")
     print(f"camera event -> warning accepted: p50 {result['p50_ms']:,.0f} ms, p99 {result['p99_ms']:,.0f} ms, "
