@@ -10,6 +10,7 @@ import time
 import click
 
 from pipeline.config import Settings
+from pipeline.console import cli as console_cli
 from pipeline.ingest import cli as ingest_cli
 
 
@@ -120,6 +121,8 @@ def demo(duration: float, workers: int) -> None:
             procs.append(subprocess.Popen([*exe, "worker"], env={**env, "PW_WEB_PORT": str(6066 + i)},
                                           stdout=log, stderr=subprocess.STDOUT))
         click.echo(f"started {workers} workers (logs in {log_dir}/demo-worker-*.log); SMS land in {settings.sms_file}")
+        name, password = run(_demo_operator(settings))
+        click.echo(f"console: http://{settings.web_host}:6066/console/  (log in as {name} / {password}, a supervisor)")
         click.echo("waiting for the workers to join the consumer group...")
         time.sleep(8)
         procs.append(subprocess.Popen([*exe, "simulate", "--duration", str(duration), "--cars-per-minute", "15"],
@@ -129,6 +132,9 @@ def demo(duration: float, workers: int) -> None:
         procs.append(watcher)
         procs[-2].wait()
         time.sleep(15)
+        click.echo(f"\nsimulator finished; workers and the console stay up until Ctrl-C: "
+                   f"http://{settings.web_host}:6066/console/")
+        procs[0].wait()
     except KeyboardInterrupt:
         pass
     finally:
@@ -143,5 +149,19 @@ def demo(duration: float, workers: int) -> None:
         click.echo("demo stopped. Services keep running: scripts/services.sh stop")
 
 
+async def _demo_operator(settings: Settings) -> tuple[str, str]:
+    from pipeline import bootstrap
+
+    await bootstrap.prepare_database(settings)
+    pool = await bootstrap.connect_database(settings)
+    try:
+        async with pool.acquire() as conn:
+            return await console_cli.ensure_demo_operator(conn)
+    finally:
+        await pool.close()
+
+
+for _command in (console_cli.operators, console_cli.status, console_cli.case_command):
+    main.add_command(_command)
 for _command in (ingest_cli.events, ingest_cli.integrators, ingest_cli.dead_letters, ingest_cli.schemas_command):
     main.add_command(_command)

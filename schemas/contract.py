@@ -20,7 +20,7 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 MODELS: tuple[type[BaseModel], ...] = (
     events.ViolationDetected, events.VehicleObserved, events.VehicleDeparted, events.CarParkStatus,
-    events.CaseOpened, events.WarningSent, events.CaseClosed, events.TicketIssued,
+    events.CaseOpened, events.WarningSent, events.CaseClosed, events.TicketIssued, events.TicketVoided,
     events.RecheckRequested, events.DeadLetter,
 )
 """Every message with its own schema file (and its own example in ``schemas/examples``)."""

@@ -205,6 +205,18 @@ class TicketIssued(Message):
     evidence: list[dict]
 
 
+class TicketVoided(Message):
+    """An operator voided a ticket (with a reason): it no longer stands."""
+
+    type: Literal["TicketVoided"] = "TicketVoided"
+    ticket_number: str
+    case_id: str
+    plate: str
+    voided_at: datetime
+    reason: str
+    operator: str
+
+
 class CaseClosed(Message):
     type: Literal["CaseClosed"] = "CaseClosed"
     case_id: str

@@ -44,7 +44,7 @@ CASE_EVENTS = Topic(
 TICKETS = Topic(
     "tickets",
     key="normalized plate",
-    values=(events.TicketIssued,),
+    values=(events.TicketIssued, events.TicketVoided),
     direction="out",
     about="Electronic tickets with their evidence.",
 )

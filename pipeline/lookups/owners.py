@@ -46,7 +46,7 @@ def mask_phone(phone: str | None) -> str:
     return "*" * len(digits)
 
 
-_NUMBERS = re.compile(r"\+?\d{7,15}")
+_NUMBERS = re.compile(r"(?<![A-Za-z0-9])\+?\d{7,15}(?![0-9])")
 
 
 def scrub(text: str) -> str:

@@ -1,0 +1,347 @@
+"""What an operator may do to a case, a ticket or the rules, each with a reason and an audit entry.
+
+Two halves. The rules (``check_*``, ``closing``, ``warning_again``, ``ticketing_on_review``) are
+pure: they take the case, what was looked up and ``now``, and either refuse (``Refused``) or
+return the state machine's ``Decision``. The actions (``void_ticket``, ``close_case``, ...) run
+one transaction each: lock the rows, ask the rules, write the change through the case store
+(case row, audit entry with the operator as actor, outbox rows), and commit together.
+
+Resolving a review case (no phone on record, or the warning failed):
+- warn again (when a phone is on record now, and no departure was seen): the violation gets a new
+  case that starts at ``detected`` and sends a fresh warning; the review case closes as cancelled,
+  pointing to it. The new case follows the ordinary rules, so it is ticketed only with a fresh
+  capture after its own deadline;
+- ticket with evidence: only with a capture at the same place, taken at least the zone's window
+  after the violation, with no departure seen in between (never blindly);
+- ask the camera for a fresh capture (its answer is kept on the plate and offered as evidence);
+- close: the case is cancelled.
+"""
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Awaitable, Callable
+from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from pipeline.cases import machine, store
+from pipeline.cases.machine import Case, Decision, Rules, Sighting, State
+from pipeline.cases.service import Topics
+from pipeline.console.auth import Operator
+from schemas import events
+from schemas.plates import normalize_plate, plate_problem
+
+REASON_MIN, REASON_MAX = 3, 500
+
+
+class Refused(Exception):
+    """An action that the rules do not allow; ``key`` names the explanation (see ``i18n``)."""
+
+    def __init__(self, key: str, **params):
+        super().__init__(key, params)
+        self.key = key
+        self.params = params
+
+
+@dataclass(frozen=True)
+class Desk:
+    """What the actions need from the worker that serves the console."""
+
+    pool: asyncpg.Pool
+    topics: Topics
+    rules: Rules
+    ticket_prefix: str
+    timezone: ZoneInfo
+    window_for: Callable[[str], float]
+    """A zone's warning window in seconds."""
+    carry_out: Callable[..., Awaitable[None]]
+    """``CaseService.carry_out``: a decision's effects (warning SMS, ticket and its SMS), the pipeline's way."""
+
+
+# ── the rules (pure) ─────────────────────────────────────────────────────────────────────────
+
+
+def check_reason(text: str | None) -> str:
+    reason = " ".join((text or "").split())
+    if len(reason) < REASON_MIN:
+        raise Refused("reason_missing", min=REASON_MIN)
+    if len(reason) > REASON_MAX:
+        raise Refused("reason_too_long", max=REASON_MAX)
+    return reason
+
+
+def check_can_act(operator: Operator) -> None:
+    if not operator.can_act:
+        raise Refused("supervisors_only")
+
+
+def check_voidable(ticket: dict | None) -> None:
+    if ticket is None:
+        raise Refused("no_ticket")
+    if ticket["voided_at"] is not None:
+        raise Refused("ticket_already_void")
+
+
+def closing(case: Case, reason: str, now: datetime) -> Decision:
+    """An open case, or one waiting for review, is cancelled."""
+    decision = machine.cancel(case, reason, now)
+    if not decision.changed:
+        raise Refused("case_not_open", state=case.state.value)
+    return decision
+
+
+def _in_review(case: Case) -> None:
+    if case.state != State.REVIEW:
+        raise Refused("not_in_review", state=case.state.value)
+
+
+def warning_again(case: Case, new_case_id: UUID, phone_on_record: bool, plate_has_open_case: bool,
+                  departures: list[datetime], rules: Rules, reason: str, now: datetime) -> tuple[Decision, Decision]:
+    """Warn the owner of a review case now: (the review case cancelled, a new case sending the warning)."""
+    _in_review(case)
+    if any(d >= case.violation.taken_at for d in departures):
+        raise Refused("car_left")
+    if not phone_on_record:
+        raise Refused("no_phone")
+    if plate_has_open_case:
+        raise Refused("plate_has_open_case")
+    # An officer warns on purpose, however long ago the violation was reported: no report-delay rule.
+    opened = machine.open_case(new_case_id, case.plate, case.zone, case.violation,
+                               machine.Opening(owner_reachable=True), now, replace(rules, max_report_delay=timedelta.max))
+    return machine.cancel(case, f"warned again as case {new_case_id}: {reason}", now), opened
+
+
+def evidence_problem(case: Case, capture: Sighting, departures: list[datetime], rules: Rules,
+                     window: timedelta, now: datetime) -> str | None:
+    """Why ``capture`` cannot serve as the fresh capture for a ticket on review (a key), or None."""
+    if capture.event_id == case.violation.event_id:
+        return "evidence_is_the_violation"
+    if machine.distance_m(case.violation, capture) > rules.same_place_m:
+        return "evidence_elsewhere"
+    if capture.taken_at < case.violation.taken_at + window:
+        return "evidence_too_early"
+    if capture.taken_at > now + rules.clock_skew:
+        return "evidence_in_future"
+    if any(case.violation.taken_at <= d <= capture.taken_at for d in departures):
+        return "evidence_after_departure"
+    return None
+
+
+def ticketing_on_review(case: Case, capture: Sighting, departures: list[datetime], rules: Rules,
+                        window: timedelta, reason: str, now: datetime) -> Decision:
+    """Ticket a review case on an officer's decision, with a fresh capture as the second piece of evidence."""
+    _in_review(case)
+    problem = evidence_problem(case, capture, departures, rules, window, now)
+    if problem:
+        raise Refused(problem)
+    deadline = case.deadline_at or case.violation.taken_at + window
+    ticketed = replace(case, state=State.TICKETED, deadline_at=deadline, wake_at=None, latest_capture=capture,
+                       closed_at=now, reason=f"ticketed on review: {reason}")
+    return Decision(ticketed, (machine.IssueTicket(case.id, case.violation, capture),))
+
+
+def usable_evidence(case: Case, captures: list[Sighting], departures: list[datetime], rules: Rules,
+                    window: timedelta, now: datetime) -> list[Sighting]:
+    """The captures an officer may pick as the fresh evidence for a ticket on review."""
+    if case.state != State.REVIEW:
+        return []
+    return [c for c in captures if evidence_problem(case, c, departures, rules, window, now) is None]
+
+
+def checked_plate(raw: str) -> str:
+    plate = normalize_plate(raw or "")
+    problem = plate_problem(plate)
+    if problem:
+        raise Refused("bad_plate", problem=problem)
+    return plate
+
+
+# ── the actions (one transaction each) ─────────────────────────────────────────────────────
+
+
+async def void_ticket(desk: Desk, operator: Operator, number: str, reason: str, now: datetime) -> dict:
+    check_can_act(operator)
+    reason = check_reason(reason)
+    async with desk.pool.acquire() as conn, conn.transaction():
+        ticket = await conn.fetchrow("SELECT * FROM tickets WHERE number = $1 FOR UPDATE", number.strip().upper())
+        check_voidable(dict(ticket) if ticket else None)
+        await conn.execute("UPDATE tickets SET voided_at = $2, void_reason = $3 WHERE number = $1",
+                           ticket["number"], now, reason)
+        await store.audit(conn, now, ticket["case_id"], operator.actor, "void_ticket",
+                          {"reason": reason, "ticket_number": ticket["number"]})
+        await store.add_outbox(conn, desk.topics.tickets, ticket["plate"], events.TicketVoided(
+            ticket_number=ticket["number"], case_id=str(ticket["case_id"]), plate=ticket["plate"], voided_at=now,
+            reason=reason, operator=operator.actor))
+        return {"case_id": ticket["case_id"], "ticket_number": ticket["number"]}
+
+
+async def close_case(desk: Desk, operator: Operator, case_id: UUID, reason: str, now: datetime) -> dict:
+    check_can_act(operator)
+    reason = check_reason(reason)
+    async with desk.pool.acquire() as conn, conn.transaction():
+        case = await _locked_case(conn, case_id)
+        decision = closing(case, reason, now)
+        await _save(desk, conn, operator, case, decision, "close_case", {"reason": reason}, now)
+        return {"case_id": case.id}
+
+
+async def warn_again(desk: Desk, operator: Operator, case_id: UUID, reason: str, now: datetime) -> dict:
+    check_can_act(operator)
+    reason = check_reason(reason)
+    async with desk.pool.acquire() as conn, conn.transaction():
+        case = await _locked_case(conn, case_id)
+        phone = await _phone_of(conn, case.plate)
+        open_elsewhere = await conn.fetchval(
+            "SELECT true FROM cases WHERE plate = $1 AND state IN ('detected', 'warned', 'rechecking')", case.plate)
+        departures = await _departures(conn, case)
+        review, opened = warning_again(case, uuid4(), phone is not None, bool(open_elsewhere), departures, desk.rules,
+                                       reason, now)
+        new = opened.case
+        await _save(desk, conn, operator, case, review, "warn_again", {"reason": reason, "new_case_id": str(new.id)}, now)
+        await store.insert_case(conn, new, desk.window_for(new.zone), now)
+        v = new.violation
+        await store.add_outbox(conn, desk.topics.case_events, new.plate, events.CaseOpened(
+            case_id=str(new.id), plate=new.plate, state=new.state, place=new.place, zone=new.zone,
+            location=events.Location(lat=v.lat, lon=v.lon), camera_id=v.camera_id, detected_at=v.taken_at,
+            opened_at=now))
+        await store.audit(conn, now, new.id, operator.actor, "opened:detected",
+                          {"reason": reason, "warned_again_from": str(case.id), "event_id": v.event_id})
+        await desk.carry_out(conn, new, opened, now, phone=phone)
+        return {"case_id": new.id, "review_case_id": case.id}
+
+
+async def ticket_on_review(desk: Desk, operator: Operator, case_id: UUID, evidence_event_id: str, reason: str,
+                           now: datetime) -> dict:
+    check_can_act(operator)
+    reason = check_reason(reason)
+    async with desk.pool.acquire() as conn, conn.transaction():
+        case = await _locked_case(conn, case_id)
+        row = await conn.fetchrow(
+            """SELECT * FROM sightings WHERE event_id = $1 AND plate = $2 AND (case_id = $3 OR case_id IS NULL)
+               AND kind IN ('ViolationDetected', 'VehicleObserved')""", evidence_event_id, case.plate, case.id)
+        if row is None:
+            raise Refused("evidence_unknown")
+        capture = Sighting(row["event_id"], row["camera_id"], row["taken_at"], row["lat"], row["lon"],
+                           row["place"] or "", (row["evidence"] or {}).get("image_url"))
+        departures = await _departures(conn, case)
+        window = timedelta(seconds=await conn.fetchval("SELECT window_seconds FROM cases WHERE id = $1", case.id))
+        decision = ticketing_on_review(case, capture, departures, desk.rules, window, reason, now)
+        await store.link_sighting(conn, capture.event_id, case.id)
+        await _save(desk, conn, operator, case, decision, "ticket_on_review",
+                    {"reason": reason, "evidence_event_id": capture.event_id}, now)
+        return {"case_id": case.id}
+
+
+async def request_recheck(desk: Desk, operator: Operator, case_id: UUID, reason: str, now: datetime) -> dict:
+    """Ask the violation's camera for a fresh capture of a review case's plate."""
+    check_can_act(operator)
+    reason = check_reason(reason)
+    async with desk.pool.acquire() as conn, conn.transaction():
+        case = await _locked_case(conn, case_id)
+        _in_review(case)
+        asked = await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE case_id = $1 AND action = 'request_recheck'", case.id)
+        v = case.violation
+        answer_by = now + desk.rules.recheck_wait
+        recheck_id = f"{case.id}:review{asked + 1}"
+        await store.add_outbox(conn, desk.topics.camera_commands, v.camera_id, events.RecheckRequested(
+            recheck_id=recheck_id, case_id=str(case.id), camera_id=v.camera_id, plate=case.plate,
+            location=events.Location(lat=v.lat, lon=v.lon), requested_at=now, answer_by=answer_by))
+        await store.audit(conn, now, case.id, operator.actor, "request_recheck",
+                          {"reason": reason, "recheck_id": recheck_id, "camera_id": v.camera_id})
+        return {"case_id": case.id}
+
+
+async def whitelist_plate(desk: Desk, operator: Operator, raw_plate: str, reason: str, now: datetime) -> dict:
+    check_can_act(operator)
+    reason = check_reason(reason)
+    plate = checked_plate(raw_plate)
+    async with desk.pool.acquire() as conn, conn.transaction():
+        added = await conn.fetchval(
+            """INSERT INTO whitelisted_plates (plate, reason, added_at) VALUES ($1, $2, $3)
+               ON CONFLICT (plate) DO NOTHING RETURNING true""", plate, reason, now)
+        if not added:
+            raise Refused("already_whitelisted", plate=plate)
+        await store.audit(conn, now, None, operator.actor, "whitelist_add", {"reason": reason, "plate": plate})
+        return {"plate": plate}
+
+
+async def unwhitelist_plate(desk: Desk, operator: Operator, plate: str, reason: str, now: datetime) -> dict:
+    check_can_act(operator)
+    reason = check_reason(reason)
+    plate = normalize_plate(plate or "")
+    async with desk.pool.acquire() as conn, conn.transaction():
+        was = await conn.fetchval("DELETE FROM whitelisted_plates WHERE plate = $1 RETURNING reason", plate)
+        if was is None:
+            raise Refused("not_whitelisted", plate=plate)
+        await store.audit(conn, now, None, operator.actor, "whitelist_remove",
+                          {"reason": reason, "plate": plate, "whitelisted_for": was})
+        return {"plate": plate}
+
+
+async def exempt_zone(desk: Desk, operator: Operator, zone: str, reason: str, now: datetime) -> dict:
+    """New violations in the zone are not pursued (cases open as exempt) until the exemption is lifted."""
+    check_can_act(operator)
+    reason = check_reason(reason)
+    async with desk.pool.acquire() as conn, conn.transaction():
+        before = await conn.fetchrow("SELECT id, exempt_reason FROM zones WHERE id = $1 FOR UPDATE", zone)
+        if before is None:
+            raise Refused("unknown_zone", zone=zone)
+        await conn.execute("UPDATE zones SET exempt_reason = $2 WHERE id = $1", zone, reason)
+        await store.audit(conn, now, None, operator.actor, "zone_exempt",
+                          {"reason": reason, "zone": zone, "previous": before["exempt_reason"]})
+        return {"zone": zone}
+
+
+async def lift_zone_exemption(desk: Desk, operator: Operator, zone: str, reason: str, now: datetime) -> dict:
+    check_can_act(operator)
+    reason = check_reason(reason)
+    async with desk.pool.acquire() as conn, conn.transaction():
+        before = await conn.fetchrow("SELECT id, exempt_reason FROM zones WHERE id = $1 FOR UPDATE", zone)
+        if before is None:
+            raise Refused("unknown_zone", zone=zone)
+        if before["exempt_reason"] is None:
+            raise Refused("zone_not_exempt", zone=zone)
+        await conn.execute("UPDATE zones SET exempt_reason = NULL WHERE id = $1", zone)
+        await store.audit(conn, now, None, operator.actor, "zone_exemption_lifted",
+                          {"reason": reason, "zone": zone, "previous": before["exempt_reason"]})
+        return {"zone": zone}
+
+
+# ── helpers ─────────────────────────────────────────────────────────────────────────────────
+
+
+async def _locked_case(conn, case_id: UUID) -> Case:
+    case = await store.get_case(conn, case_id, lock=True)
+    if case is None:
+        raise Refused("unknown_case")
+    return case
+
+
+async def _departures(conn, case: Case) -> list[datetime]:
+    """When the plate was seen leaving, since the case's violation."""
+    return [r["taken_at"] for r in await conn.fetch(
+        "SELECT taken_at FROM sightings WHERE plate = $1 AND kind = 'VehicleDeparted' AND taken_at >= $2",
+        case.plate, case.violation.taken_at)]
+
+
+async def _phone_of(conn, plate: str) -> str | None:
+    return await conn.fetchval(
+        "SELECT c.phone FROM plate_registry p JOIN contact_registry c USING (owner_id) WHERE p.plate = $1", plate)
+
+
+async def _save(desk: Desk, conn, operator: Operator, before: Case, decision: Decision, action: str, detail: dict,
+                now: datetime) -> None:
+    """Write an operator's decision on a case: the case row, its audit entry, its effects, its outbox rows."""
+    case = decision.case
+    await store.update_case(conn, case, now)
+    await store.audit(conn, now, case.id, operator.actor, action,
+                      {**detail, "from": before.state.value, "to": case.state.value})
+    if any(isinstance(e, machine.IssueTicket) for e in decision.effects) and \
+            await conn.fetchval("SELECT true FROM tickets WHERE case_id = $1", case.id):
+        raise Refused("already_ticketed")
+    await desk.carry_out(conn, case, decision, now)
+    if case.state != before.state and not case.is_open:
+        await store.add_outbox(conn, desk.topics.case_events, case.plate, events.CaseClosed(
+            case_id=str(case.id), plate=case.plate, outcome=case.state, reason=case.reason, closed_at=now))

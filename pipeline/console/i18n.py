@@ -1,0 +1,280 @@
+"""The console's words in Chinese (the default) and English, side by side so that neither falls behind."""
+
+LANGUAGES = ("zh", "en")
+DEFAULT = "zh"
+
+TEXT: dict[str, tuple[str, str]] = {
+    # frame
+    "console": ("违停告知控制台", "Parking console"),
+    "nav.live": ("实时", "Live"),
+    "nav.cases": ("案件查询", "Cases"),
+    "nav.audit": ("操作记录", "Audit log"),
+    "nav.rules": ("白名单与区域", "Whitelist & zones"),
+    "quick_find": ("车牌或告知单号", "Plate or ticket no."),
+    "find": ("查找", "Find"),
+    "logout": ("退出", "Log out"),
+    "role.viewer": ("查看员", "viewer"),
+    "role.supervisor": ("主管", "supervisor"),
+    "switch_language": ("English", "中文"),
+    "live_connected": ("实时更新中", "live"),
+    "live_lost": ("连接中断，正在重连…", "connection lost, reconnecting…"),
+    "none": ("无", "none"),
+    "back": ("返回", "back"),
+    # login
+    "login.title": ("操作员登录", "Operator login"),
+    "login.name": ("用户名", "Name"),
+    "login.password": ("密码", "Password"),
+    "login.submit": ("登录", "Log in"),
+    "login.failed": ("用户名或密码不正确", "Wrong name or password"),
+    "login.expired": ("请先登录", "Please log in"),
+    # live
+    "live.title": ("实时概况", "Live overview"),
+    "tile.events_per_second": ("事件/秒", "events / s"),
+    "tile.events_per_second.hint": ("近10秒接收的摄像头事件", "camera events received, last 10 s"),
+    "tile.warnings_today": ("今日告知短信", "warnings sent today"),
+    "tile.moved_today": ("今日已驶离", "cars moved today"),
+    "tile.tickets_today": ("今日告知单", "tickets today"),
+    "tile.voided": ("已作废 {n}", "{n} voided"),
+    "tile.dead_letters_today": ("今日无效消息", "dead letters today"),
+    "tile.open_cases": ("进行中案件", "open cases"),
+    "tile.review_cases": ("待审核", "waiting for review"),
+    "open.title": ("进行中案件", "Open cases"),
+    "open.more": ("仅显示前 {shown} 个，共 {total} 个", "showing {shown} of {total}"),
+    "open.empty": ("当前没有进行中的案件", "No open case right now"),
+    "col.plate": ("车牌", "Plate"),
+    "col.state": ("状态", "State"),
+    "col.zone": ("区域", "Zone"),
+    "col.place": ("地点", "Place"),
+    "col.camera": ("摄像头", "Camera"),
+    "col.detected": ("发现时间", "Detected"),
+    "col.deadline": ("驶离期限", "Deadline"),
+    "col.time_left": ("剩余时间", "Time left"),
+    "col.closed": ("结束时间", "Closed"),
+    "col.ticket": ("告知单", "Ticket"),
+    "col.reason": ("原因", "Reason"),
+    "col.time": ("时间", "Time"),
+    "col.actor": ("操作人", "Actor"),
+    "col.action": ("操作", "Action"),
+    "col.case": ("案件", "Case"),
+    "col.free": ("空位", "Free"),
+    "col.capacity": ("车位", "Spaces"),
+    "col.occupancy": ("占用率", "Occupancy"),
+    "col.reported": ("更新于", "Reported"),
+    "left.awaiting_sms": ("等待短信发出", "waiting for the SMS"),
+    "left.recheck": ("复拍等待至 {at}", "recheck until {at}"),
+    "left.overdue": ("已到期", "due"),
+    "parks.title": ("停车场占用", "Car-park occupancy"),
+    "parks.no_count": ("暂无数据", "no count yet"),
+    "drive.title": ("告知后按时驶离率（近24小时，按区域与告知时段）",
+                    "Drive-away rate: warned cars that left in time (last 24 h, by zone and hour warned)"),
+    "drive.hint": ("分母为已知结果的告知案件（按时驶离、开单、逾期驶离）；未确认与撤销的案件不计。",
+                   "Out of warned cases with a known outcome (left in time, ticketed, left late); "
+                   "unconfirmed and cancelled cases are not counted."),
+    "drive.empty": ("近24小时没有已有结果的告知案件", "No warned case with an outcome in the last 24 hours"),
+    "drive.total": ("合计", "total"),
+    "recent.title": ("最近的决定", "Recent decisions"),
+    # search
+    "search.title": ("案件查询", "Find cases"),
+    "search.plate": ("车牌（可部分）", "Plate (or part)"),
+    "search.ticket": ("告知单号", "Ticket number"),
+    "search.camera": ("摄像头", "Camera"),
+    "search.zone": ("区域", "Zone"),
+    "search.state": ("状态", "State"),
+    "search.since": ("发现时间从", "Detected from"),
+    "search.until": ("至", "to"),
+    "search.any": ("全部", "any"),
+    "search.submit": ("查询", "Search"),
+    "search.results": ("{n} 个案件", "{n} case(s)"),
+    "search.limit": ("最多显示 {n} 个，请缩小范围", "at most {n} shown: narrow the search"),
+    "search.nothing": ("没有符合条件的案件", "No case matches"),
+    "search.bad_time": ("时间格式不正确", "That time is not valid"),
+    # case page
+    "case.title": ("案件 {plate}", "Case {plate}"),
+    "case.unknown": ("没有这个案件", "No such case"),
+    "case.violation": ("违停抓拍", "Violation"),
+    "case.opened": ("立案", "Opened"),
+    "case.warned": ("告知短信发出", "Warning accepted"),
+    "case.deadline": ("驶离期限", "Deadline"),
+    "case.closed": ("结案", "Closed"),
+    "case.reason": ("结论", "Outcome"),
+    "case.window": ("驶离时限", "Window"),
+    "case.ticket": ("告知单", "Ticket"),
+    "case.ticket_issued": ("开具于 {at}", "issued {at}"),
+    "case.ticket_void": ("已作废（{at}）：{reason}", "void since {at}: {reason}"),
+    "case.evidence": ("证据", "Evidence"),
+    "case.image": ("图片", "image"),
+    "case.changed": ("案件已更新。刷新页面后再操作。", "The case changed. Reload the page before acting."),
+    "case.reload": ("刷新", "Reload"),
+    "case.warned_again_as": ("已重新告知，新案件：", "Warned again as case:"),
+    "timeline.title": ("时间线", "Timeline"),
+    "timeline.capture": ("抓拍", "capture"),
+    "timeline.sms": ("短信", "SMS"),
+    "timeline.decision": ("系统决定", "decision"),
+    "timeline.operator": ("人工操作", "operator"),
+    "timeline.unlinked": ("结案后收到，未关联", "received after closing, not linked"),
+    "timeline.received": ("接收于 {at}", "received {at}"),
+    "sms.phone": ("号码", "phone"),
+    "sms.attempts": ("尝试 {n} 次", "{n} attempt(s)"),
+    "sms.accepted_at": ("网关接收 {at}", "accepted {at}"),
+    "sms.delivered_at": ("送达 {at}", "delivered {at}"),
+    "sms.failed_at": ("失败 {at}", "failed {at}"),
+    "sms.report": ("回执", "report"),
+    # actions
+    "actions.title": ("处理", "Actions"),
+    "actions.viewer": ("查看员不能操作案件。", "Viewers cannot act on cases."),
+    "actions.none": ("此案件当前没有可执行的操作。", "Nothing to do on this case now."),
+    "actions.reason": ("原因（必填，记入操作记录）", "Reason (required, goes to the audit log)"),
+    "actions.void": ("作废告知单", "Void the ticket"),
+    "actions.close": ("撤销案件", "Close the case"),
+    "actions.review": ("审核处理", "Resolve the review"),
+    "actions.warn_again": ("重新发送告知短信", "Warn again"),
+    "actions.warn_again.hint": ("以新案件重新告知；到期后仍须有新抓拍才会开单。",
+                                "Opens a new case that warns the owner; a ticket still needs a fresh capture after its deadline."),
+    "actions.ticket": ("依据新抓拍开单", "Ticket with evidence"),
+    "actions.ticket.hint": ("需同一地点、违停后至少 {window} 的抓拍，其间无驶离记录。",
+                            "Needs a capture at the same place, at least {window} after the violation, with no departure in between."),
+    "actions.ticket.none": ("暂无可用的新抓拍。可请求摄像头复拍。", "No fresh capture yet. Ask the camera for one."),
+    "actions.recheck": ("请求摄像头复拍", "Ask the camera for a fresh capture"),
+    "actions.close_review": ("不予处理并结案", "Close without action"),
+    "actions.evidence": ("新抓拍", "Fresh capture"),
+    "done.void_ticket": ("告知单已作废。", "Ticket voided."),
+    "done.close_case": ("案件已撤销。", "Case closed."),
+    "done.warn_again": ("已重新告知（新案件）。", "Warned again (new case)."),
+    "done.ticket_on_review": ("已开具告知单。", "Ticket issued."),
+    "done.request_recheck": ("已请求复拍。", "Fresh capture requested."),
+    "done.whitelist_add": ("已加入白名单。", "Plate whitelisted."),
+    "done.whitelist_remove": ("已移出白名单。", "Plate removed from the whitelist."),
+    "done.zone_exempt": ("区域已豁免。", "Zone exempted."),
+    "done.zone_exemption_lifted": ("已取消区域豁免。", "Zone exemption lifted."),
+    # refusals (actions.Refused keys)
+    "refused.reason_missing": ("请填写原因（至少 {min} 个字）。", "Give a reason (at least {min} characters)."),
+    "refused.reason_too_long": ("原因最多 {max} 个字。", "A reason has at most {max} characters."),
+    "refused.supervisors_only": ("只有主管可以操作。", "Only supervisors can act."),
+    "refused.csrf": ("表单已过期，请刷新页面后重试。", "The form expired: reload the page and try again."),
+    "refused.no_ticket": ("没有这张告知单。", "No such ticket."),
+    "refused.ticket_already_void": ("告知单已作废。", "The ticket is void already."),
+    "refused.case_not_open": ("案件已结束（{state}），不能撤销。", "The case is closed already ({state})."),
+    "refused.not_in_review": ("案件不在待审核状态（{state}）。", "The case is not waiting for review ({state})."),
+    "refused.no_phone": ("车主仍无登记手机号，无法告知。", "Still no phone on record for the owner: cannot warn."),
+    "refused.car_left": ("违停后已记录驶离，无需再告知。", "A departure was seen after the violation: no need to warn."),
+    "refused.plate_has_open_case": ("该车牌已有进行中的案件。", "The plate has an open case already."),
+    "refused.evidence_unknown": ("没有这条抓拍。", "No such capture."),
+    "refused.evidence_is_the_violation": ("违停抓拍本身不能作为新证据。", "The violation itself is not fresh evidence."),
+    "refused.evidence_elsewhere": ("抓拍不在违停地点。", "The capture is not at the place of the violation."),
+    "refused.evidence_too_early": ("抓拍距违停不足驶离时限。", "The capture is too soon after the violation."),
+    "refused.evidence_in_future": ("抓拍时间晚于当前时间。", "The capture is stamped in the future."),
+    "refused.evidence_after_departure": ("违停后已记录驶离，抓拍不能证明持续违停。",
+                                         "A departure was seen after the violation: the capture does not show the car stayed."),
+    "refused.already_ticketed": ("案件已有告知单。", "The case has a ticket already."),
+    "refused.bad_plate": ("车牌无效：{problem}", "Not a valid plate: {problem}"),
+    "refused.already_whitelisted": ("{plate} 已在白名单中。", "{plate} is whitelisted already."),
+    "refused.not_whitelisted": ("{plate} 不在白名单中。", "{plate} is not whitelisted."),
+    "refused.unknown_zone": ("没有区域 {zone}。", "No zone {zone}."),
+    "refused.zone_not_exempt": ("区域 {zone} 未被豁免。", "Zone {zone} is not exempt."),
+    "refused.unknown_case": ("没有这个案件。", "No such case."),
+    # audit
+    "audit.title": ("操作记录", "Audit log"),
+    "audit.operators_only": ("仅人工操作", "operators only"),
+    "audit.everything": ("全部记录", "everything"),
+    "audit.hint": ("操作记录只增不改。", "The audit log is append-only."),
+    # rules
+    "rules.title": ("白名单与区域", "Whitelist and zones"),
+    "rules.whitelist": ("白名单车牌（不予处理）", "Whitelisted plates (never pursued)"),
+    "rules.add_plate": ("加入白名单", "Whitelist a plate"),
+    "rules.remove": ("移出", "Remove"),
+    "rules.zones": ("区域", "Zones"),
+    "rules.exempt": ("豁免此区域", "Exempt this zone"),
+    "rules.lift": ("取消豁免", "Lift the exemption"),
+    "rules.exempt_since": ("豁免：{reason}", "exempt: {reason}"),
+    "rules.pursued": ("正常处理", "pursued"),
+    "rules.window": ("时限 {window}", "window {window}"),
+    "rules.added": ("加入于", "Added"),
+    "rules.hint": ("新规则约2秒内对新发现的违停生效；已有案件不受影响。",
+                   "New rules apply to violations detected from about 2 s later; existing cases are not changed."),
+    # errors
+    "error.forbidden": ("没有权限", "Not allowed"),
+    "error.not_found": ("页面不存在", "Not found"),
+}
+
+STATE = {
+    "detected": ("已发现", "detected"),
+    "warned": ("已告知", "warned"),
+    "rechecking": ("复拍中", "rechecking"),
+    "moved": ("已驶离", "moved"),
+    "ticketed": ("已开单", "ticketed"),
+    "unconfirmed": ("未确认", "unconfirmed"),
+    "review": ("待审核", "review"),
+    "exempt": ("豁免", "exempt"),
+    "cancelled": ("已撤销", "cancelled"),
+}
+
+SMS_STATUS = {
+    "pending": ("待发送", "pending"),
+    "accepted": ("网关已接收", "accepted"),
+    "delivered": ("已送达", "delivered"),
+    "undelivered": ("未送达", "undelivered"),
+    "failed": ("发送失败", "failed"),
+    "withdrawn": ("已撤回", "withdrawn"),
+}
+
+SMS_KIND = {"warning": ("驶离提醒", "warning"), "ticket": ("告知单通知", "ticket notice")}
+
+CAPTURE = {
+    "ViolationDetected": ("违停抓拍", "violation"),
+    "VehicleObserved": ("车辆抓拍", "sighting"),
+    "VehicleDeparted": ("驶离抓拍", "departure"),
+}
+
+ACTION = {
+    "void_ticket": ("作废告知单", "voided the ticket"),
+    "close_case": ("撤销案件", "closed the case"),
+    "warn_again": ("重新告知", "warned again"),
+    "ticket_on_review": ("审核开单", "ticketed on review"),
+    "request_recheck": ("请求复拍", "asked for a fresh capture"),
+    "whitelist_add": ("加入白名单", "whitelisted a plate"),
+    "whitelist_remove": ("移出白名单", "removed a plate from the whitelist"),
+    "zone_exempt": ("豁免区域", "exempted a zone"),
+    "zone_exemption_lifted": ("取消区域豁免", "lifted a zone exemption"),
+    "noted": ("记录", "noted"),
+    "evidence": ("新增证据", "evidence added"),
+    "updated": ("更新", "updated"),
+}
+
+
+def _pick(pair: tuple[str, str], lang: str) -> str:
+    return pair[0] if lang == "zh" else pair[1]
+
+
+class Words:
+    """The console's words in one language; templates call it: ``t("login.title")``."""
+
+    def __init__(self, lang: str):
+        self.lang = lang if lang in LANGUAGES else DEFAULT
+
+    def __call__(self, key: str, **params) -> str:
+        pair = TEXT.get(key)
+        text = _pick(pair, self.lang) if pair else key
+        return text.format(**params) if params else text
+
+    def state(self, state: str) -> str:
+        return _pick(STATE[state], self.lang) if state in STATE else state
+
+    def sms_status(self, status: str) -> str:
+        return _pick(SMS_STATUS[status], self.lang) if status in SMS_STATUS else status
+
+    def sms_kind(self, kind: str) -> str:
+        return _pick(SMS_KIND[kind], self.lang) if kind in SMS_KIND else kind
+
+    def capture(self, kind: str) -> str:
+        return _pick(CAPTURE[kind], self.lang) if kind in CAPTURE else kind
+
+    def action(self, action: str) -> str:
+        """Audit actions: operator actions by name, the pipeline's as ``a->b`` or ``opened:x``."""
+        if action in ACTION:
+            return _pick(ACTION[action], self.lang)
+        if "->" in action:
+            before, after = action.split("->", 1)
+            return f"{self.state(before)} → {self.state(after)}"
+        if action.startswith("opened:"):
+            return ("立案：" if self.lang == "zh" else "opened: ") + self.state(action.split(":", 1)[1])
+        return action

@@ -1,0 +1,223 @@
+"""/metrics (Prometheus text format), /healthz and /readyz.
+
+Two kinds of numbers:
+- this worker's own, counted as events flow through it (a Faust sensor): events in per topic and
+  the time per stage inside the worker (Kafka -> worker, worker -> decision committed);
+- the system's, read from PostgreSQL and Kafka at scrape time, the same whichever worker answers
+  (aggregate them with max(), not sum()): open cases by state, SMS by kind and status, dead
+  letters, outbox backlog, deadline lag, per-stage latency over the last five minutes, and the
+  consumer group's lag per partition.
+"""
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, disable_created_metrics, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from pipeline.console import queries
+
+log = logging.getLogger(__name__)
+
+disable_created_metrics()  # no *_created series: they double the output and say little here
+
+LATENCY_WINDOW = timedelta(minutes=5)
+STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class WorkerMetrics:
+    """This worker's counters and histograms, in its own registry."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        self.events_in = Counter("parkwarden_events_in", "Messages this worker received, by topic.",
+                                 ["topic"], registry=self.registry)
+        self.stage_seconds = Histogram(
+            "parkwarden_stage_seconds",
+            "Time per stage inside this worker: kafka_to_worker (producer timestamp -> received), "
+            "decide (received -> decision committed and acknowledged).",
+            ["stage"], buckets=STAGE_BUCKETS, registry=self.registry)
+
+
+class StageSensor(faust.Sensor):
+    """Counts messages in and times them through the worker (Faust calls these hooks)."""
+
+    MAX_IN_FLIGHT = 100_000
+
+    def __init__(self, metrics: WorkerMetrics, **kwargs):
+        super().__init__(**kwargs)
+        self.metrics = metrics
+        self._received: dict[tuple, float] = {}
+
+    def on_message_in(self, tp, offset, message) -> None:
+        self.metrics.events_in.labels(tp.topic).inc()
+        if message.timestamp:
+            self.metrics.stage_seconds.labels("kafka_to_worker").observe(max(0.0, time.time() - message.timestamp))
+        if len(self._received) > self.MAX_IN_FLIGHT:  # acks lost in a rebalance: start over
+            self._received.clear()
+        self._received[(tp, offset)] = time.monotonic()
+
+    def on_message_out(self, tp, offset, message) -> None:
+        started = self._received.pop((tp, offset), None)
+        if started is not None:
+            self.metrics.stage_seconds.labels("decide").observe(time.monotonic() - started)
+
+
+class KafkaProbe:
+    """Asks the broker whether it answers, and how far the consumer group is behind per partition."""
+
+    def __init__(self, bootstrap: str, group_id: str, input_topics: list[str], timeout: float = 3.0):
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.input_topics = input_topics
+        self.timeout = timeout
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        async with self._lock:
+            if self._admin is None:
+                admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=int(self.timeout * 1000),
+                                            client_id=f"{self.group_id}-probe")
+                await admin.start()
+                self._admin = admin
+            if self._consumer is None:
+                consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                            request_timeout_ms=int(self.timeout * 1000) + 1000,
+                                            client_id=f"{self.group_id}-probe")
+                await consumer.start()
+                self._consumer = consumer
+            return self._admin, self._consumer
+
+    async def reachable(self) -> tuple[bool, str]:
+        try:
+            admin, _ = await asyncio.wait_for(self._clients(), self.timeout)
+            cluster = await asyncio.wait_for(admin.describe_cluster(), self.timeout)
+            return bool(cluster.get("brokers")), f"{len(cluster.get('brokers', []))} broker(s)"
+        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+            return False, f"{type(exc).__name__}: {exc}"[:200]
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        admin, consumer = await asyncio.wait_for(self._clients(), self.timeout)
+        described = await asyncio.wait_for(admin.describe_topics(self.input_topics), self.timeout)
+        tps = [TopicPartition(t["topic"], p["partition"]) for t in described if not t.get("error_code")
+               for p in t["partitions"]]
+        if not tps:
+            return {}
+        committed = await asyncio.wait_for(admin.list_consumer_group_offsets(self.group_id, partitions=tps),
+                                           self.timeout)
+        ends = await asyncio.wait_for(consumer.end_offsets(tps), self.timeout)
+        starts = await asyncio.wait_for(consumer.beginning_offsets(tps), self.timeout)
+        lag = {}
+        for tp in tps:
+            done = committed.get(tp)
+            position = done.offset if done is not None and done.offset >= 0 else starts[tp]
+            lag[(tp.topic, tp.partition)] = max(0, ends[tp] - position)
+        return lag
+
+    async def close(self) -> None:
+        for client in (self._consumer, self._admin):
+            if client is not None:
+                try:
+                    await client.stop() if isinstance(client, AIOKafkaConsumer) else await client.close()
+                except Exception:  # noqa: BLE001
+                    pass
+        self._admin = self._consumer = None
+
+
+async def database_check(pool: asyncpg.Pool | None, timeout: float = 3.0) -> tuple[bool, str]:
+    if pool is None:
+        return False, "not connected yet"
+    try:
+        async with asyncio.timeout(timeout):
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        return True, "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return False, f"{type(exc).__name__}: {exc}"[:200]
+
+
+async def system_families(pool: asyncpg.Pool, kafka: KafkaProbe, tz: ZoneInfo) -> list[GaugeMetricFamily]:
+    """The system's numbers, read now. A source that does not answer shows as ``*_up 0``."""
+    now = datetime.now(UTC)
+    families = []
+    db_up = GaugeMetricFamily("parkwarden_database_up", "1 when PostgreSQL answered this scrape.")
+    try:
+        async with asyncio.timeout(5):
+            async with pool.acquire() as conn:
+                status = await queries.status(conn, now, tz)
+                latency = await queries.recent_latency(conn, now, LATENCY_WINDOW)
+        db_up.add_metric([], 1)
+        families.extend(_database_families(status, latency))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("metrics: PostgreSQL did not answer: %s", type(exc).__name__)
+        db_up.add_metric([], 0)
+    families.append(db_up)
+
+    kafka_up = GaugeMetricFamily("parkwarden_kafka_up", "1 when Kafka answered this scrape.")
+    lag = GaugeMetricFamily("parkwarden_consumer_lag", "Messages not yet committed by the worker group, per "
+                            "input topic partition (end offset - committed offset).", labels=["topic", "partition"])
+    try:
+        for (topic, partition), behind in sorted((await kafka.lag()).items()):
+            lag.add_metric([topic, str(partition)], behind)
+        kafka_up.add_metric([], 1)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("metrics: Kafka did not answer: %s", type(exc).__name__)
+        kafka_up.add_metric([], 0)
+    families.extend([kafka_up, lag])
+    return families
+
+
+def _database_families(status: dict, latency: dict) -> list[GaugeMetricFamily]:
+    open_cases = GaugeMetricFamily("parkwarden_open_cases", "Cases by state: open ones, and those waiting for review.",
+                                   labels=["state"])
+    for state, n in status["cases"].items():
+        open_cases.add_metric([state], n)
+    sms = GaugeMetricFamily("parkwarden_sms_messages", "SMS by kind and status (outcomes so far).",
+                            labels=["kind", "status"])
+    for kind, st, n in status["sms"]:
+        sms.add_metric([kind, st], n)
+    stages = GaugeMetricFamily(
+        "parkwarden_recent_latency_seconds",
+        "Latency per stage over the last 5 minutes, from PostgreSQL timestamps: capture_to_warning "
+        "(camera capture -> warning accepted), sms_queue (SMS queued -> accepted), deadline_to_ticket.",
+        labels=["stage", "quantile"])
+    for stage, qs in latency.items():
+        for q, v in qs.items():
+            stages.add_metric([stage, str(q)], v)
+    return [
+        open_cases, sms, stages,
+        GaugeMetricFamily("parkwarden_dead_letters", "Unusable input messages kept in dead_letters (all time).",
+                          value=status["dead_letters_total"]),
+        GaugeMetricFamily("parkwarden_tickets_today", "Tickets issued since local midnight.",
+                          value=status["tickets_today"]),
+        GaugeMetricFamily("parkwarden_deadline_lag_seconds",
+                          "How late the oldest due deadline is (now - oldest due wake_at); 0 when none is due.",
+                          value=status["deadline_lag"]),
+        GaugeMetricFamily("parkwarden_outbox_backlog", "Kafka outputs not yet relayed.", value=status["outbox_backlog"]),
+        GaugeMetricFamily("parkwarden_outbox_oldest_seconds", "Age of the oldest outbox row.",
+                          value=status["outbox_oldest_age"]),
+    ]
+
+
+class _Families:
+    def __init__(self, families):
+        self.families = families
+
+    def collect(self):
+        return self.families
+
+
+async def exposition(worker: WorkerMetrics, pool: asyncpg.Pool, kafka: KafkaProbe, tz: ZoneInfo) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(await system_families(pool, kafka, tz)))
+    return generate_latest(worker.registry) + generate_latest(registry)

@@ -1,0 +1,331 @@
+"""What operators read: the live overview, case search, a case's timeline, the status summary.
+
+Everything comes from PostgreSQL, the system of record, so any worker can serve the console and
+the command line shows the same numbers. Phone numbers leave this module masked.
+"""
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from pipeline.lookups.owners import mask_phone
+from schemas.plates import normalize_plate
+
+OPEN = ("detected", "warned", "rechecking")
+STATES = ("detected", "warned", "rechecking", "moved", "ticketed", "unconfirmed", "review", "exempt", "cancelled")
+RATE_WINDOW = timedelta(seconds=10)
+"""Events per second are averaged over this."""
+
+_PHONE = re.compile(r"(?<![A-Za-z0-9])\+?\d{7,15}(?!\d)")
+
+
+def scrub(text: str) -> str:
+    """Mask what looks like a phone number in free text (reasons, gateway errors), but not the digits
+    of a ticket number (YH261126000042) or an event id."""
+    return _PHONE.sub(lambda m: mask_phone(m.group()), text)
+
+
+def local_midnight(now: datetime, tz: ZoneInfo) -> datetime:
+    return datetime.combine(now.astimezone(tz).date(), time(0), tz)
+
+
+# ── the live overview ─────────────────────────────────────────────────────────────────────
+
+
+async def overview(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo, open_limit: int = 60) -> dict:
+    """The console's live view: today's counts, open cases, car parks, drive-away rate, recent decisions."""
+    today = local_midnight(now, tz)
+    counts = await conn.fetchrow(
+        """SELECT
+             (SELECT count(*) FROM sightings WHERE received_at > $2) AS recent_sightings,
+             (SELECT count(*) FROM dead_letters WHERE received_at > $2) AS recent_dead_letters,
+             (SELECT count(*) FROM sightings WHERE received_at >= $1) AS events_today,
+             (SELECT count(*) FROM sms_messages WHERE kind = 'warning' AND accepted_at >= $1) AS warnings_today,
+             (SELECT count(*) FROM cases WHERE state = 'moved' AND closed_at >= $1) AS moved_today,
+             (SELECT count(*) FROM tickets WHERE issued_at >= $1) AS tickets_today,
+             (SELECT count(*) FROM tickets WHERE issued_at >= $1 AND voided_at IS NOT NULL) AS voided_today,
+             (SELECT count(*) FROM dead_letters WHERE received_at >= $1) AS dead_letters_today,
+             (SELECT count(*) FROM cases WHERE state IN ('detected', 'warned', 'rechecking')) AS open_cases,
+             (SELECT count(*) FROM cases WHERE state = 'review') AS review_cases""",
+        today, now - RATE_WINDOW)
+    recent_events = counts["recent_sightings"] + counts["recent_dead_letters"]
+    open_rows = await conn.fetch(
+        """SELECT c.id, c.plate, c.state, c.zone, c.place, c.camera_id, c.detected_at, c.deadline_at, c.wake_at
+           FROM cases c WHERE c.state IN ('detected', 'warned', 'rechecking')
+           ORDER BY c.deadline_at NULLS LAST, c.detected_at LIMIT $1""", open_limit)
+    return {
+        "now": now,
+        "events_per_second": round(recent_events / RATE_WINDOW.total_seconds(), 1),
+        "counts": {k: counts[k] for k in ("events_today", "warnings_today", "moved_today", "tickets_today",
+                                          "voided_today", "dead_letters_today", "open_cases", "review_cases")},
+        "open_cases": [dict(r) for r in open_rows],
+        "car_parks": await car_park_occupancy(conn),
+        "drive_away": await drive_away_rate(conn, now - timedelta(hours=24), tz),
+        "recent": await recent_decisions(conn, 12),
+    }
+
+
+async def car_park_occupancy(conn: asyncpg.Connection) -> list[dict]:
+    rows = await conn.fetch(
+        """SELECT p.id, p.short_name, p.capacity, s.free_spaces, s.reported_at
+           FROM car_parks p LEFT JOIN car_park_status s ON s.car_park_id = p.id ORDER BY p.id""")
+    parks = []
+    for r in rows:
+        free = r["free_spaces"]
+        occupied = None if free is None or not r["capacity"] else max(0.0, min(1.0, 1 - free / r["capacity"]))
+        parks.append({**dict(r), "occupancy": occupied})
+    return sorted(parks, key=lambda p: 1 if p["occupancy"] is None else -p["occupancy"])
+
+
+async def drive_away_rate(conn: asyncpg.Connection, since: datetime, tz: ZoneInfo) -> dict:
+    """Share of warned cars that left in time, by zone and local hour of the warning.
+
+    Counted over warned cases with a known outcome: left in time (moved, with a departure or a
+    move seen before the deadline) against ticketed or left late. Unconfirmed cases (no fresh
+    capture after the recheck) and cancelled ones are left out: nobody knows when they left.
+    """
+    rows = await conn.fetch(
+        """SELECT c.zone, extract(hour FROM c.warned_at AT TIME ZONE $2)::int AS hour,
+                  count(*) FILTER (WHERE c.state = 'moved' AND (c.closed_at <= c.deadline_at OR EXISTS (
+                      SELECT 1 FROM sightings s WHERE s.case_id = c.id AND s.kind = 'VehicleDeparted'
+                                                  AND s.taken_at <= c.deadline_at))) AS left_in_time,
+                  count(*) AS decided
+           FROM cases c WHERE c.warned_at >= $1 AND c.state IN ('moved', 'ticketed')
+           GROUP BY 1, 2 ORDER BY 1, 2""", since, str(tz))
+    zones: dict[str, dict] = {}
+    for r in rows:
+        z = zones.setdefault(r["zone"], {"zone": r["zone"], "hours": {}, "left_in_time": 0, "decided": 0})
+        z["hours"][r["hour"]] = (r["left_in_time"], r["decided"])
+        z["left_in_time"] += r["left_in_time"]
+        z["decided"] += r["decided"]
+    return {"since": since, "zones": list(zones.values())}
+
+
+async def recent_decisions(conn: asyncpg.Connection, limit: int) -> list[dict]:
+    rows = await conn.fetch(
+        """SELECT c.id, c.plate, c.state, c.place, c.reason, c.updated_at, t.number AS ticket_number, t.voided_at
+           FROM cases c LEFT JOIN tickets t ON t.case_id = c.id ORDER BY c.updated_at DESC LIMIT $1""", limit)
+    return [dict(r) for r in rows]
+
+
+# ── the status summary (command line and /metrics) ──────────────────────────────────────────
+
+
+async def status(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
+    today = local_midnight(now, tz)
+    by_state = await conn.fetch(
+        "SELECT state, count(*) AS n FROM cases WHERE state IN ('detected', 'warned', 'rechecking', 'review') GROUP BY state")
+    sms = await conn.fetch("SELECT kind, status, count(*) AS n FROM sms_messages GROUP BY kind, status ORDER BY 1, 2")
+    row = await conn.fetchrow(
+        """SELECT
+             (SELECT count(*) FROM tickets WHERE issued_at >= $1) AS tickets_today,
+             (SELECT count(*) FROM tickets WHERE issued_at >= $1 AND voided_at IS NOT NULL) AS voided_today,
+             (SELECT count(*) FROM dead_letters WHERE received_at >= $1) AS dead_letters_today,
+             (SELECT count(*) FROM dead_letters) AS dead_letters_total,
+             (SELECT count(*) FROM outbox) AS outbox_backlog,
+             (SELECT min(created_at) FROM outbox) AS outbox_oldest,
+             (SELECT min(wake_at) FROM cases WHERE state IN ('warned', 'rechecking') AND wake_at <= $2) AS oldest_due""",
+        today, now)
+    return {
+        "cases": {s: 0 for s in (*OPEN, "review")} | {r["state"]: r["n"] for r in by_state},
+        "sms": [(r["kind"], r["status"], r["n"]) for r in sms],
+        "tickets_today": row["tickets_today"],
+        "voided_today": row["voided_today"],
+        "dead_letters_today": row["dead_letters_today"],
+        "dead_letters_total": row["dead_letters_total"],
+        "outbox_backlog": row["outbox_backlog"],
+        "outbox_oldest_age": (now - row["outbox_oldest"]).total_seconds() if row["outbox_oldest"] else 0.0,
+        "deadline_lag": (now - row["oldest_due"]).total_seconds() if row["oldest_due"] else 0.0,
+    }
+
+
+async def recent_latency(conn: asyncpg.Connection, now: datetime, window: timedelta) -> dict[str, dict[float, float]]:
+    """Per-stage latency quantiles over cases that passed the stage within ``window`` (from row timestamps).
+
+    capture_to_warning: camera capture -> warning accepted by the SMS gateway (what a driver feels);
+    sms_queue: SMS row created -> accepted; deadline_to_ticket: deadline -> ticket issued.
+    """
+    since = now - window
+    quantiles = [0.5, 0.9, 0.99]
+    sql = {
+        "capture_to_warning": """SELECT extract(epoch FROM s.accepted_at - c.detected_at) AS v FROM sms_messages s
+                                 JOIN cases c ON c.id = s.case_id WHERE s.kind = 'warning' AND s.accepted_at >= $1""",
+        "sms_queue": "SELECT extract(epoch FROM accepted_at - created_at) AS v FROM sms_messages WHERE accepted_at >= $1",
+        "deadline_to_ticket": "SELECT extract(epoch FROM issued_at - deadline_at) AS v FROM tickets WHERE issued_at >= $1",
+    }
+    result = {}
+    for stage, inner in sql.items():
+        row = await conn.fetchrow(
+            f"SELECT percentile_cont($2::float8[]) WITHIN GROUP (ORDER BY v) AS q, count(*) AS n FROM ({inner}) x",
+            since, quantiles)
+        result[stage] = dict(zip(quantiles, row["q"])) if row["n"] else {}
+    return result
+
+
+# ── search ──────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """What an operator searches by; empty fields do not filter. Times are aware datetimes."""
+
+    plate: str = ""
+    ticket: str = ""
+    camera: str = ""
+    zone: str = ""
+    state: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not any((self.plate, self.ticket, self.camera, self.zone, self.state, self.since, self.until))
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def search(conn: asyncpg.Connection, c: Criteria, limit: int = 200) -> list[dict]:
+    """Cases matching every given criterion, newest first. A plate matches in part (浙A12 finds 浙A12345)."""
+    plate = normalize_plate(c.plate) if c.plate else None
+    rows = await conn.fetch(
+        """SELECT c.id, c.plate, c.state, c.zone, c.place, c.camera_id, c.detected_at, c.deadline_at, c.closed_at,
+                  c.reason, t.number AS ticket_number, t.voided_at
+           FROM cases c LEFT JOIN tickets t ON t.case_id = c.id
+           WHERE ($1::text IS NULL OR c.plate LIKE $1)
+             AND ($2::text IS NULL OR t.number = $2)
+             AND ($3::text IS NULL OR c.camera_id = $3 OR EXISTS (
+                   SELECT 1 FROM sightings s WHERE s.case_id = c.id AND s.camera_id = $3))
+             AND ($4::text IS NULL OR c.zone = $4)
+             AND ($5::text IS NULL OR c.state = $5)
+             AND ($6::timestamptz IS NULL OR c.detected_at >= $6)
+             AND ($7::timestamptz IS NULL OR c.detected_at < $7)
+           ORDER BY c.detected_at DESC LIMIT $8""",
+        _like(plate) if plate else None, c.ticket.strip().upper() or None, c.camera.strip() or None,
+        c.zone.strip() or None, c.state or None, c.since, c.until, limit)
+    return [dict(r) for r in rows]
+
+
+async def find_cases(conn: asyncpg.Connection, plate_or_ticket: str, limit: int = 20) -> list[UUID]:
+    """Case ids for a ticket number, or the cases of a plate (newest first)."""
+    text = plate_or_ticket.strip()
+    by_ticket = await conn.fetchval("SELECT case_id FROM tickets WHERE number = $1", text.upper())
+    if by_ticket:
+        return [by_ticket]
+    rows = await conn.fetch("SELECT id FROM cases WHERE plate = $1 ORDER BY opened_at DESC LIMIT $2",
+                            normalize_plate(text), limit)
+    return [r["id"] for r in rows]
+
+
+# ── one case ────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class CaseFile:
+    """A case with everything that happened to it, in time order."""
+
+    case: dict
+    ticket: dict | None
+    timeline: list[dict] = field(default_factory=list)
+    fresh_captures: list[dict] = field(default_factory=list)
+    """Captures an officer may use as the fresh evidence for a ticket on review (set by the console)."""
+
+    @property
+    def warned_again_as(self) -> str | None:
+        """The case that warned the owner again, when this review case was resolved that way."""
+        for e in self.timeline:
+            if e["kind"] == "operator" and e["what"] == "warn_again":
+                return e["detail"].get("new_case_id")
+        return None
+
+
+async def case_file(conn: asyncpg.Connection, case_id: UUID, now: datetime) -> CaseFile | None:
+    case = await conn.fetchrow("SELECT * FROM cases WHERE id = $1", case_id)
+    if case is None:
+        return None
+    ticket = await conn.fetchrow("SELECT * FROM tickets WHERE case_id = $1", case_id)
+    # Captures linked to the case, its violation (linked to the first case when an operator warned
+    # again), and captures of the plate kept unlinked while the case was closed (e.g. a camera's
+    # answer to an operator's recheck request), up to the plate's next violation.
+    sightings = await conn.fetch(
+        """SELECT s.*, s.case_id IS NULL AS unlinked FROM sightings s
+           WHERE s.case_id = $1 OR s.event_id = $4
+              OR (s.case_id IS NULL AND s.plate = $2 AND s.taken_at >= $3 AND s.taken_at <
+                  coalesce((SELECT min(n.detected_at) FROM cases n WHERE n.plate = $2 AND n.detected_at > $3), 'infinity'))
+           ORDER BY s.taken_at, s.event_id""",
+        case_id, case["plate"], case["detected_at"], case["violation"]["event_id"])
+    sms = await conn.fetch("SELECT * FROM sms_messages WHERE case_id = $1 ORDER BY created_at", case_id)
+    reports = await conn.fetch(
+        """SELECT r.* FROM sms_delivery_reports r JOIN sms_messages s ON s.id = r.sms_id
+           WHERE s.case_id = $1 ORDER BY r.id""", case_id)
+    audit = await conn.fetch("SELECT * FROM audit_log WHERE case_id = $1 ORDER BY id", case_id)
+
+    timeline = []
+    for s in sightings:
+        timeline.append({"at": s["taken_at"], "kind": "capture", "what": s["kind"], "camera_id": s["camera_id"],
+                         "place": s["place"], "event_id": s["event_id"], "unlinked": s["unlinked"],
+                         "lat": s["lat"], "lon": s["lon"],
+                         "evidence_url": (s["evidence"] or {}).get("image_url"), "received_at": s["received_at"]})
+    for m in sms:
+        timeline.append({
+            "at": m["created_at"], "kind": "sms", "what": m["kind"], "status": m["status"],
+            "phone": mask_phone(m["phone"]), "attempts": m["attempts"], "text": m["text"],
+            "accepted_at": m["accepted_at"], "delivered_at": m["delivered_at"], "failed_at": m["failed_at"],
+            "last_error": scrub(m["last_error"]) if m["last_error"] else None,
+            "reports": [{"status": r["status"], "detail": scrub(r["detail"]), "at": r["reported_at"] or r["received_at"]}
+                        for r in reports if r["sms_id"] == m["id"]],
+        })
+    for a in audit:
+        detail = {k: scrub(v) if isinstance(v, str) else v for k, v in (a["detail"] or {}).items()}
+        timeline.append({"at": a["at"], "kind": "operator" if a["actor"].startswith("operator:") else "decision",
+                         "what": a["action"], "actor": a["actor"], "detail": detail, "id": a["id"]})
+    order = {"capture": 0, "decision": 1, "operator": 1, "sms": 2}
+    timeline.sort(key=lambda e: (e["at"], order[e["kind"]], e.get("id", 0)))
+
+    return CaseFile(dict(case), dict(ticket) if ticket else None, timeline)
+
+
+async def case_version(conn: asyncpg.Connection, case_id: UUID) -> tuple | None:
+    """Changes whenever anything on the case page would change (cheap enough to poll)."""
+    row = await conn.fetchrow(
+        """SELECT c.updated_at,
+                  (SELECT count(*) FROM sightings s WHERE s.case_id = c.id OR (s.case_id IS NULL AND s.plate = c.plate
+                                                          AND s.taken_at >= c.detected_at)) AS sightings,
+                  (SELECT coalesce(string_agg(status || attempts::text, ',' ORDER BY id), '') FROM sms_messages
+                    WHERE case_id = c.id) AS sms,
+                  (SELECT count(*) FROM sms_delivery_reports r JOIN sms_messages m ON m.id = r.sms_id
+                    WHERE m.case_id = c.id) AS reports,
+                  (SELECT count(*) FROM audit_log a WHERE a.case_id = c.id) AS audit,
+                  (SELECT voided_at FROM tickets t WHERE t.case_id = c.id) AS voided_at
+           FROM cases c WHERE c.id = $1""", case_id)
+    return tuple(row.values()) if row else None
+
+
+# ── reference data and the audit log ───────────────────────────────────────────────────────
+
+
+async def zones(conn: asyncpg.Connection) -> list[dict]:
+    return [dict(r) for r in await conn.fetch("SELECT id, name, window_seconds, exempt_reason FROM zones ORDER BY id")]
+
+
+async def cameras(conn: asyncpg.Connection) -> list[str]:
+    return [r["camera_id"] for r in await conn.fetch(
+        "SELECT DISTINCT camera_id FROM cases WHERE detected_at > now() - interval '30 days' ORDER BY 1 LIMIT 500")]
+
+
+async def whitelist(conn: asyncpg.Connection) -> list[dict]:
+    return [dict(r) for r in await conn.fetch("SELECT plate, reason, added_at FROM whitelisted_plates ORDER BY plate")]
+
+
+async def audit_entries(conn: asyncpg.Connection, operators_only: bool, limit: int = 200) -> list[dict]:
+    rows = await conn.fetch(
+        """SELECT a.id, a.at, a.case_id, a.actor, a.action, a.detail, c.plate FROM audit_log a
+           LEFT JOIN cases c ON c.id = a.case_id
+           WHERE NOT $1 OR a.actor LIKE 'operator:%' ORDER BY a.id DESC LIMIT $2""", operators_only, limit)
+    return [{**dict(r), "detail": {k: scrub(v) if isinstance(v, str) else v for k, v in (r["detail"] or {}).items()}}
+            for r in rows]

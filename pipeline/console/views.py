@@ -1,0 +1,579 @@
+"""The operators' console on each worker's web server (Faust's aiohttp application), plus /metrics,
+/healthz and /readyz.
+
+Views are thin: read the request, check the session, ask ``queries`` or ``actions``, render a
+template. Live pages get their updates as server-sent events: the server re-renders the parts
+of the page that changed and the browser swaps them in (``static/console.js``), so the page
+never reloads and there is one renderer (the templates).
+
+Every /console page and API needs a logged-in operator (a session cookie, HttpOnly,
+SameSite=Strict); every POST needs the session's CSRF token; actions need a supervisor.
+"""
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from pipeline import bootstrap
+from pipeline.cases.store import case_from_row, init_connection
+from pipeline.console import actions, auth, metrics, queries
+from pipeline.console.actions import Refused
+from pipeline.console.i18n import DEFAULT, LANGUAGES, Words
+from pipeline.cases.machine import Sighting
+from schemas import topics
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+LANG_COOKIE = "pw_lang"
+SEARCH_LIMIT = 200
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def register(app, runtime) -> "Console":
+    """Add the console, /metrics, /healthz and /readyz to the Faust app's web server."""
+    console = Console(runtime)
+    web_app = app.web.web_app
+    web_app.middlewares.append(console_headers)
+    r = web_app.router
+    r.add_get("/console", to_console)
+    r.add_get("/console/", console.live)
+    r.add_get("/console/login", console.login_page)
+    r.add_post("/console/login", console.login)
+    r.add_post("/console/logout", console.logout)
+    r.add_get("/console/lang", console.language)
+    r.add_get("/console/live/stream", console.live_stream)
+    r.add_get("/console/api/overview", console.overview_json)
+    r.add_get("/console/cases", console.search)
+    r.add_get("/console/cases/{case_id}", console.case)
+    r.add_get("/console/cases/{case_id}/stream", console.case_stream)
+    r.add_post("/console/cases/{case_id}/close", console.close_case)
+    r.add_post("/console/cases/{case_id}/review", console.resolve_review)
+    r.add_post("/console/tickets/{number}/void", console.void_ticket)
+    r.add_get("/console/audit", console.audit)
+    r.add_get("/console/rules", console.rules)
+    r.add_post("/console/rules/whitelist", console.whitelist_add)
+    r.add_post("/console/rules/whitelist/remove", console.whitelist_remove)
+    r.add_post("/console/rules/zones/{zone}/{change:exempt|lift}", console.zone_change)
+    r.add_static("/console/static", HERE / "static")
+    r.add_get("/metrics", console.metrics)
+    r.add_get("/healthz", console.healthz)
+    r.add_get("/readyz", console.readyz)
+    web_app.on_shutdown.append(console.on_shutdown)
+    web_app.on_cleanup.append(console.on_cleanup)
+    app.sensors.add(metrics.StageSensor(console.worker_metrics))
+    return console
+
+
+@web.middleware
+async def console_headers(request: web.Request, handler):
+    response = await handler(request)
+    if request.path.startswith("/console") and not response.prepared:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+    return response
+
+
+async def to_console(request: web.Request) -> web.Response:
+    raise web.HTTPSeeOther("/console/")
+
+
+def safe_next(target: str | None) -> str:
+    """Only ever send an operator back into the console (no open redirect)."""
+    if not target or not target.startswith("/console") or target.startswith("//") or "\\" in target:
+        return "/console/"
+    return target
+
+
+def guarded(act: bool = False, api: bool = False):
+    """Require a session; on POST also the session's CSRF token (and, with ``act``, a supervisor)."""
+
+    def wrap(handler):
+        @functools.wraps(handler)
+        async def guarded_handler(self: "Console", request: web.Request):
+            session = await self.session_of(request)
+            if session is None:
+                if api or request.method != "GET":
+                    raise web.HTTPUnauthorized(text="log in first: /console/login")
+                raise web.HTTPSeeOther(f"/console/login?next={quote(request.path_qs)}")
+            request["session"] = session
+            if request.method == "POST":
+                form = await request.post()
+                request["form"] = form
+                if not auth.csrf_matches(session.csrf_token, form.get("csrf") or request.headers.get("X-CSRF-Token")) \
+                        or not same_origin(request):
+                    return self.message(request, 403, "error.forbidden", "refused.csrf")
+                if act and not session.operator.can_act:
+                    return self.message(request, 403, "error.forbidden", "refused.supervisors_only")
+            return await handler(self, request)
+
+        return guarded_handler
+
+    return wrap
+
+
+def same_origin(request: web.Request) -> bool:
+    """A browser's Origin header, when present, must name this server."""
+    origin = request.headers.get("Origin")
+    return origin is None or urlsplit(origin).netloc == request.host
+
+
+class Console:
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.settings = s = runtime.settings
+        self.tz = ZoneInfo(s.timezone)
+        self.closing = asyncio.Event()
+        self.worker_metrics = metrics.WorkerMetrics()
+        self.kafka = metrics.KafkaProbe(s.kafka_bootstrap, s.app_id,
+                                        [s.topic(topics.CAMERA_EVENTS.name), s.topic(topics.CAR_PARK_STATUS.name)])
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._overview: tuple[float, dict] | None = None
+        self._overview_lock = asyncio.Lock()
+        self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
+                                     autoescape=select_autoescape(default=True, default_for_string=True))
+        self.templates.filters.update(clock=self._clock, when=self._when, left=_time_left, duration=_duration)
+
+    # ── plumbing ────────────────────────────────────────────────────────────────────────────
+
+    async def db(self) -> asyncpg.Pool:
+        """The console's own small pool (apart from the pipeline's), opened on first use."""
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self.settings.database_url.get_secret_value(), min_size=0,
+                        max_size=self.settings.console_db_pool_size, init=init_connection)
+        return self._pool
+
+    async def desk(self) -> actions.Desk:
+        try:
+            await asyncio.wait_for(self.runtime.ready.wait(), 10)
+        except TimeoutError:
+            raise web.HTTPServiceUnavailable(text="the worker is still starting") from None
+        s = self.settings
+        return actions.Desk(await self.db(), bootstrap.output_topics(s), s.rules, s.ticket_prefix, self.tz,
+                            self.runtime.zones.window_seconds, self.runtime.service.carry_out)
+
+    async def on_shutdown(self, _app) -> None:
+        self.closing.set()
+
+    async def on_cleanup(self, _app) -> None:
+        await self.kafka.close()
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def session_of(self, request: web.Request) -> auth.Session | None:
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            return await auth.session_for(conn, request.cookies.get(auth.COOKIE), datetime.now(UTC))
+
+    def words(self, request: web.Request) -> Words:
+        lang = request.cookies.get(LANG_COOKIE, DEFAULT)
+        return Words(lang if lang in LANGUAGES else DEFAULT)
+
+    def render_text(self, template: str, t: Words, **context) -> str:
+        return self.templates.get_template(template).render(t=t, now=datetime.now(UTC), **context)
+
+    def render(self, request: web.Request, template: str, status: int = 200, **context) -> web.Response:
+        t = self.words(request)
+        text = self.render_text(template, t, session=request.get("session"), here=request.path_qs, **context)
+        return web.Response(text=text, content_type="text/html", status=status)
+
+    def message(self, request: web.Request, status: int, title_key: str, message_key: str, **params) -> web.Response:
+        t = self.words(request)
+        return self.render(request, "message.html", status, title=t(title_key), message=t(message_key, **params))
+
+    def _clock(self, at: datetime | None) -> str:
+        return at.astimezone(self.tz).strftime("%H:%M:%S") if at else ""
+
+    def _when(self, at: datetime | None) -> str:
+        if at is None:
+            return ""
+        local = at.astimezone(self.tz)
+        today = datetime.now(self.tz).date()
+        return local.strftime("%H:%M:%S") if local.date() == today else local.strftime("%Y-%m-%d %H:%M:%S")
+
+    # ── login ───────────────────────────────────────────────────────────────────────────────
+
+    async def login_page(self, request: web.Request) -> web.Response:
+        if await self.session_of(request):
+            raise web.HTTPSeeOther(safe_next(request.query.get("next")))
+        return self.render(request, "login.html", title=self.words(request)("login.title"),
+                           next=safe_next(request.query.get("next")), name="")
+
+    async def login(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        t = self.words(request)
+        if not same_origin(request):
+            return self.message(request, 403, "error.forbidden", "refused.csrf")
+        name, password = str(form.get("name", "")).strip().lower(), str(form.get("password", ""))
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            started = await auth.log_in(conn, name, password, datetime.now(UTC),
+                                        timedelta(hours=self.settings.console_session_hours))
+        if started is None:
+            log.warning("console: failed login for %r from %s", name[:32], request.remote)
+            return self.render(request, "login.html", 401, title=t("login.title"), error=t("login.failed"),
+                               next=safe_next(str(form.get("next", ""))), name=name)
+        token, session = started
+        log.info("console: %s logged in (%s)", session.operator.name, session.operator.role)
+        response = web.HTTPSeeOther(safe_next(str(form.get("next", ""))))
+        response.set_cookie(auth.COOKIE, token, path=auth.COOKIE_PATH, httponly=True, samesite="Strict",
+                            secure=self.settings.console_secure_cookie,
+                            max_age=int(self.settings.console_session_hours * 3600))
+        raise response
+
+    @guarded()
+    async def logout(self, request: web.Request) -> web.Response:
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            await auth.log_out(conn, request.cookies.get(auth.COOKIE))
+        response = web.HTTPSeeOther("/console/login")
+        response.del_cookie(auth.COOKIE, path=auth.COOKIE_PATH)
+        raise response
+
+    async def language(self, request: web.Request) -> web.Response:
+        lang = request.query.get("to", DEFAULT)
+        response = web.HTTPSeeOther(safe_next(request.query.get("next")))
+        response.set_cookie(LANG_COOKIE, lang if lang in LANGUAGES else DEFAULT, path="/console",
+                            samesite="Strict", max_age=365 * 24 * 3600)
+        raise response
+
+    # ── live overview ───────────────────────────────────────────────────────────────────────
+
+    async def overview(self) -> dict:
+        """The live overview, read at most once per refresh interval per worker, whoever asks."""
+        async with self._overview_lock:
+            if self._overview is None or time.monotonic() - self._overview[0] >= self.settings.console_refresh_seconds:
+                pool = await self.db()
+                async with pool.acquire() as conn:
+                    self._overview = (time.monotonic(), await queries.overview(conn, datetime.now(UTC), self.tz))
+            return self._overview[1]
+
+    def live_sections(self, t: Words, live: dict) -> dict[str, str]:
+        return {"tiles": self.render_text("_tiles.html", t, live=live),
+                "open-cases": self.render_text("_open_cases.html", t, live=live),
+                "recent": self.render_text("_recent.html", t, live=live),
+                "car-parks": self.render_text("_car_parks.html", t, live=live),
+                "drive-away": self.render_text("_drive_away.html", t, live=live)}
+
+    @guarded()
+    async def live(self, request: web.Request) -> web.Response:
+        return self.render(request, "live.html", title=self.words(request)("live.title"), nav="live",
+                           live=await self.overview())
+
+    @guarded(api=True)
+    async def overview_json(self, request: web.Request) -> web.Response:
+        live = await self.overview()
+        return web.json_response(live, dumps=lambda v: json.dumps(v, default=_json_default, ensure_ascii=False))
+
+    @guarded(api=True)
+    async def live_stream(self, request: web.Request) -> web.StreamResponse:
+        t = self.words(request)
+
+        async def sections():
+            return self.live_sections(t, await self.overview())
+
+        return await self.stream(request, sections)
+
+    async def stream(self, request: web.Request, sections, changed=None) -> web.StreamResponse:
+        """Server-sent events: an ``update`` with the page parts that changed, whenever they change.
+
+        ``changed()`` (optional) is a cheap check run every interval; the parts are rendered only
+        when it returns something new. The stream ends when the session does or the worker stops.
+        """
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no",
+                                               **SECURITY_HEADERS})
+        await response.prepare(request)
+        sent: dict[str, str] = {}
+        last_change = object()
+        last_write = last_session_check = time.monotonic()
+        token = request.cookies.get(auth.COOKIE)
+        try:
+            await response.write(b"retry: 2000\n\n")
+            while not self.closing.is_set():
+                marker = await changed() if changed else None
+                if changed is None or marker != last_change:
+                    last_change = marker
+                    fresh = {k: v for k, v in (await sections()).items() if sent.get(k) != v}
+                    if fresh:
+                        sent.update(fresh)
+                        payload = json.dumps({"now": datetime.now(UTC).isoformat(), "sections": fresh},
+                                             ensure_ascii=False)
+                        await response.write(f"event: update\ndata: {payload}\n\n".encode())
+                        last_write = time.monotonic()
+                if time.monotonic() - last_write > 15:
+                    await response.write(b": still here\n\n")
+                    last_write = time.monotonic()
+                if time.monotonic() - last_session_check > 15:
+                    pool = await self.db()
+                    async with pool.acquire() as conn:
+                        if await auth.session_for(conn, token, datetime.now(UTC)) is None:
+                            break
+                    last_session_check = time.monotonic()
+                try:
+                    await asyncio.wait_for(self.closing.wait(), self.settings.console_refresh_seconds)
+                except TimeoutError:
+                    pass
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("console: live stream ended: %s", type(exc).__name__)
+        return response
+
+    # ── search and case pages ───────────────────────────────────────────────────────────────
+
+    @guarded()
+    async def search(self, request: web.Request) -> web.Response:
+        t = self.words(request)
+        q = request.query
+        form = {k: q.get(k, "").strip() for k in ("plate", "ticket", "camera", "zone", "state", "since", "until")}
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            if q.get("q", "").strip():
+                found = await queries.find_cases(conn, q["q"])
+                if len(found) == 1:
+                    raise web.HTTPSeeOther(f"/console/cases/{found[0]}")
+                form["plate"] = q["q"].strip()
+            error, results = None, None
+            try:
+                criteria = queries.Criteria(plate=form["plate"], ticket=form["ticket"], camera=form["camera"],
+                                            zone=form["zone"], state=form["state"] if form["state"] in queries.STATES else "",
+                                            since=self._local_time(form["since"]), until=self._local_time(form["until"]))
+                if not criteria.empty or "q" in q:
+                    results = await queries.search(conn, criteria, SEARCH_LIMIT)
+            except ValueError:
+                error = t("search.bad_time")
+            zones, cameras = await queries.zones(conn), await queries.cameras(conn)
+        return self.render(request, "cases.html", title=t("search.title"), nav="cases", form=form, results=results,
+                           limit=SEARCH_LIMIT, zones=zones, cameras=cameras, states=queries.STATES, error=error)
+
+    def _local_time(self, text: str) -> datetime | None:
+        """A ``datetime-local`` form value, read in the city's time zone."""
+        if not text:
+            return None
+        return datetime.fromisoformat(text).replace(tzinfo=self.tz)
+
+    async def case_file(self, case_id: UUID) -> queries.CaseFile | None:
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            file = await queries.case_file(conn, case_id, datetime.now(UTC))
+        if file is not None and file.case["state"] == "review":
+            case = case_from_row(file.case)
+            captures = [e for e in file.timeline if e["kind"] == "capture" and e["what"] != "VehicleDeparted"]
+            departures = [e["at"] for e in file.timeline if e["what"] == "VehicleDeparted"]
+            usable = {s.event_id for s in actions.usable_evidence(
+                case, [Sighting(e["event_id"], e["camera_id"], e["at"], e["lat"], e["lon"]) for e in captures],
+                departures, self.settings.rules, timedelta(seconds=file.case["window_seconds"]), datetime.now(UTC))}
+            file.fresh_captures = [e for e in captures if e["event_id"] in usable]
+        return file
+
+    def case_sections(self, t: Words, session: auth.Session, file: queries.CaseFile) -> dict[str, str]:
+        return {"case-head": self.render_text("_case_head.html", t, file=file, session=session),
+                "case-actions": self.render_text("_case_actions.html", t, file=file, session=session),
+                "timeline": self.render_text("_timeline.html", t, file=file, session=session)}
+
+    def _case_id(self, request: web.Request) -> UUID:
+        try:
+            return UUID(request.match_info["case_id"])
+        except ValueError:
+            raise web.HTTPNotFound() from None
+
+    @guarded()
+    async def case(self, request: web.Request) -> web.Response:
+        return await self.case_page(request, self._case_id(request))
+
+    async def case_page(self, request: web.Request, case_id: UUID, status: int = 200, error: str | None = None,
+                        notice: str | None = None) -> web.Response:
+        t = self.words(request)
+        file = await self.case_file(case_id)
+        if file is None:
+            return self.message(request, 404, "error.not_found", "case.unknown")
+        done = request.query.get("done")
+        if notice is None and done:
+            notice = t(f"done.{done}") if f"done.{done}" in _DONE_KEYS else None
+        return self.render(request, "case.html", status, title=t("case.title", plate=file.case["plate"]),
+                           nav="cases", file=file, error=error, notice=notice)
+
+    @guarded(api=True)
+    async def case_stream(self, request: web.Request) -> web.StreamResponse:
+        case_id = self._case_id(request)
+        t, session = self.words(request), request["session"]
+
+        async def changed():
+            pool = await self.db()
+            async with pool.acquire() as conn:
+                return await queries.case_version(conn, case_id)
+
+        async def sections():
+            file = await self.case_file(case_id)
+            return self.case_sections(t, session, file) if file else {}
+
+        return await self.stream(request, sections, changed)
+
+    # ── actions ─────────────────────────────────────────────────────────────────────────────
+
+    def _reason(self, request: web.Request) -> str:
+        return str(request["form"].get("reason", ""))
+
+    async def _act_on_case(self, request: web.Request, case_id: UUID, action, *args) -> web.Response:
+        session = request["session"]
+        try:
+            done = await action(await self.desk(), session.operator, *args, self._reason(request), datetime.now(UTC))
+        except Refused as refused:
+            t = self.words(request)
+            return await self.case_page(request, case_id, 409, error=t(f"refused.{refused.key}", **refused.params))
+        log.info("console: %s did %s on case %s", session.operator.actor, action.__name__, case_id)
+        target = done.get("case_id", case_id)
+        raise web.HTTPSeeOther(f"/console/cases/{target}?done={_DONE_NAME[action.__name__]}")
+
+    @guarded(act=True)
+    async def close_case(self, request: web.Request) -> web.Response:
+        case_id = self._case_id(request)
+        return await self._act_on_case(request, case_id, actions.close_case, case_id)
+
+    @guarded(act=True)
+    async def resolve_review(self, request: web.Request) -> web.Response:
+        case_id = self._case_id(request)
+        resolution = request["form"].get("resolution")
+        if resolution == "warn_again":
+            return await self._act_on_case(request, case_id, actions.warn_again, case_id)
+        if resolution == "request_recheck":
+            return await self._act_on_case(request, case_id, actions.request_recheck, case_id)
+        if resolution == "ticket":
+            return await self._act_on_case(request, case_id, actions.ticket_on_review, case_id,
+                                           str(request["form"].get("evidence", "")))
+        if resolution == "close":
+            return await self._act_on_case(request, case_id, actions.close_case, case_id)
+        raise web.HTTPBadRequest(text="resolution must be warn_again, request_recheck, ticket or close")
+
+    @guarded(act=True)
+    async def void_ticket(self, request: web.Request) -> web.Response:
+        number = request.match_info["number"]
+        pool = await self.db()
+        case_id = await pool.fetchval("SELECT case_id FROM tickets WHERE number = $1", number.upper())
+        if case_id is None:
+            return self.message(request, 404, "error.not_found", "refused.no_ticket")
+        return await self._act_on_case(request, case_id, actions.void_ticket, number)
+
+    # ── audit log and rules ─────────────────────────────────────────────────────────────────
+
+    @guarded()
+    async def audit(self, request: web.Request) -> web.Response:
+        operators_only = request.query.get("all") != "1"
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            entries = await queries.audit_entries(conn, operators_only)
+        return self.render(request, "audit.html", title=self.words(request)("audit.title"), nav="audit",
+                           entries=entries, operators_only=operators_only)
+
+    @guarded()
+    async def rules(self, request: web.Request) -> web.Response:
+        return await self.rules_page(request)
+
+    async def rules_page(self, request: web.Request, status: int = 200, error: str | None = None) -> web.Response:
+        t = self.words(request)
+        done = request.query.get("done")
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            whitelist, zones = await queries.whitelist(conn), await queries.zones(conn)
+        return self.render(request, "rules.html", status, title=t("rules.title"), nav="rules", whitelist=whitelist,
+                           zones=zones, default_window=self.settings.window_seconds, error=error,
+                           notice=t(f"done.{done}") if f"done.{done}" in _DONE_KEYS else None)
+
+    async def _act_on_rules(self, request: web.Request, action, *args) -> web.Response:
+        session = request["session"]
+        try:
+            await action(await self.desk(), session.operator, *args, self._reason(request), datetime.now(UTC))
+        except Refused as refused:
+            t = self.words(request)
+            return await self.rules_page(request, 409, error=t(f"refused.{refused.key}", **refused.params))
+        log.info("console: %s did %s", session.operator.actor, action.__name__)
+        raise web.HTTPSeeOther(f"/console/rules?done={_DONE_NAME[action.__name__]}")
+
+    @guarded(act=True)
+    async def whitelist_add(self, request: web.Request) -> web.Response:
+        return await self._act_on_rules(request, actions.whitelist_plate, str(request["form"].get("plate", "")))
+
+    @guarded(act=True)
+    async def whitelist_remove(self, request: web.Request) -> web.Response:
+        return await self._act_on_rules(request, actions.unwhitelist_plate, str(request["form"].get("plate", "")))
+
+    @guarded(act=True)
+    async def zone_change(self, request: web.Request) -> web.Response:
+        action = actions.exempt_zone if request.match_info["change"] == "exempt" else actions.lift_zone_exemption
+        return await self._act_on_rules(request, action, request.match_info["zone"])
+
+    # ── metrics and health ──────────────────────────────────────────────────────────────────
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = await metrics.exposition(self.worker_metrics, await self.db(), self.kafka, self.tz)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def checks(self) -> dict:
+        (db_ok, db_detail), (kafka_ok, kafka_detail) = await asyncio.gather(
+            metrics.database_check(await self.db()), self.kafka.reachable())
+        return {"worker": self.settings.worker_name, "started": self.runtime.ready.is_set(),
+                "postgres": {"ok": db_ok, "detail": db_detail}, "kafka": {"ok": kafka_ok, "detail": kafka_detail}}
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """Liveness: the worker has started and its web server answers. PostgreSQL and Kafka are
+        reported, not required: a worker waits for them by itself, restarting it would not help."""
+        checks = await self.checks()
+        return web.json_response(checks, status=200 if checks["started"] else 503)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Readiness: started, and both PostgreSQL and Kafka answer now."""
+        checks = await self.checks()
+        ready = checks["started"] and checks["postgres"]["ok"] and checks["kafka"]["ok"]
+        return web.json_response({"ready": ready, **checks}, status=200 if ready else 503)
+
+
+_DONE_NAME = {"void_ticket": "void_ticket", "close_case": "close_case", "warn_again": "warn_again",
+              "ticket_on_review": "ticket_on_review", "request_recheck": "request_recheck",
+              "whitelist_plate": "whitelist_add", "unwhitelist_plate": "whitelist_remove",
+              "exempt_zone": "zone_exempt", "lift_zone_exemption": "zone_exemption_lifted"}
+_DONE_KEYS = {f"done.{v}" for v in _DONE_NAME.values()}
+
+
+def _time_left(deadline: datetime | None, now: datetime) -> str:
+    if deadline is None:
+        return ""
+    left = int((deadline - now).total_seconds())
+    return f"{left // 60}:{left % 60:02d}" if left > 0 else "0:00"
+
+
+def _duration(seconds: float | None) -> str:
+    if not seconds:
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 60} min" if seconds >= 120 and seconds % 60 == 0 else f"{seconds} s"
+
+
+def _json_default(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(type(value).__name__)

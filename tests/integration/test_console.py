@@ -1,0 +1,446 @@
+"""The operators' console on a real worker (Kafka, PostgreSQL): login, roles, CSRF, search, the case
+timeline, operator actions with their audit entries and Kafka outputs, /metrics, /healthz and /readyz,
+and the command-line view."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import aiohttp
+
+from pipeline.demo import city
+from schemas import topics
+
+from .conftest import ROOT, Stack, free_port, wait_for
+from .console_helpers import (
+    ConsoleClient,
+    add_operator,
+    base_url,
+    phone_of,
+    plates_without_phone,
+    ticketed_case,
+    warned_case,
+)
+
+
+async def console_for(stack: Stack, **worker_env):
+    worker = stack.worker(**worker_env)
+    await worker.ready()
+    await add_operator(stack, "li", "supervisor")
+    await add_operator(stack, "wang", "viewer")
+    return worker, ConsoleClient(base_url(worker))
+
+
+async def audit_rows(stack: Stack, action: str):
+    return await stack.pool.fetch("SELECT * FROM audit_log WHERE action = $1 ORDER BY id", action)
+
+
+# ── login, roles, CSRF ──────────────────────────────────────────────────────────────────────
+
+
+async def test_every_console_page_and_api_needs_a_login_and_the_cookie_is_httponly_and_strict(stack: Stack):
+    worker, client = await console_for(stack)
+    try:
+        for path in ("/console/", "/console/cases?plate=浙A", "/console/audit", "/console/rules",
+                     f"/console/cases/{'0' * 8}-0000-0000-0000-{'0' * 12}"):
+            status, _ = await client.page(path)
+            assert status == 303, path
+        for path in ("/console/api/overview", "/console/live/stream"):
+            status, _ = await client.page(path)
+            assert status == 401, path
+        status, _, _ = await client.post("/console/rules/whitelist", {"plate": "浙A12345", "reason": "police car"})
+        assert status == 401
+
+        wrong = await client.login("li", "not the password")
+        assert wrong.status == 401 and "pw_session" not in wrong.cookies
+
+        ok = await client.login("li")
+        assert ok.status == 303
+        cookie = ok.cookies["pw_session"]
+        assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/console"
+        status, html = await client.page("/console/")
+        assert status == 200 and "li" in html
+        status, body = await client.page("/console/api/overview")
+        assert status == 200 and "open_cases" in json.loads(body)
+
+        status, _, location = await client.post("/console/logout", {})
+        assert status == 303 and location == "/console/login"
+        assert await stack.count("SELECT count(*) FROM operator_sessions") == 0
+        status, _ = await client.page("/console/")
+        assert status == 303
+    finally:
+        await client.close()
+
+
+async def test_a_viewer_cannot_act_and_a_post_without_the_csrf_token_is_refused(stack: Stack):
+    worker, supervisor = await console_for(stack)
+    viewer = ConsoleClient(base_url(worker))
+    try:
+        await stack.all_car_parks_free()
+        plate = (await stack.plates_with_phone(1))[0]
+        _, case, ticket = await ticketed_case(stack, plate)
+        void = f"/console/tickets/{ticket['number']}/void"
+
+        await viewer.login("wang")
+        status, html = await viewer.page(f"/console/cases/{case['id']}")
+        assert status == 200 and 'id="void-ticket"' not in html
+        status, _, _ = await viewer.post(void, {"reason": "I should not be able to"})
+        assert status == 403
+
+        await supervisor.login("li")
+        status, html = await supervisor.page(f"/console/cases/{case['id']}")
+        assert 'id="void-ticket"' in html
+        status, _, _ = await supervisor.post(void, {"reason": "driver had a permit"}, csrf=False)
+        assert status == 403
+        status, _, _ = await supervisor.post(void, {"reason": "driver had a permit", "csrf": "forged"}, csrf=False)
+        assert status == 403
+        status, _, _ = await supervisor.post(void, {"reason": "driver had a permit"},
+                                             headers={"Origin": "http://evil.example"})
+        assert status == 403
+        assert (await stack.pool.fetchrow("SELECT voided_at FROM tickets WHERE number = $1", ticket["number"]))[0] is None
+        assert await audit_rows(stack, "void_ticket") == []
+
+        status, html, _ = await supervisor.post(void, {"reason": "  "})
+        assert status == 409 and "至少 3 个字" in html
+
+        status, _, location = await supervisor.post(void, {"reason": "driver had a disabled permit"})
+        assert status == 303 and location.startswith(f"/console/cases/{case['id']}")
+        voided = await stack.pool.fetchrow("SELECT voided_at, void_reason FROM tickets WHERE number = $1", ticket["number"])
+        assert voided["voided_at"] is not None and voided["void_reason"] == "driver had a disabled permit"
+        [entry] = await audit_rows(stack, "void_ticket")
+        assert entry["actor"] == "operator:li" and entry["case_id"] == case["id"]
+        assert entry["detail"]["reason"] == "driver had a disabled permit"
+
+        status, html = await supervisor.page(location)
+        assert "告知单已作废" in html and "driver had a disabled permit" in html and "operator:li" in html
+        status, _, _ = await supervisor.post(void, {"reason": "again"})
+        assert status == 409
+    finally:
+        await viewer.close()
+        await supervisor.close()
+
+
+# ── search and the case page ────────────────────────────────────────────────────────────────
+
+
+async def test_cases_are_found_by_plate_ticket_camera_zone_and_time_and_the_page_shows_the_whole_timeline(stack: Stack):
+    worker, client = await console_for(stack)
+    try:
+        await stack.all_car_parks_free()
+        ticketed_plate, warned_plate = await stack.plates_with_phone(2)
+        violation, case, ticket = await ticketed_case(stack, ticketed_plate, city.CAMERAS[0])
+        _, other = await warned_case(stack, warned_plate, city.CAMERAS[3])
+        await client.login("li")
+
+        async def found(query: str) -> set[str]:
+            status, html = await client.page(f"/console/cases?{query}")
+            assert status == 200
+            return {p for p in (ticketed_plate, warned_plate) if f'data-plate="{p}"' in html}
+
+        assert await found(f"plate={ticketed_plate[:5]}") >= {ticketed_plate}
+        assert await found(f"plate={ticketed_plate}") == {ticketed_plate}
+        assert await found(f"ticket={ticket['number']}") == {ticketed_plate}
+        assert await found(f"camera={city.CAMERAS[3].id}") == {warned_plate}
+        assert await found("zone=yuhang") == {ticketed_plate, warned_plate}
+        assert await found("zone=hospital") == set()
+        assert await found("state=warned") == {warned_plate}
+        local = datetime.now(UTC).astimezone(ZoneInfo(stack.settings.timezone))
+        hour_ago, hour_ahead = (local - timedelta(hours=1)), (local + timedelta(hours=1))
+        assert await found(f"since={hour_ago:%Y-%m-%dT%H:%M}&until={hour_ahead:%Y-%m-%dT%H:%M}") == \
+            {ticketed_plate, warned_plate}
+        assert await found(f"since={hour_ahead:%Y-%m-%dT%H:%M}") == set()
+        status, _ = await client.page(f"/console/cases?q={ticket['number']}")
+        assert status == 303
+
+        status, html = await client.page(f"/console/cases/{case['id']}")
+        assert status == 200
+        phone = await phone_of(stack, ticketed_plate)
+        assert phone not in html, "a phone number on screen must be masked"
+        assert f"{phone[:3]}****{phone[-4:]}" in html
+        assert violation.evidence.image_url in html
+        assert ticket["number"] in html
+        for words in ("违停抓拍", "车辆抓拍", "驶离提醒", "告知单通知", "已发现 → 已告知", "已告知 → 已开单",
+                      "still at the place at the deadline"):
+            assert words in html, words
+        assert 'id="close-case"' not in html, "a ticketed case is not closed, its ticket is voided"
+    finally:
+        await client.close()
+
+
+# ── operator actions ────────────────────────────────────────────────────────────────────────
+
+
+async def test_closing_a_case_cancels_it_and_publishes_case_closed(stack: Stack):
+    worker, client = await console_for(stack)
+    try:
+        plate = (await stack.plates_with_phone(1))[0]
+        _, case = await warned_case(stack, plate)
+        await client.login("li")
+        status, _, location = await client.post(f"/console/cases/{case['id']}/close", {"reason": "plate misread"})
+        assert status == 303
+        closed = await stack.case_of(plate)
+        assert closed["state"] == "cancelled" and closed["reason"] == "plate misread"
+        events = await stack.consume(topics.CASE_EVENTS, lambda ms: any(m["type"] == "CaseClosed" for m in ms))
+        assert [(m["outcome"], m["reason"]) for m in events if m["type"] == "CaseClosed"] == \
+            [("cancelled", "plate misread")]
+        [entry] = await audit_rows(stack, "close_case")
+        assert entry["actor"] == "operator:li" and entry["detail"]["from"] == "warned"
+        await asyncio.sleep(stack.window + 2)  # past the old deadline: the pipeline leaves a cancelled case alone
+        assert (await stack.case_of(plate))["state"] == "cancelled"
+        assert await stack.count("SELECT count(*) FROM tickets") == 0
+    finally:
+        await client.close()
+
+
+async def test_a_review_case_is_ticketed_only_with_a_fresh_capture_or_warned_again_once_a_phone_is_known(stack: Stack):
+    worker, client = await console_for(stack)
+    try:
+        first, second = await plates_without_phone(stack, 2)
+        camera = city.CAMERAS[1]
+        seen = datetime.now(UTC) - timedelta(seconds=30)
+        await stack.publish(stack.violation(first, camera, at=seen))
+        review = await stack.wait_state(first, "review")
+        await client.login("li")
+        page = f"/console/cases/{review['id']}"
+
+        status, html = await client.page(page)
+        assert 'id="resolve-review"' in html and "暂无可用的新抓拍" in html
+        status, html, _ = await client.post(f"{page}/review", {"resolution": "ticket", "evidence": "nothing",
+                                                               "reason": "officer on site"})
+        assert status == 409 and await stack.count("SELECT count(*) FROM tickets") == 0
+
+        status, _, _ = await client.post(f"{page}/review", {"resolution": "request_recheck", "reason": "confirm it"})
+        assert status == 303
+        commands = await stack.consume(topics.CAMERA_COMMANDS, lambda ms: len(ms) >= 1)
+        assert commands[0]["camera_id"] == camera.id and commands[0]["plate"] == first
+
+        too_early = stack.observation(first, camera, at=seen + timedelta(seconds=1))
+        fresh = stack.observation(first, camera, at=seen + timedelta(seconds=stack.window + 1))
+        for capture in (too_early, fresh):
+            await stack.publish(capture)
+        await wait_for(lambda: _offered(client, page, fresh.event_id), what="the fresh capture offered as evidence")
+        status, html = await client.page(page)
+        assert too_early.event_id not in html.split('name="evidence"')[1].split("</select>")[0]
+
+        status, html, _ = await client.post(f"{page}/review", {"resolution": "ticket", "evidence": too_early.event_id,
+                                                               "reason": "officer on site"})
+        assert status == 409 and "抓拍距违停不足驶离时限" in html
+        status, _, _ = await client.post(f"{page}/review", {"resolution": "ticket", "evidence": fresh.event_id,
+                                                            "reason": "officer on site"})
+        assert status == 303
+        ticket = await stack.pool.fetchrow("SELECT * FROM tickets WHERE case_id = $1", review["id"])
+        assert [e["event_id"] for e in ticket["evidence"]] == [review["violation"]["event_id"], fresh.event_id]
+        assert (await stack.case_of(first))["state"] == "ticketed"
+        issued = await stack.consume(topics.TICKETS, lambda ms: len(ms) >= 1)
+        assert [m["ticket_number"] for m in issued] == [ticket["number"]]
+        assert await stack.count("SELECT count(*) FROM sms_messages") == 0, "no phone, no SMS"
+
+        # The second car: no phone at first; once the registry has one, the officer warns again.
+        await stack.publish(stack.violation(second, camera))
+        other = await stack.wait_state(second, "review")
+        status, html, _ = await client.post(f"/console/cases/{other['id']}/review",
+                                            {"resolution": "warn_again", "reason": "phone now on record"})
+        assert status == 409 and "仍无登记手机号" in html
+        await stack.pool.execute(
+            """INSERT INTO contact_registry (owner_id, phone)
+               SELECT owner_id, '13900001234' FROM plate_registry WHERE plate = $1""", second)
+        status, _, location = await client.post(f"/console/cases/{other['id']}/review",
+                                                {"resolution": "warn_again", "reason": "phone now on record"})
+        assert status == 303
+        warned = await stack.wait_state(second, "warned")
+        assert warned["id"] != other["id"] and location.startswith(f"/console/cases/{warned['id']}")
+        assert (await stack.pool.fetchrow("SELECT state FROM cases WHERE id = $1", other["id"]))["state"] == "cancelled"
+        assert len(stack.handset_lines()) == 1
+    finally:
+        await client.close()
+
+
+async def _offered(client: ConsoleClient, page: str, event_id: str) -> bool:
+    _, html = await client.page(page)
+    return f'value="{event_id}"' in html
+
+
+async def test_whitelisted_plates_and_exempt_zones_are_not_pursued(stack: Stack):
+    worker, client = await console_for(stack, PW_REFERENCE_REFRESH_SECONDS="0.5")
+    try:
+        whitelisted, other = await stack.plates_with_phone(2)
+        await client.login("li")
+        status, _, _ = await client.post("/console/rules/whitelist", {"plate": whitelisted, "reason": "fire brigade car"})
+        assert status == 303
+        status, html, _ = await client.post("/console/rules/whitelist", {"plate": "XX1", "reason": "nonsense"})
+        assert status == 409
+        status, _, _ = await client.post("/console/rules/zones/hospital/exempt", {"reason": "ambulance drill today"})
+        assert status == 303
+        await asyncio.sleep(3)  # the worker re-reads zones and the whitelist every 0.5 s here
+
+        await stack.publish(stack.violation(whitelisted))
+        case = await stack.wait_state(whitelisted, "exempt")
+        assert "fire brigade car" in case["reason"]
+        hospital = city.Camera("cam-hospital-test", "医院急救通道", 30.2801, 120.0052, zone="hospital")
+        await stack.publish(stack.violation(other, hospital))
+        case = await stack.wait_state(other, "exempt")
+        assert "ambulance drill today" in case["reason"]
+
+        status, _, _ = await client.post("/console/rules/whitelist/remove", {"plate": whitelisted, "reason": "drill over"})
+        assert status == 303
+        status, _, _ = await client.post("/console/rules/zones/hospital/lift", {"reason": "drill over"})
+        assert status == 303
+        actions = [r["action"] for r in await stack.pool.fetch(
+            "SELECT action FROM audit_log WHERE actor = 'operator:li' ORDER BY id")]
+        assert actions == ["whitelist_add", "zone_exempt", "whitelist_remove", "zone_exemption_lifted"]
+        status, html = await client.page("/console/audit")
+        assert html.count("operator:li") == 4 and "ambulance drill today" in html
+    finally:
+        await client.close()
+
+
+# ── live view, metrics, health ──────────────────────────────────────────────────────────────
+
+
+async def test_the_live_stream_sends_the_open_cases_as_they_change(stack: Stack):
+    worker, client = await console_for(stack)
+    try:
+        await client.login("wang")
+        async with client.http.get(f"{client.base}/console/live/stream") as stream:
+            assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+            plate = (await stack.plates_with_phone(1))[0]
+            await stack.publish(stack.violation(plate))
+
+            async def next_update() -> dict:
+                while True:
+                    line = (await stream.content.readline()).decode()
+                    if line.startswith("data: "):
+                        return json.loads(line[6:])
+
+            async def shows_plate():
+                update = await asyncio.wait_for(next_update(), 10)
+                return plate in update["sections"].get("open-cases", "")
+            await wait_for(shows_plate, 30, "the live stream to show the new open case")
+    finally:
+        await client.close()
+
+
+async def test_metrics_show_events_lag_per_partition_deadlines_sms_dead_letters_and_open_cases(stack: Stack):
+    worker = stack.worker(PW_WINDOW_SECONDS="300")  # the case stays warned while we look
+    await worker.ready()
+    plate = (await stack.plates_with_phone(1))[0]
+    await stack.publish(stack.violation(plate))
+    await stack.wait_state(plate, "warned", timeout=20)
+    await stack.publish_raw(b"{not json")
+    await wait_for(lambda: stack.count("SELECT count(*) FROM dead_letters"), what="the dead letter")
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base_url(worker)}/metrics") as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+            text = await r.text()
+    camera_events = stack.topic(topics.CAMERA_EVENTS)
+    lines = set(text.splitlines())
+    assert f'parkwarden_events_in_total{{topic="{camera_events}"}} 2.0' in lines
+    for partition in range(stack.settings.topic_partitions):
+        assert any(line.startswith(f'parkwarden_consumer_lag{{partition="{partition}",topic="{camera_events}"}}')
+                   for line in lines), partition
+    assert 'parkwarden_open_cases{state="warned"} 1.0' in lines
+    assert 'parkwarden_sms_messages{kind="warning",status="accepted"} 1.0' in lines
+    assert "parkwarden_dead_letters 1.0" in lines
+    assert "parkwarden_deadline_lag_seconds 0.0" in lines
+    assert "parkwarden_database_up 1.0" in lines and "parkwarden_kafka_up 1.0" in lines
+    assert any(line.startswith('parkwarden_stage_seconds_count{stage="decide"}') for line in lines)
+    assert any(line.startswith('parkwarden_recent_latency_seconds{quantile="0.5",stage="capture_to_warning"}')
+               for line in lines)
+
+
+async def test_readyz_fails_while_postgresql_is_unreachable_and_recovers(stack: Stack):
+    proxy = TcpProxy("127.0.0.1", 55432)
+    await proxy.start()
+    try:
+        worker = stack.worker(PW_DATABASE_URL=stack.db_url.replace(":55432/", f":{proxy.port}/"))
+        await worker.ready()
+        async with aiohttp.ClientSession() as http:
+            async def probe(path):
+                async with http.get(f"{base_url(worker)}{path}") as r:
+                    return r.status, await r.json()
+
+            status, body = await probe("/readyz")
+            assert status == 200 and body["postgres"]["ok"] and body["kafka"]["ok"]
+            await proxy.stop()
+            status, body = await probe("/readyz")
+            assert status == 503 and not body["postgres"]["ok"] and body["kafka"]["ok"]
+            status, body = await probe("/healthz")
+            assert status == 200 and not body["postgres"]["ok"], "liveness reports PostgreSQL but does not fail on it"
+            await proxy.start()
+
+            async def ready_again():
+                return (await probe("/readyz"))[0] == 200
+            await wait_for(ready_again, 30, "readyz to recover with PostgreSQL")
+    finally:
+        await proxy.stop()
+
+
+class TcpProxy:
+    """A loopback TCP relay to PostgreSQL that a test can cut (closing every connection) and restore."""
+
+    def __init__(self, host: str, port: int):
+        self.target = (host, port)
+        self.port = free_port()
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self.server:
+            self.server.close()
+            self.server = None
+        for w in list(self.writers):
+            w.transport.abort()
+        self.writers.clear()
+
+    async def _relay(self, reader, writer) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.writers |= {writer, up_writer}
+
+        async def pipe(src, dst):
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+# ── the command line ────────────────────────────────────────────────────────────────────────
+
+
+async def test_status_and_case_on_the_command_line_with_the_phone_masked(stack: Stack):
+    worker = stack.worker()
+    await worker.ready()
+    await stack.all_car_parks_free()
+    plate = (await stack.plates_with_phone(1))[0]
+    _, case, ticket = await ticketed_case(stack, plate)
+    env = {**os.environ, "PW_DATABASE_URL": stack.db_url, "COLUMNS": "160"}
+
+    def parkwarden(*args) -> str:
+        done = subprocess.run([sys.executable, "-m", "pipeline", *args], env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    status = parkwarden("status")
+    assert "tickets issued today" in status and "outbox backlog" in status and "accepted" in status
+    phone = await phone_of(stack, plate)
+    for key in (plate, ticket["number"]):
+        timeline = parkwarden("case", key)
+        assert ticket["number"] in timeline and "ticketed" in timeline
+        assert phone not in timeline and f"{phone[:3]}****{phone[-4:]}" in timeline
