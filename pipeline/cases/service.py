@@ -174,7 +174,7 @@ class CaseService:
                                item.event_id)
 
     async def _open(self, conn, event: events.ViolationDetected, sighting: Sighting, now: datetime) -> None:
-        exemption = self.zones.exemption(event.plate, event.zone)
+        exemption = self.zones.exemption(event.plate, event.zone, event.taken_at.astimezone(self.sms.timezone).hour)
         phone = None if exemption else await self.owners.phone_for(event.plate)
         opening = machine.Opening(owner_reachable=phone is not None, exempt_reason=exemption)
         decision = machine.open_case(uuid4(), event.plate, event.zone, sighting, opening, now, self.rules)

@@ -280,17 +280,24 @@ async def unwhitelist_plate(desk: Desk, operator: Operator, plate: str, reason: 
         return {"plate": plate}
 
 
-async def exempt_zone(desk: Desk, operator: Operator, zone: str, reason: str, now: datetime) -> dict:
-    """New violations in the zone are not pursued (cases open as exempt) until the exemption is lifted."""
+async def exempt_zone(desk: Desk, operator: Operator, zone: str, hours: tuple[int, int] | None, reason: str,
+                      now: datetime) -> dict:
+    """New violations in the zone (only between ``hours``, local, when given) are not pursued (cases
+    open as exempt) until the exemption is lifted."""
     check_can_act(operator)
     reason = check_reason(reason)
+    if hours is not None and not (0 <= hours[0] <= 23 and 0 <= hours[1] <= 24 and hours[0] != hours[1]):
+        raise Refused("bad_hours")
     async with desk.pool.acquire() as conn, conn.transaction():
         before = await conn.fetchrow("SELECT id, exempt_reason FROM zones WHERE id = $1 FOR UPDATE", zone)
         if before is None:
             raise Refused("unknown_zone", zone=zone)
-        await conn.execute("UPDATE zones SET exempt_reason = $2 WHERE id = $1", zone, reason)
+        await conn.execute(
+            "UPDATE zones SET exempt_reason = $2, exempt_from_hour = $3, exempt_until_hour = $4 WHERE id = $1",
+            zone, reason, hours[0] if hours else None, hours[1] if hours else None)
         await store.audit(conn, now, None, operator.actor, "zone_exempt",
-                          {"reason": reason, "zone": zone, "previous": before["exempt_reason"]})
+                          {"reason": reason, "zone": zone, "previous": before["exempt_reason"],
+                           "hours": list(hours) if hours else None})
         return {"zone": zone}
 
 
@@ -303,7 +310,9 @@ async def lift_zone_exemption(desk: Desk, operator: Operator, zone: str, reason:
             raise Refused("unknown_zone", zone=zone)
         if before["exempt_reason"] is None:
             raise Refused("zone_not_exempt", zone=zone)
-        await conn.execute("UPDATE zones SET exempt_reason = NULL WHERE id = $1", zone)
+        await conn.execute(
+            "UPDATE zones SET exempt_reason = NULL, exempt_from_hour = NULL, exempt_until_hour = NULL WHERE id = $1",
+            zone)
         await store.audit(conn, now, None, operator.actor, "zone_exemption_lifted",
                           {"reason": reason, "zone": zone, "previous": before["exempt_reason"]})
         return {"zone": zone}

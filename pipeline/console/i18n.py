@@ -187,6 +187,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "rules.lift": ("取消豁免", "Lift the exemption"),
     "rules.exempt_since": ("豁免：{reason}", "exempt: {reason}"),
     "rules.pursued": ("正常处理", "pursued"),
+    "rules.hours": ("仅在以下时段豁免（可留空，0–24时）", "only between these hours (optional, 0-24)"),
+    "refused.bad_hours": ("时段应为0–24之间的两个不同整点", "hours must be two different whole hours from 0 to 24"),
     "rules.window": ("时限 {window}", "window {window}"),
     "rules.added": ("加入于", "Added"),
     "rules.hint": ("新规则约2秒内对新发现的违停生效；已有案件不受影响。",

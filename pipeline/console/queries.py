@@ -310,7 +310,7 @@ async def case_version(conn: asyncpg.Connection, case_id: UUID) -> tuple | None:
 
 
 async def zones(conn: asyncpg.Connection) -> list[dict]:
-    return [dict(r) for r in await conn.fetch("SELECT id, name, window_seconds, exempt_reason FROM zones ORDER BY id")]
+    return [dict(r) for r in await conn.fetch("SELECT id, name, window_seconds, exempt_reason, exempt_from_hour, exempt_until_hour FROM zones ORDER BY id")]
 
 
 async def cameras(conn: asyncpg.Connection) -> list[str]:

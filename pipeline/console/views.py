@@ -522,8 +522,18 @@ class Console:
 
     @guarded(act=True)
     async def zone_change(self, request: web.Request) -> web.Response:
-        action = actions.exempt_zone if request.match_info["change"] == "exempt" else actions.lift_zone_exemption
-        return await self._act_on_rules(request, action, request.match_info["zone"])
+        zone = request.match_info["zone"]
+        if request.match_info["change"] != "exempt":
+            return await self._act_on_rules(request, actions.lift_zone_exemption, zone)
+        form = request["form"]
+        start, until = str(form.get("from_hour", "")).strip(), str(form.get("until_hour", "")).strip()
+        if not start and not until:
+            hours = None
+        elif start.isdigit() and until.isdigit():
+            hours = (int(start), int(until))
+        else:
+            hours = (-1, -1)  # refused by the action, with the form's message
+        return await self._act_on_rules(request, actions.exempt_zone, zone, hours)
 
     # ── metrics and health ──────────────────────────────────────────────────────────────────
 

@@ -10,22 +10,31 @@ class ZoneBook:
     default_window_seconds: float
     windows: dict[str, float] = field(default_factory=dict)
     exempt_zones: dict[str, str] = field(default_factory=dict)
+    exempt_hours: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Zones exempt only from one local hour until another (wrapping midnight when from > until)."""
     whitelist: dict[str, str] = field(default_factory=dict)
 
     def window_seconds(self, zone: str) -> float:
         return self.windows.get(zone) or self.default_window_seconds
 
-    def exemption(self, plate: str, zone: str) -> str | None:
-        """Why a violation by this plate in this zone is not pursued, or None."""
+    def exemption(self, plate: str, zone: str, local_hour: int | None = None) -> str | None:
+        """Why a violation by this plate in this zone (at this local hour) is not pursued, or None."""
         if plate in self.whitelist:
             return f"whitelisted plate: {self.whitelist[plate]}"
-        if zone in self.exempt_zones:
+        if zone not in self.exempt_zones:
+            return None
+        hours = self.exempt_hours.get(zone)
+        if hours is None:
             return f"exempt zone: {self.exempt_zones[zone]}"
-        return None
+        start, until = hours
+        inside = start <= local_hour < until if start < until else (local_hour >= start or local_hour < until)
+        return f"exempt hours {start:02d}-{until:02d} in zone: {self.exempt_zones[zone]}" if inside else None
 
 
 async def load_zones(pool: asyncpg.Pool, book: ZoneBook) -> None:
-    zones = await pool.fetch("SELECT id, window_seconds, exempt_reason FROM zones")
+    zones = await pool.fetch("SELECT id, window_seconds, exempt_reason, exempt_from_hour, exempt_until_hour FROM zones")
     book.windows = {z["id"]: z["window_seconds"] for z in zones if z["window_seconds"]}
     book.exempt_zones = {z["id"]: z["exempt_reason"] for z in zones if z["exempt_reason"]}
+    book.exempt_hours = {z["id"]: (z["exempt_from_hour"], z["exempt_until_hour"])
+                         for z in zones if z["exempt_reason"] and z["exempt_from_hour"] is not None}
     book.whitelist = {r["plate"]: r["reason"] for r in await pool.fetch("SELECT plate, reason FROM whitelisted_plates")}

@@ -444,3 +444,35 @@ async def test_status_and_case_on_the_command_line_with_the_phone_masked(stack: 
         timeline = parkwarden("case", key)
         assert ticket["number"] in timeline and "ticketed" in timeline
         assert phone not in timeline and f"{phone[:3]}****{phone[-4:]}" in timeline
+
+
+async def test_zone_exempt_at_some_hours_is_pursued_outside_them(stack: Stack):
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    hour = datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")).hour
+    worker, client = await console_for(stack, PW_REFERENCE_REFRESH_SECONDS="0.5")
+    try:
+        exempt_now, pursued_now = await stack.plates_with_phone(2)
+        await client.login("li")
+        status, _, _ = await client.post("/console/rules/zones/hospital/exempt",
+                                         {"reason": "night deliveries", "from_hour": "25", "until_hour": "3"})
+        assert status == 409, "hours outside 0-24 are refused"
+        status, _, _ = await client.post("/console/rules/zones/hospital/exempt", {
+            "reason": "ambulances at this hour", "from_hour": str(hour), "until_hour": str(hour + 1)})
+        assert status == 303
+        status, _, _ = await client.post("/console/rules/zones/yuhang/exempt", {
+            "reason": "night only", "from_hour": str((hour + 1) % 24), "until_hour": str((hour + 2) % 24 or 24)})
+        assert status == 303
+        await asyncio.sleep(3)
+
+        hospital = city.Camera("cam-hospital-test", "医院急救通道", 30.2801, 120.0052, zone="hospital")
+        await stack.publish(stack.violation(exempt_now, hospital))
+        case = await stack.wait_state(exempt_now, "exempt")
+        assert "ambulances at this hour" in case["reason"]
+        await stack.publish(stack.violation(pursued_now, city.CAMERAS[0]))
+        await stack.wait_state(pursued_now, "warned", timeout=20)
+        _, html = await client.page("/console/rules")
+        assert f"{hour:02d}–{hour + 1:02d}" in html
+    finally:
+        await client.close()

@@ -184,3 +184,14 @@ def test_a_whitelisted_plate_is_normalized_and_must_be_valid():
     with pytest.raises(Refused) as refused:
         actions.checked_plate("ABC123")
     assert refused.value.key == "bad_plate" and "province" in refused.value.params["problem"]
+
+
+def test_a_zone_exempt_overnight_is_exempt_at_night_and_pursued_by_day():
+    from pipeline.lookups.zones import ZoneBook
+
+    book = ZoneBook(600, exempt_zones={"market": "night deliveries"}, exempt_hours={"market": (22, 7)})
+
+    assert book.exemption("浙A12345", "market", 23) and book.exemption("浙A12345", "market", 6)
+    assert book.exemption("浙A12345", "market", 7) is None
+    assert book.exemption("浙A12345", "market", 14) is None
+    assert book.exemption("浙A12345", "yuhang", 23) is None
