@@ -56,6 +56,22 @@ async def services_running():
         await producer.stop()
 
 
+async def drop_database(name: str) -> None:
+    """Drop a test database; an autovacuum worker on it (not ours to end) may hold it a moment."""
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        for attempt in range(20):
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+                if attempt == 19:
+                    raise
+                await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -170,9 +186,7 @@ class Stack:
             await self.producer.stop()
         if self.pool:
             await self.pool.close()
-        admin = await asyncpg.connect(ADMIN_URL)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(self.db_name)
 
     def worker(self, name: str | None = None, **env) -> Worker:
         w = Worker(name or f"w{len(self.workers) + 1}", {**self.env, **env}, self.tmp)

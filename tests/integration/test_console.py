@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -354,10 +355,11 @@ async def test_metrics_show_events_lag_per_partition_deadlines_sms_dead_letters_
 
 
 async def test_readyz_fails_while_postgresql_is_unreachable_and_recovers(stack: Stack):
-    proxy = TcpProxy("127.0.0.1", 55432)
+    pg_port = urlsplit(stack.db_url).port
+    proxy = TcpProxy("127.0.0.1", pg_port)
     await proxy.start()
     try:
-        worker = stack.worker(PW_DATABASE_URL=stack.db_url.replace(":55432/", f":{proxy.port}/"))
+        worker = stack.worker(PW_DATABASE_URL=stack.db_url.replace(f":{pg_port}/", f":{proxy.port}/"))
         await worker.ready()
         async with aiohttp.ClientSession() as http:
             async def probe(path):
