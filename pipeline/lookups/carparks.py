@@ -61,24 +61,31 @@ class CarParkIndex:
             self._free[car_park_id] = (free_spaces, counted_at)
         return True
 
+    def free_in_ring(self, lat: float, lon: float, ring: int):
+        """Car parks with at least one free space in the cells ``ring`` cells away from the point's."""
+        cx, cy = _cell(lat, lon)
+        for key in _ring(cx, cy, ring):
+            for pid in self._cells.get(key, ()):
+                count = self._free.get(pid)
+                if count and count[0] > 0:
+                    yield self._parks[pid]
+
+    def count(self, car_park_id: str) -> tuple[int, datetime]:
+        return self._free[car_park_id]
+
     def nearest(self, lat: float, lon: float, max_rings: int = 5) -> NearestCarPark | None:
         """The closest car park with at least one free space, searching up to ``max_rings`` cells out.
 
         Candidates are ranked by a fast spherical approximation; the few within its error margin
         of the best are measured exactly (geodesic on WGS-84) and the closest of those wins.
         """
-        cx, cy = _cell(lat, lon)
         candidates: list[tuple[float, str]] = []
         best_approx = math.inf
         for ring in range(max_rings + 1):
-            for key in _ring(cx, cy, ring):
-                for pid in self._cells.get(key, ()):
-                    count = self._free.get(pid)
-                    if count and count[0] > 0:
-                        park = self._parks[pid]
-                        d = _approx_m(lat, lon, park.lat, park.lon)
-                        candidates.append((d, pid))
-                        best_approx = min(best_approx, d)
+            for park in self.free_in_ring(lat, lon, ring):
+                d = _approx_m(lat, lon, park.lat, park.lon)
+                candidates.append((d, park.id))
+                best_approx = min(best_approx, d)
             # Anything in a further ring is at least `ring` cells away; 110 km per degree and the
             # cosine at the ring's far edge keep this bound on the safe side.
             far_lat = min(abs(lat) + (ring + 1) * CELL_DEG, 89.0)
@@ -107,15 +114,8 @@ def _approx_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 def nearest_free(index: "CarParkIndex", lat: float, lon: float, n: int = 3, max_rings: int = 5) -> list[NearestCarPark]:
     """The ``n`` closest car parks with free spaces within ``max_rings`` cells (for the driver page)."""
-    cx, cy = _cell(lat, lon)
-    found = []
-    for ring in range(max_rings + 1):
-        for key in _ring(cx, cy, ring):
-            for pid in index._cells.get(key, ()):
-                count = index._free.get(pid)
-                if count and count[0] > 0:
-                    park = index._parks[pid]
-                    found.append(NearestCarPark(park, geodesic((lat, lon), (park.lat, park.lon)).meters, *count))
+    found = [NearestCarPark(park, geodesic((lat, lon), (park.lat, park.lon)).meters, *index.count(park.id))
+             for ring in range(max_rings + 1) for park in index.free_in_ring(lat, lon, ring)]
     return sorted(found, key=lambda c: c.distance_m)[:n]
 
 
