@@ -64,7 +64,7 @@ async def test_warning_through_kannel_arrives_intact_in_chinese_and_its_delivery
     assert row["delivered_at"] is not None and row["smsc_accepted_at"] is not None
     reports = [r["status"] for r in await stack.pool.fetch(
         "SELECT status FROM sms_delivery_reports WHERE sms_id = $1 ORDER BY id", sms["id"])]
-    assert reports == ["smsc_accepted", "delivered"]
+    assert sorted(reports) == ["delivered", "smsc_accepted"], "Kannel's two reports may arrive in either order"
 
     # The warning is known to have reached the phone, so a car still there at the deadline is ticketed.
     case = await stack.case_of(plate)
