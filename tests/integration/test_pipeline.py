@@ -176,16 +176,16 @@ async def test_worker_killed_between_warning_and_deadline_still_tickets_exactly_
         await stack.publish(stack.violation(plate))
     await _wait_count(stack, "SELECT count(*) FROM cases WHERE state = 'warned'", 3, 20)
     doomed.kill()  # SIGKILL, mid-flight: some cases warned, others perhaps not yet
-    latest = await stack.pool.fetchval("SELECT max(deadline_at) FROM cases")
 
     successor = stack.worker("successor", PW_WINDOW_SECONDS="20", PW_SESSION_TIMEOUT_SECONDS="6")
     await successor.ready()
     await successor.owns("{0-3}")
     await _wait_count(stack, "SELECT count(*) FROM cases WHERE state <> 'detected'", len(plates), 30)
-    latest = await stack.pool.fetchval("SELECT max(deadline_at) FROM cases")
-    await sleep_until(latest)
-    for plate in plates:
-        await stack.publish(stack.observation(plate))
+    # Each car is still there at its own deadline: the warnings that the successor sent after the
+    # kill started their windows later than the doomed worker's.
+    for case in await stack.pool.fetch("SELECT plate, deadline_at FROM cases ORDER BY deadline_at"):
+        await sleep_until(case["deadline_at"])
+        await stack.publish(stack.observation(case["plate"]))
     await _wait_count(stack, "SELECT count(*) FROM cases WHERE state = 'ticketed'", len(plates), 30)
 
     assert await stack.count("SELECT count(*) FROM cases") == len(plates)
