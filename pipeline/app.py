@@ -104,7 +104,9 @@ class Runtime(Service):
     @Service.task
     async def sms(self) -> None:
         await self.ready.wait()
-        await self._every(settings.sms_poll_seconds, lambda: self.service.send_due_sms(self.gateway))
+        async def send_and_settle():
+            return await self.service.settle_in_doubt_sms() + await self.service.send_due_sms(self.gateway)
+        await self._every(settings.sms_poll_seconds, send_and_settle)
 
     @Service.task
     async def outbox(self) -> None:

@@ -1,6 +1,7 @@
 """The one module that builds clients and wires adapters into the case service."""
 
 import logging
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -67,7 +68,7 @@ def build_service(settings: Settings, pool: asyncpg.Pool, car_parks: CarParkInde
     owners = PostgresOwnerDirectory(pool, settings.owner_cache_size, settings.owner_cache_ttl_seconds)
     sms = SmsStyle(settings.sms_language, settings.sms_signature, ZoneInfo(settings.timezone),
                    settings.sms_max_attempts, settings.sms_retry_seconds, settings.sms_daily_limit_per_phone,
-                   settings.driver_page)
+                   settings.driver_page, timedelta(seconds=settings.sms_in_doubt_seconds))
     return CaseService(pool, owners, car_parks, zones, settings.rules, output_topics(settings), sms,
                        settings.ticket_prefix, actor=f"pipeline:{settings.worker_name}",
                        parallel=settings.db_parallel_transactions)

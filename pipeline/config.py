@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.cases.machine import Rules
@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     sms_file: Path = ROOT / "var" / "sms" / "handsets.jsonl"
     sms_sender: str = Field(default="12345", pattern=r"^[0-9A-Za-z+]{1,16}$")
     sms_timeout_seconds: float = Field(default=5, gt=0)
+    sms_in_doubt_seconds: float = Field(default=60, gt=0)
+    """A message handed to the gateway this long ago with no answer recorded lost its sender (a worker
+    that died mid-send): it is settled from delivery reports, or sent again. Longer than sms_timeout."""
     sms_daily_limit_per_phone: int = Field(default=6, ge=1)
     """At most this many SMS to one phone per (local) day; a warning over the limit goes to review."""
     driver_page: bool = False
@@ -86,6 +89,13 @@ class Settings(BaseSettings):
 
     # Tickets
     ticket_prefix: str = Field(default="YH", pattern=r"^[A-Z]{1,4}$")
+
+    @model_validator(mode="after")
+    def _in_doubt_outlasts_a_gateway_call(self) -> "Settings":
+        if self.sms_in_doubt_seconds <= self.sms_timeout_seconds:
+            raise ValueError(f"PW_SMS_IN_DOUBT_SECONDS ({self.sms_in_doubt_seconds}) must be longer than "
+                             f"PW_SMS_TIMEOUT_SECONDS ({self.sms_timeout_seconds}): raise it or lower the timeout")
+        return self
 
     @cached_property
     def rules(self) -> Rules:

@@ -27,7 +27,8 @@ from pipeline.lookups.carparks import CarParkIndex, store_count
 from pipeline.lookups.owners import OwnerDirectory, scrub
 from pipeline.lookups.zones import ZoneBook
 from pipeline.sms import texts
-from pipeline.sms.gateway import OutgoingSms, PermanentFailure, SmsGateway, TemporaryFailure
+from pipeline.sms.gateway import (Accepted, InDoubt, OutgoingSms, PermanentFailure, SmsGateway,
+                                  TemporaryFailure)
 from schemas import events
 from schemas.codec import Rejected
 
@@ -66,6 +67,8 @@ class SmsStyle:
     retry_seconds: float
     daily_limit: int = 6
     driver_page: bool = False
+    in_doubt_after: timedelta = timedelta(seconds=60)
+    """A message 'sending' for longer than this lost its sender (longer than any gateway call)."""
 
 
 def sighting_of(event: events.Capture | events.VehicleDeparted) -> Sighting:
@@ -318,6 +321,11 @@ class CaseService:
     async def send_due_sms(self, gateway: SmsGateway, limit: int = 50) -> int:
         """Send pending SMS that are due; a warning's acceptance starts its case's window.
 
+        Three steps, so that no lock is held while the gateway answers and a sender that dies
+        mid-send leaves a trace: claim the due messages and mark them ``sending`` (committed);
+        ask the gateway; record each answer. Messages left ``sending`` by a dead worker are
+        settled by ``settle_in_doubt_sms``.
+
         A phone that already had ``daily_limit`` messages today gets no more: a warning over the
         limit fails for good (its case goes to review).
         """
@@ -334,13 +342,56 @@ class CaseService:
                         f"daily limit of {self.sms.daily_limit} SMS to this phone reached"))
                 else:
                     sent_today[row["phone"]] = sent_today.get(row["phone"], 0) + 1
-                    to_send.append((row, self._render(row, now)))
-            results = await asyncio.gather(
-                *(gateway.send(OutgoingSms(row["id"], row["phone"], text)) for row, text in to_send),
-                return_exceptions=True,
-            )
-            for (row, text), result in zip(to_send, results):
-                await self._after_send(conn, row, text, result)
+                    text = self._render(row, now)
+                    await store.sms_sending(conn, row["id"], text, now)
+                    to_send.append(OutgoingSms(row["id"], row["phone"], text))
+        if not to_send:
+            return len(rows)
+        results = await asyncio.gather(*(gateway.send(sms) for sms in to_send), return_exceptions=True)
+        await self._until_database_answers(self._record_answers, to_send, results)
+        return len(rows)
+
+    async def _record_answers(self, sent: list[OutgoingSms], results: list) -> None:
+        for attempt in range(5):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    for sms, result in zip(sent, results):
+                        row = await store.lock_sending_sms(conn, sms.id)
+                        if row is None:
+                            log.warning("SMS %s: the gateway answered after it was settled as in doubt", sms.id)
+                            continue
+                        if isinstance(result, InDoubt):
+                            log.warning("SMS %s (%s): %s; its delivery reports will settle it", sms.id, row["kind"],
+                                        result)
+                            continue
+                        await self._after_send(conn, row, sms.text, result)
+                return
+            except RETRYABLE_ERRORS:
+                await asyncio.sleep(0.05 * (attempt + 1))
+        log.error("could not record the gateway's answers for %d SMS; they are settled as in doubt later", len(sent))
+
+    async def settle_in_doubt_sms(self, limit: int = 50) -> int:
+        """Settle messages left ``sending`` for longer than ``SmsStyle.in_doubt_after``: their sender
+        died before recording the gateway's answer, or the gateway's answer was lost (``InDoubt``).
+
+        A delivery report on the message proves the gateway took it: it counts as accepted at the
+        first report's arrival (the window starts no earlier than the driver could have read it).
+        Without a report it is sent again under the same id (gateways that honour the id as an
+        idempotency key drop the repeat), as a retry that counts towards ``max_attempts``.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            now = self.clock()
+            rows = await store.claim_in_doubt_sms(conn, now - self.sms.in_doubt_after, limit)
+            for row in rows:
+                if row["first_report_at"] is not None:
+                    log.warning("SMS %s (%s): in doubt; a delivery report shows the gateway took it",
+                                row["id"], row["kind"])
+                    result = Accepted(row["first_report_at"], "in-doubt:reported")
+                else:
+                    log.warning("SMS %s (%s): in doubt and the gateway never reported on it; sending it again",
+                                row["id"], row["kind"])
+                    result = TemporaryFailure("no answer recorded and no delivery report: sent again")
+                await self._after_send(conn, row, row["text"], result)
             return len(rows)
 
     def _local_midnight(self, now: datetime) -> datetime:
@@ -400,12 +451,12 @@ class CaseService:
         if isinstance(result, (TemporaryFailure, PermanentFailure)):
             await store.sms_failed(conn, row["id"], str(result), now)
             if row["kind"] == "warning":
-                case = await store.get_case(conn, row["case_id"])
+                case = await store.get_case(conn, row["case_id"], lock=True)
                 await self._record(conn, case, machine.on_warning_failed(case, str(result), now), now, f"sms:{row['id']}")
             return
         await store.sms_accepted(conn, row["id"], text, result.at, result.gateway_ref)
         if row["kind"] == "warning":
-            case = await store.get_case(conn, row["case_id"])
+            case = await store.get_case(conn, row["case_id"], lock=True)
             window = timedelta(seconds=row["window_seconds"])
             decision = machine.on_warning_accepted(case, result.at, self.rules, window)
             await self._record(conn, case, decision, now, f"sms:{row['id']}")

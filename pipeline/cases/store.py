@@ -133,6 +133,38 @@ async def claim_due_sms(conn, now: datetime, limit: int):
     )
 
 
+async def sms_sending(conn, sms_id: UUID, text: str, now: datetime) -> None:
+    """Mark a claimed message as being handed to the gateway (committed before the gateway is asked)."""
+    await conn.execute(
+        "UPDATE sms_messages SET status = 'sending', text = $2, sending_since = $3 WHERE id = $1",
+        sms_id, text, now,
+    )
+
+
+async def lock_sending_sms(conn, sms_id: UUID):
+    """The message row (with its case's state and window) if it is still 'sending', locked; else None
+    (another worker already settled it as in doubt)."""
+    return await conn.fetchrow(
+        """SELECT s.id, s.case_id, s.kind, s.attempts, s.text, s.params, c.window_seconds
+           FROM sms_messages s JOIN cases c ON c.id = s.case_id
+           WHERE s.id = $1 AND s.status = 'sending' FOR NO KEY UPDATE OF s""",
+        sms_id,
+    )
+
+
+async def claim_in_doubt_sms(conn, sending_before: datetime, limit: int):
+    """Messages left 'sending' since before ``sending_before`` (their sender died mid-send), with the
+    time of the first delivery report on each (None: the gateway never reported on it)."""
+    return await conn.fetch(
+        """SELECT s.id, s.case_id, s.kind, s.attempts, s.text, s.params, c.window_seconds,
+                  (SELECT min(r.received_at) FROM sms_delivery_reports r WHERE r.sms_id = s.id) AS first_report_at
+           FROM sms_messages s JOIN cases c ON c.id = s.case_id
+           WHERE s.status = 'sending' AND s.sending_since < $1
+           ORDER BY s.sending_since LIMIT $2 FOR NO KEY UPDATE OF s SKIP LOCKED""",
+        sending_before, limit,
+    )
+
+
 async def sms_accepted(conn, sms_id: UUID, text: str, at: datetime, gateway_ref: str) -> None:
     await conn.execute(
         """UPDATE sms_messages SET status = 'accepted', text = $2, accepted_at = $3, gateway_ref = $4,
@@ -143,7 +175,8 @@ async def sms_accepted(conn, sms_id: UUID, text: str, at: datetime, gateway_ref:
 
 async def sms_retry(conn, sms_id: UUID, error: str, next_attempt_at: datetime) -> None:
     await conn.execute(
-        "UPDATE sms_messages SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1",
+        """UPDATE sms_messages SET status = 'pending', attempts = attempts + 1, last_error = $2,
+           next_attempt_at = $3 WHERE id = $1""",
         sms_id, error[:500], next_attempt_at,
     )
 
@@ -202,9 +235,10 @@ def backoff(attempts: int, base_seconds: float) -> timedelta:
 
 
 async def sms_sent_since(conn, phones: list[str], since: datetime) -> dict[str, int]:
-    """How many SMS each phone was sent (accepted by the gateway) since ``since``."""
+    """How many SMS each phone was sent (accepted by the gateway, or being sent) since ``since``."""
     rows = await conn.fetch(
-        """SELECT phone, count(*) AS n FROM sms_messages WHERE phone = ANY($1::text[]) AND accepted_at >= $2
+        """SELECT phone, count(*) AS n FROM sms_messages WHERE phone = ANY($1::text[])
+             AND (accepted_at >= $2 OR (status = 'sending' AND sending_since >= $2))
            GROUP BY phone""",
         list(set(phones)), since,
     )
@@ -222,11 +256,12 @@ async def keep_delivery_report(pool, sms_id: UUID, status: str, reported_at: dat
 
 
 async def claim_delivery_reports(conn, limit: int):
-    """Unapplied reports whose message row is free now, oldest first."""
+    """Unapplied reports whose message row is free now and whose acceptance is recorded, oldest first."""
     return await conn.fetch(
         """SELECT r.id, r.sms_id, r.status, r.detail, r.reported_at, r.received_at
            FROM sms_delivery_reports r JOIN sms_messages s ON s.id = r.sms_id
-           WHERE r.applied_at IS NULL ORDER BY r.id LIMIT $1 FOR UPDATE OF r, s SKIP LOCKED""",
+           WHERE r.applied_at IS NULL AND s.status NOT IN ('pending', 'sending')
+           ORDER BY r.id LIMIT $1 FOR UPDATE OF r, s SKIP LOCKED""",
         limit,
     )
 

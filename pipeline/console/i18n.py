@@ -212,6 +212,7 @@ STATE = {
 
 SMS_STATUS = {
     "pending": ("待发送", "pending"),
+    "sending": ("发送中", "sending"),
     "accepted": ("网关已接收", "accepted"),
     "delivered": ("已送达", "delivered"),
     "undelivered": ("未送达", "undelivered"),

@@ -2,10 +2,12 @@
 
 Contract of ``SmsGateway.send``: returns an ``Accepted`` when the gateway has taken the message
 (the warning's window starts then); raises ``TemporaryFailure`` when it is worth trying again
-later (gateway down, throttled) and ``PermanentFailure`` when it is not (number refused). The
-message id is ours and stable across retries: adapters pass it on (in a delivery-report URL or
-as an idempotency key) so that a retry after an unrecorded acceptance can be recognized.
-Delivery reports arrive later, asynchronously, keyed by that id.
+later and the gateway surely did not take it (gateway down, throttled), ``PermanentFailure`` when
+it is not worth trying again (number refused), and ``InDoubt`` when the request reached the gateway
+but its answer did not reach us (a timeout after sending, for a gateway with no idempotency key).
+The message id is ours and stable across retries: adapters pass it on (in a delivery-report URL or
+as an idempotency key). Delivery reports arrive later, asynchronously, keyed by that id; for a
+message in doubt they are what shows that the gateway took it.
 """
 
 import asyncio
@@ -42,6 +44,10 @@ class TemporaryFailure(Exception):
 
 class PermanentFailure(Exception):
     """The gateway will never take this message (e.g. invalid number)."""
+
+
+class InDoubt(Exception):
+    """The gateway may have taken the message: settle it from delivery reports, not by resending now."""
 
 
 class SmsGateway(Protocol):

@@ -15,7 +15,7 @@ import aiohttp
 
 from pipeline.lookups.owners import scrub
 from pipeline.sms import texts
-from pipeline.sms.gateway import Accepted, OutgoingSms, PermanentFailure, TemporaryFailure
+from pipeline.sms.gateway import Accepted, InDoubt, OutgoingSms, PermanentFailure, TemporaryFailure
 
 # Kannel's dlr-mask bits and what they mean for us.
 DLR_STATUS = {1: "delivered", 2: "failed", 4: "queued", 8: "smsc_accepted", 16: "smsc_rejected"}
@@ -49,10 +49,14 @@ class KannelGateway:
             async with self._session.get(f"{self.sendsms_url}?{urlencode(params)}") as response:
                 body = scrub((await response.text()).strip())
                 status = response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # The exception text may hold the URL, which holds the phone number: do not pass it on.
             raise TemporaryFailure(f"Kannel unreachable ({type(exc).__name__}); is it running? "
                                    "scripts/services.sh status") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The request went out: Kannel may have queued the message. Sending it again could
+            # text the driver twice, so its delivery reports decide (see CaseService.settle_in_doubt_sms).
+            raise InDoubt(f"no answer from Kannel after the request was sent ({type(exc).__name__})") from None
         if status == 202 or status == 200:
             return Accepted(datetime.now(UTC), f"kannel:{body[:40]}")
         if status == 403:

@@ -159,6 +159,8 @@ class Stack:
             "PW_CAPTURE_TOLERANCE_SECONDS": "1",
             "PW_RECHECK_WAIT_SECONDS": "3",
             "PW_TICK_SECONDS": "0.2",
+            "PW_SMS_TIMEOUT_SECONDS": "2",
+            "PW_SMS_IN_DOUBT_SECONDS": "4",
             "PW_LOG_LEVEL": "info",
         }
         self.settings = Settings(database_url=self.db_url, topic_prefix=self.prefix, app_id=f"pw-test-{self.id}")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from pipeline.config import Settings
 from pipeline.demo import city
 from pipeline.sms.kannel import read_fakesmsc_line
 
@@ -109,6 +110,75 @@ async def test_kannel_down_for_a_while_delays_warnings_but_loses_and_repeats_non
     for plate in plates:
         assert sum(plate in t for t in received) == 1, "each warning reached the SMS centre exactly once"
     assert not re.search(r"1[3-9]\d{9}", worker.log_path.read_text()), "a full phone number reached the worker's log"
+
+
+class LossyLink:
+    """Stands between the worker and Kannel's sendsms port and loses the answer to the first request.
+
+    ``forward_first``: the first request reaches Kannel (which queues the SMS) but its answer never
+    comes back; otherwise the first request is lost on the way. Later requests pass both ways.
+    """
+
+    def __init__(self, kannel_url: str, forward_first: bool):
+        self.kannel_url = kannel_url
+        self.forward_first = forward_first
+        self.requests = 0
+        self.port = free_port()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        first = self.requests == 1
+        if first and not self.forward_first:
+            await asyncio.sleep(30)  # the worker gives up long before; this request never reaches Kannel
+            return web.Response(status=504)
+        async with self.session.get(f"{self.kannel_url}?{request.query_string}") as answer:
+            body, status = await answer.text(), answer.status
+        if first:
+            await asyncio.sleep(30)
+        return web.Response(text=body, status=status)
+
+    async def __aenter__(self):
+        import aiohttp
+        self.session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_get("/cgi-bin/sendsms", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.runner.cleanup()
+        await self.session.close()
+
+
+@pytest.mark.parametrize("reached_kannel", [True, False], ids=["answer-lost", "request-lost"])
+async def test_warning_whose_gateway_answer_was_lost_reaches_the_phone_once(stack: Stack, smsc, reached_kannel):
+    async with LossyLink(Settings().kannel_sendsms_url, forward_first=reached_kannel) as link:
+        worker = stack.worker(PW_SMS_GATEWAY="kannel", PW_KANNEL_SENDSMS_URL=f"http://127.0.0.1:{link.port}/cgi-bin/sendsms",
+                              PW_SMS_RETRY_SECONDS="0.5")
+        await worker.ready()
+        await stack.all_car_parks_free()
+        plate = (await stack.plates_with_phone(1))[0]
+        await stack.publish(stack.violation(plate))
+
+        async def in_doubt():
+            return await stack.count("SELECT count(*) FROM sms_messages WHERE status = 'sending'") == 1
+        await wait_for(in_doubt, 20, "the warning to be in doubt (sent, no answer)")
+        case = await stack.wait_state(plate, "warned", timeout=30)
+        sms = await stack.pool.fetchrow("SELECT * FROM sms_messages WHERE case_id = $1", case["id"])
+        if reached_kannel:
+            assert link.requests == 1, "Kannel's delivery report settled it: no second request"
+            assert sms["attempts"] == 1
+            first_report = await stack.pool.fetchval(
+                "SELECT min(received_at) FROM sms_delivery_reports WHERE sms_id = $1", sms["id"])
+            assert case["warned_at"] == first_report, "the window starts when the report showed the driver had it"
+        else:
+            assert link.requests == 2, "no report came, so the warning was sent again"
+            assert sms["attempts"] == 2
+        await wait_for(lambda: _async([t for t in smsc.texts() if plate in t]), 20, "the SMS at the SMS centre")
+        await asyncio.sleep(1)
+        assert sum(plate in t for t in smsc.texts()) == 1, "the warning reached the SMS centre exactly once"
 
 
 class Provider:
