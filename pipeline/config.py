@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     # Operators
     console_session_hours: float = Field(default=12, gt=0)
     """How long a console login lasts (a shift)."""
+    console_login_max_failures: int = Field(default=5, ge=1)
+    console_login_lock_minutes: float = Field(default=15, gt=0)
+    """After console_login_max_failures failed logins for one name within this many minutes, that name
+    is refused (429) until the oldest failure is this old."""
     console_secure_cookie: bool = False
     """Mark the session cookie Secure: set it when the console is served over HTTPS."""
     console_refresh_seconds: float = Field(default=1.0, gt=0)

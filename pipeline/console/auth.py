@@ -36,6 +36,22 @@ class OperatorError(ValueError):
     """A name, role or password that cannot be used."""
 
 
+class TooManyFailures(Exception):
+    """Too many failed logins for this name lately; the next try is possible in ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"too many failed logins; try again in {retry_after} s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class LoginLimit:
+    """At most ``max_failures`` failed logins per name within ``period``."""
+
+    max_failures: int = 5
+    period: timedelta = timedelta(minutes=15)
+
+
 @dataclass(frozen=True)
 class Operator:
     name: str
@@ -91,12 +107,14 @@ def check_name_and_role(name: str, role: str) -> None:
 
 
 async def add_operator(conn: asyncpg.Connection, name: str, role: str, password: str, replace: bool = False) -> None:
-    """Create an operator (or, with ``replace``, reset its role and password and end its sessions)."""
+    """Create an operator (or, with ``replace``, reset its role and password, end its sessions and
+    forget its failed logins)."""
     check_name_and_role(name, role)
     digest = hash_password(password)
     async with conn.transaction():
         if replace:
             await conn.execute("DELETE FROM operator_sessions WHERE operator = $1", name)
+            await conn.execute("DELETE FROM login_failures WHERE name = $1", name)
             await conn.execute(
                 """INSERT INTO operators (name, role, password_hash) VALUES ($1, $2, $3)
                    ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role, password_hash = EXCLUDED.password_hash""",
@@ -121,14 +139,28 @@ async def list_operators(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def log_in(conn: asyncpg.Connection, name: str, password: str, now: datetime,
-                 lifetime: timedelta) -> tuple[str, Session] | None:
-    """Check the password; on success start a session and return (cookie token, session)."""
+                 lifetime: timedelta, limit: LoginLimit = LoginLimit()) -> tuple[str, Session] | None:
+    """Check the password; on success start a session and return (cookie token, session).
+
+    Raises ``TooManyFailures`` (without checking the password) when the name had
+    ``limit.max_failures`` failed logins within ``limit.period``, whether or not it exists.
+    """
+    name = name[:64]
+    recent = await conn.fetch("SELECT at FROM login_failures WHERE name = $1 AND at > $2 ORDER BY at DESC",
+                              name, now - limit.period)
+    if len(recent) >= limit.max_failures:
+        lifts_at = recent[limit.max_failures - 1]["at"] + limit.period
+        raise TooManyFailures(max(1, int((lifts_at - now).total_seconds()) + 1))
     row = await conn.fetchrow("SELECT name, role, password_hash FROM operators WHERE name = $1", name)
     if not password_matches(row["password_hash"] if row else None, password):
+        async with conn.transaction():
+            await conn.execute("DELETE FROM login_failures WHERE at <= $1", now - limit.period)
+            await conn.execute("INSERT INTO login_failures (name, at) VALUES ($1, $2)", name, now)
         return None
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     expires = now + lifetime
     async with conn.transaction():
+        await conn.execute("DELETE FROM login_failures WHERE name = $1", name)
         await conn.execute("DELETE FROM operator_sessions WHERE expires_at < $1", now)
         await conn.execute(
             """INSERT INTO operator_sessions (token_sha256, operator, csrf_token, created_at, seen_at, expires_at)

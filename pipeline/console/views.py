@@ -229,9 +229,20 @@ class Console:
             return self.message(request, 403, "error.forbidden", "refused.csrf")
         name, password = str(form.get("name", "")).strip().lower(), str(form.get("password", ""))
         pool = await self.db()
-        async with pool.acquire() as conn:
-            started = await auth.log_in(conn, name, password, datetime.now(UTC),
-                                        timedelta(hours=self.settings.console_session_hours))
+        limit = auth.LoginLimit(self.settings.console_login_max_failures,
+                                timedelta(minutes=self.settings.console_login_lock_minutes))
+        try:
+            async with pool.acquire() as conn:
+                started = await auth.log_in(conn, name, password, datetime.now(UTC),
+                                            timedelta(hours=self.settings.console_session_hours), limit)
+        except auth.TooManyFailures as refused:
+            log.warning("console: login for %r from %s refused: too many failures", name[:32], request.remote)
+            minutes = -(-refused.retry_after // 60)
+            response = self.render(request, "login.html", 429, title=t("login.title"),
+                                   error=t("login.locked", minutes=minutes),
+                                   next=safe_next(str(form.get("next", ""))), name=name)
+            response.headers["Retry-After"] = str(refused.retry_after)
+            return response
         if started is None:
             log.warning("console: failed login for %r from %s", name[:32], request.remote)
             return self.render(request, "login.html", 401, title=t("login.title"), error=t("login.failed"),

@@ -13,11 +13,13 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
+from pipeline.console import auth
 from pipeline.demo import city
 from schemas import topics
 
 from .conftest import ROOT, Stack, free_port, wait_for
 from .console_helpers import (
+    PASSWORD,
     ConsoleClient,
     add_operator,
     base_url,
@@ -75,6 +77,28 @@ async def test_every_console_page_and_api_needs_a_login_and_the_cookie_is_httpon
         assert status == 303
     finally:
         await client.close()
+
+
+async def test_a_name_with_too_many_failed_logins_is_refused_for_a_while_and_others_are_not(stack: Stack):
+    worker, client = await console_for(stack, PW_CONSOLE_LOGIN_MAX_FAILURES="3", PW_CONSOLE_LOGIN_LOCK_MINUTES="15")
+    other = ConsoleClient(base_url(worker))
+    try:
+        for _ in range(3):
+            assert (await client.login("li", "guess")).status == 401
+        refused = await client.login("li")  # even the right password, while the name is locked
+        assert refused.status == 429
+        assert 14 * 60 <= int(refused.headers["Retry-After"]) <= 15 * 60
+        status, html = await client.page("/console/")
+        assert status == 303, "no session was started"
+        assert (await other.login("wang")).status == 303, "another name is not locked"
+        assert (await other.login("nobody", "guess")).status == 401
+
+        async with stack.pool.acquire() as conn:  # an administrator resets the password
+            await auth.add_operator(conn, "li", "supervisor", PASSWORD, replace=True)
+        assert (await client.login("li")).status == 303
+    finally:
+        await client.close()
+        await other.close()
 
 
 async def test_a_viewer_cannot_act_and_a_post_without_the_csrf_token_is_refused(stack: Stack):
