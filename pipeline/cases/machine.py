@@ -25,6 +25,8 @@ from uuid import UUID
 
 from geopy.distance import geodesic
 
+from pipeline.cases.reasons import why
+
 
 class State(StrEnum):
     DETECTED = "detected"
@@ -177,9 +179,9 @@ def open_case(case_id: UUID, plate: str, zone: str, violation: Sighting, opening
     delay = now - violation.taken_at
     if delay > rules.max_report_delay:
         minutes = int(delay.total_seconds() // 60)
-        return _close(case, State.REVIEW, f"violation reported {minutes} min after it was seen: too late to warn", now)
+        return _close(case, State.REVIEW, why("too_late", minutes=minutes), now)
     if not opening.owner_reachable:
-        return _close(case, State.REVIEW, "no phone on record for the owner: an officer decides", now)
+        return _close(case, State.REVIEW, why("no_phone"), now)
     return Decision(case, (SendWarning(case_id),))
 
 
@@ -201,44 +203,44 @@ def needs_new_case(decision: Decision, violation: Sighting, rules: Rules) -> boo
 def on_capture(case: Case, capture: Sighting, rules: Rules, now: datetime) -> Decision:
     """The plate was captured (VehicleObserved, or a further ViolationDetected)."""
     if not case.is_open:
-        return unchanged(case, f"case already {case.state}")
+        return unchanged(case, why("already", state=case.state))
     if capture.taken_at < case.violation.taken_at:
-        return unchanged(case, "capture taken before the violation: kept as a sighting only")
+        return unchanged(case, why("capture_before_violation"))
     if distance_m(case.violation, capture) > rules.same_place_m:
         if case.deadline_at and capture.taken_at >= case.deadline_at and case.state == State.RECHECKING:
-            reason = "seen elsewhere after the deadline, no capture at the place: no ticket"
+            reason = why("seen_elsewhere_after_deadline")
         else:
-            reason = f"seen elsewhere ({capture.place or capture.camera_id}): the car moved"
+            reason = why("seen_elsewhere", where=capture.place or capture.camera_id)
         effects = (WithdrawWarning(case.id),) if case.state == State.DETECTED else ()
         return _close(case, State.MOVED, reason, now, *effects)
     if case.latest_capture and case.latest_capture.taken_at >= capture.taken_at:
-        return unchanged(case, "older capture at the same place: kept as evidence")
+        return unchanged(case, why("older_capture"))
     case = replace(case, latest_capture=capture)
     if case.state == State.RECHECKING and _is_fresh(case, capture, rules, now):
-        return _ticket(case, capture, rules, now, "captured at the place after the deadline (recheck)")
-    return Decision(case, (), note="capture at the same place")
+        return _ticket(case, capture, rules, now, why("still_there_recheck"))
+    return Decision(case, (), note=why("capture_same_place"))
 
 
 def on_departure(case: Case, taken_at: datetime, rules: Rules, now: datetime) -> Decision:
     """A camera saw the car leave. Before the decision this closes the case as moved."""
     if not case.is_open:
         if case.state == State.TICKETED and case.deadline_at and taken_at < case.deadline_at:
-            return unchanged(case, "departure before the deadline arrived after the ticket: for review")
-        return unchanged(case, f"case already {case.state}")
+            return unchanged(case, why("departure_after_ticket"))
+        return unchanged(case, why("already", state=case.state))
     if taken_at < case.violation.taken_at:
-        return unchanged(case, "departure taken before the violation: ignored")
+        return unchanged(case, why("departure_before_violation"))
     effects = (WithdrawWarning(case.id),) if case.state == State.DETECTED else ()
     if case.deadline_at and taken_at >= case.deadline_at:
-        reason = "left after the deadline, before a fresh capture: no ticket"
+        reason = why("left_after_deadline")
     else:
-        reason = "left within the window"
+        reason = why("left_in_window")
     return _close(case, State.MOVED, reason, now, *effects)
 
 
 def on_warning_accepted(case: Case, accepted_at: datetime, rules: Rules, window: timedelta | None = None) -> Decision:
     """The SMS gateway accepted the warning: the window starts now."""
     if case.state != State.DETECTED:
-        return unchanged(case, f"warning accepted for a case already {case.state}")
+        return unchanged(case, why("accepted_already", state=case.state))
     deadline = accepted_at + (window or rules.window)
     return Decision(replace(case, state=State.WARNED, warned_at=accepted_at, deadline_at=deadline,
                             wake_at=deadline + rules.lateness))
@@ -247,15 +249,15 @@ def on_warning_accepted(case: Case, accepted_at: datetime, rules: Rules, window:
 def on_warning_failed(case: Case, reason: str, now: datetime) -> Decision:
     """The warning could not be delivered for good: no automatic ticket, an officer decides."""
     if case.state != State.DETECTED:
-        return unchanged(case, f"warning failed for a case already {case.state}")
-    return _close(case, State.REVIEW, f"warning failed: {reason}", now)
+        return unchanged(case, why("failed_already", state=case.state))
+    return _close(case, State.REVIEW, why("warning_failed", detail=reason), now)
 
 
 def on_warning_delivered(case: Case, delivered_at: datetime) -> Decision:
     """The SMS centre reported the warning delivered to the phone."""
     if case.warning_delivered_at is not None:
-        return unchanged(case, "delivery already known")
-    return Decision(replace(case, warning_delivered_at=delivered_at), note="warning delivered to the phone")
+        return unchanged(case, why("delivery_known"))
+    return Decision(replace(case, warning_delivered_at=delivered_at), note=why("delivered"))
 
 
 def on_warning_undelivered(case: Case, reason: str, now: datetime) -> Decision:
@@ -264,29 +266,29 @@ def on_warning_undelivered(case: Case, reason: str, now: datetime) -> Decision:
     Before the decision this sends the case to review: no automatic ticket without a warning.
     """
     if case.state not in (State.DETECTED, State.WARNED, State.RECHECKING):
-        return unchanged(case, f"undelivered warning reported for a case already {case.state}")
-    return _close(case, State.REVIEW, f"warning not delivered: {reason}", now)
+        return unchanged(case, why("undelivered_already", state=case.state))
+    return _close(case, State.REVIEW, why("undelivered", detail=reason), now)
 
 
 def on_wake(case: Case, rules: Rules, now: datetime) -> Decision:
     """The clock reached ``case.wake_at`` (or later, after downtime)."""
     if case.wake_at is None or now < case.wake_at or case.state not in WAITING_STATES:
-        return unchanged(case, "not due")
+        return unchanged(case, why("not_due"))
     capture = case.latest_capture
     if capture and _is_fresh(case, capture, rules, now):
-        return _ticket(case, capture, rules, now, "still at the place at the deadline")
+        return _ticket(case, capture, rules, now, why("still_there"))
     if case.state == State.WARNED:
         answer_by = now + rules.recheck_wait
         return Decision(replace(case, state=State.RECHECKING, wake_at=answer_by),
                         (RequestRecheck(case.id, case.violation.camera_id, answer_by),),
-                        note="no fresh capture at the deadline: recheck requested")
-    return _close(case, State.UNCONFIRMED, "no fresh capture after the recheck request: no ticket", now)
+                        note=why("recheck_requested"))
+    return _close(case, State.UNCONFIRMED, why("unconfirmed"), now)
 
 
 def cancel(case: Case, reason: str, now: datetime) -> Decision:
     """An operator closes an open case."""
     if not case.is_open and case.state != State.REVIEW:
-        return unchanged(case, f"case already {case.state}")
+        return unchanged(case, why("already", state=case.state))
     return _close(case, State.CANCELLED, reason, now, WithdrawWarning(case.id))
 
 
@@ -298,6 +300,5 @@ def _is_fresh(case: Case, capture: Sighting, rules: Rules, now: datetime) -> boo
 
 def _ticket(case: Case, capture: Sighting, rules: Rules, now: datetime, reason: str) -> Decision:
     if rules.require_delivery_report and case.warning_delivered_at is None:
-        return _close(case, State.REVIEW, "still there at the deadline, but the warning was never reported "
-                      "delivered: an officer decides", now)
+        return _close(case, State.REVIEW, why("never_delivered"), now)
     return _close(case, State.TICKETED, reason, now, IssueTicket(case.id, case.violation, capture))

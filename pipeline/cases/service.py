@@ -23,6 +23,7 @@ import asyncpg
 
 from pipeline.cases import machine, store
 from pipeline.cases.machine import Case, Decision, Rules, Sighting, State
+from pipeline.cases.reasons import why
 from pipeline.lookups.carparks import CarParkIndex, store_count
 from pipeline.lookups.owners import OwnerDirectory, scrub
 from pipeline.lookups.zones import ZoneBook
@@ -338,8 +339,7 @@ class CaseService:
                 if row["kind"] == "warning" and row["case_state"] != State.DETECTED:
                     await store.sms_withdrawn(conn, row["id"])
                 elif sent_today.get(row["phone"], 0) >= self.sms.daily_limit:
-                    await self._after_send(conn, row, None, PermanentFailure(
-                        f"daily limit of {self.sms.daily_limit} SMS to this phone reached"))
+                    await self._after_send(conn, row, None, PermanentFailure(why("daily_limit", n=self.sms.daily_limit)))
                 else:
                     sent_today[row["phone"]] = sent_today.get(row["phone"], 0) + 1
                     text = self._render(row, now)

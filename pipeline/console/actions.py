@@ -27,6 +27,7 @@ import asyncpg
 
 from pipeline.cases import machine, store
 from pipeline.cases.machine import Case, Decision, Rules, Sighting, State
+from pipeline.cases.reasons import why
 from pipeline.cases.service import Topics
 from pipeline.console.auth import Operator
 from schemas import events
@@ -109,7 +110,7 @@ def warning_again(case: Case, new_case_id: UUID, phone_on_record: bool, plate_ha
     # An officer warns on purpose, however long ago the violation was reported: no report-delay rule.
     opened = machine.open_case(new_case_id, case.plate, case.zone, case.violation,
                                machine.Opening(owner_reachable=True), now, replace(rules, max_report_delay=timedelta.max))
-    return machine.cancel(case, f"warned again as case {new_case_id}: {reason}", now), opened
+    return machine.cancel(case, why("warned_again", case_id=new_case_id, detail=reason), now), opened
 
 
 def evidence_problem(case: Case, capture: Sighting, departures: list[datetime], rules: Rules,
@@ -137,7 +138,7 @@ def ticketing_on_review(case: Case, capture: Sighting, departures: list[datetime
         raise Refused(problem)
     deadline = case.deadline_at or case.violation.taken_at + window
     ticketed = replace(case, state=State.TICKETED, deadline_at=deadline, wake_at=None, latest_capture=capture,
-                       closed_at=now, reason=f"ticketed on review: {reason}")
+                       closed_at=now, reason=why("ticketed_on_review", detail=reason))
     return Decision(ticketed, (machine.IssueTicket(case.id, case.violation, capture),))
 
 

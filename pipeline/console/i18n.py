@@ -1,5 +1,7 @@
 """The console's words in Chinese (the default) and English, side by side so that neither falls behind."""
 
+from pipeline.cases import reasons
+
 LANGUAGES = ("zh", "en")
 DEFAULT = "zh"
 
@@ -202,6 +204,41 @@ TEXT: dict[str, tuple[str, str]] = {
     "error.not_found": ("页面不存在", "Not found"),
 }
 
+# The Chinese for every reason in pipeline.cases.reasons.REASONS, with the same parameters.
+REASON_ZH = {
+    "too_late": "违停发生{minutes}分钟后才上报：来不及告知，由执法人员处理",
+    "no_phone": "车主无登记手机号：由执法人员处理",
+    "whitelisted": "白名单车辆：{detail}",
+    "exempt_zone": "豁免区域：{detail}",
+    "exempt_hours": "区域豁免时段{start}—{until}时：{detail}",
+    "already": "案件当前状态：{state}",
+    "capture_before_violation": "抓拍早于违停：仅作记录",
+    "seen_elsewhere_after_deadline": "截止后在别处被拍到，原地无新抓拍：不开单",
+    "seen_elsewhere": "在别处被拍到（{where}）：车已驶离",
+    "older_capture": "原地较早的抓拍：留作证据",
+    "capture_same_place": "原地抓拍",
+    "departure_after_ticket": "截止前的驶离记录在开单后才到：待复核",
+    "departure_before_violation": "驶离早于违停：忽略",
+    "left_after_deadline": "截止后、新抓拍前驶离：不开单",
+    "left_in_window": "在时限内驶离",
+    "accepted_already": "网关接收告知短信时，案件状态：{state}",
+    "failed_already": "告知短信失败时，案件状态：{state}",
+    "warning_failed": "告知短信发送失败：{detail}",
+    "daily_limit": "该手机号今日短信已达上限{n}条",
+    "delivery_known": "送达情况已知",
+    "delivered": "告知短信已送达手机",
+    "undelivered_already": "收到未送达报告时，案件状态：{state}",
+    "undelivered": "告知短信未送达：{detail}",
+    "not_due": "未到时间",
+    "recheck_requested": "截止时无新抓拍：已请求摄像头复拍",
+    "unconfirmed": "请求复拍后仍无新抓拍：不开单",
+    "never_delivered": "截止时车仍在原地，但告知短信未确认送达：由执法人员处理",
+    "still_there": "截止时车仍在原地",
+    "still_there_recheck": "截止后复拍确认车仍在原地",
+    "warned_again": "已重新告知（新案件{case_id}）：{detail}",
+    "ticketed_on_review": "审核后开单：{detail}",
+}
+
 STATE = {
     "detected": ("已发现", "detected"),
     "warned": ("已告知", "warned"),
@@ -265,6 +302,19 @@ class Words:
 
     def state(self, state: str) -> str:
         return _pick(STATE[state], self.lang) if state in STATE else state
+
+    def reason(self, text: str | None) -> str:
+        """A reason the pipeline wrote (English, from ``pipeline.cases.reasons``) in this language;
+        other text (an operator's words, a gateway's error) as it is."""
+        if not text or self.lang != "zh":
+            return text or ""
+        parsed = reasons.parse(text)
+        if parsed is None or parsed[0] not in REASON_ZH:
+            return text
+        key, params = parsed
+        for name, value in params.items():
+            params[name] = self.state(value) if name == "state" else self.reason(value) if name == "detail" else value
+        return REASON_ZH[key].format(**params)
 
     def sms_status(self, status: str) -> str:
         return _pick(SMS_STATUS[status], self.lang) if status in SMS_STATUS else status

@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from pipeline.cases.reasons import why
+
 
 @dataclass
 class ZoneBook:
@@ -20,15 +22,15 @@ class ZoneBook:
     def exemption(self, plate: str, zone: str, local_hour: int | None = None) -> str | None:
         """Why a violation by this plate in this zone (at this local hour) is not pursued, or None."""
         if plate in self.whitelist:
-            return f"whitelisted plate: {self.whitelist[plate]}"
+            return why("whitelisted", detail=self.whitelist[plate])
         if zone not in self.exempt_zones:
             return None
         hours = self.exempt_hours.get(zone)
         if hours is None:
-            return f"exempt zone: {self.exempt_zones[zone]}"
+            return why("exempt_zone", detail=self.exempt_zones[zone])
         start, until = hours
         inside = start <= local_hour < until if start < until else (local_hour >= start or local_hour < until)
-        return f"exempt hours {start:02d}-{until:02d} in zone: {self.exempt_zones[zone]}" if inside else None
+        return why("exempt_hours", start=f"{start:02d}", until=f"{until:02d}", detail=self.exempt_zones[zone]) if inside else None
 
 
 async def load_zones(pool: asyncpg.Pool, book: ZoneBook) -> None:

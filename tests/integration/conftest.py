@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from pipeline.db.migrate import migrate
 from pipeline.demo import city
 from schemas import events, topics
 from schemas.codec import encode
+from tests.local_server import free_port  # noqa: F401 - tests import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = Settings()
@@ -70,12 +70,6 @@ async def drop_database(name: str) -> None:
                 await asyncio.sleep(0.5)
     finally:
         await admin.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_for(check, timeout: float = 30, what: str = "condition", every: float = 0.1):

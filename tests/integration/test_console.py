@@ -189,8 +189,9 @@ async def test_cases_are_found_by_plate_ticket_camera_zone_and_time_and_the_page
         assert violation.evidence.image_url in html
         assert ticket["number"] in html
         for words in ("违停抓拍", "车辆抓拍", "驶离提醒", "告知单通知", "已发现 → 已告知", "已告知 → 已开单",
-                      "still at the place at the deadline"):
+                      "截止时车仍在原地"):  # the machine's reason, in the console's Chinese
             assert words in html, words
+        assert "still at the place at the deadline" not in html
         assert 'id="close-case"' not in html, "a ticketed case is not closed, its ticket is voided"
     finally:
         await client.close()

@@ -90,6 +90,7 @@ async def test_an_operator_watches_a_case_go_from_warned_to_ticketed_live_and_vo
     ticket = await stack.pool.fetchrow("SELECT * FROM tickets WHERE case_id = $1", case["id"])
     await expect(page.locator("#ticket .ticket")).to_have_text(ticket["number"])
     await expect(page.locator("#timeline")).to_contain_text("已告知 → 已开单")
+    await expect(page.locator("#timeline")).to_contain_text("截止时车仍在原地")  # why, in Chinese
     phone = await phone_of(stack, plate)
     assert phone not in await page.content(), "a phone number on screen must be masked"
     await shot(page, "04-case-ticketed")
@@ -124,6 +125,7 @@ async def test_an_operator_watches_a_case_go_from_warned_to_ticketed_live_and_vo
     await shot(page, "07-live-english")
     await page.goto(f"{base}/console/cases/{case['id']}")
     await expect(page.locator("#timeline")).to_contain_text("voided the ticket")
+    await expect(page.locator("#timeline")).to_contain_text("still at the place at the deadline")
     await shot(page, "08-case-english")
     await page.click("nav >> text=Whitelist & zones")
     await expect(page.locator("#zones tr[data-zone='hospital']")).to_be_visible()

@@ -8,6 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -15,7 +16,9 @@ from pipeline.config import Settings
 from pipeline.demo import city
 from pipeline.sms.kannel import read_fakesmsc_line
 
-from .conftest import ROOT, Stack, free_port, wait_for
+from tests.local_server import LocalServer
+
+from .conftest import ROOT, Stack, wait_for
 
 FAKESMSC_LOG = ROOT / "var" / "log" / "fakesmsc.log"
 
@@ -112,7 +115,7 @@ async def test_kannel_down_for_a_while_delays_warnings_but_loses_and_repeats_non
     assert not re.search(r"1[3-9]\d{9}", worker.log_path.read_text()), "a full phone number reached the worker's log"
 
 
-class LossyLink:
+class LossyLink(LocalServer):
     """Stands between the worker and Kannel's sendsms port and loses the answer to the first request.
 
     ``forward_first``: the first request reaches Kannel (which queues the SMS) but its answer never
@@ -120,10 +123,10 @@ class LossyLink:
     """
 
     def __init__(self, kannel_url: str, forward_first: bool):
+        super().__init__()
         self.kannel_url = kannel_url
         self.forward_first = forward_first
         self.requests = 0
-        self.port = free_port()
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -137,18 +140,15 @@ class LossyLink:
             await asyncio.sleep(30)
         return web.Response(text=body, status=status)
 
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/cgi-bin/sendsms", self.handle)
+
     async def __aenter__(self):
-        import aiohttp
         self.session = aiohttp.ClientSession()
-        app = web.Application()
-        app.router.add_get("/cgi-bin/sendsms", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
+        return await super().__aenter__()
 
     async def __aexit__(self, *exc):
-        await self.runner.cleanup()
+        await super().__aexit__(*exc)
         await self.session.close()
 
 
@@ -181,13 +181,13 @@ async def test_warning_whose_gateway_answer_was_lost_reaches_the_phone_once(stac
         assert sum(plate in t for t in smsc.texts()) == 1, "the warning reached the SMS centre exactly once"
 
 
-class Provider:
+class Provider(LocalServer):
     """An HTTP SMS provider of our own: fails the first ``failures`` requests with 503."""
 
     def __init__(self, failures: int):
+        super().__init__()
         self.failures = failures
         self.requests: list[dict] = []
-        self.port = free_port()
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -197,16 +197,8 @@ class Provider:
             return web.json_response({"error": "busy"}, status=503)
         return web.json_response({"message_id": f"p-{len(self.requests)}"})
 
-    async def __aenter__(self):
-        app = web.Application()
-        app.router.add_post("/send", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.runner.cleanup()
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/send", self.handle)
 
 
 def provider_env(provider: Provider, **extra) -> dict:
@@ -241,7 +233,6 @@ async def test_http_provider_that_recovers_warns_once_and_its_delivery_report_is
         sms = await stack.pool.fetchrow("SELECT * FROM sms_messages WHERE case_id = $1", case["id"])
         assert [r["id"] for r in provider.requests] == [str(sms["id"])] * 3
 
-        import aiohttp
         url = f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}/sms/provider-report"
         async with aiohttp.ClientSession() as http:
             refused = await http.post(url, json={"id": str(sms["id"]), "status": "delivered"})
@@ -264,7 +255,6 @@ async def test_undelivered_warning_sends_the_case_to_review_not_to_a_ticket(stac
         await stack.publish(stack.violation(plate))
         case = await stack.wait_state(plate, "warned", timeout=30)
         sms_id = await stack.pool.fetchval("SELECT id FROM sms_messages WHERE case_id = $1", case["id"])
-        import aiohttp
         async with aiohttp.ClientSession() as http:
             await http.post(f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}/sms/provider-report",
                             json={"id": str(sms_id), "status": "failed", "detail": "absent subscriber"},
@@ -292,7 +282,6 @@ async def _async(value):
 
 
 async def test_driver_page_when_switched_on_shows_time_left_and_three_free_car_parks_for_the_code_in_the_sms(stack: Stack):
-    import aiohttp
 
     worker = stack.worker(PW_DRIVER_PAGE="true")
     await worker.ready()

@@ -14,7 +14,7 @@ from geopy.distance import geodesic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.cases import machine
+from pipeline.cases import machine, reasons
 from pipeline.cases.machine import (
     Case,
     IssueTicket,
@@ -596,6 +596,8 @@ def test_whatever_happens_a_ticket_needs_a_warning_and_a_fresh_capture_at_the_pl
                 assert effect.fresh_capture.taken_at >= violation.taken_at
                 assert now >= deadline + RULES.lateness
                 assert decision.case.state == State.TICKETED
+        for text in (decision.case.reason, decision.note):
+            assert not text or reasons.parse(text), f"{text!r} is not from the reasons catalogue (the console cannot translate it)"
         case = decision.case
 
     assert len(issued) <= 1

@@ -5,7 +5,6 @@ one whose request went out (no answer) is in doubt and must not be sent again bl
 """
 
 import asyncio
-import socket
 from uuid import uuid4
 
 import pytest
@@ -13,39 +12,26 @@ from aiohttp import web
 
 from pipeline.sms.gateway import Accepted, InDoubt, OutgoingSms, PermanentFailure, TemporaryFailure
 from pipeline.sms.kannel import KannelGateway
+from tests.local_server import LocalServer, free_port
 
 TEXT = "浙A12345在文一西路违停，请于10:52前驶离。附近停车场余17位。【杭州城管】"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class SendSms:
+class SendSms(LocalServer):
     """Answers /cgi-bin/sendsms with ``status`` after ``delay`` seconds, and keeps what it was asked."""
 
     def __init__(self, status: int = 202, delay: float = 0.0):
+        super().__init__()
         self.status, self.delay = status, delay
         self.queries: list[dict] = []
-        self.port = free_port()
 
     async def handle(self, request: web.Request) -> web.Response:
         self.queries.append(dict(request.query))
         await asyncio.sleep(self.delay)
         return web.Response(text="0: Accepted for delivery", status=self.status)
 
-    async def __aenter__(self):
-        app = web.Application()
-        app.router.add_get("/cgi-bin/sendsms", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.runner.cleanup()
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/cgi-bin/sendsms", self.handle)
 
 
 def gateway(port: int, timeout: float = 5) -> KannelGateway:

@@ -1,0 +1,73 @@
+"""Why a case is where it is: every reason and note the pipeline writes, from one catalogue.
+
+Cases, the audit log and ``CaseClosed`` events keep the English text (integrators, logs and the
+command line read it). The console shows it in the operator's language by matching the text back
+to its template here: ``pipeline/console/i18n.py`` has the Chinese for every key, and a unit test
+keeps the two in step. ``{detail}`` holds a nested reason or an operator's own words; ``{state}``
+a case state.
+"""
+
+import re
+from functools import cache
+
+REASONS: dict[str, str] = {
+    # opening a case
+    "too_late": "violation reported {minutes} min after it was seen: too late to warn",
+    "no_phone": "no phone on record for the owner: an officer decides",
+    "whitelisted": "whitelisted plate: {detail}",
+    "exempt_zone": "exempt zone: {detail}",
+    "exempt_hours": "exempt hours {start}-{until} in zone: {detail}",
+    # captures and departures
+    "already": "case already {state}",
+    "capture_before_violation": "capture taken before the violation: kept as a sighting only",
+    "seen_elsewhere_after_deadline": "seen elsewhere after the deadline, no capture at the place: no ticket",
+    "seen_elsewhere": "seen elsewhere ({where}): the car moved",
+    "older_capture": "older capture at the same place: kept as evidence",
+    "capture_same_place": "capture at the same place",
+    "departure_after_ticket": "departure before the deadline arrived after the ticket: for review",
+    "departure_before_violation": "departure taken before the violation: ignored",
+    "left_after_deadline": "left after the deadline, before a fresh capture: no ticket",
+    "left_in_window": "left within the window",
+    # the warning
+    "accepted_already": "warning accepted for a case already {state}",
+    "failed_already": "warning failed for a case already {state}",
+    "warning_failed": "warning failed: {detail}",
+    "daily_limit": "daily limit of {n} SMS to this phone reached",
+    "delivery_known": "delivery already known",
+    "delivered": "warning delivered to the phone",
+    "undelivered_already": "undelivered warning reported for a case already {state}",
+    "undelivered": "warning not delivered: {detail}",
+    # the deadline
+    "not_due": "not due",
+    "recheck_requested": "no fresh capture at the deadline: recheck requested",
+    "unconfirmed": "no fresh capture after the recheck request: no ticket",
+    "never_delivered": "still there at the deadline, but the warning was never reported delivered: an officer decides",
+    "still_there": "still at the place at the deadline",
+    "still_there_recheck": "captured at the place after the deadline (recheck)",
+    # operators
+    "warned_again": "warned again as case {case_id}: {detail}",
+    "ticketed_on_review": "ticketed on review: {detail}",
+}
+
+
+def why(key: str, **params: object) -> str:
+    """The English reason ``key`` with its parameters filled in."""
+    return REASONS[key].format(**params)
+
+
+@cache
+def _patterns() -> list[tuple[str, re.Pattern]]:
+    patterns = []
+    for key, template in REASONS.items():
+        parts = re.split(r"\{(\w+)\}", template)
+        regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.*?)" for i, p in enumerate(parts))
+        patterns.append((key, re.compile(f"^{regex}$", re.DOTALL)))
+    return patterns
+
+
+def parse(text: str) -> tuple[str, dict[str, str]] | None:
+    """(key, parameters) of a reason written from the catalogue, or None for other text."""
+    for key, pattern in _patterns():
+        if m := pattern.match(text):
+            return key, m.groupdict()
+    return None
