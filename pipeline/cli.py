@@ -115,6 +115,8 @@ def demo(duration: float, workers: int) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     exe = [sys.executable, "-m", "pipeline"]
     procs: list[subprocess.Popen] = []
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):  # like Ctrl-C: stop the workers we started
+        signal.signal(stop_signal, _interrupt)
     try:
         for i in range(workers):
             log = open(log_dir / f"demo-worker-{i + 1}.log", "a")
@@ -147,6 +149,10 @@ def demo(duration: float, workers: int) -> None:
             except subprocess.TimeoutExpired:
                 p.kill()
         click.echo("demo stopped. Services keep running: scripts/services.sh stop")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 async def _demo_operator(settings: Settings) -> tuple[str, str]:
