@@ -65,7 +65,8 @@ def worker(ctx) -> None:
 
 
 @main.command()
-@click.option("--duration", default=120.0, show_default=True, help="Seconds to run.")
+@click.option("--duration", default=120.0, show_default=True,
+              help="Seconds during which cars arrive; then the parked ones leave in their time.")
 @click.option("--cars", default=50, show_default=True, help="At most this many cars park illegally.")
 @click.option("--cars-per-minute", default=12.0, show_default=True)
 @click.option("--patrol", default=10.0, show_default=True, help="Seconds between sightings of a parked car.")
@@ -104,7 +105,7 @@ def watch() -> None:
 
 
 @main.command()
-@click.option("--duration", default=150.0, show_default=True, help="Seconds the simulator runs.")
+@click.option("--duration", default=150.0, show_default=True, help="Seconds during which cars arrive (then the parked ones leave in their time).")
 @click.option("--workers", default=2, show_default=True)
 def demo(duration: float, workers: int) -> None:
     """Demo: workers + camera simulator + live feed, with a 30-second window. Ctrl-C stops it all."""

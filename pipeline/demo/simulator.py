@@ -209,7 +209,9 @@ class Simulator:
         self.tally.recheck_answers += 1
 
     async def run(self, progress=print) -> Tally:
-        """Run for ``duration_seconds`` (or until ``max_cars`` cars have come and gone), then stop."""
+        """Cars arrive for ``duration_seconds`` (at most ``max_cars``); then no new ones come and the
+        simulator goes on until every parked car has left in its own time (at most two windows and
+        30 s more), patrolling and answering recheck requests, so that each case gets its ending."""
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2)
         await self.producer.start()
         stop = asyncio.Event()
@@ -219,10 +221,11 @@ class Simulator:
             started = datetime.now(UTC)
             end = started + timedelta(seconds=self.duration)
             tick, last_report = 0, started
-            while (now := datetime.now(UTC)) < end:
-                if self.tally.violations < self.max_cars and self.rng.random() < self.cars_per_minute / 60:
+            while (now := datetime.now(UTC)) < end or self.parked:
+                arriving = now < end and self.tally.violations < self.max_cars
+                if arriving and self.rng.random() < self.cars_per_minute / 60:
                     await self._arrive(now)
-                if self.rng.random() < self.malformed_rate:
+                if now < end and self.rng.random() < self.malformed_rate:
                     await self._send_malformed()
                 await self._step(now)
                 await self._release_held(now)
