@@ -666,7 +666,7 @@ start_bearerbox() {
     require_port_free bearerbox "$FAKESMSC_PORT"
     say "starting bearerbox (admin 127.0.0.1:$KANNEL_ADMIN_PORT)..."
     start_background bearerbox "$LOG_DIR/bearerbox.stdout.log" "$LOG_DIR/bearerbox.stdout.log" \
-        /usr/sbin/bearerbox -v 1 "$KANNEL_CONF"
+        /usr/sbin/bearerbox -v 2 "$KANNEL_CONF"
     pid="$(cat "$(pid_file bearerbox)")"
     wait_until bearerbox "$pid" "$KANNEL_READY_TIMEOUT" "$LOG_DIR/bearerbox.log" \
         "See var/log/bearerbox.log and var/log/bearerbox.stdout.log." bearerbox_ready
@@ -711,7 +711,7 @@ start_smsbox() {
     require_port_free smsbox "$KANNEL_SENDSMS_PORT"
     say "starting smsbox (sendsms 127.0.0.1:$KANNEL_SENDSMS_PORT)..."
     start_background smsbox "$LOG_DIR/smsbox.stdout.log" "$LOG_DIR/smsbox.stdout.log" \
-        /usr/sbin/smsbox -v 1 "$KANNEL_CONF"
+        /usr/sbin/smsbox -v 2 "$KANNEL_CONF"
     pid="$(cat "$(pid_file smsbox)")"
     wait_until smsbox "$pid" "$KANNEL_READY_TIMEOUT" "$LOG_DIR/smsbox.log" \
         "See var/log/smsbox.log and var/log/smsbox.stdout.log." smsbox_ready

@@ -48,7 +48,28 @@ def smsc():
     return SmsCentre(FAKESMSC_LOG)
 
 
-async def test_warning_through_kannel_arrives_intact_in_chinese_and_its_delivery_is_recorded(stack: Stack, smsc):
+KANNEL_LOGS = [ROOT / "var" / "log" / name for name in
+               ("bearerbox.log", "bearerbox.stdout.log", "smsbox.log", "smsbox.stdout.log")]
+
+
+@pytest.fixture
+def kannel_logs():
+    """What Kannel's own logs gained during the test (the fake SMS centre, the carrier's stand-in, aside)."""
+    start = {log: log.stat().st_size if log.exists() else 0 for log in KANNEL_LOGS}
+
+    def gained() -> str:
+        text = ""
+        for log, offset in start.items():
+            if log.exists():
+                with log.open("rb") as f:
+                    f.seek(offset)
+                    text += f.read().decode("utf-8", errors="replace")
+        return text
+    return gained
+
+
+async def test_warning_through_kannel_arrives_intact_in_chinese_and_its_delivery_is_recorded(stack: Stack, smsc,
+                                                                                            kannel_logs):
     worker = stack.worker(PW_SMS_GATEWAY="kannel")
     await worker.ready()
     await stack.all_car_parks_free(free=17)
@@ -79,6 +100,9 @@ async def test_warning_through_kannel_arrives_intact_in_chinese_and_its_delivery
     ticket_texts = await wait_for(lambda: _async([t for t in smsc.texts() if plate in t and "告知单" in t]), 20,
                                   "the ticket SMS at the SMS centre")
     assert len(ticket_texts) == 1
+    phone = sms["phone"]
+    assert phone[-8:] not in kannel_logs(), "Kannel's logs must not hold the driver's phone number"
+    assert phone[-8:] not in worker.log_path.read_text(), "nor may the worker's"
 
 
 async def test_kannel_down_for_a_while_delays_warnings_but_loses_and_repeats_none(stack: Stack, smsc):
