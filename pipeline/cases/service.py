@@ -339,7 +339,8 @@ class CaseService:
                 if row["kind"] == "warning" and row["case_state"] != State.DETECTED:
                     await store.sms_withdrawn(conn, row["id"])
                 elif sent_today.get(row["phone"], 0) >= self.sms.daily_limit:
-                    await self._after_send(conn, row, None, PermanentFailure(why("daily_limit", n=self.sms.daily_limit)))
+                    over_limit = PermanentFailure(why("daily_limit", n=self.sms.daily_limit))
+                    await self._after_send(conn, row, None, over_limit)
                 else:
                     sent_today[row["phone"]] = sent_today.get(row["phone"], 0) + 1
                     text = self._render(row, now)
