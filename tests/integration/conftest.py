@@ -87,9 +87,9 @@ async def wait_for(check, timeout: float = 30, what: str = "condition", every: f
 class Worker:
     """One `parkwarden worker` process, started and stopped by its PID."""
 
-    def __init__(self, name: str, env: dict, log_dir: Path):
+    def __init__(self, name: str, env: dict, log_dir: Path, web_port: int | None = None):
         self.name = name
-        self.env = {**env, "PW_WEB_PORT": str(free_port()), "PW_WORKER_NAME": name}
+        self.env = {**env, "PW_WEB_PORT": str(web_port or free_port()), "PW_WORKER_NAME": name}
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -184,8 +184,8 @@ class Stack:
             await self.pool.close()
         await drop_database(self.db_name)
 
-    def worker(self, name: str | None = None, **env) -> Worker:
-        w = Worker(name or f"w{len(self.workers) + 1}", {**self.env, **env}, self.tmp)
+    def worker(self, name: str | None = None, web_port: int | None = None, **env) -> Worker:
+        w = Worker(name or f"w{len(self.workers) + 1}", {**self.env, **env}, self.tmp, web_port)
         self.workers.append(w)
         return w.start()
 

@@ -19,7 +19,7 @@ from pipeline.sms.kannel import read_fakesmsc_line
 from tests.local_server import LocalServer
 from tests.privacy import no_phone_in
 
-from .conftest import ROOT, Stack, wait_for
+from .conftest import ROOT, Stack, free_port, wait_for
 
 FAKESMSC_LOG = ROOT / "var" / "log" / "fakesmsc.log"
 
@@ -147,15 +147,22 @@ class LossyLink(LocalServer):
     comes back; otherwise the first request is lost on the way. Later requests pass both ways.
     """
 
-    def __init__(self, kannel_url: str, forward_first: bool):
+    def __init__(self, kannel_url: str, forward_first: bool, hold_first: bool = False):
         super().__init__()
         self.kannel_url = kannel_url
         self.forward_first = forward_first
         self.requests = 0
+        self.first_arrived = asyncio.Event()
+        self.release_first = asyncio.Event()
+        if not hold_first:
+            self.release_first.set()
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
         first = self.requests == 1
+        if first:
+            self.first_arrived.set()
+            await self.release_first.wait()  # with hold_first: until the test says so
         if first and not self.forward_first:
             await asyncio.sleep(30)  # the worker gives up long before; this request never reaches Kannel
             return web.Response(status=504)
@@ -202,6 +209,36 @@ async def test_warning_whose_gateway_answer_was_lost_reaches_the_phone_once(stac
             assert link.requests == 2, "no report came, so the warning was sent again"
             assert sms["attempts"] == 2
         await wait_for(lambda: _async([t for t in smsc.texts() if plate in t]), 20, "the SMS at the SMS centre")
+        await asyncio.sleep(1)
+        assert sum(plate in t for t in smsc.texts()) == 1, "the warning reached the SMS centre exactly once"
+
+
+async def test_worker_killed_while_kannel_had_its_warning_is_settled_by_the_reports_kannel_retries(
+        stack: Stack, smsc):
+    """The worker dies after handing the warning to Kannel and before any answer or report: Kannel
+    keeps trying the report URL, the worker restarted at the same address gets the reports, and the
+    warning counts as sent (not sent twice)."""
+    async with LossyLink(Settings().kannel_sendsms_url, forward_first=True, hold_first=True) as link:
+        port = free_port()
+        env = {"PW_SMS_GATEWAY": "kannel", "PW_KANNEL_SENDSMS_URL": f"http://127.0.0.1:{link.port}/cgi-bin/sendsms",
+               "PW_SMS_IN_DOUBT_SECONDS": "30", "PW_SESSION_TIMEOUT_SECONDS": "6"}
+        doomed = stack.worker("doomed", web_port=port, **env)
+        await doomed.ready()
+        await stack.all_car_parks_free()
+        plate = (await stack.plates_with_phone(1))[0]
+        await stack.publish(stack.violation(plate))
+
+        await asyncio.wait_for(link.first_arrived.wait(), 30)
+        doomed.kill()  # SIGKILL: the warning is marked 'sending'; nobody will record Kannel's answer
+        link.release_first.set()  # now Kannel takes it; its reports find no one at the URL, for now
+        await wait_for(lambda: _async([t for t in smsc.texts() if plate in t]), 20, "the SMS at the SMS centre")
+
+        successor = stack.worker("successor", web_port=port, **env)
+        await successor.ready()
+        case = await stack.wait_state(plate, "warned", timeout=60)
+        sms = await stack.pool.fetchrow("SELECT * FROM sms_messages WHERE case_id = $1", case["id"])
+        assert sms["gateway_ref"] == "in-doubt:reported", "settled by the reports Kannel tried again"
+        assert link.requests == 1, "the warning was not sent again"
         await asyncio.sleep(1)
         assert sum(plate in t for t in smsc.texts()) == 1, "the warning reached the SMS centre exactly once"
 
