@@ -151,10 +151,7 @@ async def test_two_workers_share_the_partitions_and_neither_tickets_twice(stack:
     for plate in plates:
         await stack.publish(stack.violation(plate))
     await _wait_count(stack, "SELECT count(*) FROM cases WHERE state = 'warned'", len(plates), 30)
-    latest_deadline = await stack.pool.fetchval("SELECT max(deadline_at) FROM cases")
-    await sleep_until(latest_deadline)
-    for plate in plates:
-        await stack.publish(stack.observation(plate))
+    await _capture_each_at_its_deadline(stack)
     await _wait_count(stack, "SELECT count(*) FROM cases WHERE state = 'ticketed'", len(plates), 30)
 
     assert await stack.count("SELECT count(*) FROM tickets") == len(plates)
@@ -181,11 +178,8 @@ async def test_worker_killed_between_warning_and_deadline_still_tickets_exactly_
     await successor.ready()
     await successor.owns("{0-3}")
     await _wait_count(stack, "SELECT count(*) FROM cases WHERE state <> 'detected'", len(plates), 30)
-    # Each car is still there at its own deadline: the warnings that the successor sent after the
-    # kill started their windows later than the doomed worker's.
-    for case in await stack.pool.fetch("SELECT plate, deadline_at FROM cases ORDER BY deadline_at"):
-        await sleep_until(case["deadline_at"])
-        await stack.publish(stack.observation(case["plate"]))
+    # The warnings that the successor sent after the kill started their windows later.
+    await _capture_each_at_its_deadline(stack)
     await _wait_count(stack, "SELECT count(*) FROM cases WHERE state = 'ticketed'", len(plates), 30)
 
     assert await stack.count("SELECT count(*) FROM cases") == len(plates)
@@ -195,6 +189,14 @@ async def test_worker_killed_between_warning_and_deadline_still_tickets_exactly_
     per_message = Counter(line["id"] for line in stack.handset_lines())
     assert set(per_message.values()) == {1}, "no SMS reached a handset twice"
     assert len(per_message) == 2 * len(plates)
+
+
+async def _capture_each_at_its_deadline(stack: Stack) -> None:
+    """Every car is still there at its own deadline (windows start when each warning is accepted,
+    so deadlines differ; a capture at the latest one would come too late for the earliest)."""
+    for case in await stack.pool.fetch("SELECT plate, deadline_at FROM cases ORDER BY deadline_at"):
+        await sleep_until(case["deadline_at"])
+        await stack.publish(stack.observation(case["plate"]))
 
 
 async def _wait_count(stack: Stack, sql: str, expected: int, timeout: float) -> None:
