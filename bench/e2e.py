@@ -50,6 +50,16 @@ def progress(label: str, done: int, total: int, started: float) -> None:
     print(f"\r  {label}: {done}/{total} ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
 
 
+def memory_mib(pid: int) -> dict[str, float]:
+    """A process's resident memory now (VmRSS) and at its peak so far (VmHWM), in MiB, from /proc."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0]) / 1024
+    return found
+
+
 async def raw_ceiling(bootstrap_servers: str, n: int) -> float:
     """Consume n messages and produce each to another topic: aiokafka alone, no processing."""
     run = uuid.uuid4().hex[:8]
@@ -116,6 +126,7 @@ async def pipeline_run(n: int, workers: int, base: Settings, gateway: str, rate:
             await producer.send_and_wait(settings.topic(topics.CAR_PARK_STATUS.name), encode(
                 events.CarParkStatus(car_park_id=cp[0], free_spaces=40, reported_at=now)), key=cp[0].encode())
         await asyncio.sleep(3)  # counts reach the workers' car-park index
+        idle_mib = max(memory_mib(p.pid)["VmRSS"] for p in procs)
         camera = city.CAMERAS[0]
         topic = settings.topic(topics.CAMERA_EVENTS.name)
         started = time.monotonic()
@@ -146,6 +157,7 @@ async def pipeline_run(n: int, workers: int, base: Settings, gateway: str, rate:
                 raise SystemExit(f"\nbench: only {accepted}/{n} warnings accepted after 600 s; see {log_dir}")
             await asyncio.sleep(0.5)
         print(file=sys.stderr)
+        memory = [memory_mib(p.pid) for p in procs]
         rows = await pool.fetch(
             """SELECT extract(epoch FROM s.accepted_at - c.detected_at) AS latency,
                       extract(epoch FROM c.opened_at - c.detected_at) AS to_case, s.accepted_at
@@ -159,6 +171,8 @@ async def pipeline_run(n: int, workers: int, base: Settings, gateway: str, rate:
             "per_second": n / elapsed, "p50_ms": statistics.median(latencies),
             "p99_ms": latencies[int(len(latencies) * 0.99) - 1], "max_ms": latencies[-1],
             "case_p50_ms": statistics.median(to_case), "case_p99_ms": to_case[int(len(to_case) * 0.99) - 1],
+            "idle_mib": idle_mib, "peak_mib": max(m["VmHWM"] for m in memory),
+            "after_mib": max(m["VmRSS"] for m in memory),
         }
     finally:
         for p in procs:
@@ -196,6 +210,8 @@ async def main() -> None:
           f"max {result['max_ms']:,.0f} ms")
     print(f"  of which camera event -> case opened: p50 {result['case_p50_ms']:,.0f} ms, "
           f"p99 {result['case_p99_ms']:,.0f} ms")
+    print(f"worker memory (resident, the largest worker): {result['idle_mib']:.0f} MiB ready, "
+          f"peak {result['peak_mib']:.0f} MiB, {result['after_mib']:.0f} MiB after the run")
 
 
 if __name__ == "__main__":
