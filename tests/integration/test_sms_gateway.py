@@ -220,8 +220,10 @@ async def test_worker_killed_while_kannel_had_its_warning_is_settled_by_the_repo
     warning counts as sent (not sent twice)."""
     async with LossyLink(Settings().kannel_sendsms_url, forward_first=True, hold_first=True) as link:
         port = free_port()
+        # A long window: the case is warned from the first report, ~30 s back, and must still be warned
+        # when we look (with the stack's 4 s window it passes on to rechecking at the next tick).
         env = {"PW_SMS_GATEWAY": "kannel", "PW_KANNEL_SENDSMS_URL": f"http://127.0.0.1:{link.port}/cgi-bin/sendsms",
-               "PW_SMS_IN_DOUBT_SECONDS": "30", "PW_SESSION_TIMEOUT_SECONDS": "6"}
+               "PW_SMS_IN_DOUBT_SECONDS": "30", "PW_SESSION_TIMEOUT_SECONDS": "6", "PW_WINDOW_SECONDS": "300"}
         doomed = stack.worker("doomed", web_port=port, **env)
         await doomed.ready()
         await stack.all_car_parks_free()
@@ -238,6 +240,9 @@ async def test_worker_killed_while_kannel_had_its_warning_is_settled_by_the_repo
         case = await stack.wait_state(plate, "warned", timeout=60)
         sms = await stack.pool.fetchrow("SELECT * FROM sms_messages WHERE case_id = $1", case["id"])
         assert sms["gateway_ref"] == "in-doubt:reported", "settled by the reports Kannel tried again"
+        first_report = await stack.pool.fetchval(
+            "SELECT min(received_at) FROM sms_delivery_reports WHERE sms_id = $1", sms["id"])
+        assert sms["accepted_at"] == first_report == case["warned_at"], "the window starts at the first report"
         assert link.requests == 1, "the warning was not sent again"
         await asyncio.sleep(1)
         assert sum(plate in t for t in smsc.texts()) == 1, "the warning reached the SMS centre exactly once"
