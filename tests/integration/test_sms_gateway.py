@@ -188,7 +188,9 @@ class LossyLink(LocalServer):
 async def test_warning_whose_gateway_answer_was_lost_reaches_the_phone_once(stack: Stack, smsc, reached_kannel):
     async with LossyLink(Settings().kannel_sendsms_url, forward_first=reached_kannel) as link:
         worker = stack.worker(PW_SMS_GATEWAY="kannel", PW_KANNEL_SENDSMS_URL=f"http://127.0.0.1:{link.port}/cgi-bin/sendsms",
-                              PW_SMS_RETRY_SECONDS="0.5")
+                              PW_SMS_RETRY_SECONDS="0.5", PW_WINDOW_SECONDS="120")
+        # The long window keeps the case warned when we look: a window that starts at the first report
+        # (before the message is settled) could otherwise already have ended, leaving 'warned' for one tick.
         await worker.ready()
         await stack.all_car_parks_free()
         plate = (await stack.plates_with_phone(1))[0]
