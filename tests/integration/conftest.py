@@ -84,6 +84,11 @@ async def wait_for(check, timeout: float = 30, what: str = "condition", every: f
         await asyncio.sleep(every)
 
 
+async def sleep_until(moment: datetime) -> None:
+    """Sleep until a wall-clock moment (a case's deadline, say); at once if it has passed."""
+    await asyncio.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()))
+
+
 class Worker:
     """One `parkwarden worker` process, started and stopped by its PID."""
 

@@ -21,7 +21,7 @@ from schemas import contract, topics
 from schemas.codec import encode
 from schemas.events import CarParkStatus
 
-from .conftest import BASE, ROOT, Stack, Worker, wait_for
+from .conftest import BASE, ROOT, Stack, Worker, sleep_until, wait_for
 
 CAMERA = city.CAMERAS[0]
 
@@ -73,10 +73,6 @@ async def run_cli(stack: Stack, *args: str, **env: str) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await proc.communicate()
     return proc.returncode, out.decode()
-
-
-async def sleep_until(moment: datetime) -> None:
-    await asyncio.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()))
 
 
 # ── HTTP ingest ────────────────────────────────────────────────────────────────────────────
@@ -300,7 +296,7 @@ async def test_dead_letters_carry_the_reason_the_fields_the_original_bytes_and_w
 
 
 async def test_late_and_out_of_order_events_are_decided_by_event_time_within_the_lateness_bound(stack: Stack):
-    worker = stack.worker(PW_LATENESS_SECONDS="5")
+    worker = stack.worker(PW_LATENESS_SECONDS="5", PW_RECHECK_WAIT_SECONDS="10")
     await worker.ready()
     await stack.all_car_parks_free()
     overtaken, early_seen, late_departure = await stack.plates_with_phone(3)
@@ -329,7 +325,7 @@ async def test_late_and_out_of_order_events_are_decided_by_event_time_within_the
 
     await stack.wait_state(early_seen, "rechecking", timeout=30)
     requests = await stack.consume(topics.CAMERA_COMMANDS, lambda ms: len(ms) >= 1)
-    await stack.wait_state(early_seen, "unconfirmed", timeout=15)
+    await stack.wait_state(early_seen, "unconfirmed", timeout=30)
     assert [r["plate"] for r in requests] == [early_seen], "no recheck for cases already decided by event time"
     assert await stack.count("SELECT count(*) FROM tickets") == 0
 
@@ -339,7 +335,8 @@ async def test_late_and_out_of_order_events_are_decided_by_event_time_within_the
 
 async def test_recheck_round_trip_with_a_camera_fresh_capture_tickets_departure_moves_silence_is_unconfirmed(
         stack: Stack):
-    worker = stack.worker()
+    # Cameras get 15 s to answer: the test reads the four requests and answers within that time.
+    worker = stack.worker(PW_RECHECK_WAIT_SECONDS="15")
     await worker.ready()
     await stack.all_car_parks_free()
     stays, leaves, stale, silent = plates = await stack.plates_with_phone(4)
@@ -366,7 +363,7 @@ async def test_recheck_round_trip_with_a_camera_fresh_capture_tickets_departure_
     for answer in answers.values():
         await stack.publish(answer)
 
-    outcomes = {plate: (await stack.wait_state(plate, state, timeout=20))["state"]
+    outcomes = {plate: (await stack.wait_state(plate, state, timeout=40))["state"]
                 for plate, state in ((stays, "ticketed"), (leaves, "moved"), (stale, "unconfirmed"),
                                      (silent, "unconfirmed"))}
     assert outcomes == {stays: "ticketed", leaves: "moved", stale: "unconfirmed", silent: "unconfirmed"}

@@ -4,16 +4,11 @@ and whichever worker dies."""
 
 import asyncio
 from collections import Counter
-from datetime import UTC, datetime
 
 from pipeline.demo import city
 from schemas import topics
 
-from .conftest import Stack
-
-
-async def sleep_until(moment: datetime) -> None:
-    await asyncio.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()))
+from .conftest import Stack, sleep_until
 
 
 async def test_violation_gets_one_warning_naming_a_free_car_park_then_one_ticket_if_the_car_stays(stack: Stack):
@@ -130,11 +125,15 @@ async def test_the_same_camera_events_delivered_again_change_nothing(stack: Stac
     for _ in range(2):  # and once more after the decision
         await stack.publish(violation)
         await stack.publish(fresh)
+    # A new capture of the same car, published last on the same partition: once it is recorded, the
+    # worker has been through every replay before it.
+    await stack.publish(stack.observation(plate))
+    await _wait_count(stack, "SELECT count(*) FROM sightings", 3, 15)
     await _wait_handset_lines(stack, 2)
-    await asyncio.sleep(2)
+    await asyncio.sleep(1)
 
     assert await stack.count("SELECT count(*) FROM cases") == 1
-    assert await stack.count("SELECT count(*) FROM sightings") == 2
+    assert await stack.count("SELECT count(*) FROM sightings") == 3, "the replays added no sighting"
     assert await stack.count("SELECT count(*) FROM tickets") == 1
     kinds = Counter(row["kind"] for row in await stack.pool.fetch("SELECT kind FROM sms_messages"))
     assert kinds == {"warning": 1, "ticket": 1}
@@ -142,7 +141,8 @@ async def test_the_same_camera_events_delivered_again_change_nothing(stack: Stac
 
 
 async def test_two_workers_share_the_partitions_and_neither_tickets_twice(stack: Stack):
-    first, second = stack.worker("w1"), stack.worker("w2")
+    # A 10 s window: 24 warnings accepted one after another are all still running when counted.
+    first, second = stack.worker("w1", PW_WINDOW_SECONDS="10"), stack.worker("w2", PW_WINDOW_SECONDS="10")
     await first.ready()
     await second.ready()
     await stack.all_car_parks_free()
@@ -150,7 +150,7 @@ async def test_two_workers_share_the_partitions_and_neither_tickets_twice(stack:
 
     for plate in plates:
         await stack.publish(stack.violation(plate))
-    await _wait_count(stack, "SELECT count(*) FROM cases WHERE state = 'warned'", len(plates), 30)
+    await _wait_count(stack, "SELECT count(*) FROM cases WHERE warned_at IS NOT NULL", len(plates), 30)
     await _capture_each_at_its_deadline(stack)
     await _wait_count(stack, "SELECT count(*) FROM cases WHERE state = 'ticketed'", len(plates), 30)
 
@@ -164,7 +164,9 @@ async def test_two_workers_share_the_partitions_and_neither_tickets_twice(stack:
 
 
 async def test_worker_killed_between_warning_and_deadline_still_tickets_exactly_once(stack: Stack):
-    doomed = stack.worker("doomed", PW_WINDOW_SECONDS="20", PW_SESSION_TIMEOUT_SECONDS="6")
+    # A 30 s window outlasts the successor's start, the group's rebalance and the settling of
+    # warnings the doomed worker had sent but not recorded (their windows started before the kill).
+    doomed = stack.worker("doomed", PW_WINDOW_SECONDS="30", PW_SESSION_TIMEOUT_SECONDS="6")
     await doomed.ready()
     await stack.all_car_parks_free()
     plates = await stack.plates_with_phone(10)
@@ -174,7 +176,7 @@ async def test_worker_killed_between_warning_and_deadline_still_tickets_exactly_
     await _wait_count(stack, "SELECT count(*) FROM cases WHERE state = 'warned'", 3, 20)
     doomed.kill()  # SIGKILL, mid-flight: some cases warned, others perhaps not yet
 
-    successor = stack.worker("successor", PW_WINDOW_SECONDS="20", PW_SESSION_TIMEOUT_SECONDS="6")
+    successor = stack.worker("successor", PW_WINDOW_SECONDS="30", PW_SESSION_TIMEOUT_SECONDS="6")
     await successor.ready()
     await successor.owns("{0-3}")
     await _wait_count(stack, "SELECT count(*) FROM cases WHERE state <> 'detected'", len(plates), 30)

@@ -127,7 +127,7 @@ async def test_kannel_down_for_a_while_delays_warnings_but_loses_and_repeats_non
         services("start", "kannel")
 
     async def all_warned():
-        return await stack.count("SELECT count(*) FROM cases WHERE state = 'warned'") == 5
+        return await stack.count("SELECT count(*) FROM cases WHERE warned_at IS NOT NULL") == 5
     await wait_for(all_warned, 60, "all five warnings after Kannel came back")
 
     async def all_delivered():
