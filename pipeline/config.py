@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     ingest_max_events: int = Field(default=1000, ge=1)
     """The most events in one HTTP ingest request (413 above it)."""
     ingest_rate_per_second: float = Field(default=20, gt=0)
-    """Requests per second per integrator, per worker (429 with Retry-After above it)."""
+    """Requests per second per integrator, across all workers (429 with Retry-After above it)."""
     ingest_rate_burst: int = Field(default=40, ge=1)
     """Requests an integrator may send at once before the rate applies."""
     ingest_key_cache_seconds: float = Field(default=10, gt=0)

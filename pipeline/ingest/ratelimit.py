@@ -1,41 +1,49 @@
-"""A per-key rate limit: a token bucket per API key, in this worker's memory.
+"""A per-key rate limit for HTTP ingest: a token bucket per integrator, shared by every worker.
 
-Each request takes one token; a key's bucket holds at most ``burst`` tokens and refills at
-``rate_per_second``. With several workers behind a load balancer each keeps its own buckets, so
-the limit a key sees is per worker (documented in docs/integrators.md).
+Each request takes one token; a bucket holds at most ``burst`` tokens and refills at
+``rate_per_second``. The buckets are rows in PostgreSQL (``ingest_buckets``), updated in one
+statement under the row's lock and timed by the database's clock, so a key gets the same limit
+however many workers stand behind the load balancer. While PostgreSQL is unreachable the limit
+is not applied, so that events keep reaching Kafka.
 """
 
+import logging
 import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
+import asyncpg
 
-@dataclass
-class _Bucket:
-    tokens: float
-    at: float
+from pipeline.cases.service import CONNECTION_ERRORS
+
+log = logging.getLogger(__name__)
+
+_LEVEL = "least($2::float8, b.tokens + $3::float8 * extract(epoch FROM statement_timestamp() - b.at)::float8)"
+
+_TAKE = f"""
+INSERT INTO ingest_buckets AS b (integrator, tokens, at, allowed)
+VALUES ($1, $2::float8 - 1, statement_timestamp(), true)
+ON CONFLICT (integrator) DO UPDATE SET
+    tokens = {_LEVEL} - CASE WHEN {_LEVEL} >= 1 THEN 1 ELSE 0 END,
+    allowed = {_LEVEL} >= 1,
+    at = statement_timestamp()
+RETURNING tokens, allowed"""
 
 
 class RateLimiter:
-    def __init__(self, rate_per_second: float, burst: int, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, pool: asyncpg.Pool, rate_per_second: float, burst: int):
+        self.pool = pool
         self.rate = rate_per_second
         self.burst = max(1, burst)
-        self.clock = clock
-        self._buckets: dict[str, _Bucket] = {}
 
-    def take(self, key: str) -> float:
+    async def take(self, key: str) -> float:
         """Take a token for ``key``: 0.0 when allowed, else the seconds until one is free."""
-        now = self.clock()
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
-        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
-        bucket.at = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
+        try:
+            row = await self.pool.fetchrow(_TAKE, key, float(self.burst), float(self.rate), timeout=2)
+        except (*CONNECTION_ERRORS, TimeoutError) as exc:
+            log.warning("rate limit not applied to %s: PostgreSQL unreachable (%s)", key, type(exc).__name__)
             return 0.0
-        return (1 - bucket.tokens) / self.rate
+        if row["allowed"]:
+            return 0.0
+        return (1 - row["tokens"]) / self.rate
 
 
 def retry_after_header(wait_seconds: float) -> str:

@@ -51,8 +51,8 @@ class Ingest:
     def __init__(self, runtime):
         self.runtime = runtime
         self.settings = runtime.settings
-        self.limiter = RateLimiter(self.settings.ingest_rate_per_second, self.settings.ingest_rate_burst)
         self._keys: KeyBook | None = None
+        self._limiter: RateLimiter | None = None
         self.schemas = {p.name: p.read_bytes() for p in contract.SCHEMA_DIR.glob("*.schema.json")}
         self.examples = {p.name: p.read_bytes() for p in contract.EXAMPLES_DIR.glob("*.json")}
 
@@ -61,6 +61,8 @@ class Ingest:
             raise Refuse(503, "this worker is starting; retry in a few seconds", (("Retry-After", "5"),))
         if self._keys is None:
             self._keys = KeyBook(self.runtime.pool, self.settings.ingest_key_cache_seconds)
+            self._limiter = RateLimiter(self.runtime.pool, self.settings.ingest_rate_per_second,
+                                        self.settings.ingest_rate_burst)
 
     async def caller(self, request: Request) -> Integrator:
         """The integrator whose key is on the request; 401 without one, 429 over its rate."""
@@ -75,7 +77,7 @@ class Ingest:
             raise Refuse(401, "unknown or revoked API key: check it was copied whole (it starts with pwk_), "
                               "or ask the operator for a new one",
                          (("WWW-Authenticate", 'Bearer realm="parkwarden", error="invalid_token"'),))
-        wait = self.limiter.take(integrator.name)
+        wait = await self._limiter.take(integrator.name)
         if wait > 0:
             retry = retry_after_header(wait)
             raise Refuse(429, f"over the rate limit of {self.settings.ingest_rate_per_second:g} requests per "

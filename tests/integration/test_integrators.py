@@ -11,12 +11,15 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
+import asyncpg
+import pytest
 from aiokafka import AIOKafkaConsumer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.demo import city
 from pipeline.ingest import keys
+from pipeline.ingest.ratelimit import RateLimiter
 from schemas import contract, topics
 from schemas.codec import encode
 from schemas.events import CarParkStatus
@@ -142,6 +145,28 @@ async def test_http_ingest_checks_the_key_the_size_the_type_and_the_rate_and_ans
     assert [s for s, _, _ in answers] == [202] * 10 + [429]
     _, reply, headers = answers[-1]
     assert 1 <= int(headers["Retry-After"]) <= 10 and "rate limit" in reply["error"]
+
+
+async def test_a_keys_rate_limit_is_shared_by_every_worker_and_refills_at_its_rate(stack: Stack):
+    """Two limiters with their own connections stand for two workers behind a load balancer."""
+    other_pool = await asyncpg.create_pool(stack.db_url, min_size=1, max_size=1)
+    try:
+        here, there = RateLimiter(stack.pool, rate_per_second=0.5, burst=3), RateLimiter(other_pool, 0.5, 3)
+        assert [await here.take("cam-vendor") for _ in range(2)] == [0, 0]
+        assert await there.take("cam-vendor") == 0, "the third of the burst, on the other worker"
+        assert await there.take("cam-vendor") == pytest.approx(2, abs=0.2), "one token every 2 s"
+        assert await here.take("cam-vendor") == pytest.approx(2, abs=0.2), "refused on this worker too"
+        assert await here.take("car-parks") == 0, "other keys have their own bucket"
+
+        async def seconds_pass(seconds: int) -> None:  # the bucket's clock is the database's
+            await stack.pool.execute("UPDATE ingest_buckets SET at = at - make_interval(secs => $1)", seconds)
+        await seconds_pass(2)
+        assert await there.take("cam-vendor") == 0, "refused requests took no tokens"
+        await seconds_pass(600)
+        takes = [await here.take("cam-vendor") for _ in range(4)]
+        assert takes[:3] == [0, 0, 0] and takes[3] > 0, "a bucket holds at most the burst"
+    finally:
+        await other_pool.close()
 
 
 async def test_the_schema_files_and_examples_are_served_as_checked_in(stack: Stack):
