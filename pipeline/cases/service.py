@@ -91,6 +91,7 @@ class CaseService:
         self.sms = sms
         self.ticket_prefix = ticket_prefix
         self.clock = clock
+        self.started_at = clock()
         self.actor = actor
         self.parallel = parallel
 
@@ -378,11 +379,15 @@ class CaseService:
         A delivery report on the message proves the gateway took it: it counts as accepted at the
         first report's arrival (the window starts no earlier than the driver could have read it).
         Without a report it is sent again under the same id (gateways that honour the id as an
-        idempotency key drop the repeat), as a retry that counts towards ``max_attempts``.
+        idempotency key drop the repeat), as a retry that counts towards ``max_attempts``, but only
+        by a worker that has itself been listening for reports for ``in_doubt_after``: a worker
+        restarted at the report URL first gets the reports the gateway is still retrying.
         """
         async with self.pool.acquire() as conn, conn.transaction():
             now = self.clock()
-            rows = await store.claim_in_doubt_sms(conn, now - self.sms.in_doubt_after, limit)
+            listened_long_enough = now - self.started_at >= self.sms.in_doubt_after
+            rows = await store.claim_in_doubt_sms(conn, now - self.sms.in_doubt_after, limit,
+                                                  reported_only=not listened_long_enough)
             for row in rows:
                 if row["first_report_at"] is not None:
                     log.warning("SMS %s (%s): in doubt; a delivery report shows the gateway took it",

@@ -152,16 +152,18 @@ async def lock_sending_sms(conn, sms_id: UUID):
     )
 
 
-async def claim_in_doubt_sms(conn, sending_before: datetime, limit: int):
+async def claim_in_doubt_sms(conn, sending_before: datetime, limit: int, reported_only: bool = False):
     """Messages left 'sending' since before ``sending_before`` (their sender died mid-send), with the
-    time of the first delivery report on each (None: the gateway never reported on it)."""
+    time of the first delivery report on each (None: the gateway never reported on it);
+    ``reported_only``: just those with a report."""
     return await conn.fetch(
         """SELECT s.id, s.case_id, s.kind, s.attempts, s.text, s.params, c.window_seconds,
                   (SELECT min(r.received_at) FROM sms_delivery_reports r WHERE r.sms_id = s.id) AS first_report_at
            FROM sms_messages s JOIN cases c ON c.id = s.case_id
            WHERE s.status = 'sending' AND s.sending_since < $1
+             AND (NOT $3 OR EXISTS (SELECT 1 FROM sms_delivery_reports r WHERE r.sms_id = s.id))
            ORDER BY s.sending_since LIMIT $2 FOR NO KEY UPDATE OF s SKIP LOCKED""",
-        sending_before, limit,
+        sending_before, limit, reported_only,
     )
 
 

@@ -2,7 +2,7 @@
 and an HTTP provider (a test server of our own), with delivery reports and outages."""
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 import re
 import json
 import subprocess
@@ -19,7 +19,7 @@ from pipeline.sms.kannel import read_fakesmsc_line
 from tests.local_server import LocalServer
 from tests.privacy import no_phone_in
 
-from .conftest import ROOT, Stack, free_port, wait_for
+from .conftest import ROOT, Stack, free_port, sleep_until, wait_for
 
 FAKESMSC_LOG = ROOT / "var" / "log" / "fakesmsc.log"
 
@@ -218,14 +218,15 @@ async def test_warning_whose_gateway_answer_was_lost_reaches_the_phone_once(stac
 async def test_worker_killed_while_kannel_had_its_warning_is_settled_by_the_reports_kannel_retries(
         stack: Stack, smsc):
     """The worker dies after handing the warning to Kannel and before any answer or report: Kannel
-    keeps trying the report URL, the worker restarted at the same address gets the reports, and the
-    warning counts as sent (not sent twice)."""
+    keeps trying the report URL, the worker restarted at the same address (after the message's
+    in-doubt time has passed) listens before it would send anything again, gets the reports, and
+    the warning counts as sent (not sent twice)."""
     async with LossyLink(Settings().kannel_sendsms_url, forward_first=True, hold_first=True) as link:
         port = free_port()
         # A long window: the case is warned from the first report, ~30 s back, and must still be warned
         # when we look (with the stack's 4 s window it passes on to rechecking at the next tick).
         env = {"PW_SMS_GATEWAY": "kannel", "PW_KANNEL_SENDSMS_URL": f"http://127.0.0.1:{link.port}/cgi-bin/sendsms",
-               "PW_SMS_IN_DOUBT_SECONDS": "30", "PW_SESSION_TIMEOUT_SECONDS": "6", "PW_WINDOW_SECONDS": "300"}
+               "PW_SMS_IN_DOUBT_SECONDS": "8", "PW_SESSION_TIMEOUT_SECONDS": "6", "PW_WINDOW_SECONDS": "300"}
         doomed = stack.worker("doomed", web_port=port, **env)
         await doomed.ready()
         await stack.all_car_parks_free()
@@ -236,6 +237,8 @@ async def test_worker_killed_while_kannel_had_its_warning_is_settled_by_the_repo
         doomed.kill()  # SIGKILL: the warning is marked 'sending'; nobody will record Kannel's answer
         link.release_first.set()  # now Kannel takes it; its reports find no one at the URL, for now
         await wait_for(lambda: _async([t for t in smsc.texts() if plate in t]), 20, "the SMS at the SMS centre")
+        sending_since = await stack.pool.fetchval("SELECT sending_since FROM sms_messages WHERE status = 'sending'")
+        await sleep_until(sending_since + timedelta(seconds=10))  # in doubt for longer than 8 s when it starts
 
         successor = stack.worker("successor", web_port=port, **env)
         await successor.ready()
