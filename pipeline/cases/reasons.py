@@ -44,6 +44,17 @@ REASONS: dict[str, str] = {
     "never_delivered": "still there at the deadline, but the warning was never reported delivered: an officer decides",
     "still_there": "still at the place at the deadline",
     "still_there_recheck": "captured at the place after the deadline (recheck)",
+    # the SMS gateway (a message's last error)
+    "too_long": "text is {units} units, more than one segment",
+    "kannel_unreachable": "Kannel unreachable ({error}); is it running? scripts/services.sh status",
+    "kannel_no_answer": "no answer from Kannel after the request was sent ({error})",
+    "kannel_credentials": "Kannel refused our credentials (403): check PW_KANNEL_USERNAME/PASSWORD",
+    "kannel_refused": "Kannel refused the message (400): {answer}",
+    "kannel_answered": "Kannel answered {status}: {answer}",
+    "provider_unreachable": "SMS provider unreachable ({error})",
+    "provider_answered": "SMS provider answered {status}",
+    "provider_refused": "SMS provider refused the message ({status}): {answer}",
+    "sent_again": "no answer recorded and no delivery report: sent again",
     # operators
     "warned_again": "warned again as case {case_id}: {detail}",
     "ticketed_on_review": "ticketed on review: {detail}",

@@ -396,7 +396,7 @@ class CaseService:
                 else:
                     log.warning("SMS %s (%s): in doubt and the gateway never reported on it; sending it again",
                                 row["id"], row["kind"])
-                    result = TemporaryFailure("no answer recorded and no delivery report: sent again")
+                    result = TemporaryFailure(why("sent_again"))
                 await self._after_send(conn, row, row["text"], result)
             return len(rows)
 

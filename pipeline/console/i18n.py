@@ -207,6 +207,16 @@ TEXT: dict[str, tuple[str, str]] = {
 # The Chinese for every reason in pipeline.cases.reasons.REASONS, with the same parameters.
 REASON_ZH = {
     "too_late": "违停发生{minutes}分钟后才上报：来不及告知，由执法人员处理",
+    "too_long": "短信长{units}个单位，超过一条短信",
+    "kannel_unreachable": "无法连接 Kannel（{error}）；是否已启动？scripts/services.sh status",
+    "kannel_no_answer": "请求已发往 Kannel，但未收到应答（{error}）",
+    "kannel_credentials": "Kannel 拒绝了我们的账号（403）：请检查 PW_KANNEL_USERNAME/PASSWORD",
+    "kannel_refused": "Kannel 拒收该短信（400）：{answer}",
+    "kannel_answered": "Kannel 返回 {status}：{answer}",
+    "provider_unreachable": "无法连接短信服务商（{error}）",
+    "provider_answered": "短信服务商返回 {status}",
+    "provider_refused": "短信服务商拒收该短信（{status}）：{answer}",
+    "sent_again": "未记录网关应答，也没有回执：已重发",
     "no_phone": "车主无登记手机号：由执法人员处理",
     "whitelisted": "白名单车辆：{detail}",
     "exempt_zone": "豁免区域：{detail}",

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 
+from pipeline.cases.reasons import why
 from pipeline.lookups.owners import scrub
 from pipeline.sms import texts
 from pipeline.sms.gateway import Accepted, OutgoingSms, PermanentFailure, TemporaryFailure
@@ -28,7 +29,7 @@ class HttpProviderGateway:
 
     async def send(self, sms: OutgoingSms) -> Accepted:
         if not texts.fits_one_segment(sms.text):
-            raise PermanentFailure(f"text is {texts.length(sms.text)} units, more than one segment")
+            raise PermanentFailure(why("too_long", units=texts.length(sms.text)))
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         headers = {"Authorization": f"Bearer {self.token}", "Idempotency-Key": str(sms.id)}
@@ -38,12 +39,12 @@ class HttpProviderGateway:
                 status = response.status
                 answer = scrub((await response.text())[:200])
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TemporaryFailure(f"SMS provider unreachable ({type(exc).__name__})") from None
+            raise TemporaryFailure(why("provider_unreachable", error=type(exc).__name__)) from None
         if 200 <= status < 300:
             return Accepted(datetime.now(UTC), f"http:{answer[:60]}")
         if status in RETRYABLE or status >= 500:
-            raise TemporaryFailure(f"SMS provider answered {status}")
-        raise PermanentFailure(f"SMS provider refused the message ({status}): {answer}")
+            raise TemporaryFailure(why("provider_answered", status=status))
+        raise PermanentFailure(why("provider_refused", status=status, answer=answer))
 
     async def close(self) -> None:
         if self._session is not None:

@@ -13,6 +13,7 @@ from urllib.parse import unquote_to_bytes, urlencode
 
 import aiohttp
 
+from pipeline.cases.reasons import why
 from pipeline.lookups.owners import scrub
 from pipeline.sms import texts
 from pipeline.sms.gateway import Accepted, InDoubt, OutgoingSms, PermanentFailure, TemporaryFailure
@@ -38,7 +39,7 @@ class KannelGateway:
 
     async def send(self, sms: OutgoingSms) -> Accepted:
         if not texts.fits_one_segment(sms.text):
-            raise PermanentFailure(f"text is {texts.length(sms.text)} units, more than one segment")
+            raise PermanentFailure(why("too_long", units=texts.length(sms.text)))
         params = {
             "username": self.username, "password": self.password, "from": self.sender, "to": sms.phone,
             "text": sms.text, "charset": "UTF-8", "coding": "2", "dlr-mask": "31", "dlr-url": self._dlr_url(sms),
@@ -51,19 +52,18 @@ class KannelGateway:
                 status = response.status
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # The exception text may hold the URL, which holds the phone number: do not pass it on.
-            raise TemporaryFailure(f"Kannel unreachable ({type(exc).__name__}); is it running? "
-                                   "scripts/services.sh status") from None
+            raise TemporaryFailure(why("kannel_unreachable", error=type(exc).__name__)) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             # The request went out: Kannel may have queued the message. Sending it again could
             # text the driver twice, so its delivery reports decide (see CaseService.settle_in_doubt_sms).
-            raise InDoubt(f"no answer from Kannel after the request was sent ({type(exc).__name__})") from None
+            raise InDoubt(why("kannel_no_answer", error=type(exc).__name__)) from None
         if status == 202 or status == 200:
             return Accepted(datetime.now(UTC), f"kannel:{body[:40]}")
         if status == 403:
-            raise TemporaryFailure("Kannel refused our credentials (403): check PW_KANNEL_USERNAME/PASSWORD")
+            raise TemporaryFailure(why("kannel_credentials"))
         if status == 400:
-            raise PermanentFailure(f"Kannel refused the message (400): {body[:100]}")
-        raise TemporaryFailure(f"Kannel answered {status}: {body[:100]}")
+            raise PermanentFailure(why("kannel_refused", answer=body[:100]))
+        raise TemporaryFailure(why("kannel_answered", status=status, answer=body[:100]))
 
     async def close(self) -> None:
         if self._session is not None:
