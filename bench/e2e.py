@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -88,7 +90,28 @@ async def raw_ceiling(bootstrap_servers: str, n: int) -> float:
     return n / elapsed
 
 
-async def pipeline_run(n: int, workers: int, base: Settings, gateway: str, rate: float = 0) -> dict:
+@dataclass
+class BenchStack:
+    """A benchmark's own database, topics and worker processes on the local services."""
+    run: str
+    settings: Settings
+    pool: asyncpg.Pool
+    procs: list[subprocess.Popen]
+    log_dir: Path
+
+    def check_workers(self) -> None:
+        for p in self.procs:
+            if p.poll() is not None:
+                raise SystemExit(f"\nbench: a worker exited with {p.returncode}; see {self.log_dir}")
+
+    def memory(self) -> list[dict[str, float]]:
+        return [memory_mib(p.pid) for p in self.procs]
+
+
+@asynccontextmanager
+async def bench_stack(plates: int, workers: int, base: Settings, **worker_env: str):
+    """Create a fresh database (demo city with ``plates`` plates) and topics, start ``workers``
+    worker processes (web ports 6100...) with ``worker_env``; stop them and drop it all after."""
     run = uuid.uuid4().hex[:8]
     db_name = f"pw_bench_{run}"
     admin_url = base.database_url.get_secret_value()
@@ -99,18 +122,15 @@ async def pipeline_run(n: int, workers: int, base: Settings, gateway: str, rate:
     settings = Settings(database_url=db_url, topic_prefix=f"bench{run}.", app_id=f"pw-bench-{run}")
     pool = await asyncpg.create_pool(db_url, init=init_connection)
     procs: list[subprocess.Popen] = []
+    log_dir = ROOT / "var" / "bench"
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
-            await city.load(conn, plate_count=n + n // 10 + 100)
+            await city.load(conn, plate_count=plates)
         await bootstrap.create_topics(settings)
-        plates = [r["plate"] for r in await pool.fetch(
-            "SELECT p.plate FROM plate_registry p JOIN contact_registry c USING (owner_id) LIMIT $1", n)]
-        assert len(plates) == n, "not enough plates with a phone"
         env = {**os.environ, "PW_DATABASE_URL": db_url, "PW_TOPIC_PREFIX": settings.topic_prefix,
-               "PW_APP_ID": settings.app_id, "PW_LOG_LEVEL": "warn", "PW_WINDOW_SECONDS": "600", "PW_SMS_GATEWAY": gateway,
-               "PW_SMS_FILE": str(ROOT / "var" / "bench" / f"handsets-{run}.jsonl")}
-        log_dir = ROOT / "var" / "bench"
+               "PW_APP_ID": settings.app_id, "PW_LOG_LEVEL": "warn", "PW_WINDOW_SECONDS": "600",
+               "PW_SMS_FILE": str(log_dir / f"handsets-{run}.jsonl"), **worker_env}
         log_dir.mkdir(parents=True, exist_ok=True)
         for i in range(workers):
             log = open(log_dir / f"worker-{run}-{i}.log", "w")
@@ -118,6 +138,27 @@ async def pipeline_run(n: int, workers: int, base: Settings, gateway: str, rate:
                                           env={**env, "PW_WEB_PORT": str(6100 + i), "PW_WORKER_NAME": f"bench{i}"},
                                           stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
         await asyncio.sleep(8)  # workers join the group
+        yield BenchStack(run, settings, pool, procs, log_dir)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        await pool.close()
+        admin = await asyncpg.connect(admin_url)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def pipeline_run(n: int, workers: int, base: Settings, gateway: str, rate: float = 0) -> dict:
+    async with bench_stack(n + n // 10 + 100, workers, base, PW_SMS_GATEWAY=gateway) as stack:
+        settings, pool, run = stack.settings, stack.pool, stack.run
+        plates = [r["plate"] for r in await pool.fetch(
+            "SELECT p.plate FROM plate_registry p JOIN contact_registry c USING (owner_id) LIMIT $1", n)]
+        assert len(plates) == n, "not enough plates with a phone"
 
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
         await producer.start()
@@ -126,7 +167,7 @@ async def pipeline_run(n: int, workers: int, base: Settings, gateway: str, rate:
             await producer.send_and_wait(settings.topic(topics.CAR_PARK_STATUS.name), encode(
                 events.CarParkStatus(car_park_id=cp[0], free_spaces=40, reported_at=now)), key=cp[0].encode())
         await asyncio.sleep(3)  # counts reach the workers' car-park index
-        idle_mib = max(memory_mib(p.pid)["VmRSS"] for p in procs)
+        idle_mib = max(m["VmRSS"] for m in stack.memory())
         camera = city.CAMERAS[0]
         topic = settings.topic(topics.CAMERA_EVENTS.name)
         started = time.monotonic()
@@ -150,14 +191,12 @@ async def pipeline_run(n: int, workers: int, base: Settings, gateway: str, rate:
             progress("warnings accepted", accepted, n, started)
             if accepted >= n:
                 break
-            for p in procs:
-                if p.poll() is not None:
-                    raise SystemExit(f"\nbench: a worker exited with {p.returncode}; see {log_dir}")
+            stack.check_workers()
             if time.monotonic() - started > 600:
-                raise SystemExit(f"\nbench: only {accepted}/{n} warnings accepted after 600 s; see {log_dir}")
+                raise SystemExit(f"\nbench: only {accepted}/{n} warnings accepted after 600 s; see {stack.log_dir}")
             await asyncio.sleep(0.5)
         print(file=sys.stderr)
-        memory = [memory_mib(p.pid) for p in procs]
+        memory = stack.memory()
         rows = await pool.fetch(
             """SELECT extract(epoch FROM s.accepted_at - c.detected_at) AS latency,
                       extract(epoch FROM c.opened_at - c.detected_at) AS to_case, s.accepted_at
@@ -169,23 +208,15 @@ async def pipeline_run(n: int, workers: int, base: Settings, gateway: str, rate:
         return {
             "violations": n, "workers": workers, "publish_s": publish_s, "end_to_end_s": elapsed,
             "per_second": n / elapsed, "p50_ms": statistics.median(latencies),
-            "p99_ms": latencies[int(len(latencies) * 0.99) - 1], "max_ms": latencies[-1],
-            "case_p50_ms": statistics.median(to_case), "case_p99_ms": to_case[int(len(to_case) * 0.99) - 1],
+            "p99_ms": percentile(latencies, 0.99), "max_ms": latencies[-1],
+            "case_p50_ms": statistics.median(to_case), "case_p99_ms": percentile(to_case, 0.99),
             "idle_mib": idle_mib, "peak_mib": max(m["VmHWM"] for m in memory),
             "after_mib": max(m["VmRSS"] for m in memory),
         }
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        await pool.close()
-        admin = await asyncpg.connect(admin_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        await admin.close()
+
+
+def percentile(ordered: list[float], share: float) -> float:
+    return ordered[max(0, int(len(ordered) * share) - 1)]
 
 
 async def main() -> None:
