@@ -7,6 +7,7 @@ deadline, SMS and outbox loops share PostgreSQL rows safely.
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 
 import faust
 from mode import Service
@@ -129,7 +130,12 @@ app.add_dependency(runtime)
 
 
 def _sources(batch) -> list[tuple[object, Source]]:
-    return [(e.value, Source(e.message.topic, e.message.partition, e.message.offset, e.message.key)) for e in batch]
+    return [(e.value, Source(m.topic, m.partition, m.offset, m.key, _kafka_time(m.timestamp), m.value))
+            for e in batch for m in (e.message,)]
+
+
+def _kafka_time(timestamp: float | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp and timestamp > 0 else None
 
 
 @app.agent(camera_events, concurrency=1)
@@ -137,7 +143,7 @@ async def decide_camera_events(stream):
     """Every camera event, in order per plate, decided in batches."""
     await runtime.ready.wait()
     async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
-        await runtime.service.handle_camera_events(_sources(batch))
+        await _until_recorded(runtime.service.handle_camera_events, _sources(batch))
 
 
 @app.agent(car_park_status, concurrency=1)
@@ -145,7 +151,20 @@ async def record_car_park_status(stream):
     """Live free-space counts, kept for the nearest-car-park lookup."""
     await runtime.ready.wait()
     async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
-        await runtime.service.handle_car_park_statuses(_sources(batch))
+        await _until_recorded(runtime.service.handle_car_park_statuses, _sources(batch))
+
+
+async def _until_recorded(handle, batch) -> None:
+    """The guard around a batch: an agent that raised would have its batch acknowledged by Faust
+    unrecorded, so nothing but cancellation leaves here before ``handle`` has recorded every event."""
+    while True:
+        try:
+            return await handle(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.exception("a batch of %d messages could not be recorded; trying it again in 1s", len(batch))
+            await asyncio.sleep(1.0)
 
 
 sms_views.register(app, runtime)

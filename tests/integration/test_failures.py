@@ -1,0 +1,90 @@
+"""No lost event, no blind decision (issue 8): messages an agent cannot use, a database that
+refuses writes, a row that cannot be decided. Each test failed on the code before its fix."""
+
+import asyncio
+
+import asyncpg
+
+from schemas import topics
+
+from .conftest import ADMIN_URL, Stack, wait_for
+
+
+async def test_a_tombstone_and_a_keyless_message_are_dead_letters_and_cost_no_event_taken_with_them(stack: Stack):
+    plates = await stack.plates_with_phone(7)
+    camera_events = stack.topic(topics.CAMERA_EVENTS)
+    # All published before the worker starts, so that they reach it in one batch.
+    await stack.producer.send_and_wait(camera_events, None, key=plates[0].encode())
+    await stack.producer.send_and_wait(camera_events, stack.violation(plates[0]).model_dump_json().encode(), key=None)
+    for plate in plates[1:]:
+        await stack.publish(stack.violation(plate))
+    worker = stack.worker()
+    await worker.ready()
+
+    for plate in plates[1:]:
+        await stack.wait_state(plate, "warned", timeout=30)
+    letters = await stack.pool.fetch("SELECT reason, errors FROM dead_letters ORDER BY \"offset\", partition")
+    reasons = sorted(r["reason"] for r in letters)
+    assert len(reasons) == 2, reasons
+    assert any(r.startswith("empty message (no value)") for r in reasons), reasons
+    assert any(r.startswith("no key") for r in reasons), reasons
+    published = await stack.consume(topics.DEAD_LETTERS, lambda ms: len(ms) >= 2)
+    assert {m["source_topic"] for m in published} == {camera_events}
+    assert await stack.case_of(plates[0]) is None, "the keyless violation opened no case"
+
+
+async def test_a_database_that_turns_read_only_mid_run_delays_events_and_loses_none(stack: Stack):
+    """A failover leaves the workers connected to a read-only server for a while (SQLSTATE 25006):
+    the events wait, they do not become dead letters, and every one is decided once it is back."""
+    worker = stack.worker()
+    await worker.ready()
+    plates = await stack.plates_with_phone(12)
+    await stack.publish(stack.violation(plates[0]))
+    await stack.wait_state(plates[0], "warned", timeout=30)
+
+    await read_only(stack, True)
+    try:
+        for plate in plates[1:]:
+            await stack.publish(stack.violation(plate))
+
+        async def waiting():
+            return "not taking writes" in worker.log_path.read_text(errors="replace")
+        await wait_for(waiting, 30, "the worker to wait for a writable database")
+        await asyncio.sleep(2)
+    finally:
+        await read_only(stack, False)
+
+    for plate in plates[1:]:
+        await stack.wait_state(plate, "warned", timeout=60)
+    assert await stack.count("SELECT count(*) FROM dead_letters") == 0
+    assert await stack.count("SELECT count(*) FROM cases") == len(plates)
+
+
+async def test_an_event_postgresql_refuses_for_its_own_reason_is_a_dead_letter_and_the_rest_goes_on(stack: Stack):
+    worker = stack.worker()
+    await worker.ready()
+    plates = await stack.plates_with_phone(2)
+    bad = stack.violation(plates[0]).model_copy(update={"place": "Main St\x00"})
+    await stack.publish(bad)
+    await stack.publish(stack.violation(plates[1]))
+    await stack.wait_state(plates[1], "warned", timeout=30)
+
+    async def dead():
+        return await stack.pool.fetchrow("SELECT reason, raw FROM dead_letters")
+    letter = await wait_for(dead, 30, "the refused event's dead letter")
+    assert "22021" in letter["reason"] or "22P05" in letter["reason"], letter["reason"]
+    assert bad.event_id.encode() in letter["raw"]
+    assert await stack.case_of(plates[0]) is None
+
+
+async def read_only(stack: Stack, on: bool) -> None:
+    """Make the test's database read-only (or writable again) and drop every connection to it, as
+    a failover to a standby does; the workers reconnect to what is there."""
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        setting = "SET default_transaction_read_only = on" if on else "RESET default_transaction_read_only"
+        await admin.execute(f'ALTER DATABASE "{stack.db_name}" {setting}')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                            stack.db_name)
+    finally:
+        await admin.close()
