@@ -285,6 +285,14 @@ def on_wake(case: Case, rules: Rules, now: datetime) -> Decision:
     return _close(case, State.UNCONFIRMED, why("unconfirmed"), now)
 
 
+def set_aside(case: Case, problem: str, now: datetime) -> Decision:
+    """The pipeline failed to decide this case (a fault of this case's data, not an outage): it
+    goes to an officer with the problem, and no automatic effect follows."""
+    if not case.is_open:
+        return unchanged(case, why("already", state=case.state))
+    return _close(case, State.REVIEW, why("decision_failed", detail=problem), now, WithdrawWarning(case.id))
+
+
 def cancel(case: Case, reason: str, now: datetime) -> Decision:
     """An operator closes an open case."""
     if not case.is_open and case.state != State.REVIEW:

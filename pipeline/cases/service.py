@@ -384,13 +384,41 @@ class CaseService:
     # ── the clock ────────────────────────────────────────────────────────────────────────────
 
     async def decide_due_cases(self, limit: int = 100) -> int:
-        """Decide every case whose deadline (or recheck wait) has passed. Returns how many."""
+        """Decide every case whose deadline (or recheck wait) has passed. Returns how many.
+
+        Each case is decided in a savepoint of its own: a case that cannot be decided for a reason
+        of its own (``errors.is_transient`` is false) goes to review with the problem, and the
+        cases claimed with it are decided as usual."""
         async with self.pool.acquire() as conn, conn.transaction():
             now = self.clock()
             due = await store.claim_due_cases(conn, now, limit)
             for case, _window in due:
-                await self._record(conn, case, machine.on_wake(case, self.rules, now), now, "deadline")
+                await self._per_row(conn, case, lambda: self._record(
+                    conn, case, machine.on_wake(case, self.rules, now), now, "deadline"), now, "deadline")
             return len(due)
+
+    async def _per_row(self, conn, case: Case, decide, now: datetime, cause: str) -> bool:
+        """Run ``decide()`` in a savepoint; on a failure of the case's own, set the case aside for an
+        officer (in a second savepoint) and return False. The database's faults are raised."""
+        try:
+            async with conn.transaction():
+                await decide()
+            return True
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            if errors.is_transient(exc):
+                raise
+            problem = errors.describe(exc)[:200]
+        log.error("case %s could not be decided (%s): %s; it goes to review", case.id, cause, problem)
+        try:
+            async with conn.transaction():
+                await self._record(conn, case, machine.set_aside(case, problem, now), now, cause)
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            if errors.is_transient(exc):
+                raise
+            log.error("case %s could not be set aside either (%s); it waits 5 minutes", case.id,
+                      errors.describe(exc))
+            await store.postpone(conn, case.id)
+        return False
 
     # ── SMS ──────────────────────────────────────────────────────────────────────────────────
 
@@ -489,21 +517,34 @@ class CaseService:
 
     async def apply_delivery_reports(self, limit: int = 200) -> int:
         """Apply kept reports in order: message status, and for a warning its case (delivered, or
-        failed for good -> review). Reports on a message another transaction holds wait for the next round."""
+        failed for good -> review). Reports on a message another transaction holds wait for the next
+        round. A report that cannot be applied for a reason of its own is set aside with the
+        problem (``sms_delivery_reports.problem``), and the rest are applied."""
         async with self.pool.acquire() as conn, conn.transaction():
             now = self.clock()
             reports = await store.claim_delivery_reports(conn, limit)
             for report in reports:
-                row = await store.apply_delivery(conn, report)
-                status, reported_at = report["status"], report["reported_at"]
-                if row["kind"] == "warning" and status in ("delivered", "failed", "smsc_rejected"):
-                    case = await store.get_case(conn, row["case_id"], lock=True)
-                    if status == "delivered":
-                        decision = machine.on_warning_delivered(case, reported_at or now)
-                    else:
-                        decision = machine.on_warning_undelivered(case, f"{status} {report['detail']}".strip(), now)
-                    await self._record(conn, case, decision, now, f"delivery-report:{report['sms_id']}")
+                try:
+                    async with conn.transaction():
+                        await self._apply_report(conn, report, now)
+                except Exception as exc:  # noqa: BLE001 - sorted out below
+                    if errors.is_transient(exc):
+                        raise
+                    log.error("delivery report %s could not be applied: %s; set aside", report["id"],
+                              errors.describe(exc))
+                    await store.set_report_aside(conn, report["id"], errors.describe(exc))
             return len(reports)
+
+    async def _apply_report(self, conn, report, now: datetime) -> None:
+        row = await store.apply_delivery(conn, report)
+        status, reported_at = report["status"], report["reported_at"]
+        if row["kind"] == "warning" and status in ("delivered", "failed", "smsc_rejected"):
+            case = await store.get_case(conn, row["case_id"], lock=True)
+            if status == "delivered":
+                decision = machine.on_warning_delivered(case, reported_at or now)
+            else:
+                decision = machine.on_warning_undelivered(case, f"{status} {report['detail']}".strip(), now)
+            await self._record(conn, case, decision, now, f"delivery-report:{report['sms_id']}")
 
     def _render(self, row, now: datetime) -> str:
         p = row["params"]

@@ -85,6 +85,11 @@ async def claim_due_cases(conn, now: datetime, limit: int) -> list[tuple[Case, i
     return [(case_from_row(r), r["window_seconds"]) for r in rows]
 
 
+async def postpone(conn, case_id: UUID) -> None:
+    """Wake a case that could not be decided nor set aside again in 5 minutes, behind the others."""
+    await conn.execute("UPDATE cases SET wake_at = now() + interval '5 minutes' WHERE id = $1", case_id)
+
+
 async def insert_case(conn, case: Case, window_seconds: int, now: datetime) -> None:
     v = case.violation
     await conn.execute(
@@ -266,6 +271,12 @@ async def claim_delivery_reports(conn, limit: int):
            ORDER BY r.id LIMIT $1 FOR UPDATE OF r, s SKIP LOCKED""",
         limit,
     )
+
+
+async def set_report_aside(conn, report_id: int, problem: str) -> None:
+    """A report that cannot be applied: marked applied, with the problem, so it never blocks the rest."""
+    await conn.execute("UPDATE sms_delivery_reports SET applied_at = now(), problem = $2 WHERE id = $1",
+                       report_id, problem[:500])
 
 
 async def apply_delivery(conn, report):

@@ -207,6 +207,7 @@ TEXT: dict[str, tuple[str, str]] = {
 # The Chinese for every reason in pipeline.cases.reasons.REASONS, with the same parameters.
 REASON_ZH = {
     "too_late": "违停发生{minutes}分钟后才上报：来不及告知，由执法人员处理",
+    "decision_failed": "系统无法判定此案件（{detail}）：由执法人员处理",
     "too_long": "短信长{units}个单位，超过一条短信",
     "kannel_unreachable": "无法连接 Kannel（{error}）；是否已启动？scripts/services.sh status",
     "kannel_no_answer": "请求已发往 Kannel，但未收到应答（{error}）",

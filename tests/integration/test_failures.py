@@ -7,7 +7,7 @@ import asyncpg
 
 from schemas import topics
 
-from .conftest import ADMIN_URL, Stack, wait_for
+from .conftest import ADMIN_URL, Stack, sleep_until, wait_for
 
 
 async def test_a_tombstone_and_a_keyless_message_are_dead_letters_and_cost_no_event_taken_with_them(stack: Stack):
@@ -88,3 +88,29 @@ async def read_only(stack: Stack, on: bool) -> None:
                             stack.db_name)
     finally:
         await admin.close()
+
+
+async def test_a_case_that_cannot_be_decided_goes_to_review_and_the_cases_due_with_it_are_ticketed(stack: Stack):
+    """A ticket PostgreSQL refuses for one car (here a trigger stands in for a value the table
+    refuses) used to roll back the whole deadline claim, every half second, for every car."""
+    plates = await stack.plates_with_phone(3)
+    refused = plates[0]
+    await stack.pool.execute(f"""
+        CREATE FUNCTION refuse_ticket() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'ticket refused for the test' USING ERRCODE = '22023'; END $$;
+        CREATE TRIGGER refuse_ticket BEFORE INSERT ON tickets FOR EACH ROW
+            WHEN (NEW.plate = '{refused}') EXECUTE FUNCTION refuse_ticket();""")
+    worker = stack.worker(PW_WINDOW_SECONDS="6")
+    await worker.ready()
+    for plate in plates:
+        await stack.publish(stack.violation(plate))
+    warned = [await stack.wait_state(plate, "warned", timeout=30) for plate in plates]
+    await sleep_until(max(c["deadline_at"] for c in warned))
+    for plate in plates:
+        await stack.publish(stack.observation(plate))
+
+    for plate in plates[1:]:
+        await stack.wait_state(plate, "ticketed", timeout=30)
+    case = await stack.wait_state(refused, "review", timeout=30)
+    assert "could not decide" in case["reason"] and "22023" in case["reason"], case["reason"]
+    assert await stack.count("SELECT count(*) FROM tickets") == 2
