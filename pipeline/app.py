@@ -7,6 +7,7 @@ deadline, SMS and outbox loops share PostgreSQL rows safely.
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 
 import faust
@@ -59,6 +60,22 @@ class Runtime(Service):
         self.settings = settings
         self.car_parks = CarParkIndex()
         self.zones = ZoneBook(default_window_seconds=settings.window_seconds)
+        self.rounds: dict[str, float | None] = {}
+        """Each loop's and agent's current round: when it began (monotonic), None between rounds."""
+
+    def stalled(self) -> list[str]:
+        """Loops and agents busy with one round for longer than ``PW_STALL_SECONDS``."""
+        now = time.monotonic()
+        return sorted(name for name, since in self.rounds.items()
+                      if since is not None and now - since > settings.stall_seconds)
+
+    async def round(self, name: str, work):
+        """Run one round of a loop or an agent, so that a round that never ends is seen."""
+        self.rounds[name] = time.monotonic()
+        try:
+            return await work()
+        finally:
+            self.rounds[name] = None
 
     async def on_start(self) -> None:
         await bootstrap.prepare_database(settings)
@@ -86,7 +103,7 @@ class Runtime(Service):
         await self.ready.wait()
         while not self.should_stop:
             try:
-                busy = await work()
+                busy = await self.round(work.__name__, work)
             except Exception as exc:  # noqa: BLE001 - a loop must outlive outages
                 log.error("%s failed: %s: %s", work.__name__, type(exc).__name__, exc)
                 busy = False
@@ -105,14 +122,25 @@ class Runtime(Service):
     @Service.task
     async def sms(self) -> None:
         await self.ready.wait()
-        async def send_and_settle():
+        async def sms():
             return await self.service.settle_in_doubt_sms() + await self.service.send_due_sms(self.gateway)
-        await self._every(settings.sms_poll_seconds, send_and_settle)
+        await self._every(settings.sms_poll_seconds, sms)
 
     @Service.task
     async def outbox(self) -> None:
         await self.ready.wait()
         await self.relay.run(lambda: self.should_stop, settings.outbox_poll_seconds)
+
+    @Service.task
+    async def watchdog(self) -> None:
+        """Say so in the log when a loop or an agent has made no progress for PW_STALL_SECONDS."""
+        await self.ready.wait()
+        while not self.should_stop:
+            if stalled := self.stalled():
+                log.error("no progress for %ss in %s: a lock or a connection never came back; /readyz fails "
+                          "until it moves (see pg_stat_activity for application_name parkwarden:%s)",
+                          settings.stall_seconds, ", ".join(stalled), settings.worker_name)
+            await self.sleep(min(5.0, settings.stall_seconds / 2))
 
     @Service.task
     async def reference(self) -> None:
@@ -143,7 +171,8 @@ async def decide_camera_events(stream):
     """Every camera event, in order per plate, decided in batches."""
     await runtime.ready.wait()
     async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
-        await _until_recorded(runtime.service.handle_camera_events, _sources(batch))
+        await runtime.round("camera-events", lambda: _until_recorded(runtime.service.handle_camera_events,
+                                                                     _sources(batch)))
 
 
 @app.agent(car_park_status, concurrency=1)
@@ -151,7 +180,8 @@ async def record_car_park_status(stream):
     """Live free-space counts, kept for the nearest-car-park lookup."""
     await runtime.ready.wait()
     async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
-        await _until_recorded(runtime.service.handle_car_park_statuses, _sources(batch))
+        await runtime.round("car-park-status", lambda: _until_recorded(runtime.service.handle_car_park_statuses,
+                                                                       _sources(batch)))
 
 
 async def _until_recorded(handle, batch) -> None:

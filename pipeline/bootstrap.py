@@ -22,10 +22,33 @@ from schemas import topics
 log = logging.getLogger(__name__)
 
 
-async def connect_database(settings: Settings, min_size: int = 1) -> asyncpg.Pool:
+class BoundedPool(asyncpg.Pool):
+    """A pool whose ``acquire()`` gives up after ``acquire_timeout`` seconds (``asyncio.TimeoutError``,
+    which callers treat as an outage: wait and try again) instead of waiting forever."""
+
+    acquire_timeout: float = 10.0
+
+    def acquire(self, *, timeout=None):
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
+async def connect_database(settings: Settings, min_size: int = 1, max_size: int | None = None) -> asyncpg.Pool:
+    """A pool with the worker's time limits: acquiring a connection, waiting for a lock, one
+    statement, and a transaction left idle (each a ``PW_DB_*`` setting)."""
     url = settings.database_url.get_secret_value()
+    pool = BoundedPool(
+        url, min_size=min_size, max_size=max_size or settings.db_pool_size, max_queries=50_000,
+        max_inactive_connection_lifetime=300.0, connect=None, setup=None, init=init_connection, reset=None,
+        loop=None, connection_class=asyncpg.Connection, record_class=asyncpg.Record,
+        server_settings={
+            "statement_timeout": f"{int(settings.db_statement_timeout_seconds * 1000)}",
+            "lock_timeout": f"{int(settings.db_lock_timeout_seconds * 1000)}",
+            "idle_in_transaction_session_timeout": f"{int(settings.db_idle_in_transaction_seconds * 1000)}",
+            "application_name": f"parkwarden:{settings.worker_name}"[:63],
+        })
+    pool.acquire_timeout = settings.db_acquire_timeout_seconds
     try:
-        return await asyncpg.create_pool(url, min_size=min_size, max_size=settings.db_pool_size, init=init_connection)
+        return await pool
     except (OSError, asyncpg.PostgresError) as exc:
         raise SystemExit(
             f"cannot reach PostgreSQL ({type(exc).__name__}: {exc}). "
@@ -65,7 +88,7 @@ def build_gateway(settings: Settings) -> SmsGateway:
 
 
 def build_service(settings: Settings, pool: asyncpg.Pool, car_parks: CarParkIndex, zones: ZoneBook) -> CaseService:
-    owners = PostgresOwnerDirectory(pool, settings.owner_cache_size, settings.owner_cache_ttl_seconds)
+    owners = PostgresOwnerDirectory(settings.owner_cache_size, settings.owner_cache_ttl_seconds)
     sms = SmsStyle(settings.sms_language, settings.sms_signature, ZoneInfo(settings.timezone),
                    settings.sms_max_attempts, settings.sms_retry_seconds, settings.sms_daily_limit_per_phone,
                    settings.driver_page, timedelta(seconds=settings.sms_in_doubt_seconds))

@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pipeline.cases.machine import Rules
 
 ROOT = Path(__file__).resolve().parent.parent
+LOOP_CONNECTIONS = 6
+"""Connections a worker's loops may hold at once besides the camera events' parallel transactions:
+car-park counts, deadlines, SMS, delivery reports, the outbox relay, reference data."""
 
 
 class Settings(BaseSettings):
@@ -36,6 +39,16 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=12, ge=4)
     db_parallel_transactions: int = Field(default=4, ge=1)
     """A batch of camera events is split by plate into this many transactions, run side by side."""
+    db_acquire_timeout_seconds: float = Field(default=10, gt=0)
+    """How long a worker waits for a free connection of its pool before it treats it as an outage."""
+    db_lock_timeout_seconds: float = Field(default=10, gt=0)
+    """How long one statement waits for a row lock (PostgreSQL's lock_timeout)."""
+    db_statement_timeout_seconds: float = Field(default=30, gt=0)
+    """How long one statement may run (PostgreSQL's statement_timeout)."""
+    db_idle_in_transaction_seconds: float = Field(default=60, gt=0)
+    """A transaction left idle this long is ended by PostgreSQL (its locks freed)."""
+    stall_seconds: float = Field(default=60, gt=0)
+    """A loop or agent busy with one round for this long is stalled: logged, and /readyz fails."""
 
     # Web (served by each worker)
     web_host: str = "127.0.0.1"
@@ -89,6 +102,17 @@ class Settings(BaseSettings):
 
     # Tickets
     ticket_prefix: str = Field(default="YH", pattern=r"^[A-Z]{1,4}$")
+
+    @model_validator(mode="after")
+    def _pool_serves_every_loop(self) -> "Settings":
+        needed = self.db_parallel_transactions + LOOP_CONNECTIONS
+        if self.db_pool_size < needed:
+            raise ValueError(
+                f"PW_DB_POOL_SIZE ({self.db_pool_size}) is too small for PW_DB_PARALLEL_TRANSACTIONS "
+                f"({self.db_parallel_transactions}): each parallel transaction and each of the worker's "
+                f"{LOOP_CONNECTIONS} loops needs a connection; raise PW_DB_POOL_SIZE to at least {needed} "
+                f"or lower PW_DB_PARALLEL_TRANSACTIONS")
+        return self
 
     @model_validator(mode="after")
     def _in_doubt_outlasts_a_gateway_call(self) -> "Settings":

@@ -232,7 +232,7 @@ class CaseService:
 
     async def _open(self, conn, event: events.ViolationDetected, sighting: Sighting, now: datetime) -> None:
         exemption = self.zones.exemption(event.plate, event.zone, event.taken_at.astimezone(self.sms.timezone).hour)
-        phone = None if exemption else await self.owners.phone_for(event.plate)
+        phone = None if exemption else await self.owners.phone_for(event.plate, conn)
         opening = machine.Opening(owner_reachable=phone is not None, exempt_reason=exemption)
         decision = machine.open_case(uuid4(), event.plate, event.zone, sighting, opening, now, self.rules)
         case = decision.case
@@ -322,7 +322,7 @@ class CaseService:
             ticket_number=number, case_id=str(case.id), plate=case.plate, issued_at=now, place=case.place,
             zone=case.zone, location=events.Location(lat=v.lat, lon=v.lon), deadline_at=case.deadline_at,
             evidence=evidence))
-        phone = await self.owners.phone_for(case.plate)
+        phone = await self.owners.phone_for(case.plate, conn)
         if phone:
             await store.add_sms(conn, case.id, "ticket", phone,
                                 {"plate": case.plate, "place": case.place, "ticket_number": number}, now)

@@ -65,21 +65,21 @@ async def link_sighting(conn, event_id: str, case_id: UUID) -> None:
 
 async def open_case_for(conn, plate: str) -> Case | None:
     row = await conn.fetchrow(
-        f"SELECT {CASE_COLUMNS} FROM cases WHERE plate = $1 AND state IN ('detected', 'warned', 'rechecking') FOR UPDATE",
+        f"SELECT {CASE_COLUMNS} FROM cases WHERE plate = $1 AND state IN ('detected', 'warned', 'rechecking') FOR NO KEY UPDATE",
         plate,
     )
     return case_from_row(row) if row else None
 
 
 async def get_case(conn, case_id: UUID, lock: bool = False) -> Case | None:
-    row = await conn.fetchrow(f"SELECT {CASE_COLUMNS} FROM cases WHERE id = $1 {'FOR UPDATE' if lock else ''}", case_id)
+    row = await conn.fetchrow(f"SELECT {CASE_COLUMNS} FROM cases WHERE id = $1 {'FOR NO KEY UPDATE' if lock else ''}", case_id)
     return case_from_row(row) if row else None
 
 
 async def claim_due_cases(conn, now: datetime, limit: int) -> list[tuple[Case, int]]:
     rows = await conn.fetch(
         f"""SELECT {CASE_COLUMNS} FROM cases WHERE state IN ('warned', 'rechecking') AND wake_at <= $1
-            ORDER BY wake_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
+            ORDER BY wake_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED""",
         now, limit,
     )
     return [(case_from_row(r), r["window_seconds"]) for r in rows]
@@ -268,7 +268,7 @@ async def claim_delivery_reports(conn, limit: int):
         """SELECT r.id, r.sms_id, r.status, r.detail, r.reported_at, r.received_at
            FROM sms_delivery_reports r JOIN sms_messages s ON s.id = r.sms_id
            WHERE r.applied_at IS NULL AND s.status NOT IN ('pending', 'sending')
-           ORDER BY r.id LIMIT $1 FOR UPDATE OF r, s SKIP LOCKED""",
+           ORDER BY r.id LIMIT $1 FOR NO KEY UPDATE OF r, s SKIP LOCKED""",
         limit,
     )
 

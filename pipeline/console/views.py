@@ -565,9 +565,10 @@ class Console:
         return web.json_response(checks, status=200 if checks["started"] else 503)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Readiness: started, and both PostgreSQL and Kafka answer now."""
+        """Readiness: started, both PostgreSQL and Kafka answer now, and no loop or agent is stalled."""
         checks = await self.checks()
-        ready = checks["started"] and checks["postgres"]["ok"] and checks["kafka"]["ok"]
+        checks["stalled"] = self.runtime.stalled()
+        ready = checks["started"] and checks["postgres"]["ok"] and checks["kafka"]["ok"] and not checks["stalled"]
         return web.json_response({"ready": ready, **checks}, status=200 if ready else 503)
 
 

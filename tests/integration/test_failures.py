@@ -3,6 +3,7 @@ refuses writes, a row that cannot be decided. Each test failed on the code befor
 
 import asyncio
 
+import aiohttp
 import asyncpg
 
 from schemas import topics
@@ -114,3 +115,41 @@ async def test_a_case_that_cannot_be_decided_goes_to_review_and_the_cases_due_wi
     case = await stack.wait_state(refused, "review", timeout=30)
     assert "could not decide" in case["reason"] and "22023" in case["reason"], case["reason"]
     assert await stack.count("SELECT count(*) FROM tickets") == 2
+
+
+# ── no worker freezes (issue 9) ───────────────────────────────────────────────────────────────
+
+
+async def test_a_pool_too_small_for_the_worker_s_loops_is_refused_at_start_with_what_to_set(stack: Stack):
+    """With 4 connections and 4 parallel transactions the old worker could wait on itself forever."""
+    worker = stack.worker(PW_DB_POOL_SIZE="4", PW_DB_PARALLEL_TRANSACTIONS="4")
+    code = await asyncio.to_thread(worker.proc.wait, 60)
+    assert code != 0
+    assert "raise PW_DB_POOL_SIZE to at least 10" in worker.log_path.read_text(errors="replace")
+
+
+async def test_a_loop_that_makes_no_progress_fails_readyz_and_is_logged_until_it_moves(stack: Stack):
+    worker = stack.worker(PW_STALL_SECONDS="2", PW_DB_LOCK_TIMEOUT_SECONDS="60")
+    await worker.ready()
+    base = f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}"
+    async with aiohttp.ClientSession() as http:
+        async def readyz():
+            async with http.get(f"{base}/readyz") as r:
+                return r.status, await r.json()
+
+        async def ready():
+            return (await readyz())[0] == 200
+        await wait_for(ready, 30, "readyz to answer 200")
+        async with stack.pool.acquire() as conn, conn.transaction():
+            await conn.execute("LOCK TABLE cases IN ACCESS EXCLUSIVE MODE")  # the deadline tick waits on it
+
+            async def stalled():
+                status, body = await readyz()
+                return body if status == 503 and "decide_due_cases" in body.get("stalled", []) else None
+            body = await wait_for(stalled, 30, "readyz to report the stalled deadline loop")
+            assert body["postgres"]["ok"], body
+
+            async def logged():
+                return "no progress for 2.0s in" in worker.log_path.read_text(errors="replace")
+            await wait_for(logged, 30, "the stall to be logged")
+        await wait_for(ready, 30, "readyz to recover once the lock is gone")
