@@ -132,6 +132,19 @@ class Runtime(Service):
         await self.relay.run(lambda: self.should_stop, settings.outbox_poll_seconds)
 
     @Service.task
+    async def watermarks(self) -> None:
+        """Keep idle camera-events partitions current, so that they never hold a decision."""
+        await self.ready.wait()
+        end_offsets = bootstrap.EndOffsets(settings, settings.topic(topics.CAMERA_EVENTS.name))
+        async def mark_current_partitions():
+            await self.service.mark_current_partitions(end_offsets)
+            return False
+        try:
+            await self._every(settings.tick_seconds, mark_current_partitions)
+        finally:
+            await end_offsets.close()
+
+    @Service.task
     async def watchdog(self) -> None:
         """Say so in the log when a loop or an agent has made no progress for PW_STALL_SECONDS."""
         await self.ready.wait()

@@ -1,11 +1,12 @@
 """The one module that builds clients and wires adapters into the case service."""
 
 import logging
+import time
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline.cases.service import CaseService, SmsStyle, Topics
 from pipeline.cases.store import init_connection
@@ -67,6 +68,7 @@ async def prepare_database(settings: Settings) -> list[str]:
 
 def output_topics(settings: Settings) -> Topics:
     return Topics(
+        camera_events=settings.topic(topics.CAMERA_EVENTS.name),
         case_events=settings.topic(topics.CASE_EVENTS.name),
         tickets=settings.topic(topics.TICKETS.name),
         camera_commands=settings.topic(topics.CAMERA_COMMANDS.name),
@@ -102,9 +104,45 @@ def build_producer(settings: Settings) -> AIOKafkaProducer:
                             linger_ms=5, client_id=f"{settings.app_id}-outbox")
 
 
+class EndOffsets:
+    """Asks the broker for the end offset of each partition of a topic (for ``watermarks``): a plain
+    consumer outside any group, so it reads no messages and takes no partitions from the workers."""
+
+    def __init__(self, settings: Settings, topic: str):
+        self.topic = topic
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                         enable_auto_commit=False, request_timeout_ms=10_000,
+                                         client_id=f"{settings.app_id}-watermarks")
+        self.started = False
+        self.partitions: set[int] = set()
+        self.partitions_read_at = 0.0
+
+    async def __call__(self) -> dict[int, int]:
+        if not self.started:
+            await self.consumer.start()
+            self.started = True
+        if not self.partitions or time.monotonic() - self.partitions_read_at > 60:  # partitions may be added
+            self.partitions_read_at = time.monotonic()
+            cluster = await self.consumer._client.fetch_all_metadata()  # the public topics() keeps no partitions
+            self.partitions = cluster.partitions_for_topic(self.topic) or set()
+        partitions = self.partitions
+        ends = await self.consumer.end_offsets([TopicPartition(self.topic, p) for p in sorted(partitions)])
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    async def close(self) -> None:
+        if self.started:
+            await self.consumer.stop()
+
+
+TOPIC_CONFIGS = {topics.CAMERA_EVENTS.name: {"message.timestamp.type": "LogAppendTime"}}
+"""Camera events are stamped by the broker when it takes them: in order per partition (for the
+watermarks) and the time the camera's report reached us (for the camera's own delay)."""
+
+
 async def create_topics(settings: Settings) -> list[str]:
     """Create every registry topic that does not exist yet; return the ones created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
@@ -113,7 +151,11 @@ async def create_topics(settings: Settings) -> list[str]:
         wanted = [settings.topic(t.name) for t in topics.ALL]
         missing = [name for name in wanted if name not in existing]
         if missing:
-            await admin.create_topics([NewTopic(n, settings.topic_partitions, 1) for n in missing])
+            await admin.create_topics([
+                NewTopic(settings.topic(t.name), settings.topic_partitions, 1, topic_configs=TOPIC_CONFIGS.get(t.name, {}))
+                for t in topics.ALL if settings.topic(t.name) in missing])
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, settings.topic(name), configs)
+                                   for name, configs in TOPIC_CONFIGS.items()])
         return missing
     finally:
         await admin.close()

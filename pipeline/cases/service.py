@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from pydantic import BaseModel
 
-from pipeline.cases import machine, store
+from pipeline.cases import machine, store, watermarks
 from pipeline.cases.machine import Case, Decision, Rules, Sighting, State
 from pipeline.cases.reasons import why
 from pipeline.db import errors
@@ -75,6 +75,7 @@ def admit(item, source: Source):
 
 @dataclass(frozen=True)
 class Topics:
+    camera_events: str
     case_events: str
     tickets: str
     camera_commands: str
@@ -136,6 +137,28 @@ class CaseService:
             groups.setdefault(key, []).append((item, source))
         # One plate's events stay in one group, in order; groups commit independently, in parallel.
         await asyncio.gather(*(self._until_database_answers(self._decide_batch, g) for g in groups.values()))
+        await self._until_database_answers(self._note_progress, batch)
+
+    async def _note_progress(self, batch: list[tuple[object, Source]]) -> None:
+        """Every event of the batch is recorded: move the partitions' watermarks (``watermarks``)."""
+        progress: dict[int, tuple[int, datetime | None]] = {}
+        for _, source in batch:
+            if source.topic != self.topics.camera_events:
+                continue
+            offset, at = progress.get(source.partition, (-1, None))
+            newest = max((t for t in (at, source.timestamp) if t is not None), default=None)
+            progress[source.partition] = (max(offset, source.offset), newest)
+        if progress:
+            async with self.pool.acquire() as conn:
+                await watermarks.recorded(conn, self.topics.camera_events, progress)
+
+    async def mark_current_partitions(self, end_offsets) -> int:
+        """The tick that keeps idle partitions current: ``end_offsets`` is a coroutine function that
+        asks the broker for each camera-events partition's end offset (after PostgreSQL's now())."""
+        async with self.pool.acquire() as conn:
+            as_of = await conn.fetchval("SELECT now()")
+            ends = await end_offsets()
+            return await watermarks.current_as_of(conn, self.topics.camera_events, ends, as_of) if ends else 0
 
     async def _decide_batch(self, batch: list[tuple[object, Source]]) -> None:
         """One transaction for the batch; if an event fails for a reason of its own, each on its own.
@@ -219,7 +242,7 @@ class CaseService:
                 if not machine.needs_new_case(decision, sighting, self.rules):
                     await store.link_sighting(conn, item.event_id, case.id)
                     return
-            await self._open(conn, item, sighting, now)
+            await self._open(conn, item, sighting, now, source)
         elif case is None:
             return  # a sighting or a departure with no open case: kept as a sighting only
         elif isinstance(item, events.VehicleObserved):
@@ -230,13 +253,16 @@ class CaseService:
             await self._record(conn, case, machine.on_departure(case, item.taken_at, self.rules, now), now,
                                item.event_id)
 
-    async def _open(self, conn, event: events.ViolationDetected, sighting: Sighting, now: datetime) -> None:
+    async def _open(self, conn, event: events.ViolationDetected, sighting: Sighting, now: datetime,
+                    source: Source) -> None:
         exemption = self.zones.exemption(event.plate, event.zone, event.taken_at.astimezone(self.sms.timezone).hour)
         phone = None if exemption else await self.owners.phone_for(event.plate, conn)
-        opening = machine.Opening(owner_reachable=phone is not None, exempt_reason=exemption)
+        opening = machine.Opening(owner_reachable=phone is not None, exempt_reason=exemption,
+                                  reported_at=source.timestamp)
         decision = machine.open_case(uuid4(), event.plate, event.zone, sighting, opening, now, self.rules)
         case = decision.case
-        await store.insert_case(conn, case, self.zones.window_seconds(event.zone), now)
+        await store.insert_case(conn, case, self.zones.window_seconds(event.zone), now,
+                                source.partition if source.topic == self.topics.camera_events else None)
         await store.link_sighting(conn, event.event_id, case.id)
         await store.add_outbox(conn, self.topics.case_events, case.plate, events.CaseOpened(
             case_id=str(case.id), plate=case.plate, state=case.state, place=case.place, zone=case.zone,
@@ -390,9 +416,14 @@ class CaseService:
         of its own (``errors.is_transient`` is false) goes to review with the problem, and the
         cases claimed with it are decided as usual."""
         async with self.pool.acquire() as conn, conn.transaction():
-            now = self.clock()
-            due = await store.claim_due_cases(conn, now, limit)
-            for case, _window in due:
+            now, due = await store.claim_due_cases(conn, self.topics.camera_events, limit)
+            for row in due:
+                try:
+                    case = store.case_from_row(row)
+                except Exception as exc:  # noqa: BLE001 - an unreadable row waits, the rest are decided
+                    log.error("case %s is unreadable (%s); it waits 5 minutes", row["id"], errors.describe(exc))
+                    await store.postpone(conn, row["id"])
+                    continue
                 await self._per_row(conn, case, lambda: self._record(
                     conn, case, machine.on_wake(case, self.rules, now), now, "deadline"), now, "deadline")
             return len(due)

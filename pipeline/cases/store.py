@@ -76,13 +76,21 @@ async def get_case(conn, case_id: UUID, lock: bool = False) -> Case | None:
     return case_from_row(row) if row else None
 
 
-async def claim_due_cases(conn, now: datetime, limit: int) -> list[tuple[Case, int]]:
+async def claim_due_cases(conn, camera_events: str, limit: int) -> tuple[datetime, list]:
+    """PostgreSQL's now() and the cases due by it whose input has been read past their ``wake_at``
+    (``pipeline.cases.watermarks``), locked; rows, not cases, so that one unreadable row is the
+    caller's to set aside."""
+    now = await conn.fetchval("SELECT now()")
     rows = await conn.fetch(
-        f"""SELECT {CASE_COLUMNS} FROM cases WHERE state IN ('warned', 'rechecking') AND wake_at <= $1
+        f"""SELECT {CASE_COLUMNS}, source_partition FROM cases c
+            WHERE state IN ('warned', 'rechecking') AND wake_at <= $1
+              AND (source_partition IS NULL OR EXISTS (
+                   SELECT 1 FROM partition_watermarks w
+                   WHERE w.topic = $3 AND w.partition = c.source_partition AND w.read_to >= c.wake_at))
             ORDER BY wake_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED""",
-        now, limit,
+        now, limit, camera_events,
     )
-    return [(case_from_row(r), r["window_seconds"]) for r in rows]
+    return now, rows
 
 
 async def postpone(conn, case_id: UUID) -> None:
@@ -90,14 +98,16 @@ async def postpone(conn, case_id: UUID) -> None:
     await conn.execute("UPDATE cases SET wake_at = now() + interval '5 minutes' WHERE id = $1", case_id)
 
 
-async def insert_case(conn, case: Case, window_seconds: int, now: datetime) -> None:
+async def insert_case(conn, case: Case, window_seconds: int, now: datetime, source_partition: int | None = None) -> None:
+    """``source_partition``: the camera-events partition that carries the plate (see ``watermarks``)."""
     v = case.violation
     await conn.execute(
-        f"""INSERT INTO cases ({CASE_COLUMNS}, updated_at) VALUES
-            ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)""",
+        f"""INSERT INTO cases ({CASE_COLUMNS}, updated_at, source_partition) VALUES
+            ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)""",
         case.id, case.plate, case.state.value, case.zone, case.place, v.camera_id, v.lat, v.lon,
         sighting_to_json(v), sighting_to_json(case.latest_capture), window_seconds, v.taken_at, case.opened_at,
         case.warned_at, case.deadline_at, case.wake_at, case.closed_at, case.reason, case.warning_delivered_at, now,
+        source_partition,
     )
 
 

@@ -2,6 +2,7 @@
 refuses writes, a row that cannot be decided. Each test failed on the code before its fix."""
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import asyncpg
@@ -153,3 +154,51 @@ async def test_a_loop_that_makes_no_progress_fails_readyz_and_is_logged_until_it
                 return "no progress for 2.0s in" in worker.log_path.read_text(errors="replace")
             await wait_for(logged, 30, "the stall to be logged")
         await wait_for(ready, 30, "readyz to recover once the lock is gone")
+
+
+# ── decisions wait for their input ─────────────────────────────────────────────────────────────
+
+
+async def test_an_answer_in_kafka_while_nobody_reads_the_partition_is_waited_for_not_decided_blind(stack: Stack):
+    """The worker reading the plate's partition dies while the case waits for the camera's answer,
+    and the answer reaches Kafka before answer_by; the other worker's deadline tick must not close
+    the case as unconfirmed before the partition is read again (the group notices the death after
+    the session timeout, 10 s, well after answer_by)."""
+    first = stack.worker("first")
+    await first.ready()
+    plate = (await stack.plates_with_phone(1))[0]
+    await stack.publish(stack.violation(plate))
+    try:
+        case = await stack.wait_state(plate, "rechecking", timeout=40)
+    except BaseException:
+        print(await stack.pool.fetch("select * from partition_watermarks"))
+        print(await stack.pool.fetch("select state, wake_at, source_partition, now() from cases"))
+        raise
+
+    first.kill()
+    await stack.publish(stack.observation(plate))  # the camera answers at once, taken after the deadline
+    stack.worker("second")
+    closed = await wait_for(lambda: closed_case(stack, plate), 90, "the case to be decided")
+    assert closed["state"] == "ticketed", (closed["state"], closed["reason"])
+    assert closed["closed_at"] > case["wake_at"]
+
+
+async def closed_case(stack: Stack, plate: str):
+    row = await stack.case_of(plate)
+    return row if row and row["state"] not in ("detected", "warned", "rechecking") else None
+
+
+async def test_our_own_backlog_is_not_the_camera_s_lateness(stack: Stack):
+    """Violations that waited in Kafka for us longer than the allowed report delay are warned
+    (the window starts at acceptance); one the camera itself sent late goes to review."""
+    plates = await stack.plates_with_phone(2)
+    await stack.publish(stack.violation(plates[0]))
+    late = stack.violation(plates[1], at=datetime.now(UTC) - timedelta(seconds=20))
+    await asyncio.sleep(6)  # nobody reads: our backlog grows past the allowed delay
+    await stack.publish(late)
+    worker = stack.worker(PW_MAX_REPORT_DELAY_SECONDS="4")
+    await worker.ready()
+
+    await stack.wait_state(plates[0], "warned", timeout=30)
+    reviewed = await stack.wait_state(plates[1], "review", timeout=30)
+    assert "too late to warn" in reviewed["reason"]
