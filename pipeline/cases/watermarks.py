@@ -57,9 +57,11 @@ async def current_as_of(conn: asyncpg.Connection, topic: str, end_offsets: dict[
 
 
 async def lag(conn: asyncpg.Connection, topic: str) -> list:
-    """Per partition: how far behind PostgreSQL's now() it is read, and how many due cases it holds."""
+    """Per partition: how far behind PostgreSQL's now() it is read (None: never read), and how many due
+    cases it holds."""
     return await conn.fetch(
-        """SELECT w.partition, extract(epoch FROM now() - w.read_to)::float8 AS behind_seconds,
+        """SELECT w.partition,
+                  CASE WHEN isfinite(w.read_to) THEN extract(epoch FROM now() - w.read_to)::float8 END AS behind_seconds,
                   (SELECT count(*) FROM cases c WHERE c.state IN ('warned', 'rechecking') AND c.wake_at <= now()
                      AND c.source_partition = w.partition AND c.wake_at > w.read_to) AS held
            FROM partition_watermarks w WHERE w.topic = $1 ORDER BY w.partition""",

@@ -38,6 +38,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "tile.events_per_second": ("事件/秒", "events / s"),
     "tile.events_per_second.hint": ("近10秒接收的摄像头事件", "camera events received, last 10 s"),
     "tile.warnings_today": ("今日告知短信", "warnings sent today"),
+    "tile.held_for_input": ("待输入的判定（落后{seconds}秒）", "decisions waiting for input ({seconds} s behind)"),
+    "tile.held_for_input.hint": ("截止时间已到，但该车牌所在分区尚未读到截止时间之后：等待途中的抓拍，不盲判",
+                                 "due, but the partition carrying the plate is not read past the deadline yet: "
+                                 "waiting for captures on their way, not deciding blind"),
     "tile.moved_today": ("今日已驶离", "cars moved today"),
     "tile.tickets_today": ("今日告知单", "tickets today"),
     "tile.voided": ("已作废 {n}", "{n} voided"),

@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from pipeline.cases import watermarks
 from pipeline.console import queries
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,8 @@ async def database_check(pool: asyncpg.Pool | None, timeout: float = 3.0) -> tup
         return False, f"{type(exc).__name__}: {exc}"[:200]
 
 
-async def system_families(pool: asyncpg.Pool, kafka: KafkaProbe, tz: ZoneInfo) -> list[GaugeMetricFamily]:
+async def system_families(pool: asyncpg.Pool, kafka: KafkaProbe, tz: ZoneInfo,
+                          camera_events: str | None = None) -> list[GaugeMetricFamily]:
     """The system's numbers, read now. A source that does not answer shows as ``*_up 0``."""
     now = datetime.now(UTC)
     families = []
@@ -156,8 +158,10 @@ async def system_families(pool: asyncpg.Pool, kafka: KafkaProbe, tz: ZoneInfo) -
             async with pool.acquire() as conn:
                 status = await queries.status(conn, now, tz)
                 latency = await queries.recent_latency(conn, now, LATENCY_WINDOW)
+                read = await watermarks.lag(conn, camera_events) if camera_events else []
         db_up.add_metric([], 1)
         families.extend(_database_families(status, latency))
+        families.extend(_watermark_families(read))
     except Exception as exc:  # noqa: BLE001
         log.warning("metrics: PostgreSQL did not answer: %s", type(exc).__name__)
         db_up.add_metric([], 0)
@@ -209,6 +213,20 @@ def _database_families(status: dict, latency: dict) -> list[GaugeMetricFamily]:
     ]
 
 
+def _watermark_families(partitions) -> list[GaugeMetricFamily]:
+    held = GaugeMetricFamily("parkwarden_decisions_held", "Due cases not decided yet because the camera-events "
+                             "partition carrying their plate is not read past their wake time (input on its way).",
+                             labels=["partition"])
+    behind = GaugeMetricFamily("parkwarden_camera_events_read_behind_seconds", "How far behind PostgreSQL's now() "
+                               "each camera-events partition is read and recorded (its watermark).",
+                               labels=["partition"])
+    for p in partitions:
+        held.add_metric([str(p["partition"])], p["held"])
+        if p["behind_seconds"] is not None:
+            behind.add_metric([str(p["partition"])], max(0.0, p["behind_seconds"]))
+    return [held, behind]
+
+
 class _Families:
     def __init__(self, families):
         self.families = families
@@ -217,7 +235,8 @@ class _Families:
         return self.families
 
 
-async def exposition(worker: WorkerMetrics, pool: asyncpg.Pool, kafka: KafkaProbe, tz: ZoneInfo) -> bytes:
+async def exposition(worker: WorkerMetrics, pool: asyncpg.Pool, kafka: KafkaProbe, tz: ZoneInfo,
+                     camera_events: str | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(await system_families(pool, kafka, tz)))
+    registry.register(_Families(await system_families(pool, kafka, tz, camera_events)))
     return generate_latest(worker.registry) + generate_latest(registry)

@@ -168,19 +168,28 @@ async def test_an_answer_in_kafka_while_nobody_reads_the_partition_is_waited_for
     await first.ready()
     plate = (await stack.plates_with_phone(1))[0]
     await stack.publish(stack.violation(plate))
-    try:
-        case = await stack.wait_state(plate, "rechecking", timeout=40)
-    except BaseException:
-        print(await stack.pool.fetch("select * from partition_watermarks"))
-        print(await stack.pool.fetch("select state, wake_at, source_partition, now() from cases"))
-        raise
+    case = await stack.wait_state(plate, "rechecking", timeout=40)
 
     first.kill()
     await stack.publish(stack.observation(plate))  # the camera answers at once, taken after the deadline
-    stack.worker("second")
+    second = stack.worker("second")
+    held = await wait_for(lambda: held_on_metrics(second), 60, "/metrics to show the decision held")
+    assert held["parkwarden_decisions_held"] == 1
     closed = await wait_for(lambda: closed_case(stack, plate), 90, "the case to be decided")
     assert closed["state"] == "ticketed", (closed["state"], closed["reason"])
     assert closed["closed_at"] > case["wake_at"]
+
+
+async def held_on_metrics(worker) -> dict | None:
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}/metrics") as r:
+                text = await r.text()
+    except aiohttp.ClientError:
+        return None
+    held = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("parkwarden_decisions_held{"))
+    return {"parkwarden_decisions_held": held} if held else None
 
 
 async def closed_case(stack: Stack, plate: str):
