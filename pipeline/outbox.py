@@ -85,10 +85,10 @@ class OutboxRelay:
         rows = await conn.fetch("SELECT id, topic, key, value FROM outbox ORDER BY id LIMIT $1", self.batch_size)
         if not rows:
             return Relayed()
-        batch = await self._send(rows)
+        batch = await self.publish(rows)
         await self._settle(conn, batch, rows)
         for i, row in enumerate(batch.suspects):
-            alone = await self._send([row])
+            alone = await self.publish([row])
             await self._settle(conn, alone, [row])
             batch.published += alone.published
             batch.set_aside |= alone.set_aside
@@ -97,7 +97,7 @@ class OutboxRelay:
                 break
         return batch
 
-    async def _send(self, rows) -> Relayed:
+    async def publish(self, rows) -> Relayed:
         """Send ``rows`` in order and wait for the broker's answers. A broker refuses a whole record
         batch, so a row refused with others is only a suspect; a row sent alone is judged alone."""
         producer = await self._producer()
