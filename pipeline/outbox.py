@@ -125,6 +125,7 @@ class OutboxRelay:
                         break
             result.set_aside[row["id"]] = reason
         answers = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
+        failed = []
         for (row, _), answer in zip(sent, answers, strict=True):
             if not isinstance(answer, BaseException):
                 result.published.append(row["id"])
@@ -133,8 +134,12 @@ class OutboxRelay:
             elif reason is not None:
                 result.suspects.append(row)
             else:
-                log.warning("outbox relay: %s: %s; row %d waits", type(answer).__name__, answer, row["id"])
-                result.waiting += 1
+                failed.append((row["id"], answer))
+        if failed:
+            row_id, answer = failed[0]
+            log.warning("outbox relay: %d rows wait, the first (%d) for %s: %s",
+                        len(failed), row_id, type(answer).__name__, answer)
+            result.waiting += len(failed)
         if len(result.published) < len(sent):
             await self.close()  # an idempotent producer whose batch failed is behind the broker's sequence
         return result
