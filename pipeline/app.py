@@ -85,13 +85,13 @@ class Runtime(Service):
         self.gateway = bootstrap.build_gateway(settings)
         self.producer = bootstrap.build_producer(settings)
         await self.producer.start()
-        self.relay = OutboxRelay(self.pool, self.producer)
+        self.relay = OutboxRelay(self.pool, lambda: bootstrap.build_producer(settings))
         self.ready.set()
         log.info("parkwarden ready: %d car parks, window %ss", len(self.car_parks), settings.window_seconds)
 
     async def on_stop(self) -> None:
         for closing in (self.gateway and self.gateway.close(), self.producer and self.producer.stop(),
-                        self.pool and self.pool.close()):
+                        self.relay and self.relay.close(), self.pool and self.pool.close()):
             if closing is not None:
                 await closing
 

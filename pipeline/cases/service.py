@@ -11,7 +11,6 @@ with ``FOR UPDATE SKIP LOCKED`` and every effect is keyed (see ``store``).
 """
 
 import asyncio
-import base64
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -364,10 +363,9 @@ class CaseService:
         field_errors = [e.model_dump() for e in rejected.errors]
         if await store.add_dead_letter(conn, source.topic, source.partition, source.offset, source.key,
                                        rejected.reason, field_errors, rejected.raw, now):
-            await store.add_outbox(conn, self.topics.dead_letters, source.topic, events.DeadLetter(
-                source_topic=source.topic, partition=source.partition, offset=source.offset,
-                key=source.key.decode(errors="replace") if source.key else None, reason=rejected.reason,
-                errors=list(rejected.errors), raw_base64=base64.b64encode(rejected.raw).decode(), received_at=now))
+            await store.add_outbox(conn, self.topics.dead_letters, source.topic, events.DeadLetter.capped(
+                source.topic, source.partition, source.offset, source.key or None, rejected.reason,
+                rejected.errors, rejected.raw, now))
             log.warning("dead letter from %s:%d@%d: %s", source.topic, source.partition, source.offset, rejected.reason)
 
     # ── car-park counts ──────────────────────────────────────────────────────────────────────

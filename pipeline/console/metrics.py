@@ -5,8 +5,8 @@ Two kinds of numbers:
   the time per stage inside the worker (Kafka -> worker, worker -> decision committed);
 - the system's, read from PostgreSQL and Kafka at scrape time, the same whichever worker answers
   (aggregate them with max(), not sum()): open cases by state, SMS by kind and status, dead
-  letters, outbox backlog, deadline lag, per-stage latency over the last five minutes, and the
-  consumer group's lag per partition.
+  letters, outbox backlog and rows set aside, deadline lag, per-stage latency over the last five
+  minutes, and the consumer group's lag per partition.
 """
 
 import asyncio
@@ -210,6 +210,9 @@ def _database_families(status: dict, latency: dict) -> list[GaugeMetricFamily]:
         GaugeMetricFamily("parkwarden_outbox_backlog", "Kafka outputs not yet relayed.", value=status["outbox_backlog"]),
         GaugeMetricFamily("parkwarden_outbox_oldest_seconds", "Age of the oldest outbox row.",
                           value=status["outbox_oldest_age"]),
+        GaugeMetricFamily("parkwarden_outbox_set_aside",
+                          "Kafka outputs the broker refused for good, kept in outbox_set_aside "
+                          "(see `parkwarden outbox list`).", value=status["outbox_set_aside"]),
     ]
 
 
