@@ -156,5 +156,7 @@ class Settings(BaseSettings):
     ingest_bad_key_seconds (per worker); over it, requests from that address whose key this worker
     does not already trust get 429 with Retry-After, before any database work."""
     ingest_bad_key_seconds: float = Field(default=60, gt=0)
+    """The period of ingest_bad_keys_per_address (an address regains one bad-key request every
+    ingest_bad_key_seconds / ingest_bad_keys_per_address seconds)."""
     ingest_publish_timeout_seconds: float = Field(default=10, gt=0)
     """How long the ingest waits for Kafka's acknowledgement before answering 503."""
