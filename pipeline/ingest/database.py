@@ -3,6 +3,8 @@ knows), never a 500 and never a request left hanging on a connection that will n
 
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 
@@ -24,6 +26,21 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "")[:2] in OUTAGE_SQLSTATE_CLASSES
 
 
+@asynccontextmanager
+async def connection(pool: asyncpg.Pool, timeout: float = 5.0) -> AsyncIterator[asyncpg.Connection]:
+    """A connection from ``pool`` within ``timeout``; an outage while getting or using it raises
+    ``DatabaseAway`` (any other error passes unchanged)."""
+    try:
+        async with pool.acquire(timeout=timeout) as conn:
+            yield conn
+    except DatabaseAway:
+        raise
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        raise DatabaseAway(f"PostgreSQL unreachable ({type(exc).__name__}: {exc})") from exc
+
+
 class GuardedPool:
     """Runs one statement on a pool, bounded as a whole by ``timeout`` (getting a connection, then the
     answer). An outage raises ``DatabaseAway``; for ``pause`` seconds after one, statements fail at
@@ -41,12 +58,10 @@ class GuardedPool:
         if self.timer() < self._away_until:
             raise DatabaseAway(self._reason)
         try:
-            async with self.pool.acquire(timeout=self.timeout) as conn:
+            async with connection(self.pool, self.timeout) as conn:
                 return await conn.fetchrow(sql, *args, timeout=self.timeout)
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
+        except DatabaseAway as away:
             self._away_until = self.timer() + self.pause
-            self._reason = f"PostgreSQL unreachable ({type(exc).__name__}: {exc})"
-            log.warning("ingest: %s", self._reason)
-            raise DatabaseAway(self._reason) from exc
+            self._reason = str(away)
+            log.warning("ingest: %s", away)
+            raise

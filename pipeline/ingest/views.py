@@ -24,9 +24,9 @@ import faust
 from faust.web import Request, Response, View
 from pydantic import TypeAdapter
 
-from pipeline.ingest import deadletters
+from pipeline.ingest import database, deadletters
 from pipeline.ingest.batch import JSON, JSON_LINES, Batch, BodyError, kafka_address, read_body
-from pipeline.ingest.database import DatabaseAway, is_outage
+from pipeline.ingest.database import DatabaseAway
 from pipeline.ingest.keys import Integrator, KeyBook
 from pipeline.ingest.ratelimit import LocalBuckets, RateLimiter, retry_after_header
 from schemas import contract
@@ -176,11 +176,11 @@ async def _guarded(view: View, work) -> Response:
         return _answer(view, status, body)
     except Refuse as refusal:
         return _answer(view, refusal.status, {"error": refusal.message}, refusal.headers)
-    except Exception as exc:  # noqa: BLE001 - an integrator gets a clear 503 or 500, the log gets the trace
-        if isinstance(exc, DatabaseAway) or is_outage(exc):
-            log.warning("ingest: PostgreSQL unreachable on %s: %s: %s", view.view_path, type(exc).__name__, exc)
-            return _answer(view, 503, {"error": "parkwarden's database is unreachable right now: retry after "
-                                                f"{DATABASE_RETRY_AFTER} s"}, (("Retry-After", DATABASE_RETRY_AFTER),))
+    except DatabaseAway as away:
+        log.warning("ingest: %s on %s", away, view.view_path)
+        return _answer(view, 503, {"error": "parkwarden's database is unreachable right now: retry after "
+                                            f"{DATABASE_RETRY_AFTER} s"}, (("Retry-After", DATABASE_RETRY_AFTER),))
+    except Exception:  # noqa: BLE001 - an integrator gets a clear 500, the log gets the trace
         log.exception("ingest: unexpected error on %s", view.view_path)
         return _answer(view, 500, {"error": "internal error in parkwarden; the operator has the details. "
                                             "Resend later: event ids make a resend safe"})
@@ -218,7 +218,7 @@ def register(app: faust.App, runtime) -> None:
                     before = int(request.query["before"]) if "before" in request.query else None
                 except ValueError:
                     raise Refuse(400, "limit and before must be whole numbers") from None
-                async with runtime.web_pool.acquire(timeout=5) as conn:
+                async with database.connection(runtime.web_pool) as conn:
                     rows = await deadletters.recent(conn, limit, before)
                     count = await deadletters.total(conn)
                 return 200, {"total": count, "dead_letters": [deadletters.as_json(r) for r in rows]}

@@ -32,6 +32,12 @@ async def post_events(worker: Worker, key: str, *events) -> tuple[int, dict, dic
             return r.status, await r.json(content_type=None), dict(r.headers)
 
 
+async def dead_letters(worker: Worker, key: str) -> tuple[int, dict, dict]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url(worker, "/v1/dead-letters"), headers={"Authorization": f"Bearer {key}"}) as r:
+            return r.status, await r.json(content_type=None), dict(r.headers)
+
+
 def log_of(worker: Worker) -> str:
     return worker.log_path.read_text(errors="replace")
 
@@ -95,11 +101,13 @@ async def test_ingest_answers_503_for_a_new_key_and_keeps_taking_known_keys_whil
     async with stack.pool.acquire() as conn:
         _, known = await keys.add(conn, "cam-vendor")
         _, newcomer = await keys.add(conn, "car-parks")
+        _, operator = await keys.add(conn, "ops", "operator")
     try:
         await worker.ready()
         plate = (await stack.plates_with_phone(1))[0]
         before = stack.departure(plate)
         assert (await post_events(worker, known, before))[0] == 202
+        assert (await dead_letters(worker, operator))[0] == 200
 
         await database.stop()
         await asyncio.sleep(1)  # past PW_INGEST_KEY_CACHE_SECONDS: the worker no longer trusts its cache
@@ -111,6 +119,8 @@ async def test_ingest_answers_503_for_a_new_key_and_keeps_taking_known_keys_whil
             status, reply, headers = await post_events(worker, key, stack.departure(plate))
             assert status == 503 and int(headers["Retry-After"]) >= 1, (status, reply)
             assert "resend" in reply["error"]
+        status, reply, headers = await dead_letters(worker, operator)
+        assert status == 503 and int(headers["Retry-After"]) >= 1 and "unreachable" in reply["error"]
         published = await records(stack, topics.CAMERA_EVENTS, lambda rs: len(rs) >= 2)
         assert {json.loads(r.value)["event_id"] for r in published} == {before.event_id, during.event_id}
 
