@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import faust
 from mode import Service
 
-from pipeline import bootstrap, codecs
+from pipeline import bootstrap, codecs, logs
 from pipeline.cases.service import Source
 from pipeline.config import ROOT, Settings
 from pipeline.console import views as console_views
@@ -29,6 +29,15 @@ log = logging.getLogger("parkwarden")
 settings = Settings()
 (ROOT / "var" / "faust").mkdir(parents=True, exist_ok=True)
 
+
+class Worker(faust.Worker):
+    """Faust's worker, with repeated warnings and errors rate-limited in its log (pipeline/logs.py)."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        logs.quiet_repeats(logger)
+
+
 app = faust.App(
     settings.app_id,
     broker=f"kafka://{settings.kafka_bootstrap}",
@@ -43,6 +52,7 @@ app = faust.App(
     producer_acks=-1,
     broker_session_timeout=settings.session_timeout_seconds,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 5),
+    Worker=Worker,
 )
 
 camera_events = app.topic(settings.topic(topics.CAMERA_EVENTS.name), key_serializer="raw",
@@ -52,11 +62,14 @@ car_park_status = app.topic(settings.topic(topics.CAR_PARK_STATUS.name), key_ser
 
 
 class Runtime(Service):
-    """Owns the clients (PostgreSQL pool, Kafka producer, SMS gateway) and the periodic loops."""
+    """Owns the clients (PostgreSQL pools, Kafka producer, SMS gateway) and the periodic loops.
+
+    Faust starts it before its own consumer and producer, so its start waits for PostgreSQL and
+    Kafka (saying so every few seconds) and a worker started before them simply waits for them."""
 
     def __post_init__(self) -> None:
         self.ready = asyncio.Event()
-        self.pool = self.service = self.gateway = self.producer = self.relay = None
+        self.pool = self.web_pool = self.service = self.gateway = self.producer = self.relay = None
         self.settings = settings
         self.car_parks = CarParkIndex()
         self.zones = ZoneBook(default_window_seconds=settings.window_seconds)
@@ -78,11 +91,14 @@ class Runtime(Service):
             self.rounds[name] = None
 
     async def on_start(self) -> None:
+        await bootstrap.wait_for_database(settings)
         await bootstrap.prepare_database(settings)
         self.pool = await bootstrap.connect_database(settings, min_size=2)
+        self.web_pool = await bootstrap.connect_web_database(settings)
         await self._refresh_reference()
         self.service = bootstrap.build_service(settings, self.pool, self.car_parks, self.zones)
         self.gateway = bootstrap.build_gateway(settings)
+        await bootstrap.wait_for_kafka(settings)
         self.producer = bootstrap.build_producer(settings)
         await self.producer.start()
         self.relay = OutboxRelay(self.pool, lambda: bootstrap.build_producer(settings))
@@ -91,7 +107,8 @@ class Runtime(Service):
 
     async def on_stop(self) -> None:
         for closing in (self.gateway and self.gateway.close(), self.producer and self.producer.stop(),
-                        self.relay and self.relay.close(), self.pool and self.pool.close()):
+                        self.relay and self.relay.close(), self.web_pool and self.web_pool.close(),
+                        self.pool and self.pool.close()):
             if closing is not None:
                 await closing
 

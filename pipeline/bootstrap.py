@@ -1,12 +1,17 @@
 """The one module that builds clients and wires adapters into the case service."""
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
 
 from pipeline.cases.service import CaseService, SmsStyle, Topics
 from pipeline.cases.store import init_connection
@@ -55,6 +60,78 @@ async def connect_database(settings: Settings, min_size: int = 1, max_size: int 
             f"cannot reach PostgreSQL ({type(exc).__name__}: {exc}). "
             "Start it with `scripts/services.sh start postgres` or check PW_DATABASE_URL."
         ) from None
+
+
+async def connect_web_database(settings: Settings) -> asyncpg.Pool:
+    """The web side's own small pool (HTTP ingest and other handlers), so that a flood of requests
+    cannot take the connections the pipeline decides with."""
+    return await connect_database(settings, min_size=0, max_size=settings.web_db_pool_size)
+
+
+def database_address(settings: Settings) -> str:
+    """host:port/database of PW_DATABASE_URL, without the credentials."""
+    url = urlsplit(settings.database_url.get_secret_value())
+    return f"{url.hostname or 'localhost'}:{url.port or 5432}{url.path}"
+
+
+async def wait_for_database(settings: Settings, say_every: float = 15.0) -> None:
+    """Return once PostgreSQL accepts a connection. Until then try again (backing off up to 5 s)
+    and say so every ``say_every`` seconds; a refused login or a missing database is not an
+    outage: it ends the worker with what to fix."""
+    async def connect():
+        try:
+            conn = await asyncpg.connect(settings.database_url.get_secret_value(), timeout=5)
+        except (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError) as exc:
+            raise SystemExit(f"PostgreSQL at {database_address(settings)} refused the worker "
+                             f"({type(exc).__name__}: {exc}): check PW_DATABASE_URL") from None
+        await conn.close()
+
+    await _keep_trying(f"PostgreSQL at {database_address(settings)}", connect,
+                       (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError),
+                       "start it with `scripts/services.sh start postgres` or check PW_DATABASE_URL", say_every)
+
+
+async def wait_for_kafka(settings: Settings, say_every: float = 15.0) -> None:
+    """Return once a Kafka broker at PW_KAFKA_BOOTSTRAP answers with the cluster's metadata (what
+    Faust's consumer and our producer need first: they give up at once without it). Until then try
+    again (backing off up to 5 s) and say so every ``say_every`` seconds."""
+    async def metadata():
+        client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000,
+                                client_id=f"{settings.app_id}-wait")
+        try:
+            await asyncio.wait_for(client.bootstrap(), 10)
+        finally:
+            await client.close()
+
+    await _keep_trying(f"Kafka at {settings.kafka_bootstrap}", metadata, (KafkaError, OSError, TimeoutError),
+                       "start it with `scripts/services.sh start kafka` or check PW_KAFKA_BOOTSTRAP", say_every)
+
+
+async def _keep_trying(what: str, attempt: Callable[[], Awaitable[None]], outage: tuple[type[BaseException], ...],
+                       hint: str, say_every: float) -> None:
+    started = time.monotonic()
+    waiting = "waiting for " + what.replace("%", "%%") + " (%.0f s so far): %s; %s"  # one template per service
+    said_at: float | None = None
+    pause = 0.5
+    while True:
+        try:
+            await attempt()
+        except outage as exc:
+            now = time.monotonic()
+            if said_at is None or now - said_at >= say_every:
+                log.warning(waiting, now - started, _reason(exc), hint)
+                said_at = now
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
+        else:
+            if said_at is not None:
+                log.warning(what.replace("%", "%%") + " answers, after %.0f s of waiting", time.monotonic() - started)
+            return
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
 async def prepare_database(settings: Settings) -> list[str]:

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # Web (served by each worker)
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    web_db_pool_size: int = Field(default=4, ge=1)
+    """The web handlers' own PostgreSQL connections (ingest keys, rate limits, ...), apart from the
+    pipeline's, so that a flood of HTTP requests cannot starve the pipeline."""
 
     # The case rules
     window_seconds: float = Field(default=600, gt=0)
@@ -164,6 +167,20 @@ class Settings(BaseSettings):
     ingest_rate_burst: int = Field(default=40, ge=1)
     """Requests an integrator may send at once before the rate applies."""
     ingest_key_cache_seconds: float = Field(default=10, gt=0)
-    """How long a worker trusts a key it has checked (a revoked key stops working within this)."""
+    """How long a worker trusts a key it has checked (a revoked key stops working within this). While
+    PostgreSQL is unreachable, a key this worker has seen valid keeps working (no revocation can be
+    read then); an unknown one gets 503."""
+    ingest_unknown_key_cache_seconds: float = Field(default=60, gt=0)
+    """How long a worker remembers that PostgreSQL did not know a key, answering 401 without asking
+    again (keys are random, so a new key is never one that was tried before)."""
+    ingest_unknown_key_cache_size: int = Field(default=10_000, ge=1)
+    """The most unknown keys a worker remembers (apart from the known ones, which they never evict)."""
+    ingest_bad_keys_per_address: int = Field(default=20, ge=1)
+    """Requests with a missing or unknown key one client address may make per
+    ingest_bad_key_seconds (per worker); over it, requests from that address whose key this worker
+    does not already trust get 429 with Retry-After, before any database work."""
+    ingest_bad_key_seconds: float = Field(default=60, gt=0)
+    """The period of ingest_bad_keys_per_address (an address regains one bad-key request every
+    ingest_bad_key_seconds / ingest_bad_keys_per_address seconds)."""
     ingest_publish_timeout_seconds: float = Field(default=10, gt=0)
     """How long the ingest waits for Kafka's acknowledgement before answering 503."""
