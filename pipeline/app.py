@@ -25,6 +25,7 @@ from schemas import topics
 
 log = logging.getLogger("parkwarden")
 settings = Settings()
+codecs.register(settings.evidence_schemes)
 (ROOT / "var" / "faust").mkdir(parents=True, exist_ok=True)
 
 app = faust.App(

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.cases.machine import Rules
+from schemas.events import NEVER_EVIDENCE_SCHEMES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,3 +144,17 @@ class Settings(BaseSettings):
     """How long a worker trusts a key it has checked (a revoked key stops working within this)."""
     ingest_publish_timeout_seconds: float = Field(default=10, gt=0)
     """How long the ingest waits for Kafka's acknowledgement before answering 503."""
+    evidence_url_schemes: str = Field(default="https", pattern=r"^[a-z][a-z0-9+.-]*(,[a-z][a-z0-9+.-]*)*$")
+    """Comma-separated schemes an evidence image URL may have, e.g. ``https,s3`` (lower case, no spaces).
+    Others are refused: 422 on HTTP, a dead letter on Kafka. javascript, data, file and vbscript never."""
+
+    @property
+    def evidence_schemes(self) -> frozenset[str]:
+        return frozenset(self.evidence_url_schemes.split(","))
+
+    @model_validator(mode="after")
+    def _no_scheme_that_runs_code(self) -> "Settings":
+        if self.evidence_schemes & NEVER_EVIDENCE_SCHEMES:
+            raise ValueError(f"PW_EVIDENCE_URL_SCHEMES may not allow {', '.join(sorted(self.evidence_schemes & NEVER_EVIDENCE_SCHEMES))}: "
+                             "such links run or read something where an operator opens them")
+        return self
