@@ -74,14 +74,21 @@ class Settings(BaseSettings):
     driver_page: bool = False
     """Off by default (official SMS often carry no links): a code in the warning, looked up at /d."""
     sms_report_base_url: str | None = None
-    """Where gateways send delivery reports; default http://<web_host>:<web_port>."""
+    """Where gateways send delivery reports; default http://<web_host>:<web_port>. Checked at start: a
+    gateway on another machine cannot report to a loopback address."""
     kannel_sendsms_url: str = "http://127.0.0.1:13013/cgi-bin/sendsms"
     kannel_username: str = "parkwarden"
     kannel_password: SecretStr = SecretStr("parkwarden")
     sms_http_url: str | None = None
     sms_http_token: SecretStr | None = None
-    sms_report_token: SecretStr = SecretStr("change-me")
-    """Shared secret an HTTP provider sends (header X-Report-Token) with its delivery reports."""
+    sms_report_secret: SecretStr | None = None
+    """Key of the HMAC-SHA256 that signs our message id in each delivery-report URL given to Kannel
+    (``sig=``); a report without the right signature is refused (403). No default: with the kannel
+    gateway a worker refuses to start without it. Random, at least 16 characters, the same on every
+    worker (any worker may receive any report)."""
+    sms_report_token: SecretStr | None = None
+    """Shared secret an HTTP provider sends (header X-Report-Token) with its delivery reports. No
+    default: with the http gateway a worker refuses to start without it (random, at least 16 characters)."""
     sms_language: Literal["zh-CN", "en"] = "zh-CN"
     sms_signature: str = "杭州城管"
     sms_max_attempts: int = Field(default=6, ge=1)
@@ -112,7 +119,8 @@ class Settings(BaseSettings):
 
     @property
     def report_base_url(self) -> str:
-        return self.sms_report_base_url or f"http://{self.web_host}:{self.web_port}"
+        host = f"[{self.web_host}]" if ":" in self.web_host else self.web_host  # an IPv6 address
+        return self.sms_report_base_url or f"http://{host}:{self.web_port}"
 
     def topic(self, base_name: str) -> str:
         return f"{self.topic_prefix}{base_name}"
