@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.cases.machine import Rules
+from pipeline.client_limits import parse_networks
 from schemas.events import NEVER_EVIDENCE_SCHEMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +74,29 @@ class Settings(BaseSettings):
     """At most this many SMS to one phone per (local) day; a warning over the limit goes to review."""
     driver_page: bool = False
     """Off by default (official SMS often carry no links): a code in the warning, looked up at /d."""
+    driver_code_grace_hours: float = Field(default=72, ge=0)
+    """A driver-page code shows its case until the case has been closed this long (3 days: time to
+    read about a ticket and ask about it); then it answers "not found", like a code never given."""
+    driver_page_lookups_per_minute: float = Field(default=10, gt=0)
+    """Code lookups per client address per minute, per worker (429 with Retry-After above it)."""
+    driver_page_lookup_burst: int = Field(default=10, ge=1)
+    """Lookups one address may make at once before the per-minute rate applies."""
+    trusted_proxies: str = ""
+    """Comma-separated addresses or networks of reverse proxies in front of the workers (e.g.
+    ``10.0.0.0/8``): for requests from them, the client's address (for per-address limits) is read
+    from X-Forwarded-For. Empty: the connecting address is the client's."""
+
+    @cached_property
+    def trusted_proxy_networks(self) -> tuple:
+        return parse_networks(self.trusted_proxies)
+
+    @model_validator(mode="after")
+    def _trusted_proxies_are_addresses(self) -> "Settings":
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"PW_TRUSTED_PROXIES: {exc}") from None
+        return self
     sms_report_base_url: str | None = None
     """Where gateways send delivery reports; default http://<web_host>:<web_port>. Checked at start: a
     gateway on another machine cannot report to a loopback address."""
