@@ -1,19 +1,14 @@
-"""Limits per client address for pages anyone may call (the driver page): a token bucket per address,
-in this worker's memory.
+"""Who a request comes from, for limits per client address on pages anyone may call (the driver page).
 
-Each request takes a token; a bucket holds at most ``burst`` tokens and refills at ``per_minute``.
-The buckets are per worker (no database round trip per request), so behind a load balancer that
-spreads one client over N workers the client gets up to N times the rate. An IPv6 client is counted
-by its /64 network (one host usually holds a whole /64). At most ``max_clients`` buckets are kept;
-the longest idle goes first.
+The limit itself is a ``LocalBuckets`` (``pipeline.ingest.ratelimit``) in the worker's memory, keyed
+by ``bucket_key(client_address(...))``: an IPv6 client is counted by its /64 network (one host
+usually holds a whole /64), so it cannot step around the limit by changing its address within it.
 
 Behind a reverse proxy every request comes from the proxy's address: list the proxies in
 ``PW_TRUSTED_PROXIES`` and the client's address is read from ``X-Forwarded-For`` instead.
 """
 
 import ipaddress
-import time
-from collections import OrderedDict
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -46,6 +41,7 @@ def _within(address: str, networks: tuple[Network, ...]) -> bool:
 
 
 def bucket_key(address: str) -> str:
+    """What a limit counts: the address, or for IPv6 its /64 network."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -55,23 +51,3 @@ def bucket_key(address: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
-
-
-class AddressLimiter:
-    def __init__(self, per_minute: float, burst: int, max_clients: int = 10_000, clock=time.monotonic):
-        self.rate = per_minute / 60
-        self.burst = max(1, burst)
-        self.max_clients = max_clients
-        self.clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def take(self, address: str) -> float:
-        """Take a token for ``address``: 0.0 when allowed, else the seconds until one is free."""
-        key, now = bucket_key(address), self.clock()
-        tokens, at = self._buckets.pop(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
-        allowed = tokens >= 1
-        self._buckets[key] = (tokens - 1 if allowed else tokens, now)
-        while len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)
-        return 0.0 if allowed else (1 - tokens) / self.rate

@@ -5,8 +5,8 @@ Two kinds of numbers:
   the time per stage inside the worker (Kafka -> worker, worker -> decision committed);
 - the system's, read from PostgreSQL and Kafka at scrape time, the same whichever worker answers
   (aggregate them with max(), not sum()): open cases by state, SMS by kind and status, dead
-  letters, outbox backlog, deadline lag, per-stage latency over the last five minutes, and the
-  consumer group's lag per partition.
+  letters, outbox backlog and rows set aside, deadline lag, per-stage latency over the last five
+  minutes, and the consumer group's lag per partition.
 """
 
 import asyncio
@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from pipeline.cases import watermarks
 from pipeline.console import queries
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,8 @@ async def database_check(pool: asyncpg.Pool | None, timeout: float = 3.0) -> tup
         return False, f"{type(exc).__name__}: {exc}"[:200]
 
 
-async def system_families(pool: asyncpg.Pool, kafka: KafkaProbe, tz: ZoneInfo) -> list[GaugeMetricFamily]:
+async def system_families(pool: asyncpg.Pool, kafka: KafkaProbe, tz: ZoneInfo,
+                          camera_events: str | None = None) -> list[GaugeMetricFamily]:
     """The system's numbers, read now. A source that does not answer shows as ``*_up 0``."""
     now = datetime.now(UTC)
     families = []
@@ -156,8 +158,10 @@ async def system_families(pool: asyncpg.Pool, kafka: KafkaProbe, tz: ZoneInfo) -
             async with pool.acquire() as conn:
                 status = await queries.status(conn, now, tz)
                 latency = await queries.recent_latency(conn, now, LATENCY_WINDOW)
+                read = await watermarks.lag(conn, camera_events) if camera_events else []
         db_up.add_metric([], 1)
         families.extend(_database_families(status, latency))
+        families.extend(_watermark_families(read))
     except Exception as exc:  # noqa: BLE001
         log.warning("metrics: PostgreSQL did not answer: %s", type(exc).__name__)
         db_up.add_metric([], 0)
@@ -206,7 +210,24 @@ def _database_families(status: dict, latency: dict) -> list[GaugeMetricFamily]:
         GaugeMetricFamily("parkwarden_outbox_backlog", "Kafka outputs not yet relayed.", value=status["outbox_backlog"]),
         GaugeMetricFamily("parkwarden_outbox_oldest_seconds", "Age of the oldest outbox row.",
                           value=status["outbox_oldest_age"]),
+        GaugeMetricFamily("parkwarden_outbox_set_aside",
+                          "Kafka outputs the broker refused for good, kept in outbox_set_aside "
+                          "(see `parkwarden outbox list`).", value=status["outbox_set_aside"]),
     ]
+
+
+def _watermark_families(partitions) -> list[GaugeMetricFamily]:
+    held = GaugeMetricFamily("parkwarden_decisions_held", "Due cases not decided yet because the camera-events "
+                             "partition carrying their plate is not read past their wake time (input on its way).",
+                             labels=["partition"])
+    behind = GaugeMetricFamily("parkwarden_camera_events_read_behind_seconds", "How far behind PostgreSQL's now() "
+                               "each camera-events partition is read and recorded (its watermark).",
+                               labels=["partition"])
+    for p in partitions:
+        held.add_metric([str(p["partition"])], p["held"])
+        if p["behind_seconds"] is not None:
+            behind.add_metric([str(p["partition"])], max(0.0, p["behind_seconds"]))
+    return [held, behind]
 
 
 class _Families:
@@ -217,7 +238,8 @@ class _Families:
         return self.families
 
 
-async def exposition(worker: WorkerMetrics, pool: asyncpg.Pool, kafka: KafkaProbe, tz: ZoneInfo) -> bytes:
+async def exposition(worker: WorkerMetrics, pool: asyncpg.Pool, kafka: KafkaProbe, tz: ZoneInfo,
+                     camera_events: str | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(await system_families(pool, kafka, tz)))
+    registry.register(_Families(await system_families(pool, kafka, tz, camera_events)))
     return generate_latest(worker.registry) + generate_latest(registry)

@@ -50,7 +50,8 @@ async def overview(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo, open_l
              (SELECT count(*) FROM tickets WHERE issued_at >= $1 AND voided_at IS NOT NULL) AS voided_today,
              (SELECT count(*) FROM dead_letters WHERE received_at >= $1) AS dead_letters_today,
              (SELECT count(*) FROM cases WHERE state IN ('detected', 'warned', 'rechecking')) AS open_cases,
-             (SELECT count(*) FROM cases WHERE state = 'review') AS review_cases""",
+             (SELECT count(*) FROM cases WHERE state = 'review') AS review_cases,
+             (SELECT count(*) FROM outbox_set_aside) AS outbox_set_aside""",
         today, now - RATE_WINDOW)
     recent_events = counts["recent_sightings"] + counts["recent_dead_letters"]
     open_rows = await conn.fetch(
@@ -61,7 +62,8 @@ async def overview(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo, open_l
         "now": now,
         "events_per_second": round(recent_events / RATE_WINDOW.total_seconds(), 1),
         "counts": {k: counts[k] for k in ("events_today", "warnings_today", "moved_today", "tickets_today",
-                                          "voided_today", "dead_letters_today", "open_cases", "review_cases")},
+                                          "voided_today", "dead_letters_today", "open_cases", "review_cases",
+                                          "outbox_set_aside")},
         "open_cases": [dict(r) for r in open_rows],
         "car_parks": await car_park_occupancy(conn),
         "drive_away": await drive_away_rate(conn, now - timedelta(hours=24), tz),
@@ -128,6 +130,7 @@ async def status(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
              (SELECT count(*) FROM dead_letters) AS dead_letters_total,
              (SELECT count(*) FROM outbox) AS outbox_backlog,
              (SELECT min(created_at) FROM outbox) AS outbox_oldest,
+             (SELECT count(*) FROM outbox_set_aside) AS outbox_set_aside,
              (SELECT min(wake_at) FROM cases WHERE state IN ('warned', 'rechecking') AND wake_at <= $2) AS oldest_due""",
         today, now)
     return {
@@ -139,6 +142,7 @@ async def status(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
         "dead_letters_total": row["dead_letters_total"],
         "outbox_backlog": row["outbox_backlog"],
         "outbox_oldest_age": (now - row["outbox_oldest"]).total_seconds() if row["outbox_oldest"] else 0.0,
+        "outbox_set_aside": row["outbox_set_aside"],
         "deadline_lag": (now - row["oldest_due"]).total_seconds() if row["oldest_due"] else 0.0,
     }
 

@@ -27,6 +27,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pipeline import bootstrap
+from pipeline.cases import watermarks
 from pipeline.cases.store import case_from_row, init_connection
 from pipeline.console import actions, auth, metrics, queries
 from pipeline.console.actions import Refused
@@ -142,6 +143,7 @@ class Console:
         self.runtime = runtime
         self.settings = s = runtime.settings
         self.tz = ZoneInfo(s.timezone)
+        self.camera_events = s.topic(topics.CAMERA_EVENTS.name)
         self.closing = asyncio.Event()
         self.worker_metrics = metrics.WorkerMetrics()
         self.kafka = metrics.KafkaProbe(s.kafka_bootstrap, s.app_id,
@@ -279,7 +281,9 @@ class Console:
             if self._overview is None or time.monotonic() - self._overview[0] >= self.settings.console_refresh_seconds:
                 pool = await self.db()
                 async with pool.acquire() as conn:
-                    self._overview = (time.monotonic(), await queries.overview(conn, datetime.now(UTC), self.tz))
+                    live = await queries.overview(conn, datetime.now(UTC), self.tz)
+                    live["input"] = held_for_input(await watermarks.lag(conn, self.camera_events))
+                    self._overview = (time.monotonic(), live)
             return self._overview[1]
 
     def live_sections(self, t: Words, live: dict) -> dict[str, str]:
@@ -549,7 +553,8 @@ class Console:
     # ── metrics and health ──────────────────────────────────────────────────────────────────
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = await metrics.exposition(self.worker_metrics, await self.db(), self.kafka, self.tz)
+        body = await metrics.exposition(self.worker_metrics, await self.db(), self.kafka, self.tz,
+                                        camera_events=self.camera_events)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def checks(self) -> dict:
@@ -565,9 +570,10 @@ class Console:
         return web.json_response(checks, status=200 if checks["started"] else 503)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Readiness: started, and both PostgreSQL and Kafka answer now."""
+        """Readiness: started, both PostgreSQL and Kafka answer now, and no loop or agent is stalled."""
         checks = await self.checks()
-        ready = checks["started"] and checks["postgres"]["ok"] and checks["kafka"]["ok"]
+        checks["stalled"] = self.runtime.stalled()
+        ready = checks["started"] and checks["postgres"]["ok"] and checks["kafka"]["ok"] and not checks["stalled"]
         return web.json_response({"ready": ready, **checks}, status=200 if ready else 503)
 
 
@@ -576,6 +582,13 @@ _DONE_NAME = {"void_ticket": "void_ticket", "close_case": "close_case", "warn_ag
               "whitelist_plate": "whitelist_add", "unwhitelist_plate": "whitelist_remove",
               "exempt_zone": "zone_exempt", "lift_zone_exemption": "zone_exemption_lifted"}
 _DONE_KEYS = {f"done.{v}" for v in _DONE_NAME.values()}
+
+
+def held_for_input(partitions) -> dict:
+    """Decisions due but waiting for their partition to be read, and how far behind it is."""
+    held = [p for p in partitions if p["held"]]
+    return {"held": sum(p["held"] for p in held),
+            "behind_seconds": round(max((p["behind_seconds"] or 0.0 for p in held), default=0.0))}
 
 
 def _time_left(deadline: datetime | None, now: datetime) -> str:

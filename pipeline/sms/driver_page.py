@@ -5,7 +5,8 @@ shows no phone number and only part of the plate.
 The code is the only key, so it must not be guessable: 10 random characters, unique
 (``store.give_driver_code``), shown until the case has been closed for ``PW_DRIVER_CODE_GRACE_HOURS``,
 and looked up at most ``PW_DRIVER_PAGE_LOOKUPS_PER_MINUTE`` times a minute per client address on
-each worker (429 with Retry-After above it). An unknown, mistyped or expired code gets the same answer.
+each worker (429 with Retry-After above it), on the web side's own connections. An unknown,
+mistyped or expired code gets the same answer.
 """
 
 import html
@@ -17,8 +18,9 @@ from faust.web import Request, Response, View
 
 from pipeline.cases import store
 from pipeline.cases.store import CODE_ALPHABET, DRIVER_CODE_LENGTH
-from pipeline.client_limits import AddressLimiter, client_address
-from pipeline.ingest.ratelimit import retry_after_header
+from pipeline.client_limits import bucket_key, client_address
+from pipeline.ingest import database
+from pipeline.ingest.ratelimit import LocalBuckets, retry_after_header
 from pipeline.lookups.carparks import nearest_free
 
 STATE_WORDS = {"detected": "正在通知 Notifying", "warned": "请尽快驶离 Please move", "rechecking": "核查中 Checking",
@@ -54,7 +56,7 @@ def register(app: faust.App, runtime) -> None:
     settings = runtime.settings
     tz = ZoneInfo(settings.timezone)
     grace = timedelta(hours=settings.driver_code_grace_hours)
-    limiter = AddressLimiter(settings.driver_page_lookups_per_minute, settings.driver_page_lookup_burst)
+    limiter = LocalBuckets(settings.driver_page_lookups_per_minute / 60, settings.driver_page_lookup_burst)
 
     def page(body: str, view: View, status: int = 200, headers: dict | None = None) -> Response:
         return view.html(PAGE.format(body=body), status=status, headers=headers)
@@ -69,7 +71,7 @@ def register(app: faust.App, runtime) -> None:
         async def get(self, request: Request) -> Response:
             address = client_address(request.remote, request.headers.get("X-Forwarded-For"),
                                      settings.trusted_proxy_networks)
-            wait = limiter.take(address)
+            wait = limiter.take(bucket_key(address))
             if wait > 0:
                 retry = retry_after_header(wait)
                 return page(FORM.format(error=f"<p>查询过于频繁，请{retry}秒后再试 Too many lookups: try again "
@@ -79,8 +81,12 @@ def register(app: faust.App, runtime) -> None:
                 return page(FORM.format(error=f"<p>查询码为{DRIVER_CODE_LENGTH}位字母数字 "
                                               f"The code has {DRIVER_CODE_LENGTH} letters/digits.</p>"), self, 400)
             await runtime.ready.wait()
-            async with runtime.pool.acquire() as conn:
-                case = await store.case_for_driver_code(conn, code, grace)
+            try:
+                async with database.connection(runtime.web_pool) as conn:
+                    case = await store.case_for_driver_code(conn, code, grace)
+            except database.DatabaseAway:
+                return page(FORM.format(error="<p>系统繁忙，请稍后再试 Busy: try again in a minute.</p>"), self, 503,
+                            {"Retry-After": "30"})
             if case is None:
                 return page(FORM.format(error="<p>未找到 Not found: check the code.</p>"), self, 404)
             now = datetime.now(UTC)
