@@ -8,17 +8,11 @@ from pipeline.client_limits import bucket_key, client_address, parse_networks
 from pipeline.ingest.ratelimit import LocalBuckets
 from pipeline.sms.driver_page import read_code
 
+from tests.unit.conftest import Ticking
+
 pytestmark = pytest.mark.unit
 
 
-class Ticking:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_an_ipv6_client_is_counted_by_its_slash_64_so_it_cannot_rotate_addresses_within_it():
