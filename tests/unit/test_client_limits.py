@@ -13,8 +13,6 @@ from tests.unit.conftest import Ticking
 pytestmark = pytest.mark.unit
 
 
-
-
 def test_an_ipv6_client_is_counted_by_its_slash_64_so_it_cannot_rotate_addresses_within_it():
     limiter = LocalBuckets(rate_per_second=1 / 60, burst=2, timer=Ticking())
 

@@ -17,8 +17,6 @@ from tests.unit.conftest import Ticking
 pytestmark = pytest.mark.unit
 
 
-
-
 class FakePool:
     """Answers the integrator lookup from ``integrators`` (digest -> (id, name, kind)) and the rate-limit
     statement with an open bucket; refuses connections while ``away``. Counts what it was asked."""

@@ -13,8 +13,6 @@ from tests.unit.conftest import Ticking
 pytestmark = pytest.mark.unit
 
 
-
-
 @pytest.fixture
 def timer() -> Ticking:
     return Ticking()
