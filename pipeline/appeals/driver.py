@@ -65,7 +65,7 @@ def ticket_page(pack: dict, key: str, error: str = "") -> str:
         + "</li>" for c in pack["captures"])
     warning = pack["warning"]
     status = ("已撤销 Void: " + _e(t["void_reason"])) if t["status"] == "voided" else "有效 Standing"
-    body = [f'<h1>{_e(t["plate"])} · {_e(t["number"])}</h1>',
+    body = [error, f'<h1>{_e(t["plate"])} · {_e(t["number"])}</h1>',
             f'<div class="card"><p id="ticket-status">{status}</p>',
             f'<p>{_e(t["place"])}<br>驶离期限 Deadline {_local(t["deadline_at"])}<br>开具 Issued {_local(t["issued_at"])}</p>',
             f'<p>告知短信 Warning: 网关接收 accepted {_local(warning and warning["accepted_at"])} · '
@@ -93,7 +93,7 @@ def ticket_page(pack: dict, key: str, error: str = "") -> str:
                     f'style="width:100%"></textarea></label></p>'
                     f'<p><label>附件链接（https，每行一个）Attachment URLs (https, one per line)<br>'
                     f'<textarea name="attachments" rows="2" style="width:100%"></textarea></label></p>'
-                    f'{error}<button>提交申诉 Submit the appeal</button></form></div>')
+                    f'<button>提交申诉 Submit the appeal</button></form></div>')
     else:
         body.append(f'<p class="muted">申诉期限已过 The appeal window closed {_local(appeal["until"])}. '
                     f'咨询请拨 Call {_e(appeal["how"]["phone"])}</p>')
