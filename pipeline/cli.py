@@ -13,6 +13,7 @@ import click
 from pipeline.config import Settings
 from pipeline.console import cli as console_cli
 from pipeline.ingest import cli as ingest_cli
+from pipeline.tickets import cli as tickets_cli
 
 
 def run(coro):
@@ -175,3 +176,4 @@ for _command in (console_cli.operators, console_cli.status, console_cli.case_com
     main.add_command(_command)
 for _command in (ingest_cli.events, ingest_cli.integrators, ingest_cli.dead_letters, ingest_cli.schemas_command):
     main.add_command(_command)
+main.add_command(tickets_cli.tickets)

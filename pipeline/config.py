@@ -137,6 +137,12 @@ class Settings(BaseSettings):
 
     # Tickets
     ticket_prefix: str = Field(default="YH", pattern=r"^[A-Z]{1,4}$")
+    appeal_window_days: float = Field(default=15, gt=0)
+    """A driver may appeal a ticket (申诉) until this many days after it was issued (printed on the notice)."""
+    appeal_decision_days: float = Field(default=10, gt=0)
+    """An appeal's decision is due this many days after it was received; later, it is flagged overdue."""
+    public_base_url: str | None = None
+    """Where drivers reach the driver page, printed on notices; default http://<web_host>:<web_port>."""
 
     @model_validator(mode="after")
     def _pool_serves_every_loop(self) -> "Settings":
@@ -167,6 +173,10 @@ class Settings(BaseSettings):
             require_delivery_report=self.sms_gateway != "file",
             max_report_delay=timedelta(seconds=self.max_report_delay_seconds),
         )
+
+    @property
+    def driver_base_url(self) -> str:
+        return (self.public_base_url or f"http://{self.web_host}:{self.web_port}").rstrip("/")
 
     @property
     def report_base_url(self) -> str:

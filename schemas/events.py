@@ -3,7 +3,7 @@
 Inputs come from cameras (``ViolationDetected``, ``VehicleObserved``, ``VehicleDeparted``, one
 ``CameraEvent`` union discriminated by ``type``) and from car-park systems (``CarParkStatus``).
 Outputs are what parkwarden decided (``CaseOpened``, ``WarningSent``, ``TicketIssued``,
-``CaseClosed``), what it asks of cameras (``RecheckRequested``) and what it could not read
+``TicketVoided``, ``AppealDecided``, ``CaseClosed``), what it asks of cameras (``RecheckRequested``) and what it could not read
 (``DeadLetter``).
 
 Rules shared by all messages: timestamps are timezone-aware ISO-8601; coordinates are WGS-84;
@@ -223,6 +223,22 @@ class WarningSent(Message):
     free_spaces: int | None
 
 
+class ChainLink(Message):
+    """A message's link in the ticket record, a SHA-256 hash chain of every ticket, void and appeal
+    decision: ``hash`` = sha256 of the RFC 8785 canonical form of ``{"prev": prev, "record": record,
+    "seq": seq}``, where ``record`` is the message's recorded fields (docs/integrators.md, "Checking
+    the ticket record"). Links count from 1; the first link's ``prev`` is 64 zeros."""
+
+    seq: int = Field(ge=1, description="The link's place in the chain (1, 2, 3, ...), over all tickets.")
+    prev: str = Field(pattern=r"^[0-9a-f]{64}$", description="The previous link's hash (64 zeros before the first).")
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="This link's hash, lower-case hex.")
+
+
+def _chain_field():
+    return Field(default=None, description="The message's link in the ticket record (additive: absent on "
+                                           "messages from before the record began).")
+
+
 class TicketIssued(Message):
     """An electronic ticket with its two captures: the violation and a capture at the deadline."""
 
@@ -236,6 +252,7 @@ class TicketIssued(Message):
     location: Location
     deadline_at: datetime
     evidence: list[dict]
+    chain: ChainLink | None = _chain_field()
 
 
 class TicketVoided(Message):
@@ -248,6 +265,30 @@ class TicketVoided(Message):
     voided_at: datetime
     reason: str
     operator: str
+    chain: ChainLink | None = _chain_field()
+
+
+APPEAL_GROUNDS = ("moved_within_window", "warning_not_received", "emergency_vehicle", "stolen_or_cloned_plate",
+                  "emergency_avoidance", "wrong_zone_or_signage", "other")
+"""The grounds a driver may appeal on (pipeline/appeals/grounds.py has their words)."""
+
+
+class AppealDecided(Message):
+    """An officer decided a driver's appeal (申诉) against a ticket: ``upheld`` (the ticket stands)
+    or ``voided`` (the ticket no longer stands; a ``TicketVoided`` for it follows)."""
+
+    type: Literal["AppealDecided"] = "AppealDecided"
+    appeal_id: str
+    ticket_number: str
+    case_id: str
+    plate: str
+    ground: str = Field(description="What the driver appealed on: " + ", ".join(APPEAL_GROUNDS) + ".")
+    received_at: datetime
+    decided_at: datetime
+    outcome: Literal["upheld", "voided"]
+    reason: str = Field(description="The officer's reason, as written.")
+    officer: str
+    chain: ChainLink | None = _chain_field()
 
 
 class CaseClosed(Message):

@@ -29,6 +29,7 @@ from pipeline.lookups.carparks import CarParkIndex, store_count
 from pipeline.lookups.owners import OwnerDirectory, scrub
 from pipeline.lookups.zones import ZoneBook
 from pipeline.sms import texts
+from pipeline.tickets import chain
 from pipeline.sms.gateway import (Accepted, InDoubt, OutgoingSms, PermanentFailure, SmsGateway,
                                   TemporaryFailure)
 from schemas import events
@@ -342,11 +343,7 @@ class CaseService:
                                           now.astimezone(self.sms.timezone))
         if number is None:
             return
-        v = case.violation
-        await store.add_outbox(conn, self.topics.tickets, case.plate, events.TicketIssued(
-            ticket_number=number, case_id=str(case.id), plate=case.plate, issued_at=now, place=case.place,
-            zone=case.zone, location=events.Location(lat=v.lat, lon=v.lon), deadline_at=case.deadline_at,
-            evidence=evidence))
+        await chain.record_issued(conn, self.topics.tickets, number)
         phone = await self.owners.phone_for(case.plate, conn)
         if phone:
             await store.add_sms(conn, case.id, "ticket", phone,
@@ -581,6 +578,9 @@ class CaseService:
         if row["kind"] == "ticket":
             return texts.ticket_text(texts.TicketFacts(p["plate"], p["place"], p["ticket_number"]),
                                      self.sms.language, self.sms.signature)
+        if row["kind"] == "appeal_decision":
+            return texts.appeal_decision_text(texts.AppealFacts(p["plate"], p["ticket_number"], p["outcome"]),
+                                              self.sms.language, self.sms.signature)
         # The text shows the deadline rounded down to the minute; the real one (from acceptance) is later.
         deadline = (now + timedelta(seconds=row["window_seconds"])).astimezone(tz)
         counted = datetime.fromisoformat(p["counted_at"]).astimezone(tz) if "counted_at" in p else None

@@ -37,7 +37,8 @@ border-radius:8px;padding:12px;margin:12px 0}}li{{margin:.5em 0}}input,button{{f
 
 FORM = """<h1>违停提醒查询 Parking notice</h1><form method="get" action="/d/lookup">
 <p>短信中的查询码 Code from the SMS:</p><input name="code" maxlength="14" autocapitalize="characters"
-autocomplete="off" required> <button>查询 Look up</button></form>{error}"""
+autocomplete="off" required> <button>查询 Look up</button></form>{error}
+<p><a href="/d/ticket">告知单查询与申诉 Ticket and appeal</a></p>"""
 
 
 def mask_plate(plate: str) -> str:
@@ -103,5 +104,6 @@ def register(app: faust.App, runtime) -> None:
             body = (f'<h1>{html.escape(mask_plate(case["plate"]))} · {html.escape(case["place"])}</h1>'
                     f'<div class="card"><p>{STATE_WORDS.get(case["state"], case["state"])}</p>{left}</div>'
                     f'<h2>附近停车场 Car parks nearby</h2><ol>{items}</ol>'
-                    f'<p class="muted">查询或申诉请拨12345 · To check or contest call 12345</p>')
+                    f'<p class="muted">查询或申诉请拨12345 · To check or contest call 12345 · '
+                    f'<a href="/d/ticket">告知单与申诉 Ticket and appeal</a></p>')
             return page(body, self)

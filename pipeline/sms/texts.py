@@ -114,3 +114,31 @@ def ticket_text(facts: TicketFacts, language: str = "zh-CN", signature: str = "�
     t = TEMPLATES[language]
     fixed = {"sig": signature, "plate": facts.plate, "number": facts.ticket_number}
     return _fit(t["ticket"], {"place": facts.place}, fixed)
+
+
+@dataclass(frozen=True)
+class AppealFacts:
+    plate: str
+    ticket_number: str
+    outcome: str  # "upheld" or "voided"
+
+
+APPEAL_TEMPLATES = {
+    "zh-CN": {
+        "voided": "【{sig}】{plate}告知单{number}申诉成立，告知单已撤销。",
+        "upheld": "【{sig}】{plate}告知单{number}申诉未获支持，维持原告知单。详询12345",
+    },
+    "en": {
+        "voided": "{plate} {number}: appeal allowed, ticket cancelled.",
+        "upheld": "{plate} {number}: appeal refused, ticket stands. Tel 12345",
+    },
+}
+
+
+def appeal_decision_text(facts: AppealFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:
+    """The driver's SMS on an appeal's decision (one segment; nothing in it is shortened)."""
+    text = APPEAL_TEMPLATES[language][facts.outcome].format(sig=signature, plate=facts.plate,
+                                                            number=facts.ticket_number)
+    if not fits_one_segment(text):
+        raise TextTooLong(f"more than one segment: {text!r}")
+    return text
