@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     sms_timeout_seconds: float = Field(default=5, gt=0)
     sms_in_doubt_seconds: float = Field(default=60, gt=0)
     """The lease a worker holds on a message it is handing to the gateway, on PostgreSQL's clock,
-    renewed while the call and the recording of its answer are outstanding. A message whose lease
+    renewed while the gateway call is outstanding. A message whose lease
     ran out (its worker died, lost PostgreSQL, or had no answer) is in doubt: settled from delivery
     reports, or sent again after sms_report_wait_seconds. Longer than sms_timeout_seconds."""
     sms_report_wait_seconds: float = Field(default=120, ge=0)

@@ -96,8 +96,8 @@ class SmsStyle:
     daily_limit: int = 6
     driver_page: bool = False
     in_doubt_after: timedelta = timedelta(seconds=60)
-    """The lease a sender holds on a message it is sending, renewed while its gateway call and the
-    recording of the answer are outstanding (longer than any gateway call)."""
+    """The lease a sender holds on a message it is sending, renewed while its gateway call is
+    outstanding (longer than any gateway call)."""
     report_wait: timedelta = timedelta(seconds=120)
     """How long a message whose sender lost its lease, with no answer and no delivery report, waits
     before it is sent again: time for the sender to come back with the gateway's answer, and for the
@@ -468,7 +468,8 @@ class CaseService:
         Three steps, so that no lock is held while the gateway answers and a sender that dies
         mid-send leaves a trace: claim the due messages and mark them ``sending`` under this
         worker's lease (committed); ask the gateway, renewing the lease meanwhile; record each
-        answer. Messages whose lease ran out are settled by ``settle_in_doubt_sms``.
+        answer (an answer that comes after the lease ran out still counts if the message was not
+        sent again). Messages whose lease ran out are settled by ``settle_in_doubt_sms``.
 
         Each message is prepared on its own (a savepoint): one that cannot be (its text cannot be
         rendered, say) is set aside with the reason, its case goes to review, and the others go on.
@@ -488,7 +489,7 @@ class CaseService:
             return len(rows)
         async with self._leases_held([sms.id for sms, _ in to_send]):
             results = await asyncio.gather(*(gateway.send(sms) for sms, _ in to_send), return_exceptions=True)
-            await self._record_answers(to_send, results)
+        await self._record_answers(to_send, results)
         return len(rows)
 
     async def _prepare(self, conn, row, now: datetime, sent_today: dict[str, int]) -> tuple[OutgoingSms, int] | None:
@@ -507,16 +508,19 @@ class CaseService:
             return OutgoingSms(row["id"], row["phone"], text), attempt
         return None
 
-    async def _each_row(self, conn, row, now: datetime, work, *args):
+    async def _each_row(self, conn, row, now: datetime, work, *args, skip_conflicts: bool = True):
         """Run ``work`` for one message in a savepoint. A message it fails on is set aside (failed, with
-        the reason; a warning's case goes to review) so that the rest of the claim goes on; while
-        PostgreSQL is unreachable the error goes up (nothing can be recorded)."""
+        the reason; a warning's case goes to review) so that the rest of the claim goes on. While
+        PostgreSQL is unreachable the error goes up (nothing can be recorded); a conflict with another
+        transaction leaves the message for the next round (``skip_conflicts``) or goes up too."""
         try:
             async with conn.transaction():
                 return await work(conn, row, now, *args)
         except CONNECTION_ERRORS:
             raise
         except RETRYABLE_ERRORS as exc:
+            if not skip_conflicts:
+                raise
             log.warning("SMS %s: %s; left for the next round", row["id"], type(exc).__name__)
             return None
         except Exception as exc:  # noqa: BLE001 - failure is per message, never for the whole claim
@@ -536,8 +540,7 @@ class CaseService:
 
     @asynccontextmanager
     async def _leases_held(self, sms_ids: list[UUID]):
-        """Renew this worker's lease on ``sms_ids`` while the block runs (gateway calls, then the
-        recording of their answers, which may wait for PostgreSQL)."""
+        """Renew this worker's lease on ``sms_ids`` while the block (its gateway calls) runs."""
         lease = self.sms.in_doubt_after.total_seconds()
 
         async def renew():
@@ -577,7 +580,8 @@ class CaseService:
                         else:
                             if isinstance(result, Accepted):
                                 result = Accepted(now, result.gateway_ref)  # on PostgreSQL's clock
-                            await self._each_row(conn, row, now, self._after_send, sms.text, result)
+                            await self._each_row(conn, row, now, self._after_send, sms.text, result,
+                                                 skip_conflicts=False)
                 return
             except (*CONNECTION_ERRORS, *RETRYABLE_ERRORS) as exc:
                 log.error("cannot record the gateway's answers for %d SMS (%s); trying again in %.1fs",
