@@ -632,7 +632,7 @@ class CaseService:
         ``status`` is one of delivered, failed, queued, smsc_accepted, smsc_rejected. The report is
         only stored here (it never waits for a lock); ``apply_delivery_reports`` acts on it.
         """
-        return await store.keep_delivery_report(self.pool, sms_id, status, reported_at, detail, self.clock())
+        return await store.keep_delivery_report(self.pool, sms_id, status, reported_at, detail)
 
     async def apply_delivery_reports(self, limit: int = 200) -> int:
         """Apply kept reports in order: message status, and for a warning its case (delivered, or

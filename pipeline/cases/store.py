@@ -310,13 +310,13 @@ async def sms_sent_since(conn, phones: list[str], since: datetime) -> dict[str, 
     return {r["phone"]: r["n"] for r in rows}
 
 
-async def keep_delivery_report(pool, sms_id: UUID, status: str, reported_at: datetime | None, detail: str,
-                               now: datetime) -> bool:
-    """Store a report without touching the message row (whose lock the SMS loop may hold)."""
+async def keep_delivery_report(pool, sms_id: UUID, status: str, reported_at: datetime | None, detail: str) -> bool:
+    """Store a report without touching the message row (whose lock the SMS loop may hold), received
+    at PostgreSQL's time (a message in doubt counts as accepted at its first report's arrival)."""
     return bool(await pool.fetchval(
         """INSERT INTO sms_delivery_reports (sms_id, status, detail, reported_at, received_at)
-           SELECT id, $2, $3, $4, $5 FROM sms_messages WHERE id = $1 RETURNING true""",
-        sms_id, status, detail[:200], reported_at, now,
+           SELECT id, $2, $3, $4, clock_timestamp() FROM sms_messages WHERE id = $1 RETURNING true""",
+        sms_id, status, detail[:200], reported_at,
     ))
 
 
