@@ -508,35 +508,34 @@ class CaseService:
             return OutgoingSms(row["id"], row["phone"], text), attempt
         return None
 
-    async def _each_row(self, conn, row, now: datetime, work, *args, skip_conflicts: bool = True):
-        """Run ``work`` for one message in a savepoint. A message it fails on is set aside (failed, with
-        the reason; a warning's case goes to review) so that the rest of the claim goes on. While
-        PostgreSQL is unreachable the error goes up (nothing can be recorded); a conflict with another
-        transaction leaves the message for the next round (``skip_conflicts``) or goes up too."""
+    async def _each_row(self, conn, row, now: datetime, work, *args, skip_races: bool = True):
+        """Run ``work`` for one message in a savepoint. A message it fails on for a reason of its own
+        (``errors.is_transient`` is false) is set aside: failed, with the reason, and a warning's case
+        goes to review, so that the rest of the claim goes on. The database's faults go up (nothing
+        can be recorded now); a race with another transaction leaves the message for the next round
+        (``skip_races``) or goes up too."""
         try:
             async with conn.transaction():
                 return await work(conn, row, now, *args)
-        except CONNECTION_ERRORS:
-            raise
-        except RETRYABLE_ERRORS as exc:
-            if not skip_conflicts:
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            if errors.is_race(exc) and skip_races:
+                log.warning("SMS %s: %s; left for the next round", row["id"], errors.describe(exc))
+                return None
+            if errors.is_race(exc) or errors.is_transient(exc):
                 raise
-            log.warning("SMS %s: %s; left for the next round", row["id"], type(exc).__name__)
-            return None
-        except Exception as exc:  # noqa: BLE001 - failure is per message, never for the whole claim
-            reason = why("set_aside", error=scrub(f"{type(exc).__name__}: {exc}")[:300])
-            log.error("SMS %s (%s) set aside: %s", row["id"], row["kind"], reason)
-            try:
-                async with conn.transaction():
-                    await self._give_up(conn, row, reason, now)
-            except CONNECTION_ERRORS:
+            reason = why("set_aside", error=scrub(errors.describe(exc))[:300])
+        log.error("SMS %s (%s) set aside: %s", row["id"], row["kind"], reason)
+        try:
+            async with conn.transaction():
+                await self._give_up(conn, row, reason, now)
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            if errors.is_transient(exc):
                 raise
-            except Exception as again:  # noqa: BLE001
-                log.error("SMS %s: its case could not be sent to review (%s); the message alone is set aside",
-                          row["id"], type(again).__name__)
-                async with conn.transaction():
-                    await store.sms_failed(conn, row["id"], reason, now)
-            return None
+            log.error("SMS %s: its case could not be sent to review (%s); the message alone is set aside",
+                      row["id"], errors.describe(exc))
+            async with conn.transaction():
+                await store.sms_failed(conn, row["id"], reason, now)
+        return None
 
     @asynccontextmanager
     async def _leases_held(self, sms_ids: list[UUID]):
@@ -581,11 +580,13 @@ class CaseService:
                             if isinstance(result, Accepted):
                                 result = Accepted(now, result.gateway_ref)  # on PostgreSQL's clock
                             await self._each_row(conn, row, now, self._after_send, sms.text, result,
-                                                 skip_conflicts=False)
+                                                 skip_races=False)
                 return
-            except (*CONNECTION_ERRORS, *RETRYABLE_ERRORS) as exc:
+            except Exception as exc:  # noqa: BLE001 - sorted out below
+                if not (errors.is_transient(exc) or errors.is_race(exc)):
+                    raise
                 log.error("cannot record the gateway's answers for %d SMS (%s); trying again in %.1fs",
-                          len(sent), type(exc).__name__, delay)
+                          len(sent), errors.describe(exc), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
