@@ -99,21 +99,26 @@ async def test_a_worker_cut_off_from_postgresql_for_longer_than_its_lease_still_
     await database_link.start()
     try:
         async with HoldingLink() as link:
-            env = kannel_env(link, PW_SMS_IN_DOUBT_SECONDS="4", PW_SMS_REPORT_WAIT_SECONDS="60")
+            env = kannel_env(link, PW_SMS_IN_DOUBT_SECONDS="4", PW_SMS_REPORT_WAIT_SECONDS="60",
+                             PW_SESSION_TIMEOUT_SECONDS="6")
             sender = stack.worker("sender", PW_DATABASE_URL=stack.db_url.replace(f":{pg_port}/", f":{database_link.port}/"),
                                   **env)
+            other = stack.worker("other", **env)
             await sender.ready()
+            await other.ready()
             await stack.all_car_parks_free()
             [plate] = await plates_of_our_own(stack, 1)
-            await stack.publish(stack.violation(plate))
-            await asyncio.wait_for(link.first_arrived.wait(), 30)  # the sender is handing it to Kannel
+            other.proc.send_signal(signal.SIGSTOP)  # so that the sender is the one that sends
+            try:
+                await stack.publish(stack.violation(plate))
+                await asyncio.wait_for(link.first_arrived.wait(), 60)  # the sender is handing it to Kannel
+            finally:
+                other.proc.send_signal(signal.SIGCONT)
 
-            other = stack.worker("other", **env)
             await database_link.stop()  # the sender loses PostgreSQL...
             cut_at = time.monotonic()
             link.release_first.set()  # ...and Kannel takes the warning
             await sms_at_the_centre(smsc, plate)
-            await other.ready()
 
             async def settled_by_the_other():
                 return await stack.count("SELECT count(*) FROM sms_messages WHERE status <> 'sending'") == 1
