@@ -9,7 +9,6 @@ import time
 from urllib.parse import urlsplit
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from pipeline.config import Settings
