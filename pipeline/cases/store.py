@@ -7,7 +7,7 @@ replays harmless: a sighting per camera ``event_id``, an SMS per (case, kind), a
 
 import json
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 import asyncpg

@@ -175,7 +175,7 @@ async def test_a_worker_whose_clock_runs_a_minute_ahead_does_not_send_another_wo
 async def test_english_with_a_code_an_8_character_plate_and_100000_free_spaces_warns_and_the_next_warning_too(
         stack: Stack):
     """Seen in the field: this warning could not be rendered in one segment, and as it came first in
-    every claim, no SMS of any kind left again. Now the car-park line gives way."""
+    every claim, no SMS of any kind left again. Now the driver-page code gives way."""
     worker = stack.worker(PW_SMS_LANGUAGE="en", PW_DRIVER_PAGE="true")
     await worker.ready()
     await stack.all_car_parks_free(free=100_000)
@@ -190,7 +190,7 @@ async def test_english_with_a_code_an_8_character_plate_and_100000_free_spaces_w
     await stack.wait_state(other, "warned", timeout=30)
     lines = stack.handset_lines()
     [text] = [line["text"] for line in lines if new_energy in line["text"]]
-    assert "Move by" in text and "#" in text, "the warning itself and its driver-page code are all there"
+    assert "Move by" in text and "100000" in text, "the warning and its car park (the code gave way)"
     assert sum(other in line["text"] for line in lines) == 1
 
 

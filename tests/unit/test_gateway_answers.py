@@ -34,7 +34,7 @@ class Answers(LocalServer):
 
 async def kannel_answer(port: int):
     gateway = KannelGateway(f"http://127.0.0.1:{port}/cgi-bin/sendsms", "pw", "secret", "12345",
-                            "http://127.0.0.1:8080/sms/delivery-report", 5)
+                            "http://127.0.0.1:8080/sms/delivery-report", 5, report_secret="a-secret-for-tests")
     try:
         return await gateway.send(SMS)
     finally:
