@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 
 PIPELINE = "pipeline"
 
-CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError)
-RETRYABLE_ERRORS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.UniqueViolationError)
 
 
 @dataclass(frozen=True)
