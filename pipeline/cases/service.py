@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 PIPELINE = "pipeline"
 
 
-
 @dataclass(frozen=True)
 class Source:
     """Where a message came from on Kafka: its place, key, timestamp (when Kafka took it) and bytes."""
