@@ -5,7 +5,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -225,11 +225,16 @@ def build_gateway(settings: Settings) -> SmsGateway:
 def build_service(settings: Settings, pool: asyncpg.Pool, car_parks: CarParkIndex, zones: ZoneBook) -> CaseService:
     owners = PostgresOwnerDirectory(settings.owner_cache_size, settings.owner_cache_ttl_seconds)
     sms = SmsStyle(settings.sms_language, settings.sms_signature, ZoneInfo(settings.timezone),
-                   settings.sms_max_attempts, settings.sms_retry_seconds, settings.sms_daily_limit_per_phone,
-                   settings.driver_page, timedelta(seconds=settings.sms_in_doubt_seconds))
+                   retry_seconds=settings.sms_retry_seconds, retry_max_seconds=settings.sms_retry_max_seconds,
+                   retry_horizon={"warning": settings.sms_retry_horizon_seconds,
+                                  "ticket": settings.sms_ticket_retry_horizon_seconds},
+                   daily_limit=settings.sms_daily_limit_per_phone, driver_page=settings.driver_page,
+                   in_doubt_after=timedelta(seconds=settings.sms_in_doubt_seconds),
+                   report_wait=timedelta(seconds=settings.sms_report_wait_seconds), worker=settings.worker_name)
+    offset = timedelta(seconds=settings.clock_offset_seconds)
     return CaseService(pool, owners, car_parks, zones, settings.rules, output_topics(settings), sms,
                        settings.ticket_prefix, actor=f"pipeline:{settings.worker_name}",
-                       parallel=settings.db_parallel_transactions)
+                       clock=lambda: datetime.now(UTC) + offset, parallel=settings.db_parallel_transactions)
 
 
 def build_producer(settings: Settings) -> AIOKafkaProducer:

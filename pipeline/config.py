@@ -84,8 +84,15 @@ class Settings(BaseSettings):
     sms_sender: str = Field(default="12345", pattern=r"^[0-9A-Za-z+]{1,16}$")
     sms_timeout_seconds: float = Field(default=5, gt=0)
     sms_in_doubt_seconds: float = Field(default=60, gt=0)
-    """A message handed to the gateway this long ago with no answer recorded lost its sender (a worker
-    that died mid-send): it is settled from delivery reports, or sent again. Longer than sms_timeout."""
+    """The lease a worker holds on a message it is handing to the gateway, on PostgreSQL's clock,
+    renewed while the gateway call is outstanding. A message whose lease
+    ran out (its worker died, lost PostgreSQL, or had no answer) is in doubt: settled from delivery
+    reports, or sent again after sms_report_wait_seconds. Longer than sms_timeout_seconds."""
+    sms_report_wait_seconds: float = Field(default=120, ge=0)
+    """How long a message in doubt with no delivery report waits before it is sent again: time for
+    its worker to come back with the gateway's answer (after a PostgreSQL outage, say) and for the
+    gateway to retry its reports (Kannel here: every 5 s). An answer or a report that comes first
+    settles it instead."""
     sms_daily_limit_per_phone: int = Field(default=6, ge=1)
     """At most this many SMS to one phone per (local) day; a warning over the limit goes to review."""
     driver_page: bool = False
@@ -131,8 +138,17 @@ class Settings(BaseSettings):
     default: with the http gateway a worker refuses to start without it (random, at least 16 characters)."""
     sms_language: Literal["zh-CN", "en"] = "zh-CN"
     sms_signature: str = "杭州城管"
-    sms_max_attempts: int = Field(default=6, ge=1)
     sms_retry_seconds: float = Field(default=2, gt=0)
+    """The first wait after the gateway could not take a message (down, busy); doubling each time."""
+    sms_retry_max_seconds: float = Field(default=30, gt=0)
+    """The longest wait between two tries while the gateway is down."""
+    sms_retry_horizon_seconds: float = Field(default=1800, gt=0)
+    """How long a warning waits for a gateway that is down (from its first failure) before its case
+    goes to review. No window starts meanwhile, and a warning sent late still gives the driver the
+    whole window; past half an hour the car has likely gone or an officer should look."""
+    sms_ticket_retry_horizon_seconds: float = Field(default=86400, gt=0)
+    """The same for the SMS announcing a ticket: the ticket stands anyway, the notice is still worth a
+    day's wait."""
     timezone: str = "Asia/Shanghai"
 
     # Tickets
@@ -143,6 +159,18 @@ class Settings(BaseSettings):
     """An appeal's decision is due this many days after it was received; later, it is flagged overdue."""
     public_base_url: str | None = None
     """Where drivers reach the driver page, printed on notices; default http://<web_host>:<web_port>."""
+
+    clock_offset_seconds: float = 0
+    """Test only: this worker's own clock runs this many seconds ahead (negative: behind), to show
+    that no decision between workers depends on it. Never set it in production."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_settings(cls, values: dict) -> dict:
+        if "PW_SMS_MAX_ATTEMPTS" in os.environ:
+            raise ValueError("PW_SMS_MAX_ATTEMPTS is gone: SMS are retried by time, up to "
+                             "PW_SMS_RETRY_HORIZON_SECONDS (warnings) and PW_SMS_TICKET_RETRY_HORIZON_SECONDS")
+        return values
 
     @model_validator(mode="after")
     def _pool_serves_every_loop(self) -> "Settings":

@@ -2,6 +2,10 @@
 
 Kannel accepts (``202 0: Accepted for delivery``) or queues (``202 3: Queued for later delivery``,
 when the SMS centre link is down; it delivers later) — both count as accepted: the window starts.
+The gateway is down or cannot take anything now (``TemporaryFailure``: no connection, ``503
+Temporal failure, try again later``, any other 5xx, ``403`` for our credentials): the message waits
+and is tried again. This message is refused (``PermanentFailure``: ``403 Not routable. Do not try
+again.``, ``400`` such as a missing or invalid receiver): its case goes to review.
 Kannel cuts a text longer than one segment without saying so, so a text that does not fit is
 refused here, before it is sent. Delivery reports come back to ``/sms/delivery-report`` with our
 own message id in the URL (Kannel's own ids differ between two reports of one message), signed
@@ -71,6 +75,8 @@ class KannelGateway:
             raise InDoubt(why("kannel_no_answer", error=type(exc).__name__)) from None
         if status == 202 or status == 200:
             return Accepted(datetime.now(UTC), f"kannel:{body[:40]}")
+        if status == 403 and "not routable" in body.lower():
+            raise PermanentFailure(why("kannel_not_routable", answer=body[:100]))
         if status == 403:
             raise TemporaryFailure(why("kannel_credentials"))
         if status == 400:

@@ -6,7 +6,8 @@ that would be longer is shortened by construction: the place and the car-park na
 characters (ending in "…") until it fits; the plate, the deadline and the counts never do.
 A driver-page code (10 characters) is never cut: it takes the place of the time the free spaces
 were counted (the page shows live counts), and a warning that cannot fit with it even with the
-names cut short goes without it (the warning matters; the page is optional).
+names cut short goes without it (the warning matters; the page is optional). Should even that not
+fit (a long signature), the car-park line goes too: the warning itself always leaves.
 """
 
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ TEMPLATES = {
     "zh-CN": {
         "warning": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。最近停车场:{park}余{free}位({counted})",
         "warning_no_park": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。附近停车场暂无空位",
+        "warning_only": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。",
         "ticket": "【{sig}】{plate}在{place}违停未驶离，已开具告知单{number}。查询或申诉请拨12345",
         "code": "查询码{code}",
         "warning_with_code": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。最近停车场:{park}余{free}位",
@@ -67,6 +69,7 @@ TEMPLATES = {
     "en": {
         "warning": "{plate} no parking at {place}. Move by {deadline}. P:{park} {free} free {counted}",
         "warning_no_park": "{plate} no parking at {place}. Move by {deadline}. No free parking near",
+        "warning_only": "{plate} no parking at {place}. Move by {deadline}.",
         "ticket": "{plate} at {place}: ticket {number}. Check/contest: call 12345",
         "code": " #{code}",
         "warning_with_code": "{plate} no parking at {place}. Move by {deadline}. P:{park} {free} free",
@@ -107,7 +110,10 @@ def warning_text(facts: WarningFacts, language: str = "zh-CN", signature: str = 
             return _fit(template, names, fixed)
         except TextTooLong:
             pass  # without the code rather than no warning
-    return _fit(t[kind], names, fixed)
+    try:
+        return _fit(t[kind], names, fixed)
+    except TextTooLong:
+        return _fit(t["warning_only"], {"place": facts.place}, fixed)
 
 
 def ticket_text(facts: TicketFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:

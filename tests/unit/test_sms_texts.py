@@ -155,3 +155,16 @@ def test_given_a_code_that_cannot_fit_then_the_warning_goes_without_it_rather_th
 
     assert one_segment(text) and CODE not in text
     assert "浙AD12345" in text and "10:52" in text and "100000" in text
+
+
+@pytest.mark.parametrize("code", [None, CODE])
+def test_given_a_signature_too_long_for_the_car_park_line_then_the_warning_goes_without_it_rather_than_not_at_all(
+        code):
+    """The warning itself always leaves: a TextTooLong here stopped every SMS behind it (issue 8)."""
+    signature = "杭州市余杭区城市管理行政执法局" * 2 + "综合执法大队"
+    facts = WarningFacts("浙AD12345", city.CAMERAS[0].place, DEADLINE, "海创园B1", 100_000, COUNTED, code)
+
+    text = warning_text(facts, "zh-CN", signature)
+
+    assert one_segment(text), (length(text), text)
+    assert "浙AD12345" in text and "10:52" in text and "最近停车场" not in text
