@@ -147,8 +147,8 @@ class Settings(BaseSettings):
     goes to review. No window starts meanwhile, and a warning sent late still gives the driver the
     whole window; past half an hour the car has likely gone or an officer should look."""
     sms_ticket_retry_horizon_seconds: float = Field(default=86400, gt=0)
-    """The same for the SMS announcing a ticket: the ticket stands anyway, the notice is still worth a
-    day's wait."""
+    """The same for the SMS announcing a ticket (and an appeal's decision): the ticket stands anyway,
+    the notice is still worth a day's wait."""
     timezone: str = "Asia/Shanghai"
 
     # Tickets

@@ -89,6 +89,8 @@ class SmsStyle:
     """The first wait after the gateway could not take a message; it doubles, up to ``retry_max_seconds``."""
     retry_max_seconds: float = 30
     retry_horizon: dict[str, float] = field(default_factory=lambda: {"warning": 1800, "ticket": 86400})
+    """How long each kind of SMS is retried while the gateway is down; other kinds (an appeal's
+    decision) take the ticket's."""
     """Seconds, per kind, that a message may wait for a gateway that is down (from its first failure);
     after that it fails for good (a warning's case goes to review)."""
     daily_limit: int = 6
@@ -693,7 +695,7 @@ class CaseService:
             await self._accepted(conn, row, text, result, now)
 
     async def _retry(self, conn, row, reason: str, delay_seconds: float, now: datetime) -> None:
-        horizon = self.sms.retry_horizon[row["kind"]]
+        horizon = self.sms.retry_horizon.get(row["kind"], self.sms.retry_horizon["ticket"])
         if await store.sms_retry(conn, row["id"], reason, delay_seconds, horizon):
             log.warning("SMS %s (%s): %s; sent again in %.1fs", row["id"], row["kind"], reason, delay_seconds)
         else:
