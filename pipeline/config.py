@@ -128,9 +128,9 @@ class Settings(BaseSettings):
     console_login_per_address_per_minute: int = Field(default=10, ge=1)
     """Login attempts per client address (an IPv6 /64) per minute on each worker, as many at once;
     beyond them 429, before any password check or database work."""
-    console_login_concurrency: int = Field(default=2, ge=1)
-    """Logins checked at once per worker, each argon2 check in a thread (tens of ms and 64 MiB each);
-    a login beyond them is answered 503 at once, not queued."""
+    console_login_concurrency: int = Field(default=1, ge=1)
+    """Logins checked at once per worker, each argon2 check in a thread (64 MiB and up to 4 cores for
+    tens of ms each); a login beyond them is answered 503 at once, not queued."""
     console_secure_cookie: bool = False
     """Mark the session cookie Secure: set it when the console is served over HTTPS."""
     console_refresh_seconds: float = Field(default=1.0, gt=0)
