@@ -460,6 +460,51 @@ async def test_metrics_show_events_lag_per_partition_deadlines_sms_dead_letters_
                for line in lines)
 
 
+async def test_what_the_live_page_and_metrics_read_every_second_never_reads_a_whole_table(stack: Stack):
+    from pipeline.console import queries
+
+    now, tz = datetime.now(UTC), ZoneInfo(stack.settings.timezone)
+    async with stack.pool.acquire() as conn:
+        await conn.execute("SET enable_seqscan = off")  # a whole-table read remains only where no index serves
+        try:
+            explaining = ExplainingConnection(conn)
+            counts = await queries.counts(explaining, now, tz)
+            drive_away = await queries.drive_away_rate(explaining, now - timedelta(hours=24), tz)
+            await queries.overview(explaining, now, counts, drive_away)
+            await queries.recent_latency(explaining, now, timedelta(minutes=5))
+        finally:
+            await conn.execute("RESET enable_seqscan")
+    assert len(explaining.plans) >= 8
+    whole_table = [(sql.split()[:12], plan) for sql, plan in explaining.plans
+                   for table in ("cases", "sightings", "sms_messages", "tickets", "dead_letters", "sms_delivery_reports")
+                   if f"Seq Scan on {table} " in plan]
+    assert whole_table == []
+
+
+class ExplainingConnection:
+    """A connection that EXPLAINs each statement before it runs it."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.plans: list[tuple[str, str]] = []
+
+    async def _explain(self, sql: str, args) -> None:
+        plan = await self.conn.fetch(f"EXPLAIN {sql}", *args)
+        self.plans.append((sql, "\n".join(r[0] for r in plan)))
+
+    async def fetch(self, sql, *args):
+        await self._explain(sql, args)
+        return await self.conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql, *args):
+        await self._explain(sql, args)
+        return await self.conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql, *args):
+        await self._explain(sql, args)
+        return await self.conn.fetchval(sql, *args)
+
+
 async def test_metrics_answer_only_allowed_addresses_or_the_token_and_faust_own_views_are_not_served(stack: Stack):
     worker = stack.worker(PW_METRICS_ALLOW="127.0.0.2", PW_METRICS_TOKEN="a-scrape-token")
     await worker.ready()
