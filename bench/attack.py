@@ -8,11 +8,13 @@ Reported per phase: camera event -> warning accepted (p50/p99, from PostgreSQL's
 bench/e2e.py), /healthz answer times sampled twice a second (the worker's event loop), and what
 the strangers were answered.
 
-Bounded: each phase lasts --seconds; the strangers send at most rate x seconds requests with at
-most --in-flight outstanding (a request that would exceed it is skipped and counted); every
-address is loopback (--addresses > 1 spreads the strangers over 127.0.1.1, 127.0.1.2, ...: a
-"distributed" attack that the per-address limits alone do not stop). Not a test: it prints
-figures for the README. Usage:
+The strangers run in a process of their own, so that their work does not delay the publishing and
+timing of the violations (they still share the machine's cores with the worker, as an attacker on
+the same host would). Bounded: each phase lasts --seconds; the strangers send at most rate x seconds
+requests with at most --in-flight outstanding (a request that would exceed it is skipped and
+counted); every address is loopback (--addresses > 1 spreads the strangers over 127.0.1.1,
+127.0.1.2, ...: a "distributed" attack that the per-address limits alone do not stop). Not a test:
+it prints figures for the README. Usage:
     ./dev bench attack [--seconds 30] [--rate 5] [--logins 200] [--ingest 200] [--addresses 1]
 """
 
@@ -22,6 +24,7 @@ import collections
 import json
 import secrets
 import statistics
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -29,7 +32,7 @@ from datetime import UTC, datetime
 import aiohttp
 from aiokafka import AIOKafkaProducer
 
-from bench.e2e import BenchStack, bench_stack, machine, percentile, progress
+from bench.e2e import ROOT, BenchStack, bench_stack, machine, percentile, progress
 from pipeline.config import Settings
 from pipeline.demo import city
 from schemas import events, topics
@@ -131,27 +134,48 @@ async def publish_violations(stack: BenchStack, producer: AIOKafkaProducer, plat
         await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.monotonic()))
 
 
+async def strangers_main(args) -> None:
+    """The strangers' process: send for ``args.seconds``, then print what they were answered (JSON)."""
+    strangers = Strangers(args.addresses, args.in_flight)
+    camera = city.CAMERAS[0]
+    body = encode(events.VehicleObserved(
+        event_id=f"stranger-{secrets.token_hex(4)}", camera_id=camera.id, plate="浙A12345", taken_at=datetime.now(UTC),
+        location=events.Location(lat=camera.lat, lon=camera.lon), place=camera.place, zone=camera.zone))
+    print("ready", flush=True)
+    await asyncio.gather(strangers.run("login", args.logins, args.seconds, bad_login),
+                         strangers.run("ingest", args.ingest, args.seconds, bad_ingest(body)))
+    await strangers.close()
+    print(json.dumps({"answers": strangers.answers, "sent": strangers.sent, "skipped": strangers.skipped}))
+
+
 async def phase(stack: BenchStack, producer: AIOKafkaProducer, plates: list[str], name: str, args,
                 attack: bool) -> dict:
     stop = asyncio.Event()
     health = asyncio.create_task(health_times(stop))
-    strangers = Strangers(args.addresses, args.in_flight)
-    work = [publish_violations(stack, producer, plates, name, args.rate)]
+    strangers = None
     if attack:
-        camera = city.CAMERAS[0]
-        body = encode(events.VehicleObserved(
-            event_id=f"stranger-{stack.run}", camera_id=camera.id, plate=plates[0], taken_at=datetime.now(UTC),
-            location=events.Location(lat=camera.lat, lon=camera.lon), place=camera.place, zone=camera.zone))
-        work += [strangers.run("login", args.logins, args.seconds, bad_login),
-                 strangers.run("ingest", args.ingest, args.seconds, bad_ingest(body))]
+        strangers = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.attack", "--strangers", "--seconds", str(args.seconds),
+            "--logins", str(args.logins), "--ingest", str(args.ingest), "--addresses", str(args.addresses),
+            "--in-flight", str(args.in_flight), cwd=ROOT, stdout=subprocess.PIPE)
+        assert (await asyncio.wait_for(strangers.stdout.readline(), 60)).strip() == b"ready"
     print(f"  {name}: {len(plates)} violations at {args.rate:g}/s"
           + (f", {args.logins:g} bad logins/s and {args.ingest:g} bad-key ingest requests/s" if attack else ""),
           file=sys.stderr)
-    await asyncio.gather(*work)
-    await strangers.close()
+    try:
+        await publish_violations(stack, producer, plates, name, args.rate)
+        sent = {"answers": {}, "sent": 0, "skipped": 0}
+        if strangers is not None:
+            out, _ = await asyncio.wait_for(strangers.communicate(), 120)
+            if strangers.returncode != 0:
+                raise SystemExit(f"bench: the strangers' process exited with {strangers.returncode}")
+            sent = json.loads(out.decode().strip().splitlines()[-1])
+    finally:
+        if strangers is not None and strangers.returncode is None:
+            strangers.kill()
+            await strangers.wait()
     stop.set()
-    return {"health_ms": await health, "answers": strangers.answers, "sent": strangers.sent,
-            "skipped": strangers.skipped}
+    return {"health_ms": await health, **sent}
 
 
 async def latencies(stack: BenchStack, phase_name: str, n: int) -> list[float]:
@@ -194,9 +218,12 @@ async def main() -> None:
     parser.add_argument("--addresses", type=int, default=1, help="loopback addresses the strangers come from")
     parser.add_argument("--in-flight", type=int, default=400, help="most stranger requests outstanding at once")
     parser.add_argument("--gateway", choices=["kannel", "file"], default="kannel")
+    parser.add_argument("--strangers", action="store_true", help=argparse.SUPPRESS)  # the strangers' process
     args = parser.parse_args()
     if not 0 < args.seconds <= 300 or args.logins > 1000 or args.ingest > 1000 or args.addresses > 254:
         raise SystemExit("bench: keep it bounded: --seconds up to 300, rates up to 1000/s, up to 254 addresses")
+    if args.strangers:
+        return await strangers_main(args)
     base = Settings()
     print(f"machine: {machine()}")
     n = int(args.rate * args.seconds)

@@ -32,8 +32,8 @@ TEXT: dict[str, tuple[str, str]] = {
                      "（parkwarden operators add 用户名 --replace）",
                      "Too many failed logins for this name from this address: try again in {minutes} min, or ask "
                      "an administrator to reset the password (parkwarden operators add NAME --replace)"),
-    "login.address_limited": ("此地址登录尝试过于频繁，请{seconds}秒后再试",
-                              "Too many login attempts from this address: try again in {seconds} s"),
+    "login.address_limited": ("此地址登录尝试过于频繁，请稍候再试",
+                              "Too many login attempts from this address: wait a moment and try again"),
     "login.busy": ("服务器正忙于核对其他登录，请稍后再试", "The server is busy checking other logins: try again in a moment"),
     "login.expired": ("请先登录", "Please log in"),
     # live

@@ -164,6 +164,7 @@ class Console:
         self._pool_lock = asyncio.Lock()
         self.login_addresses = auth.AddressLimiter(s.console_login_per_address_per_minute)
         self.password_checks = auth.PasswordChecks(s.console_login_concurrency)
+        self._address_limited_pages: dict[str, bytes] = {}
         self.counts = metrics.Refreshed(s.console_refresh_seconds, self._read_counts)
         self.live_view = metrics.Refreshed(s.console_refresh_seconds, self._read_overview)
         self.drive_away = metrics.Refreshed(max(s.console_refresh_seconds, SLOW_REFRESH_SECONDS), self._read_drive_away)
@@ -247,7 +248,8 @@ class Console:
         address = auth.address_key(request.remote)
         wait = self.login_addresses.take(address)
         if wait:
-            return self._login_refused(request, 429, "address_limited", wait, "login.address_limited")
+            self.worker_metrics.logins.labels("address_limited").inc()
+            return self._address_limited(self.words(request).lang, max(1, int(-(-wait // 1))))
         form = await request.post()
         if not same_origin(request):
             return self.message(request, 403, "error.forbidden", "refused.csrf")
@@ -280,6 +282,17 @@ class Console:
                             secure=self.settings.console_secure_cookie,
                             max_age=int(self.settings.console_session_hours * 3600))
         raise response
+
+    def _address_limited(self, lang: str, retry_after: int) -> web.Response:
+        """The answer to an address over its login limit: the cheapest there is (a page rendered once
+        per language), as it may come hundreds of times a second."""
+        if lang not in self._address_limited_pages:
+            t = Words(lang)
+            self._address_limited_pages[lang] = self.render_text(
+                "login.html", t, title=t("login.title"), error=t("login.address_limited"), next="/console/",
+                name="", session=None, here="/console/login").encode()
+        return web.Response(body=self._address_limited_pages[lang], status=429, content_type="text/html",
+                            charset="utf-8", headers={"Retry-After": str(retry_after)})
 
     def _login_refused(self, request: web.Request, status: int, outcome: str, retry_after: float, words: str,
                        form=None) -> web.Response:
