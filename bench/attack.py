@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import collections
 import json
+import os
 import secrets
 import statistics
 import subprocess
@@ -145,11 +146,20 @@ async def strangers_main(args) -> None:
     await asyncio.gather(strangers.run("login", args.logins, args.seconds, bad_login),
                          strangers.run("ingest", args.ingest, args.seconds, bad_ingest(body)))
     await strangers.close()
-    print(json.dumps({"answers": strangers.answers, "sent": strangers.sent, "skipped": strangers.skipped}))
+    print(json.dumps({"answers": strangers.answers, "sent": strangers.sent, "skipped": strangers.skipped,
+                      "cpu_s": time.process_time()}))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, from /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def phase(stack: BenchStack, producer: AIOKafkaProducer, plates: list[str], name: str, args,
                 attack: bool) -> dict:
+    worker = stack.procs[0].pid
+    cpu_before, started = cpu_seconds(worker), time.monotonic()
     stop = asyncio.Event()
     health = asyncio.create_task(health_times(stop))
     strangers = None
@@ -164,7 +174,9 @@ async def phase(stack: BenchStack, producer: AIOKafkaProducer, plates: list[str]
           file=sys.stderr)
     try:
         await publish_violations(stack, producer, plates, name, args.rate)
-        sent = {"answers": {}, "sent": 0, "skipped": 0}
+        worker_cores = (cpu_seconds(worker) - cpu_before) / (time.monotonic() - started)
+        load = os.getloadavg()[0]
+        sent = {"answers": {}, "sent": 0, "skipped": 0, "cpu_s": 0.0}
         if strangers is not None:
             out, _ = await asyncio.wait_for(strangers.communicate(), 120)
             if strangers.returncode != 0:
@@ -175,7 +187,8 @@ async def phase(stack: BenchStack, producer: AIOKafkaProducer, plates: list[str]
             strangers.kill()
             await strangers.wait()
     stop.set()
-    return {"health_ms": await health, **sent}
+    return {"health_ms": await health, "worker_cores": worker_cores, "load": load,
+            "strangers_cores": sent.pop("cpu_s") / args.seconds, **sent}
 
 
 async def latencies(stack: BenchStack, phase_name: str, n: int) -> list[float]:
@@ -202,10 +215,12 @@ def line(name: str, ms: list[float], result: dict) -> str:
     health = sorted(result["health_ms"])
     text = (f"  {name}: camera event -> warning accepted p50 {statistics.median(ms):,.0f} ms, "
             f"p99 {percentile(ms, 0.99):,.0f} ms, max {ms[-1]:,.0f} ms ({len(ms)} warnings); "
-            f"/healthz p50 {statistics.median(health):,.0f} ms, p99 {percentile(health, 0.99):,.0f} ms")
+            f"/healthz p50 {statistics.median(health):,.0f} ms, p99 {percentile(health, 0.99):,.0f} ms"
+            f"\n    worker CPU {result['worker_cores']:.2f} cores; machine load average {result['load']:.1f}")
     if result["sent"] or result["skipped"]:
         answers = ", ".join(f"{k}: {v}" for k, v in sorted(result["answers"].items()))
-        text += f"\n    strangers: {result['sent']} requests sent ({answers}); {result['skipped']} skipped (in-flight cap)"
+        text += (f"\n    strangers: {result['sent']} requests sent ({answers}); {result['skipped']} skipped "
+                 f"(in-flight cap); their own CPU {result['strangers_cores']:.2f} cores")
     return text
 
 

@@ -71,6 +71,7 @@ class LoginLimit:
     period: timedelta = timedelta(minutes=15)
 
 
+@functools.lru_cache(maxsize=4096)
 def address_key(remote: str | None) -> str:
     """Who a limit counts: the client's IPv4 address, or its IPv6 /64 (one subscriber's block)."""
     try:
