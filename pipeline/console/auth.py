@@ -20,8 +20,11 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import os
 import re
 import secrets
+import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -113,9 +116,20 @@ class AddressLimiter:
         return wait
 
 
+CHECK_NICENESS = 19
+"""Password checks run at the lowest CPU priority (Linux: per thread, inherited by argon2's lanes),
+so that guesses give way to the pipeline, PostgreSQL and Kafka on a busy machine."""
+
+
+def _lower_priority() -> None:
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECK_NICENESS)
+
+
 class PasswordChecks:
     """Argon2 checks off the event loop: at most ``concurrency`` logins in progress per worker,
-    each password checked in a thread of this pool (argon2-cffi releases the GIL while it hashes).
+    each password checked in a thread of this pool (argon2-cffi releases the GIL while it hashes),
+    at the lowest CPU priority.
 
     ``slot()`` is taken before any database work and refused at once (``LoginBusy``) when all are
     taken. A slot whose check is still running when its request goes away (a client that hung up)
@@ -125,7 +139,8 @@ class PasswordChecks:
     def __init__(self, concurrency: int):
         self.concurrency = concurrency
         self.in_progress = 0
-        self._threads = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="password-check")
+        self._threads = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="password-check",
+                                                              initializer=_lower_priority)
 
     def slot(self) -> "_Slot":
         if self.in_progress >= self.concurrency:

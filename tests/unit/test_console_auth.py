@@ -181,6 +181,23 @@ async def test_password_checks_run_off_the_event_loop_and_beyond_the_bound_are_r
         checks.close()
 
 
+async def test_password_checks_give_way_to_everything_else_on_the_machine(monkeypatch):
+    import os
+    import threading
+
+    seen = []
+    monkeypatch.setattr(auth, "password_matches", lambda stored_hash, password: seen.append(
+        os.getpriority(os.PRIO_PROCESS, threading.get_native_id())) or False)
+    checks = auth.PasswordChecks(concurrency=1)
+    try:
+        async with checks.slot() as slot:
+            assert not await slot.matches(None, "guess")
+    finally:
+        checks.close()
+    assert seen == [19]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19, "the event loop's thread keeps its priority"
+
+
 async def test_a_slot_whose_client_went_away_stays_taken_until_its_check_ends(monkeypatch):
     import asyncio
 
