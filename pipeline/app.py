@@ -7,11 +7,13 @@ deadline, SMS and outbox loops share PostgreSQL rows safely.
 
 import asyncio
 import logging
+import time
+from datetime import UTC, datetime
 
 import faust
 from mode import Service
 
-from pipeline import bootstrap, codecs
+from pipeline import bootstrap, codecs, logs
 from pipeline.cases.service import Source
 from pipeline.config import ROOT, Settings
 from pipeline.console import views as console_views
@@ -27,6 +29,15 @@ log = logging.getLogger("parkwarden")
 settings = Settings()
 (ROOT / "var" / "faust").mkdir(parents=True, exist_ok=True)
 
+
+class Worker(faust.Worker):
+    """Faust's worker, with repeated warnings and errors rate-limited in its log (pipeline/logs.py)."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        logs.quiet_repeats(logger)
+
+
 app = faust.App(
     settings.app_id,
     broker=f"kafka://{settings.kafka_bootstrap}",
@@ -41,6 +52,7 @@ app = faust.App(
     producer_acks=-1,
     broker_session_timeout=settings.session_timeout_seconds,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 5),
+    Worker=Worker,
     **console_views.FAUST_WEB,
 )
 
@@ -51,29 +63,52 @@ car_park_status = app.topic(settings.topic(topics.CAR_PARK_STATUS.name), key_ser
 
 
 class Runtime(Service):
-    """Owns the clients (PostgreSQL pool, Kafka producer, SMS gateway) and the periodic loops."""
+    """Owns the clients (PostgreSQL pools, Kafka producer, SMS gateway) and the periodic loops.
+
+    Faust starts it before its own consumer and producer, so its start waits for PostgreSQL and
+    Kafka (saying so every few seconds) and a worker started before them simply waits for them."""
 
     def __post_init__(self) -> None:
         self.ready = asyncio.Event()
-        self.pool = self.service = self.gateway = self.producer = self.relay = None
+        self.pool = self.web_pool = self.service = self.gateway = self.producer = self.relay = None
         self.settings = settings
         self.car_parks = CarParkIndex()
         self.zones = ZoneBook(default_window_seconds=settings.window_seconds)
+        self.rounds: dict[str, float | None] = {}
+        """Each loop's and agent's current round: when it began (monotonic), None between rounds."""
+
+    def stalled(self) -> list[str]:
+        """Loops and agents busy with one round for longer than ``PW_STALL_SECONDS``."""
+        now = time.monotonic()
+        return sorted(name for name, since in self.rounds.items()
+                      if since is not None and now - since > settings.stall_seconds)
+
+    async def round(self, name: str, work):
+        """Run one round of a loop or an agent, so that a round that never ends is seen."""
+        self.rounds[name] = time.monotonic()
+        try:
+            return await work()
+        finally:
+            self.rounds[name] = None
 
     async def on_start(self) -> None:
+        await bootstrap.wait_for_database(settings)
         await bootstrap.prepare_database(settings)
         self.pool = await bootstrap.connect_database(settings, min_size=2)
+        self.web_pool = await bootstrap.connect_web_database(settings)
         await self._refresh_reference()
         self.service = bootstrap.build_service(settings, self.pool, self.car_parks, self.zones)
         self.gateway = bootstrap.build_gateway(settings)
+        await bootstrap.wait_for_kafka(settings)
         self.producer = bootstrap.build_producer(settings)
         await self.producer.start()
-        self.relay = OutboxRelay(self.pool, self.producer)
+        self.relay = OutboxRelay(self.pool, lambda: bootstrap.build_producer(settings))
         self.ready.set()
         log.info("parkwarden ready: %d car parks, window %ss", len(self.car_parks), settings.window_seconds)
 
     async def on_stop(self) -> None:
         for closing in (self.gateway and self.gateway.close(), self.producer and self.producer.stop(),
+                        self.relay and self.relay.close(), self.web_pool and self.web_pool.close(),
                         self.pool and self.pool.close()):
             if closing is not None:
                 await closing
@@ -86,7 +121,7 @@ class Runtime(Service):
         await self.ready.wait()
         while not self.should_stop:
             try:
-                busy = await work()
+                busy = await self.round(work.__name__, work)
             except Exception as exc:  # noqa: BLE001 - a loop must outlive outages
                 log.error("%s failed: %s: %s", work.__name__, type(exc).__name__, exc)
                 busy = False
@@ -105,14 +140,38 @@ class Runtime(Service):
     @Service.task
     async def sms(self) -> None:
         await self.ready.wait()
-        async def send_and_settle():
+        async def sms():
             return await self.service.settle_in_doubt_sms() + await self.service.send_due_sms(self.gateway)
-        await self._every(settings.sms_poll_seconds, send_and_settle)
+        await self._every(settings.sms_poll_seconds, sms)
 
     @Service.task
     async def outbox(self) -> None:
         await self.ready.wait()
         await self.relay.run(lambda: self.should_stop, settings.outbox_poll_seconds)
+
+    @Service.task
+    async def watermarks(self) -> None:
+        """Keep idle camera-events partitions current, so that they never hold a decision."""
+        await self.ready.wait()
+        end_offsets = bootstrap.EndOffsets(settings, settings.topic(topics.CAMERA_EVENTS.name))
+        async def mark_current_partitions():
+            await self.service.mark_current_partitions(end_offsets)
+            return False
+        try:
+            await self._every(settings.tick_seconds, mark_current_partitions)
+        finally:
+            await end_offsets.close()
+
+    @Service.task
+    async def watchdog(self) -> None:
+        """Say so in the log when a loop or an agent has made no progress for PW_STALL_SECONDS."""
+        await self.ready.wait()
+        while not self.should_stop:
+            if stalled := self.stalled():
+                log.error("no progress for %ss in %s: a lock or a connection never came back; /readyz fails "
+                          "until it moves (see pg_stat_activity for application_name parkwarden:%s)",
+                          settings.stall_seconds, ", ".join(stalled), settings.worker_name)
+            await self.sleep(min(5.0, settings.stall_seconds / 2))
 
     @Service.task
     async def reference(self) -> None:
@@ -130,7 +189,12 @@ app.add_dependency(runtime)
 
 
 def _sources(batch) -> list[tuple[object, Source]]:
-    return [(e.value, Source(e.message.topic, e.message.partition, e.message.offset, e.message.key)) for e in batch]
+    return [(e.value, Source(m.topic, m.partition, m.offset, m.key, _kafka_time(m.timestamp), m.value))
+            for e in batch for m in (e.message,)]
+
+
+def _kafka_time(timestamp: float | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp and timestamp > 0 else None
 
 
 @app.agent(camera_events, concurrency=1)
@@ -138,7 +202,8 @@ async def decide_camera_events(stream):
     """Every camera event, in order per plate, decided in batches."""
     await runtime.ready.wait()
     async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
-        await runtime.service.handle_camera_events(_sources(batch))
+        await runtime.round("camera-events", lambda: _until_recorded(runtime.service.handle_camera_events,
+                                                                     _sources(batch)))
 
 
 @app.agent(car_park_status, concurrency=1)
@@ -146,7 +211,21 @@ async def record_car_park_status(stream):
     """Live free-space counts, kept for the nearest-car-park lookup."""
     await runtime.ready.wait()
     async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
-        await runtime.service.handle_car_park_statuses(_sources(batch))
+        await runtime.round("car-park-status", lambda: _until_recorded(runtime.service.handle_car_park_statuses,
+                                                                       _sources(batch)))
+
+
+async def _until_recorded(handle, batch) -> None:
+    """The guard around a batch: an agent that raised would have its batch acknowledged by Faust
+    unrecorded, so nothing but cancellation leaves here before ``handle`` has recorded every event."""
+    while True:
+        try:
+            return await handle(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.exception("a batch of %d messages could not be recorded; trying it again in 1s", len(batch))
+            await asyncio.sleep(1.0)
 
 
 sms_views.register(app, runtime)

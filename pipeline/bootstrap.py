@@ -1,11 +1,17 @@
 """The one module that builds clients and wires adapters into the case service."""
 
+import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
 
 from pipeline.cases.service import CaseService, SmsStyle, Topics
 from pipeline.cases.store import init_connection
@@ -22,15 +28,110 @@ from schemas import topics
 log = logging.getLogger(__name__)
 
 
-async def connect_database(settings: Settings, min_size: int = 1) -> asyncpg.Pool:
+class BoundedPool(asyncpg.Pool):
+    """A pool whose ``acquire()`` gives up after ``acquire_timeout`` seconds (``asyncio.TimeoutError``,
+    which callers treat as an outage: wait and try again) instead of waiting forever."""
+
+    acquire_timeout: float = 10.0
+
+    def acquire(self, *, timeout=None):
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
+async def connect_database(settings: Settings, min_size: int = 1, max_size: int | None = None) -> asyncpg.Pool:
+    """A pool with the worker's time limits: acquiring a connection, waiting for a lock, one
+    statement, and a transaction left idle (each a ``PW_DB_*`` setting)."""
     url = settings.database_url.get_secret_value()
+    pool = BoundedPool(
+        url, min_size=min_size, max_size=max_size or settings.db_pool_size, max_queries=50_000,
+        max_inactive_connection_lifetime=300.0, connect=None, setup=None, init=init_connection, reset=None,
+        loop=None, connection_class=asyncpg.Connection, record_class=asyncpg.Record,
+        server_settings={
+            "statement_timeout": f"{int(settings.db_statement_timeout_seconds * 1000)}",
+            "lock_timeout": f"{int(settings.db_lock_timeout_seconds * 1000)}",
+            "idle_in_transaction_session_timeout": f"{int(settings.db_idle_in_transaction_seconds * 1000)}",
+            "application_name": f"parkwarden:{settings.worker_name}"[:63],
+        })
+    pool.acquire_timeout = settings.db_acquire_timeout_seconds
     try:
-        return await asyncpg.create_pool(url, min_size=min_size, max_size=settings.db_pool_size, init=init_connection)
+        return await pool
     except (OSError, asyncpg.PostgresError) as exc:
         raise SystemExit(
             f"cannot reach PostgreSQL ({type(exc).__name__}: {exc}). "
             "Start it with `scripts/services.sh start postgres` or check PW_DATABASE_URL."
         ) from None
+
+
+async def connect_web_database(settings: Settings) -> asyncpg.Pool:
+    """The web side's own small pool (HTTP ingest and other handlers), so that a flood of requests
+    cannot take the connections the pipeline decides with."""
+    return await connect_database(settings, min_size=0, max_size=settings.web_db_pool_size)
+
+
+def database_address(settings: Settings) -> str:
+    """host:port/database of PW_DATABASE_URL, without the credentials."""
+    url = urlsplit(settings.database_url.get_secret_value())
+    return f"{url.hostname or 'localhost'}:{url.port or 5432}{url.path}"
+
+
+async def wait_for_database(settings: Settings, say_every: float = 15.0) -> None:
+    """Return once PostgreSQL accepts a connection. Until then try again (backing off up to 5 s)
+    and say so every ``say_every`` seconds; a refused login or a missing database is not an
+    outage: it ends the worker with what to fix."""
+    async def connect():
+        try:
+            conn = await asyncpg.connect(settings.database_url.get_secret_value(), timeout=5)
+        except (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError) as exc:
+            raise SystemExit(f"PostgreSQL at {database_address(settings)} refused the worker "
+                             f"({type(exc).__name__}: {exc}): check PW_DATABASE_URL") from None
+        await conn.close()
+
+    await _keep_trying(f"PostgreSQL at {database_address(settings)}", connect,
+                       (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError),
+                       "start it with `scripts/services.sh start postgres` or check PW_DATABASE_URL", say_every)
+
+
+async def wait_for_kafka(settings: Settings, say_every: float = 15.0) -> None:
+    """Return once a Kafka broker at PW_KAFKA_BOOTSTRAP answers with the cluster's metadata (what
+    Faust's consumer and our producer need first: they give up at once without it). Until then try
+    again (backing off up to 5 s) and say so every ``say_every`` seconds."""
+    async def metadata():
+        client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000,
+                                client_id=f"{settings.app_id}-wait")
+        try:
+            await asyncio.wait_for(client.bootstrap(), 10)
+        finally:
+            await client.close()
+
+    await _keep_trying(f"Kafka at {settings.kafka_bootstrap}", metadata, (KafkaError, OSError, TimeoutError),
+                       "start it with `scripts/services.sh start kafka` or check PW_KAFKA_BOOTSTRAP", say_every)
+
+
+async def _keep_trying(what: str, attempt: Callable[[], Awaitable[None]], outage: tuple[type[BaseException], ...],
+                       hint: str, say_every: float) -> None:
+    started = time.monotonic()
+    waiting = "waiting for " + what.replace("%", "%%") + " (%.0f s so far): %s; %s"  # one template per service
+    said_at: float | None = None
+    pause = 0.5
+    while True:
+        try:
+            await attempt()
+        except outage as exc:
+            now = time.monotonic()
+            if said_at is None or now - said_at >= say_every:
+                log.warning(waiting, now - started, _reason(exc), hint)
+                said_at = now
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
+        else:
+            if said_at is not None:
+                log.warning(what.replace("%", "%%") + " answers, after %.0f s of waiting", time.monotonic() - started)
+            return
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
 async def prepare_database(settings: Settings) -> list[str]:
@@ -44,6 +145,7 @@ async def prepare_database(settings: Settings) -> list[str]:
 
 def output_topics(settings: Settings) -> Topics:
     return Topics(
+        camera_events=settings.topic(topics.CAMERA_EVENTS.name),
         case_events=settings.topic(topics.CASE_EVENTS.name),
         tickets=settings.topic(topics.TICKETS.name),
         camera_commands=settings.topic(topics.CAMERA_COMMANDS.name),
@@ -65,7 +167,7 @@ def build_gateway(settings: Settings) -> SmsGateway:
 
 
 def build_service(settings: Settings, pool: asyncpg.Pool, car_parks: CarParkIndex, zones: ZoneBook) -> CaseService:
-    owners = PostgresOwnerDirectory(pool, settings.owner_cache_size, settings.owner_cache_ttl_seconds)
+    owners = PostgresOwnerDirectory(settings.owner_cache_size, settings.owner_cache_ttl_seconds)
     sms = SmsStyle(settings.sms_language, settings.sms_signature, ZoneInfo(settings.timezone),
                    settings.sms_max_attempts, settings.sms_retry_seconds, settings.sms_daily_limit_per_phone,
                    settings.driver_page, timedelta(seconds=settings.sms_in_doubt_seconds))
@@ -79,9 +181,45 @@ def build_producer(settings: Settings) -> AIOKafkaProducer:
                             linger_ms=5, client_id=f"{settings.app_id}-outbox")
 
 
+class EndOffsets:
+    """Asks the broker for the end offset of each partition of a topic (for ``watermarks``): a plain
+    consumer outside any group, so it reads no messages and takes no partitions from the workers."""
+
+    def __init__(self, settings: Settings, topic: str):
+        self.topic = topic
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                         enable_auto_commit=False, request_timeout_ms=10_000,
+                                         client_id=f"{settings.app_id}-watermarks")
+        self.started = False
+        self.partitions: set[int] = set()
+        self.partitions_read_at = 0.0
+
+    async def __call__(self) -> dict[int, int]:
+        if not self.started:
+            await self.consumer.start()
+            self.started = True
+        if not self.partitions or time.monotonic() - self.partitions_read_at > 60:  # partitions may be added
+            self.partitions_read_at = time.monotonic()
+            cluster = await self.consumer._client.fetch_all_metadata()  # the public topics() keeps no partitions
+            self.partitions = cluster.partitions_for_topic(self.topic) or set()
+        partitions = self.partitions
+        ends = await self.consumer.end_offsets([TopicPartition(self.topic, p) for p in sorted(partitions)])
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    async def close(self) -> None:
+        if self.started:
+            await self.consumer.stop()
+
+
+TOPIC_CONFIGS = {topics.CAMERA_EVENTS.name: {"message.timestamp.type": "LogAppendTime"}}
+"""Camera events are stamped by the broker when it takes them: in order per partition (for the
+watermarks) and the time the camera's report reached us (for the camera's own delay)."""
+
+
 async def create_topics(settings: Settings) -> list[str]:
     """Create every registry topic that does not exist yet; return the ones created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
@@ -90,7 +228,11 @@ async def create_topics(settings: Settings) -> list[str]:
         wanted = [settings.topic(t.name) for t in topics.ALL]
         missing = [name for name in wanted if name not in existing]
         if missing:
-            await admin.create_topics([NewTopic(n, settings.topic_partitions, 1) for n in missing])
+            await admin.create_topics([
+                NewTopic(settings.topic(t.name), settings.topic_partitions, 1, topic_configs=TOPIC_CONFIGS.get(t.name, {}))
+                for t in topics.ALL if settings.topic(t.name) in missing])
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, settings.topic(name), configs)
+                                   for name, configs in TOPIC_CONFIGS.items()])
         return missing
     finally:
         await admin.close()

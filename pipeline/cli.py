@@ -168,7 +168,7 @@ async def _demo_operator(settings: Settings) -> tuple[str, str]:
         await pool.close()
 
 
-for _command in (console_cli.operators, console_cli.status, console_cli.case_command):
+for _command in (console_cli.operators, console_cli.status, console_cli.case_command, console_cli.outbox):
     main.add_command(_command)
 for _command in (ingest_cli.events, ingest_cli.integrators, ingest_cli.dead_letters, ingest_cli.schemas_command):
     main.add_command(_command)

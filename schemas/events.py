@@ -11,6 +11,7 @@ plates are normalized (see ``schemas.plates``); unknown fields are refused so th
 error, not a silently missing value.
 """
 
+import base64
 from datetime import datetime
 from typing import Annotated, Literal, Union
 
@@ -245,8 +246,20 @@ class FieldError(Message):
     message: str
 
 
+DEAD_LETTER_RAW_BYTES = 64 * 1024
+DEAD_LETTER_ERRORS = 20
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 class DeadLetter(Message):
-    """A message parkwarden could not use, with what an integrator needs to fix and resend it."""
+    """A message parkwarden could not use, with what an integrator needs to fix and resend it.
+
+    Small enough for any broker, whatever came in: raw_base64 carries at most the first 64 KiB of
+    the original bytes (raw_size, raw_truncated), errors at most 20 (errors_omitted), and a long key,
+    reason, field or message is cut, ending with "…". Operators see it all (GET /v1/dead-letters)."""
 
     type: Literal["DeadLetter"] = "DeadLetter"
     source_topic: str
@@ -257,3 +270,22 @@ class DeadLetter(Message):
     errors: list[FieldError]
     raw_base64: str
     received_at: datetime
+    raw_size: int | None = Field(default=None, ge=0, description="Length of the original message in bytes.")
+    raw_truncated: bool = Field(default=False, description="True if raw_base64 holds only the first 64 KiB of "
+                                                           "the original message (raw_size says how long it was).")
+    errors_omitted: int = Field(default=0, ge=0, description="How many errors are left out of 'errors' "
+                                                             "(it lists the first 20).")
+
+    @classmethod
+    def capped(cls, source_topic: str, partition: int, offset: int, key: bytes | None, reason: str,
+               errors: "list[FieldError] | tuple[FieldError, ...]", raw: bytes, received_at: datetime) -> "DeadLetter":
+        """The dead letter of ``raw``, cut to the sizes above."""
+        return cls(
+            source_topic=source_topic, partition=partition, offset=offset,
+            key=None if key is None else _clip(key.decode(errors="replace"), 200),
+            reason=_clip(reason, 1000),
+            errors=[FieldError(field=_clip(e.field, 200), message=_clip(e.message, 500))
+                    for e in errors[:DEAD_LETTER_ERRORS]],
+            errors_omitted=max(0, len(errors) - DEAD_LETTER_ERRORS),
+            raw_base64=base64.b64encode(raw[:DEAD_LETTER_RAW_BYTES]).decode(),
+            raw_size=len(raw), raw_truncated=len(raw) > DEAD_LETTER_RAW_BYTES, received_at=received_at)

@@ -150,6 +150,9 @@ class Opening:
 
     owner_reachable: bool
     exempt_reason: str | None = None
+    reported_at: datetime | None = None
+    """When the violation reached us (Kafka's timestamp); the camera's delay is ``reported_at - taken_at``.
+    None: ``now`` (the time we read it) stands in."""
 
 
 def unchanged(case: Case, note: str) -> Decision:
@@ -168,15 +171,17 @@ def open_case(case_id: UUID, plate: str, zone: str, violation: Sighting, opening
               rules: Rules | None = None) -> Decision:
     """A new violation for a plate with no open case.
 
-    A violation reported later than ``rules.max_report_delay`` after it was seen is not warned
-    about (the car may be long gone): an officer decides.
+    A violation the camera reported later than ``rules.max_report_delay`` after it was seen is not
+    warned about (the car may be long gone): an officer decides. Only the camera's delay counts
+    (from capture to Kafka), not ours (a backlog after our own outage), which the window absorbs:
+    it starts when the warning is accepted.
     """
     rules = rules or Rules()
     case = Case(id=case_id, plate=plate, state=State.DETECTED, zone=zone, place=violation.place,
                 violation=violation, opened_at=now)
     if opening.exempt_reason:
         return _close(case, State.EXEMPT, opening.exempt_reason, now)
-    delay = now - violation.taken_at
+    delay = (opening.reported_at or now) - violation.taken_at
     if delay > rules.max_report_delay:
         minutes = int(delay.total_seconds() // 60)
         return _close(case, State.REVIEW, why("too_late", minutes=minutes), now)
@@ -271,7 +276,11 @@ def on_warning_undelivered(case: Case, reason: str, now: datetime) -> Decision:
 
 
 def on_wake(case: Case, rules: Rules, now: datetime) -> Decision:
-    """The clock reached ``case.wake_at`` (or later, after downtime)."""
+    """The clock reached ``case.wake_at`` (or later, after downtime).
+
+    The caller wakes a case only once the input that could still change it has been read: the
+    partition carrying its plate read up to ``wake_at`` (``pipeline.cases.watermarks``). A recheck
+    waits for ``answer_by`` plus the lateness allowance, like the deadline."""
     if case.wake_at is None or now < case.wake_at or case.state not in WAITING_STATES:
         return unchanged(case, why("not_due"))
     capture = case.latest_capture
@@ -279,10 +288,18 @@ def on_wake(case: Case, rules: Rules, now: datetime) -> Decision:
         return _ticket(case, capture, rules, now, why("still_there"))
     if case.state == State.WARNED:
         answer_by = now + rules.recheck_wait
-        return Decision(replace(case, state=State.RECHECKING, wake_at=answer_by),
+        return Decision(replace(case, state=State.RECHECKING, wake_at=answer_by + rules.lateness),
                         (RequestRecheck(case.id, case.violation.camera_id, answer_by),),
                         note=why("recheck_requested"))
     return _close(case, State.UNCONFIRMED, why("unconfirmed"), now)
+
+
+def set_aside(case: Case, problem: str, now: datetime) -> Decision:
+    """The pipeline failed to decide this case (a fault of this case's data, not an outage): it
+    goes to an officer with the problem, and no automatic effect follows."""
+    if not case.is_open:
+        return unchanged(case, why("already", state=case.state))
+    return _close(case, State.REVIEW, why("decision_failed", detail=problem), now, WithdrawWarning(case.id))
 
 
 def cancel(case: Case, reason: str, now: datetime) -> Decision:

@@ -44,6 +44,7 @@ REASONS: dict[str, str] = {
     "never_delivered": "still there at the deadline, but the warning was never reported delivered: an officer decides",
     "still_there": "still at the place at the deadline",
     "still_there_recheck": "captured at the place after the deadline (recheck)",
+    "decision_failed": "the pipeline could not decide this case ({detail}): an officer decides",
     # the SMS gateway (a message's last error)
     "too_long": "text is {units} units, more than one segment",
     "kannel_unreachable": "Kannel unreachable ({error}); is it running? scripts/services.sh status",

@@ -11,7 +11,6 @@ with ``FOR UPDATE SKIP LOCKED`` and every effect is keyed (see ``store``).
 """
 
 import asyncio
-import base64
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,10 +19,12 @@ from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 import asyncpg
+from pydantic import BaseModel
 
-from pipeline.cases import machine, store
+from pipeline.cases import machine, store, watermarks
 from pipeline.cases.machine import Case, Decision, Rules, Sighting, State
 from pipeline.cases.reasons import why
+from pipeline.db import errors
 from pipeline.lookups.carparks import CarParkIndex, store_count
 from pipeline.lookups.owners import OwnerDirectory, scrub
 from pipeline.lookups.zones import ZoneBook
@@ -43,16 +44,37 @@ RETRYABLE_ERRORS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, a
 
 @dataclass(frozen=True)
 class Source:
-    """Where a message came from on Kafka."""
+    """Where a message came from on Kafka: its place, key, timestamp (when Kafka took it) and bytes."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
+    timestamp: datetime | None = None
+    raw: bytes | None = None
+
+
+def admit(item, source: Source):
+    """The decoded event, or a ``Rejected`` for a message an agent cannot use: no value (a
+    tombstone), no key (the contract keys every input message), or not decoded at all."""
+    if isinstance(item, Rejected):
+        return item
+    raw = source.raw or b""
+    if item is None:
+        return Rejected(raw, "empty message (no value): send one JSON event per message; tombstones are not events",
+                        (events.FieldError(field="(value)", message="missing: the message has no value"),))
+    if not isinstance(item, BaseModel):
+        return Rejected(raw, f"not decoded ({type(item).__name__})", ())
+    if not source.key:
+        return Rejected(raw or store_raw(item, source), "no key: key the message as docs/integrators.md says "
+                        "(camera events by the normalized plate, car-park status by car park id)",
+                        (events.FieldError(field="(key)", message="missing: the Kafka message has no key"),))
+    return item
 
 
 @dataclass(frozen=True)
 class Topics:
+    camera_events: str
     case_events: str
     tickets: str
     camera_commands: str
@@ -94,59 +116,111 @@ class CaseService:
         self.started_at = clock()
         self.actor = actor
         self.parallel = parallel
+        self.database_waits = 0
 
     # ── camera events ────────────────────────────────────────────────────────────────────────
 
     async def handle_camera_events(self, batch: list[tuple[object, Source]]) -> None:
-        """Decide a batch of decoded camera events (or ``Rejected`` ones) in one transaction.
+        """Record every event of a batch, decided or as a dead letter with its reason; return only then.
 
-        While PostgreSQL is unreachable this waits and retries: the batch is not acknowledged, so
-        nothing is lost. If the batch fails for another reason (a conflict with another worker),
-        each event is retried in its own transaction; one that keeps failing goes to the dead
-        letters with the error, so that the stream keeps moving.
+        A message that cannot be used (no value, no key, not JSON, invalid) is a dead letter. While
+        the database fails for reasons of its own (unreachable, read-only after a failover, full,
+        a cancelled statement: ``pipeline.db.errors``) this waits and tries again, so the batch is
+        not acknowledged and nothing is lost. An event that keeps failing for a reason of its own
+        (a value PostgreSQL refuses, a bug on an odd input) becomes a dead letter with that reason.
         """
         groups: dict[int, list] = {}
         for item, source in batch:
-            key = hash(item.plate) % self.parallel if not isinstance(item, Rejected) else 0
+            item = admit(item, source)
+            key = 0 if isinstance(item, Rejected) else hash(item.plate) % self.parallel
             groups.setdefault(key, []).append((item, source))
         # One plate's events stay in one group, in order; groups commit independently, in parallel.
         await asyncio.gather(*(self._until_database_answers(self._decide_batch, g) for g in groups.values()))
+        await self._until_database_answers(self._note_progress, batch)
+
+    async def _note_progress(self, batch: list[tuple[object, Source]]) -> None:
+        """Every event of the batch is recorded: move the partitions' watermarks (``watermarks``)."""
+        progress: dict[int, tuple[int, datetime | None]] = {}
+        for _, source in batch:
+            if source.topic != self.topics.camera_events:
+                continue
+            offset, at = progress.get(source.partition, (-1, None))
+            newest = max((t for t in (at, source.timestamp) if t is not None), default=None)
+            progress[source.partition] = (max(offset, source.offset), newest)
+        if progress:
+            async with self.pool.acquire() as conn:
+                await watermarks.recorded(conn, self.topics.camera_events, progress)
+
+    async def mark_current_partitions(self, end_offsets) -> int:
+        """The tick that keeps idle partitions current: ``end_offsets`` is a coroutine function that
+        asks the broker for each camera-events partition's end offset (after PostgreSQL's now())."""
+        async with self.pool.acquire() as conn:
+            as_of = await conn.fetchval("SELECT now()")
+            ends = await end_offsets()
+            return await watermarks.current_as_of(conn, self.topics.camera_events, ends, as_of) if ends else 0
 
     async def _decide_batch(self, batch: list[tuple[object, Source]]) -> None:
+        """One transaction for the batch; if an event fails for a reason of its own, each on its own.
+        Raises only what ``errors.is_transient`` calls the database's fault (the caller waits)."""
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 for item, source in batch:
                     await self._handle_one(conn, item, source)
             return
-        except CONNECTION_ERRORS:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure: decide each event on its own
-            log.warning("batch of %d camera events failed (%s); deciding one by one", len(batch), type(exc).__name__)
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            if errors.is_transient(exc):
+                raise
+            log.warning("batch of %d camera events failed (%s); deciding one by one", len(batch),
+                        errors.describe(exc))
         for item, source in batch:
-            for attempt in range(3):
-                try:
-                    async with self.pool.acquire() as conn, conn.transaction():
-                        await self._handle_one(conn, item, source)
-                    break
-                except CONNECTION_ERRORS:
+            await self._decide_alone(item, source)
+
+    async def _decide_alone(self, item, source: Source, tries: int = 3) -> None:
+        failure = None
+        for attempt in range(tries):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await self._handle_one(conn, item, source)
+                return
+            except Exception as exc:  # noqa: BLE001 - sorted out below
+                if errors.is_transient(exc):
                     raise
-                except RETRYABLE_ERRORS:
+                failure = exc
+                if errors.is_race(exc):
                     await asyncio.sleep(0.05 * (attempt + 1))
-                except Exception as exc:  # noqa: BLE001
-                    log.exception("camera event at %s:%d@%d failed", source.topic, source.partition, source.offset)
-                    async with self.pool.acquire() as conn, conn.transaction():
-                        reason = f"processing failed: {type(exc).__name__}: {exc}"[:500]
-                        await self._dead_letter(conn, Rejected(store_raw(item), reason, ()), source)
-                    break
+        log.error("camera event at %s:%d@%d failed %d times: %s", source.topic, source.partition, source.offset,
+                  tries, errors.describe(failure))
+        await self._dead_letter_alone(Rejected(store_raw(item, source), f"processing failed: {errors.describe(failure)}",
+                                               ()), source)
+
+    async def _dead_letter_alone(self, rejected: Rejected, source: Source) -> None:
+        """Keep a dead letter in its own transaction. If even that fails for a reason of its own,
+        keep it with the reason and the bytes only; if that fails too, wait and try again (as for an
+        outage): an event is never acknowledged unrecorded."""
+        for attempt in (rejected, Rejected(rejected.raw, rejected.reason, ())):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await self._dead_letter(conn, attempt, source)
+                return
+            except Exception as exc:  # noqa: BLE001 - sorted out below
+                if errors.is_transient(exc):
+                    raise
+                log.error("dead letter from %s:%d@%d could not be kept: %s", source.topic, source.partition,
+                          source.offset, errors.describe(exc))
+                failure = exc
+        raise errors.Stuck(f"dead letter refused by PostgreSQL: {errors.describe(failure)}")
 
     async def _until_database_answers(self, work, *args) -> None:
         delay = 0.5
         while True:
             try:
                 return await work(*args)
-            except CONNECTION_ERRORS as exc:
-                log.error("PostgreSQL unreachable (%s); retrying in %.1fs. Is it running? scripts/services.sh status",
-                          type(exc).__name__, delay)
+            except Exception as exc:  # noqa: BLE001 - only the database's faults reach here
+                if not errors.is_transient(exc):
+                    raise
+                self.database_waits += 1
+                log.error("PostgreSQL is not taking writes (%s); retrying in %.1fs. Is it running and writable? "
+                          "scripts/services.sh status", errors.describe(exc)[:200], delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 
@@ -167,7 +241,7 @@ class CaseService:
                 if not machine.needs_new_case(decision, sighting, self.rules):
                     await store.link_sighting(conn, item.event_id, case.id)
                     return
-            await self._open(conn, item, sighting, now)
+            await self._open(conn, item, sighting, now, source)
         elif case is None:
             return  # a sighting or a departure with no open case: kept as a sighting only
         elif isinstance(item, events.VehicleObserved):
@@ -178,13 +252,16 @@ class CaseService:
             await self._record(conn, case, machine.on_departure(case, item.taken_at, self.rules, now), now,
                                item.event_id)
 
-    async def _open(self, conn, event: events.ViolationDetected, sighting: Sighting, now: datetime) -> None:
+    async def _open(self, conn, event: events.ViolationDetected, sighting: Sighting, now: datetime,
+                    source: Source) -> None:
         exemption = self.zones.exemption(event.plate, event.zone, event.taken_at.astimezone(self.sms.timezone).hour)
-        phone = None if exemption else await self.owners.phone_for(event.plate)
-        opening = machine.Opening(owner_reachable=phone is not None, exempt_reason=exemption)
+        phone = None if exemption else await self.owners.phone_for(event.plate, conn)
+        opening = machine.Opening(owner_reachable=phone is not None, exempt_reason=exemption,
+                                  reported_at=source.timestamp)
         decision = machine.open_case(uuid4(), event.plate, event.zone, sighting, opening, now, self.rules)
         case = decision.case
-        await store.insert_case(conn, case, self.zones.window_seconds(event.zone), now)
+        await store.insert_case(conn, case, self.zones.window_seconds(event.zone), now,
+                                source.partition if source.topic == self.topics.camera_events else None)
         await store.link_sighting(conn, event.event_id, case.id)
         await store.add_outbox(conn, self.topics.case_events, case.plate, events.CaseOpened(
             case_id=str(case.id), plate=case.plate, state=case.state, place=case.place, zone=case.zone,
@@ -270,7 +347,7 @@ class CaseService:
             ticket_number=number, case_id=str(case.id), plate=case.plate, issued_at=now, place=case.place,
             zone=case.zone, location=events.Location(lat=v.lat, lon=v.lon), deadline_at=case.deadline_at,
             evidence=evidence))
-        phone = await self.owners.phone_for(case.plate)
+        phone = await self.owners.phone_for(case.plate, conn)
         if phone:
             await store.add_sms(conn, case.id, "ticket", phone,
                                 {"plate": case.plate, "place": case.place, "ticket_number": number}, now)
@@ -281,42 +358,96 @@ class CaseService:
 
     async def _dead_letter(self, conn, rejected: Rejected, source: Source) -> None:
         now = self.clock()
-        errors = [e.model_dump() for e in rejected.errors]
+        rejected = Rejected(rejected.raw, printable(rejected.reason), tuple(
+            events.FieldError(field=printable(e.field), message=printable(e.message)) for e in rejected.errors))
+        field_errors = [e.model_dump() for e in rejected.errors]
         if await store.add_dead_letter(conn, source.topic, source.partition, source.offset, source.key,
-                                       rejected.reason, errors, rejected.raw, now):
-            await store.add_outbox(conn, self.topics.dead_letters, source.topic, events.DeadLetter(
-                source_topic=source.topic, partition=source.partition, offset=source.offset,
-                key=source.key.decode(errors="replace") if source.key else None, reason=rejected.reason,
-                errors=list(rejected.errors), raw_base64=base64.b64encode(rejected.raw).decode(), received_at=now))
+                                       rejected.reason, field_errors, rejected.raw, now):
+            await store.add_outbox(conn, self.topics.dead_letters, source.topic, events.DeadLetter.capped(
+                source.topic, source.partition, source.offset, source.key or None, rejected.reason,
+                rejected.errors, rejected.raw, now))
             log.warning("dead letter from %s:%d@%d: %s", source.topic, source.partition, source.offset, rejected.reason)
 
     # ── car-park counts ──────────────────────────────────────────────────────────────────────
 
     async def handle_car_park_statuses(self, batch: list[tuple[object, Source]]) -> None:
+        """Keep live free-space counts; like camera events, every message is kept or dead-lettered."""
+        batch = [(admit(item, source), source) for item, source in batch]
         await self._until_database_answers(self._store_counts, batch)
 
     async def _store_counts(self, batch: list[tuple[object, Source]]) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            for item, source in batch:
-                if isinstance(item, Rejected):
-                    await self._dead_letter(conn, item, source)
-                elif not self.car_parks.update_count(item.car_park_id, item.free_spaces, item.reported_at):
-                    await self._dead_letter(conn, Rejected(
-                        store_raw(item), f"unknown car park id {item.car_park_id!r}: register it in car_parks first",
-                        (events.FieldError(field="car_park_id", message="unknown car park"),)), source)
-                else:
-                    await store_count(conn, item.car_park_id, item.free_spaces, item.reported_at)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                for item, source in batch:
+                    await self._store_count(conn, item, source)
+            return
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            if errors.is_transient(exc):
+                raise
+            log.warning("batch of %d car-park counts failed (%s); one by one", len(batch), errors.describe(exc))
+        for item, source in batch:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await self._store_count(conn, item, source)
+            except Exception as exc:  # noqa: BLE001 - sorted out below
+                if errors.is_transient(exc):
+                    raise
+                await self._dead_letter_alone(Rejected(store_raw(item, source),
+                                                       f"processing failed: {errors.describe(exc)}", ()), source)
+
+    async def _store_count(self, conn, item, source: Source) -> None:
+        if isinstance(item, Rejected):
+            await self._dead_letter(conn, item, source)
+        elif not self.car_parks.update_count(item.car_park_id, item.free_spaces, item.reported_at):
+            await self._dead_letter(conn, Rejected(
+                store_raw(item, source), f"unknown car park id {item.car_park_id!r}: register it in car_parks first",
+                (events.FieldError(field="car_park_id", message="unknown car park"),)), source)
+        else:
+            await store_count(conn, item.car_park_id, item.free_spaces, item.reported_at)
 
     # ── the clock ────────────────────────────────────────────────────────────────────────────
 
     async def decide_due_cases(self, limit: int = 100) -> int:
-        """Decide every case whose deadline (or recheck wait) has passed. Returns how many."""
+        """Decide every case whose deadline (or recheck wait) has passed. Returns how many.
+
+        Each case is decided in a savepoint of its own: a case that cannot be decided for a reason
+        of its own (``errors.is_transient`` is false) goes to review with the problem, and the
+        cases claimed with it are decided as usual."""
         async with self.pool.acquire() as conn, conn.transaction():
-            now = self.clock()
-            due = await store.claim_due_cases(conn, now, limit)
-            for case, _window in due:
-                await self._record(conn, case, machine.on_wake(case, self.rules, now), now, "deadline")
+            now, due = await store.claim_due_cases(conn, self.topics.camera_events, limit)
+            for row in due:
+                try:
+                    case = store.case_from_row(row)
+                except Exception as exc:  # noqa: BLE001 - an unreadable row waits, the rest are decided
+                    log.error("case %s is unreadable (%s); it waits 5 minutes", row["id"], errors.describe(exc))
+                    await store.postpone(conn, row["id"])
+                    continue
+                await self._per_row(conn, case, lambda: self._record(
+                    conn, case, machine.on_wake(case, self.rules, now), now, "deadline"), now, "deadline")
             return len(due)
+
+    async def _per_row(self, conn, case: Case, decide, now: datetime, cause: str) -> bool:
+        """Run ``decide()`` in a savepoint; on a failure of the case's own, set the case aside for an
+        officer (in a second savepoint) and return False. The database's faults are raised."""
+        try:
+            async with conn.transaction():
+                await decide()
+            return True
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            if errors.is_transient(exc):
+                raise
+            problem = errors.describe(exc)[:200]
+        log.error("case %s could not be decided (%s): %s; it goes to review", case.id, cause, problem)
+        try:
+            async with conn.transaction():
+                await self._record(conn, case, machine.set_aside(case, problem, now), now, cause)
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            if errors.is_transient(exc):
+                raise
+            log.error("case %s could not be set aside either (%s); it waits 5 minutes", case.id,
+                      errors.describe(exc))
+            await store.postpone(conn, case.id)
+        return False
 
     # ── SMS ──────────────────────────────────────────────────────────────────────────────────
 
@@ -415,21 +546,34 @@ class CaseService:
 
     async def apply_delivery_reports(self, limit: int = 200) -> int:
         """Apply kept reports in order: message status, and for a warning its case (delivered, or
-        failed for good -> review). Reports on a message another transaction holds wait for the next round."""
+        failed for good -> review). Reports on a message another transaction holds wait for the next
+        round. A report that cannot be applied for a reason of its own is set aside with the
+        problem (``sms_delivery_reports.problem``), and the rest are applied."""
         async with self.pool.acquire() as conn, conn.transaction():
             now = self.clock()
             reports = await store.claim_delivery_reports(conn, limit)
             for report in reports:
-                row = await store.apply_delivery(conn, report)
-                status, reported_at = report["status"], report["reported_at"]
-                if row["kind"] == "warning" and status in ("delivered", "failed", "smsc_rejected"):
-                    case = await store.get_case(conn, row["case_id"], lock=True)
-                    if status == "delivered":
-                        decision = machine.on_warning_delivered(case, reported_at or now)
-                    else:
-                        decision = machine.on_warning_undelivered(case, f"{status} {report['detail']}".strip(), now)
-                    await self._record(conn, case, decision, now, f"delivery-report:{report['sms_id']}")
+                try:
+                    async with conn.transaction():
+                        await self._apply_report(conn, report, now)
+                except Exception as exc:  # noqa: BLE001 - sorted out below
+                    if errors.is_transient(exc):
+                        raise
+                    log.error("delivery report %s could not be applied: %s; set aside", report["id"],
+                              errors.describe(exc))
+                    await store.set_report_aside(conn, report["id"], errors.describe(exc))
             return len(reports)
+
+    async def _apply_report(self, conn, report, now: datetime) -> None:
+        row = await store.apply_delivery(conn, report)
+        status, reported_at = report["status"], report["reported_at"]
+        if row["kind"] == "warning" and status in ("delivered", "failed", "smsc_rejected"):
+            case = await store.get_case(conn, row["case_id"], lock=True)
+            if status == "delivered":
+                decision = machine.on_warning_delivered(case, reported_at or now)
+            else:
+                decision = machine.on_warning_undelivered(case, f"{status} {report['detail']}".strip(), now)
+            await self._record(conn, case, decision, now, f"delivery-report:{report['sms_id']}")
 
     def _render(self, row, now: datetime) -> str:
         p = row["params"]
@@ -474,7 +618,14 @@ class CaseService:
                     free_spaces=p.get("free_spaces")))
 
 
-def store_raw(item) -> bytes:
+def printable(text: str) -> str:
+    """Text PostgreSQL keeps in text and jsonb columns (no NUL characters, no lone surrogates)."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def store_raw(item, source: Source | None = None) -> bytes:
     if isinstance(item, Rejected):
         return item.raw
+    if source is not None and source.raw:
+        return source.raw
     return item.model_dump_json().encode()

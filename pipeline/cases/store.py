@@ -65,34 +65,49 @@ async def link_sighting(conn, event_id: str, case_id: UUID) -> None:
 
 async def open_case_for(conn, plate: str) -> Case | None:
     row = await conn.fetchrow(
-        f"SELECT {CASE_COLUMNS} FROM cases WHERE plate = $1 AND state IN ('detected', 'warned', 'rechecking') FOR UPDATE",
+        f"SELECT {CASE_COLUMNS} FROM cases WHERE plate = $1 AND state IN ('detected', 'warned', 'rechecking') FOR NO KEY UPDATE",
         plate,
     )
     return case_from_row(row) if row else None
 
 
 async def get_case(conn, case_id: UUID, lock: bool = False) -> Case | None:
-    row = await conn.fetchrow(f"SELECT {CASE_COLUMNS} FROM cases WHERE id = $1 {'FOR UPDATE' if lock else ''}", case_id)
+    row = await conn.fetchrow(f"SELECT {CASE_COLUMNS} FROM cases WHERE id = $1 {'FOR NO KEY UPDATE' if lock else ''}", case_id)
     return case_from_row(row) if row else None
 
 
-async def claim_due_cases(conn, now: datetime, limit: int) -> list[tuple[Case, int]]:
+async def claim_due_cases(conn, camera_events: str, limit: int) -> tuple[datetime, list]:
+    """PostgreSQL's now() and the cases due by it whose input has been read past their ``wake_at``
+    (``pipeline.cases.watermarks``), locked; rows, not cases, so that one unreadable row is the
+    caller's to set aside."""
+    now = await conn.fetchval("SELECT now()")
     rows = await conn.fetch(
-        f"""SELECT {CASE_COLUMNS} FROM cases WHERE state IN ('warned', 'rechecking') AND wake_at <= $1
-            ORDER BY wake_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
-        now, limit,
+        f"""SELECT {CASE_COLUMNS}, source_partition FROM cases c
+            WHERE state IN ('warned', 'rechecking') AND wake_at <= $1
+              AND (source_partition IS NULL OR EXISTS (
+                   SELECT 1 FROM partition_watermarks w
+                   WHERE w.topic = $3 AND w.partition = c.source_partition AND w.read_to >= c.wake_at))
+            ORDER BY wake_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED""",
+        now, limit, camera_events,
     )
-    return [(case_from_row(r), r["window_seconds"]) for r in rows]
+    return now, rows
 
 
-async def insert_case(conn, case: Case, window_seconds: int, now: datetime) -> None:
+async def postpone(conn, case_id: UUID) -> None:
+    """Wake a case that could not be decided nor set aside again in 5 minutes, behind the others."""
+    await conn.execute("UPDATE cases SET wake_at = now() + interval '5 minutes' WHERE id = $1", case_id)
+
+
+async def insert_case(conn, case: Case, window_seconds: int, now: datetime, source_partition: int | None = None) -> None:
+    """``source_partition``: the camera-events partition that carries the plate (see ``watermarks``)."""
     v = case.violation
     await conn.execute(
-        f"""INSERT INTO cases ({CASE_COLUMNS}, updated_at) VALUES
-            ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)""",
+        f"""INSERT INTO cases ({CASE_COLUMNS}, updated_at, source_partition) VALUES
+            ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)""",
         case.id, case.plate, case.state.value, case.zone, case.place, v.camera_id, v.lat, v.lon,
         sighting_to_json(v), sighting_to_json(case.latest_capture), window_seconds, v.taken_at, case.opened_at,
         case.warned_at, case.deadline_at, case.wake_at, case.closed_at, case.reason, case.warning_delivered_at, now,
+        source_partition,
     )
 
 
@@ -263,9 +278,15 @@ async def claim_delivery_reports(conn, limit: int):
         """SELECT r.id, r.sms_id, r.status, r.detail, r.reported_at, r.received_at
            FROM sms_delivery_reports r JOIN sms_messages s ON s.id = r.sms_id
            WHERE r.applied_at IS NULL AND s.status NOT IN ('pending', 'sending')
-           ORDER BY r.id LIMIT $1 FOR UPDATE OF r, s SKIP LOCKED""",
+           ORDER BY r.id LIMIT $1 FOR NO KEY UPDATE OF r, s SKIP LOCKED""",
         limit,
     )
+
+
+async def set_report_aside(conn, report_id: int, problem: str) -> None:
+    """A report that cannot be applied: marked applied, with the problem, so it never blocks the rest."""
+    await conn.execute("UPDATE sms_delivery_reports SET applied_at = now(), problem = $2 WHERE id = $1",
+                       report_id, problem[:500])
 
 
 async def apply_delivery(conn, report):

@@ -1,5 +1,6 @@
-"""The console on the command line: `parkwarden status`, `parkwarden case PLATE|TICKET`, and
-`parkwarden operators add|list|remove` (who may log in to the web console)."""
+"""The console on the command line: `parkwarden status`, `parkwarden case PLATE|TICKET`,
+`parkwarden outbox list|retry` (outputs Kafka refused) and `parkwarden operators add|list|remove`
+(who may log in to the web console)."""
 
 import asyncio
 import secrets
@@ -127,8 +128,49 @@ def status() -> None:
     other.add_row("tickets issued today", f"{s['tickets_today']}" + (f" ({s['voided_today']} voided)" if s["voided_today"] else ""))
     other.add_row("dead letters today / all time", f"{s['dead_letters_today']} / {s['dead_letters_total']}")
     other.add_row("outbox backlog", f"{s['outbox_backlog']}" + (f" (oldest {s['outbox_oldest_age']:.0f}s)" if s["outbox_backlog"] else ""))
+    other.add_row("outbox set aside (refused by Kafka)",
+                  f"{s['outbox_set_aside']}" + (" (see `parkwarden outbox list`)" if s["outbox_set_aside"] else ""))
     other.add_row("deadline lag", f"{s['deadline_lag']:.1f}s")
     out.print(cases, sms, other)
+
+
+@click.group()
+def outbox() -> None:
+    """Kafka outputs the broker refused for good (too large, a bad topic): set aside, not lost."""
+
+
+@outbox.command("list")
+@click.option("--limit", default=100, show_default=True)
+def outbox_list(limit: int) -> None:
+    """The set-aside rows, oldest first, with the reason Kafka gave."""
+    from pipeline import outbox as relay
+
+    rows = _run(lambda conn, _s: relay.set_aside_rows(conn, limit))
+    table = Table(box=box.SIMPLE_HEAD, title=f"outbox rows set aside: {len(rows)}", title_justify="left")
+    for col in ("id", "topic", "key", "bytes", "written", "set aside", "reason"):
+        table.add_column(col, justify="right" if col in ("id", "bytes") else "left")
+    for r in rows:
+        table.add_row(str(r["id"]), r["topic"], (r["key"] or b"").decode("utf-8", "replace")[:40], str(r["size"]),
+                      f"{r['created_at']:%Y-%m-%d %H:%M:%S}", f"{r['set_aside_at']:%Y-%m-%d %H:%M:%S}", r["reason"])
+    Console().print(table)
+
+
+@outbox.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "every", is_flag=True, help="Every set-aside row.")
+def outbox_retry(ids: tuple[int, ...], every: bool) -> None:
+    """Put set-aside rows back in the outbox (once the cause is fixed, e.g. the broker's size limit
+    raised); a row Kafka refuses again is set aside again."""
+    from pipeline import outbox as relay
+
+    if bool(ids) == every:
+        raise click.UsageError("name the rows' ids, or say --all")
+    back = _run(lambda conn, _s: relay.send_again(conn, None if every else list(ids)))
+    missing = sorted(set(ids) - set(back))
+    click.echo(f"back in the outbox: {', '.join(map(str, back)) or 'none'}"
+               + (f"; not set aside: {', '.join(map(str, missing))}" if missing else ""))
+    if missing:
+        raise SystemExit(1)
 
 
 @click.command("case")

@@ -41,12 +41,19 @@ TEXT: dict[str, tuple[str, str]] = {
     "tile.events_per_second": ("事件/秒", "events / s"),
     "tile.events_per_second.hint": ("近10秒接收的摄像头事件", "camera events received, last 10 s"),
     "tile.warnings_today": ("今日告知短信", "warnings sent today"),
+    "tile.held_for_input": ("待输入的判定（落后{seconds}秒）", "decisions waiting for input ({seconds} s behind)"),
+    "tile.held_for_input.hint": ("截止时间已到，但该车牌所在分区尚未读到截止时间之后：等待途中的抓拍，不盲判",
+                                 "due, but the partition carrying the plate is not read past the deadline yet: "
+                                 "waiting for captures on their way, not deciding blind"),
     "tile.moved_today": ("今日已驶离", "cars moved today"),
     "tile.tickets_today": ("今日告知单", "tickets today"),
     "tile.voided": ("已作废 {n}", "{n} voided"),
     "tile.dead_letters_today": ("今日无效消息", "dead letters today"),
     "tile.open_cases": ("进行中案件", "open cases"),
     "tile.review_cases": ("待审核", "waiting for review"),
+    "tile.outbox_set_aside": ("Kafka 拒收的输出（已搁置）", "outputs Kafka refused (set aside)"),
+    "tile.outbox_set_aside.hint": ("原因见 parkwarden outbox list；修复后用 parkwarden outbox retry 重发",
+                                   "why: parkwarden outbox list; send again once fixed: parkwarden outbox retry"),
     "open.title": ("进行中案件", "Open cases"),
     "open.more": ("仅显示前 {shown} 个，共 {total} 个", "showing {shown} of {total}"),
     "open.empty": ("当前没有进行中的案件", "No open case right now"),
@@ -210,6 +217,7 @@ TEXT: dict[str, tuple[str, str]] = {
 # The Chinese for every reason in pipeline.cases.reasons.REASONS, with the same parameters.
 REASON_ZH = {
     "too_late": "违停发生{minutes}分钟后才上报：来不及告知，由执法人员处理",
+    "decision_failed": "系统无法判定此案件（{detail}）：由执法人员处理",
     "too_long": "短信长{units}个单位，超过一条短信",
     "kannel_unreachable": "无法连接 Kannel（{error}）；是否已启动？scripts/services.sh status",
     "kannel_no_answer": "请求已发往 Kannel，但未收到应答（{error}）",

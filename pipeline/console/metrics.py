@@ -6,10 +6,10 @@ Two kinds of numbers:
   logins by outcome;
 - the system's, read from PostgreSQL and Kafka, the same whichever worker answers (aggregate them
   with max(), not sum()): open cases by state, SMS by kind and status, dead letters today, outbox
-  backlog, deadline lag, per-stage latency over the last five minutes, and the consumer group's lag
-  per partition. Each is read at most once per refresh interval per worker (``Refreshed``), shared
-  with the live console, however often /metrics is scraped, and each count reads an index
-  (``queries.counts``).
+  backlog and rows set aside, deadline lag, decisions held for their input, per-stage latency over
+  the last five minutes, and the consumer group's lag per partition. Each is read at most once per
+  refresh interval per worker (``Refreshed``), shared with the live console, however often /metrics
+  is scraped, and each count reads an index (``queries.counts``).
 """
 
 import asyncio
@@ -182,7 +182,7 @@ async def database_check(pool: asyncpg.Pool | None, timeout: float = 3.0) -> tup
         return False, f"{type(exc).__name__}: {exc}"[:200]
 
 
-async def system_families(counts: Refreshed[dict], latency: Refreshed[dict],
+async def system_families(counts: Refreshed[dict], latency: Refreshed[dict], input_read: Refreshed[list],
                           lag: Refreshed[dict]) -> list[GaugeMetricFamily]:
     """The system's numbers, as last read (within a refresh interval). A source that does not
     answer shows as ``*_up 0``."""
@@ -190,9 +190,10 @@ async def system_families(counts: Refreshed[dict], latency: Refreshed[dict],
     db_up = GaugeMetricFamily("parkwarden_database_up", "1 when PostgreSQL answered the latest read.")
     try:
         async with asyncio.timeout(5):
-            figures, stages = await counts.get(), await latency.get()
+            figures, stages, read = await counts.get(), await latency.get(), await input_read.get()
         db_up.add_metric([], 1)
         families.extend(_database_families(figures, stages))
+        families.extend(_watermark_families(read))
     except Exception as exc:  # noqa: BLE001
         log.warning("metrics: PostgreSQL did not answer: %s", type(exc).__name__)
         db_up.add_metric([], 0)
@@ -241,7 +242,24 @@ def _database_families(status: dict, latency: dict) -> list[GaugeMetricFamily]:
         GaugeMetricFamily("parkwarden_outbox_backlog", "Kafka outputs not yet relayed.", value=status["outbox_backlog"]),
         GaugeMetricFamily("parkwarden_outbox_oldest_seconds", "Age of the oldest outbox row.",
                           value=status["outbox_oldest_age"]),
+        GaugeMetricFamily("parkwarden_outbox_set_aside",
+                          "Kafka outputs the broker refused for good, kept in outbox_set_aside "
+                          "(see `parkwarden outbox list`).", value=status["outbox_set_aside"]),
     ]
+
+
+def _watermark_families(partitions) -> list[GaugeMetricFamily]:
+    held = GaugeMetricFamily("parkwarden_decisions_held", "Due cases not decided yet because the camera-events "
+                             "partition carrying their plate is not read past their wake time (input on its way).",
+                             labels=["partition"])
+    behind = GaugeMetricFamily("parkwarden_camera_events_read_behind_seconds", "How far behind PostgreSQL's now() "
+                               "each camera-events partition is read and recorded (its watermark).",
+                               labels=["partition"])
+    for p in partitions:
+        held.add_metric([str(p["partition"])], p["held"])
+        if p["behind_seconds"] is not None:
+            behind.add_metric([str(p["partition"])], max(0.0, p["behind_seconds"]))
+    return [held, behind]
 
 
 class _Families:
@@ -253,7 +271,7 @@ class _Families:
 
 
 async def exposition(worker: WorkerMetrics, counts: Refreshed[dict], latency: Refreshed[dict],
-                     lag: Refreshed[dict]) -> bytes:
+                     input_read: Refreshed[list], lag: Refreshed[dict]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(await system_families(counts, latency, lag)))
+    registry.register(_Families(await system_families(counts, latency, input_read, lag)))
     return generate_latest(worker.registry) + generate_latest(registry)

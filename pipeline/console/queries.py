@@ -57,6 +57,7 @@ async def counts(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
              (SELECT count(*) FROM dead_letters WHERE received_at >= $1) AS dead_letters_today,
              (SELECT count(*) FROM cases WHERE state = 'review') AS review_cases,
              (SELECT count(*) FROM outbox) AS outbox_backlog,
+             (SELECT count(*) FROM outbox_set_aside) AS outbox_set_aside,
              (SELECT created_at FROM outbox ORDER BY id LIMIT 1) AS outbox_oldest,
              (SELECT min(wake_at) FROM cases WHERE state IN ('warned', 'rechecking') AND wake_at <= $3) AS oldest_due""",
         today, now - RATE_WINDOW, now)
@@ -73,7 +74,7 @@ async def counts(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
         "events_per_second": round((row["recent_sightings"] + row["recent_dead_letters"])
                                    / RATE_WINDOW.total_seconds(), 1),
         **{k: row[k] for k in ("events_today", "warnings_today", "moved_today", "tickets_today", "voided_today",
-                               "dead_letters_today", "review_cases", "outbox_backlog")},
+                               "dead_letters_today", "review_cases", "outbox_backlog", "outbox_set_aside")},
         "open_cases": sum(cases.values()),
         "cases": cases | {"review": row["review_cases"]},
         "sms": [(r["kind"], r["status"], r["n"]) for r in sms],
@@ -83,7 +84,7 @@ async def counts(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
 
 
 TILES = ("events_today", "warnings_today", "moved_today", "tickets_today", "voided_today", "dead_letters_today",
-         "open_cases", "review_cases")
+         "open_cases", "review_cases", "outbox_set_aside")
 
 
 async def overview(conn: asyncpg.Connection, now: datetime, counts: dict, drive_away: dict,

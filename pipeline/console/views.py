@@ -32,6 +32,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pipeline import bootstrap
+from pipeline.cases import watermarks
 from pipeline.cases.store import case_from_row, init_connection
 from pipeline.console import actions, auth, metrics, queries
 from pipeline.console.actions import Refused
@@ -156,6 +157,7 @@ class Console:
         self.runtime = runtime
         self.settings = s = runtime.settings
         self.tz = ZoneInfo(s.timezone)
+        self.camera_events = s.topic(topics.CAMERA_EVENTS.name)
         self.closing = asyncio.Event()
         self.worker_metrics = metrics.WorkerMetrics()
         self.kafka = metrics.KafkaProbe(s.kafka_bootstrap, s.app_id,
@@ -169,6 +171,7 @@ class Console:
         self.live_view = metrics.Refreshed(s.console_refresh_seconds, self._read_overview)
         self.drive_away = metrics.Refreshed(max(s.console_refresh_seconds, SLOW_REFRESH_SECONDS), self._read_drive_away)
         self.latency = metrics.Refreshed(s.console_refresh_seconds, self._read_latency)
+        self.input_read = metrics.Refreshed(s.console_refresh_seconds, self._read_input)
         self.consumer_lag = metrics.Refreshed(s.console_refresh_seconds, self.kafka.lag)
         self.cameras = metrics.Refreshed(max(s.console_refresh_seconds, SLOW_REFRESH_SECONDS), self._read_cameras)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
@@ -333,7 +336,15 @@ class Console:
         counts, drive_away = await self.counts.get(), await self.drive_away.get()
         pool = await self.db()
         async with pool.acquire() as conn:
-            return await queries.overview(conn, datetime.now(UTC), counts, drive_away)
+            live = await queries.overview(conn, datetime.now(UTC), counts, drive_away)
+        live["input"] = held_for_input(await self.input_read.get())
+        return live
+
+    async def _read_input(self) -> list:
+        """How far each camera-events partition is read, and the decisions held for it."""
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            return await watermarks.lag(conn, self.camera_events)
 
     async def _read_counts(self) -> dict:
         pool = await self.db()
@@ -625,7 +636,8 @@ class Console:
         if not self.may_read_metrics(request):
             raise web.HTTPForbidden(text="/metrics: this address may not read it (PW_METRICS_ALLOW); "
                                          "or send PW_METRICS_TOKEN as Authorization: Bearer <token>")
-        body = await metrics.exposition(self.worker_metrics, self.counts, self.latency, self.consumer_lag)
+        body = await metrics.exposition(self.worker_metrics, self.counts, self.latency, self.input_read,
+                                        self.consumer_lag)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def may_read_metrics(self, request: web.Request) -> bool:
@@ -656,9 +668,10 @@ class Console:
         return web.json_response(checks, status=200 if checks["started"] else 503)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Readiness: started, and both PostgreSQL and Kafka answer now."""
+        """Readiness: started, both PostgreSQL and Kafka answer now, and no loop or agent is stalled."""
         checks = await self.checks()
-        ready = checks["started"] and checks["postgres"]["ok"] and checks["kafka"]["ok"]
+        checks["stalled"] = self.runtime.stalled()
+        ready = checks["started"] and checks["postgres"]["ok"] and checks["kafka"]["ok"] and not checks["stalled"]
         return web.json_response({"ready": ready, **checks}, status=200 if ready else 503)
 
 
@@ -667,6 +680,13 @@ _DONE_NAME = {"void_ticket": "void_ticket", "close_case": "close_case", "warn_ag
               "whitelist_plate": "whitelist_add", "unwhitelist_plate": "whitelist_remove",
               "exempt_zone": "zone_exempt", "lift_zone_exemption": "zone_exemption_lifted"}
 _DONE_KEYS = {f"done.{v}" for v in _DONE_NAME.values()}
+
+
+def held_for_input(partitions) -> dict:
+    """Decisions due but waiting for their partition to be read, and how far behind it is."""
+    held = [p for p in partitions if p["held"]]
+    return {"held": sum(p["held"] for p in held),
+            "behind_seconds": round(max((p["behind_seconds"] or 0.0 for p in held), default=0.0))}
 
 
 def _time_left(deadline: datetime | None, now: datetime) -> str:

@@ -7,6 +7,9 @@ serialized by an advisory lock, so every worker may call ``migrate`` at start.
 Each migration waits at most ``lock_timeout`` for the locks it needs: a migration queued behind a
 long transaction would otherwise hold up every query on its tables (the running workers') for as
 long as it waits. When it times out nothing of that migration is applied, and the error says so.
+Once it has its locks a migration may run as long as it needs (no statement timeout: an index on a
+big table takes a while, and stopping it half way would only start it again). A worker waits for
+another one's migrations however long they take.
 """
 
 import hashlib
@@ -25,6 +28,7 @@ class MigrationError(RuntimeError):
 async def migrate(conn: asyncpg.Connection, lock_timeout: float = 5.0) -> list[str]:
     """Apply pending migrations; return the versions applied now."""
     applied_now = []
+    await conn.execute("SET lock_timeout = 0; SET statement_timeout = 0")
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK)
     try:
         await conn.execute(
@@ -60,4 +64,5 @@ async def migrate(conn: asyncpg.Connection, lock_timeout: float = 5.0) -> list[s
             applied_now.append(path.stem)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+        await conn.execute("RESET lock_timeout; RESET statement_timeout")
     return applied_now

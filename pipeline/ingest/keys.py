@@ -7,14 +7,18 @@ listings. Two kinds: a ``publisher`` may post events, an ``operator`` may also r
 """
 
 import hashlib
+import re
 import secrets
 import time
 from dataclasses import dataclass
 
 import asyncpg
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
+
+from pipeline.ingest.database import DatabaseAway, GuardedPool
 
 KEY_PREFIX = "pwk_"
+KEY_PATTERN = re.compile(r"pwk_[A-Za-z0-9_-]{43}")
 KINDS = ("publisher", "operator")
 
 
@@ -31,6 +35,11 @@ class Integrator:
 
 def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def looks_like_key(key: str) -> bool:
+    """Whether ``key`` has the shape of a key we make (anything else is unknown without asking)."""
+    return KEY_PATTERN.fullmatch(key) is not None
 
 
 def key_digest(key: str) -> bytes:
@@ -70,22 +79,54 @@ async def listing(conn: asyncpg.Connection) -> list:
 
 
 class KeyBook:
-    """Answers "whose key is this?" for the ingest. Known keys are cached for ``ttl_seconds``, so a
-    revoked key keeps working for at most that long on a worker that saw it; unknown keys are not
-    cached, so a key added a moment ago works at once."""
+    """Answers "whose key is this?" for the ingest, asking PostgreSQL as little as it can:
 
-    def __init__(self, pool: asyncpg.Pool, ttl_seconds: float, size: int = 10_000):
-        self.pool = pool
-        self._known: TTLCache = TTLCache(maxsize=size, ttl=ttl_seconds, timer=time.monotonic)
+    - a known key is trusted for ``ttl_seconds`` (a revoked key keeps working that long on a worker
+      that saw it);
+    - a key PostgreSQL did not know is remembered as unknown for ``unknown_ttl_seconds``, in a cache
+      of its own (bounded by ``unknown_size``), so that a flood of bad keys neither asks PostgreSQL
+      once per request nor evicts the known keys; keys are random, so a key added later is never one
+      tried before;
+    - a string that is not shaped like a key is unknown without asking;
+    - while PostgreSQL is away, a key this worker has seen valid keeps working (its last known
+      answer, however old) and any other raises ``DatabaseAway``.
+
+    ``lookups`` counts the questions put to PostgreSQL."""
+
+    def __init__(self, pool: asyncpg.Pool, ttl_seconds: float, unknown_ttl_seconds: float = 60, size: int = 10_000,
+                 unknown_size: int = 10_000, timer=time.monotonic):
+        self.db = GuardedPool(pool, timer=timer)
+        self._known: TTLCache = TTLCache(maxsize=size, ttl=ttl_seconds, timer=timer)
+        self._last_known: LRUCache = LRUCache(maxsize=size)
+        self._unknown: TTLCache = TTLCache(maxsize=unknown_size, ttl=unknown_ttl_seconds, timer=timer)
+        self.lookups = 0
+
+    def trusted(self, key: str) -> Integrator | None:
+        """The integrator of a key checked within ``ttl_seconds``, without asking PostgreSQL."""
+        return self._known.get(key_digest(key)) if key else None
 
     async def integrator_for(self, key: str) -> Integrator | None:
+        """The key's integrator; None for an unknown or revoked key. Raises ``DatabaseAway`` when
+        PostgreSQL cannot be asked and the key was never seen valid here."""
+        if not looks_like_key(key):
+            return None
         digest = key_digest(key)
         found = self._known.get(digest)
         if found is not None:
             return found
-        row = await self.pool.fetchrow(
-            "SELECT id, name, kind FROM integrators WHERE key_sha256 = $1 AND revoked_at IS NULL", digest)
-        if row is None:
+        if digest in self._unknown:
             return None
-        found = self._known[digest] = Integrator(row["id"], row["name"], row["kind"])
+        self.lookups += 1
+        try:
+            row = await self.db.fetchrow(
+                "SELECT id, name, kind FROM integrators WHERE key_sha256 = $1 AND revoked_at IS NULL", digest)
+        except DatabaseAway:
+            if (last := self._last_known.get(digest)) is not None:
+                return last
+            raise
+        if row is None:
+            self._last_known.pop(digest, None)
+            self._unknown[digest] = True
+            return None
+        found = self._known[digest] = self._last_known[digest] = Integrator(row["id"], row["name"], row["kind"])
         return found

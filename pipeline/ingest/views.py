@@ -11,7 +11,9 @@ events are written to Kafka and acknowledged by the broker (acks=all) *before* t
 lists every refused event with its index, the field and the reason. 202 when all were accepted,
 422 when any was refused (the others were still accepted), 401 without a valid key, 413 for a body
 over the limit, 415 for a Content-Type that is neither JSON nor JSON lines, 429 with Retry-After
-over the per-key rate, 503 when Kafka did not acknowledge (resend: event ids make it safe).
+over the per-key rate or after too many bad keys from one address, 503 with Retry-After when Kafka
+did not acknowledge or PostgreSQL (which holds the keys) is away and the key was never seen valid by
+this worker (resend: event ids make it safe).
 """
 
 import asyncio
@@ -22,10 +24,11 @@ import faust
 from faust.web import Request, Response, View
 from pydantic import TypeAdapter
 
-from pipeline.ingest import deadletters
+from pipeline.ingest import database, deadletters
 from pipeline.ingest.batch import JSON, JSON_LINES, Batch, BodyError, kafka_address, read_body
+from pipeline.ingest.database import DatabaseAway
 from pipeline.ingest.keys import Integrator, KeyBook
-from pipeline.ingest.ratelimit import RateLimiter, retry_after_header
+from pipeline.ingest.ratelimit import LocalBuckets, RateLimiter, retry_after_header
 from schemas import contract
 from schemas.codec import car_park_status_adapter, encode
 from schemas.events import camera_event_adapter
@@ -33,6 +36,7 @@ from schemas.events import camera_event_adapter
 log = logging.getLogger(__name__)
 
 SCHEMA_MEDIA_TYPE = "application/schema+json"
+DATABASE_RETRY_AFTER = "5"
 
 
 class Refuse(Exception):
@@ -46,13 +50,15 @@ class Refuse(Exception):
 
 
 class Ingest:
-    """What the views share: the keys, the rate limit, and the runtime's Kafka producer and pool."""
+    """What the views share: the keys, the rate limits, the runtime's Kafka producer and the web pool."""
 
     def __init__(self, runtime):
         self.runtime = runtime
-        self.settings = runtime.settings
+        self.settings = s = runtime.settings
         self._keys: KeyBook | None = None
         self._limiter: RateLimiter | None = None
+        self.bad_keys = LocalBuckets(s.ingest_bad_keys_per_address / s.ingest_bad_key_seconds,
+                                     s.ingest_bad_keys_per_address)
         self.schemas = {p.name: p.read_bytes() for p in contract.SCHEMA_DIR.glob("*.schema.json")}
         self.examples = {p.name: p.read_bytes() for p in contract.EXAMPLES_DIR.glob("*.json")}
 
@@ -60,29 +66,50 @@ class Ingest:
         if not self.runtime.ready.is_set():
             raise Refuse(503, "this worker is starting; retry in a few seconds", (("Retry-After", "5"),))
         if self._keys is None:
-            self._keys = KeyBook(self.runtime.pool, self.settings.ingest_key_cache_seconds)
-            self._limiter = RateLimiter(self.runtime.pool, self.settings.ingest_rate_per_second,
-                                        self.settings.ingest_rate_burst)
+            s = self.settings
+            self._keys = KeyBook(self.runtime.web_pool, s.ingest_key_cache_seconds,
+                                 s.ingest_unknown_key_cache_seconds, unknown_size=s.ingest_unknown_key_cache_size)
+            self._limiter = RateLimiter(self.runtime.web_pool, s.ingest_rate_per_second, s.ingest_rate_burst)
 
     async def caller(self, request: Request) -> Integrator:
-        """The integrator whose key is on the request; 401 without one, 429 over its rate."""
+        """The integrator whose key is on the request: 401 without one, 429 over its rate or after too
+        many bad keys from the request's address, 503 when PostgreSQL is away and the key is new here."""
         self._ready()
         scheme, _, key = request.headers.get("Authorization", "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise Refuse(401, "missing API key: send the header 'Authorization: Bearer <your key>' "
-                              "(the operator makes keys with `parkwarden integrators add NAME`)",
-                         (("WWW-Authenticate", 'Bearer realm="parkwarden"'),))
-        integrator = await self._keys.integrator_for(key.strip())
+        key = key.strip() if scheme.lower() == "bearer" else ""
+        integrator = self._keys.trusted(key)
         if integrator is None:
-            raise Refuse(401, "unknown or revoked API key: check it was copied whole (it starts with pwk_), "
-                              "or ask the operator for a new one",
-                         (("WWW-Authenticate", 'Bearer realm="parkwarden", error="invalid_token"'),))
+            integrator = await self._check_key(key, request.remote or "unknown")
         wait = await self._limiter.take(integrator.name)
         if wait > 0:
             retry = retry_after_header(wait)
             raise Refuse(429, f"over the rate limit of {self.settings.ingest_rate_per_second:g} requests per "
                               f"second for {integrator.name}: retry after {retry} s, or send batches",
                          (("Retry-After", retry),))
+        return integrator
+
+    async def _check_key(self, key: str, address: str) -> Integrator:
+        """A key this worker does not trust yet: the address's bad-key limit first, then the key book."""
+        if (wait := self.bad_keys.wait(address)) > 0:
+            retry = retry_after_header(wait)
+            raise Refuse(429, f"too many requests without a valid API key from {address}: retry after {retry} s",
+                         (("Retry-After", retry),))
+        if not key:
+            self.bad_keys.take(address)
+            raise Refuse(401, "missing API key: send the header 'Authorization: Bearer <your key>' "
+                              "(the operator makes keys with `parkwarden integrators add NAME`)",
+                         (("WWW-Authenticate", 'Bearer realm="parkwarden"'),))
+        try:
+            integrator = await self._keys.integrator_for(key)
+        except DatabaseAway:
+            raise Refuse(503, "parkwarden cannot check API keys right now (its database is unreachable); nothing "
+                              f"in this request was taken: resend it after {DATABASE_RETRY_AFTER} s",
+                         (("Retry-After", DATABASE_RETRY_AFTER),)) from None
+        if integrator is None:
+            self.bad_keys.take(address)
+            raise Refuse(401, "unknown or revoked API key: check it was copied whole (it starts with pwk_), "
+                              "or ask the operator for a new one",
+                         (("WWW-Authenticate", 'Bearer realm="parkwarden", error="invalid_token"'),))
         return integrator
 
     async def body(self, request: Request) -> bytes:
@@ -149,6 +176,10 @@ async def _guarded(view: View, work) -> Response:
         return _answer(view, status, body)
     except Refuse as refusal:
         return _answer(view, refusal.status, {"error": refusal.message}, refusal.headers)
+    except DatabaseAway as away:
+        log.warning("ingest: %s on %s", away, view.view_path)
+        return _answer(view, 503, {"error": "parkwarden's database is unreachable right now: retry after "
+                                            f"{DATABASE_RETRY_AFTER} s"}, (("Retry-After", DATABASE_RETRY_AFTER),))
     except Exception:  # noqa: BLE001 - an integrator gets a clear 500, the log gets the trace
         log.exception("ingest: unexpected error on %s", view.view_path)
         return _answer(view, 500, {"error": "internal error in parkwarden; the operator has the details. "
@@ -187,7 +218,7 @@ def register(app: faust.App, runtime) -> None:
                     before = int(request.query["before"]) if "before" in request.query else None
                 except ValueError:
                     raise Refuse(400, "limit and before must be whole numbers") from None
-                async with runtime.pool.acquire() as conn:
+                async with database.connection(runtime.web_pool) as conn:
                     rows = await deadletters.recent(conn, limit, before)
                     count = await deadletters.total(conn)
                 return 200, {"total": count, "dead_letters": [deadletters.as_json(r) for r in rows]}

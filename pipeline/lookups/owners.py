@@ -9,23 +9,25 @@ from cachetools import TTLCache
 
 
 class OwnerDirectory(Protocol):
-    async def phone_for(self, plate: str) -> str | None:
-        """The phone of the plate's registered owner, or None when either registry has no entry."""
+    async def phone_for(self, plate: str, conn: asyncpg.Connection) -> str | None:
+        """The phone of the plate's registered owner, or None when either registry has no entry.
+
+        Looked up on ``conn``, the caller's connection (inside its transaction): never a second
+        connection from the pool while the caller holds one, which could wait on itself forever."""
 
 
 class PostgresOwnerDirectory:
     """One join over the two registries, behind a bounded cache with a TTL (misses are cached too)."""
 
-    def __init__(self, pool: asyncpg.Pool, max_size: int, ttl_seconds: float, timer=time.monotonic):
-        self._pool = pool
+    def __init__(self, max_size: int, ttl_seconds: float, timer=time.monotonic):
         self._cache: TTLCache | None = TTLCache(max_size, ttl_seconds, timer=timer) if max_size else None
         self.queries = 0
 
-    async def phone_for(self, plate: str) -> str | None:
+    async def phone_for(self, plate: str, conn: asyncpg.Connection) -> str | None:
         if self._cache is not None and plate in self._cache:
             return self._cache[plate]
         self.queries += 1
-        phone = await self._pool.fetchval(
+        phone = await conn.fetchval(
             "SELECT c.phone FROM plate_registry p JOIN contact_registry c USING (owner_id) WHERE p.plate = $1",
             plate,
         )

@@ -461,6 +461,7 @@ async def test_metrics_show_events_lag_per_partition_deadlines_sms_dead_letters_
 
 
 async def test_what_the_live_page_and_metrics_read_every_second_never_reads_a_whole_table(stack: Stack):
+    from pipeline.cases import watermarks
     from pipeline.console import queries
 
     now, tz = datetime.now(UTC), ZoneInfo(stack.settings.timezone)
@@ -472,9 +473,10 @@ async def test_what_the_live_page_and_metrics_read_every_second_never_reads_a_wh
             drive_away = await queries.drive_away_rate(explaining, now - timedelta(hours=24), tz)
             await queries.overview(explaining, now, counts, drive_away)
             await queries.recent_latency(explaining, now, timedelta(minutes=5))
+            await watermarks.lag(explaining, stack.topic(topics.CAMERA_EVENTS))
         finally:
             await conn.execute("RESET enable_seqscan")
-    assert len(explaining.plans) >= 8
+    assert len(explaining.plans) >= 9
     whole_table = [(sql.split()[:12], plan) for sql, plan in explaining.plans
                    for table in ("cases", "sightings", "sms_messages", "tickets", "dead_letters", "sms_delivery_reports")
                    if f"Seq Scan on {table} " in plan]

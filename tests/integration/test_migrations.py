@@ -50,3 +50,30 @@ async def test_a_migration_waiting_behind_a_busy_table_gives_up_with_what_to_do_
     finally:
         await busy.close()
         await conn.close()
+
+
+async def test_a_worker_waits_for_another_workers_migrations_past_its_own_lock_timeout(database):
+    conn = await asyncpg.connect(database, server_settings={"lock_timeout": "200", "statement_timeout": "200"})
+    migrating = await asyncpg.connect(database)
+    try:
+        await migrating.execute("SELECT pg_advisory_lock($1)", migrations._LOCK)  # another worker's migrations
+        applying = asyncio.create_task(migrations.migrate(conn))
+
+        async def waiting() -> bool:
+            return await migrating.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") == 1
+        for _ in range(300):
+            if await waiting():
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1)  # five times the connection's own lock_timeout
+        assert not applying.done() and await waiting(), "it waits for the other worker"
+
+        await migrating.execute("SELECT pg_advisory_unlock($1)", migrations._LOCK)
+        applied = await asyncio.wait_for(applying, 120)
+        assert applied[0] == "0001_initial" and len(applied) == len(list(migrations.MIGRATIONS.glob("*.sql")))
+        assert await conn.fetchval("SHOW lock_timeout") == "200ms", "the connection's own settings are back"
+        assert await conn.fetchval("SHOW statement_timeout") == "200ms"
+    finally:
+        await migrating.close()
+        await conn.close()

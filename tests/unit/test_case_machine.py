@@ -314,7 +314,7 @@ def test_given_only_a_capture_before_the_deadline_when_the_case_wakes_then_it_as
 
     answer_by = clock.now + RULES.recheck_wait
     assert decision.case.state == State.RECHECKING
-    assert decision.case.wake_at == answer_by
+    assert decision.case.wake_at == answer_by + RULES.lateness, "late answers get the allowance, as at the deadline"
     assert decision.effects == (RequestRecheck(CASE_ID, "cam-wenyi-01", answer_by),)
     assert tickets(decision) == []
 
@@ -383,9 +383,9 @@ def test_given_a_deadline_missed_by_hours_when_the_case_finally_wakes_without_a_
 
     assert decision.case.state == State.RECHECKING
     assert decision.effects == (RequestRecheck(CASE_ID, "cam-wenyi-01", clock.now + RULES.recheck_wait),)
-    assert decision.case.wake_at == clock.now + RULES.recheck_wait
+    assert decision.case.wake_at == clock.now + RULES.recheck_wait + RULES.lateness
 
-    unanswered = machine.on_wake(decision.case, RULES, clock.advance(RULES.recheck_wait))
+    unanswered = machine.on_wake(decision.case, RULES, clock.advance(RULES.recheck_wait + RULES.lateness))
     assert unanswered.case.state == State.UNCONFIRMED
     assert tickets(unanswered) == []
 
@@ -655,3 +655,27 @@ def test_given_a_violation_reported_long_after_it_was_seen_when_opened_then_no_w
     assert decision.case.state == State.REVIEW
     assert decision.effects == ()
     assert "too late to warn" in decision.case.reason
+
+
+def test_given_a_camera_that_reported_late_when_opened_then_review_even_if_we_read_it_at_once(clock):
+    violation = capture(clock.now)
+    reported_at = clock.now + RULES.max_report_delay + timedelta(seconds=1)
+    clock.set(reported_at + timedelta(seconds=1))
+
+    decision = machine.open_case(CASE_ID, PLATE, "yuhang", violation,
+                                 Opening(owner_reachable=True, reported_at=reported_at), clock.now, RULES)
+
+    assert decision.case.state == State.REVIEW and "too late to warn" in decision.case.reason
+
+
+def test_given_our_own_backlog_when_a_violation_the_camera_reported_at_once_is_read_late_then_it_is_warned(clock):
+    """Our outage is not the camera's lateness: the window starts at acceptance anyway."""
+    violation = capture(clock.now)
+    reported_at = clock.now + timedelta(seconds=2)
+    clock.advance(RULES.max_report_delay + timedelta(minutes=10))
+
+    decision = machine.open_case(CASE_ID, PLATE, "yuhang", violation,
+                                 Opening(owner_reachable=True, reported_at=reported_at), clock.now, RULES)
+
+    assert decision.case.state == State.DETECTED
+    assert decision.effects == (SendWarning(CASE_ID),)

@@ -1,5 +1,6 @@
 """The wire contract: plates (schemas/plates.py), events (schemas/events.py) and the codec (schemas/codec.py)."""
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 from schemas.codec import Rejected, decode_camera_event, decode_car_park_status, encode
 from schemas.events import (
     CarParkStatus,
+    DeadLetter,
     Evidence,
     Location,
     VehicleDeparted,
@@ -275,3 +277,35 @@ def test_given_hostile_json_when_decoded_then_it_is_rejected_not_raised(body):
     result = decode_camera_event(body)
 
     assert isinstance(result, Rejected)
+
+
+def dead_letter_of(raw: bytes, key: bytes | None = b"cam-0042") -> DeadLetter:
+    rejected = decode_camera_event(raw)
+    assert isinstance(rejected, Rejected)
+    return DeadLetter.capped("camera-events", 2, 18231, key, rejected.reason, rejected.errors, raw,
+                             datetime(2026, 11, 26, 2, 42, tzinfo=UTC))
+
+
+def test_given_a_small_bad_message_then_its_dead_letter_carries_it_whole():
+    raw = json.dumps({**violation_json(), "taken_at": "2026-11-26T10:42:00"}).encode()
+
+    letter = dead_letter_of(raw)
+
+    assert base64.b64decode(letter.raw_base64) == raw
+    assert (letter.raw_size, letter.raw_truncated, letter.errors_omitted) == (len(raw), False, 0)
+    assert [e.field for e in letter.errors] == ["taken_at"] and letter.key == "cam-0042"
+
+
+def test_given_a_huge_message_with_thousands_of_errors_then_its_dead_letter_stays_far_under_a_brokers_limit():
+    names = [f"{'n' * 3000}_{i}" for i in range(5000)]  # long misspelt field names, one error each
+    raw = json.dumps({**violation_json(), **{name: 1 for name in names}}).encode()
+    assert len(raw) > 10 * 1024 * 1024
+
+    letter = dead_letter_of(raw, key=b"k" * 5000)
+
+    assert len(encode(letter)) < 256 * 1024
+    assert base64.b64decode(letter.raw_base64) == raw[:64 * 1024]
+    assert letter.raw_size == len(raw) and letter.raw_truncated
+    assert len(letter.errors) == 20 and letter.errors_omitted == 4980
+    assert letter.errors[0].field.startswith("nnn") and letter.errors[0].field.endswith("…")
+    assert len(letter.reason) <= 1000 and len(letter.key) <= 200

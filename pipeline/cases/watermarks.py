@@ -1,0 +1,68 @@
+"""How far the camera events have been read: decisions wait for the input already on its way.
+
+A deadline (or a recheck's ``answer_by``) must not be decided while an answer that reached Kafka
+before it is still unread, e.g. while a dead worker's partitions wait for the group to notice, or
+while the broker restarts. So each partition of the camera events has a watermark in PostgreSQL,
+where every worker sees it:
+
+- ``next_offset``: every message before it has been recorded (decided or dead-lettered);
+- ``read_to``: every message Kafka took before this time has been recorded.
+
+A worker's agent moves both forward after it has recorded a batch (``read_to`` to the newest
+Kafka timestamp in it: the topic stamps messages with the broker's append time, so they are in
+order per partition). A partition with nothing left to read counts as current: every worker's
+tick takes PostgreSQL's ``now()``, then asks the broker for each partition's end offset; where
+``next_offset`` has reached it, ``read_to`` becomes that ``now()``. An idle partition never holds
+decisions; a partition nobody reads, or a broker that does not answer, does.
+
+A case is woken only when its partition's ``read_to`` has passed its ``wake_at`` (which already
+includes the lateness allowance): ``store.claim_due_cases``. Cases held so are counted for the
+console and /metrics (``held``).
+"""
+
+from datetime import datetime
+
+import asyncpg
+
+
+async def recorded(conn: asyncpg.Connection, topic: str, progress: dict[int, tuple[int, datetime | None]]) -> None:
+    """After a batch is recorded: per partition, (the last offset recorded, its Kafka timestamp)."""
+    partitions = list(progress)
+    await conn.execute(
+        """INSERT INTO partition_watermarks AS w (topic, partition, next_offset, read_to)
+           SELECT $1, p, o + 1, coalesce(t, '-infinity') FROM unnest($2::int[], $3::bigint[], $4::timestamptz[]) AS b(p, o, t)
+           ON CONFLICT (topic, partition) DO UPDATE
+           SET next_offset = greatest(w.next_offset, excluded.next_offset),
+               read_to = greatest(w.read_to, excluded.read_to), updated_at = now()""",
+        topic, partitions, [progress[p][0] for p in partitions], [progress[p][1] for p in partitions])
+
+
+async def current_as_of(conn: asyncpg.Connection, topic: str, end_offsets: dict[int, int], as_of: datetime) -> int:
+    """Partitions whose ``next_offset`` has reached the broker's end offset (asked after ``as_of``, a
+    PostgreSQL ``now()``) are read to ``as_of``. Returns how many were."""
+    partitions = list(end_offsets)
+    ends = [end_offsets[p] for p in partitions]
+    await conn.execute(
+        """INSERT INTO partition_watermarks (topic, partition, next_offset, read_to)
+           SELECT $1, p, 0, '-infinity' FROM unnest($2::int[]) AS e(p) ON CONFLICT DO NOTHING""",
+        topic, partitions)
+    return await conn.fetchval(
+        """WITH moved AS (
+               UPDATE partition_watermarks w SET read_to = $4, updated_at = now()
+               FROM unnest($2::int[], $3::bigint[]) AS e(p, end_offset)
+               WHERE w.topic = $1 AND w.partition = e.p AND w.next_offset >= e.end_offset AND w.read_to < $4
+               RETURNING 1)
+           SELECT count(*) FROM moved""",
+        topic, partitions, ends, as_of)
+
+
+async def lag(conn: asyncpg.Connection, topic: str) -> list:
+    """Per partition: how far behind PostgreSQL's now() it is read (None: never read), and how many due
+    cases it holds."""
+    return await conn.fetch(
+        """SELECT w.partition,
+                  CASE WHEN isfinite(w.read_to) THEN extract(epoch FROM now() - w.read_to)::float8 END AS behind_seconds,
+                  (SELECT count(*) FROM cases c WHERE c.state IN ('warned', 'rechecking') AND c.wake_at <= now()
+                     AND c.source_partition = w.partition AND c.wake_at > w.read_to) AS held
+           FROM partition_watermarks w WHERE w.topic = $1 ORDER BY w.partition""",
+        topic)
