@@ -58,6 +58,7 @@ app = faust.App(
     broker_session_timeout=settings.session_timeout_seconds,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 5),
     Worker=Worker,
+    **console_views.FAUST_WEB,
 )
 
 camera_events = app.topic(settings.topic(topics.CAMERA_EVENTS.name), key_serializer="raw",

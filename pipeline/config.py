@@ -1,5 +1,6 @@
 """The one reader of the environment: every setting, with its default, in one frozen object."""
 
+import ipaddress
 import os
 import socket
 from datetime import timedelta
@@ -219,14 +220,38 @@ class Settings(BaseSettings):
     """How long a console login lasts (a shift)."""
     console_login_max_failures: int = Field(default=5, ge=1)
     console_login_lock_minutes: float = Field(default=15, gt=0)
-    """After console_login_max_failures failed logins for one name within this many minutes, that name
-    is refused (429) until the oldest failure is this old."""
+    """After console_login_max_failures failed logins for one name from one client address within this
+    many minutes, that name is refused (429) from that address until the oldest failure is this old.
+    Other addresses are not refused: failures from elsewhere cannot lock an operator out."""
+    console_login_per_address_per_minute: int = Field(default=10, ge=1)
+    """Login attempts per client address (an IPv6 /64) per minute on each worker, as many at once;
+    beyond them 429, before any password check or database work."""
+    console_login_concurrency: int = Field(default=1, ge=1)
+    """Logins checked at once per worker, each argon2 check in a thread (64 MiB and up to 4 cores for
+    tens of ms each); a login beyond them is answered 503 at once, not queued."""
     console_secure_cookie: bool = False
     """Mark the session cookie Secure: set it when the console is served over HTTPS."""
     console_refresh_seconds: float = Field(default=1.0, gt=0)
     """How often the live console (server-sent events) and /metrics re-read PostgreSQL."""
     console_db_pool_size: int = Field(default=3, ge=1)
     """The console's own connections, apart from the pipeline's."""
+    metrics_allow: str = "127.0.0.1/32,::1/128"
+    """Client addresses or networks (comma-separated) that may read /metrics; empty: none (then only
+    with metrics_token). Loopback only by default."""
+    metrics_token: SecretStr | None = None
+    """A token that lets any address read /metrics, sent as ``Authorization: Bearer <token>``."""
+
+    @cached_property
+    def metrics_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(n.strip(), strict=False) for n in self.metrics_allow.split(",") if n.strip())
+
+    @model_validator(mode="after")
+    def _metrics_allow_is_addresses(self) -> "Settings":
+        try:
+            self.metrics_networks
+        except ValueError as exc:
+            raise ValueError(f"PW_METRICS_ALLOW: {exc} (give addresses or networks, comma-separated)") from None
+        return self
 
     # Integrators
     ingest_max_body_bytes: int = Field(default=1_048_576, ge=1024)

@@ -28,10 +28,13 @@ TEXT: dict[str, tuple[str, str]] = {
     "login.password": ("密码", "Password"),
     "login.submit": ("登录", "Log in"),
     "login.failed": ("用户名或密码不正确", "Wrong name or password"),
-    "login.locked": ("该用户名登录失败次数过多，请{minutes}分钟后再试，或请管理员重设密码"
+    "login.locked": ("该用户名从此地址登录失败次数过多，请{minutes}分钟后再试，或请管理员重设密码"
                      "（parkwarden operators add 用户名 --replace）",
-                     "Too many failed logins for this name: try again in {minutes} min, or ask an administrator "
-                     "to reset the password (parkwarden operators add NAME --replace)"),
+                     "Too many failed logins for this name from this address: try again in {minutes} min, or ask "
+                     "an administrator to reset the password (parkwarden operators add NAME --replace)"),
+    "login.address_limited": ("此地址登录尝试过于频繁，请稍候再试",
+                              "Too many login attempts from this address: wait a moment and try again"),
+    "login.busy": ("服务器正忙于核对其他登录，请稍后再试", "The server is busy checking other logins: try again in a moment"),
     "login.expired": ("请先登录", "Please log in"),
     # live
     "live.title": ("实时概况", "Live overview"),
