@@ -18,9 +18,10 @@ from pipeline.console import auth
 from pipeline.demo import city
 from schemas import topics
 
+from tests.local_server import TcpProxy
 from tests.privacy import masked_phone_in
 
-from .conftest import ROOT, Stack, free_port, sleep_until, wait_for
+from .conftest import ROOT, Stack, sleep_until, wait_for
 from .console_helpers import (
     PASSWORD,
     ConsoleClient,
@@ -553,46 +554,6 @@ async def test_readyz_fails_while_postgresql_is_unreachable_and_recovers(stack: 
             await wait_for(ready_again, 30, "readyz to recover with PostgreSQL")
     finally:
         await proxy.stop()
-
-
-class TcpProxy:
-    """A loopback TCP relay to PostgreSQL that a test can cut (closing every connection) and restore."""
-
-    def __init__(self, host: str, port: int):
-        self.target = (host, port)
-        self.port = free_port()
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        if self.server:
-            self.server.close()
-            self.server = None
-        for w in list(self.writers):
-            w.transport.abort()
-        self.writers.clear()
-
-    async def _relay(self, reader, writer) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.writers |= {writer, up_writer}
-
-        async def pipe(src, dst):
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.transport.abort()
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 # ── the command line ────────────────────────────────────────────────────────────────────────
