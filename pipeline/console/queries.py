@@ -12,11 +12,14 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from pipeline.cases.machine import distance_m
+from pipeline.cases.store import sighting_from_json
 from pipeline.lookups.owners import mask_phone
 from schemas.plates import normalize_plate
 
 OPEN = ("detected", "warned", "rechecking")
-STATES = ("detected", "warned", "rechecking", "moved", "ticketed", "unconfirmed", "review", "exempt", "cancelled")
+STATES = ("detected", "warned", "rechecking", "moved", "ticketed", "cautioned", "to_confirm", "rejected", "unconfirmed",
+          "review", "exempt", "cancelled")
 RATE_WINDOW = timedelta(seconds=10)
 """Events per second are averaged over this."""
 
@@ -51,6 +54,8 @@ async def overview(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo, open_l
              (SELECT count(*) FROM dead_letters WHERE received_at >= $1) AS dead_letters_today,
              (SELECT count(*) FROM cases WHERE state IN ('detected', 'warned', 'rechecking')) AS open_cases,
              (SELECT count(*) FROM cases WHERE state = 'review') AS review_cases,
+             (SELECT count(*) FROM cases WHERE state = 'to_confirm') AS to_confirm,
+             (SELECT count(*) FROM cases WHERE state = 'cautioned' AND closed_at >= $1) AS cautions_today,
              (SELECT count(*) FROM outbox_set_aside) AS outbox_set_aside""",
         today, now - RATE_WINDOW)
     recent_events = counts["recent_sightings"] + counts["recent_dead_letters"]
@@ -63,7 +68,7 @@ async def overview(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo, open_l
         "events_per_second": round(recent_events / RATE_WINDOW.total_seconds(), 1),
         "counts": {k: counts[k] for k in ("events_today", "warnings_today", "moved_today", "tickets_today",
                                           "voided_today", "dead_letters_today", "open_cases", "review_cases",
-                                          "outbox_set_aside")},
+                                          "outbox_set_aside", "to_confirm", "cautions_today")},
         "open_cases": [dict(r) for r in open_rows],
         "car_parks": await car_park_occupancy(conn),
         "drive_away": await drive_away_rate(conn, now - timedelta(hours=24), tz),
@@ -120,7 +125,8 @@ async def recent_decisions(conn: asyncpg.Connection, limit: int) -> list[dict]:
 async def status(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
     today = local_midnight(now, tz)
     by_state = await conn.fetch(
-        "SELECT state, count(*) AS n FROM cases WHERE state IN ('detected', 'warned', 'rechecking', 'review') GROUP BY state")
+        """SELECT state, count(*) AS n FROM cases WHERE state IN ('detected', 'warned', 'rechecking', 'review', 'to_confirm')
+           GROUP BY state""")
     sms = await conn.fetch("SELECT kind, status, count(*) AS n FROM sms_messages GROUP BY kind, status ORDER BY 1, 2")
     row = await conn.fetchrow(
         """SELECT
@@ -134,7 +140,7 @@ async def status(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
              (SELECT min(wake_at) FROM cases WHERE state IN ('warned', 'rechecking') AND wake_at <= $2) AS oldest_due""",
         today, now)
     return {
-        "cases": {s: 0 for s in (*OPEN, "review")} | {r["state"]: r["n"] for r in by_state},
+        "cases": {s: 0 for s in (*OPEN, "review", "to_confirm")} | {r["state"]: r["n"] for r in by_state},
         "sms": [(r["kind"], r["status"], r["n"]) for r in sms],
         "tickets_today": row["tickets_today"],
         "voided_today": row["voided_today"],
@@ -238,6 +244,10 @@ class CaseFile:
     timeline: list[dict] = field(default_factory=list)
     fresh_captures: list[dict] = field(default_factory=list)
     """Captures an officer may use as the fresh evidence for a ticket on review (set by the console)."""
+    evidence_bounds: tuple[datetime, datetime] | None = None
+    """For a review case: when a fresh capture must have been taken (set by the console)."""
+    pair: dict | None = None
+    """For a ticket waiting for confirmation: its two captures side by side (``evidence_pair``)."""
 
     @property
     def warned_again_as(self) -> str | None:
@@ -314,7 +324,33 @@ async def case_version(conn: asyncpg.Connection, case_id: UUID) -> tuple | None:
 
 
 async def zones(conn: asyncpg.Connection) -> list[dict]:
-    return [dict(r) for r in await conn.fetch("SELECT id, name, window_seconds, exempt_reason, exempt_from_hour, exempt_until_hour FROM zones ORDER BY id")]
+    return [dict(r) for r in await conn.fetch(
+        """SELECT id, name, window_seconds, exempt_reason, exempt_from_hour, exempt_until_hour, first_offence_months,
+                  new_camera_days, confirm_tickets FROM zones ORDER BY id""")]
+
+
+# ── tickets waiting for an officer's confirmation ────────────────────────────────────────────
+
+
+async def to_confirm(conn: asyncpg.Connection, limit: int = 100) -> tuple[int, list[dict]]:
+    """Tickets waiting for confirmation, oldest first, each with its two captures side by side: how
+    many there are, and the first ``limit``."""
+    total = await conn.fetchval("SELECT count(*) FROM cases WHERE state = 'to_confirm'")
+    rows = await conn.fetch(
+        """SELECT id, plate, zone, place, camera_id, detected_at, warned_at, warning_delivered_at, deadline_at,
+                  closed_at, reason, violation, fresh_capture, window_seconds
+           FROM cases WHERE state = 'to_confirm' ORDER BY closed_at LIMIT $1""", limit)
+    return total, [evidence_pair(dict(r)) for r in rows]
+
+
+def evidence_pair(case: dict) -> dict:
+    """A case with its two captures (violation, fresh capture) and how far apart they are."""
+    first, second = sighting_from_json(case["violation"]), sighting_from_json(case.get("fresh_capture"))
+    pair = {**case, "captures": [first] + ([second] if second else [])}
+    if second:
+        pair["distance_m"] = round(distance_m(first, second))
+        pair["interval_seconds"] = (second.taken_at - first.taken_at).total_seconds()
+    return pair
 
 
 async def cameras(conn: asyncpg.Connection) -> list[str]:

@@ -53,18 +53,31 @@ class TicketFacts:
     ticket_number: str
 
 
+@dataclass(frozen=True)
+class CautionFacts:
+    """A warning notice instead of a ticket: a first offence, or a camera in its first days."""
+
+    plate: str
+    place: str
+    first_offence: bool
+
+
 TEMPLATES = {
     "zh-CN": {
         "warning": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。最近停车场:{park}余{free}位({counted})",
         "warning_no_park": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。附近停车场暂无空位",
         "ticket": "【{sig}】{plate}在{place}违停未驶离，已开具告知单{number}。查询或申诉请拨12345",
         "code": "查询码{code}",
+        "caution_first": "【{sig}】{plate}在{place}违停未驶离，系首次违停，予以警告不罚款。请规范停车",
+        "caution_new_camera": "【{sig}】{plate}在{place}违停未驶离，设备试运行期间予以警告不罚款。请规范停车",
     },
     "en": {
         "warning": "{plate} no parking at {place}. Move by {deadline}. P:{park} {free} free {counted}",
         "warning_no_park": "{plate} no parking at {place}. Move by {deadline}. No free parking near",
         "ticket": "{plate} at {place}: ticket {number}. Check/contest: call 12345",
         "code": " #{code}",
+        "caution_first": "{plate} at {place}: first offence, warning only, no fine",
+        "caution_new_camera": "{plate} at {place}: camera on trial, warning only, no fine",
     },
 }
 
@@ -100,3 +113,10 @@ def ticket_text(facts: TicketFacts, language: str = "zh-CN", signature: str = "�
     t = TEMPLATES[language]
     fixed = {"sig": signature, "plate": facts.plate, "number": facts.ticket_number}
     return _fit(t["ticket"], {"place": facts.place}, fixed)
+
+
+def caution_text(facts: CautionFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:
+    """A warning notice (首违警告, or a new camera's trial): still there at the deadline, no fine."""
+    t = TEMPLATES[language]
+    template = t["caution_first"] if facts.first_offence else t["caution_new_camera"]
+    return _fit(template, {"place": facts.place}, {"sig": signature, "plate": facts.plate})

@@ -108,3 +108,23 @@ def test_given_a_gsm7_text_then_it_gets_160_characters_and_a_cjk_text_70_code_un
     assert length("𠀀") == 2  # outside the BMP: two UTF-16 code units
     assert fits_one_segment("a" * 160) and not fits_one_segment("a" * 161)
     assert fits_one_segment("浙" * 70) and not fits_one_segment("浙" * 71)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("plate", PLATES)
+@pytest.mark.parametrize("first_offence", [True, False], ids=["first offence", "new camera"])
+def test_given_every_camera_of_the_demo_city_when_a_warning_notice_is_given_then_it_fits_one_segment_and_says_no_fine(
+        language, plate, first_offence):
+    for camera in city.CAMERAS:
+        text = texts.caution_text(texts.CautionFacts(plate, camera.place, first_offence), language)
+
+        assert one_segment(text), (length(text), text)
+        assert plate in text
+        assert ("不罚款" if language == "zh-CN" else "no fine") in text
+        assert ("首次违停" in text or "first offence" in text) == first_offence
+
+
+@settings(max_examples=100, deadline=None)
+@given(long_names)
+def test_given_any_place_name_when_a_warning_notice_is_given_then_it_still_fits(place):
+    assert one_segment(texts.caution_text(texts.CautionFacts("浙AD12345F", place, True)))
