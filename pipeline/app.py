@@ -27,6 +27,8 @@ from schemas import topics
 
 log = logging.getLogger("parkwarden")
 settings = Settings()
+bootstrap.check_delivery_reports(settings)  # before anything starts: no forgeable or unreachable reports
+codecs.register(settings.evidence_schemes)
 (ROOT / "var" / "faust").mkdir(parents=True, exist_ok=True)
 
 

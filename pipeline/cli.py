@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -110,7 +111,9 @@ def watch() -> None:
 def demo(duration: float, workers: int) -> None:
     """Demo: workers + camera simulator + live feed, with a 30-second window. Ctrl-C stops it all."""
     env = {**os.environ, "PW_WINDOW_SECONDS": os.environ.get("PW_WINDOW_SECONDS", "30"),
-           "PW_LATENESS_SECONDS": "2", "PW_RECHECK_WAIT_SECONDS": "8", "PW_LOG_LEVEL": "warn"}
+           "PW_LATENESS_SECONDS": "2", "PW_RECHECK_WAIT_SECONDS": "8", "PW_LOG_LEVEL": "warn",
+           # A fresh key per demo run, shared by its workers, that signs Kannel's delivery-report URLs.
+           "PW_SMS_REPORT_SECRET": os.environ.get("PW_SMS_REPORT_SECRET") or secrets.token_urlsafe(32)}
     settings = Settings(**{"window_seconds": float(env["PW_WINDOW_SECONDS"])})
     log_dir = settings.sms_file.parent.parent / "log"
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ error, not a silently missing value.
 """
 
 import base64
+import re
 from datetime import datetime
 from typing import Annotated, Literal, Union
 
@@ -21,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -74,17 +76,47 @@ class Location(Message):
         return handler({"lat": lat, "lon": lon, "datum": "wgs84"})
 
 
+EVIDENCE_URL_SCHEMES = frozenset({"https"})
+"""The schemes an evidence URL may have unless the operator allows others: validation with
+``context=validation_context(schemes)`` (the worker passes ``PW_EVIDENCE_URL_SCHEMES``) replaces them."""
+
+_ABSOLUTE_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://\S+")
+NEVER_EVIDENCE_SCHEMES = frozenset({"javascript", "vbscript", "data", "file"})
+"""Schemes that run or read something where the link is opened: refused whatever the operator allows."""
+
+
+def validation_context(evidence_url_schemes) -> dict:
+    """The pydantic validation context under which evidence URLs may have these schemes."""
+    return {"evidence_url_schemes": frozenset(evidence_url_schemes) - NEVER_EVIDENCE_SCHEMES}
+
+
 class Evidence(Message):
     """Where the capture's image lives; parkwarden stores the reference, not the image."""
 
     image_url: str = Field(
-        min_length=1, max_length=2048, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$",
-        description="Absolute URL of the capture's image (https:// or your object store's scheme), "
-                    "fetchable by parkwarden's operators for as long as a ticket may be appealed.",
+        min_length=1, max_length=2048,
+        # The published schema states the default (https only); the operator may allow more schemes.
+        json_schema_extra={"pattern": r"^https://\S+$"},
+        description="Absolute https:// URL of the capture's image, fetchable by parkwarden's operators for "
+                    "as long as a ticket may be appealed. Other schemes (e.g. your object store's s3://) only "
+                    "where the operator allows them; javascript:, data:, file: and vbscript: never.",
         examples=["https://evidence.example.com/cam-wenyi-01/20261126T104200.jpg"])
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
                                description="SHA-256 of the image bytes, lower-case hex: proves the image "
                                            "was not changed after the capture.")
+
+    @field_validator("image_url")
+    @classmethod
+    def _allowed_scheme(cls, url: str, info: ValidationInfo) -> str:
+        allowed = (info.context or {}).get("evidence_url_schemes", EVIDENCE_URL_SCHEMES) - NEVER_EVIDENCE_SCHEMES
+        schemes = ", ".join(f"{s}://" for s in sorted(allowed)) or "none"
+        absolute = _ABSOLUTE_URL.fullmatch(url)
+        if absolute is None:
+            raise ValueError(f"not an absolute URL without spaces: use {schemes}host/path")
+        if absolute["scheme"] not in allowed:
+            raise ValueError(f"the scheme {absolute['scheme'][:20]!r} is not accepted for evidence: use {schemes} "
+                             "(lower case; the operator sets which schemes are accepted)")
+        return url
 
 
 class PlateEvent(Message):

@@ -360,10 +360,32 @@ async def last_offence(conn, plate: str) -> datetime | None:
 
 
 CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+DRIVER_CODE_LENGTH = 10
+"""32 symbols (no 0/O, 1/I), 10 of them: 50 random bits. With a million codes out, a guess hits one
+in about a billion tries; the page also limits lookups per address."""
 
 
-async def give_driver_code(conn, case_id: UUID) -> str:
-    """A 5-character code for the driver page (no 0/O, 1/I): random, looked up with the case."""
-    code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(5))
-    await conn.execute("UPDATE cases SET driver_code = $2 WHERE id = $1", case_id, code)
-    return code
+def new_driver_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(DRIVER_CODE_LENGTH))
+
+
+async def give_driver_code(conn, case_id: UUID, draw=new_driver_code, attempts: int = 5) -> str:
+    """A random code for the driver page, unique among all cases (a unique index): a code already
+    given is drawn again, in a savepoint so the caller's transaction goes on."""
+    for _ in range(attempts):
+        code = draw()
+        try:
+            async with conn.transaction():
+                await conn.execute("UPDATE cases SET driver_code = $2 WHERE id = $1", case_id, code)
+            return code
+        except asyncpg.UniqueViolationError:
+            continue
+    raise RuntimeError(f"no unused driver-page code in {attempts} draws")
+
+
+async def case_for_driver_code(conn, code: str, grace: timedelta):
+    """The case a driver-page code was given for, unless it was closed longer than ``grace`` ago
+    (by PostgreSQL's clock); None for an unknown or expired code."""
+    return await conn.fetchrow(
+        """SELECT plate, state, place, lat, lon, deadline_at FROM cases
+           WHERE driver_code = $1 AND (closed_at IS NULL OR closed_at > now() - $2::interval)""", code, grace)

@@ -4,6 +4,9 @@ One segment is 70 UCS-2 code units, or 160 characters when the whole text is in 
 alphabet. Plates carry a Chinese province character, so warnings are UCS-2 and get 70. A text
 that would be longer is shortened by construction: the place and the car-park name give up
 characters (ending in "…") until it fits; the plate, the deadline and the counts never do.
+A driver-page code (10 characters) is never cut: it takes the place of the time the free spaces
+were counted (the page shows live counts), and a warning that cannot fit with it even with the
+names cut short goes without it (the warning matters; the page is optional).
 """
 
 from dataclasses import dataclass
@@ -68,6 +71,7 @@ TEMPLATES = {
         "warning_no_park": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。附近停车场暂无空位",
         "ticket": "【{sig}】{plate}在{place}违停未驶离，已开具告知单{number}。查询或申诉请拨12345",
         "code": "查询码{code}",
+        "warning_with_code": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。最近停车场:{park}余{free}位",
         "caution_first": "【{sig}】{plate}在{place}违停未驶离，系首次违停，予以警告不罚款。请规范停车",
         "caution_new_camera": "【{sig}】{plate}在{place}违停未驶离，设备试运行期间予以警告不罚款。请规范停车",
     },
@@ -76,6 +80,8 @@ TEMPLATES = {
         "warning_no_park": "{plate} no parking at {place}. Move by {deadline}. No free parking near",
         "ticket": "{plate} at {place}: ticket {number}. Check/contest: call 12345",
         "code": " #{code}",
+        "warning_with_code": "{plate} no parking at {place}. Move by {deadline}. P:{park} {free} free",
+        "warning_no_park_with_code": "{plate} no parking at {place}. Move by {deadline}. Car parks full",
         "caution_first": "{plate} at {place}: first offence, warning only, no fine",
         "caution_new_camera": "{plate} at {place}: camera on trial, warning only, no fine",
     },
@@ -102,11 +108,19 @@ def _fit(template: str, names: dict[str, str], fixed: dict[str, str]) -> str:
 def warning_text(facts: WarningFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:
     t = TEMPLATES[language]
     fixed = {"sig": signature, "plate": facts.plate, "deadline": f"{facts.deadline:%H:%M}"}
-    code = t["code"].format(code=facts.code) if facts.code else ""
-    if facts.car_park is None:
-        return _fit(t["warning_no_park"] + code, {"place": facts.place}, fixed)
-    fixed |= {"free": str(facts.free_spaces), "counted": f"{facts.counted_at:%H:%M}"}
-    return _fit(t["warning"] + code, {"place": facts.place, "park": facts.car_park}, fixed)
+    names = {"place": facts.place}
+    kind = "warning_no_park"
+    if facts.car_park is not None:
+        fixed |= {"free": str(facts.free_spaces), "counted": f"{facts.counted_at:%H:%M}"}
+        names |= {"park": facts.car_park}
+        kind = "warning"
+    if facts.code:
+        template = t.get(f"{kind}_with_code", t[kind]) + t["code"].replace("{code}", facts.code)
+        try:
+            return _fit(template, names, fixed)
+        except TextTooLong:
+            pass  # without the code rather than no warning
+    return _fit(t[kind], names, fixed)
 
 
 def ticket_text(facts: TicketFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:

@@ -22,7 +22,8 @@ LIANGZHU = city.CAMERAS[4]  # in the demo's first-offence zone
 
 async def test_a_warning_delivered_after_it_was_accepted_gets_the_whole_window_from_delivery(stack: Stack):
     async with Provider(failures=0) as provider:
-        worker = stack.worker(**provider_env(provider, PW_LATENESS_SECONDS="1"))
+        env = provider_env(provider, PW_LATENESS_SECONDS="1")
+        worker = stack.worker(**env)
         await worker.ready()
         await add_operator(stack, "li", "supervisor")
         plate = (await stack.plates_with_phone(1))[0]
@@ -39,7 +40,7 @@ async def test_a_warning_delivered_after_it_was_accepted_gets_the_whole_window_f
         async with aiohttp.ClientSession() as http:
             answer = await http.post(f"{base_url(worker)}/sms/provider-report",
                                      json={"id": str(sms_id), "status": "delivered", "at": delivered_at.isoformat()},
-                                     headers={"X-Report-Token": "report-secret"})
+                                     headers={"X-Report-Token": env["PW_SMS_REPORT_TOKEN"]})
             assert answer.status == 200
         real_deadline = delivered_at + timedelta(seconds=stack.window)
 
