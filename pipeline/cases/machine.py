@@ -23,7 +23,7 @@ case opens): a first offence, or a camera in its first days, gets a warning noti
 Evidence timing, the same everywhere (automatic decisions and an officer's ticket on review):
 never a ticket without a warning, and never without a capture at the same place taken no
 earlier than the deadline (minus ``Rules.capture_tolerance``), no later than
-``Rules.capture_bound`` after it, and not after the car was seen leaving. The deadline is
+``Rules.capture_bound`` after it, and before the car was seen leaving. The deadline is
 ``accepted + window``, or with a gateway that reports delivery ``delivered + window`` when the
 phone got the warning later. Decisions follow event time, not arrival order: a departure or a
 sighting elsewhere after the deadline is kept on the case (``left_at``) and weighed at the
@@ -34,6 +34,7 @@ One car, one case per stay: a detection at the place of a closed case (``STAY_ST
 the stay (``stay_ends_at``) is evidence for that case, not a new warning (``again_after_close``).
 """
 
+import calendar
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -256,12 +257,7 @@ def months_before(moment: datetime, months: int) -> datetime:
     """The same local time ``months`` calendar months earlier (the last day of a shorter month)."""
     year, month = divmod(moment.year * 12 + moment.month - 1 - months, 12)
     month += 1
-    for day in range(moment.day, 27, -1):
-        try:
-            return moment.replace(year=year, month=month, day=day)
-        except ValueError:
-            continue
-    return moment.replace(year=year, month=month, day=min(moment.day, 28))
+    return moment.replace(year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1]))
 
 
 def caution_for(violation: Sighting, opening: Opening, rules: Rules) -> str:
@@ -313,7 +309,8 @@ def on_violation(case: Case, violation: Sighting, rules: Rules, now: datetime) -
     for here: the one place where arrival order can matter.)
     """
     decision = on_capture(case, violation, rules, now)
-    if decision.changed and decision.case.is_open and decision.case.left_at == violation.taken_at \
+    left_at = decision.case.left_at
+    if decision.case.is_open and left_at is not None and left_at <= violation.taken_at \
             and distance_m(case.violation, violation) > rules.same_place_m:
         return _decide_now(decision.case, rules, now)
     return decision
@@ -492,14 +489,14 @@ def on_wake(case: Case, rules: Rules, now: datetime) -> Decision:
 def evidence(case: Case, rules: Rules) -> Sighting | None:
     """The capture that proves the car was at the place at the deadline, if any: the earliest at the
     place taken no earlier than the deadline less the tolerance, if it is no later than
-    ``capture_bound`` after the deadline and no later than the car was seen leaving."""
+    ``capture_bound`` after the deadline and earlier than the car was seen leaving."""
     capture = case.fresh_capture
     if capture is None or case.deadline_at is None:
         return None
     if capture.taken_at < case.deadline_at - rules.capture_tolerance or \
             capture.taken_at > case.deadline_at + rules.capture_bound:
         return None
-    if case.left_at is not None and capture.taken_at > case.left_at:
+    if case.left_at is not None and capture.taken_at >= case.left_at:
         return None
     return capture
 

@@ -83,8 +83,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "parks.no_count": ("暂无数据", "no count yet"),
     "drive.title": ("告知后按时驶离率（近24小时，按区域与告知时段）",
                     "Drive-away rate: warned cars that left in time (last 24 h, by zone and hour warned)"),
-    "drive.hint": ("分母为已知结果的告知案件（按时驶离、开单、逾期驶离）；未确认与撤销的案件不计。",
-                   "Out of warned cases with a known outcome (left in time, ticketed, left late); "
+    "drive.hint": ("分母为已知结果的告知案件（按时驶离、开单或警告、逾期驶离）；未确认与撤销的案件不计。",
+                   "Out of warned cases with a known outcome (left in time, ticketed or given a warning notice, left late); "
                    "unconfirmed and cancelled cases are not counted."),
     "drive.empty": ("近24小时没有已有结果的告知案件", "No warned case with an outcome in the last 24 hours"),
     "drive.total": ("合计", "total"),

@@ -92,8 +92,9 @@ async def drive_away_rate(conn: asyncpg.Connection, since: datetime, tz: ZoneInf
     """Share of warned cars that left in time, by zone and local hour of the warning.
 
     Counted over warned cases with a known outcome: left in time (moved, with a departure or a
-    move seen before the deadline) against ticketed or left late. Unconfirmed cases (no fresh
-    capture after the recheck) and cancelled ones are left out: nobody knows when they left.
+    move seen before the deadline) against still there (ticketed, a warning notice, a ticket to
+    confirm) or left late. Unconfirmed cases (no fresh capture after the recheck) and cancelled
+    ones are left out: nobody knows when they left.
     """
     rows = await conn.fetch(
         """SELECT c.zone, extract(hour FROM c.warned_at AT TIME ZONE $2)::int AS hour,
@@ -101,7 +102,7 @@ async def drive_away_rate(conn: asyncpg.Connection, since: datetime, tz: ZoneInf
                       SELECT 1 FROM sightings s WHERE s.case_id = c.id AND s.kind = 'VehicleDeparted'
                                                   AND s.taken_at <= c.deadline_at))) AS left_in_time,
                   count(*) AS decided
-           FROM cases c WHERE c.warned_at >= $1 AND c.state IN ('moved', 'ticketed')
+           FROM cases c WHERE c.warned_at >= $1 AND c.state IN ('moved', 'ticketed', 'cautioned', 'to_confirm')
            GROUP BY 1, 2 ORDER BY 1, 2""", since, str(tz))
     zones: dict[str, dict] = {}
     for r in rows:

@@ -450,7 +450,9 @@ def _cancelled(clock) -> Case:
 
 
 CLOSED = {State.TICKETED: _ticketed, State.MOVED: _moved, State.REVIEW: _review, State.EXEMPT: _exempt,
-          State.UNCONFIRMED: _unconfirmed, State.CANCELLED: _cancelled}
+          State.UNCONFIRMED: _unconfirmed, State.CANCELLED: _cancelled,
+          State.CAUTIONED: lambda clock: _cautioned(clock), State.TO_CONFIRM: lambda clock: _to_confirm(clock),
+          State.REJECTED: lambda clock: machine.reject_ticket(_to_confirm(clock), "plate misread", clock.now).case}
 
 
 @pytest.mark.parametrize("state", list(CLOSED))
@@ -526,6 +528,33 @@ def test_given_an_open_case_when_a_violation_is_detected_at_the_same_place_then_
     assert decision.case.state == State.WARNED
     assert decision.case.latest_capture == again
     assert not machine.needs_new_case(decision, again, RULES)
+
+
+def test_given_a_fresh_capture_when_a_violation_elsewhere_after_the_deadline_arrives_then_the_case_is_ticketed_now_and_a_new_case_is_needed(
+        clock):
+    story = warned(clock)
+    fresh = capture(story.deadline + timedelta(seconds=2))
+    case = machine.on_capture(story.case, fresh, RULES, clock.set(fresh.taken_at)).case
+    elsewhere = capture(clock.advance(seconds=10), meters_away=800, camera_id="cam-liangmu-02", place="良睦路")
+
+    decision = machine.on_violation(case, elsewhere, RULES, clock.now)
+
+    assert decision.case.state == State.TICKETED
+    assert tickets(decision) == [IssueTicket(CASE_ID, story.violation, fresh)]
+    assert machine.needs_new_case(decision, elsewhere, RULES)
+
+
+def test_given_a_car_seen_leaving_after_the_deadline_when_it_parks_badly_elsewhere_then_that_place_gets_its_own_case(
+        clock):
+    story = warned(clock)
+    left = machine.on_departure(story.case, story.deadline + timedelta(seconds=5), RULES,
+                                clock.set(story.deadline + timedelta(seconds=6))).case
+    elsewhere = capture(clock.advance(minutes=1), meters_away=800, camera_id="cam-liangmu-02", place="良睦路")
+
+    decision = machine.on_violation(left, elsewhere, RULES, clock.now)
+
+    assert decision.case.state == State.MOVED and tickets(decision) == []
+    assert machine.needs_new_case(decision, elsewhere, RULES)
 
 
 def test_given_a_rechecking_case_when_a_violation_at_the_same_place_answers_then_it_tickets_without_a_new_case(clock):
@@ -1000,7 +1029,7 @@ def test_whatever_the_order_in_which_events_arrive_before_the_decision_the_outco
 def by_the_rules(events: list[tuple[str, int]]) -> tuple:
     """What the rules say, from the events' times alone (all known before the deadline's wake):
     seen leaving before the deadline -> moved; else the earliest capture at the place from the
-    deadline (less the tolerance) on, if taken no later than the car was seen leaving -> ticketed
+    deadline (less the tolerance) on, if taken before the car was seen leaving -> ticketed
     with it; else seen leaving -> moved; else nobody knows -> unconfirmed (after a recheck)."""
     tolerance = RULES.capture_tolerance.total_seconds()
     after_violation = [(k, o, n) for n, (k, o) in enumerate(events) if o >= -620]
@@ -1009,7 +1038,7 @@ def by_the_rules(events: list[tuple[str, int]]) -> tuple:
         return State.MOVED, []
     fresh = min(((o, f"evt-{n:03d}") for k, o, n in after_violation if k == "at_place" and o >= -tolerance),
                 default=None)
-    if fresh and (not left or fresh[0] <= min(left)):
+    if fresh and (not left or fresh[0] < min(left)):
         return State.TICKETED, [fresh[1]]
     return (State.MOVED, []) if left else (State.UNCONFIRMED, [])
 
