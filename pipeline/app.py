@@ -78,7 +78,7 @@ class Runtime(Service):
         self.pool = self.web_pool = self.service = self.gateway = self.producer = self.relay = None
         self.settings = settings
         self.car_parks = CarParkIndex()
-        self.zones = ZoneBook(default_window_seconds=settings.window_seconds)
+        self.zones = ZoneBook(default_window_seconds=settings.window_seconds, defaults=settings.zone_defaults)
         self.rounds: dict[str, float | None] = {}
         """Each loop's and agent's current round: when it began (monotonic), None between rounds."""
 

@@ -7,11 +7,12 @@ from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.cases.machine import Rules
+from pipeline.cases.machine import Rules, ZoneRules
 from pipeline.client_limits import parse_networks
 from schemas.events import NEVER_EVIDENCE_SCHEMES
 
@@ -67,6 +68,28 @@ class Settings(BaseSettings):
     recheck_wait_seconds: float = Field(default=120, gt=0)
     same_place_m: float = Field(default=50, gt=0)
     max_report_delay_seconds: float = Field(default=300, gt=0)
+    capture_bound_seconds: float = Field(default=600, gt=0)
+    """A capture taken later than this after the deadline shows the car there then, not at the
+    deadline: it is not evidence, for automatic tickets and for an officer's ticket on review alike.
+    At least PW_LATENESS_SECONDS + PW_RECHECK_WAIT_SECONDS, so that a recheck's answer can count."""
+    delivery_wait_seconds: float = Field(default=600, ge=0)
+    """With a gateway that reports delivery (kannel, http): how long after the deadline a case whose
+    warning has no delivery report yet waits for it (a late delivery moves the deadline to
+    delivered + window); without one by then an officer decides (review)."""
+    same_stay_minutes: float | None = Field(default=None, gt=0)
+    """A car detected again at the place of its closed case (ticketed, warning notice, to confirm,
+    unconfirmed, review, exempt) within this many minutes after the case closed is the same stay:
+    the detection is added to that case as evidence, with no new warning. Unset: until the end of
+    the local day (PW_TIMEZONE) on which the case closed."""
+    first_offence_months: int = Field(default=0, ge=0)
+    """For zones without their own setting: a car with no ticket nor warning notice in the last N
+    months gets a first-offence warning notice (首违警告) instead of a ticket. 0: off."""
+    new_camera_days: int = Field(default=0, ge=0)
+    """For zones without their own setting: a camera in its first N days after commissioning issues
+    warning notices only (a camera whose commissioning date is not known is not new). 0: off."""
+    confirm_tickets: bool = False
+    """For zones without their own setting: a ticket takes effect (issued, published, sent) only once
+    an officer confirms it on the console's queue; a rejected one never does."""
 
     # Loops
     tick_seconds: float = Field(default=0.5, gt=0)
@@ -191,17 +214,35 @@ class Settings(BaseSettings):
                              f"PW_SMS_TIMEOUT_SECONDS ({self.sms_timeout_seconds}): raise it or lower the timeout")
         return self
 
+    @model_validator(mode="after")
+    def _a_recheck_answer_can_count(self) -> "Settings":
+        if self.capture_bound_seconds < self.lateness_seconds + self.recheck_wait_seconds:
+            raise ValueError(f"PW_CAPTURE_BOUND_SECONDS ({self.capture_bound_seconds}) must be at least "
+                             f"PW_LATENESS_SECONDS + PW_RECHECK_WAIT_SECONDS ({self.lateness_seconds + self.recheck_wait_seconds}): "
+                             f"a camera's answer to a recheck would never count as evidence")
+        return self
+
     @cached_property
     def rules(self) -> Rules:
         return Rules(
             window=timedelta(seconds=self.window_seconds),
             lateness=timedelta(seconds=self.lateness_seconds),
             capture_tolerance=timedelta(seconds=self.capture_tolerance_seconds),
+            capture_bound=timedelta(seconds=self.capture_bound_seconds),
             recheck_wait=timedelta(seconds=self.recheck_wait_seconds),
             same_place_m=self.same_place_m,
             require_delivery_report=self.sms_gateway != "file",
+            delivery_wait=timedelta(seconds=self.delivery_wait_seconds),
             max_report_delay=timedelta(seconds=self.max_report_delay_seconds),
+            same_stay=timedelta(minutes=self.same_stay_minutes) if self.same_stay_minutes else None,
+            timezone=ZoneInfo(self.timezone),
         )
+
+    @cached_property
+    def zone_defaults(self) -> ZoneRules:
+        """The city's zone rules, for zones without their own (``pipeline.lookups.zones``)."""
+        return ZoneRules(window=timedelta(seconds=self.window_seconds), first_offence_months=self.first_offence_months,
+                         new_camera_days=self.new_camera_days, confirm_tickets=self.confirm_tickets)
 
     @property
     def driver_base_url(self) -> str:

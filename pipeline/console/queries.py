@@ -12,11 +12,14 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from pipeline.cases.machine import distance_m
+from pipeline.cases.store import sighting_from_json
 from pipeline.lookups.owners import mask_phone
 from schemas.plates import normalize_plate
 
 OPEN = ("detected", "warned", "rechecking")
-STATES = ("detected", "warned", "rechecking", "moved", "ticketed", "unconfirmed", "review", "exempt", "cancelled")
+STATES = ("detected", "warned", "rechecking", "moved", "ticketed", "cautioned", "to_confirm", "rejected", "unconfirmed",
+          "review", "exempt", "cancelled")
 RATE_WINDOW = timedelta(seconds=10)
 """Events per second are averaged over this."""
 
@@ -56,6 +59,8 @@ async def counts(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
              (SELECT count(*) FROM tickets WHERE issued_at >= $1 AND voided_at IS NOT NULL) AS voided_today,
              (SELECT count(*) FROM dead_letters WHERE received_at >= $1) AS dead_letters_today,
              (SELECT count(*) FROM cases WHERE state = 'review') AS review_cases,
+             (SELECT count(*) FROM cases WHERE state = 'to_confirm') AS to_confirm,
+             (SELECT count(*) FROM cases WHERE state = 'cautioned' AND closed_at >= $1) AS cautions_today,
              (SELECT count(*) FROM outbox) AS outbox_backlog,
              (SELECT count(*) FROM outbox_set_aside) AS outbox_set_aside,
              (SELECT created_at FROM outbox ORDER BY id LIMIT 1) AS outbox_oldest,
@@ -74,9 +79,10 @@ async def counts(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
         "events_per_second": round((row["recent_sightings"] + row["recent_dead_letters"])
                                    / RATE_WINDOW.total_seconds(), 1),
         **{k: row[k] for k in ("events_today", "warnings_today", "moved_today", "tickets_today", "voided_today",
-                               "dead_letters_today", "review_cases", "outbox_backlog", "outbox_set_aside")},
+                               "dead_letters_today", "review_cases", "outbox_backlog", "outbox_set_aside",
+                               "to_confirm", "cautions_today")},
         "open_cases": sum(cases.values()),
-        "cases": cases | {"review": row["review_cases"]},
+        "cases": cases | {"review": row["review_cases"], "to_confirm": row["to_confirm"]},
         "sms": [(r["kind"], r["status"], r["n"]) for r in sms],
         "outbox_oldest_age": (now - row["outbox_oldest"]).total_seconds() if row["outbox_oldest"] else 0.0,
         "deadline_lag": (now - row["oldest_due"]).total_seconds() if row["oldest_due"] else 0.0,
@@ -84,7 +90,7 @@ async def counts(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
 
 
 TILES = ("events_today", "warnings_today", "moved_today", "tickets_today", "voided_today", "dead_letters_today",
-         "open_cases", "review_cases", "outbox_set_aside")
+         "open_cases", "review_cases", "outbox_set_aside", "to_confirm", "cautions_today")
 
 
 async def overview(conn: asyncpg.Connection, now: datetime, counts: dict, drive_away: dict,
@@ -122,8 +128,9 @@ async def drive_away_rate(conn: asyncpg.Connection, since: datetime, tz: ZoneInf
     """Share of warned cars that left in time, by zone and local hour of the warning.
 
     Counted over warned cases with a known outcome: left in time (moved, with a departure or a
-    move seen before the deadline) against ticketed or left late. Unconfirmed cases (no fresh
-    capture after the recheck) and cancelled ones are left out: nobody knows when they left.
+    move seen before the deadline) against still there (ticketed, a warning notice, a ticket to
+    confirm) or left late. Unconfirmed cases (no fresh capture after the recheck) and cancelled
+    ones are left out: nobody knows when they left.
     """
     rows = await conn.fetch(
         """SELECT c.zone, extract(hour FROM c.warned_at AT TIME ZONE $2)::int AS hour,
@@ -131,7 +138,7 @@ async def drive_away_rate(conn: asyncpg.Connection, since: datetime, tz: ZoneInf
                       SELECT 1 FROM sightings s WHERE s.case_id = c.id AND s.kind = 'VehicleDeparted'
                                                   AND s.taken_at <= c.deadline_at))) AS left_in_time,
                   count(*) AS decided
-           FROM cases c WHERE c.warned_at >= $1 AND c.state IN ('moved', 'ticketed')
+           FROM cases c WHERE c.warned_at >= $1 AND c.state IN ('moved', 'ticketed', 'cautioned', 'to_confirm')
            GROUP BY 1, 2 ORDER BY 1, 2""", since, str(tz))
     zones: dict[str, dict] = {}
     for r in rows:
@@ -261,6 +268,10 @@ class CaseFile:
     timeline: list[dict] = field(default_factory=list)
     fresh_captures: list[dict] = field(default_factory=list)
     """Captures an officer may use as the fresh evidence for a ticket on review (set by the console)."""
+    evidence_bounds: tuple[datetime, datetime] | None = None
+    """For a review case: when a fresh capture must have been taken (set by the console)."""
+    pair: dict | None = None
+    """For a ticket waiting for confirmation: its two captures side by side (``evidence_pair``)."""
 
     @property
     def warned_again_as(self) -> str | None:
@@ -337,7 +348,33 @@ async def case_version(conn: asyncpg.Connection, case_id: UUID) -> tuple | None:
 
 
 async def zones(conn: asyncpg.Connection) -> list[dict]:
-    return [dict(r) for r in await conn.fetch("SELECT id, name, window_seconds, exempt_reason, exempt_from_hour, exempt_until_hour FROM zones ORDER BY id")]
+    return [dict(r) for r in await conn.fetch(
+        """SELECT id, name, window_seconds, exempt_reason, exempt_from_hour, exempt_until_hour, first_offence_months,
+                  new_camera_days, confirm_tickets FROM zones ORDER BY id""")]
+
+
+# ── tickets waiting for an officer's confirmation ────────────────────────────────────────────
+
+
+async def to_confirm(conn: asyncpg.Connection, limit: int = 100) -> tuple[int, list[dict]]:
+    """Tickets waiting for confirmation, oldest first, each with its two captures side by side: how
+    many there are, and the first ``limit``."""
+    total = await conn.fetchval("SELECT count(*) FROM cases WHERE state = 'to_confirm'")
+    rows = await conn.fetch(
+        """SELECT id, plate, zone, place, camera_id, detected_at, warned_at, warning_delivered_at, deadline_at,
+                  closed_at, reason, violation, fresh_capture, window_seconds
+           FROM cases WHERE state = 'to_confirm' ORDER BY closed_at LIMIT $1""", limit)
+    return total, [evidence_pair(dict(r)) for r in rows]
+
+
+def evidence_pair(case: dict) -> dict:
+    """A case with its two captures (violation, fresh capture) and how far apart they are."""
+    first, second = sighting_from_json(case["violation"]), sighting_from_json(case.get("fresh_capture"))
+    pair = {**case, "captures": [first] + ([second] if second else [])}
+    if second:
+        pair["distance_m"] = round(distance_m(first, second))
+        pair["interval_seconds"] = (second.taken_at - first.taken_at).total_seconds()
+    return pair
 
 
 async def cameras(conn: asyncpg.Connection) -> list[str]:

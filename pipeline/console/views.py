@@ -83,12 +83,15 @@ def register(app, runtime) -> "Console":
     r.add_get("/console/cases/{case_id}/stream", console.case_stream)
     r.add_post("/console/cases/{case_id}/close", console.close_case)
     r.add_post("/console/cases/{case_id}/review", console.resolve_review)
+    r.add_get("/console/confirm", console.confirm_queue)
+    r.add_post("/console/cases/{case_id}/confirm", console.confirm_or_reject)
     r.add_post("/console/tickets/{number}/void", console.void_ticket)
     r.add_get("/console/audit", console.audit)
     r.add_get("/console/rules", console.rules)
     r.add_post("/console/rules/whitelist", console.whitelist_add)
     r.add_post("/console/rules/whitelist/remove", console.whitelist_remove)
     r.add_post("/console/rules/zones/{zone}/{change:exempt|lift}", console.zone_change)
+    r.add_post("/console/rules/zones/{zone}/rules", console.zone_rules)
     r.add_static("/console/static", HERE / "static")
     r.add_get("/metrics", console.metrics)
     r.add_get("/healthz", console.healthz)
@@ -482,6 +485,10 @@ class Console:
                 case, [Sighting(e["event_id"], e["camera_id"], e["at"], e["lat"], e["lon"]) for e in captures],
                 departures, self.settings.rules, timedelta(seconds=file.case["window_seconds"]), datetime.now(UTC))}
             file.fresh_captures = [e for e in captures if e["event_id"] in usable]
+            file.evidence_bounds = actions.evidence_bounds(case, self.settings.rules,
+                                                           timedelta(seconds=file.case["window_seconds"]))
+        if file is not None and file.case["state"] == "to_confirm":
+            file.pair = queries.evidence_pair(file.case)
         return file
 
     def case_sections(self, t: Words, session: auth.Session, file: queries.CaseFile) -> dict[str, str]:
@@ -563,6 +570,33 @@ class Console:
             return await self._act_on_case(request, case_id, actions.close_case, case_id)
         raise web.HTTPBadRequest(text="resolution must be warn_again, request_recheck, ticket or close")
 
+    @guarded()
+    async def confirm_queue(self, request: web.Request) -> web.Response:
+        """Tickets waiting for an officer's confirmation, with both captures side by side."""
+        t = self.words(request)
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            total, waiting = await queries.to_confirm(conn)
+        return self.render(request, "confirm.html", title=t("confirm.title"), nav="confirm", total=total,
+                           waiting=waiting, done=request.query.get("done"))
+
+    @guarded(act=True)
+    async def confirm_or_reject(self, request: web.Request) -> web.Response:
+        case_id = self._case_id(request)
+        decision = request["form"].get("decision")
+        if decision not in ("confirm", "reject"):
+            raise web.HTTPBadRequest(text="decision must be confirm or reject")
+        action = actions.confirm_ticket if decision == "confirm" else actions.reject_ticket
+        session = request["session"]
+        try:
+            await action(await self.desk(), session.operator, case_id, self._reason(request), datetime.now(UTC))
+        except Refused as refused:
+            t = self.words(request)
+            return await self.case_page(request, case_id, 409, error=t(f"refused.{refused.key}", **refused.params))
+        log.info("console: %s did %s on case %s", session.operator.actor, action.__name__, case_id)
+        back = "/console/confirm" if request["form"].get("from") == "queue" else f"/console/cases/{case_id}"
+        raise web.HTTPSeeOther(f"{back}?done={_DONE_NAME[action.__name__]}")
+
     @guarded(act=True)
     async def void_ticket(self, request: web.Request) -> web.Response:
         number = request.match_info["number"]
@@ -594,7 +628,8 @@ class Console:
         async with pool.acquire() as conn:
             whitelist, zones = await queries.whitelist(conn), await queries.zones(conn)
         return self.render(request, "rules.html", status, title=t("rules.title"), nav="rules", whitelist=whitelist,
-                           zones=zones, default_window=self.settings.window_seconds, error=error,
+                           zones=zones, default_window=self.settings.window_seconds,
+                           city_rules=self.settings.zone_defaults, error=error,
                            notice=t(f"done.{done}") if f"done.{done}" in _DONE_KEYS else None)
 
     async def _act_on_rules(self, request: web.Request, action, *args) -> web.Response:
@@ -629,6 +664,17 @@ class Console:
         else:
             hours = (-1, -1)  # refused by the action, with the form's message
         return await self._act_on_rules(request, actions.exempt_zone, zone, hours)
+
+    @guarded(act=True)
+    async def zone_rules(self, request: web.Request) -> web.Response:
+        form = request["form"]
+        try:
+            rules = actions.checked_zone_rules(str(form.get("first_offence_months", "")),
+                                               str(form.get("new_camera_days", "")), str(form.get("confirm_tickets", "")))
+        except Refused as refused:
+            t = self.words(request)
+            return await self.rules_page(request, 409, error=t(f"refused.{refused.key}", **refused.params))
+        return await self._act_on_rules(request, actions.set_zone_rules, request.match_info["zone"], rules)
 
     # ── metrics and health ──────────────────────────────────────────────────────────────────
 
@@ -678,7 +724,8 @@ class Console:
 _DONE_NAME = {"void_ticket": "void_ticket", "close_case": "close_case", "warn_again": "warn_again",
               "ticket_on_review": "ticket_on_review", "request_recheck": "request_recheck",
               "whitelist_plate": "whitelist_add", "unwhitelist_plate": "whitelist_remove",
-              "exempt_zone": "zone_exempt", "lift_zone_exemption": "zone_exemption_lifted"}
+              "exempt_zone": "zone_exempt", "lift_zone_exemption": "zone_exemption_lifted",
+              "confirm_ticket": "confirm_ticket", "reject_ticket": "reject_ticket", "set_zone_rules": "zone_rules"}
 _DONE_KEYS = {f"done.{v}" for v in _DONE_NAME.values()}
 
 

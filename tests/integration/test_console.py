@@ -305,7 +305,8 @@ async def test_closing_a_case_cancels_it_and_publishes_case_closed(stack: Stack)
 
 
 async def test_a_review_case_is_ticketed_only_with_a_fresh_capture_or_warned_again_once_a_phone_is_known(stack: Stack):
-    worker, client = await console_for(stack)
+    # A fresh capture counts from the deadline (less 1 s of tolerance) to 8 s after it.
+    worker, client = await console_for(stack, PW_CAPTURE_BOUND_SECONDS="8")
     try:
         first, second = await plates_without_phone(stack, 2)
         camera = city.CAMERAS[1]
@@ -328,15 +329,20 @@ async def test_a_review_case_is_ticketed_only_with_a_fresh_capture_or_warned_aga
 
         too_early = stack.observation(first, camera, at=seen + timedelta(seconds=1))
         fresh = stack.observation(first, camera, at=seen + timedelta(seconds=stack.window + 1))
-        for capture in (too_early, fresh):
+        too_late = stack.observation(first, camera, at=seen + timedelta(seconds=stack.window + 8 + 2))
+        for capture in (too_early, fresh, too_late):
             await stack.publish(capture)
         await wait_for(lambda: _offered(client, page, fresh.event_id), what="the fresh capture offered as evidence")
         status, html = await client.page(page)
-        assert too_early.event_id not in html.split('name="evidence"')[1].split("</select>")[0]
+        offered = html.split('name="evidence"')[1].split("</select>")[0]
+        assert too_early.event_id not in offered and too_late.event_id not in offered
 
         status, html, _ = await client.post(f"{page}/review", {"resolution": "ticket", "evidence": too_early.event_id,
                                                                "reason": "officer on site"})
-        assert status == 409 and "抓拍距违停不足驶离时限" in html
+        assert status == 409 and "抓拍早于驶离期限" in html
+        status, html, _ = await client.post(f"{page}/review", {"resolution": "ticket", "evidence": too_late.event_id,
+                                                               "reason": "officer on site"})
+        assert status == 409 and "抓拍距驶离期限过久" in html, "not any capture one window after the violation"
         status, _, _ = await client.post(f"{page}/review", {"resolution": "ticket", "evidence": fresh.event_id,
                                                             "reason": "officer on site"})
         assert status == 303
