@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
@@ -130,7 +131,8 @@ async def bench_stack(plates: int, workers: int, base: Settings, **worker_env: s
         await bootstrap.create_topics(settings)
         env = {**os.environ, "PW_DATABASE_URL": db_url, "PW_TOPIC_PREFIX": settings.topic_prefix,
                "PW_APP_ID": settings.app_id, "PW_LOG_LEVEL": "warn", "PW_WINDOW_SECONDS": "600",
-               "PW_SMS_FILE": str(log_dir / f"handsets-{run}.jsonl"), **worker_env}
+               "PW_SMS_FILE": str(log_dir / f"handsets-{run}.jsonl"),
+               "PW_SMS_REPORT_SECRET": secrets.token_urlsafe(32), **worker_env}
         log_dir.mkdir(parents=True, exist_ok=True)
         for i in range(workers):
             log = open(log_dir / f"worker-{run}-{i}.log", "w")

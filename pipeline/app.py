@@ -16,6 +16,8 @@ from mode import Service
 from pipeline import bootstrap, codecs, logs
 from pipeline.cases.service import Source
 from pipeline.config import ROOT, Settings
+from pipeline.appeals import driver as appeals_driver
+from pipeline.appeals import views as appeals_views
 from pipeline.console import views as console_views
 from pipeline.ingest import views as ingest_views
 from pipeline.lookups.carparks import CarParkIndex, load_index
@@ -23,10 +25,13 @@ from pipeline.lookups.zones import ZoneBook, load_zones
 from pipeline.outbox import OutboxRelay
 from pipeline.sms import driver_page
 from pipeline.sms import views as sms_views
+from pipeline.tickets import views as tickets_views
 from schemas import topics
 
 log = logging.getLogger("parkwarden")
 settings = Settings()
+bootstrap.check_delivery_reports(settings)  # before anything starts: no forgeable or unreachable reports
+codecs.register(settings.evidence_schemes)
 (ROOT / "var" / "faust").mkdir(parents=True, exist_ok=True)
 
 
@@ -231,4 +236,8 @@ sms_views.register(app, runtime)
 if settings.driver_page:
     driver_page.register(app, runtime)
 ingest_views.register(app, runtime)
-console_views.register(app, runtime)
+console = console_views.register(app, runtime)
+tickets_views.register(app, runtime, console)
+appeals_views.register(app, runtime, console)
+if settings.driver_page:
+    appeals_driver.register(app, runtime)

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import click
 from pipeline.config import Settings
 from pipeline.console import cli as console_cli
 from pipeline.ingest import cli as ingest_cli
+from pipeline.tickets import cli as tickets_cli
 
 
 def run(coro):
@@ -110,7 +112,9 @@ def watch() -> None:
 def demo(duration: float, workers: int) -> None:
     """Demo: workers + camera simulator + live feed, with a 30-second window. Ctrl-C stops it all."""
     env = {**os.environ, "PW_WINDOW_SECONDS": os.environ.get("PW_WINDOW_SECONDS", "30"),
-           "PW_LATENESS_SECONDS": "2", "PW_RECHECK_WAIT_SECONDS": "8", "PW_LOG_LEVEL": "warn"}
+           "PW_LATENESS_SECONDS": "2", "PW_RECHECK_WAIT_SECONDS": "8", "PW_LOG_LEVEL": "warn",
+           # A fresh key per demo run, shared by its workers, that signs Kannel's delivery-report URLs.
+           "PW_SMS_REPORT_SECRET": os.environ.get("PW_SMS_REPORT_SECRET") or secrets.token_urlsafe(32)}
     settings = Settings(**{"window_seconds": float(env["PW_WINDOW_SECONDS"])})
     log_dir = settings.sms_file.parent.parent / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -172,3 +176,4 @@ for _command in (console_cli.operators, console_cli.status, console_cli.case_com
     main.add_command(_command)
 for _command in (ingest_cli.events, ingest_cli.integrators, ingest_cli.dead_letters, ingest_cli.schemas_command):
     main.add_command(_command)
+main.add_command(tickets_cli.tickets)

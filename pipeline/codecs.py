@@ -8,10 +8,15 @@ from faust.serializers import codecs
 from pydantic import BaseModel
 
 from schemas.codec import decode_camera_event, decode_car_park_status, encode
+from schemas.events import EVIDENCE_URL_SCHEMES, validation_context
 
 
 class _MessageCodec(codecs.Codec):
     decoder = staticmethod(decode_camera_event)
+
+    def __init__(self, children=None, context: dict | None = None, **kwargs) -> None:
+        super().__init__(children, context=context, **kwargs)  # in kwargs, so clones keep it
+        self.context = context
 
     def _dumps(self, obj) -> bytes:
         if isinstance(obj, BaseModel):
@@ -19,7 +24,7 @@ class _MessageCodec(codecs.Codec):
         return obj
 
     def _loads(self, s: bytes):
-        return type(self).decoder(s)
+        return type(self).decoder(s, self.context)
 
 
 class CameraEventCodec(_MessageCodec):
@@ -32,5 +37,14 @@ class CarParkStatusCodec(_MessageCodec):
 
 CAMERA_EVENT = "parkwarden.camera-event"
 CAR_PARK_STATUS = "parkwarden.car-park-status"
-codecs.register(CAMERA_EVENT, CameraEventCodec())
-codecs.register(CAR_PARK_STATUS, CarParkStatusCodec())
+
+
+def register(evidence_url_schemes=EVIDENCE_URL_SCHEMES) -> None:
+    """Register the codecs; camera events may carry evidence URLs with these schemes
+    (the worker passes ``PW_EVIDENCE_URL_SCHEMES``; others become dead letters)."""
+    context = validation_context(evidence_url_schemes)
+    codecs.register(CAMERA_EVENT, CameraEventCodec(context=context))
+    codecs.register(CAR_PARK_STATUS, CarParkStatusCodec(context=context))
+
+
+register()

@@ -11,6 +11,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.cases.machine import Rules
+from pipeline.client_limits import parse_networks
+from schemas.events import NEVER_EVIDENCE_SCHEMES
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOP_CONNECTIONS = 6
@@ -82,29 +84,93 @@ class Settings(BaseSettings):
     sms_sender: str = Field(default="12345", pattern=r"^[0-9A-Za-z+]{1,16}$")
     sms_timeout_seconds: float = Field(default=5, gt=0)
     sms_in_doubt_seconds: float = Field(default=60, gt=0)
-    """A message handed to the gateway this long ago with no answer recorded lost its sender (a worker
-    that died mid-send): it is settled from delivery reports, or sent again. Longer than sms_timeout."""
+    """The lease a worker holds on a message it is handing to the gateway, on PostgreSQL's clock,
+    renewed while the gateway call is outstanding. A message whose lease
+    ran out (its worker died, lost PostgreSQL, or had no answer) is in doubt: settled from delivery
+    reports, or sent again after sms_report_wait_seconds. Longer than sms_timeout_seconds."""
+    sms_report_wait_seconds: float = Field(default=120, ge=0)
+    """How long a message in doubt with no delivery report waits before it is sent again: time for
+    its worker to come back with the gateway's answer (after a PostgreSQL outage, say) and for the
+    gateway to retry its reports (Kannel here: every 5 s). An answer or a report that comes first
+    settles it instead."""
     sms_daily_limit_per_phone: int = Field(default=6, ge=1)
     """At most this many SMS to one phone per (local) day; a warning over the limit goes to review."""
     driver_page: bool = False
     """Off by default (official SMS often carry no links): a code in the warning, looked up at /d."""
+    driver_code_grace_hours: float = Field(default=72, ge=0)
+    """A driver-page code shows its case until the case has been closed this long (3 days: time to
+    read about a ticket and ask about it); then it answers "not found", like a code never given."""
+    driver_page_lookups_per_minute: float = Field(default=10, gt=0)
+    """Code lookups per client address per minute, per worker (429 with Retry-After above it)."""
+    driver_page_lookup_burst: int = Field(default=10, ge=1)
+    """Lookups one address may make at once before the per-minute rate applies."""
+    trusted_proxies: str = ""
+    """Comma-separated addresses or networks of reverse proxies in front of the workers (e.g.
+    ``10.0.0.0/8``): for requests from them, the client's address (for per-address limits) is read
+    from X-Forwarded-For. Empty: the connecting address is the client's."""
+
+    @cached_property
+    def trusted_proxy_networks(self) -> tuple:
+        return parse_networks(self.trusted_proxies)
+
+    @model_validator(mode="after")
+    def _trusted_proxies_are_addresses(self) -> "Settings":
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"PW_TRUSTED_PROXIES: {exc}") from None
+        return self
     sms_report_base_url: str | None = None
-    """Where gateways send delivery reports; default http://<web_host>:<web_port>."""
+    """Where gateways send delivery reports; default http://<web_host>:<web_port>. Checked at start: a
+    gateway on another machine cannot report to a loopback address."""
     kannel_sendsms_url: str = "http://127.0.0.1:13013/cgi-bin/sendsms"
     kannel_username: str = "parkwarden"
     kannel_password: SecretStr = SecretStr("parkwarden")
     sms_http_url: str | None = None
     sms_http_token: SecretStr | None = None
-    sms_report_token: SecretStr = SecretStr("change-me")
-    """Shared secret an HTTP provider sends (header X-Report-Token) with its delivery reports."""
+    sms_report_secret: SecretStr | None = None
+    """Key of the HMAC-SHA256 that signs our message id in each delivery-report URL given to Kannel
+    (``sig=``); a report without the right signature is refused (403). No default: with the kannel
+    gateway a worker refuses to start without it. Random, at least 16 characters, the same on every
+    worker (any worker may receive any report)."""
+    sms_report_token: SecretStr | None = None
+    """Shared secret an HTTP provider sends (header X-Report-Token) with its delivery reports. No
+    default: with the http gateway a worker refuses to start without it (random, at least 16 characters)."""
     sms_language: Literal["zh-CN", "en"] = "zh-CN"
     sms_signature: str = "杭州城管"
-    sms_max_attempts: int = Field(default=6, ge=1)
     sms_retry_seconds: float = Field(default=2, gt=0)
+    """The first wait after the gateway could not take a message (down, busy); doubling each time."""
+    sms_retry_max_seconds: float = Field(default=30, gt=0)
+    """The longest wait between two tries while the gateway is down."""
+    sms_retry_horizon_seconds: float = Field(default=1800, gt=0)
+    """How long a warning waits for a gateway that is down (from its first failure) before its case
+    goes to review. No window starts meanwhile, and a warning sent late still gives the driver the
+    whole window; past half an hour the car has likely gone or an officer should look."""
+    sms_ticket_retry_horizon_seconds: float = Field(default=86400, gt=0)
+    """The same for the SMS announcing a ticket (and an appeal's decision): the ticket stands anyway,
+    the notice is still worth a day's wait."""
     timezone: str = "Asia/Shanghai"
 
     # Tickets
     ticket_prefix: str = Field(default="YH", pattern=r"^[A-Z]{1,4}$")
+    appeal_window_days: float = Field(default=15, gt=0)
+    """A driver may appeal a ticket (申诉) until this many days after it was issued (printed on the notice)."""
+    appeal_decision_days: float = Field(default=10, gt=0)
+    """An appeal's decision is due this many days after it was received; later, it is flagged overdue."""
+    public_base_url: str | None = None
+    """Where drivers reach the driver page, printed on notices; default http://<web_host>:<web_port>."""
+
+    clock_offset_seconds: float = 0
+    """Test only: this worker's own clock runs this many seconds ahead (negative: behind), to show
+    that no decision between workers depends on it. Never set it in production."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_settings(cls, values: dict) -> dict:
+        if "PW_SMS_MAX_ATTEMPTS" in os.environ:
+            raise ValueError("PW_SMS_MAX_ATTEMPTS is gone: SMS are retried by time, up to "
+                             "PW_SMS_RETRY_HORIZON_SECONDS (warnings) and PW_SMS_TICKET_RETRY_HORIZON_SECONDS")
+        return values
 
     @model_validator(mode="after")
     def _pool_serves_every_loop(self) -> "Settings":
@@ -137,8 +203,13 @@ class Settings(BaseSettings):
         )
 
     @property
+    def driver_base_url(self) -> str:
+        return (self.public_base_url or f"http://{self.web_host}:{self.web_port}").rstrip("/")
+
+    @property
     def report_base_url(self) -> str:
-        return self.sms_report_base_url or f"http://{self.web_host}:{self.web_port}"
+        host = f"[{self.web_host}]" if ":" in self.web_host else self.web_host  # an IPv6 address
+        return self.sms_report_base_url or f"http://{host}:{self.web_port}"
 
     def topic(self, base_name: str) -> str:
         return f"{self.topic_prefix}{base_name}"
@@ -184,3 +255,17 @@ class Settings(BaseSettings):
     ingest_bad_key_seconds / ingest_bad_keys_per_address seconds)."""
     ingest_publish_timeout_seconds: float = Field(default=10, gt=0)
     """How long the ingest waits for Kafka's acknowledgement before answering 503."""
+    evidence_url_schemes: str = Field(default="https", pattern=r"^[a-z][a-z0-9+.-]*(,[a-z][a-z0-9+.-]*)*$")
+    """Comma-separated schemes an evidence image URL may have, e.g. ``https,s3`` (lower case, no spaces).
+    Others are refused: 422 on HTTP, a dead letter on Kafka. javascript, data, file and vbscript never."""
+
+    @property
+    def evidence_schemes(self) -> frozenset[str]:
+        return frozenset(self.evidence_url_schemes.split(","))
+
+    @model_validator(mode="after")
+    def _no_scheme_that_runs_code(self) -> "Settings":
+        if self.evidence_schemes & NEVER_EVIDENCE_SCHEMES:
+            raise ValueError(f"PW_EVIDENCE_URL_SCHEMES may not allow {', '.join(sorted(self.evidence_schemes & NEVER_EVIDENCE_SCHEMES))}: "
+                             "such links run or read something where an operator opens them")
+        return self

@@ -57,21 +57,22 @@ def field_errors(error: ValidationError, event_type: str | None = None) -> tuple
     return tuple(found)
 
 
-def decode_with(adapter: TypeAdapter, raw: bytes | None):
-    """Decode raw JSON with a pydantic adapter; return the message or a ``Rejected``."""
+def decode_with(adapter: TypeAdapter, raw: bytes | None, context: dict | None = None):
+    """Decode raw JSON with a pydantic adapter; return the message or a ``Rejected``. ``context`` is
+    pydantic's validation context (``schemas.events.validation_context``: the operator's settings)."""
     if raw is None:
         return Rejected(b"", "empty message (no value)", ())
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep, too long a number
         return Rejected(raw, f"not JSON: {type(exc).__name__}: {str(exc)[:200]}", ())
-    return validate_with(adapter, data, raw)
+    return validate_with(adapter, data, raw, context)
 
 
-def validate_with(adapter: TypeAdapter, data: object, raw: bytes = b""):
+def validate_with(adapter: TypeAdapter, data: object, raw: bytes = b"", context: dict | None = None):
     """Validate already-parsed JSON; return the message or a ``Rejected`` (never raises)."""
     try:
-        return adapter.validate_python(data)
+        return adapter.validate_python(data, context=context)
     except RecursionError:
         return Rejected(raw, "message nested too deeply", ())
     except ValidationError as exc:
@@ -86,12 +87,12 @@ def adapter_name(adapter: TypeAdapter, data: object) -> str:
     return "message"
 
 
-def decode_camera_event(raw: bytes | None):
-    return decode_with(camera_event_adapter, raw)
+def decode_camera_event(raw: bytes | None, context: dict | None = None):
+    return decode_with(camera_event_adapter, raw, context)
 
 
 car_park_status_adapter = TypeAdapter(CarParkStatus)
 
 
-def decode_car_park_status(raw: bytes | None):
-    return decode_with(car_park_status_adapter, raw)
+def decode_car_park_status(raw: bytes | None, context: dict | None = None):
+    return decode_with(car_park_status_adapter, raw, context)

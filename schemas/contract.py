@@ -21,6 +21,7 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 MODELS: tuple[type[BaseModel], ...] = (
     events.ViolationDetected, events.VehicleObserved, events.VehicleDeparted, events.CarParkStatus,
     events.CaseOpened, events.WarningSent, events.CaseClosed, events.TicketIssued, events.TicketVoided,
+    events.AppealDecided,
     events.RecheckRequested, events.DeadLetter,
 )
 """Every message with its own schema file (and its own example in ``schemas/examples``)."""

@@ -3,7 +3,7 @@
 Inputs come from cameras (``ViolationDetected``, ``VehicleObserved``, ``VehicleDeparted``, one
 ``CameraEvent`` union discriminated by ``type``) and from car-park systems (``CarParkStatus``).
 Outputs are what parkwarden decided (``CaseOpened``, ``WarningSent``, ``TicketIssued``,
-``CaseClosed``), what it asks of cameras (``RecheckRequested``) and what it could not read
+``TicketVoided``, ``AppealDecided``, ``CaseClosed``), what it asks of cameras (``RecheckRequested``) and what it could not read
 (``DeadLetter``).
 
 Rules shared by all messages: timestamps are timezone-aware ISO-8601; coordinates are WGS-84;
@@ -12,6 +12,7 @@ error, not a silently missing value.
 """
 
 import base64
+import re
 from datetime import datetime
 from typing import Annotated, Literal, Union
 
@@ -21,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -74,17 +76,47 @@ class Location(Message):
         return handler({"lat": lat, "lon": lon, "datum": "wgs84"})
 
 
+EVIDENCE_URL_SCHEMES = frozenset({"https"})
+"""The schemes an evidence URL may have unless the operator allows others: validation with
+``context=validation_context(schemes)`` (the worker passes ``PW_EVIDENCE_URL_SCHEMES``) replaces them."""
+
+_ABSOLUTE_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://\S+")
+NEVER_EVIDENCE_SCHEMES = frozenset({"javascript", "vbscript", "data", "file"})
+"""Schemes that run or read something where the link is opened: refused whatever the operator allows."""
+
+
+def validation_context(evidence_url_schemes) -> dict:
+    """The pydantic validation context under which evidence URLs may have these schemes."""
+    return {"evidence_url_schemes": frozenset(evidence_url_schemes) - NEVER_EVIDENCE_SCHEMES}
+
+
 class Evidence(Message):
     """Where the capture's image lives; parkwarden stores the reference, not the image."""
 
     image_url: str = Field(
-        min_length=1, max_length=2048, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$",
-        description="Absolute URL of the capture's image (https:// or your object store's scheme), "
-                    "fetchable by parkwarden's operators for as long as a ticket may be appealed.",
+        min_length=1, max_length=2048,
+        # The published schema states the default (https only); the operator may allow more schemes.
+        json_schema_extra={"pattern": r"^https://\S+$"},
+        description="Absolute https:// URL of the capture's image, fetchable by parkwarden's operators for "
+                    "as long as a ticket may be appealed. Other schemes (e.g. your object store's s3://) only "
+                    "where the operator allows them; javascript:, data:, file: and vbscript: never.",
         examples=["https://evidence.example.com/cam-wenyi-01/20261126T104200.jpg"])
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
                                description="SHA-256 of the image bytes, lower-case hex: proves the image "
                                            "was not changed after the capture.")
+
+    @field_validator("image_url")
+    @classmethod
+    def _allowed_scheme(cls, url: str, info: ValidationInfo) -> str:
+        allowed = (info.context or {}).get("evidence_url_schemes", EVIDENCE_URL_SCHEMES) - NEVER_EVIDENCE_SCHEMES
+        schemes = ", ".join(f"{s}://" for s in sorted(allowed)) or "none"
+        absolute = _ABSOLUTE_URL.fullmatch(url)
+        if absolute is None:
+            raise ValueError(f"not an absolute URL without spaces: use {schemes}host/path")
+        if absolute["scheme"] not in allowed:
+            raise ValueError(f"the scheme {absolute['scheme'][:20]!r} is not accepted for evidence: use {schemes} "
+                             "(lower case; the operator sets which schemes are accepted)")
+        return url
 
 
 class PlateEvent(Message):
@@ -191,6 +223,22 @@ class WarningSent(Message):
     free_spaces: int | None
 
 
+class ChainLink(Message):
+    """A message's link in the ticket record, a SHA-256 hash chain of every ticket, void and appeal
+    decision: ``hash`` = sha256 of the RFC 8785 canonical form of ``{"prev": prev, "record": record,
+    "seq": seq}``, where ``record`` is the message's recorded fields (docs/integrators.md, "Checking
+    the ticket record"). Links count from 1; the first link's ``prev`` is 64 zeros."""
+
+    seq: int = Field(ge=1, description="The link's place in the chain (1, 2, 3, ...), over all tickets.")
+    prev: str = Field(pattern=r"^[0-9a-f]{64}$", description="The previous link's hash (64 zeros before the first).")
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="This link's hash, lower-case hex.")
+
+
+def _chain_field():
+    return Field(default=None, description="The message's link in the ticket record (additive: absent on "
+                                           "messages from before the record began).")
+
+
 class TicketIssued(Message):
     """An electronic ticket with its two captures: the violation and a capture at the deadline."""
 
@@ -204,6 +252,7 @@ class TicketIssued(Message):
     location: Location
     deadline_at: datetime
     evidence: list[dict]
+    chain: ChainLink | None = _chain_field()
 
 
 class TicketVoided(Message):
@@ -216,6 +265,30 @@ class TicketVoided(Message):
     voided_at: datetime
     reason: str
     operator: str
+    chain: ChainLink | None = _chain_field()
+
+
+APPEAL_GROUNDS = ("moved_within_window", "warning_not_received", "emergency_vehicle", "stolen_or_cloned_plate",
+                  "emergency_avoidance", "wrong_zone_or_signage", "other")
+"""The grounds a driver may appeal on (pipeline/appeals/grounds.py has their words)."""
+
+
+class AppealDecided(Message):
+    """An officer decided a driver's appeal (申诉) against a ticket: ``upheld`` (the ticket stands)
+    or ``voided`` (the ticket no longer stands; a ``TicketVoided`` for it follows)."""
+
+    type: Literal["AppealDecided"] = "AppealDecided"
+    appeal_id: str
+    ticket_number: str
+    case_id: str
+    plate: str
+    ground: str = Field(description="What the driver appealed on: " + ", ".join(APPEAL_GROUNDS) + ".")
+    received_at: datetime
+    decided_at: datetime
+    outcome: Literal["upheld", "voided"]
+    reason: str = Field(description="The officer's reason, as written.")
+    officer: str
+    chain: ChainLink | None = _chain_field()
 
 
 class CaseClosed(Message):

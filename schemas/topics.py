@@ -44,9 +44,9 @@ CASE_EVENTS = Topic(
 TICKETS = Topic(
     "tickets",
     key="normalized plate",
-    values=(events.TicketIssued, events.TicketVoided),
+    values=(events.TicketIssued, events.TicketVoided, events.AppealDecided),
     direction="out",
-    about="Electronic tickets with their evidence.",
+    about="Electronic tickets with their evidence, voids and appeal decisions, each with its link in the ticket record.",
 )
 CAMERA_COMMANDS = Topic(
     "camera-commands",

@@ -55,7 +55,11 @@ REASONS: dict[str, str] = {
     "provider_unreachable": "SMS provider unreachable ({error})",
     "provider_answered": "SMS provider answered {status}",
     "provider_refused": "SMS provider refused the message ({status}): {answer}",
-    "sent_again": "no answer recorded and no delivery report: sent again",
+    "kannel_not_routable": "Kannel refused the message as not routable (403): {answer}",
+    "provider_credentials": "SMS provider refused our token ({status}): check PW_SMS_HTTP_TOKEN",
+    "sent_again": "in doubt, no answer recorded and no delivery report: to be sent again",
+    "gateway_horizon": "the SMS gateway did not take the message within {seconds} s: {detail}",
+    "set_aside": "message set aside: {error}",
     # operators
     "warned_again": "warned again as case {case_id}: {detail}",
     "ticketed_on_review": "ticketed on review: {detail}",

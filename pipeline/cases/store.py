@@ -121,10 +121,11 @@ async def update_case(conn, case: Case, now: datetime) -> None:
 
 
 async def add_sms(conn, case_id: UUID, kind: str, phone: str, params: dict, now: datetime) -> None:
-    """One SMS per (case, kind): a second call for the same pair does nothing."""
+    """One SMS per (case, kind): a second call for the same pair does nothing. Due at once, on
+    PostgreSQL's clock (a worker whose clock runs ahead cannot postpone it for the others)."""
     await conn.execute(
         """INSERT INTO sms_messages (id, case_id, kind, phone, params, next_attempt_at, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (case_id, kind) DO NOTHING""",
+           VALUES ($1, $2, $3, $4, $5, now(), $6) ON CONFLICT (case_id, kind) DO NOTHING""",
         uuid4(), case_id, kind, phone, params, now,
     )
 
@@ -136,71 +137,117 @@ async def withdraw_warning(conn, case_id: UUID) -> None:
     )
 
 
-async def claim_due_sms(conn, now: datetime, limit: int):
-    """Pending messages that are due, with their case row locked too (so the case cannot move under us)."""
+async def database_now(conn) -> datetime:
+    """PostgreSQL's clock: the one clock all workers share (never a worker's own)."""
+    return await conn.fetchval("SELECT clock_timestamp()")
+
+
+SMS_ROW = """s.id, s.case_id, s.kind, s.phone, s.params, s.attempts, s.text, s.status, c.state AS case_state,
+    c.window_seconds, c.plate,
+    (SELECT min(r.received_at) FROM sms_delivery_reports r WHERE r.sms_id = s.id) AS first_report_at"""
+
+
+async def claim_due_sms(conn, limit: int):
+    """Pending messages that are due (on PostgreSQL's clock), with their case row locked too (so the
+    case cannot move under us) and the time of the first delivery report on each, if any: a message
+    put back after it was in doubt may have left after all."""
     return await conn.fetch(
-        """SELECT s.id, s.case_id, s.kind, s.phone, s.params, s.attempts, c.state AS case_state,
-                  c.window_seconds, c.plate
-           FROM sms_messages s JOIN cases c ON c.id = s.case_id
-           WHERE s.status = 'pending' AND s.next_attempt_at <= $1
-           ORDER BY s.next_attempt_at LIMIT $2 FOR NO KEY UPDATE OF s, c SKIP LOCKED""",
-        now, limit,
+        f"""SELECT {SMS_ROW}
+            FROM sms_messages s JOIN cases c ON c.id = s.case_id
+            WHERE s.status = 'pending' AND s.next_attempt_at <= now()
+            ORDER BY s.next_attempt_at LIMIT $1 FOR NO KEY UPDATE OF s, c SKIP LOCKED""",
+        limit,
     )
 
 
-async def sms_sending(conn, sms_id: UUID, text: str, now: datetime) -> None:
-    """Mark a claimed message as being handed to the gateway (committed before the gateway is asked)."""
-    await conn.execute(
-        "UPDATE sms_messages SET status = 'sending', text = $2, sending_since = $3 WHERE id = $1",
-        sms_id, text, now,
+async def claim_reported_pending_sms(conn, limit: int):
+    """Pending messages a delivery report arrived for (they were put back after being in doubt, and
+    had left after all), due or not, locked like ``claim_due_sms``."""
+    return await conn.fetch(
+        f"""SELECT {SMS_ROW}
+            FROM sms_messages s JOIN cases c ON c.id = s.case_id
+            WHERE s.status = 'pending'
+              AND s.id IN (SELECT r.sms_id FROM sms_delivery_reports r WHERE r.applied_at IS NULL)
+            LIMIT $1 FOR NO KEY UPDATE OF s, c SKIP LOCKED""",
+        limit,
     )
 
 
-async def lock_sending_sms(conn, sms_id: UUID):
-    """The message row (with its case's state and window) if it is still 'sending', locked; else None
-    (another worker already settled it as in doubt)."""
+async def sms_sending(conn, sms_id: UUID, text: str, worker: str, lease_seconds: float) -> int:
+    """Mark a claimed message as being handed to the gateway by ``worker``, its lease running
+    ``lease_seconds`` on PostgreSQL's clock (committed before the gateway is asked). Returns the
+    message's attempt number, which the worker shows again when it records the answer."""
+    return await conn.fetchval(
+        """UPDATE sms_messages SET status = 'sending', text = $2, sending_since = now(), sending_by = $3,
+               lease_until = clock_timestamp() + make_interval(secs => $4), attempts = attempts + 1
+           WHERE id = $1 RETURNING attempts""",
+        sms_id, text, worker, lease_seconds,
+    )
+
+
+async def renew_sms_leases(conn, sms_ids: list[UUID], worker: str, lease_seconds: float) -> int:
+    """Extend ``worker``'s leases on messages it is still sending; returns how many it still holds."""
+    result = await conn.execute(
+        """UPDATE sms_messages SET lease_until = clock_timestamp() + make_interval(secs => $3)
+           WHERE id = ANY($1::uuid[]) AND status = 'sending' AND sending_by = $2""",
+        sms_ids, worker, lease_seconds,
+    )
+    return int(result.split()[-1])
+
+
+async def lock_answered_sms(conn, sms_id: UUID, attempt: int, worker: str):
+    """The message row (with its case's state and window), locked, if ``worker``'s answer for its
+    attempt ``attempt`` still counts: the message is still ``sending`` by that worker under that
+    attempt, or it was put back to ``pending`` after being in doubt and not sent again since.
+    None otherwise (settled from delivery reports, or sent again)."""
     return await conn.fetchrow(
-        """SELECT s.id, s.case_id, s.kind, s.attempts, s.text, s.params, c.window_seconds
-           FROM sms_messages s JOIN cases c ON c.id = s.case_id
-           WHERE s.id = $1 AND s.status = 'sending' FOR NO KEY UPDATE OF s""",
-        sms_id,
+        f"""SELECT {SMS_ROW}
+            FROM sms_messages s JOIN cases c ON c.id = s.case_id
+            WHERE s.id = $1 AND s.attempts = $2
+              AND (s.status = 'sending' AND s.sending_by = $3 OR s.status = 'pending')
+            FOR NO KEY UPDATE OF s""",
+        sms_id, attempt, worker,
     )
 
 
-async def claim_in_doubt_sms(conn, sending_before: datetime, limit: int, reported_only: bool = False):
-    """Messages left 'sending' since before ``sending_before`` (their sender died mid-send), with the
-    time of the first delivery report on each (None: the gateway never reported on it);
-    ``reported_only``: just those with a report."""
+async def claim_in_doubt_sms(conn, limit: int):
+    """Messages left ``sending`` whose lease ran out (on PostgreSQL's clock): their sender died, lost
+    PostgreSQL, or had no answer from the gateway, and stopped renewing. With the time of the first
+    delivery report on each (None: the gateway never reported on it)."""
     return await conn.fetch(
-        """SELECT s.id, s.case_id, s.kind, s.attempts, s.text, s.params, c.window_seconds,
-                  (SELECT min(r.received_at) FROM sms_delivery_reports r WHERE r.sms_id = s.id) AS first_report_at
-           FROM sms_messages s JOIN cases c ON c.id = s.case_id
-           WHERE s.status = 'sending' AND s.sending_since < $1
-             AND (NOT $3 OR EXISTS (SELECT 1 FROM sms_delivery_reports r WHERE r.sms_id = s.id))
-           ORDER BY s.sending_since LIMIT $2 FOR NO KEY UPDATE OF s SKIP LOCKED""",
-        sending_before, limit, reported_only,
+        f"""SELECT {SMS_ROW}
+            FROM sms_messages s JOIN cases c ON c.id = s.case_id
+            WHERE s.status = 'sending' AND s.lease_until < clock_timestamp()
+            ORDER BY s.lease_until LIMIT $1 FOR NO KEY UPDATE OF s SKIP LOCKED""",
+        limit,
     )
 
 
 async def sms_accepted(conn, sms_id: UUID, text: str, at: datetime, gateway_ref: str) -> None:
     await conn.execute(
         """UPDATE sms_messages SET status = 'accepted', text = $2, accepted_at = $3, gateway_ref = $4,
-           attempts = attempts + 1, last_error = NULL WHERE id = $1""",
+           last_error = NULL, lease_until = NULL WHERE id = $1""",
         sms_id, text, at, gateway_ref,
     )
 
 
-async def sms_retry(conn, sms_id: UUID, error: str, next_attempt_at: datetime) -> None:
-    await conn.execute(
-        """UPDATE sms_messages SET status = 'pending', attempts = attempts + 1, last_error = $2,
-           next_attempt_at = $3 WHERE id = $1""",
-        sms_id, error[:500], next_attempt_at,
-    )
+async def sms_retry(conn, sms_id: UUID, error: str, delay_seconds: float, horizon_seconds: float) -> bool:
+    """Put a message back to be sent again in ``delay_seconds``, unless the gateway has had it
+    for ``horizon_seconds`` since its first failure (PostgreSQL's clock): False then, and nothing
+    is changed (the caller gives it up)."""
+    return bool(await conn.fetchval(
+        """UPDATE sms_messages SET status = 'pending', last_error = $2, lease_until = NULL,
+               next_attempt_at = now() + make_interval(secs => $3),
+               retry_until = coalesce(retry_until, now() + make_interval(secs => $4))
+           WHERE id = $1 AND coalesce(retry_until, now() + make_interval(secs => $4)) > now()
+           RETURNING true""",
+        sms_id, error[:500], delay_seconds, horizon_seconds,
+    ))
 
 
 async def sms_failed(conn, sms_id: UUID, error: str, at: datetime) -> None:
     await conn.execute(
-        """UPDATE sms_messages SET status = 'failed', attempts = attempts + 1, last_error = $2, failed_at = $3
+        """UPDATE sms_messages SET status = 'failed', last_error = $2, failed_at = $3, lease_until = NULL
            WHERE id = $1""",
         sms_id, error[:500], at,
     )
@@ -247,8 +294,9 @@ async def add_dead_letter(conn, topic: str, partition: int, offset: int, key: by
     ))
 
 
-def backoff(attempts: int, base_seconds: float) -> timedelta:
-    return timedelta(seconds=min(base_seconds * 2 ** attempts, 300))
+def backoff_seconds(attempts: int, base_seconds: float, cap_seconds: float) -> float:
+    """Seconds to wait after the ``attempts``-th failed request: doubling from ``base_seconds``, capped."""
+    return min(base_seconds * 2 ** min(max(attempts - 1, 0), 30), cap_seconds)
 
 
 async def sms_sent_since(conn, phones: list[str], since: datetime) -> dict[str, int]:
@@ -262,13 +310,13 @@ async def sms_sent_since(conn, phones: list[str], since: datetime) -> dict[str, 
     return {r["phone"]: r["n"] for r in rows}
 
 
-async def keep_delivery_report(pool, sms_id: UUID, status: str, reported_at: datetime | None, detail: str,
-                               now: datetime) -> bool:
-    """Store a report without touching the message row (whose lock the SMS loop may hold)."""
+async def keep_delivery_report(pool, sms_id: UUID, status: str, reported_at: datetime | None, detail: str) -> bool:
+    """Store a report without touching the message row (whose lock the SMS loop may hold), received
+    at PostgreSQL's time (a message in doubt counts as accepted at its first report's arrival)."""
     return bool(await pool.fetchval(
         """INSERT INTO sms_delivery_reports (sms_id, status, detail, reported_at, received_at)
-           SELECT id, $2, $3, $4, $5 FROM sms_messages WHERE id = $1 RETURNING true""",
-        sms_id, status, detail[:200], reported_at, now,
+           SELECT id, $2, $3, $4, clock_timestamp() FROM sms_messages WHERE id = $1 RETURNING true""",
+        sms_id, status, detail[:200], reported_at,
     ))
 
 
@@ -323,10 +371,32 @@ async def unlinked_sightings_since(conn, plate: str, since: datetime) -> list[tu
 
 
 CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+DRIVER_CODE_LENGTH = 10
+"""32 symbols (no 0/O, 1/I), 10 of them: 50 random bits. With a million codes out, a guess hits one
+in about a billion tries; the page also limits lookups per address."""
 
 
-async def give_driver_code(conn, case_id: UUID) -> str:
-    """A 5-character code for the driver page (no 0/O, 1/I): random, looked up with the case."""
-    code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(5))
-    await conn.execute("UPDATE cases SET driver_code = $2 WHERE id = $1", case_id, code)
-    return code
+def new_driver_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(DRIVER_CODE_LENGTH))
+
+
+async def give_driver_code(conn, case_id: UUID, draw=new_driver_code, attempts: int = 5) -> str:
+    """A random code for the driver page, unique among all cases (a unique index): a code already
+    given is drawn again, in a savepoint so the caller's transaction goes on."""
+    for _ in range(attempts):
+        code = draw()
+        try:
+            async with conn.transaction():
+                await conn.execute("UPDATE cases SET driver_code = $2 WHERE id = $1", case_id, code)
+            return code
+        except asyncpg.UniqueViolationError:
+            continue
+    raise RuntimeError(f"no unused driver-page code in {attempts} draws")
+
+
+async def case_for_driver_code(conn, code: str, grace: timedelta):
+    """The case a driver-page code was given for, unless it was closed longer than ``grace`` ago
+    (by PostgreSQL's clock); None for an unknown or expired code."""
+    return await conn.fetchrow(
+        """SELECT plate, state, place, lat, lon, deadline_at FROM cases
+           WHERE driver_code = $1 AND (closed_at IS NULL OR closed_at > now() - $2::interval)""", code, grace)

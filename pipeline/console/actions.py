@@ -30,6 +30,7 @@ from pipeline.cases.machine import Case, Decision, Rules, Sighting, State
 from pipeline.cases.reasons import why
 from pipeline.cases.service import Topics
 from pipeline.console.auth import Operator
+from pipeline.tickets import chain
 from schemas import events
 from schemas.plates import normalize_plate, plate_problem
 
@@ -167,13 +168,9 @@ async def void_ticket(desk: Desk, operator: Operator, number: str, reason: str, 
     async with desk.pool.acquire() as conn, conn.transaction():
         ticket = await conn.fetchrow("SELECT * FROM tickets WHERE number = $1 FOR UPDATE", number.strip().upper())
         check_voidable(dict(ticket) if ticket else None)
-        await conn.execute("UPDATE tickets SET voided_at = $2, void_reason = $3 WHERE number = $1",
-                           ticket["number"], now, reason)
+        await chain.void(conn, desk.topics.tickets, ticket["number"], reason, operator.actor, now)
         await store.audit(conn, now, ticket["case_id"], operator.actor, "void_ticket",
                           {"reason": reason, "ticket_number": ticket["number"]})
-        await store.add_outbox(conn, desk.topics.tickets, ticket["plate"], events.TicketVoided(
-            ticket_number=ticket["number"], case_id=str(ticket["case_id"]), plate=ticket["plate"], voided_at=now,
-            reason=reason, operator=operator.actor))
         return {"case_id": ticket["case_id"], "ticket_number": ticket["number"]}
 
 

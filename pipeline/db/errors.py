@@ -28,7 +28,7 @@ def sqlstate(exc: BaseException) -> str | None:
 
 def is_transient(exc: BaseException) -> bool:
     """The database (or the connection to it) failed, not the input: wait and try the same work again."""
-    if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, Stuck)):
+    if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError, Stuck)):
         return True
     state = sqlstate(exc)
     if state is None:

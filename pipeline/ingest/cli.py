@@ -24,14 +24,14 @@ from pipeline.config import Settings
 from pipeline.ingest.batch import Batch, Refusal, kafka_address, read_file
 from schemas import topics
 from schemas.codec import encode
-from schemas.events import FieldError, input_event_adapter
+from schemas.events import FieldError, input_event_adapter, validation_context
 
 console = Console(stderr=False, highlight=False)
 
 
 def _read(file: str) -> Batch:
     data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
-    return read_file(data, input_event_adapter)
+    return read_file(data, input_event_adapter, validation_context(Settings().evidence_schemes))
 
 
 def _print_refusals(refused: list[Refusal], limit: int | None = None) -> None:

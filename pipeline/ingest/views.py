@@ -25,13 +25,13 @@ from faust.web import Request, Response, View
 from pydantic import TypeAdapter
 
 from pipeline.ingest import database, deadletters
-from pipeline.ingest.batch import JSON, JSON_LINES, Batch, BodyError, kafka_address, read_body
+from pipeline.ingest.batch import JSON, JSON_LINES, Batch, BodyError, TooManyEvents, kafka_address, read_body
 from pipeline.ingest.database import DatabaseAway
 from pipeline.ingest.keys import Integrator, KeyBook
 from pipeline.ingest.ratelimit import LocalBuckets, RateLimiter, retry_after_header
 from schemas import contract
 from schemas.codec import car_park_status_adapter, encode
-from schemas.events import camera_event_adapter
+from schemas.events import camera_event_adapter, validation_context
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class Ingest:
                                      s.ingest_bad_keys_per_address)
         self.schemas = {p.name: p.read_bytes() for p in contract.SCHEMA_DIR.glob("*.schema.json")}
         self.examples = {p.name: p.read_bytes() for p in contract.EXAMPLES_DIR.glob("*.json")}
+        self.validation = validation_context(self.settings.evidence_schemes)
 
     def _ready(self) -> None:
         if not self.runtime.ready.is_set():
@@ -135,12 +136,11 @@ class Ingest:
         if not body.strip():
             raise Refuse(400, "empty body: send one event (a JSON object), a JSON array, or JSON lines")
         try:
-            batch = read_body(body, media_type, adapter)
+            batch = read_body(body, media_type, adapter, self.settings.ingest_max_events, self.validation)
         except BodyError as exc:
             raise Refuse(400, str(exc)) from None
-        if batch.size > self.settings.ingest_max_events:
-            raise Refuse(413, f"{batch.size} events in one request; at most {self.settings.ingest_max_events}: "
-                              "split the batch")
+        except TooManyEvents as exc:
+            raise Refuse(413, str(exc)) from None
         await self.publish(batch, integrator)
         reply = {"accepted": len(batch.events), "rejected": [r.as_json() for r in batch.refused]}
         return (422 if batch.refused else 202), reply

@@ -1,15 +1,26 @@
 """The optional driver page (``PW_DRIVER_PAGE=true``): the code from the warning SMS shows the case,
 the time left and the three nearest car parks with live free spaces. Mobile-first, no login: it
-shows no phone number and only part of the plate."""
+shows no phone number and only part of the plate.
+
+The code is the only key, so it must not be guessable: 10 random characters, unique
+(``store.give_driver_code``), shown until the case has been closed for ``PW_DRIVER_CODE_GRACE_HOURS``,
+and looked up at most ``PW_DRIVER_PAGE_LOOKUPS_PER_MINUTE`` times a minute per client address on
+each worker (429 with Retry-After above it), on the web side's own connections. An unknown,
+mistyped or expired code gets the same answer.
+"""
 
 import html
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import faust
 from faust.web import Request, Response, View
 
-from pipeline.cases.store import CODE_ALPHABET
+from pipeline.cases import store
+from pipeline.cases.store import CODE_ALPHABET, DRIVER_CODE_LENGTH
+from pipeline.client_limits import bucket_key, client_address
+from pipeline.ingest import database
+from pipeline.ingest.ratelimit import LocalBuckets, retry_after_header
 from pipeline.lookups.carparks import nearest_free
 
 STATE_WORDS = {"detected": "正在通知 Notifying", "warned": "请尽快驶离 Please move", "rechecking": "核查中 Checking",
@@ -25,19 +36,31 @@ border-radius:8px;padding:12px;margin:12px 0}}li{{margin:.5em 0}}input,button{{f
 .muted{{color:#666;font-size:.9em}}</style></head><body>{body}</body></html>"""
 
 FORM = """<h1>违停提醒查询 Parking notice</h1><form method="get" action="/d/lookup">
-<p>短信中的查询码 Code from the SMS:</p><input name="code" maxlength="5" autocapitalize="characters"
-autocomplete="off" required> <button>查询 Look up</button></form>{error}"""
+<p>短信中的查询码 Code from the SMS:</p><input name="code" maxlength="14" autocapitalize="characters"
+autocomplete="off" required> <button>查询 Look up</button></form>{error}
+<p><a href="/d/ticket">告知单查询与申诉 Ticket and appeal</a></p>"""
 
 
 def mask_plate(plate: str) -> str:
     return plate[:2] + "*" * (len(plate) - 4) + plate[-2:]
 
 
-def register(app: faust.App, runtime) -> None:
-    tz = ZoneInfo(runtime.settings.timezone)
+def read_code(text: str) -> str | None:
+    """The code as a driver may type it (any case, with spaces or dashes), or None if it cannot be one."""
+    code = text.strip().upper().replace(" ", "").replace("-", "")
+    if len(code) != DRIVER_CODE_LENGTH or any(c not in CODE_ALPHABET for c in code):
+        return None
+    return code
 
-    def page(body: str, view: View, status: int = 200) -> Response:
-        return view.html(PAGE.format(body=body), status=status)
+
+def register(app: faust.App, runtime) -> None:
+    settings = runtime.settings
+    tz = ZoneInfo(settings.timezone)
+    grace = timedelta(hours=settings.driver_code_grace_hours)
+    limiter = LocalBuckets(settings.driver_page_lookups_per_minute / 60, settings.driver_page_lookup_burst)
+
+    def page(body: str, view: View, status: int = 200, headers: dict | None = None) -> Response:
+        return view.html(PAGE.format(body=body), status=status, headers=headers)
 
     @app.page("/d")
     class Form(View):
@@ -47,13 +70,24 @@ def register(app: faust.App, runtime) -> None:
     @app.page("/d/lookup")
     class Lookup(View):
         async def get(self, request: Request) -> Response:
-            code = request.query.get("code", "").strip().upper()
-            if len(code) != 5 or any(c not in CODE_ALPHABET for c in code):
-                return page(FORM.format(error="<p>查询码为5位字母数字 The code has 5 letters/digits.</p>"), self, 400)
+            address = client_address(request.remote, request.headers.get("X-Forwarded-For"),
+                                     settings.trusted_proxy_networks)
+            wait = limiter.take(bucket_key(address))
+            if wait > 0:
+                retry = retry_after_header(wait)
+                return page(FORM.format(error=f"<p>查询过于频繁，请{retry}秒后再试 Too many lookups: try again "
+                                              f"in {retry} s.</p>"), self, 429, {"Retry-After": retry})
+            code = read_code(request.query.get("code", ""))
+            if code is None:
+                return page(FORM.format(error=f"<p>查询码为{DRIVER_CODE_LENGTH}位字母数字 "
+                                              f"The code has {DRIVER_CODE_LENGTH} letters/digits.</p>"), self, 400)
             await runtime.ready.wait()
-            case = await runtime.pool.fetchrow(
-                """SELECT plate, state, place, lat, lon, deadline_at FROM cases WHERE driver_code = $1
-                   ORDER BY opened_at DESC LIMIT 1""", code)
+            try:
+                async with database.connection(runtime.web_pool) as conn:
+                    case = await store.case_for_driver_code(conn, code, grace)
+            except database.DatabaseAway:
+                return page(FORM.format(error="<p>系统繁忙，请稍后再试 Busy: try again in a minute.</p>"), self, 503,
+                            {"Retry-After": "30"})
             if case is None:
                 return page(FORM.format(error="<p>未找到 Not found: check the code.</p>"), self, 404)
             now = datetime.now(UTC)
@@ -70,5 +104,6 @@ def register(app: faust.App, runtime) -> None:
             body = (f'<h1>{html.escape(mask_plate(case["plate"]))} · {html.escape(case["place"])}</h1>'
                     f'<div class="card"><p>{STATE_WORDS.get(case["state"], case["state"])}</p>{left}</div>'
                     f'<h2>附近停车场 Car parks nearby</h2><ol>{items}</ol>'
-                    f'<p class="muted">查询或申诉请拨12345 · To check or contest call 12345</p>')
+                    f'<p class="muted">查询或申诉请拨12345 · To check or contest call 12345 · '
+                    f'<a href="/d/ticket">告知单与申诉 Ticket and appeal</a></p>')
             return page(body, self)

@@ -1,8 +1,10 @@
 """Adapter for HTTP SMS providers (a carrier's or a cloud provider's JSON API).
 
 Request: ``POST <url>`` with ``Authorization: Bearer <token>``, ``Idempotency-Key: <our message id>``
-and JSON ``{"id", "to", "text", "report_url"}``. Any 2xx is acceptance; 408, 429 and 5xx (or no
-answer) are worth retrying; any other 4xx is final. The provider reports delivery by POSTing
+and JSON ``{"id", "to", "text", "report_url"}``. Any 2xx is acceptance; 408, 425, 429 and 5xx (or no
+answer: the idempotency key makes a repeat harmless) mean the provider is down or busy, and 401/403
+that it refuses our token: the message waits and is tried again. Any other 4xx refuses this message:
+final. The provider reports delivery by POSTing
 ``{"id": <our id>, "status": "delivered"|"failed", "at": <ISO time>, "detail": "..."}`` to
 ``/sms/provider-report`` with the header ``X-Report-Token``.
 """
@@ -44,6 +46,8 @@ class HttpProviderGateway:
             return Accepted(datetime.now(UTC), f"http:{answer[:60]}")
         if status in RETRYABLE or status >= 500:
             raise TemporaryFailure(why("provider_answered", status=status))
+        if status in (401, 403):
+            raise TemporaryFailure(why("provider_credentials", status=status))
         raise PermanentFailure(why("provider_refused", status=status, answer=answer))
 
     async def close(self) -> None:

@@ -2,14 +2,22 @@
 
 Kannel accepts (``202 0: Accepted for delivery``) or queues (``202 3: Queued for later delivery``,
 when the SMS centre link is down; it delivers later) — both count as accepted: the window starts.
+The gateway is down or cannot take anything now (``TemporaryFailure``: no connection, ``503
+Temporal failure, try again later``, any other 5xx, ``403`` for our credentials): the message waits
+and is tried again. This message is refused (``PermanentFailure``: ``403 Not routable. Do not try
+again.``, ``400`` such as a missing or invalid receiver): its case goes to review.
 Kannel cuts a text longer than one segment without saying so, so a text that does not fit is
 refused here, before it is sent. Delivery reports come back to ``/sms/delivery-report`` with our
-own message id in the URL (Kannel's own ids differ between two reports of one message).
+own message id in the URL (Kannel's own ids differ between two reports of one message), signed
+(``sig``: HMAC-SHA256 of the id under ``PW_SMS_REPORT_SECRET``) so that nobody else can report on it.
 """
 
+import hashlib
+import hmac
 import re
 from datetime import UTC, datetime
 from urllib.parse import unquote_to_bytes, urlencode
+from uuid import UUID
 
 import aiohttp
 
@@ -22,20 +30,28 @@ from pipeline.sms.gateway import Accepted, InDoubt, OutgoingSms, PermanentFailur
 DLR_STATUS = {1: "delivered", 2: "failed", 4: "queued", 8: "smsc_accepted", 16: "smsc_rejected"}
 
 
+def report_signature(secret: str, sms_id) -> str:
+    """The ``sig`` of a message's delivery-report URL: HMAC-SHA256 of our message id (its canonical
+    text), hex. It does not cover the status, which Kannel fills in after we sign."""
+    return hmac.new(secret.encode(), str(UUID(str(sms_id))).encode(), hashlib.sha256).hexdigest()
+
+
 class KannelGateway:
     def __init__(self, sendsms_url: str, username: str, password: str, sender: str, report_url: str,
-                 timeout_seconds: float = 5):
+                 timeout_seconds: float = 5, *, report_secret: str):
         self.sendsms_url = sendsms_url
         self.username = username
         self.password = password
         self.sender = sender
         self.report_url = report_url
+        self.report_secret = report_secret
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
 
     def _dlr_url(self, sms: OutgoingSms) -> str:
         # %d status, %T SMSC time (unix), %A SMSC answer: Kannel fills these in.
-        return f"{self.report_url}?id={sms.id}&status=%d&at=%T&answer=%A"
+        return (f"{self.report_url}?id={sms.id}&sig={report_signature(self.report_secret, sms.id)}"
+                "&status=%d&at=%T&answer=%A")
 
     async def send(self, sms: OutgoingSms) -> Accepted:
         if not texts.fits_one_segment(sms.text):
@@ -59,6 +75,8 @@ class KannelGateway:
             raise InDoubt(why("kannel_no_answer", error=type(exc).__name__)) from None
         if status == 202 or status == 200:
             return Accepted(datetime.now(UTC), f"kannel:{body[:40]}")
+        if status == 403 and "not routable" in body.lower():
+            raise PermanentFailure(why("kannel_not_routable", answer=body[:100]))
         if status == 403:
             raise TemporaryFailure(why("kannel_credentials"))
         if status == 400:

@@ -4,6 +4,10 @@ One segment is 70 UCS-2 code units, or 160 characters when the whole text is in 
 alphabet. Plates carry a Chinese province character, so warnings are UCS-2 and get 70. A text
 that would be longer is shortened by construction: the place and the car-park name give up
 characters (ending in "…") until it fits; the plate, the deadline and the counts never do.
+A driver-page code (10 characters) is never cut: it takes the place of the time the free spaces
+were counted (the page shows live counts), and a warning that cannot fit with it even with the
+names cut short goes without it (the warning matters; the page is optional). Should even that not
+fit (a long signature), the car-park line goes too: the warning itself always leaves.
 """
 
 from dataclasses import dataclass
@@ -57,14 +61,19 @@ TEMPLATES = {
     "zh-CN": {
         "warning": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。最近停车场:{park}余{free}位({counted})",
         "warning_no_park": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。附近停车场暂无空位",
+        "warning_only": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。",
         "ticket": "【{sig}】{plate}在{place}违停未驶离，已开具告知单{number}。查询或申诉请拨12345",
         "code": "查询码{code}",
+        "warning_with_code": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。最近停车场:{park}余{free}位",
     },
     "en": {
         "warning": "{plate} no parking at {place}. Move by {deadline}. P:{park} {free} free {counted}",
         "warning_no_park": "{plate} no parking at {place}. Move by {deadline}. No free parking near",
+        "warning_only": "{plate} no parking at {place}. Move by {deadline}.",
         "ticket": "{plate} at {place}: ticket {number}. Check/contest: call 12345",
         "code": " #{code}",
+        "warning_with_code": "{plate} no parking at {place}. Move by {deadline}. P:{park} {free} free",
+        "warning_no_park_with_code": "{plate} no parking at {place}. Move by {deadline}. Car parks full",
     },
 }
 
@@ -89,14 +98,53 @@ def _fit(template: str, names: dict[str, str], fixed: dict[str, str]) -> str:
 def warning_text(facts: WarningFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:
     t = TEMPLATES[language]
     fixed = {"sig": signature, "plate": facts.plate, "deadline": f"{facts.deadline:%H:%M}"}
-    code = t["code"].format(code=facts.code) if facts.code else ""
-    if facts.car_park is None:
-        return _fit(t["warning_no_park"] + code, {"place": facts.place}, fixed)
-    fixed |= {"free": str(facts.free_spaces), "counted": f"{facts.counted_at:%H:%M}"}
-    return _fit(t["warning"] + code, {"place": facts.place, "park": facts.car_park}, fixed)
+    names = {"place": facts.place}
+    kind = "warning_no_park"
+    if facts.car_park is not None:
+        fixed |= {"free": str(facts.free_spaces), "counted": f"{facts.counted_at:%H:%M}"}
+        names |= {"park": facts.car_park}
+        kind = "warning"
+    if facts.code:
+        template = t.get(f"{kind}_with_code", t[kind]) + t["code"].replace("{code}", facts.code)
+        try:
+            return _fit(template, names, fixed)
+        except TextTooLong:
+            pass  # without the code rather than no warning
+    try:
+        return _fit(t[kind], names, fixed)
+    except TextTooLong:
+        return _fit(t["warning_only"], {"place": facts.place}, fixed)
 
 
 def ticket_text(facts: TicketFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:
     t = TEMPLATES[language]
     fixed = {"sig": signature, "plate": facts.plate, "number": facts.ticket_number}
     return _fit(t["ticket"], {"place": facts.place}, fixed)
+
+
+@dataclass(frozen=True)
+class AppealFacts:
+    plate: str
+    ticket_number: str
+    outcome: str  # "upheld" or "voided"
+
+
+APPEAL_TEMPLATES = {
+    "zh-CN": {
+        "voided": "【{sig}】{plate}告知单{number}申诉成立，告知单已撤销。",
+        "upheld": "【{sig}】{plate}告知单{number}申诉未获支持，维持原告知单。详询12345",
+    },
+    "en": {
+        "voided": "{plate} {number}: appeal allowed, ticket cancelled.",
+        "upheld": "{plate} {number}: appeal refused, ticket stands. Tel 12345",
+    },
+}
+
+
+def appeal_decision_text(facts: AppealFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:
+    """The driver's SMS on an appeal's decision (one segment; nothing in it is shortened)."""
+    text = APPEAL_TEMPLATES[language][facts.outcome].format(sig=signature, plate=facts.plate,
+                                                            number=facts.ticket_number)
+    if not fits_one_segment(text):
+        raise TextTooLong(f"more than one segment: {text!r}")
+    return text

@@ -8,6 +8,7 @@ A missing service is an error, never a skip.
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -160,6 +161,7 @@ class Stack:
             "PW_TICK_SECONDS": "0.2",
             "PW_SMS_TIMEOUT_SECONDS": "2",
             "PW_SMS_IN_DOUBT_SECONDS": "4",
+            "PW_SMS_REPORT_SECRET": secrets.token_urlsafe(32),
             "PW_LOG_LEVEL": "info",
         }
         self.settings = Settings(database_url=self.db_url, topic_prefix=self.prefix, app_id=f"pw-test-{self.id}")

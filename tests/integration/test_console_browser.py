@@ -1,6 +1,6 @@
 """The console in a real headless Chromium (Debian's, driven by Playwright) against a running worker:
 log in, watch a case go from warned to ticketed without reloading, void the ticket with a reason,
-find the audit entry. Screenshots are kept in var/artifacts/console/ (install the browser with
+find the audit entry; a driver appeals a ticket on the driver page and an officer decides it. Screenshots are kept in var/artifacts/console/ (install the browser with
 `scripts/browser.sh install`)."""
 
 import asyncio
@@ -15,7 +15,7 @@ from pipeline.demo import city
 from tests.privacy import masked_phone_in
 
 from .conftest import ROOT, Stack
-from .console_helpers import PASSWORD, add_operator, base_url, phone_of
+from .console_helpers import PASSWORD, add_operator, base_url, phone_of, ticketed_case
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "var" / "artifacts" / "console"
@@ -133,3 +133,57 @@ async def test_an_operator_watches_a_case_go_from_warned_to_ticketed_live_and_vo
     await page.click("nav >> text=Whitelist & zones")
     await expect(page.locator("#zones tr[data-zone='hospital']")).to_be_visible()
     await shot(page, "09-rules-english")
+
+
+async def test_a_driver_appeals_on_the_driver_page_and_an_officer_voids_the_ticket_in_the_queue(stack: Stack, browser_page):
+    page = browser_page
+    worker = stack.worker(PW_DRIVER_PAGE="true", PW_LATENESS_SECONDS="3")
+    await worker.ready()
+    await add_operator(stack, "li", "supervisor")
+    await stack.all_car_parks_free(free=25)
+    plate = (await stack.plates_with_phone(1))[0]
+    _, case, ticket = await ticketed_case(stack, plate)
+    code = await stack.pool.fetchval("SELECT driver_code FROM cases WHERE id = $1", case["id"])
+    base = base_url(worker)
+
+    # The driver: ticket number, plate and the code from the SMS; the evidence; the appeal.
+    await page.goto(f"{base}/d/ticket")
+    await page.fill("input[name=number]", ticket["number"])
+    await page.fill("input[name=plate]", plate)
+    await page.fill("input[name=code]", code)
+    await shot(page, "10-driver-ticket-form")
+    await page.click("button")
+    await expect(page.locator("#ticket-status")).to_contain_text("有效")
+    await expect(page.locator("#captures li")).to_have_count(2)
+    await expect(page.locator("#verification-code")).not_to_have_text("–")
+    await shot(page, "11-driver-ticket-evidence")
+    await page.select_option("select[name=ground]", "emergency_avoidance")
+    await page.fill("textarea[name=statement]", "为避让救护车临时停靠")
+    await page.fill("textarea[name=attachments]", "https://photos.example.com/ambulance.jpg")
+    await page.click("#appeal-form button")
+    await expect(page.locator("#appeal-filed")).to_be_visible()
+    await expect(page.locator("#appeal-status")).to_contain_text("紧急避险")
+    await shot(page, "12-driver-appeal-filed")
+
+    # The officer: the queue, the appeal beside the evidence, the decision.
+    await page.goto(f"{base}/console/login")
+    await page.fill("input[name=name]", "li")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button.primary")
+    await page.click("nav >> text=申诉")
+    row = page.locator("#appeals-open tr[data-appeal]")
+    await expect(row).to_have_count(1)
+    await expect(row).to_contain_text(ticket["number"])
+    await expect(row).to_contain_text("紧急避险")
+    await shot(page, "13-appeals-queue")
+    await row.locator("a.ticket").click()
+    await expect(page.locator("#appeal-statement")).to_have_text("为避让救护车临时停靠")
+    await expect(page.locator("#appeal-evidence #evidence li")).to_have_count(2)
+    await shot(page, "14-appeal-with-evidence")
+    await page.fill("#decision-reason", "医院证实救护车当时经过")
+    await page.click("#void")
+    await expect(page.locator(".notice.ok")).to_contain_text("申诉已处理")
+    await expect(page.locator("#appeal-outcome")).to_have_attribute("data-outcome", "voided")
+    await shot(page, "15-appeal-decided")
+    voided = await stack.pool.fetchrow("SELECT voided_at, void_reason FROM tickets WHERE number = $1", ticket["number"])
+    assert voided["voided_at"] is not None and voided["void_reason"] == "appeal allowed: 医院证实救护车当时经过"

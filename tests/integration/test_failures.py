@@ -80,14 +80,14 @@ async def test_an_event_postgresql_refuses_for_its_own_reason_is_a_dead_letter_a
 
 
 async def read_only(stack: Stack, on: bool) -> None:
-    """Make the test's database read-only (or writable again) and drop every connection to it, as
-    a failover to a standby does; the workers reconnect to what is there."""
+    """Make the test's database read-only (or writable again) and drop the workers' connections to
+    it, as a failover to a standby does; they reconnect to what is there."""
     admin = await asyncpg.connect(ADMIN_URL)
     try:
         setting = "SET default_transaction_read_only = on" if on else "RESET default_transaction_read_only"
         await admin.execute(f'ALTER DATABASE "{stack.db_name}" {setting}')
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-                            stack.db_name)
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 "
+                            "AND application_name LIKE 'parkwarden:%'", stack.db_name)
     finally:
         await admin.close()
 

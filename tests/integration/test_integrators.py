@@ -317,6 +317,34 @@ async def test_dead_letters_carry_the_reason_the_fields_the_original_bytes_and_w
     assert {base64.b64decode(json.loads(line)["raw_base64"]) for line in out.splitlines()} == {r for _, r, _ in sent}
 
 
+async def test_evidence_links_that_are_not_https_are_refused_on_http_and_dead_lettered_on_kafka(stack: Stack):
+    worker = stack.worker(PW_EVIDENCE_URL_SCHEMES="https,s3")
+    key = await add_key(stack, "cam-vendor")
+    await worker.ready()
+    plate = (await stack.plates_with_phone(1))[0]
+
+    def violation_with(image_url: str) -> dict:
+        return {**json.loads(encode(stack.violation(plate))), "evidence": {"image_url": image_url}}
+    script, plain_http, s3 = (violation_with("javascript://%0aalert(document.cookie)"),
+                              violation_with("http://evidence.test/a.jpg"), violation_with("s3://evidence/a.jpg"))
+    status, reply, _ = await call("POST", url(worker, "/v1/camera-events"), key,
+                                  json.dumps([script, plain_http, s3]).encode())
+    assert status == 422 and reply["accepted"] == 1, "s3 is allowed by this operator"
+    assert [r["index"] for r in reply["rejected"]] == [0, 1]
+    for refused in reply["rejected"]:
+        assert [e["field"] for e in refused["errors"]] == ["evidence.image_url"]
+        assert "https://, s3://" in refused["reason"]
+
+    raw = json.dumps(violation_with("javascript://%0aalert(1)")).encode()
+    await stack.producer.send_and_wait(stack.topic(topics.CAMERA_EVENTS), raw, key=plate.encode())
+    [letter] = await stack.consume(topics.DEAD_LETTERS, lambda ms: len(ms) >= 1)
+    assert base64.b64decode(letter["raw_base64"]) == raw
+    assert [e["field"] for e in letter["errors"]] == ["evidence.image_url"]
+    assert "'javascript' is not accepted" in letter["reason"]
+    await stack.wait_state(plate, "warned", timeout=20)  # the s3 one opened the case
+    assert await stack.count("SELECT count(*) FROM sightings WHERE evidence->>'image_url' NOT LIKE 's3://%'") == 0
+
+
 # ── disorder ───────────────────────────────────────────────────────────────────────────────
 
 

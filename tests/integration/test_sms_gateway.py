@@ -5,16 +5,19 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 import re
 import json
-import subprocess
 from pathlib import Path
+from uuid import uuid4
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp import web
 
+from pipeline.cases import store
 from pipeline.config import Settings
 from pipeline.demo import city
-from pipeline.sms.kannel import read_fakesmsc_line
+from pipeline.sms.driver_page import mask_plate
+from pipeline.sms.kannel import read_fakesmsc_line, report_signature
 
 from tests.local_server import LocalServer
 from tests.privacy import no_phone_in
@@ -38,10 +41,6 @@ class SmsCentre:
             f.seek(self.offset)
             lines = f.read().decode("utf-8", errors="replace").splitlines()
         return [got[1] for got in map(read_fakesmsc_line, lines) if got]
-
-
-def services(*args: str) -> None:
-    subprocess.run([str(ROOT / "scripts" / "services.sh"), *args], check=True, capture_output=True, timeout=120)
 
 
 @pytest.fixture
@@ -106,40 +105,6 @@ async def test_warning_through_kannel_arrives_intact_in_chinese_and_its_delivery
     no_phone_in(worker.log_path.read_text(), "the worker's log", phone)
 
 
-async def test_kannel_down_for_a_while_delays_warnings_but_loses_and_repeats_none(stack: Stack, smsc):
-    worker = stack.worker(PW_SMS_GATEWAY="kannel", PW_SMS_RETRY_SECONDS="0.5", PW_SMS_MAX_ATTEMPTS="30")
-    await worker.ready()
-    await stack.all_car_parks_free()
-    plates = await stack.plates_with_phone(5)
-    services("stop", "kannel")
-    try:
-        for plate in plates:
-            await stack.publish(stack.violation(plate))
-
-        async def retrying():
-            return await stack.count("SELECT count(*) FROM sms_messages WHERE attempts >= 2 AND status = 'pending'") == 5
-        await wait_for(retrying, 30, "the warnings to be retried while Kannel is down")
-        assert await stack.count("SELECT count(*) FROM cases WHERE state = 'detected'") == 5, \
-            "no window starts while the gateway has not accepted the warning"
-        error = await stack.pool.fetchval("SELECT last_error FROM sms_messages LIMIT 1")
-        assert "Kannel unreachable" in error
-    finally:
-        services("start", "kannel")
-
-    async def all_warned():
-        return await stack.count("SELECT count(*) FROM cases WHERE warned_at IS NOT NULL") == 5
-    await wait_for(all_warned, 60, "all five warnings after Kannel came back")
-
-    async def all_delivered():
-        return await stack.count("SELECT count(*) FROM sms_messages WHERE status = 'delivered'") == 5
-    await wait_for(all_delivered, 30, "delivery reports for all five")
-    await asyncio.sleep(1)
-    received = smsc.texts()
-    for plate in plates:
-        assert sum(plate in t for t in received) == 1, "each warning reached the SMS centre exactly once"
-    no_phone_in(worker.log_path.read_text(), "the worker's log")
-
-
 class LossyLink(LocalServer):
     """Stands between the worker and Kannel's sendsms port and loses the answer to the first request.
 
@@ -188,7 +153,7 @@ class LossyLink(LocalServer):
 async def test_warning_whose_gateway_answer_was_lost_reaches_the_phone_once(stack: Stack, smsc, reached_kannel):
     async with LossyLink(Settings().kannel_sendsms_url, forward_first=reached_kannel) as link:
         worker = stack.worker(PW_SMS_GATEWAY="kannel", PW_KANNEL_SENDSMS_URL=f"http://127.0.0.1:{link.port}/cgi-bin/sendsms",
-                              PW_SMS_RETRY_SECONDS="0.5", PW_WINDOW_SECONDS="120")
+                              PW_SMS_RETRY_SECONDS="0.5", PW_SMS_REPORT_WAIT_SECONDS="2", PW_WINDOW_SECONDS="120")
         # The long window keeps the case warned when we look: a window that starts at the first report
         # (before the message is settled) could otherwise already have ended, leaving 'warned' for one tick.
         await worker.ready()
@@ -253,6 +218,71 @@ async def test_worker_killed_while_kannel_had_its_warning_is_settled_by_the_repo
         assert sum(plate in t for t in smsc.texts()) == 1, "the warning reached the SMS centre exactly once"
 
 
+class SilentKannel(LocalServer):
+    """Kannel's sendsms that accepts every message and reports nothing: the test plays the reports."""
+
+    def __init__(self):
+        super().__init__()
+        self.report_urls: list[str] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.report_urls.append(request.query["dlr-url"])
+        return web.Response(text="0: Accepted for delivery", status=202)
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/cgi-bin/sendsms", self.handle)
+
+
+async def test_a_forged_delivery_report_is_refused_and_changes_nothing_while_kannels_own_is_applied(stack: Stack):
+    async with SilentKannel() as kannel:
+        worker = stack.worker(PW_SMS_GATEWAY="kannel", PW_WINDOW_SECONDS="120",
+                              PW_KANNEL_SENDSMS_URL=f"http://127.0.0.1:{kannel.port}/cgi-bin/sendsms")
+        await worker.ready()
+        plate = (await stack.plates_with_phone(1))[0]
+        await stack.publish(stack.violation(plate))
+        case = await stack.wait_state(plate, "warned", timeout=20)
+        sms = await stack.pool.fetchrow("SELECT * FROM sms_messages WHERE case_id = $1", case["id"])
+        base = f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}"
+        secret = stack.env["PW_SMS_REPORT_SECRET"]
+
+        async with aiohttp.ClientSession() as http:
+            for forged_sig in (None, "", report_signature("not-the-workers-secret", sms["id"]),
+                               report_signature(secret, uuid4()), "0" * 64):  # the last but one: another message's
+                for status in ("16", "1"):  # rejected by the SMS centre -> review; delivered -> ticketable
+                    query = {"id": str(sms["id"]), "status": status, "at": "1790000000"}
+                    if forged_sig is not None:
+                        query["sig"] = forged_sig
+                    answer = await http.get(f"{base}/sms/delivery-report", params=query)
+                    assert answer.status == 403, (forged_sig, status)
+            provider = await http.post(f"{base}/sms/provider-report", json={"id": str(sms["id"]), "status": "failed"},
+                                       headers={"X-Report-Token": "change-me"})
+            assert provider.status == 404, "no HTTP provider configured, so no provider report endpoint"
+
+            assert await stack.count("SELECT count(*) FROM sms_delivery_reports") == 0
+            assert (await stack.case_of(plate))["state"] == "warned"
+            assert (await stack.pool.fetchval("SELECT status FROM sms_messages WHERE id = $1", sms["id"])) == "accepted"
+
+            [report_url] = kannel.report_urls  # Kannel fills in %d (its status), %T (time), %A (answer)
+            genuine = report_url.replace("%d", "16").replace("%T", "1790000000").replace("%A", "rejected")
+            assert (await http.get(genuine)).status == 200
+    await stack.wait_state(plate, "review", timeout=15)
+
+
+async def test_a_worker_refuses_to_start_when_reports_could_be_forged_or_could_not_arrive(stack: Stack):
+    refusals = [
+        ({"PW_SMS_GATEWAY": "kannel", "PW_SMS_REPORT_SECRET": ""}, "PW_SMS_REPORT_SECRET"),
+        ({"PW_SMS_GATEWAY": "http", "PW_SMS_HTTP_URL": "http://127.0.0.1:9/send", "PW_SMS_HTTP_TOKEN": "t",
+          "PW_SMS_REPORT_TOKEN": ""}, "PW_SMS_REPORT_TOKEN"),
+        ({"PW_SMS_GATEWAY": "kannel", "PW_KANNEL_SENDSMS_URL": "http://kannel.city.example:13013/cgi-bin/sendsms"},
+         "PW_SMS_REPORT_BASE_URL"),
+    ]
+    for i, (env, variable) in enumerate(refusals):
+        worker = stack.worker(f"refused{i}", **env)
+        exit_code = await asyncio.to_thread(worker.proc.wait, 60)
+        assert exit_code != 0
+        assert variable in worker.log_path.read_text(), worker.log_path.read_text()[-2000:]
+
+
 class Provider(LocalServer):
     """An HTTP SMS provider of our own: fails the first ``failures`` requests with 503."""
 
@@ -275,23 +305,24 @@ class Provider(LocalServer):
 
 def provider_env(provider: Provider, **extra) -> dict:
     return {"PW_SMS_GATEWAY": "http", "PW_SMS_HTTP_URL": f"http://127.0.0.1:{provider.port}/send",
-            "PW_SMS_HTTP_TOKEN": "test-token", "PW_SMS_REPORT_TOKEN": "report-secret",
+            "PW_SMS_HTTP_TOKEN": "test-token", "PW_SMS_REPORT_TOKEN": "report-secret-for-tests",
             "PW_SMS_RETRY_SECONDS": "0.2", **extra}
 
 
-async def test_http_provider_that_keeps_failing_is_retried_then_the_case_goes_to_review(stack: Stack):
+async def test_http_provider_that_stays_down_past_the_retry_horizon_sends_the_case_to_review(stack: Stack):
     async with Provider(failures=1000) as provider:
-        worker = stack.worker(**provider_env(provider, PW_SMS_MAX_ATTEMPTS="3"))
+        worker = stack.worker(**provider_env(provider, PW_SMS_RETRY_HORIZON_SECONDS="2", PW_SMS_RETRY_MAX_SECONDS="0.5"))
         await worker.ready()
         plate = (await stack.plates_with_phone(1))[0]
         await stack.publish(stack.violation(plate))
         case = await stack.wait_state(plate, "review", timeout=30)
 
-    assert len(provider.requests) == 3
+    assert len(provider.requests) >= 3, "tried again and again while it was down"
     assert len({r["key"] for r in provider.requests}) == 1, "retries carry the same idempotency key"
     assert provider.requests[0]["auth"] == "Bearer test-token"
+    assert case["reason"].startswith("warning failed: the SMS gateway did not take the message within 2 s")
     sms = await stack.pool.fetchrow("SELECT * FROM sms_messages WHERE case_id = $1", case["id"])
-    assert sms["status"] == "failed" and sms["attempts"] == 3 and "503" in sms["last_error"]
+    assert sms["status"] == "failed" and sms["attempts"] == len(provider.requests) and "503" in sms["last_error"]
     assert await stack.count("SELECT count(*) FROM tickets") == 0
 
 
@@ -309,8 +340,14 @@ async def test_http_provider_that_recovers_warns_once_and_its_delivery_report_is
         async with aiohttp.ClientSession() as http:
             refused = await http.post(url, json={"id": str(sms["id"]), "status": "delivered"})
             assert refused.status == 401
+            wrong = await http.post(url, json={"id": str(sms["id"]), "status": "delivered"},
+                                    headers={"X-Report-Token": "change-me"})
+            assert wrong.status == 401
+            kannels = await http.get(f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}/sms/delivery-report",
+                                     params={"id": str(sms["id"]), "status": "1"})
+            assert kannels.status == 404, "no Kannel configured, so no Kannel report endpoint"
             report = {"id": str(sms["id"]), "status": "delivered", "at": "2026-11-26T10:43:00+08:00"}
-            accepted = await http.post(url, json=report, headers={"X-Report-Token": "report-secret"})
+            accepted = await http.post(url, json=report, headers={"X-Report-Token": "report-secret-for-tests"})
             assert accepted.status == 200
     async def delivered():
         return await stack.pool.fetchrow(
@@ -330,7 +367,7 @@ async def test_undelivered_warning_sends_the_case_to_review_not_to_a_ticket(stac
         async with aiohttp.ClientSession() as http:
             await http.post(f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}/sms/provider-report",
                             json={"id": str(sms_id), "status": "failed", "detail": "absent subscriber"},
-                            headers={"X-Report-Token": "report-secret"})
+                            headers={"X-Report-Token": "report-secret-for-tests"})
         await stack.wait_state(plate, "review")
         await asyncio.sleep(stack.window + 2)
     assert await stack.count("SELECT count(*) FROM tickets") == 0
@@ -362,7 +399,7 @@ async def test_driver_page_when_switched_on_shows_time_left_and_three_free_car_p
     await stack.publish(stack.violation(plate, city.CAMERAS[0]))
     await stack.wait_state(plate, "warned", timeout=20)
     text = (await _wait_lines(stack))[0]["text"]
-    code = re.search(r"查询码([2-9A-Z]{5})$", text).group(1)
+    code = re.search(r"查询码([2-9A-Z]{10})$", text).group(1)
 
     async with aiohttp.ClientSession() as http:
         base = f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}"
@@ -372,7 +409,7 @@ async def test_driver_page_when_switched_on_shows_time_left_and_three_free_car_p
         assert "剩余时间" in page and city.CAMERAS[0].place in page
         assert page.count("9 空位") == 3, "three nearest car parks with their live free spaces"
         assert plate not in page, "the page shows only part of the plate"
-        unknown = await http.get(f"{base}/d/lookup", params={"code": "ZZZZZ" if code != "ZZZZZ" else "YYYYY"})
+        unknown = await http.get(f"{base}/d/lookup", params={"code": "Z" * 10 if code != "Z" * 10 else "Y" * 10})
         assert unknown.status == 404
     worker.stop()
     off = stack.worker("off")
@@ -386,3 +423,60 @@ async def _wait_lines(stack: Stack) -> list[dict]:
     async def check():
         return stack.handset_lines()
     return await wait_for(check, 20, "the warning at the handset")
+
+
+
+async def _warned_with_codes(stack: Stack, worker, n: int) -> tuple[list[str], list[str]]:
+    """``n`` violations warned with the driver page on: their plates and the codes in their SMS."""
+    await worker.ready()
+    plates = await stack.plates_with_phone(n)
+    for plate, camera in zip(plates, city.CAMERAS):
+        await stack.publish(stack.violation(plate, camera))
+    for plate in plates:
+        await stack.wait_state(plate, "warned", timeout=20)
+    texts = [line["text"] for line in stack.handset_lines()]
+    return plates, [re.search(r"查询码([2-9A-Z]+)$", next(t for t in texts if plate in t)).group(1) for plate in plates]
+
+
+async def test_driver_codes_are_at_least_ten_characters_and_unique_drawn_again_on_a_collision(stack: Stack):
+    plates, codes = await _warned_with_codes(stack, stack.worker(PW_DRIVER_PAGE="true"), 2)
+    assert len(set(codes)) == 2 and all(len(c) >= 10 for c in codes), codes
+
+    second = await stack.case_of(plates[1])
+    async with stack.pool.acquire() as conn, conn.transaction():
+        draws = iter([codes[0], codes[0], "QQQQQQQQQQ"])
+        given = await store.give_driver_code(conn, second["id"], lambda: next(draws))
+        assert given == "QQQQQQQQQQ", "a code already given is drawn again"
+        assert await conn.fetchval("SELECT driver_code FROM cases WHERE id = $1", second["id"]) == "QQQQQQQQQQ", \
+            "the caller's transaction goes on"
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await stack.pool.execute("UPDATE cases SET driver_code = $1 WHERE id = $2", codes[0], second["id"])
+
+
+async def test_a_driver_code_shows_nothing_once_its_case_has_been_closed_longer_than_the_grace(stack: Stack):
+    [plate], [code] = await _warned_with_codes(stack, stack.worker(PW_DRIVER_PAGE="true"), 1)
+    lookup = f"http://127.0.0.1:{stack.workers[0].env['PW_WEB_PORT']}/d/lookup"
+    async with aiohttp.ClientSession() as http:
+        await stack.pool.execute("UPDATE cases SET state = 'moved', closed_at = now() - interval '71 hours' "
+                                 "WHERE plate = $1", plate)
+        async with http.get(lookup, params={"code": code}) as within_grace:
+            assert within_grace.status == 200, "closed, within the grace (72 h by default)"
+        await stack.pool.execute("UPDATE cases SET closed_at = now() - interval '73 hours' WHERE plate = $1", plate)
+        async with http.get(lookup, params={"code": code}) as expired:
+            page = await expired.text()
+    assert expired.status == 404 and mask_plate(plate) not in page and "Not found" in page, \
+        "an expired code shows nothing"
+
+
+async def test_driver_page_lookups_are_limited_per_address_with_retry_after(stack: Stack):
+    worker = stack.worker(PW_DRIVER_PAGE="true", PW_DRIVER_PAGE_LOOKUP_BURST="3", PW_DRIVER_PAGE_LOOKUPS_PER_MINUTE="1")
+    [plate], [code] = await _warned_with_codes(stack, worker, 1)
+    lookup = f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}/d/lookup"
+    async with aiohttp.ClientSession() as http:
+        for _ in range(3):
+            async with http.get(lookup, params={"code": code}) as allowed:
+                assert allowed.status == 200
+        async with http.get(lookup, params={"code": code}) as limited:
+            page = await limited.text()
+    assert limited.status == 429 and int(limited.headers["Retry-After"]) > 0
+    assert mask_plate(plate) not in page, "over the limit the page shows nothing of the case"

@@ -26,6 +26,16 @@ class FakeClock:
         return self.now
 
 
+class Ticking:
+    """A monotonic clock (seconds, like ``time.monotonic``) the test moves by hand with ``now``."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

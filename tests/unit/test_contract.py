@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from schemas import contract
 from schemas.codec import encode
 from schemas.datum import gcj02_to_wgs84, in_china, wgs84_to_gcj02
-from schemas.events import Evidence, Location, ViolationDetected, camera_event_adapter
+from pipeline.config import Settings
+from schemas.events import Evidence, Location, ViolationDetected, camera_event_adapter, validation_context
 
 pytestmark = pytest.mark.unit
 
@@ -136,15 +137,31 @@ def test_a_gcj02_location_outside_china_is_refused_and_bd09_is_not_a_datum():
         Location.model_validate({"lat": 30.28, "lon": 120.0, "datum": "bd09"})
 
 
-@pytest.mark.parametrize("url", ["https://evidence.example.com/a.jpg", "s3://bucket/cam-1/a.jpg"])
-def test_an_evidence_reference_is_an_absolute_url(url):
-    assert Evidence(image_url=url).image_url == url
+def test_an_evidence_reference_is_an_absolute_https_url_or_one_of_the_schemes_the_operator_allows():
+    assert Evidence(image_url="https://evidence.example.com/a.jpg").image_url == "https://evidence.example.com/a.jpg"
+    with pytest.raises(ValidationError, match="'s3' is not accepted"):
+        Evidence(image_url="s3://bucket/cam-1/a.jpg")
+
+    allowed = Evidence.model_validate({"image_url": "s3://bucket/cam-1/a.jpg"},
+                                      context=validation_context({"https", "s3"}))
+    assert allowed.image_url == "s3://bucket/cam-1/a.jpg"
 
 
-@pytest.mark.parametrize("url", ["a.jpg", "/images/a.jpg", "https://host/with space.jpg"])
-def test_a_relative_or_spaced_evidence_reference_is_refused(url):
+@pytest.mark.parametrize("url", ["a.jpg", "/images/a.jpg", "https://host/with space.jpg", "javascript:alert(1)",
+                                 "javascript://%0aalert(1)", "http://evidence.example.com/a.jpg"])
+def test_a_relative_spaced_or_non_https_evidence_reference_is_refused_by_the_model_and_the_json_schema(url):
     with pytest.raises(ValidationError):
         Evidence(image_url=url)
+    data = {**example("ViolationDetected"), "evidence": {"image_url": url}}
+    assert any(e.startswith("evidence") for e in schema_errors(schema("ViolationDetected"), data))
+
+
+def test_an_operator_cannot_allow_evidence_links_that_run_code():
+    with pytest.raises(ValidationError, match="javascript"):
+        Evidence.model_validate({"image_url": "javascript://%0aalert(1)"},
+                                context={"evidence_url_schemes": frozenset({"https", "javascript"})})
+    with pytest.raises(ValueError, match="PW_EVIDENCE_URL_SCHEMES may not allow javascript"):
+        Settings(evidence_url_schemes="https,javascript")
 
 
 def test_a_gcj02_event_is_written_downstream_as_wgs84():

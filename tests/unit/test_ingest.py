@@ -8,12 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.cli import main
-from pipeline.ingest.batch import BodyError, kafka_address, read_body, read_file
+from pipeline.ingest.batch import BodyError, TooManyEvents, kafka_address, read_body, read_file
 from pipeline.ingest.keys import KEY_PREFIX, key_digest, new_key
 from pipeline.ingest.ratelimit import retry_after_header
 from schemas import contract, topics
 from schemas.codec import car_park_status_adapter
-from schemas.events import camera_event_adapter, input_event_adapter
+from schemas.events import camera_event_adapter, input_event_adapter, validation_context
 
 pytestmark = pytest.mark.unit
 
@@ -93,6 +93,54 @@ def test_given_a_refused_event_then_the_field_is_named_as_the_integrator_wrote_i
 
     assert field in [e.field for e in refusal.errors]
     assert says in refusal.reason
+
+
+class CountingAdapter:
+    """Stands in for a pydantic adapter and counts the events it was asked to validate."""
+
+    def __init__(self):
+        self.validated = 0
+
+    def validate_python(self, data, context=None):
+        self.validated += 1
+        return camera_event_adapter.validate_python(data, context=context)
+
+
+@pytest.mark.parametrize("media_type", [JSON, LINES])
+def test_given_more_events_than_allowed_then_the_batch_is_refused_before_any_event_is_validated(media_type):
+    items = [example("VehicleDeparted")] * 6
+    body = dumps(*items) if media_type == JSON else lines(*items, b"", b"  ")
+    adapter = CountingAdapter()
+
+    with pytest.raises(TooManyEvents, match="6 events in one request; at most 5") as too_many:
+        read_body(body, media_type, adapter, max_events=5)
+
+    assert adapter.validated == 0, "counted first: not one event was validated"
+    assert (too_many.value.count, too_many.value.limit) == (6, 5)
+    assert read_body(body, media_type, adapter, max_events=6).size == 6, "blank lines do not count"
+
+
+@pytest.mark.parametrize("url", ["javascript://%0aalert(document.cookie)", "javascript:alert(1)",
+                                 "data://text/html,<script>alert(1)</script>", "http://evidence.example/a.jpg",
+                                 "s3://bucket/a.jpg", "HTTPS://evidence.example/a.jpg"])
+def test_given_evidence_that_is_not_an_https_url_then_the_event_is_refused_naming_the_field(url):
+    item = {**example("ViolationDetected"), "evidence": {"image_url": url}}
+
+    [refusal] = read_body(dumps([item]), JSON, camera_event_adapter).refused
+
+    assert [e.field for e in refusal.errors] == ["evidence.image_url"]
+    assert "https://" in refusal.reason
+
+
+def test_given_schemes_the_operator_allows_then_they_are_accepted_but_never_javascript():
+    allowed = validation_context({"https", "s3", "javascript"})
+    s3 = {**example("ViolationDetected"), "evidence": {"image_url": "s3://bucket/cam-1/a.jpg"}}
+    script = {**example("ViolationDetected"), "evidence": {"image_url": "javascript://%0aalert(1)"}}
+
+    batch = read_body(dumps(s3, script), JSON, camera_event_adapter, context=allowed)
+
+    assert [i for i, _ in batch.events] == [0]
+    assert [r.index for r in batch.refused] == [1]
 
 
 def test_given_a_camera_event_on_the_car_park_endpoint_then_it_is_refused():

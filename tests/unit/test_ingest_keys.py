@@ -12,15 +12,9 @@ from pipeline.ingest.keys import KeyBook, key_digest, new_key
 from pipeline.ingest.ratelimit import LocalBuckets, RateLimiter
 from pipeline.ingest.views import Ingest, Refuse
 
+from tests.unit.conftest import Ticking
+
 pytestmark = pytest.mark.unit
-
-
-class Timer:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakePool:
@@ -62,7 +56,7 @@ def run(coro):
 def book_with(*names: str, ttl: float = 10, timer=None, **kwargs) -> tuple[KeyBook, FakePool, dict[str, str]]:
     keys = {name: new_key() for name in names}
     pool = FakePool({key_digest(k): (i, name, "publisher") for i, (name, k) in enumerate(keys.items(), 1)})
-    return KeyBook(pool, ttl, timer=timer or Timer(), **kwargs), pool, keys
+    return KeyBook(pool, ttl, timer=timer or Ticking(), **kwargs), pool, keys
 
 
 # ── the key book ───────────────────────────────────────────────────────────────────────────
@@ -101,7 +95,7 @@ def test_given_a_flood_of_random_keys_then_the_known_keys_stay_trusted_without_a
 
 
 def test_given_postgresql_away_then_keys_seen_valid_keep_working_and_others_cannot_be_answered():
-    timer = Timer()
+    timer = Ticking()
     book, pool, keys = book_with("cam-vendor", "car-parks", ttl=10, timer=timer)
     assert run(book.integrator_for(keys["cam-vendor"])).name == "cam-vendor"
 
@@ -115,7 +109,7 @@ def test_given_postgresql_away_then_keys_seen_valid_keep_working_and_others_cann
 
 
 def test_given_a_key_revoked_then_it_is_no_longer_served_from_the_last_known_answer_during_an_outage():
-    timer = Timer()
+    timer = Ticking()
     book, pool, keys = book_with("cam-vendor", ttl=10, timer=timer)
     assert run(book.integrator_for(keys["cam-vendor"])) is not None
     pool.integrators.clear()
@@ -130,7 +124,7 @@ def test_given_a_key_revoked_then_it_is_no_longer_served_from_the_last_known_ans
 
 
 def test_given_postgresql_just_failed_then_the_next_second_does_not_wait_for_it_again():
-    timer = Timer()
+    timer = Ticking()
     book, pool, keys = book_with("cam-vendor", timer=timer)
     pool.away = True
     with pytest.raises(DatabaseAway):
@@ -159,7 +153,7 @@ def test_given_postgresql_away_then_the_rate_limit_holds_in_the_workers_memory_i
 
 
 def test_given_local_buckets_then_a_name_refills_at_the_rate_up_to_the_burst_and_waiting_takes_nothing():
-    timer = Timer()
+    timer = Ticking()
     buckets = LocalBuckets(rate_per_second=1, burst=2, timer=timer)
 
     assert [buckets.take("a"), buckets.take("a")] == [0, 0]

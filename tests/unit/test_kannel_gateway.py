@@ -5,6 +5,9 @@ one whose request went out (no answer) is in doubt and must not be sent again bl
 """
 
 import asyncio
+import hashlib
+import hmac
+from urllib.parse import parse_qs, urlsplit
 from uuid import uuid4
 
 import pytest
@@ -34,9 +37,12 @@ class SendSms(LocalServer):
         router.add_get("/cgi-bin/sendsms", self.handle)
 
 
+REPORT_SECRET = "a-report-secret-for-tests"
+
+
 def gateway(port: int, timeout: float = 5) -> KannelGateway:
     return KannelGateway(f"http://127.0.0.1:{port}/cgi-bin/sendsms", "pw", "secret", "12345",
-                         "http://127.0.0.1:8080/sms/delivery-report", timeout)
+                         "http://127.0.0.1:8080/sms/delivery-report", timeout, report_secret=REPORT_SECRET)
 
 
 async def send(port: int, timeout: float = 5):
@@ -58,7 +64,10 @@ async def test_accepted_message_carries_ucs2_and_a_report_url_with_our_id():
     assert isinstance(accepted, Accepted)
     [query] = kannel.queries
     assert query["coding"] == "2" and query["text"] == TEXT and query["to"] == "13800138000"
-    assert f"id={sms.id}" in query["dlr-url"]
+    report = parse_qs(urlsplit(query["dlr-url"]).query)
+    assert report["id"] == [str(sms.id)]
+    assert report["sig"] == [hmac.new(REPORT_SECRET.encode(), str(sms.id).encode(), hashlib.sha256).hexdigest()]
+    assert report["status"] == ["%d"], "the signature covers the id only: Kannel fills in the status"
 
 
 async def test_kannel_not_listening_is_a_temporary_failure_safe_to_retry():

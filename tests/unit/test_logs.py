@@ -8,20 +8,14 @@ import pytest
 
 from pipeline.logs import RepeatFilter, quiet_repeats
 
+from tests.unit.conftest import Ticking
+
 pytestmark = pytest.mark.unit
 
 
-class Timer:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def timer() -> Timer:
-    return Timer()
+def timer() -> Ticking:
+    return Ticking()
 
 
 def logger_writing_to(name: str, *streams: io.StringIO) -> logging.Logger:

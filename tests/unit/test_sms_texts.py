@@ -108,3 +108,63 @@ def test_given_a_gsm7_text_then_it_gets_160_characters_and_a_cjk_text_70_code_un
     assert length("𠀀") == 2  # outside the BMP: two UTF-16 code units
     assert fits_one_segment("a" * 160) and not fits_one_segment("a" * 161)
     assert fits_one_segment("浙" * 70) and not fits_one_segment("浙" * 71)
+
+
+# ── the driver-page code ───────────────────────────────────────────────────────────────────
+
+CODE = "K7F2QK7F2Q"  # store.DRIVER_CODE_LENGTH characters
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("plate", PLATES)
+def test_given_the_driver_page_then_every_warning_of_the_demo_city_carries_the_whole_code_in_one_segment(language,
+                                                                                                       plate):
+    for camera in city.CAMERAS:
+        for _id, _name, short_name, _lat, _lon, capacity in [*city.CAR_PARKS, (None, None, None, 0, 0, None)]:
+            facts = WarningFacts(plate, camera.place, DEADLINE, short_name, capacity, COUNTED, CODE)
+
+            text = warning_text(facts, language)
+
+            assert one_segment(text), (length(text), text)
+            assert text.endswith(CODE) and plate in text and "10:52" in text
+            if short_name:
+                assert f"{capacity}" in text and names_the_car_park(text, short_name), text
+
+
+@settings(max_examples=150, deadline=None)
+@given(place=long_names, car_park=long_names, plate=st.sampled_from(PLATES), language=st.sampled_from(LANGUAGES),
+       free=st.integers(min_value=1, max_value=100_000))
+def test_for_any_names_a_warning_with_a_code_fits_one_segment_keeps_the_facts_and_never_cuts_the_code(
+        place, car_park, plate, language, free):
+    text = warning_text(WarningFacts(plate, place, DEADLINE, car_park, free, COUNTED, CODE), language)
+
+    assert one_segment(text), (length(text), text)
+    assert plate in text and "10:52" in text and str(free) in text
+    assert CODE in text or CODE[:3] not in text, "the whole code, or none of it"
+
+
+@pytest.mark.parametrize("language, signature, place", [
+    ("zh-CN", "杭州市余杭区城市管理行政执法局大队", city.CAMERAS[0].place),  # a long signature
+    ("en", "杭州城管", "𠀀𠀁𠀂𠀃𠀄𠀅"),  # names outside the BMP: two UTF-16 units per character
+])
+def test_given_a_code_that_cannot_fit_then_the_warning_goes_without_it_rather_than_not_at_all(language, signature,
+                                                                                              place):
+    facts = WarningFacts("浙AD12345", place, DEADLINE, "𠀀𠀁𠀂", 100_000, COUNTED, CODE)
+
+    text = warning_text(facts, language, signature)
+
+    assert one_segment(text) and CODE not in text
+    assert "浙AD12345" in text and "10:52" in text and "100000" in text
+
+
+@pytest.mark.parametrize("code", [None, CODE])
+def test_given_a_signature_too_long_for_the_car_park_line_then_the_warning_goes_without_it_rather_than_not_at_all(
+        code):
+    """The warning itself always leaves: a TextTooLong here stopped every SMS behind it (issue 8)."""
+    signature = "杭州市余杭区城市管理行政执法局" * 2 + "综合执法大队"
+    facts = WarningFacts("浙AD12345", city.CAMERAS[0].place, DEADLINE, "海创园B1", 100_000, COUNTED, code)
+
+    text = warning_text(facts, "zh-CN", signature)
+
+    assert one_segment(text), (length(text), text)
+    assert "浙AD12345" in text and "10:52" in text and "最近停车场" not in text

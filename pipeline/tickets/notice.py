@@ -1,0 +1,164 @@
+"""The electronic notice (电子违停告知单): the evidence pack printed as a one-page PDF, in Chinese
+with English beneath.
+
+It shows the ticket number, plate, place and times, a summary of the evidence (both captures,
+the distance and interval between them, the warning's acceptance and delivery, the rule), how to
+appeal and until when, and the verification code (from the ticket's link in the ticket record,
+also as a QR code) that anyone holding the tickets topic can check.
+
+The text is set in WenQuanYi Micro Hei from Debian's ``fonts-wqy-microhei`` (installed by
+``scripts/services.sh install``), embedded as a subset so that any reader shows the Chinese.
+Without that file it falls back to reportlab's CID font STSong-Light, which is not embedded: the
+reader must then bring its own Chinese fonts (poppler, for one, needs ``poppler-data``).
+"""
+
+import io
+import logging
+from datetime import datetime
+from pathlib import Path
+
+from reportlab.graphics.barcode.qr import QrCodeWidget
+from reportlab.graphics.shapes import Drawing
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from xml.sax.saxutils import escape
+
+from pipeline.appeals.grounds import GROUNDS
+
+log = logging.getLogger(__name__)
+FONT_FILES = (Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),)
+
+
+def _font() -> str:
+    for path in FONT_FILES:
+        if path.exists():
+            pdfmetrics.registerFont(TTFont("WenQuanYiMicroHei", str(path), subfontIndex=0))
+            return "WenQuanYiMicroHei"
+    log.warning("notices: %s is missing (apt-get install fonts-wqy-microhei); using the non-embedded CID font "
+                "STSong-Light", FONT_FILES[0])
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    return "STSong-Light"
+
+
+FONT = _font()
+
+TITLE = ParagraphStyle("title", fontName=FONT, fontSize=18, leading=24, alignment=1)
+SUBTITLE = ParagraphStyle("subtitle", fontName=FONT, fontSize=10, leading=14, alignment=1, textColor=colors.grey)
+HEAD = ParagraphStyle("head", fontName=FONT, fontSize=12, leading=16, spaceBefore=8, spaceAfter=4)
+BODY = ParagraphStyle("body", fontName=FONT, fontSize=9.5, leading=13, wordWrap="CJK")
+SMALL = ParagraphStyle("small", fontName=FONT, fontSize=8, leading=10.5, wordWrap="CJK", textColor=colors.grey)
+CODE = ParagraphStyle("code", fontName=FONT, fontSize=16, leading=20)
+
+
+def _local(iso: str | None) -> str:
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S") if iso else "—"
+
+
+def _p(text: str, style: ParagraphStyle = BODY) -> Paragraph:
+    return Paragraph(escape(text).replace("\n", "<br/>"), style)
+
+
+def _duration(seconds: float) -> tuple[str, str]:
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes}分{rest:02d}秒", f"{minutes} min {rest:02d} s"
+
+
+def _grid(rows: list[list], widths: list[float]) -> Table:
+    table = Table(rows, colWidths=widths)
+    table.setStyle(TableStyle([
+        ("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
+        ("BACKGROUND", (0, 0), (0, -1), colors.whitesmoke),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("LEFTPADDING", (0, 0), (-1, -1), 4), ("RIGHTPADDING", (0, 0), (-1, -1), 4),
+    ]))
+    return table
+
+
+def _qr(text: str, size: float = 32 * mm) -> Drawing:
+    widget = QrCodeWidget(text)
+    x0, y0, x1, y1 = widget.getBounds()
+    drawing = Drawing(size, size, transform=[size / (x1 - x0), 0, 0, size / (y1 - y0), 0, 0])
+    drawing.add(widget)
+    return drawing
+
+
+def render(pack: dict) -> bytes:
+    """The notice for an evidence pack (``pipeline.tickets.pack.evidence_pack``), as PDF bytes."""
+    t, (violation, fresh), between = pack["ticket"], pack["captures"], pack["between"]
+    warning, decision, appeal, record = pack["warning"], pack["decision"], pack["appeal"], pack["record"]
+    out = io.BytesIO()
+    doc = SimpleDocTemplate(out, pagesize=A4, leftMargin=16 * mm, rightMargin=16 * mm, topMargin=14 * mm,
+                            bottomMargin=14 * mm, title=f"电子违停告知单 {t['number']}", author=t["authority"],
+                            subject=f"Electronic parking notice {t['number']}")
+    status = ("已撤销 Void: " + (t["void_reason"] or "") + f" ({_local(t['voided_at'])})") if t["status"] == "voided" \
+        else "有效 Standing"
+    facts = [
+        ("告知单号 Ticket no.", t["number"]),
+        ("车牌 Plate", t["plate"]),
+        ("违停地点 Place", f"{t['place']}（{t['zone']}）  {t['position']['lat']:.5f}, {t['position']['lon']:.5f}"),
+        ("违停抓拍 Violation seen", f"{_local(violation['taken_at'])} · {violation['camera_id']}"),
+        ("告知短信 Warning SMS", "—" if warning is None else
+         f"网关接收 accepted {_local(warning['accepted_at'])} · 送达 delivered {_local(warning['delivered_at'])}"),
+        ("驶离期限 Deadline to move", _local(t["deadline_at"])),
+        ("期限后抓拍 Seen after the deadline", f"{_local(fresh['taken_at'])} · {fresh['camera_id']}"),
+        ("开具时间 Issued", _local(t["issued_at"])),
+        ("状态 Status", status),
+    ]
+    story = [
+        _p(f"{t['authority']}", SUBTITLE),
+        _p("电子违停告知单", TITLE),
+        _p("Electronic notice of a parking violation", SUBTITLE),
+        Spacer(1, 4 * mm),
+        _grid([[_p(k), _p(v)] for k, v in facts], [48 * mm, 130 * mm]),
+        _p("证据摘要 Evidence", HEAD),
+    ]
+    evidence_rows = [[_p("抓拍 Capture"), _p("时间 Time · 摄像头 Camera · 接入方 Integrator"), _p("图像 Image (SHA-256)")]]
+    for label, c in (("违停 Violation", violation), ("期限后 After the deadline", fresh)):
+        evidence_rows.append([
+            _p(label),
+            _p(f"{_local(c['taken_at'])}\n{c['camera_id']} · {c['integrator'] or '—'}\n{c['place'] or ''}"),
+            _p(f"{c['image_url'] or '—'}\n{c['image_sha256'] or '(未提供 not given)'}", SMALL)])
+    story += [
+        _grid(evidence_rows, [34 * mm, 62 * mm, 82 * mm]),
+        Spacer(1, 2 * mm),
+        _p(f"两次抓拍相距 {between['distance_m']:g} 米，间隔 {_duration(between['interval_seconds'])[0]}。"
+           f"The captures are {between['distance_m']:g} m and {_duration(between['interval_seconds'])[1]} apart."),
+        _p(f"依据 Rule: {decision['rule']['zh']}。\n{decision['rule']['en']}."),
+    ]
+    if warning and warning["text"]:
+        story.append(_p(f"告知短信内容 Warning text: {warning['text']}", SMALL))
+    grounds = "；".join(zh for zh, _ in GROUNDS.values())
+    where_zh = f"在司机页面 {appeal['how']['url']} 凭告知单号、车牌和短信查询码提出，或" if appeal["how"]["url"] else ""
+    where_en = (f"on the driver page {appeal['how']['url']} with the ticket number, plate and the code from the SMS, "
+                "or ") if appeal["how"]["url"] else ""
+    story += [
+        _p("申诉 How to appeal", HEAD),
+        _p(f"如有异议，请于 {_local(appeal['until'])} 前申诉：{where_zh}拨打 {appeal['how']['phone']}。"
+           f"申诉理由可为：{grounds}。"),
+        _p(f"To contest this notice, appeal by {_local(appeal['until'])}: {where_en}call {appeal['how']['phone']}. "
+           f"Grounds: {'; '.join(en for _, en in GROUNDS.values())}."),
+    ]
+    code = record["verification_code"] or "—"
+    last = record["links"][0] if record["links"] else None
+    check = (f"告知单记录第 {last['seq']} 环 link {last['seq']} of the ticket record: {last['hash']}" if last
+             else "本告知单开具于告知单记录启用之前 issued before the ticket record began")
+    verify_rows = [[
+        [_p("核验码 Verification code", HEAD), _p(code, CODE),
+         _p("核验码为本告知单在告知单记录（哈希链）中一环的哈希值前16位，可对照告知单消息主题核验。"
+            "The code is the first 16 hex digits of this ticket's link in the ticket record (a hash chain), "
+            "published with the ticket on the tickets topic.", SMALL),
+         _p(check, SMALL)],
+        _qr(f"parkwarden-ticket:{t['number']}:{last['seq']}:{last['hash']}" if last else t["number"]),
+    ]]
+    verify = Table(verify_rows, colWidths=[140 * mm, 38 * mm])
+    verify.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("BOX", (0, 0), (-1, -1), 0.4, colors.grey)]))
+    story += [Spacer(1, 4 * mm), verify,
+              _p(f"生成于 Generated {_local(pack['generated_at'])} · 案件 case {t['case_id']}", SMALL)]
+    doc.build(story)
+    return out.getvalue()
