@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import random
+import secrets
 import shlex
 import signal
 import subprocess
@@ -338,7 +339,6 @@ class City:
                 self.capture_first.add(car.plate)
             self.state.deadlines[car.plate] = asyncio.get_running_loop().create_future()
         self.arrived: set[str] = set()
-        self.answered: set[str] = set()
         self.tally: Counter = Counter()
         self._seq = Counter()
         self._background: set[asyncio.Task] = set()
@@ -700,7 +700,8 @@ class ChaosRun:
         await bootstrap.create_topics(self.settings)
         worker_env = {**self.stack.env(), **env, "PW_DATABASE_URL": db_url,
                       "PW_TOPIC_PREFIX": self.settings.topic_prefix, "PW_APP_ID": self.settings.app_id,
-                      "PW_SMS_GATEWAY": "kannel", "PW_LOG_LEVEL": "info", **self.plan.worker_env()}
+                      "PW_SMS_GATEWAY": "kannel", "PW_SMS_REPORT_SECRET": secrets.token_urlsafe(32),
+                      "PW_LOG_LEVEL": "info", **self.plan.worker_env()}
         key = subprocess.run([sys.executable, "-m", "pipeline", "integrators", "add", f"chaos-cameras-{self.id}"],
                              env=worker_env, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         self.workers = Workers(self.plan.workers, worker_env, self.stack.web_port, self.stack.log_dir, self.id)

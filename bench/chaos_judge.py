@@ -211,6 +211,7 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
 
     lateness, tolerance = rules.lateness, rules.capture_tolerance
     arrived = late_evidence = 0
+    review_reasons: Counter = Counter()
     for car in cars:
         mine = sorted(by_plate.get(car.plate, []), key=lambda pair: pair[1])
         violations = [(e, t) for e, t in mine if isinstance(e, events.ViolationDetected)]
@@ -235,6 +236,8 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
         case_id = case_ids[0]
         state = closed[case_id]["outcome"] if case_id in closed else "open"
         outcome[state] += 1
+        if state == "review":
+            review_reasons[closed[case_id].get("reason", "")[:90]] += 1
         numbers = set().union(*(numbers_by_case[c] for c in cases_by_plate[car.plate]))
         if case_id not in warned:
             if numbers:
@@ -288,6 +291,7 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
             report.ticket_sms_lost.append(number)
         report.ticket_sms_duplicated += [number] * max(0, ticket_sms[number] - 1)
     report.cases_left_open = sorted(f"{c[:8]} ({opened[c]['plate']})" for c in opened if c not in closed)
+    report.notes += [f"review ({n}): {reason}" for reason, n in review_reasons.most_common(5)]
     if late_evidence:
         report.notes.append(f"{late_evidence} ticket(s) on a capture that reached Kafka after the horizon, "
                             "before the decision (allowed)")
