@@ -771,6 +771,9 @@ class ChaosRun:
         while time.monotonic() < drain_end:
             await asyncio.sleep(1)
             self._check()
+            if time.monotonic() - last >= 15:
+                self.say(self.progress())
+                last = time.monotonic()
             if not self.city.cases_done():
                 done_since = None
                 continue
@@ -778,9 +781,6 @@ class ChaosRun:
             quiet = time.monotonic() - done_since
             if quiet >= 30 or (quiet >= 5 and self.city.every_sms_seen(len(self.sms()))):
                 break
-            if time.monotonic() - last >= 15:
-                self.say(self.progress())
-                last = time.monotonic()
         else:
             self.say(f"chaos: not every case closed within {self.plan.drain_seconds:.0f} s of the last arrival")
         self.say(self.progress())
