@@ -41,16 +41,16 @@ import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.chaos_judge import (BEHAVIOURS, LEAVES_EARLY, LEAVES_EDGE, STAYS_ANSWERS, STAYS_SEEN, STAYS_SILENT,
-                               Car, Record, Report, judge, when)
+from bench.chaos_judge import (LEAVES_EARLY, LEAVES_EDGE, STAYS_ANSWERS, STAYS_SEEN, STAYS_SILENT, Car, Record,
+                               Report, judge, when)
 from bench.e2e import machine
 from pipeline import bootstrap
 from pipeline.cases.machine import Rules
 from pipeline.cases.store import init_connection
 from pipeline.config import Settings
 from pipeline.db.migrate import migrate
-from pipeline.logs import quiet_repeats
 from pipeline.demo import city
+from pipeline.logs import quiet_repeats
 from pipeline.sms.kannel import read_fakesmsc_line
 from schemas import events, topics
 from schemas.codec import encode

@@ -26,7 +26,7 @@ The ground truth, per car (one plate with a phone on record, one place, one viol
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from pipeline.cases.machine import Rules, Sighting, distance_m
 from schemas import events
@@ -212,6 +212,7 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
     lateness, tolerance = rules.lateness, rules.capture_tolerance
     arrived = late_evidence = 0
     review_reasons: Counter = Counter()
+    warning_delays: list[float] = []
     for car in cars:
         mine = sorted(by_plate.get(car.plate, []), key=lambda pair: pair[1])
         violations = [(e, t) for e, t in mine if isinstance(e, events.ViolationDetected)]
@@ -244,6 +245,7 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
                 report.tickets_wrong += [f"{car.plate} {n} (no warning)" for n in sorted(numbers)]
             continue
         deadline = when(warned[case_id]["deadline_at"])
+        warning_delays.append((when(warned[case_id]["accepted_at"]) - violation.taken_at).total_seconds())
         recheck = rechecks.get(case_id)
         horizon = (when(recheck["answer_by"]) if recheck else deadline) + lateness
         place = Sighting(violation.event_id, violation.camera_id, violation.taken_at, violation.location.lat,
@@ -292,6 +294,10 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
         report.ticket_sms_duplicated += [number] * max(0, ticket_sms[number] - 1)
     report.cases_left_open = sorted(f"{c[:8]} ({opened[c]['plate']})" for c in opened if c not in closed)
     report.notes += [f"review ({n}): {reason}" for reason, n in review_reasons.most_common(5)]
+    if warning_delays:
+        d = sorted(warning_delays)
+        report.notes.append(f"violation taken -> warning accepted by the gateway: p50 {d[len(d) // 2]:.1f} s, "
+                            f"p99 {d[max(0, int(len(d) * 0.99) - 1)]:.1f} s, max {d[-1]:.1f} s")
     if late_evidence:
         report.notes.append(f"{late_evidence} ticket(s) on a capture that reached Kafka after the horizon, "
                             "before the decision (allowed)")

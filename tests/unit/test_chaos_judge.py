@@ -86,7 +86,8 @@ class City:
         deadline = T0 + s(31)
         self.case_events += [
             {"type": "CaseOpened", "case_id": case, "plate": plate, "detected_at": T0.isoformat()},
-            {"type": "WarningSent", "case_id": case, "plate": plate, "deadline_at": deadline.isoformat()}]
+            {"type": "WarningSent", "case_id": case, "plate": plate, "accepted_at": (T0 + s(1)).isoformat(),
+             "deadline_at": deadline.isoformat()}]
         text = texts.warning_text(texts.WarningFacts(plate, CAM.place, deadline, "海创园B1", 30, T0))
         self.sms += [(phone, text)] * warnings
         if evidence_at is not None:
