@@ -58,6 +58,7 @@ app = faust.App(
     broker_session_timeout=settings.session_timeout_seconds,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 5),
     Worker=Worker,
+    **console_views.FAUST_WEB,
 )
 
 camera_events = app.topic(settings.topic(topics.CAMERA_EVENTS.name), key_serializer="raw",
@@ -77,7 +78,7 @@ class Runtime(Service):
         self.pool = self.web_pool = self.service = self.gateway = self.producer = self.relay = None
         self.settings = settings
         self.car_parks = CarParkIndex()
-        self.zones = ZoneBook(default_window_seconds=settings.window_seconds)
+        self.zones = ZoneBook(default_window_seconds=settings.window_seconds, defaults=settings.zone_defaults)
         self.rounds: dict[str, float | None] = {}
         """Each loop's and agent's current round: when it began (monotonic), None between rounds."""
 

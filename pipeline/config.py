@@ -1,16 +1,18 @@
 """The one reader of the environment: every setting, with its default, in one frozen object."""
 
+import ipaddress
 import os
 import socket
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.cases.machine import Rules
+from pipeline.cases.machine import Rules, ZoneRules
 from pipeline.client_limits import parse_networks
 from schemas.events import NEVER_EVIDENCE_SCHEMES
 
@@ -66,6 +68,28 @@ class Settings(BaseSettings):
     recheck_wait_seconds: float = Field(default=120, gt=0)
     same_place_m: float = Field(default=50, gt=0)
     max_report_delay_seconds: float = Field(default=300, gt=0)
+    capture_bound_seconds: float = Field(default=600, gt=0)
+    """A capture taken later than this after the deadline shows the car there then, not at the
+    deadline: it is not evidence, for automatic tickets and for an officer's ticket on review alike.
+    At least PW_LATENESS_SECONDS + PW_RECHECK_WAIT_SECONDS, so that a recheck's answer can count."""
+    delivery_wait_seconds: float = Field(default=600, ge=0)
+    """With a gateway that reports delivery (kannel, http): how long after the deadline a case whose
+    warning has no delivery report yet waits for it (a late delivery moves the deadline to
+    delivered + window); without one by then an officer decides (review)."""
+    same_stay_minutes: float | None = Field(default=None, gt=0)
+    """A car detected again at the place of its closed case (ticketed, warning notice, to confirm,
+    unconfirmed, review, exempt) within this many minutes after the case closed is the same stay:
+    the detection is added to that case as evidence, with no new warning. Unset: until the end of
+    the local day (PW_TIMEZONE) on which the case closed."""
+    first_offence_months: int = Field(default=0, ge=0)
+    """For zones without their own setting: a car with no ticket nor warning notice in the last N
+    months gets a first-offence warning notice (首违警告) instead of a ticket. 0: off."""
+    new_camera_days: int = Field(default=0, ge=0)
+    """For zones without their own setting: a camera in its first N days after commissioning issues
+    warning notices only (a camera whose commissioning date is not known is not new). 0: off."""
+    confirm_tickets: bool = False
+    """For zones without their own setting: a ticket takes effect (issued, published, sent) only once
+    an officer confirms it on the console's queue; a rejected one never does."""
 
     # Loops
     tick_seconds: float = Field(default=0.5, gt=0)
@@ -190,17 +214,35 @@ class Settings(BaseSettings):
                              f"PW_SMS_TIMEOUT_SECONDS ({self.sms_timeout_seconds}): raise it or lower the timeout")
         return self
 
+    @model_validator(mode="after")
+    def _a_recheck_answer_can_count(self) -> "Settings":
+        if self.capture_bound_seconds < self.lateness_seconds + self.recheck_wait_seconds:
+            raise ValueError(f"PW_CAPTURE_BOUND_SECONDS ({self.capture_bound_seconds}) must be at least "
+                             f"PW_LATENESS_SECONDS + PW_RECHECK_WAIT_SECONDS ({self.lateness_seconds + self.recheck_wait_seconds}): "
+                             f"a camera's answer to a recheck would never count as evidence")
+        return self
+
     @cached_property
     def rules(self) -> Rules:
         return Rules(
             window=timedelta(seconds=self.window_seconds),
             lateness=timedelta(seconds=self.lateness_seconds),
             capture_tolerance=timedelta(seconds=self.capture_tolerance_seconds),
+            capture_bound=timedelta(seconds=self.capture_bound_seconds),
             recheck_wait=timedelta(seconds=self.recheck_wait_seconds),
             same_place_m=self.same_place_m,
             require_delivery_report=self.sms_gateway != "file",
+            delivery_wait=timedelta(seconds=self.delivery_wait_seconds),
             max_report_delay=timedelta(seconds=self.max_report_delay_seconds),
+            same_stay=timedelta(minutes=self.same_stay_minutes) if self.same_stay_minutes else None,
+            timezone=ZoneInfo(self.timezone),
         )
+
+    @cached_property
+    def zone_defaults(self) -> ZoneRules:
+        """The city's zone rules, for zones without their own (``pipeline.lookups.zones``)."""
+        return ZoneRules(window=timedelta(seconds=self.window_seconds), first_offence_months=self.first_offence_months,
+                         new_camera_days=self.new_camera_days, confirm_tickets=self.confirm_tickets)
 
     @property
     def driver_base_url(self) -> str:
@@ -219,14 +261,38 @@ class Settings(BaseSettings):
     """How long a console login lasts (a shift)."""
     console_login_max_failures: int = Field(default=5, ge=1)
     console_login_lock_minutes: float = Field(default=15, gt=0)
-    """After console_login_max_failures failed logins for one name within this many minutes, that name
-    is refused (429) until the oldest failure is this old."""
+    """After console_login_max_failures failed logins for one name from one client address within this
+    many minutes, that name is refused (429) from that address until the oldest failure is this old.
+    Other addresses are not refused: failures from elsewhere cannot lock an operator out."""
+    console_login_per_address_per_minute: int = Field(default=10, ge=1)
+    """Login attempts per client address (an IPv6 /64) per minute on each worker, as many at once;
+    beyond them 429, before any password check or database work."""
+    console_login_concurrency: int = Field(default=1, ge=1)
+    """Logins checked at once per worker, each argon2 check in a thread (64 MiB and up to 4 cores for
+    tens of ms each); a login beyond them is answered 503 at once, not queued."""
     console_secure_cookie: bool = False
     """Mark the session cookie Secure: set it when the console is served over HTTPS."""
     console_refresh_seconds: float = Field(default=1.0, gt=0)
     """How often the live console (server-sent events) and /metrics re-read PostgreSQL."""
     console_db_pool_size: int = Field(default=3, ge=1)
     """The console's own connections, apart from the pipeline's."""
+    metrics_allow: str = "127.0.0.1/32,::1/128"
+    """Client addresses or networks (comma-separated) that may read /metrics; empty: none (then only
+    with metrics_token). Loopback only by default."""
+    metrics_token: SecretStr | None = None
+    """A token that lets any address read /metrics, sent as ``Authorization: Bearer <token>``."""
+
+    @cached_property
+    def metrics_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(n.strip(), strict=False) for n in self.metrics_allow.split(",") if n.strip())
+
+    @model_validator(mode="after")
+    def _metrics_allow_is_addresses(self) -> "Settings":
+        try:
+            self.metrics_networks
+        except ValueError as exc:
+            raise ValueError(f"PW_METRICS_ALLOW: {exc} (give addresses or networks, comma-separated)") from None
+        return self
 
     # Integrators
     ingest_max_body_bytes: int = Field(default=1_048_576, ge=1024)

@@ -14,7 +14,8 @@ from pipeline.sms.kannel import read_fakesmsc_line
 from schemas import topics
 
 STYLE = {"CaseOpened": "yellow", "WarningSent": "cyan", "TicketIssued": "bold red", "moved": "green",
-         "ticketed": "red", "unconfirmed": "magenta", "review": "bold magenta", "exempt": "blue"}
+         "ticketed": "red", "cautioned": "bold cyan", "to_confirm": "bold yellow", "unconfirmed": "magenta",
+         "review": "bold magenta", "exempt": "blue"}
 
 
 def describe(message: dict, tz: ZoneInfo) -> tuple[str, str]:

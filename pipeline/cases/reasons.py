@@ -24,6 +24,11 @@ REASONS: dict[str, str] = {
     "seen_elsewhere": "seen elsewhere ({where}): the car moved",
     "older_capture": "older capture at the same place: kept as evidence",
     "capture_same_place": "capture at the same place",
+    "capture_in_future": "capture stamped in the future (camera clock ahead): not evidence",
+    "left_known": "already seen leaving earlier after the deadline",
+    "left_after_deadline_kept": "seen leaving after the deadline: decided at the deadline on the captures taken before",
+    "settling": "waiting for events taken before the answer to arrive",
+    "same_stay": "seen again at the place of a case already {state} (the same stay): kept as evidence",
     "departure_after_ticket": "departure before the deadline arrived after the ticket: for review",
     "departure_before_violation": "departure taken before the violation: ignored",
     "left_after_deadline": "left after the deadline, before a fresh capture: no ticket",
@@ -35,6 +40,9 @@ REASONS: dict[str, str] = {
     "daily_limit": "daily limit of {n} SMS to this phone reached",
     "delivery_known": "delivery already known",
     "delivered": "warning delivered to the phone",
+    "delivered_late": "warning delivered after it was accepted: the deadline moves to {deadline}",
+    "awaiting_delivery": "waiting for the report that the warning reached the phone",
+    "delivery_unknown": "no report that the warning reached the phone: an officer decides",
     "undelivered_already": "undelivered warning reported for a case already {state}",
     "undelivered": "warning not delivered: {detail}",
     # the deadline
@@ -44,6 +52,9 @@ REASONS: dict[str, str] = {
     "never_delivered": "still there at the deadline, but the warning was never reported delivered: an officer decides",
     "still_there": "still at the place at the deadline",
     "still_there_recheck": "captured at the place after the deadline (recheck)",
+    "first_offence": "no ticket nor warning notice in the last {n} months: a first-offence warning notice instead of a ticket",
+    "new_camera": "camera {where} commissioned on {day}, in its first {n} days: a warning notice instead of a ticket",
+    "to_confirm": "{detail}: the ticket takes effect once an officer confirms it",
     "decision_failed": "the pipeline could not decide this case ({detail}): an officer decides",
     # the SMS gateway (a message's last error)
     "too_long": "text is {units} units, more than one segment",
@@ -63,6 +74,8 @@ REASONS: dict[str, str] = {
     # operators
     "warned_again": "warned again as case {case_id}: {detail}",
     "ticketed_on_review": "ticketed on review: {detail}",
+    "confirmed": "ticket confirmed by an officer: {detail}",
+    "rejected": "ticket rejected by an officer: {detail}",
 }
 
 

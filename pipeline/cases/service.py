@@ -2,9 +2,11 @@
 and records the decision with its effects.
 
     camera event ──> handle_camera_events ──> machine.open_case / on_capture / on_departure
+                                              │   (or again_after_close: evidence for the same stay)
                                               └─> case row + sighting + SMS row + outbox rows (one transaction)
     SMS row due  ──> send_due_sms ──> gateway.send ──> machine.on_warning_accepted (window starts)
-    case due     ──> decide_due_cases ──> machine.on_wake ──> ticket | recheck request | unconfirmed
+    report       ──> apply_delivery_reports ──> machine.on_warning_delivered (a late delivery moves the deadline)
+    case due     ──> decide_due_cases ──> machine.on_wake ──> ticket | warning notice | to confirm | recheck | ...
 
 Each entry point is safe to run in any number of workers at once and to repeat: rows are claimed
 with ``FOR UPDATE SKIP LOCKED`` and every effect is keyed (see ``store``).
@@ -14,7 +16,7 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Callable
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
@@ -115,7 +117,10 @@ def sighting_of(event: events.Capture | events.VehicleDeparted) -> Sighting:
 class CaseService:
     def __init__(self, pool: asyncpg.Pool, owners: OwnerDirectory, car_parks: CarParkIndex, zones: ZoneBook,
                  rules: Rules, topics: Topics, sms: SmsStyle, ticket_prefix: str, actor: str = PIPELINE,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), parallel: int = 4):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), parallel: int = 4,
+                 commissioned_on: Callable[[str], date | None] = lambda camera_id: None):
+        """``commissioned_on``: the day a camera was commissioned (the camera registry), for the zone
+        rule on new cameras; until the registry is wired in, no date is known, so no camera is new."""
         self.pool = pool
         self.owners = owners
         self.car_parks = car_parks
@@ -127,6 +132,7 @@ class CaseService:
         self.clock = clock
         self.actor = actor
         self.parallel = parallel
+        self.commissioned_on = commissioned_on
         self.database_waits = 0
 
     # ── camera events ────────────────────────────────────────────────────────────────────────
@@ -252,6 +258,8 @@ class CaseService:
                 if not machine.needs_new_case(decision, sighting, self.rules):
                     await store.link_sighting(conn, item.event_id, case.id)
                     return
+            elif await self._same_stay(conn, item, sighting, now):
+                return
             await self._open(conn, item, sighting, now, source)
         elif case is None:
             return  # a sighting or a departure with no open case: kept as a sighting only
@@ -263,12 +271,34 @@ class CaseService:
             await self._record(conn, case, machine.on_departure(case, item.taken_at, self.rules, now), now,
                                item.event_id)
 
+    async def _same_stay(self, conn, event: events.ViolationDetected, sighting: Sighting, now: datetime) -> bool:
+        """One car, one case per stay: a violation at the place of the plate's closed case, within the
+        stay, is added to that case as evidence (linked, noted in the audit log, nothing sent)."""
+        latest = await store.latest_case(conn, event.plate)
+        if latest is None or latest.is_open or latest.state not in machine.STAY_STATES:
+            return False
+        exempt_now = latest.state != State.EXEMPT or self._exemption(event) is not None
+        departures, captures = await store.seen_between(conn, event.plate, latest.violation.taken_at, event.taken_at,
+                                                        latest.violation.camera_id)
+        decision = machine.again_after_close(latest, sighting, departures, captures, exempt_now, self.rules)
+        if decision is None:
+            return False
+        await store.link_sighting(conn, event.event_id, latest.id)
+        await store.audit(conn, now, latest.id, self.actor, "evidence", {"cause": event.event_id, "note": decision.note})
+        return True
+
+    def _exemption(self, event: events.ViolationDetected) -> str | None:
+        return self.zones.exemption(event.plate, event.zone, event.taken_at.astimezone(self.sms.timezone).hour)
+
     async def _open(self, conn, event: events.ViolationDetected, sighting: Sighting, now: datetime,
                     source: Source) -> None:
-        exemption = self.zones.exemption(event.plate, event.zone, event.taken_at.astimezone(self.sms.timezone).hour)
+        exemption = self._exemption(event)
         phone = None if exemption else await self.owners.phone_for(event.plate, conn)
-        opening = machine.Opening(owner_reachable=phone is not None, exempt_reason=exemption,
-                                  reported_at=source.timestamp)
+        zone = self.zones.rules_for(event.zone)
+        opening = machine.Opening(
+            owner_reachable=phone is not None, exempt_reason=exemption, reported_at=source.timestamp, zone=zone,
+            last_offence_at=await store.last_offence(conn, event.plate) if zone.first_offence_months else None,
+            camera_commissioned=self.commissioned_on(event.camera_id) if zone.new_camera_days else None)
         decision = machine.open_case(uuid4(), event.plate, event.zone, sighting, opening, now, self.rules)
         case = decision.case
         await store.insert_case(conn, case, self.zones.window_seconds(event.zone), now,
@@ -325,6 +355,8 @@ class CaseService:
                     await store.withdraw_warning(conn, case.id)
                 case machine.IssueTicket():
                     await self._issue_ticket(conn, case, effect, now)
+                case machine.IssueCaution():
+                    await self._issue_caution(conn, case, effect, now)
                 case machine.RequestRecheck():
                     v = case.violation
                     await store.add_outbox(conn, self.topics.camera_commands, effect.camera_id, events.RecheckRequested(
@@ -358,6 +390,13 @@ class CaseService:
         if phone:
             await store.add_sms(conn, case.id, "ticket", phone,
                                 {"plate": case.plate, "place": case.place, "ticket_number": number}, now)
+
+    async def _issue_caution(self, conn, case: Case, effect: machine.IssueCaution, now: datetime) -> None:
+        """A warning notice: the case (closed as cautioned) holds both captures; the owner is told by SMS."""
+        phone = await self.owners.phone_for(case.plate, conn)
+        if phone:
+            await store.add_sms(conn, case.id, "caution", phone, {"plate": case.plate, "place": case.place,
+                                                                  "first_offence": effect.first_offence}, now)
 
     async def _publish_closed(self, conn, case: Case, now: datetime) -> None:
         await store.add_outbox(conn, self.topics.case_events, case.plate, events.CaseClosed(
@@ -657,7 +696,7 @@ class CaseService:
         if row["kind"] == "warning" and status in ("delivered", "failed", "smsc_rejected"):
             case = await store.get_case(conn, row["case_id"], lock=True)
             if status == "delivered":
-                decision = machine.on_warning_delivered(case, reported_at or now)
+                decision = machine.on_warning_delivered(case, reported_at or report["received_at"], self.rules, now)
             else:
                 decision = machine.on_warning_undelivered(case, f"{status} {report['detail']}".strip(), now)
             await self._record(conn, case, decision, now, f"delivery-report:{report['sms_id']}")
@@ -671,7 +710,11 @@ class CaseService:
         if row["kind"] == "appeal_decision":
             return texts.appeal_decision_text(texts.AppealFacts(p["plate"], p["ticket_number"], p["outcome"]),
                                               self.sms.language, self.sms.signature)
-        # The text shows the deadline rounded down to the minute; the real one (from acceptance) is later.
+        if row["kind"] == "caution":
+            return texts.caution_text(texts.CautionFacts(p["plate"], p["place"], p["first_offence"]),
+                                      self.sms.language, self.sms.signature)
+        # The text shows the earliest the deadline can be, rounded down to the minute: the real one counts
+        # from acceptance (later than now), or from delivery when the phone got it later: never earlier.
         deadline = (now + timedelta(seconds=row["window_seconds"])).astimezone(tz)
         counted = datetime.fromisoformat(p["counted_at"]).astimezone(tz) if "counted_at" in p else None
         return texts.warning_text(texts.WarningFacts(p["plate"], p["place"], deadline, p.get("car_park"),

@@ -17,7 +17,8 @@ from pipeline.cases.machine import Case, Sighting, State
 from schemas.codec import encode
 
 CASE_COLUMNS = """id, plate, state, zone, place, camera_id, lat, lon, violation, latest_capture,
-    window_seconds, detected_at, opened_at, warned_at, deadline_at, wake_at, closed_at, reason, warning_delivered_at"""
+    window_seconds, detected_at, opened_at, warned_at, deadline_at, wake_at, closed_at, reason, warning_delivered_at,
+    fresh_capture, left_at, caution, confirm"""
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -43,7 +44,9 @@ def case_from_row(r) -> Case:
                 violation=sighting_from_json(r["violation"]), opened_at=r["opened_at"], warned_at=r["warned_at"],
                 deadline_at=r["deadline_at"], wake_at=r["wake_at"],
                 latest_capture=sighting_from_json(r["latest_capture"]), closed_at=r["closed_at"], reason=r["reason"],
-                warning_delivered_at=r["warning_delivered_at"])
+                warning_delivered_at=r["warning_delivered_at"], window=timedelta(seconds=r["window_seconds"]),
+                fresh_capture=sighting_from_json(r["fresh_capture"]), left_at=r["left_at"], caution=r["caution"],
+                confirm=r["confirm"])
 
 
 async def add_sighting(conn, kind: str, event, received_at: datetime) -> bool:
@@ -103,20 +106,23 @@ async def insert_case(conn, case: Case, window_seconds: int, now: datetime, sour
     v = case.violation
     await conn.execute(
         f"""INSERT INTO cases ({CASE_COLUMNS}, updated_at, source_partition) VALUES
-            ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)""",
+            ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+             $23, $24, $25)""",
         case.id, case.plate, case.state.value, case.zone, case.place, v.camera_id, v.lat, v.lon,
         sighting_to_json(v), sighting_to_json(case.latest_capture), window_seconds, v.taken_at, case.opened_at,
-        case.warned_at, case.deadline_at, case.wake_at, case.closed_at, case.reason, case.warning_delivered_at, now,
-        source_partition,
+        case.warned_at, case.deadline_at, case.wake_at, case.closed_at, case.reason, case.warning_delivered_at,
+        sighting_to_json(case.fresh_capture), case.left_at, case.caution, case.confirm, now, source_partition,
     )
 
 
 async def update_case(conn, case: Case, now: datetime) -> None:
     await conn.execute(
         """UPDATE cases SET state = $2, latest_capture = $3, warned_at = $4, deadline_at = $5, wake_at = $6,
-           closed_at = $7, reason = $8, warning_delivered_at = $9, updated_at = $10 WHERE id = $1""",
+           closed_at = $7, reason = $8, warning_delivered_at = $9, updated_at = $10, fresh_capture = $11,
+           left_at = $12 WHERE id = $1""",
         case.id, case.state.value, sighting_to_json(case.latest_capture), case.warned_at, case.deadline_at,
-        case.wake_at, case.closed_at, case.reason, case.warning_delivered_at, now,
+        case.wake_at, case.closed_at, case.reason, case.warning_delivered_at, now, sighting_to_json(case.fresh_capture),
+        case.left_at,
     )
 
 
@@ -368,6 +374,37 @@ async def unlinked_sightings_since(conn, plate: str, since: datetime) -> list[tu
     )
     return [(r["kind"], Sighting(r["event_id"], r["camera_id"], r["taken_at"], r["lat"], r["lon"], r["place"] or "",
                                  (r["evidence"] or {}).get("image_url"))) for r in rows]
+
+
+async def latest_case(conn, plate: str) -> Case | None:
+    """The plate's most recent case (open or closed), locked."""
+    row = await conn.fetchrow(
+        f"SELECT {CASE_COLUMNS} FROM cases WHERE plate = $1 ORDER BY opened_at DESC LIMIT 1 FOR NO KEY UPDATE", plate)
+    return case_from_row(row) if row else None
+
+
+async def seen_between(conn, plate: str, since: datetime, until: datetime, camera_id: str,
+                       limit: int = 200) -> tuple[list[datetime], list[Sighting]]:
+    """What could show that the car left between two moments: its departures, and its captures by
+    other cameras than ``camera_id`` (the machine measures how far they were), oldest first."""
+    rows = await conn.fetch(
+        """SELECT kind, event_id, camera_id, taken_at, lat, lon, place FROM sightings
+           WHERE plate = $1 AND taken_at BETWEEN $2 AND $3
+             AND (kind = 'VehicleDeparted' OR camera_id <> $4)
+           ORDER BY taken_at LIMIT $5""",
+        plate, since, until, camera_id, limit)
+    departures = [r["taken_at"] for r in rows if r["kind"] == "VehicleDeparted"]
+    captures = [Sighting(r["event_id"], r["camera_id"], r["taken_at"], r["lat"], r["lon"], r["place"] or "")
+                for r in rows if r["kind"] != "VehicleDeparted"]
+    return departures, captures
+
+
+async def last_offence(conn, plate: str) -> datetime | None:
+    """When the plate last had a ticket that stands, or a warning notice (or a ticket to confirm)."""
+    return await conn.fetchval(
+        """SELECT greatest((SELECT max(issued_at) FROM tickets WHERE plate = $1 AND voided_at IS NULL),
+                           (SELECT max(detected_at) FROM cases WHERE plate = $1 AND state IN ('cautioned', 'to_confirm')))""",
+        plate)
 
 
 CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"

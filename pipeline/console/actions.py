@@ -11,8 +11,13 @@ Resolving a review case (no phone on record, or the warning failed):
   case that starts at ``detected`` and sends a fresh warning; the review case closes as cancelled,
   pointing to it. The new case follows the ordinary rules, so it is ticketed only with a fresh
   capture after its own deadline;
-- ticket with evidence: only with a capture at the same place, taken at least the zone's window
-  after the violation, with no departure seen in between (never blindly);
+- ticket with evidence: only with a capture at the same place taken between the driver's real
+  deadline (less the capture tolerance) and ``Rules.capture_bound`` after it, with no departure
+  seen in between (never blindly; ``machine.review_evidence_problem``). For a case never warned
+  the deadline is a window after the violation. A zone's warning-notice rule still applies;
+
+Confirming a ticket (zones that require it): an officer confirms a ``to_confirm`` case (the ticket
+is issued, published and sent) or rejects it with a reason (it never takes effect).
 - ask the camera for a fresh capture (its answer is kept on the plate and offered as evidence);
 - close: the case is cancelled.
 """
@@ -111,23 +116,24 @@ def warning_again(case: Case, new_case_id: UUID, phone_on_record: bool, plate_ha
     # An officer warns on purpose, however long ago the violation was reported: no report-delay rule.
     opened = machine.open_case(new_case_id, case.plate, case.zone, case.violation,
                                machine.Opening(owner_reachable=True), now, replace(rules, max_report_delay=timedelta.max))
+    # The new case keeps the zone's rules decided for the violation (warning notice, confirmation).
+    opened = Decision(replace(opened.case, window=case.window, caution=case.caution, confirm=case.confirm),
+                      opened.effects)
     return machine.cancel(case, why("warned_again", case_id=new_case_id, detail=reason), now), opened
 
 
 def evidence_problem(case: Case, capture: Sighting, departures: list[datetime], rules: Rules,
                      window: timedelta, now: datetime) -> str | None:
-    """Why ``capture`` cannot serve as the fresh capture for a ticket on review (a key), or None."""
-    if capture.event_id == case.violation.event_id:
-        return "evidence_is_the_violation"
-    if machine.distance_m(case.violation, capture) > rules.same_place_m:
-        return "evidence_elsewhere"
-    if capture.taken_at < case.violation.taken_at + window:
-        return "evidence_too_early"
-    if capture.taken_at > now + rules.clock_skew:
-        return "evidence_in_future"
-    if any(case.violation.taken_at <= d <= capture.taken_at for d in departures):
-        return "evidence_after_departure"
-    return None
+    """Why ``capture`` cannot serve as the fresh capture for a ticket on review (a key), or None:
+    the machine's evidence timing (``machine.review_evidence_problem``), with the case's window."""
+    return machine.review_evidence_problem(replace(case, window=case.window or window), capture, departures, rules,
+                                           now)
+
+
+def evidence_bounds(case: Case, rules: Rules, window: timedelta) -> tuple[datetime, datetime]:
+    """The earliest and latest time a fresh capture for a ticket on review may have been taken."""
+    deadline = machine.review_deadline(replace(case, window=case.window or window), rules)
+    return deadline - rules.capture_tolerance, deadline + rules.capture_bound
 
 
 def ticketing_on_review(case: Case, capture: Sighting, departures: list[datetime], rules: Rules,
@@ -137,10 +143,41 @@ def ticketing_on_review(case: Case, capture: Sighting, departures: list[datetime
     problem = evidence_problem(case, capture, departures, rules, window, now)
     if problem:
         raise Refused(problem)
-    deadline = case.deadline_at or case.violation.taken_at + window
-    ticketed = replace(case, state=State.TICKETED, deadline_at=deadline, wake_at=None, latest_capture=capture,
-                       closed_at=now, reason=why("ticketed_on_review", detail=reason))
-    return Decision(ticketed, (machine.IssueTicket(case.id, case.violation, capture),))
+    return machine.ticket_on_review(replace(case, window=case.window or window), capture, rules, reason, now)
+
+
+def confirming(case: Case, reason: str, now: datetime) -> Decision:
+    """A ticket waiting for confirmation takes effect."""
+    decision = machine.confirm_ticket(case, reason, now)
+    if not decision.changed:
+        raise Refused("not_to_confirm", state=case.state.value)
+    return decision
+
+
+def rejecting(case: Case, reason: str, now: datetime) -> Decision:
+    """A ticket waiting for confirmation never takes effect."""
+    decision = machine.reject_ticket(case, reason, now)
+    if not decision.changed:
+        raise Refused("not_to_confirm", state=case.state.value)
+    return decision
+
+
+def checked_zone_rules(first_offence_months: str, new_camera_days: str, confirm_tickets: str) -> dict:
+    """A zone's own rules from the rules page: a number of months / days (empty: the city's
+    default), and 'yes', 'no' or '' (the city's default) for confirmation."""
+    rules = {}
+    for name, text, top in (("first_offence_months", first_offence_months, 120), ("new_camera_days", new_camera_days, 3650)):
+        text = (text or "").strip()
+        if text:
+            if not text.isdigit() or int(text) > top:
+                raise Refused("bad_zone_rule", name=name, top=top)
+            rules[name] = int(text)
+        else:
+            rules[name] = None
+    if confirm_tickets not in ("", "yes", "no", None):
+        raise Refused("bad_zone_rule", name="confirm_tickets", top="yes/no")
+    rules["confirm_tickets"] = None if not confirm_tickets else confirm_tickets == "yes"
+    return rules
 
 
 def usable_evidence(case: Case, captures: list[Sighting], departures: list[datetime], rules: Rules,
@@ -231,6 +268,28 @@ async def ticket_on_review(desk: Desk, operator: Operator, case_id: UUID, eviden
         return {"case_id": case.id}
 
 
+async def confirm_ticket(desk: Desk, operator: Operator, case_id: UUID, reason: str, now: datetime) -> dict:
+    """Confirm a ticket waiting for an officer: issued, published on ``tickets`` and sent to the owner."""
+    check_can_act(operator)
+    reason = check_reason(reason)
+    async with desk.pool.acquire() as conn, conn.transaction():
+        case = await _locked_case(conn, case_id)
+        decision = confirming(case, reason, now)
+        await _save(desk, conn, operator, case, decision, "confirm_ticket", {"reason": reason}, now)
+        return {"case_id": case.id}
+
+
+async def reject_ticket(desk: Desk, operator: Operator, case_id: UUID, reason: str, now: datetime) -> dict:
+    """Reject a ticket waiting for an officer: it never takes effect (the case closes as rejected)."""
+    check_can_act(operator)
+    reason = check_reason(reason)
+    async with desk.pool.acquire() as conn, conn.transaction():
+        case = await _locked_case(conn, case_id)
+        decision = rejecting(case, reason, now)
+        await _save(desk, conn, operator, case, decision, "reject_ticket", {"reason": reason}, now)
+        return {"case_id": case.id}
+
+
 async def request_recheck(desk: Desk, operator: Operator, case_id: UUID, reason: str, now: datetime) -> dict:
     """Ask the violation's camera for a fresh capture of a review case's plate."""
     check_can_act(operator)
@@ -296,6 +355,24 @@ async def exempt_zone(desk: Desk, operator: Operator, zone: str, hours: tuple[in
         await store.audit(conn, now, None, operator.actor, "zone_exempt",
                           {"reason": reason, "zone": zone, "previous": before["exempt_reason"],
                            "hours": list(hours) if hours else None})
+        return {"zone": zone}
+
+
+async def set_zone_rules(desk: Desk, operator: Operator, zone: str, rules: dict, reason: str, now: datetime) -> dict:
+    """Set a zone's own rules (``checked_zone_rules``; None: the city's default) for cases opened from now."""
+    check_can_act(operator)
+    reason = check_reason(reason)
+    async with desk.pool.acquire() as conn, conn.transaction():
+        before = await conn.fetchrow(
+            "SELECT id, first_offence_months, new_camera_days, confirm_tickets FROM zones WHERE id = $1 FOR UPDATE", zone)
+        if before is None:
+            raise Refused("unknown_zone", zone=zone)
+        await conn.execute(
+            "UPDATE zones SET first_offence_months = $2, new_camera_days = $3, confirm_tickets = $4 WHERE id = $1",
+            zone, rules["first_offence_months"], rules["new_camera_days"], rules["confirm_tickets"])
+        await store.audit(conn, now, None, operator.actor, "zone_rules",
+                          {"reason": reason, "zone": zone, "rules": rules,
+                           "previous": {k: before[k] for k in rules}})
         return {"zone": zone}
 
 

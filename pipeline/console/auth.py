@@ -4,13 +4,30 @@ Passwords are stored as argon2id hashes (argon2-cffi's defaults). A session is a
 an HttpOnly, SameSite=Strict cookie; PostgreSQL keeps only the token's SHA-256, with the session's
 own CSRF token, so any worker can serve any operator and a stolen database holds no usable cookie.
 Roles: a ``viewer`` may look; a ``supervisor`` may also act.
+
+A login costs a stranger more than it costs the worker, in this order:
+1. ``AddressLimiter``: attempts per client address, in memory, before any other work (429);
+2. ``PasswordChecks``: at most N logins being checked at once per worker, each argon2 check in a
+   thread of its own (never on the event loop); a login beyond them is refused at once (503);
+3. ``log_in``: failed logins per name *and* client address, checked and counted in one statement
+   (429 once there were too many), so failures from elsewhere never lock an operator out;
+4. the argon2 check itself, the same cost whether or not the name exists (a dummy hash).
 """
 
+import asyncio
+import concurrent.futures
 import functools
 import hashlib
 import hmac
+import ipaddress
+import os
 import re
 import secrets
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -37,19 +54,128 @@ class OperatorError(ValueError):
 
 
 class TooManyFailures(Exception):
-    """Too many failed logins for this name lately; the next try is possible in ``retry_after`` seconds."""
+    """Too many failed logins for this name from this address lately; the next try is possible in
+    ``retry_after`` seconds."""
 
     def __init__(self, retry_after: int):
         super().__init__(f"too many failed logins; try again in {retry_after} s")
         self.retry_after = retry_after
 
 
+class LoginBusy(Exception):
+    """Every password-check slot of this worker is taken: the login is refused at once, not queued."""
+
+
 @dataclass(frozen=True)
 class LoginLimit:
-    """At most ``max_failures`` failed logins per name within ``period``."""
+    """At most ``max_failures`` failed logins per name and client address within ``period``."""
 
     max_failures: int = 5
     period: timedelta = timedelta(minutes=15)
+
+
+@functools.lru_cache(maxsize=4096)
+def address_key(remote: str | None) -> str:
+    """Who a limit counts: the client's IPv4 address, or its IPv6 /64 (one subscriber's block)."""
+    try:
+        address = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class AddressLimiter:
+    """Login attempts per client address on this worker, in memory: a token bucket per address
+    holding ``per_minute`` attempts and refilled at ``per_minute`` a minute.
+
+    At most ``capacity`` addresses are remembered, the least recently seen forgotten first, so the
+    memory stays bounded whatever the number of addresses trying.
+    """
+
+    def __init__(self, per_minute: int, capacity: int = 10_000, clock: Callable[[], float] = time.monotonic):
+        self.size = float(per_minute)
+        self.per_second = per_minute / 60.0
+        self.capacity = capacity
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, address: str) -> float:
+        """0 when an attempt from ``address`` may go ahead now (it is counted); otherwise the
+        seconds until one may."""
+        now = self.clock()
+        tokens, at = self._buckets.pop(address, (self.size, now))
+        tokens = min(self.size, tokens + (now - at) * self.per_second)
+        wait = 0.0 if tokens >= 1 else (1 - tokens) / self.per_second
+        self._buckets[address] = (tokens - 1 if wait == 0 else tokens, now)
+        while len(self._buckets) > self.capacity:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+CHECK_NICENESS = 19
+"""Password checks run at the lowest CPU priority (Linux: per thread, inherited by argon2's lanes),
+so that guesses give way to the pipeline, PostgreSQL and Kafka on a busy machine."""
+
+
+def _lower_priority() -> None:
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECK_NICENESS)
+
+
+class PasswordChecks:
+    """Argon2 checks off the event loop: at most ``concurrency`` logins in progress per worker,
+    each password checked in a thread of this pool (argon2-cffi releases the GIL while it hashes),
+    at the lowest CPU priority.
+
+    ``slot()`` is taken before any database work and refused at once (``LoginBusy``) when all are
+    taken. A slot whose check is still running when its request goes away (a client that hung up)
+    is freed only when the check ends, so the threads never have a queue.
+    """
+
+    def __init__(self, concurrency: int):
+        self.concurrency = concurrency
+        self.in_progress = 0
+        self._threads = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="password-check",
+                                                              initializer=_lower_priority)
+
+    def slot(self) -> "_Slot":
+        if self.in_progress >= self.concurrency:
+            raise LoginBusy()
+        self.in_progress += 1
+        return _Slot(self)
+
+    def _free(self) -> None:
+        self.in_progress -= 1
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+class _Slot:
+    def __init__(self, checks: PasswordChecks):
+        self._checks = checks
+        self._job: concurrent.futures.Future | None = None
+
+    async def __aenter__(self) -> "_Slot":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._job is None or self._job.done():
+            self._checks._free()
+        else:
+            loop = asyncio.get_running_loop()
+            self._job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._checks._free))
+
+    async def matches(self, stored_hash: str | None, password: str) -> bool:
+        """``password_matches`` in one of the pool's threads (one check per slot)."""
+        if self._job is not None:
+            raise RuntimeError("one password check per slot")
+        self._job = self._checks._threads.submit(password_matches, stored_hash, password)
+        return await asyncio.wrap_future(self._job)
 
 
 @dataclass(frozen=True)
@@ -108,9 +234,9 @@ def check_name_and_role(name: str, role: str) -> None:
 
 async def add_operator(conn: asyncpg.Connection, name: str, role: str, password: str, replace: bool = False) -> None:
     """Create an operator (or, with ``replace``, reset its role and password, end its sessions and
-    forget its failed logins)."""
+    forget its failed logins from every address)."""
     check_name_and_role(name, role)
-    digest = hash_password(password)
+    digest = await asyncio.to_thread(hash_password, password)
     async with conn.transaction():
         if replace:
             await conn.execute("DELETE FROM operator_sessions WHERE operator = $1", name)
@@ -138,29 +264,43 @@ async def list_operators(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 # ── sessions ────────────────────────────────────────────────────────────────────────────────
 
 
-async def log_in(conn: asyncpg.Connection, name: str, password: str, now: datetime,
-                 lifetime: timedelta, limit: LoginLimit = LoginLimit()) -> tuple[str, Session] | None:
-    """Check the password; on success start a session and return (cookie token, session).
+async def log_in(conn: asyncpg.Connection, name: str, password: str, address: str, now: datetime,
+                 lifetime: timedelta, matches: Callable[[str | None, str], Awaitable[bool]],
+                 limit: LoginLimit = LoginLimit()) -> tuple[str, Session] | None:
+    """Check the password with ``matches`` (``PasswordChecks``: off the event loop); on success start
+    a session and return (cookie token, session).
 
-    Raises ``TooManyFailures`` (without checking the password) when the name had
-    ``limit.max_failures`` failed logins within ``limit.period``, whether or not it exists.
+    The attempt is counted as a failure of (name, ``address``) before the password is checked, in
+    the same statement that checks the count, so concurrent guesses cannot slip past the limit; a
+    success forgets that address's failures for the name. Raises ``TooManyFailures`` (without
+    checking the password) when (name, address) had ``limit.max_failures`` failed logins within
+    ``limit.period`` by PostgreSQL's clock, whether or not the name exists. Failures from other
+    addresses never refuse this one.
     """
     name = name[:64]
-    recent = await conn.fetch("SELECT at FROM login_failures WHERE name = $1 AND at > $2 ORDER BY at DESC",
-                              name, now - limit.period)
-    if len(recent) >= limit.max_failures:
-        lifts_at = recent[limit.max_failures - 1]["at"] + limit.period
-        raise TooManyFailures(max(1, int((lifts_at - now).total_seconds()) + 1))
+    counted = await conn.fetchval(
+        """INSERT INTO login_failures AS f (name, address, failed_at, last_at) VALUES ($1, $2, ARRAY[now()], now())
+           ON CONFLICT (name, address) DO UPDATE
+              SET failed_at = ARRAY(SELECT t FROM unnest(f.failed_at) t WHERE t > now() - $3::interval ORDER BY t)
+                              || now(),
+                  last_at = now()
+            WHERE (SELECT count(*) FROM unnest(f.failed_at) t WHERE t > now() - $3::interval) < $4
+           RETURNING true""",
+        name, address, limit.period, limit.max_failures)
+    if counted is None:
+        wait = await conn.fetchval(
+            """SELECT extract(epoch FROM min(t) + $3::interval - now()) FROM login_failures f, unnest(f.failed_at) t
+               WHERE f.name = $1 AND f.address = $2 AND t > now() - $3::interval""",
+            name, address, limit.period)
+        raise TooManyFailures(max(1, int(wait or 0) + 1))
     row = await conn.fetchrow("SELECT name, role, password_hash FROM operators WHERE name = $1", name)
-    if not password_matches(row["password_hash"] if row else None, password):
-        async with conn.transaction():
-            await conn.execute("DELETE FROM login_failures WHERE at <= $1", now - limit.period)
-            await conn.execute("INSERT INTO login_failures (name, at) VALUES ($1, $2)", name, now)
+    if not await matches(row["password_hash"] if row else None, password):
+        await conn.execute("DELETE FROM login_failures WHERE last_at <= now() - $1::interval", limit.period)
         return None
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     expires = now + lifetime
     async with conn.transaction():
-        await conn.execute("DELETE FROM login_failures WHERE name = $1", name)
+        await conn.execute("DELETE FROM login_failures WHERE name = $1 AND address = $2", name, address)
         await conn.execute("DELETE FROM operator_sessions WHERE expires_at < $1", now)
         await conn.execute(
             """INSERT INTO operator_sessions (token_sha256, operator, csrf_token, created_at, seen_at, expires_at)

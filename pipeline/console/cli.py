@@ -116,7 +116,8 @@ def status() -> None:
     cases.add_column("count", justify="right")
     for state, n in s["cases"].items():
         cases.add_row(t.state(state), str(n))
-    sms = Table(title="SMS", box=box.SIMPLE_HEAD, title_justify="left")
+    sms = Table(title="SMS (created today, and any still pending or sending)", box=box.SIMPLE_HEAD,
+                title_justify="left")
     for col, justify in (("kind", "left"), ("status", "left"), ("count", "right")):
         sms.add_column(col, justify=justify)
     for kind, st, n in s["sms"]:

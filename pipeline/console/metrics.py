@@ -2,18 +2,22 @@
 
 Two kinds of numbers:
 - this worker's own, counted as events flow through it (a Faust sensor): events in per topic and
-  the time per stage inside the worker (Kafka -> worker, worker -> decision committed);
-- the system's, read from PostgreSQL and Kafka at scrape time, the same whichever worker answers
-  (aggregate them with max(), not sum()): open cases by state, SMS by kind and status, dead
-  letters, outbox backlog and rows set aside, deadline lag, per-stage latency over the last five
-  minutes, and the consumer group's lag per partition.
+  the time per stage inside the worker (Kafka -> worker, worker -> decision committed), and console
+  logins by outcome;
+- the system's, read from PostgreSQL and Kafka, the same whichever worker answers (aggregate them
+  with max(), not sum()): open cases by state, SMS by kind and status, dead letters today, outbox
+  backlog and rows set aside, deadline lag, decisions held for their input, per-stage latency over
+  the last five minutes, and the consumer group's lag per partition. Each is read at most once per
+  refresh interval per worker (``Refreshed``), shared with the live console, however often /metrics
+  is scraped, and each count reads an index (``queries.counts``).
 """
 
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Generic, TypeVar
 
 import asyncpg
 import faust
@@ -21,9 +25,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-
-from pipeline.cases import watermarks
-from pipeline.console import queries
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,40 @@ class WorkerMetrics:
             "Time per stage inside this worker: kafka_to_worker (producer timestamp -> received), "
             "decide (received -> decision committed and acknowledged).",
             ["stage"], buckets=STAGE_BUCKETS, registry=self.registry)
+        self.logins = Counter(
+            "parkwarden_console_logins",
+            "Console logins on this worker by outcome: accepted, wrong_password (an unknown name too), "
+            "locked (too many failures for the name from that address), address_limited (too many "
+            "attempts from the address: refused before any other work), busy (every password check "
+            "slot taken: refused at once).",
+            ["outcome"], registry=self.registry)
+        for outcome in LOGIN_OUTCOMES:
+            self.logins.labels(outcome)
+
+
+LOGIN_OUTCOMES = ("accepted", "wrong_password", "locked", "address_limited", "busy")
+
+T = TypeVar("T")
+
+
+class Refreshed(Generic[T]):
+    """A value read at most once per ``seconds``, whoever asks: callers within the interval get the
+    same value, and callers at the same moment wait for one read. A read that fails is not kept
+    (the next caller reads again)."""
+
+    def __init__(self, seconds: float, read: Callable[[], Awaitable[T]]):
+        self.seconds = seconds
+        self._read = read
+        self._value: T | None = None
+        self._at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> T:
+        async with self._lock:
+            if self._at is None or time.monotonic() - self._at >= self.seconds:
+                self._value = await self._read()
+                self._at = time.monotonic()
+            return self._value
 
 
 class StageSensor(faust.Sensor):
@@ -147,37 +182,34 @@ async def database_check(pool: asyncpg.Pool | None, timeout: float = 3.0) -> tup
         return False, f"{type(exc).__name__}: {exc}"[:200]
 
 
-async def system_families(pool: asyncpg.Pool, kafka: KafkaProbe, tz: ZoneInfo,
-                          camera_events: str | None = None) -> list[GaugeMetricFamily]:
-    """The system's numbers, read now. A source that does not answer shows as ``*_up 0``."""
-    now = datetime.now(UTC)
+async def system_families(counts: Refreshed[dict], latency: Refreshed[dict], input_read: Refreshed[list],
+                          lag: Refreshed[dict]) -> list[GaugeMetricFamily]:
+    """The system's numbers, as last read (within a refresh interval). A source that does not
+    answer shows as ``*_up 0``."""
     families = []
-    db_up = GaugeMetricFamily("parkwarden_database_up", "1 when PostgreSQL answered this scrape.")
+    db_up = GaugeMetricFamily("parkwarden_database_up", "1 when PostgreSQL answered the latest read.")
     try:
         async with asyncio.timeout(5):
-            async with pool.acquire() as conn:
-                status = await queries.status(conn, now, tz)
-                latency = await queries.recent_latency(conn, now, LATENCY_WINDOW)
-                read = await watermarks.lag(conn, camera_events) if camera_events else []
+            figures, stages, read = await counts.get(), await latency.get(), await input_read.get()
         db_up.add_metric([], 1)
-        families.extend(_database_families(status, latency))
+        families.extend(_database_families(figures, stages))
         families.extend(_watermark_families(read))
     except Exception as exc:  # noqa: BLE001
         log.warning("metrics: PostgreSQL did not answer: %s", type(exc).__name__)
         db_up.add_metric([], 0)
     families.append(db_up)
 
-    kafka_up = GaugeMetricFamily("parkwarden_kafka_up", "1 when Kafka answered this scrape.")
-    lag = GaugeMetricFamily("parkwarden_consumer_lag", "Messages not yet committed by the worker group, per "
-                            "input topic partition (end offset - committed offset).", labels=["topic", "partition"])
+    kafka_up = GaugeMetricFamily("parkwarden_kafka_up", "1 when Kafka answered the latest read.")
+    behind = GaugeMetricFamily("parkwarden_consumer_lag", "Messages not yet committed by the worker group, per "
+                               "input topic partition (end offset - committed offset).", labels=["topic", "partition"])
     try:
-        for (topic, partition), behind in sorted((await kafka.lag()).items()):
-            lag.add_metric([topic, str(partition)], behind)
+        for (topic, partition), n in sorted((await lag.get()).items()):
+            behind.add_metric([topic, str(partition)], n)
         kafka_up.add_metric([], 1)
     except Exception as exc:  # noqa: BLE001
         log.warning("metrics: Kafka did not answer: %s", type(exc).__name__)
         kafka_up.add_metric([], 0)
-    families.extend([kafka_up, lag])
+    families.extend([kafka_up, behind])
     return families
 
 
@@ -186,8 +218,8 @@ def _database_families(status: dict, latency: dict) -> list[GaugeMetricFamily]:
                                    labels=["state"])
     for state, n in status["cases"].items():
         open_cases.add_metric([state], n)
-    sms = GaugeMetricFamily("parkwarden_sms_messages", "SMS by kind and status (outcomes so far).",
-                            labels=["kind", "status"])
+    sms = GaugeMetricFamily("parkwarden_sms_messages", "SMS by kind and status: those created since local "
+                            "midnight, and every one still pending or sending.", labels=["kind", "status"])
     for kind, st, n in status["sms"]:
         sms.add_metric([kind, st], n)
     stages = GaugeMetricFamily(
@@ -200,8 +232,8 @@ def _database_families(status: dict, latency: dict) -> list[GaugeMetricFamily]:
             stages.add_metric([stage, str(q)], v)
     return [
         open_cases, sms, stages,
-        GaugeMetricFamily("parkwarden_dead_letters", "Unusable input messages kept in dead_letters (all time).",
-                          value=status["dead_letters_total"]),
+        GaugeMetricFamily("parkwarden_dead_letters_today", "Unusable input messages kept in dead_letters "
+                          "since local midnight.", value=status["dead_letters_today"]),
         GaugeMetricFamily("parkwarden_tickets_today", "Tickets issued since local midnight.",
                           value=status["tickets_today"]),
         GaugeMetricFamily("parkwarden_deadline_lag_seconds",
@@ -238,8 +270,8 @@ class _Families:
         return self.families
 
 
-async def exposition(worker: WorkerMetrics, pool: asyncpg.Pool, kafka: KafkaProbe, tz: ZoneInfo,
-                     camera_events: str | None = None) -> bytes:
+async def exposition(worker: WorkerMetrics, counts: Refreshed[dict], latency: Refreshed[dict],
+                     input_read: Refreshed[list], lag: Refreshed[dict]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(await system_families(pool, kafka, tz, camera_events)))
+    registry.register(_Families(await system_families(counts, latency, input_read, lag)))
     return generate_latest(worker.registry) + generate_latest(registry)

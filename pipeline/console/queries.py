@@ -12,11 +12,14 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from pipeline.cases.machine import distance_m
+from pipeline.cases.store import sighting_from_json
 from pipeline.lookups.owners import mask_phone
 from schemas.plates import normalize_plate
 
 OPEN = ("detected", "warned", "rechecking")
-STATES = ("detected", "warned", "rechecking", "moved", "ticketed", "unconfirmed", "review", "exempt", "cancelled")
+STATES = ("detected", "warned", "rechecking", "moved", "ticketed", "cautioned", "to_confirm", "rejected", "unconfirmed",
+          "review", "exempt", "cancelled")
 RATE_WINDOW = timedelta(seconds=10)
 """Events per second are averaged over this."""
 
@@ -33,13 +36,19 @@ def local_midnight(now: datetime, tz: ZoneInfo) -> datetime:
     return datetime.combine(now.astimezone(tz).date(), time(0), tz)
 
 
-# ── the live overview ─────────────────────────────────────────────────────────────────────
+# ── counts: the live overview and /metrics ────────────────────────────────────────────────
 
 
-async def overview(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo, open_limit: int = 60) -> dict:
-    """The console's live view: today's counts, open cases, car parks, drive-away rate, recent decisions."""
+async def counts(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
+    """Today's numbers and the work still open, for the live console and /metrics.
+
+    Each count reads an index (migrations 0003 and 0017) over a bounded set: the last few seconds,
+    today (since local midnight), or rows in an open state (open cases, review, SMS pending or
+    sending, the outbox). None reads a whole table, so the cost grows with a day's traffic and the
+    open work, not with the history kept.
+    """
     today = local_midnight(now, tz)
-    counts = await conn.fetchrow(
+    row = await conn.fetchrow(
         """SELECT
              (SELECT count(*) FROM sightings WHERE received_at > $2) AS recent_sightings,
              (SELECT count(*) FROM dead_letters WHERE received_at > $2) AS recent_dead_letters,
@@ -49,24 +58,56 @@ async def overview(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo, open_l
              (SELECT count(*) FROM tickets WHERE issued_at >= $1) AS tickets_today,
              (SELECT count(*) FROM tickets WHERE issued_at >= $1 AND voided_at IS NOT NULL) AS voided_today,
              (SELECT count(*) FROM dead_letters WHERE received_at >= $1) AS dead_letters_today,
-             (SELECT count(*) FROM cases WHERE state IN ('detected', 'warned', 'rechecking')) AS open_cases,
              (SELECT count(*) FROM cases WHERE state = 'review') AS review_cases,
-             (SELECT count(*) FROM outbox_set_aside) AS outbox_set_aside""",
-        today, now - RATE_WINDOW)
-    recent_events = counts["recent_sightings"] + counts["recent_dead_letters"]
+             (SELECT count(*) FROM cases WHERE state = 'to_confirm') AS to_confirm,
+             (SELECT count(*) FROM cases WHERE state = 'cautioned' AND closed_at >= $1) AS cautions_today,
+             (SELECT count(*) FROM outbox) AS outbox_backlog,
+             (SELECT count(*) FROM outbox_set_aside) AS outbox_set_aside,
+             (SELECT created_at FROM outbox ORDER BY id LIMIT 1) AS outbox_oldest,
+             (SELECT min(wake_at) FROM cases WHERE state IN ('warned', 'rechecking') AND wake_at <= $3) AS oldest_due""",
+        today, now - RATE_WINDOW, now)
+    open_by_state = await conn.fetch(
+        "SELECT state, count(*) AS n FROM cases WHERE state IN ('detected', 'warned', 'rechecking') GROUP BY state")
+    sms = await conn.fetch(
+        """SELECT kind, status, count(*) AS n FROM (
+             SELECT kind, status FROM sms_messages WHERE created_at >= $1 AND status NOT IN ('pending', 'sending')
+             UNION ALL SELECT kind, status FROM sms_messages WHERE status = 'pending'
+             UNION ALL SELECT kind, status FROM sms_messages WHERE status = 'sending') m
+           GROUP BY kind, status ORDER BY 1, 2""", today)
+    cases = {s: 0 for s in OPEN} | {r["state"]: r["n"] for r in open_by_state}
+    return {
+        "events_per_second": round((row["recent_sightings"] + row["recent_dead_letters"])
+                                   / RATE_WINDOW.total_seconds(), 1),
+        **{k: row[k] for k in ("events_today", "warnings_today", "moved_today", "tickets_today", "voided_today",
+                               "dead_letters_today", "review_cases", "outbox_backlog", "outbox_set_aside",
+                               "to_confirm", "cautions_today")},
+        "open_cases": sum(cases.values()),
+        "cases": cases | {"review": row["review_cases"], "to_confirm": row["to_confirm"]},
+        "sms": [(r["kind"], r["status"], r["n"]) for r in sms],
+        "outbox_oldest_age": (now - row["outbox_oldest"]).total_seconds() if row["outbox_oldest"] else 0.0,
+        "deadline_lag": (now - row["oldest_due"]).total_seconds() if row["oldest_due"] else 0.0,
+    }
+
+
+TILES = ("events_today", "warnings_today", "moved_today", "tickets_today", "voided_today", "dead_letters_today",
+         "open_cases", "review_cases", "outbox_set_aside", "to_confirm", "cautions_today")
+
+
+async def overview(conn: asyncpg.Connection, now: datetime, counts: dict, drive_away: dict,
+                   open_limit: int = 60) -> dict:
+    """The console's live view: today's ``counts``, open cases, car parks, recent decisions and the
+    ``drive_away`` rate (both read beforehand, on their own schedules)."""
     open_rows = await conn.fetch(
         """SELECT c.id, c.plate, c.state, c.zone, c.place, c.camera_id, c.detected_at, c.deadline_at, c.wake_at
            FROM cases c WHERE c.state IN ('detected', 'warned', 'rechecking')
            ORDER BY c.deadline_at NULLS LAST, c.detected_at LIMIT $1""", open_limit)
     return {
         "now": now,
-        "events_per_second": round(recent_events / RATE_WINDOW.total_seconds(), 1),
-        "counts": {k: counts[k] for k in ("events_today", "warnings_today", "moved_today", "tickets_today",
-                                          "voided_today", "dead_letters_today", "open_cases", "review_cases",
-                                          "outbox_set_aside")},
+        "events_per_second": counts["events_per_second"],
+        "counts": {k: counts[k] for k in TILES},
         "open_cases": [dict(r) for r in open_rows],
         "car_parks": await car_park_occupancy(conn),
-        "drive_away": await drive_away_rate(conn, now - timedelta(hours=24), tz),
+        "drive_away": drive_away,
         "recent": await recent_decisions(conn, 12),
     }
 
@@ -87,8 +128,9 @@ async def drive_away_rate(conn: asyncpg.Connection, since: datetime, tz: ZoneInf
     """Share of warned cars that left in time, by zone and local hour of the warning.
 
     Counted over warned cases with a known outcome: left in time (moved, with a departure or a
-    move seen before the deadline) against ticketed or left late. Unconfirmed cases (no fresh
-    capture after the recheck) and cancelled ones are left out: nobody knows when they left.
+    move seen before the deadline) against still there (ticketed, a warning notice, a ticket to
+    confirm) or left late. Unconfirmed cases (no fresh capture after the recheck) and cancelled
+    ones are left out: nobody knows when they left.
     """
     rows = await conn.fetch(
         """SELECT c.zone, extract(hour FROM c.warned_at AT TIME ZONE $2)::int AS hour,
@@ -96,7 +138,7 @@ async def drive_away_rate(conn: asyncpg.Connection, since: datetime, tz: ZoneInf
                       SELECT 1 FROM sightings s WHERE s.case_id = c.id AND s.kind = 'VehicleDeparted'
                                                   AND s.taken_at <= c.deadline_at))) AS left_in_time,
                   count(*) AS decided
-           FROM cases c WHERE c.warned_at >= $1 AND c.state IN ('moved', 'ticketed')
+           FROM cases c WHERE c.warned_at >= $1 AND c.state IN ('moved', 'ticketed', 'cautioned', 'to_confirm')
            GROUP BY 1, 2 ORDER BY 1, 2""", since, str(tz))
     zones: dict[str, dict] = {}
     for r in rows:
@@ -114,37 +156,13 @@ async def recent_decisions(conn: asyncpg.Connection, limit: int) -> list[dict]:
     return [dict(r) for r in rows]
 
 
-# ── the status summary (command line and /metrics) ──────────────────────────────────────────
+# ── the status summary (command line) ───────────────────────────────────────────────────
 
 
 async def status(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
-    today = local_midnight(now, tz)
-    by_state = await conn.fetch(
-        "SELECT state, count(*) AS n FROM cases WHERE state IN ('detected', 'warned', 'rechecking', 'review') GROUP BY state")
-    sms = await conn.fetch("SELECT kind, status, count(*) AS n FROM sms_messages GROUP BY kind, status ORDER BY 1, 2")
-    row = await conn.fetchrow(
-        """SELECT
-             (SELECT count(*) FROM tickets WHERE issued_at >= $1) AS tickets_today,
-             (SELECT count(*) FROM tickets WHERE issued_at >= $1 AND voided_at IS NOT NULL) AS voided_today,
-             (SELECT count(*) FROM dead_letters WHERE received_at >= $1) AS dead_letters_today,
-             (SELECT count(*) FROM dead_letters) AS dead_letters_total,
-             (SELECT count(*) FROM outbox) AS outbox_backlog,
-             (SELECT min(created_at) FROM outbox) AS outbox_oldest,
-             (SELECT count(*) FROM outbox_set_aside) AS outbox_set_aside,
-             (SELECT min(wake_at) FROM cases WHERE state IN ('warned', 'rechecking') AND wake_at <= $2) AS oldest_due""",
-        today, now)
-    return {
-        "cases": {s: 0 for s in (*OPEN, "review")} | {r["state"]: r["n"] for r in by_state},
-        "sms": [(r["kind"], r["status"], r["n"]) for r in sms],
-        "tickets_today": row["tickets_today"],
-        "voided_today": row["voided_today"],
-        "dead_letters_today": row["dead_letters_today"],
-        "dead_letters_total": row["dead_letters_total"],
-        "outbox_backlog": row["outbox_backlog"],
-        "outbox_oldest_age": (now - row["outbox_oldest"]).total_seconds() if row["outbox_oldest"] else 0.0,
-        "outbox_set_aside": row["outbox_set_aside"],
-        "deadline_lag": (now - row["oldest_due"]).total_seconds() if row["oldest_due"] else 0.0,
-    }
+    """``counts`` and the dead letters of all time (a whole-table count: for a person asking once)."""
+    return {**await counts(conn, now, tz),
+            "dead_letters_total": await conn.fetchval("SELECT count(*) FROM dead_letters")}
 
 
 async def recent_latency(conn: asyncpg.Connection, now: datetime, window: timedelta) -> dict[str, dict[float, float]]:
@@ -195,23 +213,35 @@ def _like(text: str) -> str:
 
 
 async def search(conn: asyncpg.Connection, c: Criteria, limit: int = 200) -> list[dict]:
-    """Cases matching every given criterion, newest first. A plate matches in part (浙A12 finds 浙A12345)."""
+    """Cases matching every given criterion, newest first. A plate matches in part (浙A12 finds 浙A12345),
+    from a trigram index when pg_trgm is there (migration 0017).
+
+    Only the given criteria enter the statement, so PostgreSQL plans each search for what it asks
+    (a generic plan for ``$1 IS NULL OR plate LIKE $1`` could use no index at all).
+    """
     plate = normalize_plate(c.plate) if c.plate else None
+    wanted = {
+        "c.plate LIKE {}": _like(plate) if plate else None,
+        "t.number = {}": c.ticket.strip().upper() or None,
+        "(c.camera_id = {0} OR EXISTS (SELECT 1 FROM sightings s WHERE s.case_id = c.id AND s.camera_id = {0}))":
+            c.camera.strip() or None,
+        "c.zone = {}": c.zone.strip() or None,
+        "c.state = {}": c.state or None,
+        "c.detected_at >= {}": c.since,
+        "c.detected_at < {}": c.until,
+    }
+    conditions, args = [], []
+    for condition, value in wanted.items():
+        if value is not None:
+            args.append(value)
+            conditions.append(condition.format(f"${len(args)}"))
+    args.append(limit)
     rows = await conn.fetch(
-        """SELECT c.id, c.plate, c.state, c.zone, c.place, c.camera_id, c.detected_at, c.deadline_at, c.closed_at,
-                  c.reason, t.number AS ticket_number, t.voided_at
-           FROM cases c LEFT JOIN tickets t ON t.case_id = c.id
-           WHERE ($1::text IS NULL OR c.plate LIKE $1)
-             AND ($2::text IS NULL OR t.number = $2)
-             AND ($3::text IS NULL OR c.camera_id = $3 OR EXISTS (
-                   SELECT 1 FROM sightings s WHERE s.case_id = c.id AND s.camera_id = $3))
-             AND ($4::text IS NULL OR c.zone = $4)
-             AND ($5::text IS NULL OR c.state = $5)
-             AND ($6::timestamptz IS NULL OR c.detected_at >= $6)
-             AND ($7::timestamptz IS NULL OR c.detected_at < $7)
-           ORDER BY c.detected_at DESC LIMIT $8""",
-        _like(plate) if plate else None, c.ticket.strip().upper() or None, c.camera.strip() or None,
-        c.zone.strip() or None, c.state or None, c.since, c.until, limit)
+        f"""SELECT c.id, c.plate, c.state, c.zone, c.place, c.camera_id, c.detected_at, c.deadline_at, c.closed_at,
+                   c.reason, t.number AS ticket_number, t.voided_at
+            FROM cases c LEFT JOIN tickets t ON t.case_id = c.id
+            WHERE {" AND ".join(conditions) or "true"}
+            ORDER BY c.detected_at DESC LIMIT ${len(args)}""", *args)
     return [dict(r) for r in rows]
 
 
@@ -238,6 +268,10 @@ class CaseFile:
     timeline: list[dict] = field(default_factory=list)
     fresh_captures: list[dict] = field(default_factory=list)
     """Captures an officer may use as the fresh evidence for a ticket on review (set by the console)."""
+    evidence_bounds: tuple[datetime, datetime] | None = None
+    """For a review case: when a fresh capture must have been taken (set by the console)."""
+    pair: dict | None = None
+    """For a ticket waiting for confirmation: its two captures side by side (``evidence_pair``)."""
 
     @property
     def warned_again_as(self) -> str | None:
@@ -314,7 +348,33 @@ async def case_version(conn: asyncpg.Connection, case_id: UUID) -> tuple | None:
 
 
 async def zones(conn: asyncpg.Connection) -> list[dict]:
-    return [dict(r) for r in await conn.fetch("SELECT id, name, window_seconds, exempt_reason, exempt_from_hour, exempt_until_hour FROM zones ORDER BY id")]
+    return [dict(r) for r in await conn.fetch(
+        """SELECT id, name, window_seconds, exempt_reason, exempt_from_hour, exempt_until_hour, first_offence_months,
+                  new_camera_days, confirm_tickets FROM zones ORDER BY id""")]
+
+
+# ── tickets waiting for an officer's confirmation ────────────────────────────────────────────
+
+
+async def to_confirm(conn: asyncpg.Connection, limit: int = 100) -> tuple[int, list[dict]]:
+    """Tickets waiting for confirmation, oldest first, each with its two captures side by side: how
+    many there are, and the first ``limit``."""
+    total = await conn.fetchval("SELECT count(*) FROM cases WHERE state = 'to_confirm'")
+    rows = await conn.fetch(
+        """SELECT id, plate, zone, place, camera_id, detected_at, warned_at, warning_delivered_at, deadline_at,
+                  closed_at, reason, violation, fresh_capture, window_seconds
+           FROM cases WHERE state = 'to_confirm' ORDER BY closed_at LIMIT $1""", limit)
+    return total, [evidence_pair(dict(r)) for r in rows]
+
+
+def evidence_pair(case: dict) -> dict:
+    """A case with its two captures (violation, fresh capture) and how far apart they are."""
+    first, second = sighting_from_json(case["violation"]), sighting_from_json(case.get("fresh_capture"))
+    pair = {**case, "captures": [first] + ([second] if second else [])}
+    if second:
+        pair["distance_m"] = round(distance_m(first, second))
+        pair["interval_seconds"] = (second.taken_at - first.taken_at).total_seconds()
+    return pair
 
 
 async def cameras(conn: asyncpg.Connection) -> list[str]:

@@ -7,11 +7,16 @@ of the page that changed and the browser swaps them in (``static/console.js``), 
 never reloads and there is one renderer (the templates).
 
 Every /console page and API needs a logged-in operator (a session cookie, HttpOnly,
-SameSite=Strict); every POST needs the session's CSRF token; actions need a supervisor.
+SameSite=Strict); every POST needs the session's CSRF token; actions need a supervisor. A login
+passes the limits in ``auth`` (per address, at most N at once, per name and address) before its
+password is checked, off the event loop. /metrics answers the addresses in ``PW_METRICS_ALLOW``
+(loopback by default) or a bearer token; Faust's own views (``FAUST_WEB``) are not served.
 """
 
 import asyncio
 import functools
+import hmac
+import ipaddress
 import json
 import logging
 import time
@@ -50,6 +55,15 @@ SECURITY_HEADERS = {
 }
 
 
+FAUST_WEB = {"web_router_enabled": False, "web_tables_enabled": False, "web_stats_enabled": False,
+             "web_graph_enabled": False, "web_metrics_enabled": False}
+"""Faust app settings: none of Faust's own web views (/router, /table, /graph, the statistics at /
+and /assignment/, /performance) is served; they would show the cluster's layout to anyone. Faust
+then answers only ``{"status": "OK"}`` at ``/``."""
+SLOW_REFRESH_SECONDS = 60.0
+"""How often the 24-hour drive-away rate and the list of cameras are re-read."""
+
+
 def register(app, runtime) -> "Console":
     """Add the console, /metrics, /healthz and /readyz to the Faust app's web server."""
     console = Console(runtime)
@@ -69,12 +83,15 @@ def register(app, runtime) -> "Console":
     r.add_get("/console/cases/{case_id}/stream", console.case_stream)
     r.add_post("/console/cases/{case_id}/close", console.close_case)
     r.add_post("/console/cases/{case_id}/review", console.resolve_review)
+    r.add_get("/console/confirm", console.confirm_queue)
+    r.add_post("/console/cases/{case_id}/confirm", console.confirm_or_reject)
     r.add_post("/console/tickets/{number}/void", console.void_ticket)
     r.add_get("/console/audit", console.audit)
     r.add_get("/console/rules", console.rules)
     r.add_post("/console/rules/whitelist", console.whitelist_add)
     r.add_post("/console/rules/whitelist/remove", console.whitelist_remove)
     r.add_post("/console/rules/zones/{zone}/{change:exempt|lift}", console.zone_change)
+    r.add_post("/console/rules/zones/{zone}/rules", console.zone_rules)
     r.add_static("/console/static", HERE / "static")
     r.add_get("/metrics", console.metrics)
     r.add_get("/healthz", console.healthz)
@@ -150,8 +167,16 @@ class Console:
                                         [s.topic(topics.CAMERA_EVENTS.name), s.topic(topics.CAR_PARK_STATUS.name)])
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
-        self._overview: tuple[float, dict] | None = None
-        self._overview_lock = asyncio.Lock()
+        self.login_addresses = auth.AddressLimiter(s.console_login_per_address_per_minute)
+        self.password_checks = auth.PasswordChecks(s.console_login_concurrency)
+        self._address_limited_pages: dict[str, bytes] = {}
+        self.counts = metrics.Refreshed(s.console_refresh_seconds, self._read_counts)
+        self.live_view = metrics.Refreshed(s.console_refresh_seconds, self._read_overview)
+        self.drive_away = metrics.Refreshed(max(s.console_refresh_seconds, SLOW_REFRESH_SECONDS), self._read_drive_away)
+        self.latency = metrics.Refreshed(s.console_refresh_seconds, self._read_latency)
+        self.input_read = metrics.Refreshed(s.console_refresh_seconds, self._read_input)
+        self.consumer_lag = metrics.Refreshed(s.console_refresh_seconds, self.kafka.lag)
+        self.cameras = metrics.Refreshed(max(s.console_refresh_seconds, SLOW_REFRESH_SECONDS), self._read_cameras)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True))
         self.templates.filters.update(clock=self._clock, when=self._when, left=_time_left, duration=_duration)
@@ -181,6 +206,7 @@ class Console:
         self.closing.set()
 
     async def on_cleanup(self, _app) -> None:
+        self.password_checks.close()
         await self.kafka.close()
         if self._pool is not None:
             await self._pool.close()
@@ -225,30 +251,36 @@ class Console:
                            next=safe_next(request.query.get("next")), name="")
 
     async def login(self, request: web.Request) -> web.Response:
+        address = auth.address_key(request.remote)
+        wait = self.login_addresses.take(address)
+        if wait:
+            self.worker_metrics.logins.labels("address_limited").inc()
+            return self._address_limited(self.words(request).lang, max(1, int(-(-wait // 1))))
         form = await request.post()
-        t = self.words(request)
         if not same_origin(request):
             return self.message(request, 403, "error.forbidden", "refused.csrf")
         name, password = str(form.get("name", "")).strip().lower(), str(form.get("password", ""))
-        pool = await self.db()
         limit = auth.LoginLimit(self.settings.console_login_max_failures,
                                 timedelta(minutes=self.settings.console_login_lock_minutes))
         try:
-            async with pool.acquire() as conn:
-                started = await auth.log_in(conn, name, password, datetime.now(UTC),
-                                            timedelta(hours=self.settings.console_session_hours), limit)
+            async with self.password_checks.slot() as slot:
+                pool = await self.db()
+                async with pool.acquire() as conn:
+                    started = await auth.log_in(conn, name, password, address, datetime.now(UTC),
+                                                timedelta(hours=self.settings.console_session_hours),
+                                                slot.matches, limit)
+        except auth.LoginBusy:
+            return self._login_refused(request, 503, "busy", 1, "login.busy", form)
         except auth.TooManyFailures as refused:
-            log.warning("console: login for %r from %s refused: too many failures", name[:32], request.remote)
-            minutes = -(-refused.retry_after // 60)
-            response = self.render(request, "login.html", 429, title=t("login.title"),
-                                   error=t("login.locked", minutes=minutes),
-                                   next=safe_next(str(form.get("next", ""))), name=name)
-            response.headers["Retry-After"] = str(refused.retry_after)
-            return response
+            log.warning("console: login for %r from %s refused: too many failures", name[:32], address)
+            return self._login_refused(request, 429, "locked", refused.retry_after, "login.locked", form)
         if started is None:
-            log.warning("console: failed login for %r from %s", name[:32], request.remote)
-            return self.render(request, "login.html", 401, title=t("login.title"), error=t("login.failed"),
+            self.worker_metrics.logins.labels("wrong_password").inc()
+            log.warning("console: failed login for %r from %s", name[:32], address)
+            return self.render(request, "login.html", 401, title=self.words(request)("login.title"),
+                               error=self.words(request)("login.failed"),
                                next=safe_next(str(form.get("next", ""))), name=name)
+        self.worker_metrics.logins.labels("accepted").inc()
         token, session = started
         log.info("console: %s logged in (%s)", session.operator.name, session.operator.role)
         response = web.HTTPSeeOther(safe_next(str(form.get("next", ""))))
@@ -256,6 +288,30 @@ class Console:
                             secure=self.settings.console_secure_cookie,
                             max_age=int(self.settings.console_session_hours * 3600))
         raise response
+
+    def _address_limited(self, lang: str, retry_after: int) -> web.Response:
+        """The answer to an address over its login limit: the cheapest there is (a page rendered once
+        per language), as it may come hundreds of times a second."""
+        if lang not in self._address_limited_pages:
+            t = Words(lang)
+            self._address_limited_pages[lang] = self.render_text(
+                "login.html", t, title=t("login.title"), error=t("login.address_limited"), next="/console/",
+                name="", session=None, here="/console/login").encode()
+        return web.Response(body=self._address_limited_pages[lang], status=429, content_type="text/html",
+                            charset="utf-8", headers={"Retry-After": str(retry_after)})
+
+    def _login_refused(self, request: web.Request, status: int, outcome: str, retry_after: float, words: str,
+                       form=None) -> web.Response:
+        """A login refused before its password was checked, with ``Retry-After``."""
+        self.worker_metrics.logins.labels(outcome).inc()
+        seconds = max(1, int(-(-retry_after // 1)))
+        t = self.words(request)
+        response = self.render(request, "login.html", status, title=t("login.title"),
+                               error=t(words, minutes=-(-seconds // 60), seconds=seconds),
+                               next=safe_next(str(form.get("next", "")) if form else None),
+                               name=str(form.get("name", "")).strip().lower() if form else "")
+        response.headers["Retry-After"] = str(seconds)
+        return response
 
     @guarded()
     async def logout(self, request: web.Request) -> web.Response:
@@ -277,14 +333,41 @@ class Console:
 
     async def overview(self) -> dict:
         """The live overview, read at most once per refresh interval per worker, whoever asks."""
-        async with self._overview_lock:
-            if self._overview is None or time.monotonic() - self._overview[0] >= self.settings.console_refresh_seconds:
-                pool = await self.db()
-                async with pool.acquire() as conn:
-                    live = await queries.overview(conn, datetime.now(UTC), self.tz)
-                    live["input"] = held_for_input(await watermarks.lag(conn, self.camera_events))
-                    self._overview = (time.monotonic(), live)
-            return self._overview[1]
+        return await self.live_view.get()
+
+    async def _read_overview(self) -> dict:
+        counts, drive_away = await self.counts.get(), await self.drive_away.get()
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            live = await queries.overview(conn, datetime.now(UTC), counts, drive_away)
+        live["input"] = held_for_input(await self.input_read.get())
+        return live
+
+    async def _read_input(self) -> list:
+        """How far each camera-events partition is read, and the decisions held for it."""
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            return await watermarks.lag(conn, self.camera_events)
+
+    async def _read_counts(self) -> dict:
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            return await queries.counts(conn, datetime.now(UTC), self.tz)
+
+    async def _read_drive_away(self) -> dict:
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            return await queries.drive_away_rate(conn, datetime.now(UTC) - timedelta(hours=24), self.tz)
+
+    async def _read_latency(self) -> dict:
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            return await queries.recent_latency(conn, datetime.now(UTC), metrics.LATENCY_WINDOW)
+
+    async def _read_cameras(self) -> list[str]:
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            return await queries.cameras(conn)
 
     def live_sections(self, t: Words, live: dict) -> dict[str, str]:
         return {"tiles": self.render_text("_tiles.html", t, live=live),
@@ -380,7 +463,7 @@ class Console:
                     results = await queries.search(conn, criteria, SEARCH_LIMIT)
             except ValueError:
                 error = t("search.bad_time")
-            zones, cameras = await queries.zones(conn), await queries.cameras(conn)
+            zones, cameras = await queries.zones(conn), await self.cameras.get()
         return self.render(request, "cases.html", title=t("search.title"), nav="cases", form=form, results=results,
                            limit=SEARCH_LIMIT, zones=zones, cameras=cameras, states=queries.STATES, error=error)
 
@@ -402,6 +485,10 @@ class Console:
                 case, [Sighting(e["event_id"], e["camera_id"], e["at"], e["lat"], e["lon"]) for e in captures],
                 departures, self.settings.rules, timedelta(seconds=file.case["window_seconds"]), datetime.now(UTC))}
             file.fresh_captures = [e for e in captures if e["event_id"] in usable]
+            file.evidence_bounds = actions.evidence_bounds(case, self.settings.rules,
+                                                           timedelta(seconds=file.case["window_seconds"]))
+        if file is not None and file.case["state"] == "to_confirm":
+            file.pair = queries.evidence_pair(file.case)
         return file
 
     def case_sections(self, t: Words, session: auth.Session, file: queries.CaseFile) -> dict[str, str]:
@@ -483,6 +570,33 @@ class Console:
             return await self._act_on_case(request, case_id, actions.close_case, case_id)
         raise web.HTTPBadRequest(text="resolution must be warn_again, request_recheck, ticket or close")
 
+    @guarded()
+    async def confirm_queue(self, request: web.Request) -> web.Response:
+        """Tickets waiting for an officer's confirmation, with both captures side by side."""
+        t = self.words(request)
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            total, waiting = await queries.to_confirm(conn)
+        return self.render(request, "confirm.html", title=t("confirm.title"), nav="confirm", total=total,
+                           waiting=waiting, done=request.query.get("done"))
+
+    @guarded(act=True)
+    async def confirm_or_reject(self, request: web.Request) -> web.Response:
+        case_id = self._case_id(request)
+        decision = request["form"].get("decision")
+        if decision not in ("confirm", "reject"):
+            raise web.HTTPBadRequest(text="decision must be confirm or reject")
+        action = actions.confirm_ticket if decision == "confirm" else actions.reject_ticket
+        session = request["session"]
+        try:
+            await action(await self.desk(), session.operator, case_id, self._reason(request), datetime.now(UTC))
+        except Refused as refused:
+            t = self.words(request)
+            return await self.case_page(request, case_id, 409, error=t(f"refused.{refused.key}", **refused.params))
+        log.info("console: %s did %s on case %s", session.operator.actor, action.__name__, case_id)
+        back = "/console/confirm" if request["form"].get("from") == "queue" else f"/console/cases/{case_id}"
+        raise web.HTTPSeeOther(f"{back}?done={_DONE_NAME[action.__name__]}")
+
     @guarded(act=True)
     async def void_ticket(self, request: web.Request) -> web.Response:
         number = request.match_info["number"]
@@ -514,7 +628,8 @@ class Console:
         async with pool.acquire() as conn:
             whitelist, zones = await queries.whitelist(conn), await queries.zones(conn)
         return self.render(request, "rules.html", status, title=t("rules.title"), nav="rules", whitelist=whitelist,
-                           zones=zones, default_window=self.settings.window_seconds, error=error,
+                           zones=zones, default_window=self.settings.window_seconds,
+                           city_rules=self.settings.zone_defaults, error=error,
                            notice=t(f"done.{done}") if f"done.{done}" in _DONE_KEYS else None)
 
     async def _act_on_rules(self, request: web.Request, action, *args) -> web.Response:
@@ -550,12 +665,41 @@ class Console:
             hours = (-1, -1)  # refused by the action, with the form's message
         return await self._act_on_rules(request, actions.exempt_zone, zone, hours)
 
+    @guarded(act=True)
+    async def zone_rules(self, request: web.Request) -> web.Response:
+        form = request["form"]
+        try:
+            rules = actions.checked_zone_rules(str(form.get("first_offence_months", "")),
+                                               str(form.get("new_camera_days", "")), str(form.get("confirm_tickets", "")))
+        except Refused as refused:
+            t = self.words(request)
+            return await self.rules_page(request, 409, error=t(f"refused.{refused.key}", **refused.params))
+        return await self._act_on_rules(request, actions.set_zone_rules, request.match_info["zone"], rules)
+
     # ── metrics and health ──────────────────────────────────────────────────────────────────
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = await metrics.exposition(self.worker_metrics, await self.db(), self.kafka, self.tz,
-                                        camera_events=self.camera_events)
+        if not self.may_read_metrics(request):
+            raise web.HTTPForbidden(text="/metrics: this address may not read it (PW_METRICS_ALLOW); "
+                                         "or send PW_METRICS_TOKEN as Authorization: Bearer <token>")
+        body = await metrics.exposition(self.worker_metrics, self.counts, self.latency, self.input_read,
+                                        self.consumer_lag)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def may_read_metrics(self, request: web.Request) -> bool:
+        """A client address in PW_METRICS_ALLOW, or the bearer token PW_METRICS_TOKEN (compared in constant time)."""
+        token = self.settings.metrics_token
+        given = request.headers.get("Authorization", "")
+        if token is not None and token.get_secret_value() and given.startswith("Bearer ") and \
+                hmac.compare_digest(given[7:].encode(), token.get_secret_value().encode()):
+            return True
+        try:
+            address = ipaddress.ip_address(request.remote or "")
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.settings.metrics_networks)
 
     async def checks(self) -> dict:
         (db_ok, db_detail), (kafka_ok, kafka_detail) = await asyncio.gather(
@@ -580,7 +724,8 @@ class Console:
 _DONE_NAME = {"void_ticket": "void_ticket", "close_case": "close_case", "warn_again": "warn_again",
               "ticket_on_review": "ticket_on_review", "request_recheck": "request_recheck",
               "whitelist_plate": "whitelist_add", "unwhitelist_plate": "whitelist_remove",
-              "exempt_zone": "zone_exempt", "lift_zone_exemption": "zone_exemption_lifted"}
+              "exempt_zone": "zone_exempt", "lift_zone_exemption": "zone_exemption_lifted",
+              "confirm_ticket": "confirm_ticket", "reject_ticket": "reject_ticket", "set_zone_rules": "zone_rules"}
 _DONE_KEYS = {f"done.{v}" for v in _DONE_NAME.values()}
 
 

@@ -3,6 +3,13 @@
 Each file runs in its own transaction and is recorded with its checksum; an applied file that
 was edited afterwards is an error (write a new migration instead). Concurrent runs are
 serialized by an advisory lock, so every worker may call ``migrate`` at start.
+
+Each migration waits at most ``lock_timeout`` for the locks it needs: a migration queued behind a
+long transaction would otherwise hold up every query on its tables (the running workers') for as
+long as it waits. When it times out nothing of that migration is applied, and the error says so.
+Once it has its locks a migration may run as long as it needs (no statement timeout: an index on a
+big table takes a while, and stopping it half way would only start it again). A worker waits for
+another one's migrations however long they take.
 """
 
 import hashlib
@@ -18,9 +25,10 @@ class MigrationError(RuntimeError):
     pass
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
+async def migrate(conn: asyncpg.Connection, lock_timeout: float = 5.0) -> list[str]:
     """Apply pending migrations; return the versions applied now."""
     applied_now = []
+    await conn.execute("SET lock_timeout = 0; SET statement_timeout = 0")
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK)
     try:
         await conn.execute(
@@ -39,12 +47,22 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                         "revert the edit and add a new migration file instead"
                     )
                 continue
-            async with conn.transaction():
-                await conn.execute(sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)", path.stem, checksum
-                )
+            try:
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)", path.stem, checksum
+                    )
+            except asyncpg.LockNotAvailableError:
+                raise MigrationError(
+                    f"migration {path.name} waited more than {lock_timeout:g} s for a lock on a table in use and "
+                    "was not applied (nothing of it was). Something holds that table: a long transaction or a "
+                    "busy worker (see pg_stat_activity). Run `parkwarden setup` again when it is quiet, or stop "
+                    "the workers first."
+                ) from None
             applied_now.append(path.stem)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+        await conn.execute("RESET lock_timeout; RESET statement_timeout")
     return applied_now

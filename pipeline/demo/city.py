@@ -24,7 +24,7 @@ CAMERAS = [
     Camera("cam-liangmu-02", "良睦路梦想小镇东侧", 30.28330, 119.99930),
     Camera("cam-wuchang-03", "五常大道西溪湿地北门", 30.27080, 120.04010),
     Camera("cam-cangqian-04", "仓前街道余杭塘路口", 30.29470, 119.99540),
-    Camera("cam-liangzhu-05", "良渚文化村玉鸟路", 30.37620, 120.04780),
+    Camera("cam-liangzhu-05", "良渚文化村玉鸟路", 30.37620, 120.04780, zone="liangzhu"),
     Camera("cam-xianlin-06", "闲林街道闲兴路", 30.25390, 119.96460),
     Camera("cam-yuhang-07", "余杭街道通济街老街口", 30.27890, 119.92560),
     Camera("cam-gaojiao-08", "高教路杭师大仓前校区西门", 30.29120, 120.00980),
@@ -53,7 +53,10 @@ CAR_PARKS = [
     ("cp-xs-yq", "西溪八方城停车场", "西溪八方城", 30.28280, 120.02040, 900),
 ]
 
-ZONES = [("yuhang", "余杭区", None, None), ("hospital", "医院急救通道", None, "emergency access, officers only")]
+ZONES = [("yuhang", "余杭区", None, None, None), ("hospital", "医院急救通道", None, "emergency access, officers only", None),
+         ("liangzhu", "良渚文化村", None, None, 12)]
+"""(id, name, window, exempt reason, first-offence months): 良渚文化村 gives a first offence (no ticket
+nor warning notice in 12 months) a warning notice instead of a ticket; the rest tickets automatically."""
 
 WHITELIST = [("浙A1201警", "police vehicle"), ("浙A0120F", "ambulance (new-energy)")]
 
@@ -86,8 +89,9 @@ async def load(conn: asyncpg.Connection, plate_count: int = 2000) -> dict:
     """Load (or reload) the demo city; returns counts. Idempotent."""
     async with conn.transaction():
         await conn.executemany(
-            """INSERT INTO zones (id, name, window_seconds, exempt_reason) VALUES ($1, $2, $3, $4)
-               ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, exempt_reason = EXCLUDED.exempt_reason""",
+            """INSERT INTO zones (id, name, window_seconds, exempt_reason, first_offence_months) VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, exempt_reason = EXCLUDED.exempt_reason,
+                                              first_offence_months = EXCLUDED.first_offence_months""",
             ZONES,
         )
         await conn.executemany(

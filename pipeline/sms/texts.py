@@ -57,6 +57,15 @@ class TicketFacts:
     ticket_number: str
 
 
+@dataclass(frozen=True)
+class CautionFacts:
+    """A warning notice instead of a ticket: a first offence, or a camera in its first days."""
+
+    plate: str
+    place: str
+    first_offence: bool
+
+
 TEMPLATES = {
     "zh-CN": {
         "warning": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。最近停车场:{park}余{free}位({counted})",
@@ -65,6 +74,8 @@ TEMPLATES = {
         "ticket": "【{sig}】{plate}在{place}违停未驶离，已开具告知单{number}。查询或申诉请拨12345",
         "code": "查询码{code}",
         "warning_with_code": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。最近停车场:{park}余{free}位",
+        "caution_first": "【{sig}】{plate}在{place}违停未驶离，系首次违停，予以警告不罚款。请规范停车",
+        "caution_new_camera": "【{sig}】{plate}在{place}违停未驶离，设备试运行期间予以警告不罚款。请规范停车",
     },
     "en": {
         "warning": "{plate} no parking at {place}. Move by {deadline}. P:{park} {free} free {counted}",
@@ -74,6 +85,8 @@ TEMPLATES = {
         "code": " #{code}",
         "warning_with_code": "{plate} no parking at {place}. Move by {deadline}. P:{park} {free} free",
         "warning_no_park_with_code": "{plate} no parking at {place}. Move by {deadline}. Car parks full",
+        "caution_first": "{plate} at {place}: first offence, warning only, no fine",
+        "caution_new_camera": "{plate} at {place}: camera on trial, warning only, no fine",
     },
 }
 
@@ -148,3 +161,10 @@ def appeal_decision_text(facts: AppealFacts, language: str = "zh-CN", signature:
     if not fits_one_segment(text):
         raise TextTooLong(f"more than one segment: {text!r}")
     return text
+
+
+def caution_text(facts: CautionFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:
+    """A warning notice (首违警告, or a new camera's trial): still there at the deadline, no fine."""
+    t = TEMPLATES[language]
+    template = t["caution_first"] if facts.first_offence else t["caution_new_camera"]
+    return _fit(template, {"place": facts.place}, {"sig": signature, "plate": facts.plate})

@@ -25,11 +25,13 @@ def base_url(worker) -> str:
 
 
 class ConsoleClient:
-    """An operator's browser without the browser: a cookie jar and the session's CSRF token."""
+    """An operator's browser without the browser: a cookie jar and the session's CSRF token.
+    ``address``: the loopback address it connects from (127.0.0.2, ...: another client for the server)."""
 
-    def __init__(self, base: str):
+    def __init__(self, base: str, address: str = "127.0.0.1"):
         self.base = base
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                          connector=aiohttp.TCPConnector(local_addr=(address, 0)))
         self.csrf: str | None = None
 
     async def close(self) -> None:

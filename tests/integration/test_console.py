@@ -12,14 +12,16 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import aiohttp
+from argon2 import PasswordHasher
 
 from pipeline.console import auth
 from pipeline.demo import city
 from schemas import topics
 
+from tests.local_server import TcpProxy
 from tests.privacy import masked_phone_in
 
-from .conftest import ROOT, Stack, free_port, sleep_until, wait_for
+from .conftest import ROOT, Stack, sleep_until, wait_for
 from .console_helpers import (
     PASSWORD,
     ConsoleClient,
@@ -103,6 +105,81 @@ async def test_a_name_with_too_many_failed_logins_is_refused_for_a_while_and_oth
     finally:
         await client.close()
         await other.close()
+
+
+async def test_failed_logins_from_elsewhere_never_lock_an_operator_out_and_concurrent_guesses_stop_at_the_limit(
+        stack: Stack):
+    worker, operator = await console_for(stack, PW_CONSOLE_LOGIN_MAX_FAILURES="3", PW_CONSOLE_LOGIN_CONCURRENCY="10",
+                                         PW_CONSOLE_LOGIN_PER_ADDRESS_PER_MINUTE="100")
+    stranger = ConsoleClient(base_url(worker), address="127.0.0.2")
+    try:
+        guesses = await asyncio.gather(*(stranger.login("li", f"guess {i}") for i in range(10)))
+        assert sorted(r.status for r in guesses) == [401] * 3 + [429] * 7, "at most 3 guesses, even all at once"
+        assert (await stranger.login("li")).status == 429, "from that address, even the right password waits"
+        assert (await operator.login("li")).status == 303, "the operator's own address is not locked out"
+    finally:
+        await stranger.close()
+        await operator.close()
+
+
+async def test_logins_from_one_address_beyond_its_limit_are_refused_before_any_password_check(stack: Stack):
+    worker, operator = await console_for(stack, PW_CONSOLE_LOGIN_PER_ADDRESS_PER_MINUTE="2")
+    stranger = ConsoleClient(base_url(worker), address="127.0.0.3")
+    try:
+        answers = [await stranger.login(f"nobody{i}", "guess") for i in range(5)]  # a new name each time
+        assert [r.status for r in answers] == [401, 401, 429, 429, 429]
+        assert 1 <= int(answers[-1].headers["Retry-After"]) <= 30
+        assert await stack.count("SELECT count(*) FROM login_failures") == 2, "no database work for the refused"
+        assert (await operator.login("li")).status == 303, "another address has its own limit"
+        lines = set((await read_metrics(worker)).splitlines())
+        assert 'parkwarden_console_logins_total{outcome="address_limited"} 3.0' in lines
+        assert 'parkwarden_console_logins_total{outcome="wrong_password"} 2.0' in lines
+    finally:
+        await stranger.close()
+        await operator.close()
+
+
+async def test_bad_logins_are_checked_off_the_event_loop_and_those_beyond_the_bound_are_refused_at_once(stack: Stack):
+    worker, _ = await console_for(stack, PW_CONSOLE_LOGIN_CONCURRENCY="2", PW_CONSOLE_LOGIN_MAX_FAILURES="1000",
+                                  PW_CONSOLE_LOGIN_PER_ADDRESS_PER_MINUTE="1000")
+    slow = await asyncio.to_thread(PasswordHasher(time_cost=12).hash, PASSWORD)  # 4 times the default work
+    await stack.pool.execute("UPDATE operators SET password_hash = $1 WHERE name = 'li'", slow)
+    base = base_url(worker)
+    answered: list = []
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/healthz") as r:  # its PostgreSQL and Kafka clients are ready
+            assert r.status == 200
+
+        async def guess(i: int) -> None:
+            async with http.post(f"{base}/console/login", data={"name": "li", "password": f"guess {i}"},
+                                 allow_redirects=False) as r:
+                await r.read()
+                answered.append(r.status)
+
+        logins = [asyncio.create_task(guess(i)) for i in range(30)]
+        try:
+            async def beyond_the_bound_answered():
+                return len(answered) >= 28
+            await wait_for(beyond_the_bound_answered, 60, "the logins beyond the bound to be answered at once")
+            async with http.get(f"{base}/healthz") as r:  # while two passwords are being checked
+                assert r.status == 200
+                answered.append("healthz")
+            await asyncio.gather(*logins)
+        finally:
+            for task in logins:
+                task.cancel()
+    assert sorted(map(str, answered)) == ["401"] * 2 + ["503"] * 28 + ["healthz"]
+    assert answered.index("healthz") < answered.index(401), "the worker answered while it checked passwords"
+    lines = set((await read_metrics(worker)).splitlines())
+    assert 'parkwarden_console_logins_total{outcome="busy"} 28.0' in lines
+    assert 'parkwarden_console_logins_total{outcome="wrong_password"} 2.0' in lines
+
+
+async def read_metrics(worker) -> str:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base_url(worker)}/metrics") as r:
+            assert r.status == 200
+            return await r.text()
 
 
 async def test_a_viewer_cannot_act_and_a_post_without_the_csrf_token_is_refused(stack: Stack):
@@ -228,7 +305,8 @@ async def test_closing_a_case_cancels_it_and_publishes_case_closed(stack: Stack)
 
 
 async def test_a_review_case_is_ticketed_only_with_a_fresh_capture_or_warned_again_once_a_phone_is_known(stack: Stack):
-    worker, client = await console_for(stack)
+    # A fresh capture counts from the deadline (less 1 s of tolerance) to 8 s after it.
+    worker, client = await console_for(stack, PW_CAPTURE_BOUND_SECONDS="8")
     try:
         first, second = await plates_without_phone(stack, 2)
         camera = city.CAMERAS[1]
@@ -251,15 +329,20 @@ async def test_a_review_case_is_ticketed_only_with_a_fresh_capture_or_warned_aga
 
         too_early = stack.observation(first, camera, at=seen + timedelta(seconds=1))
         fresh = stack.observation(first, camera, at=seen + timedelta(seconds=stack.window + 1))
-        for capture in (too_early, fresh):
+        too_late = stack.observation(first, camera, at=seen + timedelta(seconds=stack.window + 8 + 2))
+        for capture in (too_early, fresh, too_late):
             await stack.publish(capture)
         await wait_for(lambda: _offered(client, page, fresh.event_id), what="the fresh capture offered as evidence")
         status, html = await client.page(page)
-        assert too_early.event_id not in html.split('name="evidence"')[1].split("</select>")[0]
+        offered = html.split('name="evidence"')[1].split("</select>")[0]
+        assert too_early.event_id not in offered and too_late.event_id not in offered
 
         status, html, _ = await client.post(f"{page}/review", {"resolution": "ticket", "evidence": too_early.event_id,
                                                                "reason": "officer on site"})
-        assert status == 409 and "抓拍距违停不足驶离时限" in html
+        assert status == 409 and "抓拍早于驶离期限" in html
+        status, html, _ = await client.post(f"{page}/review", {"resolution": "ticket", "evidence": too_late.event_id,
+                                                               "reason": "officer on site"})
+        assert status == 409 and "抓拍距驶离期限过久" in html, "not any capture one window after the violation"
         status, _, _ = await client.post(f"{page}/review", {"resolution": "ticket", "evidence": fresh.event_id,
                                                             "reason": "officer on site"})
         assert status == 303
@@ -376,12 +459,79 @@ async def test_metrics_show_events_lag_per_partition_deadlines_sms_dead_letters_
                    for line in lines), partition
     assert 'parkwarden_open_cases{state="warned"} 1.0' in lines
     assert 'parkwarden_sms_messages{kind="warning",status="accepted"} 1.0' in lines
-    assert "parkwarden_dead_letters 1.0" in lines
+    assert "parkwarden_dead_letters_today 1.0" in lines
     assert "parkwarden_deadline_lag_seconds 0.0" in lines
     assert "parkwarden_database_up 1.0" in lines and "parkwarden_kafka_up 1.0" in lines
     assert any(line.startswith('parkwarden_stage_seconds_count{stage="decide"}') for line in lines)
     assert any(line.startswith('parkwarden_recent_latency_seconds{quantile="0.5",stage="capture_to_warning"}')
                for line in lines)
+
+
+async def test_what_the_live_page_and_metrics_read_every_second_never_reads_a_whole_table(stack: Stack):
+    from pipeline.cases import watermarks
+    from pipeline.console import queries
+
+    now, tz = datetime.now(UTC), ZoneInfo(stack.settings.timezone)
+    async with stack.pool.acquire() as conn:
+        await conn.execute("SET enable_seqscan = off")  # a whole-table read remains only where no index serves
+        try:
+            explaining = ExplainingConnection(conn)
+            counts = await queries.counts(explaining, now, tz)
+            drive_away = await queries.drive_away_rate(explaining, now - timedelta(hours=24), tz)
+            await queries.overview(explaining, now, counts, drive_away)
+            await queries.recent_latency(explaining, now, timedelta(minutes=5))
+            await watermarks.lag(explaining, stack.topic(topics.CAMERA_EVENTS))
+        finally:
+            await conn.execute("RESET enable_seqscan")
+    assert len(explaining.plans) >= 9
+    whole_table = [(sql.split()[:12], plan) for sql, plan in explaining.plans
+                   for table in ("cases", "sightings", "sms_messages", "tickets", "dead_letters", "sms_delivery_reports")
+                   if f"Seq Scan on {table} " in plan]
+    assert whole_table == []
+
+
+class ExplainingConnection:
+    """A connection that EXPLAINs each statement before it runs it."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.plans: list[tuple[str, str]] = []
+
+    async def _explain(self, sql: str, args) -> None:
+        plan = await self.conn.fetch(f"EXPLAIN {sql}", *args)
+        self.plans.append((sql, "\n".join(r[0] for r in plan)))
+
+    async def fetch(self, sql, *args):
+        await self._explain(sql, args)
+        return await self.conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql, *args):
+        await self._explain(sql, args)
+        return await self.conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql, *args):
+        await self._explain(sql, args)
+        return await self.conn.fetchval(sql, *args)
+
+
+async def test_metrics_answer_only_allowed_addresses_or_the_token_and_faust_own_views_are_not_served(stack: Stack):
+    worker = stack.worker(PW_METRICS_ALLOW="127.0.0.2", PW_METRICS_TOKEN="a-scrape-token")
+    await worker.ready()
+    base = base_url(worker)
+    async with aiohttp.ClientSession() as here, aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as allowed:
+        async def status(http: aiohttp.ClientSession, path: str, **headers) -> int:
+            async with http.get(f"{base}{path}", headers=headers, allow_redirects=False) as r:
+                await r.read()
+                return r.status
+
+        assert await status(here, "/metrics") == 403
+        assert await status(here, "/metrics", Authorization="Bearer not-the-token") == 403
+        assert await status(here, "/metrics", Authorization="Bearer a-scrape-token") == 200
+        assert await status(allowed, "/metrics") == 200
+        for path in ("/router", "/router/", "/table", "/table/", "/graph", "/graph/", "/assignment/", "/performance/"):
+            assert await status(here, path) == 404, path
+        assert await status(here, "/healthz") == 200
 
 
 async def test_readyz_fails_while_postgresql_is_unreachable_and_recovers(stack: Stack):
@@ -410,46 +560,6 @@ async def test_readyz_fails_while_postgresql_is_unreachable_and_recovers(stack: 
             await wait_for(ready_again, 30, "readyz to recover with PostgreSQL")
     finally:
         await proxy.stop()
-
-
-class TcpProxy:
-    """A loopback TCP relay to PostgreSQL that a test can cut (closing every connection) and restore."""
-
-    def __init__(self, host: str, port: int):
-        self.target = (host, port)
-        self.port = free_port()
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        if self.server:
-            self.server.close()
-            self.server = None
-        for w in list(self.writers):
-            w.transport.abort()
-        self.writers.clear()
-
-    async def _relay(self, reader, writer) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.writers |= {writer, up_writer}
-
-        async def pipe(src, dst):
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.transport.abort()
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 # ── the command line ────────────────────────────────────────────────────────────────────────

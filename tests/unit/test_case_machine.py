@@ -5,9 +5,10 @@ tolerance, 2 min recheck wait, 50 m "same place".
 """
 
 import itertools
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import pytest
 from geopy.distance import geodesic
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from pipeline.cases import machine, reasons
 from pipeline.cases.machine import (
     Case,
+    IssueCaution,
     IssueTicket,
     Opening,
     RequestRecheck,
@@ -25,6 +27,7 @@ from pipeline.cases.machine import (
     Sighting,
     State,
     WithdrawWarning,
+    ZoneRules,
 )
 
 pytestmark = pytest.mark.unit
@@ -287,7 +290,6 @@ def test_given_a_warned_case_when_the_clock_wakes_it_before_wake_at_then_nothing
 @pytest.mark.parametrize("taken", [
     pytest.param(-RULES.capture_tolerance, id="deadline minus tolerance"),
     pytest.param(timedelta(0), id="at the deadline"),
-    pytest.param(timedelta(seconds=20), id="after the deadline"),
 ])
 def test_given_a_capture_at_the_place_at_the_deadline_when_the_case_wakes_then_it_is_ticketed_with_both_captures(
         clock, taken):
@@ -302,6 +304,24 @@ def test_given_a_capture_at_the_place_at_the_deadline_when_the_case_wakes_then_i
     assert decision.effects == (IssueTicket(CASE_ID, story.violation, fresh),)
     assert decision.closed
     assert decision.case.wake_at is None
+
+
+def test_given_a_capture_shortly_after_the_deadline_when_the_case_wakes_then_it_waits_for_events_taken_before_it_then_tickets(
+        clock):
+    """A departure taken between the deadline and the capture could still be on its way: the
+    decision waits until the lateness allowance after the capture has passed."""
+    story = warned(clock)
+    fresh = capture(story.deadline + timedelta(seconds=20), meters_away=5)
+    case = machine.on_capture(story.case, fresh, RULES, clock.set(fresh.taken_at)).case
+    clock.set(case.wake_at)
+
+    waiting = machine.on_wake(case, RULES, clock.now)
+
+    assert waiting.case.state == State.WARNED and waiting.effects == ()
+    assert waiting.case.wake_at == fresh.taken_at + RULES.lateness
+    decision = machine.on_wake(waiting.case, RULES, clock.set(waiting.case.wake_at))
+    assert decision.case.state == State.TICKETED
+    assert decision.effects == (IssueTicket(CASE_ID, story.violation, fresh),)
 
 
 def test_given_only_a_capture_before_the_deadline_when_the_case_wakes_then_it_asks_the_camera_for_a_recheck(clock):
@@ -329,21 +349,28 @@ def test_given_no_capture_at_all_when_the_case_wakes_then_it_asks_for_a_recheck_
     assert [type(e) for e in decision.effects] == [RequestRecheck]
 
 
-def test_given_a_rechecking_case_when_a_fresh_capture_arrives_then_it_is_ticketed_at_once(clock):
+def test_given_a_rechecking_case_when_a_fresh_capture_arrives_then_it_is_ticketed_once_earlier_events_had_time_to_arrive(
+        clock):
     story = rechecking(clock)
     fresh = capture(clock.advance(seconds=40), camera_id="cam-wenyi-01")
 
-    decision = machine.on_capture(story.case, fresh, RULES, clock.advance(seconds=1))
+    answered = machine.on_capture(story.case, fresh, RULES, clock.advance(seconds=1))
 
+    assert answered.case.state == State.RECHECKING and tickets(answered) == []
+    assert answered.case.wake_at == fresh.taken_at + RULES.lateness, "sooner than the end of the recheck wait"
+    decision = machine.on_wake(answered.case, RULES, clock.set(answered.case.wake_at))
     assert decision.case.state == State.TICKETED
     assert tickets(decision) == [IssueTicket(CASE_ID, story.violation, fresh)]
+    assert decision.case.reason == reasons.why("still_there_recheck")
 
 
 def test_given_a_rechecking_case_when_the_car_departs_then_it_is_moved_without_a_ticket(clock):
     story = rechecking(clock)
 
-    decision = machine.on_departure(story.case, clock.advance(seconds=30), RULES, clock.now)
+    left = machine.on_departure(story.case, clock.advance(seconds=30), RULES, clock.now)
+    decision = machine.on_wake(left.case, RULES, clock.set(left.case.wake_at))
 
+    assert left.case.wake_at == clock.now == left.case.left_at + RULES.lateness
     assert decision.case.state == State.MOVED
     assert decision.effects == ()
 
@@ -395,7 +422,8 @@ def test_given_a_deadline_missed_by_hours_when_the_case_finally_wakes_without_a_
 
 def _ticketed(clock) -> Case:
     story = rechecking(clock)
-    return machine.on_capture(story.case, capture(clock.advance(seconds=10)), RULES, clock.now).case
+    case = machine.on_capture(story.case, capture(clock.advance(seconds=10)), RULES, clock.now).case
+    return machine.on_wake(case, RULES, clock.set(case.wake_at)).case
 
 
 def _moved(clock) -> Case:
@@ -422,7 +450,9 @@ def _cancelled(clock) -> Case:
 
 
 CLOSED = {State.TICKETED: _ticketed, State.MOVED: _moved, State.REVIEW: _review, State.EXEMPT: _exempt,
-          State.UNCONFIRMED: _unconfirmed, State.CANCELLED: _cancelled}
+          State.UNCONFIRMED: _unconfirmed, State.CANCELLED: _cancelled,
+          State.CAUTIONED: lambda clock: _cautioned(clock), State.TO_CONFIRM: lambda clock: _to_confirm(clock),
+          State.REJECTED: lambda clock: machine.reject_ticket(_to_confirm(clock), "plate misread", clock.now).case}
 
 
 @pytest.mark.parametrize("state", list(CLOSED))
@@ -500,16 +530,44 @@ def test_given_an_open_case_when_a_violation_is_detected_at_the_same_place_then_
     assert not machine.needs_new_case(decision, again, RULES)
 
 
+def test_given_a_fresh_capture_when_a_violation_elsewhere_after_the_deadline_arrives_then_the_case_is_ticketed_now_and_a_new_case_is_needed(
+        clock):
+    story = warned(clock)
+    fresh = capture(story.deadline + timedelta(seconds=2))
+    case = machine.on_capture(story.case, fresh, RULES, clock.set(fresh.taken_at)).case
+    elsewhere = capture(clock.advance(seconds=10), meters_away=800, camera_id="cam-liangmu-02", place="良睦路")
+
+    decision = machine.on_violation(case, elsewhere, RULES, clock.now)
+
+    assert decision.case.state == State.TICKETED
+    assert tickets(decision) == [IssueTicket(CASE_ID, story.violation, fresh)]
+    assert machine.needs_new_case(decision, elsewhere, RULES)
+
+
+def test_given_a_car_seen_leaving_after_the_deadline_when_it_parks_badly_elsewhere_then_that_place_gets_its_own_case(
+        clock):
+    story = warned(clock)
+    left = machine.on_departure(story.case, story.deadline + timedelta(seconds=5), RULES,
+                                clock.set(story.deadline + timedelta(seconds=6))).case
+    elsewhere = capture(clock.advance(minutes=1), meters_away=800, camera_id="cam-liangmu-02", place="良睦路")
+
+    decision = machine.on_violation(left, elsewhere, RULES, clock.now)
+
+    assert decision.case.state == State.MOVED and tickets(decision) == []
+    assert machine.needs_new_case(decision, elsewhere, RULES)
+
+
 def test_given_a_rechecking_case_when_a_violation_at_the_same_place_answers_then_it_tickets_without_a_new_case(clock):
     """The same event must not both prove the ticket and open a second case (with a second warning)."""
     story = rechecking(clock)
     again = capture(clock.advance(seconds=30), meters_away=10)
 
     decision = machine.on_violation(story.case, again, RULES, clock.now)
-
-    assert decision.case.state == State.TICKETED
-    assert tickets(decision) == [IssueTicket(CASE_ID, story.violation, again)]
     assert not machine.needs_new_case(decision, again, RULES)
+
+    woken = machine.on_wake(decision.case, RULES, clock.set(decision.case.wake_at))
+    assert woken.case.state == State.TICKETED
+    assert tickets(woken) == [IssueTicket(CASE_ID, story.violation, again)]
 
 
 # ── properties ─────────────────────────────────────────────────────────────────────────────
@@ -608,23 +666,38 @@ def test_whatever_happens_a_ticket_needs_a_warning_and_a_fresh_capture_at_the_pl
 STRICT = Rules(require_delivery_report=True)
 
 
-def test_given_a_gateway_that_reports_delivery_when_the_warning_was_never_reported_delivered_then_no_ticket_but_review(clock):
+def test_given_a_gateway_that_reports_delivery_when_the_warning_was_never_reported_delivered_then_it_waits_then_review(clock):
     story = warned(clock)
     clock.advance(RULES.window)
     story.case = machine.on_capture(story.case, capture(clock.now), STRICT, clock.now).case
     clock.advance(RULES.lateness)
 
-    decision = machine.on_wake(story.case, STRICT, clock.now)
+    waiting = machine.on_wake(story.case, STRICT, clock.now)
 
+    assert waiting.case.state == State.WARNED and waiting.effects == ()
+    assert waiting.case.wake_at == story.deadline + STRICT.delivery_wait, "the report may still come"
+    decision = machine.on_wake(waiting.case, STRICT, clock.set(waiting.case.wake_at))
     assert decision.case.state == State.REVIEW
     assert tickets(decision) == []
     assert "never reported delivered" in decision.case.reason
 
 
+def test_given_a_gateway_that_reports_delivery_when_no_report_and_no_capture_then_it_waits_then_review_without_recheck(
+        clock):
+    story = warned(clock)
+
+    waiting = machine.on_wake(story.case, STRICT, clock.set(story.case.wake_at))
+    decision = machine.on_wake(waiting.case, STRICT, clock.set(waiting.case.wake_at))
+
+    assert waiting.effects == () and waiting.case.state == State.WARNED
+    assert decision.case.state == State.REVIEW and decision.effects == ()
+    assert decision.case.reason == reasons.why("delivery_unknown")
+
+
 def test_given_a_gateway_that_reports_delivery_when_the_warning_was_delivered_then_the_car_still_there_is_ticketed(clock):
     story = warned(clock)
     clock.advance(seconds=3)
-    story.case = machine.on_warning_delivered(story.case, clock.now).case
+    story.case = machine.on_warning_delivered(story.case, clock.now, STRICT, clock.now).case
     clock.advance(RULES.window)
     fresh = capture(clock.now)
     story.case = machine.on_capture(story.case, fresh, STRICT, clock.now).case
@@ -679,3 +752,492 @@ def test_given_our_own_backlog_when_a_violation_the_camera_reported_at_once_is_r
 
     assert decision.case.state == State.DETECTED
     assert decision.effects == (SendWarning(CASE_ID),)
+
+
+# ── the driver's full window: from delivery, with a gateway that reports it ───────────────
+
+
+def delivered(story: Story, at: datetime, now: datetime | None = None, rules: Rules = STRICT) -> machine.Decision:
+    return machine.on_warning_delivered(story.case, at, rules, now or at)
+
+
+def test_given_a_warned_case_when_the_warning_is_delivered_after_it_was_accepted_then_the_deadline_runs_from_delivery(
+        clock):
+    story = warned(clock)
+    late = clock.advance(minutes=4)  # the phone was out of coverage
+
+    decision = delivered(story, late)
+
+    assert decision.case.warning_delivered_at == late
+    assert decision.case.deadline_at == late + RULES.window
+    assert decision.case.wake_at == late + RULES.window + RULES.lateness
+    assert decision.case.warned_at == story.accepted_at, "the acceptance stays on record"
+    assert decision.effects == ()
+
+
+def test_given_a_warning_delivered_within_a_second_of_acceptance_when_reported_then_the_deadline_is_never_earlier(clock):
+    story = warned(clock)
+
+    early = delivered(story, story.accepted_at - timedelta(seconds=1), clock.now)  # the SMS centre's clock is behind
+
+    assert early.case.deadline_at == story.deadline
+
+
+def test_given_the_phone_got_the_warning_after_the_deadline_when_the_car_is_captured_then_no_ticket_before_its_own_window(
+        clock):
+    """The scenario of issue 10: the SMS reached the phone after the deadline counted from acceptance."""
+    story = warned(clock)
+    at_first_deadline = capture(story.deadline + timedelta(seconds=10))
+    case = machine.on_capture(story.case, at_first_deadline, STRICT, clock.set(at_first_deadline.taken_at)).case
+    phone_got_it = clock.advance(seconds=10)
+    case = machine.on_warning_delivered(case, phone_got_it, STRICT, clock.now).case
+    assert case.deadline_at == phone_got_it + RULES.window
+
+    first = machine.on_wake(case, STRICT, clock.set(story.deadline + RULES.lateness))
+    assert not first.changed, "not due: the deadline moved"
+    decision = machine.on_wake(case, STRICT, clock.set(case.wake_at))
+
+    assert tickets(decision) == []
+    assert decision.case.state == State.RECHECKING, "the capture at the first deadline proves nothing"
+    fresh = capture(clock.advance(seconds=20))
+    answered = machine.on_capture(decision.case, fresh, STRICT, clock.now).case
+    ticketed = machine.on_wake(answered, STRICT, clock.set(answered.wake_at))
+    assert tickets(ticketed) == [IssueTicket(CASE_ID, story.violation, fresh)]
+    assert ticketed.case.deadline_at == phone_got_it + RULES.window
+
+
+def test_given_a_rechecking_case_when_the_delivery_report_comes_later_than_the_deadline_then_it_waits_for_the_new_one(clock):
+    story = warned(clock)
+    case = machine.on_wake(story.case, RULES, clock.set(story.case.wake_at)).case
+    assert case.state == State.RECHECKING
+
+    decision = machine.on_warning_delivered(case, clock.now, STRICT, clock.advance(seconds=5))
+
+    assert decision.case.state == State.WARNED
+    assert decision.case.deadline_at == story.case.wake_at + RULES.window
+    assert decision.case.wake_at == decision.case.deadline_at + RULES.lateness
+
+
+def test_given_a_delivery_time_in_the_future_when_reported_then_the_time_it_was_reported_counts(clock):
+    story = warned(clock)
+    reported = clock.advance(seconds=30)
+
+    decision = delivered(story, reported + timedelta(days=3), now=reported)
+
+    assert decision.case.warning_delivered_at == reported
+    assert decision.case.deadline_at == reported + RULES.window
+
+
+def test_given_a_departure_after_the_first_deadline_when_the_delivery_moves_the_deadline_past_it_then_the_car_left_in_time(
+        clock):
+    story = warned(clock)
+    left = machine.on_departure(story.case, story.deadline + timedelta(seconds=5), STRICT,
+                                clock.set(story.deadline + timedelta(seconds=6))).case
+    assert left.state == State.WARNED and left.left_at is not None
+
+    decision = machine.on_warning_delivered(left, story.deadline - timedelta(minutes=1), STRICT, clock.now)
+
+    assert decision.case.state == State.MOVED
+    assert decision.case.reason == reasons.why("left_in_window")
+
+
+def test_given_a_review_case_when_the_delivery_report_comes_late_then_its_deadline_moves_for_the_officer(clock):
+    story = warned(clock)
+    waited = machine.on_wake(story.case, STRICT, clock.set(story.case.wake_at)).case
+    review = machine.on_wake(waited, STRICT, clock.set(waited.wake_at)).case
+    assert review.state == State.REVIEW
+
+    decision = machine.on_warning_delivered(review, clock.now, STRICT, clock.now)
+
+    assert decision.case.state == State.REVIEW
+    assert decision.case.deadline_at == clock.now + RULES.window
+    assert machine.review_deadline(decision.case, STRICT) == clock.now + RULES.window
+
+
+def test_given_a_delivery_already_known_when_reported_again_then_nothing_moves(clock):
+    story = warned(clock)
+    story.case = delivered(story, clock.advance(seconds=2)).case
+
+    again = delivered(story, clock.advance(minutes=5))
+
+    assert not again.changed and again.case.deadline_at == story.case.deadline_at
+
+
+# ── evidence timing, whatever the order of arrival ──────────────────────────────────────────
+
+
+def until_decided(case: Case, rules: Rules, clock) -> machine.Decision:
+    """Wake the case each time it asks, until it is closed (a wait for late events is a wake too)."""
+    decision = machine.Decision(case, changed=False)
+    for _ in range(5):
+        decision = machine.on_wake(decision.case, rules, clock.set(max(clock.now, decision.case.wake_at)))
+        if not decision.case.is_open:
+            return decision
+    raise AssertionError(f"still {decision.case.state} after 5 wakes")
+
+
+def test_given_a_fresh_capture_when_the_car_departs_after_the_deadline_then_the_ticket_stands(clock):
+    story = warned(clock)
+    fresh = capture(story.deadline + timedelta(seconds=2))
+    case = machine.on_capture(story.case, fresh, RULES, clock.set(fresh.taken_at)).case
+
+    left = machine.on_departure(case, story.deadline + timedelta(seconds=8), RULES, clock.advance(seconds=7))
+    decision = until_decided(left.case, RULES, clock)
+
+    assert left.case.state == State.WARNED, "a departure after the deadline does not undo the capture"
+    assert tickets(decision) == [IssueTicket(CASE_ID, story.violation, fresh)]
+
+
+def test_given_a_departure_after_the_deadline_when_a_capture_taken_before_it_arrives_later_then_it_is_ticketed(clock):
+    story = warned(clock)
+    left = machine.on_departure(story.case, story.deadline + timedelta(seconds=8),
+                                RULES, clock.set(story.deadline + timedelta(seconds=9))).case
+    fresh = capture(story.deadline + timedelta(seconds=1))
+
+    case = machine.on_capture(left, fresh, RULES, clock.advance(seconds=10)).case
+    decision = until_decided(case, RULES, clock)
+
+    assert tickets(decision) == [IssueTicket(CASE_ID, story.violation, fresh)]
+
+
+def test_given_a_departure_after_the_deadline_when_the_only_capture_was_taken_after_it_then_moved_without_ticket(clock):
+    story = warned(clock)
+    left = machine.on_departure(story.case, story.deadline + timedelta(seconds=3), RULES,
+                                clock.set(story.deadline + timedelta(seconds=4))).case
+    back = capture(story.deadline + timedelta(seconds=10))  # the car came back: another stay
+
+    case = machine.on_capture(left, back, RULES, clock.set(back.taken_at)).case
+    decision = until_decided(case, RULES, clock)
+
+    assert decision.case.state == State.MOVED and tickets(decision) == []
+    assert decision.case.reason == reasons.why("left_after_deadline")
+
+
+def test_given_a_capture_long_after_the_deadline_when_the_case_wakes_then_it_proves_nothing(clock):
+    story = warned(clock)
+    rules = replace(RULES, capture_bound=timedelta(minutes=5))
+    much_later = capture(story.deadline + timedelta(minutes=6))
+    case = machine.on_capture(story.case, much_later, rules, clock.set(much_later.taken_at)).case
+
+    assert machine.evidence(case, rules) is None
+    decision = machine.on_wake(replace(case, wake_at=clock.now), rules, clock.now)
+    assert tickets(decision) == [] and decision.case.state == State.RECHECKING
+
+
+def test_given_a_capture_stamped_in_the_future_when_it_arrives_then_it_is_not_evidence(clock):
+    story = warned(clock)
+    ahead = capture(clock.now + RULES.clock_skew + timedelta(seconds=1))
+
+    decision = machine.on_capture(story.case, ahead, RULES, clock.now)
+
+    assert not decision.changed and decision.case.fresh_capture is None
+    assert decision.note == reasons.why("capture_in_future")
+
+
+def test_given_a_rechecking_case_when_an_answer_taken_after_answer_by_arrives_then_it_is_unconfirmed(clock):
+    story = rechecking(clock)
+    answer_by = story.case.wake_at - RULES.lateness
+    late = capture(answer_by + timedelta(seconds=5))
+
+    case = machine.on_capture(story.case, late, RULES, clock.set(late.taken_at)).case
+    decision = machine.on_wake(case, RULES, clock.set(case.wake_at))
+
+    assert decision.case.state == State.UNCONFIRMED and tickets(decision) == []
+
+
+LATENESS_S = int(RULES.lateness.total_seconds())
+CAR_EVENT = st.tuples(st.sampled_from(["at_place", "at_place", "at_place", "elsewhere", "departure"]),
+                      st.integers(min_value=-640, max_value=720))
+"""(what, when it was taken in seconds from the deadline): a capture at the place, a capture 400 m
+away, a departure. The violation is 620 s before the deadline (warning accepted 20 s after it)."""
+
+
+def _feed(arrivals: list[tuple[int, str, int]], rules: Rules = RULES) -> tuple:
+    """Feed a car's events to the machine in the given order, each at its arrival time (seconds from
+    the deadline), waking the case whenever it is due before the next arrival (the watermark: an
+    event that arrived before ``wake_at`` is read before the wake). Returns (state, evidence ids)."""
+    violation = Sighting("evt-violation", "cam-wenyi-01", START, *PLACE, "文一西路海创园南门")
+    case = machine.open_case(CASE_ID, PLATE, "yuhang", violation, Opening(owner_reachable=True),
+                             START + timedelta(seconds=1), rules).case
+    case = machine.on_warning_accepted(case, START + timedelta(seconds=20), rules).case
+    deadline = case.deadline_at
+    issued: list[str] = []
+    for arrive, kind, n, offset in [*arrivals, (None, "end", -1, 0)]:
+        at = None if arrive is None else deadline + timedelta(seconds=arrive)
+        while case.wake_at is not None and (at is None or case.wake_at < at):
+            decision = machine.on_wake(case, rules, case.wake_at)
+            issued += [e.fresh_capture.event_id for e in decision.effects if isinstance(e, IssueTicket)]
+            case = decision.case
+        if at is None:
+            break
+        lat, lon = position(0.0 if kind == "at_place" else 400.0)
+        seen = Sighting(f"evt-{n:03d}", "cam-wenyi-01", deadline + timedelta(seconds=offset), lat, lon)
+        decision = (machine.on_departure(case, seen.taken_at, rules, at) if kind == "departure"
+                    else machine.on_capture(case, seen, rules, at))
+        issued += [e.fresh_capture.event_id for e in decision.effects if isinstance(e, IssueTicket)]
+        case = decision.case
+    return case.state, issued
+
+
+def _check_evidence(outcome: tuple, events: list[tuple[str, int]]) -> None:
+    state, issued = outcome
+    assert state not in machine.OPEN_STATES and len(issued) <= 1
+    if issued:
+        kind, offset = events[int(issued[0].split("-")[1])]
+        assert kind == "at_place"
+        assert -RULES.capture_tolerance.total_seconds() <= offset <= RULES.capture_bound.total_seconds()
+        assert not any(k != "at_place" and -620 <= o <= offset for k, o in events), "the car had left before"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(CAR_EVENT, st.integers(0, LATENESS_S), st.integers(0, LATENESS_S)), max_size=10))
+def test_whatever_the_order_in_which_a_cars_events_arrive_within_the_lateness_allowance_the_outcome_is_the_same(items):
+    """Decisions follow event time (issue 10): every event arrives within ``lateness`` of being taken,
+    once with one set of delays and once with another (so in another order); the case ends the
+    same way, with the same evidence, and that evidence is a fresh capture taken before the car left."""
+    events = [e for e, _, _ in items]
+
+    def arrivals(which: int):
+        timed = [(max(offset + delays[which], -600), kind, n, offset)
+                 for n, ((kind, offset), *delays) in enumerate(items)]
+        return sorted(timed, key=lambda a: (a[0], a[2] if which == 0 else -a[2]))  # ties in opposite orders
+
+    first, second = _feed(arrivals(0)), _feed(arrivals(1))
+
+    assert first == second
+    _check_evidence(first, events)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["at_place", "at_place", "elsewhere", "departure"]),
+                          st.integers(min_value=-640, max_value=LATENESS_S - 1)), max_size=8).flatmap(
+    lambda events: st.tuples(st.just(events), st.permutations(range(len(events))))))
+def test_whatever_the_order_in_which_events_arrive_before_the_decision_the_outcome_is_the_same(events_and_order):
+    """A car's events, all taken before the deadline's wake, arrive together before it, shuffled:
+    one outcome, the one of the events in the order they were taken."""
+    events, order = events_and_order
+    together = LATENESS_S - 1
+    in_time_order = sorted(range(len(events)), key=lambda n: events[n][1])
+
+    shuffled = _feed([(together, *events[n][:1], n, events[n][1]) for n in order])
+    by_event_time = _feed([(together, *events[n][:1], n, events[n][1]) for n in in_time_order])
+
+    assert shuffled == by_event_time
+    assert shuffled == by_the_rules(events)
+
+
+def by_the_rules(events: list[tuple[str, int]]) -> tuple:
+    """What the rules say, from the events' times alone (all known before the deadline's wake):
+    seen leaving before the deadline -> moved; else the earliest capture at the place from the
+    deadline (less the tolerance) on, if taken before the car was seen leaving -> ticketed
+    with it; else seen leaving -> moved; else nobody knows -> unconfirmed (after a recheck)."""
+    tolerance = RULES.capture_tolerance.total_seconds()
+    after_violation = [(k, o, n) for n, (k, o) in enumerate(events) if o >= -620]
+    left = [o for k, o, _ in after_violation if k != "at_place"]
+    if any(o < 0 for o in left):
+        return State.MOVED, []
+    fresh = min(((o, f"evt-{n:03d}") for k, o, n in after_violation if k == "at_place" and o >= -tolerance),
+                default=None)
+    if fresh and (not left or fresh[0] < min(left)):
+        return State.TICKETED, [fresh[1]]
+    return (State.MOVED, []) if left else (State.UNCONFIRMED, [])
+
+
+# ── one car, one case per stay ──────────────────────────────────────────────────────────────
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+CITY = Rules(timezone=SHANGHAI)
+
+
+def _cautioned(clock) -> Case:
+    return _decided(clock, ZoneRules(first_offence_months=12))
+
+
+def _to_confirm(clock) -> Case:
+    return _decided(clock, ZoneRules(confirm_tickets=True))
+
+
+def _decided(clock, zone: ZoneRules) -> Case:
+    violation = capture(clock.now)
+    case = machine.open_case(CASE_ID, PLATE, "yuhang", violation, Opening(True, zone=zone), clock.advance(seconds=1)).case
+    case = machine.on_warning_accepted(case, clock.advance(seconds=20), RULES).case
+    case = machine.on_capture(case, capture(case.deadline_at), RULES, clock.set(case.deadline_at)).case
+    return machine.on_wake(case, RULES, clock.set(case.wake_at)).case
+
+
+STAYS = {State.TICKETED: _ticketed, State.CAUTIONED: _cautioned, State.TO_CONFIRM: _to_confirm,
+         State.UNCONFIRMED: _unconfirmed, State.REVIEW: _review, State.EXEMPT: _exempt}
+
+
+@pytest.mark.parametrize("state", list(STAYS))
+def test_given_a_closed_case_when_the_car_is_detected_again_at_the_place_that_day_then_it_is_evidence_for_that_case(
+        clock, state):
+    case = STAYS[state](clock)
+    assert case.state == state
+    again = capture(clock.advance(hours=2), meters_away=10)
+
+    decision = machine.again_after_close(case, again, [], [], exempt_now=True, rules=CITY)
+
+    assert decision is not None and not decision.changed and decision.effects == ()
+    assert decision.note == reasons.why("same_stay", state=state)
+
+
+@pytest.mark.parametrize("make", [_moved, _cancelled, lambda clock: machine.reject_ticket(
+    _to_confirm(clock), "wrong plate read", clock.now).case], ids=["moved", "cancelled", "rejected"])
+def test_given_a_moved_cancelled_or_rejected_case_when_the_car_is_detected_again_then_it_is_a_new_stay(clock, make):
+    case = make(clock)
+
+    assert machine.again_after_close(case, capture(clock.advance(minutes=30)), [], [], True, CITY) is None
+
+
+def test_given_a_ticket_in_the_evening_when_the_car_is_detected_again_after_local_midnight_then_it_is_a_new_stay(clock):
+    clock.set(datetime(2026, 11, 26, 15, 30, tzinfo=UTC))  # 23:30 in Hangzhou
+    case = _ticketed(clock)
+    assert case.closed_at.astimezone(SHANGHAI).hour == 23
+
+    before_midnight = capture(datetime(2026, 11, 26, 15, 59, tzinfo=UTC))
+    after_midnight = capture(datetime(2026, 11, 26, 16, 0, 1, tzinfo=UTC))
+
+    assert machine.stay_ends_at(case, CITY) == datetime(2026, 11, 27, 0, 0, tzinfo=SHANGHAI)
+    assert machine.again_after_close(case, before_midnight, [], [], True, CITY) is not None
+    assert machine.again_after_close(case, after_midnight, [], [], True, CITY) is None
+
+
+def test_given_a_configured_stay_when_the_car_is_detected_after_it_then_it_is_a_new_stay(clock):
+    case = _ticketed(clock)
+    rules = replace(CITY, same_stay=timedelta(hours=2))
+
+    assert machine.again_after_close(case, capture(case.closed_at + timedelta(minutes=119)), [], [], True, rules)
+    assert machine.again_after_close(case, capture(case.closed_at + timedelta(minutes=121)), [], [], True, rules) is None
+
+
+def test_given_a_closed_case_when_the_car_left_or_was_seen_elsewhere_in_between_then_it_is_a_new_stay(clock):
+    case = _ticketed(clock)
+    between = clock.advance(minutes=20)
+    again = capture(clock.advance(minutes=20))
+
+    assert machine.again_after_close(case, again, [between], [], True, CITY) is None
+    assert machine.again_after_close(case, again, [], [capture(between, meters_away=500)], True, CITY) is None
+    assert machine.again_after_close(case, again, [], [capture(between, meters_away=5)], True, CITY) is not None
+
+
+def test_given_a_closed_case_when_the_car_is_detected_elsewhere_then_it_is_a_new_stay(clock):
+    case = _ticketed(clock)
+
+    assert machine.again_after_close(case, capture(clock.advance(minutes=5), meters_away=300), [], [], True, CITY) is None
+
+
+def test_given_a_case_exempt_at_some_hours_when_the_car_is_still_there_after_them_then_it_is_pursued_as_a_new_stay(clock):
+    case = _exempt(clock)
+
+    assert machine.again_after_close(case, capture(clock.advance(hours=1)), [], [], exempt_now=False, rules=CITY) is None
+
+
+# ── warning notices and confirmation (zone rules) ───────────────────────────────────────────
+
+
+def test_given_a_zone_with_first_offence_warnings_when_a_car_with_no_offence_stays_then_it_gets_a_warning_notice(clock):
+    case = _cautioned(clock)
+
+    assert case.state == State.CAUTIONED and not case.is_open
+    assert case.reason == reasons.why("first_offence", n=12)
+
+
+def test_given_first_offence_warnings_when_the_car_stays_then_the_notice_carries_the_evidence_and_no_ticket_is_issued(
+        clock):
+    violation = capture(clock.now)
+    opening = Opening(True, zone=ZoneRules(first_offence_months=12), last_offence_at=START - timedelta(days=400))
+    case = machine.open_case(CASE_ID, PLATE, "yuhang", violation, opening, clock.advance(seconds=1)).case
+    case = machine.on_warning_accepted(case, clock.advance(seconds=20), RULES).case
+    fresh = capture(case.deadline_at)
+    case = machine.on_capture(case, fresh, RULES, clock.set(case.deadline_at)).case
+
+    decision = machine.on_wake(case, RULES, clock.set(case.wake_at))
+
+    assert decision.effects == (IssueCaution(CASE_ID, violation, fresh, first_offence=True),)
+    assert decision.case.fresh_capture == fresh
+
+
+@pytest.mark.parametrize("last_offence, caution", [
+    pytest.param(None, True, id="never"),
+    pytest.param(datetime(2025, 11, 26, 10, 0, tzinfo=UTC), True, id="13 months ago, to the day"),
+    pytest.param(datetime(2025, 11, 26, 11, 0, tzinfo=UTC), False, id="12 months ago, within"),
+    pytest.param(datetime(2026, 10, 1, tzinfo=UTC), False, id="last month"),
+])
+def test_given_first_offence_warnings_for_12_months_when_a_case_opens_then_only_a_car_with_no_offence_in_them_is_cautioned(
+        clock, last_offence, caution):
+    opening = Opening(True, zone=ZoneRules(first_offence_months=12), last_offence_at=last_offence)
+
+    case = machine.open_case(CASE_ID, PLATE, "yuhang", capture(clock.now - timedelta(minutes=1, seconds=59)), opening,
+                             clock.now, CITY).case
+
+    assert bool(case.caution) == caution
+
+
+def test_months_before_counts_calendar_months_and_ends_short_months_on_their_last_day():
+    assert machine.months_before(datetime(2026, 3, 31, 9, tzinfo=SHANGHAI), 1) == datetime(2026, 2, 28, 9, tzinfo=SHANGHAI)
+    assert machine.months_before(datetime(2026, 1, 15, tzinfo=UTC), 13) == datetime(2024, 12, 15, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("commissioned, caution", [
+    pytest.param(date(2026, 11, 20), True, id="six days ago"),
+    pytest.param(date(2026, 10, 28), True, id="on its 30th day"),
+    pytest.param(date(2026, 10, 27), False, id="on its 31st day"),
+    pytest.param(None, False, id="no date known: not new"),
+])
+def test_given_a_zone_where_new_cameras_only_warn_when_a_case_opens_then_a_camera_in_its_first_days_cautions(
+        clock, commissioned, caution):
+    opening = Opening(True, zone=ZoneRules(new_camera_days=30), camera_commissioned=commissioned)
+
+    case = machine.open_case(CASE_ID, PLATE, "yuhang", capture(clock.now), opening, clock.now, CITY).case
+
+    assert bool(case.caution) == caution
+    if caution:
+        assert reasons.parse(case.caution)[0] == "new_camera"
+
+
+def test_given_a_new_camera_when_the_car_stays_then_the_warning_notice_is_not_a_first_offence_one(clock):
+    violation = capture(clock.now)
+    opening = Opening(True, zone=ZoneRules(new_camera_days=30), camera_commissioned=date(2026, 11, 25))
+    case = machine.open_case(CASE_ID, PLATE, "yuhang", violation, opening, clock.advance(seconds=1), CITY).case
+    case = machine.on_warning_accepted(case, clock.advance(seconds=20), CITY).case
+    case = machine.on_capture(case, capture(case.deadline_at), CITY, clock.set(case.deadline_at)).case
+
+    decision = machine.on_wake(case, CITY, clock.set(case.wake_at))
+
+    assert decision.case.state == State.CAUTIONED
+    assert [e.first_offence for e in decision.effects] == [False]
+
+
+def test_given_a_zone_that_confirms_tickets_when_the_car_stays_then_the_ticket_waits_for_an_officer(clock):
+    case = _to_confirm(clock)
+
+    assert case.state == State.TO_CONFIRM and not case.is_open
+    assert case.fresh_capture is not None
+    assert reasons.parse(case.reason) == ("to_confirm", {"detail": reasons.why("still_there")})
+
+
+def test_given_a_ticket_to_confirm_when_an_officer_confirms_it_then_it_is_issued_with_the_evidence(clock):
+    case = _to_confirm(clock)
+
+    decision = machine.confirm_ticket(case, "evidence checked", clock.advance(minutes=3))
+
+    assert decision.case.state == State.TICKETED and decision.case.closed_at == clock.now
+    assert decision.effects == (IssueTicket(CASE_ID, case.violation, case.fresh_capture),)
+
+
+def test_given_a_ticket_to_confirm_when_an_officer_rejects_it_then_it_never_takes_effect(clock):
+    case = _to_confirm(clock)
+
+    decision = machine.reject_ticket(case, "plate misread", clock.advance(minutes=3))
+
+    assert decision.case.state == State.REJECTED and decision.effects == ()
+    assert "plate misread" in decision.case.reason
+    assert not machine.confirm_ticket(decision.case, "too late", clock.now).changed
+
+
+def test_given_any_case_not_waiting_for_confirmation_when_confirmed_or_rejected_then_nothing_changes(clock):
+    case = _ticketed(clock)
+
+    assert not machine.confirm_ticket(case, "again", clock.now).changed
+    assert not machine.reject_ticket(case, "again", clock.now).changed

@@ -146,13 +146,101 @@ def test_a_capture_at_the_place_a_window_after_the_violation_tickets_a_review_ca
     (capture(SEEN + timedelta(minutes=5)), [], "evidence_too_early"),
     (capture(SEEN + timedelta(minutes=12), meters_away=200), [], "evidence_elsewhere"),
     (capture(SEEN + timedelta(minutes=12)), [SEEN + timedelta(minutes=3)], "evidence_after_departure"),
-    (capture(SEEN + timedelta(hours=2)), [], "evidence_in_future"),
+    (capture(SEEN + timedelta(minutes=17)), [], "evidence_in_future"),
 ])
 def test_a_ticket_on_review_without_fresh_evidence_is_refused(evidence, departures, problem):
     now = SEEN + timedelta(minutes=15)
     with pytest.raises(Refused) as refused:
         actions.ticketing_on_review(review_case(), evidence, departures, RULES, WINDOW, "sure", now)
     assert refused.value.key == problem
+
+
+@pytest.mark.parametrize("taken, problem", [
+    pytest.param(WINDOW - RULES.capture_tolerance - timedelta(seconds=1), "evidence_too_early", id="before the deadline"),
+    pytest.param(WINDOW - RULES.capture_tolerance, None, id="the deadline less the tolerance"),
+    pytest.param(WINDOW + RULES.capture_bound, None, id="the bound after the deadline"),
+    pytest.param(WINDOW + RULES.capture_bound + timedelta(seconds=1), "evidence_too_late", id="after the bound"),
+    pytest.param(timedelta(days=2), "evidence_too_late", id="two days later"),
+])
+def test_a_ticket_on_review_takes_only_a_capture_between_the_deadline_and_the_bound_after_it(taken, problem):
+    """Issue 10: 'any capture one window after the violation, even two days later' no longer does."""
+    fresh = capture(SEEN + taken)
+    now = SEEN + timedelta(days=3)
+
+    assert actions.evidence_problem(review_case(), fresh, [], RULES, WINDOW, now) == problem
+
+
+def test_a_ticket_on_review_measures_the_capture_against_the_real_deadline_moved_by_a_late_delivery():
+    warned = warned_case()  # accepted at SEEN + 2 s
+    phone_got_it = SEEN + timedelta(minutes=8)
+    moved = machine.on_warning_delivered(warned, phone_got_it, RULES, phone_got_it).case
+    review = machine.on_warning_undelivered(moved, "later report: handset full", phone_got_it).case
+    assert review.state == State.REVIEW and review.deadline_at == phone_got_it + WINDOW
+
+    at_first_deadline = capture(SEEN + timedelta(seconds=2) + WINDOW + timedelta(seconds=10))
+    after_real_deadline = capture(phone_got_it + WINDOW + timedelta(seconds=10))
+    now = SEEN + timedelta(hours=1)
+
+    assert actions.evidence_problem(review, at_first_deadline, [], RULES, WINDOW, now) == "evidence_too_early"
+    assert actions.evidence_problem(review, after_real_deadline, [], RULES, WINDOW, now) is None
+    assert actions.evidence_bounds(review, RULES, WINDOW) == (phone_got_it + WINDOW - RULES.capture_tolerance,
+                                                              phone_got_it + WINDOW + RULES.capture_bound)
+
+
+def test_a_ticket_on_review_in_a_first_offence_zone_is_a_warning_notice():
+    case = replace(review_case(), caution="no ticket nor warning notice in the last 12 months: "
+                                          "a first-offence warning notice instead of a ticket")
+    fresh = capture(SEEN + WINDOW + timedelta(seconds=5))
+
+    decision = actions.ticketing_on_review(case, fresh, [], RULES, WINDOW, "seen on site", SEEN + timedelta(minutes=15))
+
+    assert decision.case.state == State.CAUTIONED
+    assert [type(e) for e in decision.effects] == [machine.IssueCaution]
+
+
+def test_a_ticket_to_confirm_is_confirmed_or_rejected_once_and_nothing_else_is():
+    opening = Opening(owner_reachable=True, zone=machine.ZoneRules(confirm_tickets=True))
+    case = machine.open_case(UUID(int=3), "浙A12345", "yuhang", VIOLATION, opening, SEEN, RULES).case
+    case = machine.on_warning_accepted(case, SEEN + timedelta(seconds=2), RULES).case
+    case = machine.on_capture(case, capture(case.deadline_at), RULES, case.deadline_at).case
+    pending = machine.on_wake(case, RULES, case.wake_at).case
+    assert pending.state == State.TO_CONFIRM
+
+    confirmed = actions.confirming(pending, "evidence checked", SEEN + timedelta(minutes=20))
+    rejected = actions.rejecting(pending, "plate misread", SEEN + timedelta(minutes=20))
+
+    assert confirmed.case.state == State.TICKETED and [type(e) for e in confirmed.effects] == [IssueTicket]
+    assert rejected.case.state == State.REJECTED and rejected.effects == ()
+    for act in (actions.confirming, actions.rejecting):
+        with pytest.raises(Refused, match="not_to_confirm"):
+            act(confirmed.case, "again", SEEN + timedelta(minutes=21))
+
+
+@pytest.mark.parametrize("months, days, confirm, expected", [
+    ("12", "", "yes", {"first_offence_months": 12, "new_camera_days": None, "confirm_tickets": True}),
+    ("", "30", "no", {"first_offence_months": None, "new_camera_days": 30, "confirm_tickets": False}),
+    (" 0 ", "0", "", {"first_offence_months": 0, "new_camera_days": 0, "confirm_tickets": None}),
+])
+def test_a_zones_own_rules_are_read_from_the_form(months, days, confirm, expected):
+    assert actions.checked_zone_rules(months, days, confirm) == expected
+
+
+@pytest.mark.parametrize("months, days, confirm", [("-1", "", ""), ("twelve", "", ""), ("", "99999", ""),
+                                                   ("", "", "maybe")])
+def test_a_zone_rule_that_is_not_a_number_in_range_is_refused(months, days, confirm):
+    with pytest.raises(Refused, match="bad_zone_rule"):
+        actions.checked_zone_rules(months, days, confirm)
+
+
+def test_the_zone_book_fills_in_the_citys_rules_where_a_zone_has_none():
+    from pipeline.lookups.zones import ZoneBook
+
+    book = ZoneBook(600, windows={"school": 300}, defaults=machine.ZoneRules(confirm_tickets=True),
+                    own_rules={"liangzhu": {"first_offence_months": 12}, "school": {"confirm_tickets": False}})
+
+    assert book.rules_for("liangzhu") == machine.ZoneRules(window=WINDOW, first_offence_months=12, confirm_tickets=True)
+    assert book.rules_for("school") == machine.ZoneRules(window=timedelta(minutes=5), confirm_tickets=False)
+    assert book.rules_for("yuhang").confirm_tickets
 
 
 def test_a_departure_after_the_fresh_capture_does_not_undo_it():

@@ -100,3 +100,153 @@ def test_phone_numbers_in_free_text_are_masked_but_ticket_numbers_are_not():
     text = scrub("voided YH261126000042 after calling 13800138000; event cam-01:181512-1:000018")
     assert "13800138000" not in text and "138****8000" in text
     assert "YH261126000042" in text and "cam-01:181512-1:000018" in text
+
+
+# ── limits on logins, before and around the password check ────────────────────────────────
+
+
+def test_login_attempts_are_limited_per_address_and_refill_with_time():
+    clock = FakeClock()
+    limiter = auth.AddressLimiter(per_minute=3, clock=clock)
+    assert [limiter.take("10.0.0.1") for _ in range(3)] == [0, 0, 0]
+    assert limiter.take("10.0.0.1") == pytest.approx(20.0)  # one attempt back every 20 s
+    assert limiter.take("10.0.0.2") == 0, "another address has its own attempts"
+    clock.now += 20
+    assert limiter.take("10.0.0.1") == 0
+    assert limiter.take("10.0.0.1") > 0
+
+
+def test_the_address_limiter_remembers_a_bounded_number_of_addresses():
+    limiter = auth.AddressLimiter(per_minute=1, capacity=100, clock=FakeClock())
+    for i in range(1000):
+        limiter.take(f"10.0.{i // 256}.{i % 256}")
+    assert len(limiter._buckets) == 100
+
+
+def test_an_ipv6_client_counts_per_64_block_and_a_mapped_ipv4_as_itself():
+    assert auth.address_key("2001:db8:1:2:aaaa::1") == auth.address_key("2001:db8:1:2:bbbb::2") == "2001:db8:1:2::/64"
+    assert auth.address_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert auth.address_key("192.0.2.7") == "192.0.2.7"
+    assert auth.address_key(None) == auth.address_key("not an address") == "unknown"
+
+
+class HeldChecks:
+    """Password checks that last until the test lets them end, counting those that started."""
+
+    def __init__(self, monkeypatch):
+        import threading
+
+        self.started = threading.Semaphore(0)
+        self.release = threading.Event()
+        real = auth.password_matches
+
+        def held(stored_hash, password):
+            self.started.release()
+            self.release.wait(30)
+            return real(stored_hash, password)
+
+        monkeypatch.setattr(auth, "password_matches", held)
+
+    async def wait_started(self, n: int) -> None:
+        import asyncio
+
+        for _ in range(n):
+            assert await asyncio.to_thread(self.started.acquire, timeout=30), "a password check did not start"
+
+
+async def test_password_checks_run_off_the_event_loop_and_beyond_the_bound_are_refused_at_once(monkeypatch):
+    import asyncio
+
+    stored = auth.hash_password("correct horse battery")
+    held = HeldChecks(monkeypatch)
+    checks = auth.PasswordChecks(concurrency=2)
+
+    async def login(password):
+        async with checks.slot() as slot:
+            return await slot.matches(stored, password)
+
+    try:
+        first = asyncio.create_task(login("correct horse battery"))
+        second = asyncio.create_task(login("wrong"))
+        await held.wait_started(2)  # the loop runs on while both checks hold their threads
+        with pytest.raises(auth.LoginBusy):
+            checks.slot()
+        assert not first.done() and not second.done()
+        held.release.set()
+        assert await first is True and await second is False
+        async with checks.slot() as slot:  # the slots are free again
+            assert not await slot.matches(None, "anything")
+    finally:
+        held.release.set()
+        checks.close()
+
+
+async def test_password_checks_give_way_to_everything_else_on_the_machine(monkeypatch):
+    import os
+    import threading
+
+    seen = []
+    monkeypatch.setattr(auth, "password_matches", lambda stored_hash, password: seen.append(
+        os.getpriority(os.PRIO_PROCESS, threading.get_native_id())) or False)
+    checks = auth.PasswordChecks(concurrency=1)
+    try:
+        async with checks.slot() as slot:
+            assert not await slot.matches(None, "guess")
+    finally:
+        checks.close()
+    assert seen == [19]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19, "the event loop's thread keeps its priority"
+
+
+async def test_a_slot_whose_client_went_away_stays_taken_until_its_check_ends(monkeypatch):
+    import asyncio
+
+    held = HeldChecks(monkeypatch)
+    checks = auth.PasswordChecks(concurrency=1)
+
+    async def login():
+        async with checks.slot() as slot:
+            return await slot.matches(None, "guess")
+
+    try:
+        task = asyncio.create_task(login())
+        await held.wait_started(1)
+        task.cancel()  # the client hung up: its request ends while the thread still hashes
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(auth.LoginBusy):
+            checks.slot()
+        held.release.set()
+        while checks.in_progress:
+            await asyncio.sleep(0.01)
+        checks.slot()
+    finally:
+        held.release.set()
+        checks.close()
+
+
+async def test_a_refreshed_value_is_read_once_per_interval_whoever_asks():
+    import asyncio
+
+    from pipeline.console.metrics import Refreshed
+
+    reads = []
+
+    async def read():
+        reads.append(1)
+        await asyncio.sleep(0.01)
+        return len(reads)
+
+    value = Refreshed(3600, read)
+    assert await asyncio.gather(*(value.get() for _ in range(20))) == [1] * 20
+    assert await value.get() == 1 and len(reads) == 1
+    value.seconds = 0
+    assert await value.get() == 2
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

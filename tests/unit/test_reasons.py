@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 SAMPLE = {"minutes": "7", "detail": "学校门口接送", "start": "07", "until": "09", "state": "moved",
           "where": "文一西路海创园南门", "n": "6", "case_id": "0f8c2d4e", "units": "75",
           "error": "ClientConnectorError", "status": "503", "answer": "3: Queued for later delivery",
-          "seconds": "1800"}
+          "seconds": "1800", "deadline": "2026-11-26T10:52:00+00:00", "day": "2026-11-20"}
 PASSED_THROUGH = ("error", "answer")  # a gateway's own words, shown as they came
 NAMES = ("Kannel", "scripts/services.sh status", "PW_KANNEL_USERNAME/PASSWORD", "PW_SMS_HTTP_TOKEN")  # the same in any language
 

@@ -168,3 +168,23 @@ def test_given_a_signature_too_long_for_the_car_park_line_then_the_warning_goes_
 
     assert one_segment(text), (length(text), text)
     assert "浙AD12345" in text and "10:52" in text and "最近停车场" not in text
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("plate", PLATES)
+@pytest.mark.parametrize("first_offence", [True, False], ids=["first offence", "new camera"])
+def test_given_every_camera_of_the_demo_city_when_a_warning_notice_is_given_then_it_fits_one_segment_and_says_no_fine(
+        language, plate, first_offence):
+    for camera in city.CAMERAS:
+        text = texts.caution_text(texts.CautionFacts(plate, camera.place, first_offence), language)
+
+        assert one_segment(text), (length(text), text)
+        assert plate in text
+        assert ("不罚款" if language == "zh-CN" else "no fine") in text
+        assert ("首次违停" in text or "first offence" in text) == first_offence
+
+
+@settings(max_examples=100, deadline=None)
+@given(long_names)
+def test_given_any_place_name_when_a_warning_notice_is_given_then_it_still_fits(place):
+    assert one_segment(texts.caution_text(texts.CautionFacts("浙AD12345F", place, True)))
