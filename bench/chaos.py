@@ -41,8 +41,8 @@ import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.chaos_judge import (LEAVES_EARLY, LEAVES_EDGE, STAYS_ANSWERS, STAYS_SEEN, STAYS_SILENT, Car, Record,
-                               Report, judge, when)
+from bench.chaos_judge import (DELIVERY_SLACK, LEAVES_EARLY, LEAVES_EDGE, STAYS_ANSWERS, STAYS_SEEN, STAYS_SILENT,
+                               Car, Record, Report, judge, when)
 from bench.e2e import machine
 from pipeline import bootstrap
 from pipeline.cases.machine import Rules
@@ -329,8 +329,9 @@ class City:
         self.spots: dict[str, Spot] = {}
         self.arrive_at: dict[str, datetime] = {}
         self.capture_first: set[str] = set()
+        cameras = {c.id: c for c in city.CAMERAS}
         for i, car in enumerate(cars):
-            camera = self.rng.choice(city.CAMERAS)
+            camera = cameras[car.camera_id]
             self.spots[car.plate] = Spot(camera, camera.lat + self.rng.uniform(-1e-4, 1e-4),
                                          camera.lon + self.rng.uniform(-1e-4, 1e-4))
             self.arrive_at[car.plate] = started + timedelta(seconds=(i + self.rng.random()) * plan.arrivals_seconds
@@ -444,8 +445,9 @@ class City:
             plan.append((accepted + window * rng.uniform(0.5, 0.75), "departure"))
         elif car.behaviour == LEAVES_EDGE:
             plan.append((deadline - timedelta(seconds=rng.uniform(EDGE_MARGIN, EDGE_MARGIN + 2)), "departure"))
-        elif car.behaviour == STAYS_SEEN:
-            plan.append((deadline + timedelta(seconds=rng.uniform(-(self.plan.capture_tolerance - 1), 3)), "deadline"))
+        elif car.behaviour == STAYS_SEEN:  # clear of the band where a late delivery may have moved the deadline
+            earliest = DELIVERY_SLACK.total_seconds() + 1 - self.plan.capture_tolerance
+            plan.append((deadline + timedelta(seconds=rng.uniform(earliest, 3)), "deadline"))
         plan.sort()
         held = None
         for taken_at, what in plan:
@@ -516,17 +518,21 @@ class City:
 
 
 def ground_truth(plan: Plan) -> list[Car]:
-    """The city's cars: distinct demo plates with a phone on record, each with its behaviour."""
+    """The city's cars: distinct demo plates with a phone on record, each at one of the demo city's
+    cameras (those of a first-offence zone give a warning notice instead of a ticket) with its behaviour."""
     rng = random.Random(plan.seed)
     with_phone = [(p, ph) for p, _, ph in city.plates(2000) if ph]
     if plan.cars > len(with_phone) - 1:
         raise SystemExit(f"chaos: at most {len(with_phone) - 1} cars (demo plates with a phone)")
     rng.shuffle(with_phone)
+    first_offence = {z[0] for z in city.ZONES if z[4]}
     cars = []
     for plate, phone in with_phone[:plan.cars]:
+        camera = rng.choice(city.CAMERAS)
         behaviour = rng.choices(list(BEHAVIOUR_WEIGHTS), list(BEHAVIOUR_WEIGHTS.values()))[0]
         answers = {STAYS_ANSWERS: True, STAYS_SILENT: False}.get(behaviour, rng.random() < 0.5)
-        cars.append(Car(plate, phone, behaviour, answers, via_http=rng.random() < plan.http_share))
+        cars.append(Car(plate, phone, behaviour, answers, via_http=rng.random() < plan.http_share,
+                        camera_id=camera.id, first_offence_zone=camera.zone in first_offence))
     return cars
 
 

@@ -2,31 +2,38 @@
 did, read from Kafka (camera-events, case-events, tickets, camera-commands, dead-letters) and the
 fake SMS centre's log only, never from PostgreSQL. Pure: no I/O, no clock.
 
-The ground truth, per car (one plate with a phone on record, one place, one violation):
+The ground truth, per car (one plate with a phone on record, one place, one violation), in the
+rules of README "What happens to a violation" and ``pipeline/cases/machine.py``:
 
-- Its deadline ``D`` is the one the pipeline announced (``WarningSent.deadline_at``); the horizon
-  ``H`` of its decision is ``D + lateness``, or ``answer_by + lateness`` when the pipeline asked the
-  camera for a recheck (``RecheckRequested.answer_by``). "Reached Kafka" means the broker's append
-  time of the message in camera-events (the topic is stamped with LogAppendTime).
-- A *fresh capture* is a capture of the plate at its place taken at or after ``D - capture_tolerance``.
-  A car that stays and has a fresh capture that reached Kafka before ``H`` must be ticketed, once
-  (``tickets expected``); a car that stays and has none is not (unconfirmed). Cars that leave
-  depart before ``D`` and are never captured after ``D - capture_tolerance - 2 s``, so a ticket for
-  a car that left, for a car without a fresh capture, or a second ticket for one car is wrong.
-- Every car gets exactly one warning at the SMS centre, to its owner's phone, and every ticket one
-  ticket SMS.
+- ``D`` is the deadline announced in ``WarningSent.deadline_at`` (counted from the gateway's
+  acceptance; the real one is later by less than ``DELIVERY_SLACK`` when the delivery is reported
+  later). The horizon ``H`` of the decision is ``D + lateness``, or ``answer_by + lateness`` once the
+  pipeline asked the camera for a recheck (``RecheckRequested.answer_by``). "In Kafka" means the
+  broker's append time of the message in camera-events (the topic is stamped with LogAppendTime).
+- A *fresh capture* is a capture of the plate at its place taken between ``D + DELIVERY_SLACK -
+  capture_tolerance`` and ``D + capture_bound`` (and by ``answer_by`` once a recheck was asked). A car
+  that stays and has a fresh capture in Kafka before ``H`` must get one ticket (``tickets
+  expected``), or, at a camera of a first-offence zone, one warning notice (case ``cautioned``); a car
+  that stays without one gets neither (unconfirmed). Cars that leave depart before ``D`` and are never
+  captured after ``D - capture_tolerance - 2 s``: a ticket or a notice for a car that left or was
+  never captured at its place after ``D - capture_tolerance``, a ticket whose evidence was taken before
+  ``TicketIssued.deadline_at - capture_tolerance``, a ticket at a first offence, or a second one for
+  a car, is wrong.
+- Every car gets exactly one warning at the SMS centre, to its owner's phone, and every ticket or
+  notice one SMS of its own.
 - Every valid event in camera-events is decided: its violation opens a case (``CaseOpened`` with its
   plate and ``taken_at``), no valid event is a dead letter, and every event acknowledged to a camera
   (by Kafka, or 202 from HTTP ingest) is in camera-events. No decision ignores input already in
-  Kafka ("blind"): no recheck is requested although a fresh capture or a departure reached Kafka
-  before ``D + lateness``, and no case is closed unconfirmed although one reached it before its ``H``.
+  Kafka ("blind"): no recheck is requested although a fresh capture, or a departure taken before
+  ``D``, was in Kafka before ``D + lateness``; no case is closed unconfirmed although a fresh capture
+  or a departure taken by ``answer_by`` was in Kafka before its ``H``.
 - Every message an agent cannot use (no value, no key, not a valid event) is in dead-letters under
   its partition and offset. Every case opened is closed.
 """
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pipeline.cases.machine import Rules, Sighting, distance_m
 from schemas import events
@@ -39,6 +46,11 @@ LEAVES_EARLY = "leaves early"
 LEAVES_EDGE = "leaves at the edge"
 BEHAVIOURS = (STAYS_SEEN, STAYS_ANSWERS, STAYS_SILENT, LEAVES_EARLY, LEAVES_EDGE)
 STAYING = frozenset({STAYS_SEEN, STAYS_ANSWERS, STAYS_SILENT})
+DELIVERY_SLACK = timedelta(seconds=1)
+"""How much later than ``WarningSent.deadline_at`` the real deadline may be: it moves to delivery +
+window when the delivery is reported later than the acceptance, and Kannel reports the SMS centre's
+time in whole seconds (its fake centre delivers at once), so by less than 1 s. The city keeps its
+captures clear of this band; ``TicketIssued.deadline_at`` is the real deadline."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,10 @@ class Car:
     behaviour: str
     answers_rechecks: bool
     via_http: bool = False
+    camera_id: str = ""
+    first_offence_zone: bool = False
+    """At a camera of a zone that gives a first offence a warning notice instead of a ticket (the demo
+    city's liangzhu): a car that stays gets a notice (case ``cautioned``, its own SMS), never a ticket."""
 
     @property
     def stays(self) -> bool:
@@ -74,6 +90,8 @@ class Report:
     cars: int = 0
     tickets_expected: list[str] = field(default_factory=list)
     tickets_issued: list[str] = field(default_factory=list)
+    notices_expected: list[str] = field(default_factory=list)
+    notices_issued: list[str] = field(default_factory=list)
     tickets_wrong: list[str] = field(default_factory=list)
     tickets_missed: list[str] = field(default_factory=list)
     warnings_duplicated: list[str] = field(default_factory=list)
@@ -105,12 +123,14 @@ class Report:
         lines = [f"chaos run: {self.cars} cars",
                  row("tickets expected", self.tickets_expected, failure=False),
                  row("tickets issued", self.tickets_issued, failure=False),
-                 row("tickets wrong", self.tickets_wrong),
-                 row("tickets missed", self.tickets_missed),
+                 row("warning notices expected (first offence)", self.notices_expected, failure=False),
+                 row("warning notices issued", self.notices_issued, failure=False),
+                 row("tickets (or notices) wrong", self.tickets_wrong),
+                 row("tickets (or notices) missed", self.tickets_missed),
                  row("warnings duplicated (at the SMS centre)", self.warnings_duplicated),
                  row("warnings lost (none at the SMS centre)", self.warnings_lost),
-                 row("ticket SMS duplicated", self.ticket_sms_duplicated),
-                 row("ticket SMS lost", self.ticket_sms_lost),
+                 row("ticket / notice SMS duplicated", self.ticket_sms_duplicated),
+                 row("ticket / notice SMS lost", self.ticket_sms_lost),
                  row("acknowledged events never decided", self.never_decided),
                  row("decisions taken blind (input already in Kafka)", self.blind_decisions),
                  row("malformed events missing from the dead letters", self.malformed_missing),
@@ -137,11 +157,12 @@ def same_phone(receiver: str, phone: str) -> bool:
 
 
 def sms_kind_and_plate(text: str) -> tuple[str, str] | None:
-    """('warning' | 'ticket', plate) of one of our SMS texts (zh-CN: 【signature】<plate>在<place>…)."""
+    """('warning' | 'ticket' | 'caution', plate) of one of our SMS texts (zh-CN: 【signature】<plate>在<place>…)."""
     if "】" not in text or "在" not in text:
         return None
     plate = text.split("】", 1)[1].split("在", 1)[0]
-    return ("ticket" if "告知单" in text else "warning"), plate
+    kind = "ticket" if "告知单" in text else "caution" if "警告不罚款" in text else "warning"
+    return kind, plate
 
 
 def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict], tickets: list[dict],
@@ -199,6 +220,7 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
     # What reached the SMS centre.
     warnings_to: Counter = Counter()
     ticket_sms: Counter = Counter()
+    caution_sms: Counter = Counter()
     for receiver, text in sms:
         got = sms_kind_and_plate(text)
         if got is None:
@@ -206,6 +228,8 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
         kind, plate = got
         if kind == "warning":
             warnings_to[(plate, receiver)] += 1
+        elif kind == "caution":
+            caution_sms[plate] += 1
         else:
             ticket_sms[next((n for n in issued if n in text), text)] += 1
 
@@ -240,14 +264,16 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
         if state == "review":
             review_reasons[closed[case_id].get("reason", "")[:90]] += 1
         numbers = set().union(*(numbers_by_case[c] for c in cases_by_plate[car.plate]))
+        cautioned = [c for c in cases_by_plate[car.plate] if closed.get(c, {}).get("outcome") == "cautioned"]
         if case_id not in warned:
-            if numbers:
-                report.tickets_wrong += [f"{car.plate} {n} (no warning)" for n in sorted(numbers)]
+            report.tickets_wrong += [f"{car.plate} {n} (no warning)" for n in sorted(numbers)]
+            report.tickets_wrong += [f"{car.plate} warning notice (no warning)" for _ in cautioned]
             continue
         deadline = when(warned[case_id]["deadline_at"])
         warning_delays.append((when(warned[case_id]["accepted_at"]) - violation.taken_at).total_seconds())
         recheck = rechecks.get(case_id)
-        horizon = (when(recheck["answer_by"]) if recheck else deadline) + lateness
+        answer_by = when(recheck["answer_by"]) if recheck else None
+        horizon = (answer_by or deadline) + lateness
         place = Sighting(violation.event_id, violation.camera_id, violation.taken_at, violation.location.lat,
                          violation.location.lon)
 
@@ -255,35 +281,50 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
             return distance_m(place, Sighting(e.event_id, e.camera_id, e.taken_at, e.location.lat,
                                               e.location.lon)) <= rules.same_place_m
 
-        fresh = [(e, t) for e, t in mine if isinstance(e, events.VehicleObserved) and at_place(e)
-                 and e.taken_at >= deadline - tolerance]
-        departures = [(e, t) for e, t in mine if isinstance(e, events.VehicleDeparted) and e.taken_at < deadline]
-        expected = car.stays and any(t < horizon for _, t in fresh)
+        captures = [(e, t) for e, t in mine if isinstance(e, events.VehicleObserved) and at_place(e)]
+        fresh = [(e, t) for e, t in captures if deadline + DELIVERY_SLACK - tolerance <= e.taken_at
+                 <= deadline + rules.capture_bound]
+        in_time = [(e, t) for e, t in fresh if t < horizon and (answer_by is None or e.taken_at <= answer_by)]
+        departures = [(e, t) for e, t in mine if isinstance(e, events.VehicleDeparted)]
+        expected = car.stays and bool(in_time)
         if expected:
-            report.tickets_expected.append(car.plate)
+            (report.notices_expected if car.first_offence_zone else report.tickets_expected).append(car.plate)
 
-        # Tickets.
+        # Tickets and warning notices.
+        real_deadline = max([deadline] + [when(issued[n]["deadline_at"]) for n in numbers])
         for i, number in enumerate(sorted(numbers)):
             evidence = issued[number]["evidence"]
-            fresh_evidence = len(evidence) == 2 and when(evidence[1]["taken_at"]) >= deadline - tolerance
+            fresh_evidence = len(evidence) == 2 and when(evidence[1]["taken_at"]) >= real_deadline - tolerance
             if i > 0:
                 report.tickets_wrong.append(f"{car.plate} {number} (a second ticket)")
-            elif not car.stays or not fresh:
+            elif not car.stays or not captures:
                 report.tickets_wrong.append(f"{car.plate} {number} ({car.behaviour})")
+            elif car.first_offence_zone:
+                report.tickets_wrong.append(f"{car.plate} {number} (a ticket for a first offence)")
             elif not fresh_evidence:
                 report.tickets_wrong.append(f"{car.plate} {number} (evidence taken before the deadline)")
-        if expected and not numbers:
+        for i, c in enumerate(cautioned):
+            if i > 0 or not car.stays or not captures or not car.first_offence_zone:
+                report.tickets_wrong.append(f"{car.plate} warning notice, case {c[:8]} ({car.behaviour}"
+                                            f"{'' if car.first_offence_zone else ', not a first-offence zone'})")
+        if cautioned:
+            report.notices_issued.append(car.plate)
+            n = caution_sms[car.plate]
+            if n == 0:
+                report.ticket_sms_lost.append(f"warning notice of {car.plate}")
+            report.ticket_sms_duplicated += [f"warning notice of {car.plate}"] * max(0, n - 1)
+        if expected and not (cautioned if car.first_offence_zone else numbers):
             report.tickets_missed.append(f"{car.plate} case {case_id[:8]} {state}")
-        if numbers and not expected and car.stays and fresh:
+        if (numbers or cautioned) and not expected and car.stays and fresh:
             late_evidence += 1
 
         # Blind decisions: input that was in Kafka before the decision's horizon, ignored.
-        evidence_by_deadline = [t for _, t in fresh + departures if t < deadline + lateness]
-        if recheck and evidence_by_deadline:
-            report.blind_decisions.append(f"case {case_id[:8]} ({car.plate}): recheck requested although "
-                                          f"{len(evidence_by_deadline)} capture(s)/departure(s) were in Kafka "
-                                          f"before deadline + lateness")
-        if state == "unconfirmed" and any(t < horizon for _, t in fresh + departures):
+        before_deadline = [t for _, t in fresh] + [t for e, t in departures if e.taken_at < deadline]
+        if recheck and any(t < deadline + lateness for t in before_deadline):
+            report.blind_decisions.append(f"case {case_id[:8]} ({car.plate}): recheck requested although a capture "
+                                          f"or departure was in Kafka before deadline + lateness")
+        answers = [t for _, t in in_time] + [t for e, t in departures if answer_by and e.taken_at <= answer_by]
+        if state == "unconfirmed" and any(t < horizon for t in answers):
             report.blind_decisions.append(f"case {case_id[:8]} ({car.plate}): unconfirmed although a capture or "
                                           f"departure was in Kafka before answer_by + lateness")
 

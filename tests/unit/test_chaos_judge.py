@@ -74,12 +74,15 @@ class City:
     # one car, from its violation to its case's end
     def car(self, plate: str, behaviour: str, outcome: str, *, recheck: bool = False, evidence_at: float | None = None,
             evidence_appended: float | None = None, ticket: str | None = None, warnings: int = 1,
-            closed: bool = True) -> dict:
+            closed: bool = True, first_offence: bool = False, deadline_moved: float = 0) -> dict:
         """A car whose violation is taken at T0, warned at T0 + 1 s (deadline T0 + 31 s). ``evidence_at``:
         a capture (stays) or departure (leaves) taken that many seconds after the deadline, reaching Kafka
-        ``evidence_appended`` seconds after the deadline (default: at once)."""
+        ``evidence_appended`` seconds after the deadline (default: at once). ``first_offence``: at a camera
+        of a first-offence zone (an outcome ``cautioned`` gets its notice SMS). ``deadline_moved``: the real
+        deadline (on the ticket) is that much later than the announced one (a late delivery)."""
         phone = next(PHONES)
-        self.cars.append(Car(plate, phone, behaviour, answers_rechecks=behaviour == STAYS_ANSWERS))
+        self.cars.append(Car(plate, phone, behaviour, answers_rechecks=behaviour == STAYS_ANSWERS,
+                             first_offence_zone=first_offence))
         violation = self.violation(plate, T0)
         self.put(violation, T0 + s(0.1))
         case = f"case-{plate}"
@@ -99,9 +102,12 @@ class City:
                                   "recheck_id": f"{case}:1", "answer_by": (deadline + s(30)).isoformat()})
         if ticket:
             self.tickets.append({"type": "TicketIssued", "ticket_number": ticket, "case_id": case, "plate": plate,
+                                 "deadline_at": (deadline + s(deadline_moved)).isoformat(),
                                  "evidence": [{"taken_at": T0.isoformat()},
                                               {"taken_at": (deadline + s(evidence_at or 0)).isoformat()}]})
             self.sms.append((phone, texts.ticket_text(texts.TicketFacts(plate, CAM.place, ticket))))
+        if outcome == "cautioned":
+            self.sms.append((phone, texts.caution_text(texts.CautionFacts(plate, CAM.place, True))))
         if closed:
             self.case_events.append({"type": "CaseClosed", "case_id": case, "plate": plate, "outcome": outcome})
         return {"case": case, "phone": phone, "deadline": deadline}
@@ -114,6 +120,8 @@ def a_city_where_everything_went_right() -> City:
     c.car("浙A10003", STAYS_SILENT, "unconfirmed", recheck=True)
     c.car("浙A10004", LEAVES_EARLY, "moved", evidence_at=-12)
     c.car("浙A10005", LEAVES_EDGE, "moved", evidence_at=-2.5)
+    c.car("浙A10006", STAYS_SEEN, "cautioned", evidence_at=2, first_offence=True)
+    c.car("浙A10007", STAYS_SEEN, "ticketed", evidence_at=2, ticket="YH261130000003", deadline_moved=0.6)
     c.dead_letter(c.put_raw("浙A10001".encode(), None))  # a tombstone
     c.dead_letter(c.put_raw(b"bad", b"{not json"))
     c.dead_letter(c.put_raw(None, encode(c.violation("浙A19999", T0))))  # no key
@@ -124,9 +132,10 @@ def test_a_run_where_everything_went_right_is_all_zeros():
     report = a_city_where_everything_went_right().judge()
 
     assert report.all_zeros(), report.table()
-    assert report.cars == 5
-    assert sorted(report.tickets_expected) == ["浙A10001", "浙A10002"]
-    assert report.tickets_issued == ["YH261130000001", "YH261130000002"]
+    assert report.cars == 7
+    assert sorted(report.tickets_expected) == ["浙A10001", "浙A10002", "浙A10007"]
+    assert report.tickets_issued == ["YH261130000001", "YH261130000002", "YH261130000003"]
+    assert report.notices_expected == report.notices_issued == ["浙A10006"]
 
 
 def test_the_same_ticket_published_twice_by_the_outbox_is_one_ticket_with_one_sms():
@@ -244,3 +253,30 @@ def test_cases_without_a_close_are_left_open():
     c.car("浙A80001", STAYS_SILENT, "unconfirmed", recheck=True, closed=False)
 
     assert [c.split()[-1] for c in c.judge().cases_left_open] == ["(浙A80001)"]
+
+
+def test_a_ticket_instead_of_a_first_offence_notice_is_wrong_and_the_notice_missed():
+    c = City()
+    c.car("浙A90001", STAYS_SEEN, "ticketed", evidence_at=1, ticket="YH1", first_offence=True)
+
+    report = c.judge()
+
+    assert [w.split(" ", 2)[2] for w in report.tickets_wrong] == ["(a ticket for a first offence)"]
+    assert len(report.tickets_missed) == 1
+
+
+def test_a_notice_outside_a_first_offence_zone_is_wrong_and_the_ticket_missed():
+    c = City()
+    c.car("浙A90002", STAYS_SEEN, "cautioned", evidence_at=1)
+
+    report = c.judge()
+
+    assert len(report.tickets_wrong) == 1 and "not a first-offence zone" in report.tickets_wrong[0]
+    assert len(report.tickets_missed) == 1
+
+
+def test_a_ticket_on_a_capture_taken_before_the_deadline_that_a_late_delivery_moved_is_wrong():
+    c = City()
+    c.car("浙A90003", STAYS_SEEN, "ticketed", evidence_at=-1, ticket="YH1", deadline_moved=3)
+
+    assert c.judge().tickets_wrong == ["浙A90003 YH1 (evidence taken before the deadline)"]
