@@ -118,6 +118,37 @@ async def test_a_case_that_cannot_be_decided_goes_to_review_and_the_cases_due_wi
     assert await stack.count("SELECT count(*) FROM tickets") == 2
 
 
+async def test_a_delivery_report_that_cannot_be_applied_is_set_aside_and_the_reports_behind_it_are_applied(
+        stack: Stack):
+    """A report PostgreSQL refuses to apply (a trigger stands in for a value the table refuses) used to
+    roll back the whole claim of reports, every round, so no report behind it was ever applied."""
+    worker = stack.worker(PW_WINDOW_SECONDS="600")
+    await worker.ready()
+    plates = await stack.plates_with_phone(2)
+    for plate in plates:
+        await stack.publish(stack.violation(plate))
+    cases = [await stack.wait_state(plate, "warned", timeout=30) for plate in plates]
+    refused, applied = [await stack.pool.fetchval("SELECT id FROM sms_messages WHERE case_id = $1 AND kind = 'warning'",
+                                                  c["id"]) for c in cases]
+    await stack.pool.execute(f"""
+        CREATE FUNCTION refuse_delivery() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'delivery refused for the test' USING ERRCODE = '22023'; END $$;
+        CREATE TRIGGER refuse_delivery BEFORE UPDATE ON sms_messages FOR EACH ROW
+            WHEN (NEW.id = '{refused}' AND NEW.status = 'delivered') EXECUTE FUNCTION refuse_delivery();""")
+    for sms_id in (refused, applied):  # the refused one first: it comes first in every claim
+        await stack.pool.execute(
+            """INSERT INTO sms_delivery_reports (sms_id, status, detail, reported_at, received_at)
+               VALUES ($1, 'delivered', '', now(), now())""", sms_id)
+
+    async def delivered():
+        return await stack.pool.fetchval("SELECT status = 'delivered' FROM sms_messages WHERE id = $1", applied)
+    await wait_for(delivered, 30, "the report behind the refused one to be applied")
+    case = await stack.case_of(plates[1])
+    assert case["warning_delivered_at"] is not None
+    problem = await stack.pool.fetchval("SELECT problem FROM sms_delivery_reports WHERE sms_id = $1", refused)
+    assert problem and "22023" in problem, problem
+
+
 # ── no worker freezes (issue 9) ───────────────────────────────────────────────────────────────
 
 
