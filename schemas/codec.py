@@ -53,7 +53,8 @@ def field_errors(error: ValidationError, event_type: str | None = None) -> tuple
                        if e["type"] == "union_tag_invalid" else f"missing: say which event this is, one of {wanted}")
         elif e["type"] in _ADVICE:
             message = f"{message}: {_ADVICE[e['type']]}"
-        found.append(FieldError(field=".".join(loc) or "(message)", message=message))
+        field = ".".join(loc) or "(message)"
+        found.append(FieldError(field=field if field.strip() else repr(field), message=message))
     return tuple(found)
 
 

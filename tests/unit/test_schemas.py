@@ -309,3 +309,12 @@ def test_given_a_huge_message_with_thousands_of_errors_then_its_dead_letter_stay
     assert len(letter.errors) == 20 and letter.errors_omitted == 4980
     assert letter.errors[0].field.startswith("nnn") and letter.errors[0].field.endswith("…")
     assert len(letter.reason) <= 1000 and len(letter.key) <= 200
+
+
+def test_an_unknown_field_whose_name_is_only_whitespace_is_still_named_in_the_error():
+    """Found by fuzzing the ingest: a field named "\\r" was reported with an empty name."""
+    rejected = decode_camera_event(b'{"type": "VehicleDeparted", "\\r": 1}')
+
+    assert isinstance(rejected, Rejected)
+    assert all(e.field for e in rejected.errors)
+    assert "'\\r'" in [e.field for e in rejected.errors]
