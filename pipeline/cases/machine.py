@@ -418,7 +418,8 @@ def on_warning_delivered(case: Case, delivered_at: datetime, rules: Rules, now: 
     The driver gets the whole window from the moment the phone had the warning: a delivery later
     than the acceptance moves the deadline to ``delivered + window`` (and the wake with it), never
     earlier. A delivery time later than ``now`` is taken as ``now``. A case waiting for review
-    gets the moved deadline too, for the officer's evidence rules.
+    gets the moved deadline too, for the officer's evidence rules. A case that was waiting for this
+    report is decided as soon as its evidence has settled.
     """
     if case.warning_delivered_at is not None:
         return unchanged(case, why("delivery_known"))
@@ -429,7 +430,7 @@ def on_warning_delivered(case: Case, delivered_at: datetime, rules: Rules, now: 
         return Decision(case, note=why("delivered"))
     deadline = delivered + (case.window or case.deadline_at - case.warned_at)
     if deadline <= case.deadline_at:
-        return Decision(case, note=why("delivered"))
+        return Decision(_delivery_awaited(case, rules), note=why("delivered"))
     note = why("delivered_late", deadline=deadline.isoformat(timespec="seconds"))
     if case.state == State.REVIEW:
         return Decision(replace(case, deadline_at=deadline), note=note)
@@ -440,6 +441,19 @@ def on_warning_delivered(case: Case, delivered_at: datetime, rules: Rules, now: 
     if case.left_at is not None and case.left_at < deadline:
         return _close(case, State.MOVED, why("left_in_window"), now)
     return Decision(case, note=note)
+
+
+def _delivery_awaited(case: Case, rules: Rules) -> Case:
+    """A case that waited for this report (``_await_delivery``: its wake put off by ``delivery_wait``)
+    is decided as soon as its evidence has settled, not at the end of the wait. A rechecking case
+    without an answer still waits for the camera."""
+    if case.state not in WAITING_STATES or case.wake_at is None or case.deadline_at is None:
+        return case
+    capture = evidence(case, rules)
+    if case.state == State.RECHECKING and capture is None:
+        return case
+    due = max(case.deadline_at, capture.taken_at if capture else case.deadline_at) + rules.lateness
+    return replace(case, wake_at=min(case.wake_at, due))
 
 
 def on_warning_undelivered(case: Case, reason: str, now: datetime) -> Decision:

@@ -854,6 +854,34 @@ def test_given_a_review_case_when_the_delivery_report_comes_late_then_its_deadli
     assert machine.review_deadline(decision.case, STRICT) == clock.now + RULES.window
 
 
+def test_given_a_case_waiting_for_its_delivery_report_when_the_report_comes_then_it_is_decided_at_once(clock):
+    """Seen in the chaos run: a warning settled late (in doubt after a worker was killed during a Kannel
+    outage) reached the deadline before its report was applied; the report came 5 ms later and the
+    case still slept until the end of the delivery wait (10 minutes)."""
+    story = warned(clock)
+    fresh = capture(story.deadline + timedelta(seconds=1))
+    case = machine.on_capture(story.case, fresh, STRICT, clock.set(fresh.taken_at)).case
+    case = machine.on_wake(case, STRICT, clock.set(case.wake_at)).case
+    waiting = machine.on_wake(case, STRICT, clock.set(case.wake_at)).case
+    assert waiting.state == State.WARNED and waiting.wake_at == story.deadline + STRICT.delivery_wait
+
+    reported = machine.on_warning_delivered(waiting, story.accepted_at - timedelta(seconds=5), STRICT,
+                                            clock.advance(seconds=1))
+
+    assert reported.case.wake_at <= clock.now, "nothing is left to wait for"
+    decision = machine.on_wake(reported.case, STRICT, clock.now)
+    assert decision.case.state == State.TICKETED
+    assert tickets(decision) == [IssueTicket(CASE_ID, story.violation, fresh)]
+
+
+def test_given_a_rechecking_case_waiting_for_the_camera_when_the_delivery_is_reported_then_it_still_waits(clock):
+    story = rechecking(clock)
+
+    reported = machine.on_warning_delivered(story.case, story.accepted_at, STRICT, clock.advance(seconds=1))
+
+    assert reported.case.wake_at == story.case.wake_at
+
+
 def test_given_a_delivery_already_known_when_reported_again_then_nothing_moves(clock):
     story = warned(clock)
     story.case = delivered(story, clock.advance(seconds=2)).case
