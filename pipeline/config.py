@@ -25,6 +25,12 @@ class Settings(BaseSettings):
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:39092"
+    kafka_sasl_username: str | None = None
+    """The pipeline's own Kafka principal (SASL/SCRAM over SASL_PLAINTEXT); unset: PLAINTEXT, no login."""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    """The password of ``kafka_sasl_username``."""
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    """The SCRAM mechanism the broker's listener takes."""
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
     topic_partitions: int = Field(default=4, ge=1)
     app_id: str = "parkwarden"

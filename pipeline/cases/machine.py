@@ -75,6 +75,8 @@ class Sighting:
     lon: float
     place: str = ""
     evidence_url: str | None = None
+    integrator: str = ""
+    """Who sent it: event ids are unique per integrator. Place and position are its camera's, as registered."""
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def warning_again(case: Case, new_case_id: UUID, phone_on_record: bool, plate_ha
 def evidence_problem(case: Case, capture: Sighting, departures: list[datetime], rules: Rules,
                      window: timedelta, now: datetime) -> str | None:
     """Why ``capture`` cannot serve as the fresh capture for a ticket on review (a key), or None."""
-    if capture.event_id == case.violation.event_id:
+    if (capture.integrator, capture.event_id) == (case.violation.integrator, case.violation.event_id):
         return "evidence_is_the_violation"
     if machine.distance_m(case.violation, capture) > rules.same_place_m:
         return "evidence_elsewhere"
@@ -218,19 +218,23 @@ async def ticket_on_review(desk: Desk, operator: Operator, case_id: UUID, eviden
     reason = check_reason(reason)
     async with desk.pool.acquire() as conn, conn.transaction():
         case = await _locked_case(conn, case_id)
+        # "integrator/event_id" (event ids are unique per integrator); a bare event id is still understood.
+        integrator, _, event_id = evidence_event_id.rpartition("/")
         row = await conn.fetchrow(
-            """SELECT * FROM sightings WHERE event_id = $1 AND plate = $2 AND (case_id = $3 OR case_id IS NULL)
-               AND kind IN ('ViolationDetected', 'VehicleObserved')""", evidence_event_id, case.plate, case.id)
+            """SELECT * FROM sightings WHERE event_id = $1 AND ($4::text = '' OR integrator = $4) AND plate = $2
+               AND (case_id = $3 OR case_id IS NULL) AND kind IN ('ViolationDetected', 'VehicleObserved')
+               ORDER BY taken_at LIMIT 1""", event_id, case.plate, case.id, integrator)
         if row is None:
             raise Refused("evidence_unknown")
         capture = Sighting(row["event_id"], row["camera_id"], row["taken_at"], row["lat"], row["lon"],
-                           row["place"] or "", (row["evidence"] or {}).get("image_url"))
+                           row["place"] or "", (row["evidence"] or {}).get("image_url"), row["integrator"])
         departures = await _departures(conn, case)
         window = timedelta(seconds=await conn.fetchval("SELECT window_seconds FROM cases WHERE id = $1", case.id))
         decision = ticketing_on_review(case, capture, departures, desk.rules, window, reason, now)
-        await store.link_sighting(conn, capture.event_id, case.id)
+        await store.link_sighting(conn, capture.integrator, capture.event_id, case.id)
         await _save(desk, conn, operator, case, decision, "ticket_on_review",
-                    {"reason": reason, "evidence_event_id": capture.event_id}, now)
+                    {"reason": reason, "evidence_event_id": capture.event_id, "evidence_integrator": capture.integrator},
+                    now)
         return {"case_id": case.id}
 
 

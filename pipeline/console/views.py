@@ -398,10 +398,11 @@ class Console:
             case = case_from_row(file.case)
             captures = [e for e in file.timeline if e["kind"] == "capture" and e["what"] != "VehicleDeparted"]
             departures = [e["at"] for e in file.timeline if e["what"] == "VehicleDeparted"]
-            usable = {s.event_id for s in actions.usable_evidence(
-                case, [Sighting(e["event_id"], e["camera_id"], e["at"], e["lat"], e["lon"]) for e in captures],
+            usable = {(s.integrator, s.event_id) for s in actions.usable_evidence(
+                case, [Sighting(e["event_id"], e["camera_id"], e["at"], e["lat"], e["lon"], integrator=e["integrator"])
+                       for e in captures],
                 departures, self.settings.rules, timedelta(seconds=file.case["window_seconds"]), datetime.now(UTC))}
-            file.fresh_captures = [e for e in captures if e["event_id"] in usable]
+            file.fresh_captures = [e for e in captures if (e["integrator"], e["event_id"]) in usable]
         return file
 
     def case_sections(self, t: Words, session: auth.Session, file: queries.CaseFile) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Command-line tools for integrators and operators:
 
     parkwarden events validate FILE            offline, against the same models as the server
-    parkwarden events publish FILE --to kafka|http [--url URL --key KEY]
+    parkwarden events publish FILE --to kafka|http [--url URL --key KEY] [--integrator NAME]
     parkwarden integrators add NAME [--kind publisher|operator] | list | revoke NAME
     parkwarden dead-letters [--limit N] [--json]
     parkwarden schemas [--write]
@@ -24,7 +24,7 @@ from pipeline.config import Settings
 from pipeline.ingest.batch import Batch, Refusal, kafka_address, read_file
 from schemas import topics
 from schemas.codec import encode
-from schemas.events import FieldError, input_event_adapter
+from schemas.events import CarParkStatus, FieldError, input_event_adapter
 
 console = Console(stderr=False, highlight=False)
 
@@ -71,20 +71,26 @@ def validate(file: str) -> None:
 @click.option("--url", default=None, help="The ingest's base URL (http), default http://<PW_WEB_HOST>:<PW_WEB_PORT>.")
 @click.option("--key", envvar="PW_INGEST_KEY", default=None, help="Your API key (http); or set PW_INGEST_KEY.")
 @click.option("--batch", "batch_size", default=200, show_default=True, help="Events per HTTP request.")
-def publish(file: str, to: str, url: str | None, key: str | None, batch_size: int) -> None:
+@click.option("--integrator", default=None,
+              help="Your integrator name (kafka): camera events go to camera-events.<integrator>.")
+def publish(file: str, to: str, url: str | None, key: str | None, batch_size: int, integrator: str | None) -> None:
     """Publish the valid events of FILE, with a progress bar and a summary. Invalid events are not
-    sent; each is listed with the field and the reason. Exit 1 if any event was rejected."""
+    sent; each is listed with the field and the reason. Exit 1 if any event was rejected. On Kafka,
+    log in with PW_KAFKA_SASL_USERNAME / PW_KAFKA_SASL_PASSWORD when the broker asks for it."""
     settings = Settings()
     batch = _read(file)
     if to == "http" and not key:
         raise click.UsageError("--key (or PW_INGEST_KEY) is needed to publish over HTTP")
+    if to == "kafka" and not integrator and any(not isinstance(e, CarParkStatus) for _, e in batch.events):
+        raise click.UsageError("--integrator NAME is needed to publish camera events to Kafka "
+                               "(they go to camera-events.<NAME>)")
     progress = Progress(TextColumn("publishing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console, transient=False)
     with progress:
         task = progress.add_task("events", total=len(batch.events))
         advance = lambda n: progress.advance(task, n)  # noqa: E731
         if to == "kafka":
-            sent, refused = asyncio.run(_to_kafka(settings, batch, advance)), []
+            sent, refused = asyncio.run(_to_kafka(settings, batch, advance, integrator)), []
         else:
             base = (url or f"http://{settings.web_host}:{settings.web_port}").rstrip("/")
             sent, refused = asyncio.run(_to_http(base, key, batch, batch_size, advance))
@@ -94,11 +100,12 @@ def publish(file: str, to: str, url: str | None, key: str | None, batch_size: in
         raise SystemExit(1)
 
 
-async def _to_kafka(settings: Settings, batch: Batch, advance) -> int:
+async def _to_kafka(settings: Settings, batch: Batch, advance, integrator: str | None) -> int:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=5)
+    from pipeline.bootstrap import kafka_client_options
+
+    producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=5, **kafka_client_options(settings))
     try:
         await producer.start()
     except Exception as exc:  # noqa: BLE001
@@ -111,7 +118,10 @@ async def _to_kafka(settings: Settings, batch: Batch, advance) -> int:
             futures = []
             for _index, event in chunk:
                 topic, key = kafka_address(event)
-                futures.append(await producer.send(settings.topic(topic.name), encode(event), key=key.encode()))
+                name = settings.topic(topic.name)
+                if topic is topics.CAMERA_EVENTS:
+                    name = topics.camera_events_of(name, integrator)
+                futures.append(await producer.send(name, encode(event), key=key.encode()))
             await asyncio.gather(*futures)
             sent += len(chunk)
             advance(len(chunk))

@@ -176,7 +176,7 @@ class Stack:
         async with self.pool.acquire() as conn:
             await migrate(conn)
             await city.load(conn, plate_count=300)
-        await bootstrap.create_topics(self.settings)
+        await bootstrap.create_topics(self.settings, [city.INTEGRATOR])
         self.producer = AIOKafkaProducer(bootstrap_servers=BASE.kafka_bootstrap, acks="all")
         await self.producer.start()
 
@@ -196,16 +196,34 @@ class Stack:
 
     # publishing ---------------------------------------------------------------------------
 
-    def topic(self, t: topics.Topic) -> str:
-        return self.settings.topic(t.name)
+    def topic(self, t: topics.Topic, integrator: str = city.INTEGRATOR) -> str:
+        """The topic's name in this test; camera events: the integrator's own topic (the demo's by default)."""
+        name = self.settings.topic(t.name)
+        return topics.camera_events_of(name, integrator) if t is topics.CAMERA_EVENTS else name
 
-    async def publish(self, message, key: str | None = None) -> None:
+    async def publish(self, message, key: str | None = None, integrator: str = city.INTEGRATOR) -> None:
         t = topics.CAR_PARK_STATUS if isinstance(message, events.CarParkStatus) else topics.CAMERA_EVENTS
         key = key or getattr(message, "plate", None) or message.car_park_id
-        await self.producer.send_and_wait(self.topic(t), encode(message), key=key.encode())
+        await self.producer.send_and_wait(self.topic(t, integrator), encode(message), key=key.encode())
 
-    async def publish_raw(self, raw: bytes, key: bytes = b"raw") -> None:
-        await self.producer.send_and_wait(self.topic(topics.CAMERA_EVENTS), raw, key=key)
+    async def publish_raw(self, raw: bytes, key: bytes = b"raw", integrator: str = city.INTEGRATOR) -> None:
+        await self.producer.send_and_wait(self.topic(topics.CAMERA_EVENTS, integrator), raw, key=key)
+
+    async def register_camera(self, camera: city.Camera, integrator: str = city.INTEGRATOR) -> None:
+        """Register a test's own camera (or move a demo camera to ``integrator``)."""
+        async with self.pool.acquire() as conn:
+            await city.register(conn, camera, integrator)
+
+    async def add_integrator(self, name: str, kind: str = "publisher", cameras: tuple[city.Camera, ...] = ()) -> str:
+        """A new integrator, owning ``cameras`` (taken from whoever owned them); returns its API key."""
+        from pipeline.ingest import keys
+
+        async with self.pool.acquire() as conn:
+            _, key = await keys.add(conn, name, kind)
+        for camera in cameras:
+            await self.register_camera(camera, name)
+        await bootstrap.create_topics(self.settings, [name])
+        return key
 
     async def all_car_parks_free(self, free: int = 25) -> None:
         now = datetime.now(UTC)
