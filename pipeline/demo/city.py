@@ -13,8 +13,8 @@ import asyncpg
 from pipeline.cameras import registry
 
 INTEGRATOR = "demo"
-"""The integrator that owns the demo city's cameras and car parks (its key is never shown: the demo
-publishes on Kafka, to camera-events.demo)."""
+"""The integrator that owns the demo city's cameras (its key is never shown: the demo publishes on
+Kafka, to camera-events.demo)."""
 COMMISSIONED = date(2025, 6, 1)
 
 
@@ -101,8 +101,8 @@ async def register(conn: asyncpg.Connection, camera: Camera, integrator: str = I
 
 
 async def load(conn: asyncpg.Connection, plate_count: int = 2000) -> dict:
-    """Load (or reload) the demo city; returns counts. Idempotent. Its cameras and car parks are
-    registered to the ``demo`` integrator (made if missing)."""
+    """Load (or reload) the demo city; returns counts. Idempotent. Its cameras are registered to the
+    ``demo`` integrator (made if missing); its car parks have no owner (any publisher may report them)."""
     async with conn.transaction():
         await registry.ensure_integrator(conn, INTEGRATOR)
         await conn.executemany(
@@ -116,8 +116,6 @@ async def load(conn: asyncpg.Connection, plate_count: int = 2000) -> dict:
                lat = EXCLUDED.lat, lon = EXCLUDED.lon, capacity = EXCLUDED.capacity""",
             CAR_PARKS,
         )
-        await conn.execute("UPDATE car_parks SET integrator = $1 WHERE id = ANY($2) AND integrator IS NULL",
-                           INTEGRATOR, [cp[0] for cp in CAR_PARKS])
         for camera in CAMERAS:
             await register(conn, camera)
         await conn.executemany(
