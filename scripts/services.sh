@@ -24,12 +24,14 @@
 #                                           user parkwarden, password parkwarden
 #   Kannel fake SMSC link (bearerbox side)  127.0.0.1:10000 (PW_FAKESMSC_PORT)
 #
-# Files (all under var/ in the repository, git-ignored):
+# Files (all under var/ in the repository, git-ignored; PW_VAR_DIR=DIR, relative to the repository or
+# absolute, keeps a second, separate stack there: give it its own ports too, e.g. bench/chaos.py's):
 #   var/run/*.pid        PID files          var/log/*.log   logs (var/log/fakesmsc.log: what the
 #   var/kafka/libs       Kafka jars                         fake SMSC received, one line a message)
 #   var/kafka/data       Kafka log.dirs     var/kannel/kannel.conf   generated Kannel config
 #   var/postgres         PostgreSQL data directory (a symlink to /var/lib/parkwarden/<hash>/postgres
 #                        when the postgres OS user cannot reach the repository folder)
+# A second stack's var/kafka/libs is a symlink to the default stack's jars when those are there.
 # Config templates: scripts/services/.
 #
 # Needs: root (apt-get, runuser), java 17 and mvn on PATH. Installs the rest from Debian packages
@@ -41,7 +43,9 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
 TEMPLATE_DIR="$SCRIPT_DIR/services"
 
-VAR_DIR="$REPO_ROOT/var"
+DEFAULT_VAR_DIR="$REPO_ROOT/var"
+VAR_DIR="${PW_VAR_DIR:-$DEFAULT_VAR_DIR}"
+[[ "$VAR_DIR" == /* ]] || VAR_DIR="$REPO_ROOT/$VAR_DIR"
 RUN_DIR="$VAR_DIR/run"
 LOG_DIR="$VAR_DIR/log"
 
@@ -276,13 +280,23 @@ kafka_installed() {
     [[ -f "$KAFKA_LIBS/.complete" ]]
 }
 
+# A second stack (PW_VAR_DIR) uses the jars of the default one when they are there.
+reuse_default_kafka_libs() {
+    local default_libs="$DEFAULT_VAR_DIR/kafka/libs"
+    [[ "$KAFKA_LIBS" != "$default_libs" && -f "$default_libs/.complete" ]] || return 1
+    rm -rf "$KAFKA_LIBS"
+    ln -s "$(cd "$default_libs" && pwd -P)" "$KAFKA_LIBS"
+    say "Kafka $KAFKA_VERSION: using the jars in $default_libs"
+}
+
 install_kafka() {
     if kafka_installed; then
         say "Kafka $KAFKA_VERSION already resolved in ${KAFKA_LIBS#"$REPO_ROOT"/}"
         return 0
     fi
-    require_java_and_maven
     make_dirs
+    reuse_default_kafka_libs && return 0
+    require_java_and_maven
     say "resolving Kafka $KAFKA_VERSION from Maven Central (first time: about a minute)..."
     local work="$KAFKA_DIR/resolve"
     rm -rf "$work"
@@ -437,7 +451,7 @@ as_postgres() {
 
 # Decide where the data directory, unix socket and server log live; sets PG_DATA, PG_SOCKET_DIR,
 # PG_LOG_FILE. In the repository if the postgres user can reach var/, else under
-# /var/lib/parkwarden/<hash of the repository path>/ with var/postgres as a symlink to it.
+# /var/lib/parkwarden/<hash of the repository path (or of PW_VAR_DIR)>/ with var/postgres as a symlink to it.
 pg_locate() {
     local base
     make_dirs
@@ -448,7 +462,9 @@ pg_locate() {
         PG_DATA="$VAR_DIR/postgres"
         base=""
     else
-        base="$PG_EXTERNAL_BASE/$(printf '%s' "$REPO_ROOT" | sha1sum | cut -c1-12)"
+        local owner="$REPO_ROOT"
+        [[ "$VAR_DIR" == "$DEFAULT_VAR_DIR" ]] || owner="$VAR_DIR"
+        base="$PG_EXTERNAL_BASE/$(printf '%s' "$owner" | sha1sum | cut -c1-12)"
         PG_DATA="$base/postgres"
     fi
 
