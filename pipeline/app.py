@@ -52,6 +52,10 @@ app = faust.App(
     datadir=str(ROOT / "var" / "faust" / "{conf.name}"),
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
+    broker_credentials=faust.SASLCredentials(username=settings.kafka_sasl_username,
+                                             password=settings.kafka_sasl_password.get_secret_value(),
+                                             mechanism=settings.kafka_sasl_mechanism)
+    if settings.kafka_sasl_username else None,
     broker_session_timeout=settings.session_timeout_seconds,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 5),
     Worker=Worker,

@@ -116,7 +116,10 @@ def watch() -> None:
     from_smsc = s.sms_gateway == "kannel"
     sms_source = s.sms_file.parent.parent / "log" / "fakesmsc.log" if from_smsc else s.sms_file
     try:
-        run(watch_feed(s.kafka_bootstrap, s.topic_prefix, sms_source, s.timezone, from_smsc=from_smsc))
+        from pipeline.bootstrap import kafka_client_options
+
+        run(watch_feed(s.kafka_bootstrap, s.topic_prefix, sms_source, s.timezone, from_smsc=from_smsc,
+                       kafka_options=kafka_client_options(s)))
     except KeyboardInterrupt:
         pass
 

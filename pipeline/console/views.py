@@ -147,7 +147,8 @@ class Console:
         self.closing = asyncio.Event()
         self.worker_metrics = metrics.WorkerMetrics()
         self.kafka = metrics.KafkaProbe(s.kafka_bootstrap, s.app_id,
-                                        [s.topic(topics.CAMERA_EVENTS.name), s.topic(topics.CAR_PARK_STATUS.name)])
+                                        [s.topic(topics.CAMERA_EVENTS.name), s.topic(topics.CAR_PARK_STATUS.name)],
+                                        options=bootstrap.kafka_client_options(s))
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._overview: tuple[float, dict] | None = None

@@ -2,7 +2,7 @@
 
     parkwarden events validate FILE            offline, against the same models as the server
     parkwarden events publish FILE --to kafka|http [--url URL --key KEY] [--integrator NAME]
-    parkwarden integrators add NAME [--kind publisher|operator] | list | revoke NAME
+    parkwarden integrators add NAME [--kind publisher|operator] | list | revoke NAME | kafka-login NAME
     parkwarden dead-letters [--limit N] [--json]
     parkwarden schemas [--write]
 
@@ -217,15 +217,20 @@ async def _with_connection(work):
 
 @click.group()
 def integrators() -> None:
-    """API keys for the HTTP ingest: add, list, revoke."""
+    """Integrators: their API keys for the HTTP ingest and their Kafka logins (add, list, revoke)."""
 
 
 @integrators.command("add")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(["publisher", "operator"]), default="publisher", show_default=True,
               help="publisher: may post events. operator: may also read dead letters.")
-def add_integrator(name: str, kind: str) -> None:
-    """Add an integrator and print its API key (shown this once; only its hash is kept)."""
+@click.option("--kafka-login/--no-kafka-login", default=True, show_default=True,
+              help="Also make its Kafka topic (camera-events.NAME) and, on a broker with SASL "
+                   "(PW_KAFKA_SASL_USERNAME set), its SCRAM user and ACLs.")
+def add_integrator(name: str, kind: str, kafka_login: bool) -> None:
+    """Add an integrator and print its API key (shown this once; only its hash is kept). On a broker
+    with SASL, also its Kafka user NAME and password (shown once), allowed to write camera-events.NAME
+    and read camera-commands only."""
     from pipeline.ingest import keys
 
     try:
@@ -234,6 +239,35 @@ def add_integrator(name: str, kind: str) -> None:
         raise click.ClickException(str(exc)) from None
     click.echo(f"added {integrator.name} ({integrator.kind}). Its API key, shown only now:", err=True)
     click.echo(key)
+    if kafka_login:
+        _kafka_login(integrator.name)
+
+
+def _kafka_login(name: str) -> None:
+    from pipeline import bootstrap
+    from pipeline.ingest import principals
+
+    settings = Settings()
+    topic = topics.camera_events_of(settings.topic(topics.CAMERA_EVENTS.name), name)
+    try:
+        asyncio.run(bootstrap.create_topics(settings, [name]))
+        if not settings.kafka_sasl_username:
+            click.echo(f"Kafka: publishes to {topic} (this broker asks for no login)", err=True)
+            return
+        password = asyncio.run(principals.grant(settings, name))
+    except Exception as exc:  # noqa: BLE001 - the key stands; say what is missing and how to finish
+        raise click.ClickException(f"the API key was made, but not the Kafka login ({type(exc).__name__}: {exc}); "
+                                   f"finish with `parkwarden integrators kafka-login {name}`") from None
+    click.echo(f"Kafka: SASL_PLAINTEXT, {settings.kafka_sasl_mechanism}, user {name}, topic {topic}; "
+               "its password, shown only now:", err=True)
+    click.echo(password)
+
+
+@integrators.command("kafka-login")
+@click.argument("name")
+def kafka_login(name: str) -> None:
+    """Make (or reset, with a new password) an integrator's Kafka login and its topic."""
+    _kafka_login(name)
 
 
 @integrators.command("list")
@@ -258,6 +292,16 @@ def revoke_integrator(name: str) -> None:
     if not asyncio.run(_with_connection(lambda conn: keys.revoke(conn, name))):
         raise click.ClickException(f"no active integrator named {name!r}")
     click.echo(f"revoked {name}")
+    settings = Settings()
+    if settings.kafka_sasl_username:
+        from pipeline.ingest import principals
+
+        try:
+            asyncio.run(principals.withdraw(settings, name))
+        except Exception as exc:  # noqa: BLE001
+            raise click.ClickException(f"its Kafka login could not be withdrawn ({type(exc).__name__}: {exc}); "
+                                       "try again") from None
+        click.echo(f"its Kafka login ({name}) and ACLs are withdrawn")
 
 
 # ── dead letters ──────────────────────────────────────────────────────────────────────────

@@ -32,6 +32,8 @@ from tests.local_server import free_port  # noqa: F401 - tests import it from he
 ROOT = Path(__file__).resolve().parents[2]
 BASE = Settings()
 ADMIN_URL = BASE.database_url.get_secret_value()
+KAFKA = bootstrap.kafka_client_options(BASE)
+"""How tests reach the broker: its address and, when it asks for one, the pipeline's SASL login."""
 
 
 def pytest_collection_modifyitems(items):
@@ -47,7 +49,7 @@ async def services_running():
         await conn.close()
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(f"PostgreSQL is not reachable ({type(exc).__name__}); run `scripts/services.sh start`", pytrace=False)
-    producer = AIOKafkaProducer(bootstrap_servers=BASE.kafka_bootstrap, request_timeout_ms=5000)
+    producer = AIOKafkaProducer(request_timeout_ms=5000, **KAFKA)
     try:
         await asyncio.wait_for(producer.start(), 15)
     except Exception as exc:  # noqa: BLE001
@@ -177,7 +179,7 @@ class Stack:
             await migrate(conn)
             await city.load(conn, plate_count=300)
         await bootstrap.create_topics(self.settings, [city.INTEGRATOR])
-        self.producer = AIOKafkaProducer(bootstrap_servers=BASE.kafka_bootstrap, acks="all")
+        self.producer = AIOKafkaProducer(acks="all", **KAFKA)
         await self.producer.start()
 
     async def close(self) -> None:
@@ -272,7 +274,7 @@ class Stack:
 
     async def consume(self, t: topics.Topic, until, timeout: float = 20) -> list[dict]:
         """Read a topic from the start until ``until(messages)`` holds."""
-        consumer = AIOKafkaConsumer(self.topic(t), bootstrap_servers=BASE.kafka_bootstrap,
+        consumer = AIOKafkaConsumer(self.topic(t), **KAFKA,
                                     auto_offset_reset="earliest", group_id=None)
         await consumer.start()
         messages: list[dict] = []

@@ -24,7 +24,7 @@ from schemas import contract, topics
 from schemas.codec import encode
 from schemas.events import CarParkStatus
 
-from .conftest import BASE, ROOT, Stack, Worker, sleep_until, wait_for
+from .conftest import KAFKA, ROOT, Stack, Worker, sleep_until, wait_for
 
 CAMERA = city.CAMERAS[0]
 
@@ -55,7 +55,7 @@ def jsonl(*messages) -> bytes:
 async def records(stack: Stack, t: topics.Topic, until, timeout: float = 20, integrator: str = city.INTEGRATOR) -> list:
     """Kafka records (with keys) of a topic (camera events: ``integrator``'s), from the start, until
     ``until(records)`` holds."""
-    consumer = AIOKafkaConsumer(stack.topic(t, integrator), bootstrap_servers=BASE.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(stack.topic(t, integrator), **KAFKA,
                                 auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     found = []
@@ -435,8 +435,7 @@ async def test_integrators_add_prints_a_key_once_that_the_ingest_accepts_and_onl
 
     code, out = await run_cli(stack, "integrators", "add", "new-vendor")
     assert code == 0, out
-    key = out.strip().splitlines()[-1]
-    assert key.startswith("pwk_")
+    [key] = [line for line in out.splitlines() if line.startswith("pwk_")]
     await stack.register_camera(CAMERA, "new-vendor")
     assert await stack.count("SELECT count(*) FROM integrators WHERE key_sha256 = $1", keys.key_digest(key)) == 1
     assert await stack.count("SELECT count(*) FROM integrators WHERE position($1 in key_prefix) > 0", key) == 0
