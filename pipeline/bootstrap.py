@@ -229,18 +229,20 @@ for every integrator's camera-events topic."""
 
 
 async def create_topics(settings: Settings, integrators: list[str] = ()) -> list[str]:
-    """Create every registry topic that does not exist yet, and the camera-events topic of each
-    integrator named (``camera-events.<name>``); return the ones created."""
+    """Create every registry topic that does not exist yet, and the camera-events and camera-commands
+    topics of each integrator named (``camera-events.<name>``, ``camera-commands.<name>``); return the
+    ones created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    base = settings.topic(topics.CAMERA_EVENTS.name)
+    base, commands = settings.topic(topics.CAMERA_EVENTS.name), settings.topic(topics.CAMERA_COMMANDS.name)
     camera_topics = [base] + [topics.camera_events_of(base, name) for name in integrators]
+    command_topics = [topics.camera_commands_of(commands, name) for name in integrators]
     admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [settings.topic(t.name) for t in topics.ALL] + camera_topics[1:]
+        wanted = [settings.topic(t.name) for t in topics.ALL] + camera_topics[1:] + command_topics
         missing = [name for name in wanted if name not in existing]
         if missing:
             await admin.create_topics([

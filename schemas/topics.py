@@ -54,7 +54,8 @@ CAMERA_COMMANDS = Topic(
     key="camera id",
     values=(events.RecheckRequested,),
     direction="out",
-    about="Requests to cameras for a fresh capture.",
+    about="Requests to cameras for a fresh capture. One topic per integrator, camera-commands.<integrator>: "
+          "each reads only its own cameras' requests.",
 )
 DEAD_LETTERS = Topic(
     "dead-letters",
@@ -67,6 +68,11 @@ DEAD_LETTERS = Topic(
 
 def camera_events_of(base: str, integrator: str) -> str:
     """The camera-events topic of one integrator: ``<base>.<integrator>`` (``base`` already prefixed)."""
+    return f"{base}.{integrator}"
+
+
+def camera_commands_of(base: str, integrator: str) -> str:
+    """The camera-commands topic of one integrator: ``<base>.<integrator>`` (``base`` already prefixed)."""
     return f"{base}.{integrator}"
 
 

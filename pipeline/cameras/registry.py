@@ -135,6 +135,18 @@ async def registered(conn, camera_id: str) -> Camera | None:
     return _camera(row) if row else None
 
 
+async def owner(conn, camera_id: str) -> str | None:
+    """The integrator a camera is (or was, if removed since) registered to; None if it never was."""
+    return await conn.fetchval("SELECT integrator FROM cameras WHERE id = $1", camera_id)
+
+
+async def commands_topic(conn, camera_commands: str, camera_id: str) -> str:
+    """Where a request to ``camera_id`` goes: its integrator's ``camera-commands.<integrator>``
+    (``camera_commands``, the bare topic, for a camera that was never registered)."""
+    integrator = await owner(conn, camera_id)
+    return camera_commands if integrator is None else f"{camera_commands}.{integrator}"
+
+
 async def listing(conn, integrator: str | None = None) -> list[Camera]:
     rows = await conn.fetch(f"""SELECT {COLUMNS} FROM cameras WHERE removed_at IS NULL
                                 AND ($1::text IS NULL OR integrator = $1) ORDER BY id""", integrator)

@@ -342,7 +342,8 @@ class CaseService:
                     await self._issue_ticket(conn, case, effect, now)
                 case machine.RequestRecheck():
                     v = case.violation
-                    await store.add_outbox(conn, self.topics.camera_commands, effect.camera_id, events.RecheckRequested(
+                    commands = await registry.commands_topic(conn, self.topics.camera_commands, effect.camera_id)
+                    await store.add_outbox(conn, commands, effect.camera_id, events.RecheckRequested(
                         recheck_id=f"{case.id}:1", case_id=str(case.id), camera_id=effect.camera_id,
                         plate=case.plate, location=events.Location(lat=v.lat, lon=v.lon), requested_at=now,
                         answer_by=effect.answer_by))

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from pipeline.cameras import registry
 from pipeline.cases import machine, store
 from pipeline.cases.machine import Case, Decision, Rules, Sighting, State
 from pipeline.cases.reasons import why
@@ -250,7 +251,8 @@ async def request_recheck(desk: Desk, operator: Operator, case_id: UUID, reason:
         v = case.violation
         answer_by = now + desk.rules.recheck_wait
         recheck_id = f"{case.id}:review{asked + 1}"
-        await store.add_outbox(conn, desk.topics.camera_commands, v.camera_id, events.RecheckRequested(
+        commands = await registry.commands_topic(conn, desk.topics.camera_commands, v.camera_id)
+        await store.add_outbox(conn, commands, v.camera_id, events.RecheckRequested(
             recheck_id=recheck_id, case_id=str(case.id), camera_id=v.camera_id, plate=case.plate,
             location=events.Location(lat=v.lat, lon=v.lon), requested_at=now, answer_by=answer_by))
         await store.audit(conn, now, case.id, operator.actor, "request_recheck",

@@ -70,8 +70,9 @@ class Simulator:
         self.bootstrap = bootstrap
         self.kafka_options = kafka_options or {"bootstrap_servers": bootstrap}
         """Camera events go to the cameras' integrator's own topic, camera-events.<integrator>."""
-        self.topic = lambda t: (topics.camera_events_of(f"{topic_prefix}{t.name}", integrator)
-                                if t is topics.CAMERA_EVENTS else f"{topic_prefix}{t.name}")
+        self.topic = lambda t: (f"{topic_prefix}{t.name}.{integrator}" if t in (topics.CAMERA_EVENTS, topics.CAMERA_COMMANDS)
+                                else f"{topic_prefix}{t.name}")
+        """Cameras write to their integrator's camera-events.<integrator> and read camera-commands.<integrator>."""
         self.window = timedelta(seconds=window_seconds)
         self.cars_per_minute = cars_per_minute
         self.max_cars = max_cars

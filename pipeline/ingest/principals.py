@@ -4,8 +4,9 @@ events and read the camera commands, nothing else.
 For an integrator NAME (topic names with ``PW_TOPIC_PREFIX``):
 
     topic camera-events.NAME   WRITE, DESCRIBE    its camera events (the topic says who wrote them)
-    topic camera-commands      READ, DESCRIBE     recheck requests
-    group NAME…  (prefixed)    READ               consumer groups named NAME, NAME-cameras, …
+    topic camera-commands.NAME READ, DESCRIBE     recheck requests to its cameras
+    group NAME                 READ               its consumer group (named exactly NAME: a prefix would
+                                                  also match another integrator's, e.g. NAME2)
 
 Everything else is refused by the broker's authorizer (``allow.everyone.if.no.acl.found=false``):
 another integrator's topic, case-events, tickets, the bare camera-events.
@@ -30,7 +31,7 @@ from schemas import topics
 TOPIC, GROUP, ANY = 2, 3, 1
 READ, WRITE, DESCRIBE = 3, 4, 8
 ALLOW = 3
-LITERAL, PREFIXED = 3, 4
+LITERAL = 3
 ITERATIONS = 8192
 
 
@@ -41,10 +42,10 @@ class KafkaAccessError(RuntimeError):
 def bindings(settings: Settings, name: str) -> list[tuple[int, str, int, int]]:
     """(resource type, resource name, pattern type, operation) allowed to integrator ``name``."""
     own = topics.camera_events_of(settings.topic(topics.CAMERA_EVENTS.name), name)
-    commands = settings.topic(topics.CAMERA_COMMANDS.name)
+    commands = topics.camera_commands_of(settings.topic(topics.CAMERA_COMMANDS.name), name)
     return [(TOPIC, own, LITERAL, WRITE), (TOPIC, own, LITERAL, DESCRIBE),
             (TOPIC, commands, LITERAL, READ), (TOPIC, commands, LITERAL, DESCRIBE),
-            (GROUP, name, PREFIXED, READ)]
+            (GROUP, name, LITERAL, READ)]
 
 
 async def grant(settings: Settings, name: str) -> str:

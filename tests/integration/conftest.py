@@ -199,9 +199,10 @@ class Stack:
     # publishing ---------------------------------------------------------------------------
 
     def topic(self, t: topics.Topic, integrator: str = city.INTEGRATOR) -> str:
-        """The topic's name in this test; camera events: the integrator's own topic (the demo's by default)."""
+        """The topic's name in this test; camera events and commands: the integrator's own topic (the demo's
+        by default)."""
         name = self.settings.topic(t.name)
-        return topics.camera_events_of(name, integrator) if t is topics.CAMERA_EVENTS else name
+        return f"{name}.{integrator}" if t in (topics.CAMERA_EVENTS, topics.CAMERA_COMMANDS) else name
 
     async def publish(self, message, key: str | None = None, integrator: str = city.INTEGRATOR) -> None:
         t = topics.CAR_PARK_STATUS if isinstance(message, events.CarParkStatus) else topics.CAMERA_EVENTS

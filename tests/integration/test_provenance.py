@@ -244,3 +244,13 @@ async def test_supervisors_register_and_remove_cameras_in_the_console_audited(st
     assert [(r["action"], r["detail"]["reason"]) for r in rows] == [("camera_added", "new crossing camera"),
                                                                     ("camera_removed", "moved to another pole")]
     assert await stack.count("SELECT count(*) FROM cameras WHERE id = $1 AND removed_at IS NOT NULL", OURS.id) == 1
+
+
+async def test_a_new_integrator_s_topic_is_read_without_restarting_the_workers(stack: Stack):
+    worker = stack.worker()
+    await worker.ready()
+    await stack.add_integrator("latecomer", cameras=(OURS,))
+    plate = (await stack.plates_with_phone(1))[0]
+    await stack.publish(stack.violation(plate, OURS), integrator="latecomer")
+    case = await stack.wait_state(plate, "warned", timeout=60)
+    assert case["source_topic"] == stack.topic(topics.CAMERA_EVENTS, "latecomer")
