@@ -193,7 +193,7 @@ class Runtime(Service):
     async def watermarks(self) -> None:
         """Keep idle camera-events partitions current, so that they never hold a decision."""
         await self.ready.wait()
-        end_offsets = bootstrap.EndOffsets(settings, CAMERA_EVENTS)
+        end_offsets = bootstrap.EndOffsets(settings, CAMERA_EVENTS, reading=lambda: set(camera_events.topics))
         async def mark_current_partitions():
             await self.service.mark_current_partitions(end_offsets)
             return False

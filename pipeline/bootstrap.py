@@ -197,8 +197,11 @@ class EndOffsets:
     one and each integrator's, for ``watermarks``): a plain consumer outside any group, so it reads
     no messages and takes no partitions from the workers."""
 
-    def __init__(self, settings: Settings, camera_events: str):
+    def __init__(self, settings: Settings, camera_events: str, reading: Callable[[], set[str]] | None = None):
         self.camera_events = camera_events
+        self.reading = reading
+        """The topics the workers read: a camera-events topic nobody reads (written by someone who is no
+        integrator) must not get a watermark, which would hold decisions for ever."""
         self.consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, request_timeout_ms=10_000,
                                          client_id=f"{settings.app_id}-watermarks", **kafka_client_options(settings))
         self.started = False
@@ -212,8 +215,9 @@ class EndOffsets:
         if not self.partitions or time.monotonic() - self.partitions_read_at > 10:  # topics and partitions may be added
             self.partitions_read_at = time.monotonic()
             cluster = await self.consumer._client.fetch_all_metadata()  # the public topics() keeps no partitions
+            read = self.reading() if self.reading else None
             self.partitions = {(t, p) for t in cluster.topics() if topics.is_camera_events(self.camera_events, t)
-                               for p in cluster.partitions_for_topic(t) or ()}
+                               and (read is None or t in read) for p in cluster.partitions_for_topic(t) or ()}
         ends = await self.consumer.end_offsets([TopicPartition(t, p) for t, p in sorted(self.partitions)])
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 

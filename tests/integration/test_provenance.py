@@ -254,3 +254,30 @@ async def test_a_new_integrator_s_topic_is_read_without_restarting_the_workers(s
     await stack.publish(stack.violation(plate, OURS), integrator="latecomer")
     case = await stack.wait_state(plate, "warned", timeout=60)
     assert case["source_topic"] == stack.topic(topics.CAMERA_EVENTS, "latecomer")
+
+
+async def test_a_due_case_waits_for_its_partition_in_every_integrator_s_camera_events_topic(stack: Stack):
+    """The answer to a case may come from another integrator's camera: on that integrator's topic, in
+    the same partition (the plate's key picks it). The case is decided only once every camera-events
+    topic is read past its wake time there (pipeline/cases/watermarks.py)."""
+    from uuid import uuid4
+
+    from pipeline.cases import store, watermarks
+    from pipeline.cases.machine import Case, Sighting, State
+
+    base = stack.settings.topic(topics.CAMERA_EVENTS.name)
+    ours, theirs = topics.camera_events_of(base, "acme"), topics.camera_events_of(base, "rival")
+    async with stack.pool.acquire() as conn:
+        now = await conn.fetchval("SELECT now()")
+        seen = Sighting("evt-held-0001", OURS.id, now, OURS.lat, OURS.lon, OURS.place, None, "acme")
+        case = Case(uuid4(), "浙A12345", State.WARNED, "yuhang", OURS.place, seen, now, warned_at=now,
+                    deadline_at=now, wake_at=now)
+        await store.insert_case(conn, case, 600, now, source_partition=2, source_topic=ours)
+        await watermarks.recorded(conn, {(ours, 2): (10, now), (theirs, 2): (4, now.replace(year=now.year - 1))})
+
+        async def claimed() -> list:
+            async with conn.transaction():
+                return [r["id"] for r in (await store.claim_due_cases(conn, base, 10))[1]]
+        assert await claimed() == [], "held: the rival's topic is not read past the wake time on partition 2"
+        await watermarks.current_as_of(conn, {(theirs, 2): 5}, now)
+        assert await claimed() == [case.id]
