@@ -412,6 +412,10 @@ start_kafka() {
     local pid started deadline
     if pid="$(kafka_pid)"; then
         say "kafka already running (pid $pid, 127.0.0.1:$KAFKA_PORT)"
+        if ! grep -q "^listeners=SASL_PLAINTEXT" "$KAFKA_DIR/server.properties" 2>/dev/null; then
+            warn "this broker was started by an older scripts/services.sh and asks for no login, while clients"
+            warn "now log in (scripts/services.sh env): restart it with 'scripts/services.sh restart kafka'"
+        fi
         return 0
     fi
     ensure_installed kafka
