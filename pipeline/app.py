@@ -151,8 +151,11 @@ class Runtime(Service):
                 return
             await bootstrap.create_topics(settings, sorted(new))
             self.integrators |= new
-        camera_events.topics = [CAMERA_EVENTS] + [topics.camera_events_of(CAMERA_EVENTS, n)
-                                                  for n in sorted(self.integrators)]
+        names = [CAMERA_EVENTS] + [topics.camera_events_of(CAMERA_EVENTS, n) for n in sorted(self.integrators)]
+        # The agent reads a copy of the topic (Faust clones channels): set the names on every channel
+        # of the camera events the conductor knows, then have it subscribe again.
+        for channel in [camera_events, *(c for c in app.topics._topics if CAMERA_EVENTS in c.topics)]:
+            channel.topics = list(names)
         app.topics._resubscribe_sleep_lock_seconds = 1.0  # Faust's own wait before a resubscription is 45 s
         app.topics._flag_changes()
         log.info("reading camera events of %d integrators (new: %s)", len(self.integrators), ", ".join(sorted(new)))
