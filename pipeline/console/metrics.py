@@ -112,7 +112,8 @@ class KafkaProbe:
 
     async def lag(self) -> dict[tuple[str, int], int]:
         admin, consumer = await asyncio.wait_for(self._clients(), self.timeout)
-        described = await asyncio.wait_for(admin.describe_topics(self.input_topics), self.timeout)
+        names = self.input_topics() if callable(self.input_topics) else self.input_topics  # topics may be added
+        described = await asyncio.wait_for(admin.describe_topics(names), self.timeout)
         tps = [TopicPartition(t["topic"], p["partition"]) for t in described if not t.get("error_code")
                for p in t["partitions"]]
         if not tps:

@@ -146,9 +146,9 @@ class Console:
         self.camera_events = s.topic(topics.CAMERA_EVENTS.name)
         self.closing = asyncio.Event()
         self.worker_metrics = metrics.WorkerMetrics()
-        self.kafka = metrics.KafkaProbe(s.kafka_bootstrap, s.app_id,
-                                        [s.topic(topics.CAMERA_EVENTS.name), s.topic(topics.CAR_PARK_STATUS.name)],
-                                        options=bootstrap.kafka_client_options(s))
+        inputs = lambda: [self.camera_events, s.topic(topics.CAR_PARK_STATUS.name),  # noqa: E731
+                          *(topics.camera_events_of(self.camera_events, n) for n in sorted(runtime.integrators))]
+        self.kafka = metrics.KafkaProbe(s.kafka_bootstrap, s.app_id, inputs, options=bootstrap.kafka_client_options(s))
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._overview: tuple[float, dict] | None = None
