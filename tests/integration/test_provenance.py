@@ -13,6 +13,7 @@ from schemas.events import CarParkStatus
 
 from .conftest import Stack, sleep_until, wait_for
 from .console_helpers import ConsoleClient, add_operator, base_url
+from .test_console_browser import browser_page  # noqa: F401 - a fixture
 from .test_integrators import call, records, run_cli, url
 
 OURS = city.Camera("cam-acme-01", "文一西路与古墩路口", 30.28010, 120.06990)
@@ -281,3 +282,39 @@ async def test_a_due_case_waits_for_its_partition_in_every_integrator_s_camera_e
         assert await claimed() == [], "held: the rival's topic is not read past the wake time on partition 2"
         await watermarks.current_as_of(conn, {(theirs, 2): 5}, now)
         assert await claimed() == [case.id]
+
+
+async def test_a_supervisor_registers_a_camera_in_the_browser(stack: Stack, browser_page):
+    from playwright.async_api import expect
+
+    from .console_helpers import PASSWORD
+    from .test_console_browser import WAIT_MS, shot
+
+    page = browser_page
+    worker = stack.worker()
+    await stack.add_integrator("acme")
+    await add_operator(stack, "li", "supervisor")
+    await worker.ready()
+    await page.goto(f"{base_url(worker)}/console/login")
+    await page.fill("input[name=name]", "li")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button.primary")
+    await expect(page.locator(".top .who")).to_contain_text("li", timeout=WAIT_MS)
+    await page.click("nav a[href='/console/cameras']")
+    await expect(page.locator(f"#cameras tr[data-camera='{city.CAMERAS[0].id}']")).to_contain_text(city.INTEGRATOR)
+    form = page.locator("#camera-add")
+    await form.locator("input[name=id]").fill(OURS.id)
+    await form.locator("select[name=integrator]").select_option("acme")
+    await form.locator("input[name=place]").fill(OURS.place)
+    await form.locator("input[name=zone]").fill("yuhang")
+    await form.locator("input[name=lat]").fill(str(OURS.lat))
+    await form.locator("input[name=lon]").fill(str(OURS.lon))
+    await form.locator("select[name=direction]").select_option("NE")
+    await form.locator("input[name=commissioned_on]").fill("2026-11-01")
+    await form.locator("textarea[name=reason]").fill("new crossing camera")
+    await shot(page, "10-cameras-register")
+    await form.locator("button.primary").click()
+    await expect(page.locator(".notice.ok")).to_have_text("摄像头已登记。", timeout=WAIT_MS)
+    await expect(page.locator(f"#cameras tr[data-camera='{OURS.id}']")).to_contain_text("acme")
+    await shot(page, "11-cameras-registered")
+    assert await stack.count("SELECT count(*) FROM audit_log WHERE actor = 'operator:li' AND action = 'camera_added'") == 1
