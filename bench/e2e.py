@@ -63,17 +63,17 @@ def memory_mib(pid: int) -> dict[str, float]:
     return found
 
 
-async def raw_ceiling(bootstrap_servers: str, n: int) -> float:
+async def raw_ceiling(options: dict, n: int) -> float:
     """Consume n messages and produce each to another topic: aiokafka alone, no processing."""
     run = uuid.uuid4().hex[:8]
     src, dst = f"bench-raw-{run}-in", f"bench-raw-{run}-out"
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(acks="all", linger_ms=5, **options)
     await producer.start()
     payload = b'{"type":"ViolationDetected","padding":"' + b"x" * 400 + b'"}'
     for i in range(n):
         await producer.send(src, payload, key=str(i).encode())
     await producer.flush()
-    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest",
+    consumer = AIOKafkaConsumer(src, **options, auto_offset_reset="earliest",
                                 group_id=f"bench-raw-{run}", enable_auto_commit=False)
     await consumer.start()
     seen, started = 0, time.monotonic()
@@ -128,7 +128,7 @@ async def bench_stack(plates: int, workers: int, base: Settings, **worker_env: s
         async with pool.acquire() as conn:
             await migrate(conn)
             await city.load(conn, plate_count=plates)
-        await bootstrap.create_topics(settings)
+        await bootstrap.create_topics(settings, [city.INTEGRATOR])
         env = {**os.environ, "PW_DATABASE_URL": db_url, "PW_TOPIC_PREFIX": settings.topic_prefix,
                "PW_APP_ID": settings.app_id, "PW_LOG_LEVEL": "warn", "PW_WINDOW_SECONDS": "600",
                "PW_SMS_FILE": str(log_dir / f"handsets-{run}.jsonl"),
@@ -162,7 +162,7 @@ async def pipeline_run(n: int, workers: int, base: Settings, gateway: str, rate:
             "SELECT p.plate FROM plate_registry p JOIN contact_registry c USING (owner_id) LIMIT $1", n)]
         assert len(plates) == n, "not enough plates with a phone"
 
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+        producer = AIOKafkaProducer(acks="all", linger_ms=5, **bootstrap.kafka_client_options(settings))
         await producer.start()
         now = datetime.now(UTC)
         for cp in city.CAR_PARKS:
@@ -171,7 +171,7 @@ async def pipeline_run(n: int, workers: int, base: Settings, gateway: str, rate:
         await asyncio.sleep(3)  # counts reach the workers' car-park index
         idle_mib = max(m["VmRSS"] for m in stack.memory())
         camera = city.CAMERAS[0]
-        topic = settings.topic(topics.CAMERA_EVENTS.name)
+        topic = topics.camera_events_of(settings.topic(topics.CAMERA_EVENTS.name), city.INTEGRATOR)
         started = time.monotonic()
         first_sent = datetime.now(UTC)
         for i, plate in enumerate(plates):
@@ -232,7 +232,7 @@ async def main() -> None:
     args = parser.parse_args()
     base = Settings()
     print(f"machine: {machine()}")
-    ceiling = await raw_ceiling(base.kafka_bootstrap, args.violations)
+    ceiling = await raw_ceiling(bootstrap.kafka_client_options(base), args.violations)
     result = await pipeline_run(args.violations, args.workers, base, args.gateway, args.rate)
     print(f"raw aiokafka consume+produce ceiling: {ceiling:,.0f} msg/s")
     print(f"pipeline, {result['workers']} worker(s), {args.gateway} gateway, "

@@ -91,6 +91,8 @@ async def main() -> None:
                            PW_INGEST_RATE_BURST="1000000") as stack:
         async with stack.pool.acquire() as conn:
             _, key = await keys.add(conn, "bench-cameras")
+            for camera in city.CAMERAS:  # an integrator publishes only for its own cameras
+                await city.register(conn, camera, "bench-cameras")
         plates = [r["plate"] for r in await stack.pool.fetch("SELECT plate FROM plate_registry")]
         urls = [f"http://127.0.0.1:{6100 + i}/v1/camera-events" for i in range(args.workers)]
         lines = captures(stack, plates, 0, args.events)

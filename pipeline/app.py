@@ -14,6 +14,8 @@ import faust
 from mode import Service
 
 from pipeline import bootstrap, codecs, logs
+from pipeline.cameras import registry
+from pipeline.cameras import views as camera_views
 from pipeline.cases.service import Source
 from pipeline.config import ROOT, Settings
 from pipeline.appeals import driver as appeals_driver
@@ -55,14 +57,20 @@ app = faust.App(
     datadir=str(ROOT / "var" / "faust" / "{conf.name}"),
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
+    broker_credentials=faust.SASLCredentials(username=settings.kafka_sasl_username,
+                                             password=settings.kafka_sasl_password.get_secret_value(),
+                                             mechanism=settings.kafka_sasl_mechanism)
+    if settings.kafka_sasl_username else None,
     broker_session_timeout=settings.session_timeout_seconds,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 5),
     Worker=Worker,
     **console_views.FAUST_WEB,
 )
 
-camera_events = app.topic(settings.topic(topics.CAMERA_EVENTS.name), key_serializer="raw",
-                          value_serializer=codecs.CAMERA_EVENT)
+CAMERA_EVENTS = settings.topic(topics.CAMERA_EVENTS.name)
+camera_events = app.topic(CAMERA_EVENTS, key_serializer="raw", value_serializer=codecs.CAMERA_EVENT)
+"""The bare camera-events topic (whose messages name no integrator: dead letters) and, once the runtime
+has read the integrators from PostgreSQL, each integrator's ``camera-events.<integrator>``."""
 car_park_status = app.topic(settings.topic(topics.CAR_PARK_STATUS.name), key_serializer="raw",
                             value_serializer=codecs.CAR_PARK_STATUS)
 
@@ -79,6 +87,10 @@ class Runtime(Service):
         self.settings = settings
         self.car_parks = CarParkIndex()
         self.zones = ZoneBook(default_window_seconds=settings.window_seconds, defaults=settings.zone_defaults)
+        self.registry = registry.Registry()
+        self.integrators: set[str] = set()
+        """Integrators whose camera-events topic exists and is read by this worker's agent."""
+        self._integrators_lock = asyncio.Lock()
         self.rounds: dict[str, float | None] = {}
         """Each loop's and agent's current round: when it began (monotonic), None between rounds."""
 
@@ -105,6 +117,7 @@ class Runtime(Service):
         self.service = bootstrap.build_service(settings, self.pool, self.car_parks, self.zones)
         self.gateway = bootstrap.build_gateway(settings)
         await bootstrap.wait_for_kafka(settings)
+        await self._read_integrator_topics()
         self.producer = bootstrap.build_producer(settings)
         await self.producer.start()
         self.relay = OutboxRelay(self.pool, lambda: bootstrap.build_producer(settings))
@@ -121,6 +134,37 @@ class Runtime(Service):
     async def _refresh_reference(self) -> None:
         await load_index(self.pool, self.car_parks)
         await load_zones(self.pool, self.zones)
+        await self.registry.load(self.pool)
+        if self.ready.is_set():
+            await self._read_integrator_topics()
+
+    async def _read_integrator_topics(self) -> None:
+        """Read the camera-events topic of every integrator: create the topics of new ones, and have
+        the agent subscribe to them (at start, before Faust subscribes; later, with a resubscription)."""
+        async with self.pool.acquire() as conn:
+            names = set(await registry.integrator_names(conn))
+        if names <= self.integrators:
+            return
+        await self.ensure_camera_topics(names)
+
+    async def ensure_camera_topics(self, names: set[str]) -> None:
+        """``camera-events.<name>`` exists for each name (with the broker's append time) and is read."""
+        if set(names) <= self.integrators:
+            return
+        async with self._integrators_lock:
+            new = set(names) - self.integrators
+            if not new:
+                return
+            await bootstrap.create_topics(settings, sorted(new))
+            self.integrators |= new
+        names = [CAMERA_EVENTS] + [topics.camera_events_of(CAMERA_EVENTS, n) for n in sorted(self.integrators)]
+        # The agent reads a copy of the topic (Faust clones channels): set the names on every channel
+        # of the camera events the conductor knows, then have it subscribe again.
+        for channel in [camera_events, *(c for c in app.topics._topics if CAMERA_EVENTS in c.topics)]:
+            channel.topics = list(names)
+        app.topics._resubscribe_sleep_lock_seconds = 1.0  # Faust's own wait before a resubscription is 45 s
+        app.topics._flag_changes()
+        log.info("reading camera events of %d integrators (new: %s)", len(self.integrators), ", ".join(sorted(new)))
 
     async def _every(self, seconds: float, work) -> None:
         await self.ready.wait()
@@ -158,7 +202,7 @@ class Runtime(Service):
     async def watermarks(self) -> None:
         """Keep idle camera-events partitions current, so that they never hold a decision."""
         await self.ready.wait()
-        end_offsets = bootstrap.EndOffsets(settings, settings.topic(topics.CAMERA_EVENTS.name))
+        end_offsets = bootstrap.EndOffsets(settings, CAMERA_EVENTS, reading=lambda: set(camera_events.topics))
         async def mark_current_partitions():
             await self.service.mark_current_partitions(end_offsets)
             return False
@@ -240,5 +284,6 @@ ingest_views.register(app, runtime)
 console = console_views.register(app, runtime)
 tickets_views.register(app, runtime, console)
 appeals_views.register(app, runtime, console)
+camera_views.register(app, console)
 if settings.driver_page:
     appeals_driver.register(app, runtime)

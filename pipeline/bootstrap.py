@@ -97,8 +97,8 @@ async def wait_for_kafka(settings: Settings, say_every: float = 15.0) -> None:
     Faust's consumer and our producer need first: they give up at once without it). Until then try
     again (backing off up to 5 s) and say so every ``say_every`` seconds."""
     async def metadata():
-        client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000,
-                                client_id=f"{settings.app_id}-wait")
+        client = AIOKafkaClient(request_timeout_ms=5000, client_id=f"{settings.app_id}-wait",
+                                **kafka_client_options(settings))
         try:
             await asyncio.wait_for(client.bootstrap(), 10)
         finally:
@@ -237,63 +237,85 @@ def build_service(settings: Settings, pool: asyncpg.Pool, car_parks: CarParkInde
                        clock=lambda: datetime.now(UTC) + offset, parallel=settings.db_parallel_transactions)
 
 
+def kafka_client_options(settings: Settings) -> dict:
+    """What every aiokafka client of the pipeline needs to reach the broker: its address and, when
+    ``PW_KAFKA_SASL_USERNAME`` is set, the pipeline's own SASL/SCRAM credentials."""
+    options: dict = {"bootstrap_servers": settings.kafka_bootstrap}
+    if settings.kafka_sasl_username:
+        options |= {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": settings.kafka_sasl_mechanism,
+                    "sasl_plain_username": settings.kafka_sasl_username,
+                    "sasl_plain_password": settings.kafka_sasl_password.get_secret_value()}
+    return options
+
+
 def build_producer(settings: Settings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-                            linger_ms=5, client_id=f"{settings.app_id}-outbox")
+    return AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=5, client_id=f"{settings.app_id}-outbox",
+                            **kafka_client_options(settings))
 
 
 class EndOffsets:
-    """Asks the broker for the end offset of each partition of a topic (for ``watermarks``): a plain
-    consumer outside any group, so it reads no messages and takes no partitions from the workers."""
+    """Asks the broker for the end offset of each partition of every camera-events topic (the bare
+    one and each integrator's, for ``watermarks``): a plain consumer outside any group, so it reads
+    no messages and takes no partitions from the workers."""
 
-    def __init__(self, settings: Settings, topic: str):
-        self.topic = topic
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                         enable_auto_commit=False, request_timeout_ms=10_000,
-                                         client_id=f"{settings.app_id}-watermarks")
+    def __init__(self, settings: Settings, camera_events: str, reading: Callable[[], set[str]] | None = None):
+        self.camera_events = camera_events
+        self.reading = reading
+        """The topics the workers read: a camera-events topic nobody reads (written by someone who is no
+        integrator) must not get a watermark, which would hold decisions for ever."""
+        self.consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, request_timeout_ms=10_000,
+                                         client_id=f"{settings.app_id}-watermarks", **kafka_client_options(settings))
         self.started = False
-        self.partitions: set[int] = set()
+        self.partitions: set[tuple[str, int]] = set()
         self.partitions_read_at = 0.0
 
-    async def __call__(self) -> dict[int, int]:
+    async def __call__(self) -> dict[tuple[str, int], int]:
         if not self.started:
             await self.consumer.start()
             self.started = True
-        if not self.partitions or time.monotonic() - self.partitions_read_at > 60:  # partitions may be added
+        if not self.partitions or time.monotonic() - self.partitions_read_at > 10:  # topics and partitions may be added
             self.partitions_read_at = time.monotonic()
             cluster = await self.consumer._client.fetch_all_metadata()  # the public topics() keeps no partitions
-            self.partitions = cluster.partitions_for_topic(self.topic) or set()
-        partitions = self.partitions
-        ends = await self.consumer.end_offsets([TopicPartition(self.topic, p) for p in sorted(partitions)])
-        return {tp.partition: offset for tp, offset in ends.items()}
+            read = self.reading() if self.reading else None
+            self.partitions = {(t, p) for t in cluster.topics() if topics.is_camera_events(self.camera_events, t)
+                               and (read is None or t in read) for p in cluster.partitions_for_topic(t) or ()}
+        ends = await self.consumer.end_offsets([TopicPartition(t, p) for t, p in sorted(self.partitions)])
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
     async def close(self) -> None:
         if self.started:
             await self.consumer.stop()
 
 
-TOPIC_CONFIGS = {topics.CAMERA_EVENTS.name: {"message.timestamp.type": "LogAppendTime"}}
+CAMERA_EVENTS_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 """Camera events are stamped by the broker when it takes them: in order per partition (for the
-watermarks) and the time the camera's report reached us (for the camera's own delay)."""
+watermarks) and the time the camera's report reached us (for the camera's own delay). The same
+for every integrator's camera-events topic."""
 
 
-async def create_topics(settings: Settings) -> list[str]:
-    """Create every registry topic that does not exist yet; return the ones created."""
+async def create_topics(settings: Settings, integrators: list[str] = ()) -> list[str]:
+    """Create every registry topic that does not exist yet, and the camera-events and camera-commands
+    topics of each integrator named (``camera-events.<name>``, ``camera-commands.<name>``); return the
+    ones created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    base, commands = settings.topic(topics.CAMERA_EVENTS.name), settings.topic(topics.CAMERA_COMMANDS.name)
+    camera_topics = [base] + [topics.camera_events_of(base, name) for name in integrators]
+    command_topics = [topics.camera_commands_of(commands, name) for name in integrators]
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [settings.topic(t.name) for t in topics.ALL]
+        wanted = [settings.topic(t.name) for t in topics.ALL] + camera_topics[1:] + command_topics
         missing = [name for name in wanted if name not in existing]
         if missing:
             await admin.create_topics([
-                NewTopic(settings.topic(t.name), settings.topic_partitions, 1, topic_configs=TOPIC_CONFIGS.get(t.name, {}))
-                for t in topics.ALL if settings.topic(t.name) in missing])
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, settings.topic(name), configs)
-                                   for name, configs in TOPIC_CONFIGS.items()])
+                NewTopic(name, settings.topic_partitions, 1,
+                         topic_configs=CAMERA_EVENTS_CONFIG if name in camera_topics else {})
+                for name in missing])
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, CAMERA_EVENTS_CONFIG)
+                                   for name in camera_topics])
         return missing
     finally:
         await admin.close()

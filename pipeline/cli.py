@@ -10,6 +10,7 @@ import time
 
 import click
 
+from pipeline.cameras import cli as cameras_cli
 from pipeline.config import Settings
 from pipeline.console import cli as console_cli
 from pipeline.ingest import cli as ingest_cli
@@ -33,8 +34,21 @@ def setup() -> None:
     settings = Settings()
     applied = run(bootstrap.prepare_database(settings))
     click.echo(f"database: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
-    created = run(bootstrap.create_topics(settings))
+    created = run(bootstrap.create_topics(settings, run(_integrator_names(settings))))
     click.echo(f"kafka: {'created ' + ', '.join(created) if created else 'topics exist'}")
+
+
+async def _integrator_names(settings: Settings) -> list[str]:
+    """Every integrator (each has its own camera-events topic)."""
+    from pipeline import bootstrap
+    from pipeline.cameras import registry
+
+    pool = await bootstrap.connect_database(settings)
+    try:
+        async with pool.acquire() as conn:
+            return await registry.integrator_names(conn)
+    finally:
+        await pool.close()
 
 
 @main.command("load-demo")
@@ -85,7 +99,10 @@ def simulate(duration, cars, cars_per_minute, patrol, duplicates, malformed, lat
     from pipeline.demo.simulator import Simulator
 
     s = Settings()
-    sim = Simulator(s.kafka_bootstrap, s.topic_prefix, s.window_seconds, cars_per_minute=cars_per_minute,
+    from pipeline.bootstrap import kafka_client_options
+
+    sim = Simulator(s.kafka_bootstrap, s.topic_prefix, s.window_seconds, kafka_options=kafka_client_options(s),
+                    cars_per_minute=cars_per_minute,
                     max_cars=cars, duration_seconds=duration, patrol_seconds=patrol, duplicate_rate=duplicates,
                     malformed_rate=malformed, late_rate=late, late_by_seconds=late_by,
                     out_of_order_rate=out_of_order, seed=seed)
@@ -101,7 +118,10 @@ def watch() -> None:
     from_smsc = s.sms_gateway == "kannel"
     sms_source = s.sms_file.parent.parent / "log" / "fakesmsc.log" if from_smsc else s.sms_file
     try:
-        run(watch_feed(s.kafka_bootstrap, s.topic_prefix, sms_source, s.timezone, from_smsc=from_smsc))
+        from pipeline.bootstrap import kafka_client_options
+
+        run(watch_feed(s.kafka_bootstrap, s.topic_prefix, sms_source, s.timezone, from_smsc=from_smsc,
+                       kafka_options=kafka_client_options(s)))
     except KeyboardInterrupt:
         pass
 
@@ -177,3 +197,4 @@ for _command in (console_cli.operators, console_cli.status, console_cli.case_com
 for _command in (ingest_cli.events, ingest_cli.integrators, ingest_cli.dead_letters, ingest_cli.schemas_command):
     main.add_command(_command)
 main.add_command(tickets_cli.tickets)
+main.add_command(cameras_cli.cameras)

@@ -29,6 +29,15 @@ class Settings(BaseSettings):
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:39092"
+    kafka_sasl_username: str | None = None
+    """The pipeline's own Kafka principal (SASL/SCRAM over SASL_PLAINTEXT); unset: PLAINTEXT, no login."""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    """The password of ``kafka_sasl_username``."""
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    """The SCRAM mechanism the broker's listener takes."""
+    kafka_tools_classpath: str = str(ROOT / "var" / "kafka" / "libs" / "*")
+    """Kafka's own jars (``scripts/services.sh`` resolves them): `parkwarden integrators add` runs
+    their ConfigCommand to create an integrator's SCRAM user."""
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
     topic_partitions: int = Field(default=4, ge=1)
     app_id: str = "parkwarden"

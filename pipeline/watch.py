@@ -52,13 +52,14 @@ def _sms_lines(path: Path, offset: int, from_smsc: bool) -> tuple[list[tuple[str
 
 
 async def watch(bootstrap: str, prefix: str, sms_file: Path | None, timezone: str, stop: asyncio.Event | None = None,
-                console: Console | None = None, from_smsc: bool = False) -> None:
+                console: Console | None = None, from_smsc: bool = False, kafka_options: dict | None = None) -> None:
     """Print case events and tickets from Kafka, and SMS as they reach the handsets file or,
     with ``from_smsc``, Kannel's fake SMS centre (``sms_file`` is then its log)."""
     console = console or Console(highlight=False, soft_wrap=True)
     tz = ZoneInfo(timezone)
     consumer = AIOKafkaConsumer(f"{prefix}{topics.CASE_EVENTS.name}", f"{prefix}{topics.TICKETS.name}",
-                                bootstrap_servers=bootstrap, auto_offset_reset="latest", group_id=None)
+                                auto_offset_reset="latest", group_id=None,
+                                **(kafka_options or {"bootstrap_servers": bootstrap}))
     await consumer.start()
     sms_offset = sms_file.stat().st_size if sms_file and sms_file.exists() else 0
     try:

@@ -125,7 +125,9 @@ class PlateEvent(Message):
     camera_id: CameraId
     plate: str = Field(description="Licence plate; normalized on arrival (浙A·12345 -> 浙A12345).")
     taken_at: AwareDatetime = Field(description="When the camera took the capture (event time).")
-    location: Location
+    location: Location | None = Field(
+        default=None, description="Optional, kept for the record only: the sighting's position is the camera's, "
+                                  "from the camera registry.")
 
     @field_validator("plate", mode="before")
     @classmethod
@@ -140,9 +142,12 @@ class PlateEvent(Message):
 
 
 class Capture(PlateEvent):
-    place: str = Field(min_length=1, max_length=64, description="Street or landmark, as shown to the driver.")
-    zone: str = Field(default="default", min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$",
-                      description="The city's zone id for the place (it sets the window and exemptions).")
+    place: str | None = Field(default=None, min_length=1, max_length=64,
+                              description="Accepted and ignored: the place shown to the driver is the camera's, "
+                                          "from the camera registry.")
+    zone: str | None = Field(default=None, min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$",
+                             description="Accepted and ignored: the zone (window, exemptions) is the camera's, "
+                                         "from the camera registry.")
     evidence: Evidence | None = None
 
 

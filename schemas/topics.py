@@ -25,7 +25,8 @@ CAMERA_EVENTS = Topic(
     key="normalized plate (UTF-8), so that one car's events stay in order on one partition",
     values=(events.ViolationDetected, events.VehicleObserved, events.VehicleDeparted),
     direction="in",
-    about="What cameras see: violations, sightings, departures.",
+    about="What cameras see: violations, sightings, departures. One topic per integrator, "
+          "camera-events.<integrator>: the topic says who wrote the event (camera_events_of).",
 )
 CAR_PARK_STATUS = Topic(
     "car-park-status",
@@ -53,7 +54,8 @@ CAMERA_COMMANDS = Topic(
     key="camera id",
     values=(events.RecheckRequested,),
     direction="out",
-    about="Requests to cameras for a fresh capture.",
+    about="Requests to cameras for a fresh capture. One topic per integrator, camera-commands.<integrator>: "
+          "each reads only its own cameras' requests.",
 )
 DEAD_LETTERS = Topic(
     "dead-letters",
@@ -62,5 +64,28 @@ DEAD_LETTERS = Topic(
     direction="out",
     about="Input messages that could not be used, with the reason and the original bytes.",
 )
+
+
+def camera_events_of(base: str, integrator: str) -> str:
+    """The camera-events topic of one integrator: ``<base>.<integrator>`` (``base`` already prefixed)."""
+    return f"{base}.{integrator}"
+
+
+def camera_commands_of(base: str, integrator: str) -> str:
+    """The camera-commands topic of one integrator: ``<base>.<integrator>`` (``base`` already prefixed)."""
+    return f"{base}.{integrator}"
+
+
+def integrator_of(base: str, topic: str) -> str | None:
+    """The integrator whose camera-events topic ``topic`` is; None for the bare ``base`` or another topic."""
+    if topic.startswith(base + ".") and len(topic) > len(base) + 1:
+        return topic[len(base) + 1:]
+    return None
+
+
+def is_camera_events(base: str, topic: str) -> bool:
+    """``topic`` is the bare camera-events topic or one integrator's."""
+    return topic == base or integrator_of(base, topic) is not None
+
 
 ALL = (CAMERA_EVENTS, CAR_PARK_STATUS, CASE_EVENTS, TICKETS, CAMERA_COMMANDS, DEAD_LETTERS)

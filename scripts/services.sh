@@ -13,8 +13,10 @@
 # stopped and started to take the SMSC link down and up again while Kannel keeps running.
 #
 # Everything listens on 127.0.0.1 only. Fixed ports (override with the environment variable named):
-#   Kafka 3.9.1 (KRaft, broker+controller)  PLAINTEXT 127.0.0.1:39092 (PW_KAFKA_PORT)
-#                                           CONTROLLER 127.0.0.1:39093 (PW_KAFKA_CONTROLLER_PORT)
+#   Kafka 3.9.1 (KRaft, broker+controller)  SASL_PLAINTEXT 127.0.0.1:39092 (PW_KAFKA_PORT), SCRAM-SHA-512:
+#                                           the pipeline logs in as parkwarden / parkwarden-kafka (super user);
+#                                           integrators as themselves (`parkwarden integrators add`)
+#                                           CONTROLLER 127.0.0.1:39093 (PW_KAFKA_CONTROLLER_PORT), SASL PLAIN
 #   PostgreSQL (Debian's, our own cluster)  127.0.0.1:55432 (PW_PG_PORT)
 #                                           role/password/database parkwarden/parkwarden/parkwarden
 #   Kannel bearerbox admin/status           127.0.0.1:13000 (PW_KANNEL_ADMIN_PORT)
@@ -28,7 +30,8 @@
 # absolute, keeps a second, separate stack there: give it its own ports too, e.g. bench/chaos.py's):
 #   var/run/*.pid        PID files          var/log/*.log   logs (var/log/fakesmsc.log: what the
 #   var/kafka/libs       Kafka jars                         fake SMSC received, one line a message)
-#   var/kafka/data       Kafka log.dirs     var/kannel/kannel.conf   generated Kannel config
+#   var/kafka/data-sasl  Kafka log.dirs     var/kannel/kannel.conf   generated Kannel config
+#   var/kafka/client.properties   the pipeline's login, for Kafka's own tools (--command-config)
 #   var/postgres         PostgreSQL data directory (a symlink to /var/lib/parkwarden/<hash>/postgres
 #                        when the postgres OS user cannot reach the repository folder)
 # A second stack's var/kafka/libs is a symlink to the default stack's jars when those are there.
@@ -54,7 +57,14 @@ KAFKA_PORT="${PW_KAFKA_PORT:-39092}"
 KAFKA_CONTROLLER_PORT="${PW_KAFKA_CONTROLLER_PORT:-39093}"
 KAFKA_DIR="$VAR_DIR/kafka"
 KAFKA_LIBS="$KAFKA_DIR/libs"
-KAFKA_DATA_DIR="$KAFKA_DIR/data"
+KAFKA_DATA_DIR="$KAFKA_DIR/data-sasl"  # "data" held a broker without authentication: not reused
+KAFKA_MECHANISM="SCRAM-SHA-512"
+KAFKA_USER="parkwarden"                # the pipeline's principal (a super user); dev passwords, like PostgreSQL's
+KAFKA_PASSWORD="parkwarden-kafka"
+KAFKA_BROKER_USER="broker"             # the broker's own login to its listener
+KAFKA_BROKER_PASSWORD="broker-kafka"
+KAFKA_CONTROLLER_PASSWORD="controller-kafka"
+KAFKA_CLIENT_CONFIG="$KAFKA_DIR/client.properties"
 KAFKA_LOG_FILE="$LOG_DIR/kafka.log"
 KAFKA_READY_TIMEOUT="${PW_KAFKA_READY_TIMEOUT:-120}"
 KAFKA_STOP_TIMEOUT=60
@@ -355,7 +365,17 @@ kafka_write_config() {
     render_template "$TEMPLATE_DIR/kafka-server.properties.in" "$KAFKA_DIR/server.properties" \
         KAFKA_PORT "$KAFKA_PORT" \
         KAFKA_CONTROLLER_PORT "$KAFKA_CONTROLLER_PORT" \
-        KAFKA_DATA_DIR "$KAFKA_DATA_DIR"
+        KAFKA_DATA_DIR "$KAFKA_DATA_DIR" \
+        KAFKA_USER "$KAFKA_USER" \
+        KAFKA_BROKER_USER "$KAFKA_BROKER_USER" \
+        KAFKA_BROKER_PASSWORD "$KAFKA_BROKER_PASSWORD" \
+        KAFKA_CONTROLLER_PASSWORD "$KAFKA_CONTROLLER_PASSWORD"
+    chmod 600 "$KAFKA_DIR/server.properties"
+    printf '%s\n' "security.protocol=SASL_PLAINTEXT" "sasl.mechanism=$KAFKA_MECHANISM" \
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$KAFKA_USER\" password=\"$KAFKA_PASSWORD\";" \
+        >"$KAFKA_CLIENT_CONFIG.tmp"
+    chmod 600 "$KAFKA_CLIENT_CONFIG.tmp"
+    mv "$KAFKA_CLIENT_CONFIG.tmp" "$KAFKA_CLIENT_CONFIG"
     render_template "$TEMPLATE_DIR/kafka-log4j.properties.in" "$KAFKA_DIR/log4j.properties" \
         KAFKA_LOG_FILE "$KAFKA_LOG_FILE"
 }
@@ -369,7 +389,10 @@ kafka_format_storage() {
     say "formatting Kafka storage in ${KAFKA_DATA_DIR#"$REPO_ROOT"/}..."
     cluster_id="$(kafka_java kafka.tools.StorageTool random-uuid </dev/null)"
     mkdir -p "$KAFKA_DATA_DIR"
+    # The SCRAM users the broker and the pipeline log in with are part of the cluster's first metadata.
     kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_DIR/server.properties" -g \
+        --add-scram "$KAFKA_MECHANISM=[name=$KAFKA_BROKER_USER,password=$KAFKA_BROKER_PASSWORD]" \
+        --add-scram "$KAFKA_MECHANISM=[name=$KAFKA_USER,password=$KAFKA_PASSWORD]" \
         </dev/null >>"$LOG_DIR/kafka-storage.log" 2>&1 ||
         fail_start kafka "$LOG_DIR/kafka-storage.log" "formatting the storage failed"
     echo "$cluster_id" >"$KAFKA_DIR/cluster-id"
@@ -382,13 +405,17 @@ kafka_ready() {
     port_open "$KAFKA_PORT" || return 1
     timeout 30 java -Xmx256m -Dlog4j.configuration="file:$TEMPLATE_DIR/kafka-tools-log4j.properties" \
         -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
-        --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list </dev/null >/dev/null 2>&1
+        --bootstrap-server "127.0.0.1:$KAFKA_PORT" --command-config "$KAFKA_CLIENT_CONFIG" --list </dev/null >/dev/null 2>&1
 }
 
 start_kafka() {
     local pid started deadline
     if pid="$(kafka_pid)"; then
         say "kafka already running (pid $pid, 127.0.0.1:$KAFKA_PORT)"
+        if ! grep -q "^listeners=SASL_PLAINTEXT" "$KAFKA_DIR/server.properties" 2>/dev/null; then
+            warn "this broker was started by an older scripts/services.sh and asks for no login, while clients"
+            warn "now log in (scripts/services.sh env): restart it with 'scripts/services.sh restart kafka'"
+        fi
         return 0
     fi
     ensure_installed kafka
@@ -412,7 +439,7 @@ start_kafka() {
         if ! kill -0 "$pid" 2>/dev/null; then
             rm -f "$(pid_file kafka)"
             tail -n 20 "$LOG_DIR/kafka.stdout.log" >&2 || true
-            fail_start kafka "$KAFKA_LOG_FILE" "the broker exited; see the logs above. To start from empty data: scripts/services.sh stop kafka && rm -rf var/kafka/data"
+            fail_start kafka "$KAFKA_LOG_FILE" "the broker exited; see the logs above. To start from empty data: scripts/services.sh stop kafka && rm -rf var/kafka/data-sasl"
         fi
         if (($(now) >= deadline)); then
             fail_start kafka "$KAFKA_LOG_FILE" "no metadata from 127.0.0.1:$KAFKA_PORT after ${KAFKA_READY_TIMEOUT}s; the broker (pid $pid) is left running: see var/log/kafka.log, then 'scripts/services.sh stop kafka' and start again"
@@ -852,6 +879,9 @@ cmd_status() {
 cmd_env() {
     cat <<EOF
 export PW_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+export PW_KAFKA_SASL_USERNAME=$KAFKA_USER
+export PW_KAFKA_SASL_PASSWORD=$KAFKA_PASSWORD
+export PW_KAFKA_SASL_MECHANISM=$KAFKA_MECHANISM
 export PW_DATABASE_URL=postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DATABASE
 export PW_KANNEL_SENDSMS_URL=http://127.0.0.1:$KANNEL_SENDSMS_PORT/cgi-bin/sendsms
 export PW_KANNEL_USERNAME=$KANNEL_USERNAME
@@ -859,6 +889,7 @@ export PW_KANNEL_PASSWORD=$KANNEL_PASSWORD
 export PW_KANNEL_STATUS_URL='http://127.0.0.1:$KANNEL_ADMIN_PORT/status.txt?password=$KANNEL_STATUS_PASSWORD'
 EOF
     printf 'export PW_FAKESMSC_LOG=%q\n' "$FAKESMSC_LOG"
+    printf 'export PW_KAFKA_TOOLS_CLASSPATH=%q\n' "$KAFKA_LIBS/*"
 }
 
 usage() {

@@ -132,6 +132,8 @@ class Sighting:
     lon: float
     place: str = ""
     evidence_url: str | None = None
+    integrator: str = ""
+    """Who sent it: event ids are unique per integrator. Place and position are its camera's, as registered."""
 
 
 @dataclass(frozen=True)
@@ -351,9 +353,9 @@ def on_capture(case: Case, capture: Sighting, rules: Rules, now: datetime) -> De
     return Decision(_answered_sooner(case, rules), note=note)
 
 
-def _order(capture: Sighting) -> tuple[datetime, str]:
+def _order(capture: Sighting) -> tuple[datetime, str, str]:
     """Captures in event-time order (ties by event id, so that arrival order never decides)."""
-    return capture.taken_at, capture.event_id
+    return capture.taken_at, capture.integrator, capture.event_id
 
 
 def on_departure(case: Case, taken_at: datetime, rules: Rules, now: datetime) -> Decision:
@@ -593,7 +595,7 @@ def review_evidence_problem(case: Case, capture: Sighting, departures: Sequence[
     None. The same timing as automatic decisions: at the place, taken between the deadline less
     the tolerance and ``capture_bound`` after it, not stamped in the future, and no departure seen
     between the violation and the capture."""
-    if capture.event_id == case.violation.event_id:
+    if (capture.integrator, capture.event_id) == (case.violation.integrator, case.violation.event_id):
         return "evidence_is_the_violation"
     if distance_m(case.violation, capture) > rules.same_place_m:
         return "evidence_elsewhere"

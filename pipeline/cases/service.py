@@ -16,7 +16,7 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Callable
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
@@ -24,6 +24,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from pydantic import BaseModel
 
+from pipeline.cameras import registry
+from pipeline.cameras.registry import Camera
 from pipeline.cases import machine, store, watermarks
 from pipeline.cases.machine import Case, Decision, Rules, Sighting, State
 from pipeline.cases.reasons import why
@@ -35,7 +37,7 @@ from pipeline.sms import texts
 from pipeline.tickets import chain
 from pipeline.sms.gateway import (Accepted, InDoubt, OutgoingSms, PermanentFailure, SmsGateway,
                                   TemporaryFailure)
-from schemas import events
+from schemas import events, topics
 from schemas.codec import Rejected
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ def admit(item, source: Source):
 @dataclass(frozen=True)
 class Topics:
     camera_events: str
+    """The bare camera-events topic; integrators write to theirs, ``camera-events.<integrator>``."""
     case_events: str
     tickets: str
     camera_commands: str
@@ -108,19 +111,17 @@ class SmsStyle:
     """This worker's name, written on the messages it is sending."""
 
 
-def sighting_of(event: events.Capture | events.VehicleDeparted) -> Sighting:
+def sighting_of(event: events.Capture | events.VehicleDeparted, integrator: str, camera: Camera) -> Sighting:
+    """The event as the registry places it: the camera's position and place, never the event's."""
     evidence = getattr(event, "evidence", None)
-    return Sighting(event.event_id, event.camera_id, event.taken_at, event.location.lat, event.location.lon,
-                    getattr(event, "place", ""), evidence.image_url if evidence else None)
+    return Sighting(event.event_id, event.camera_id, event.taken_at, camera.lat, camera.lon, camera.place,
+                    evidence.image_url if evidence else None, integrator)
 
 
 class CaseService:
     def __init__(self, pool: asyncpg.Pool, owners: OwnerDirectory, car_parks: CarParkIndex, zones: ZoneBook,
                  rules: Rules, topics: Topics, sms: SmsStyle, ticket_prefix: str, actor: str = PIPELINE,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), parallel: int = 4,
-                 commissioned_on: Callable[[str], date | None] = lambda camera_id: None):
-        """``commissioned_on``: the day a camera was commissioned (the camera registry), for the zone
-        rule on new cameras; until the registry is wired in, no date is known, so no camera is new."""
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), parallel: int = 4):
         self.pool = pool
         self.owners = owners
         self.car_parks = car_parks
@@ -132,7 +133,6 @@ class CaseService:
         self.clock = clock
         self.actor = actor
         self.parallel = parallel
-        self.commissioned_on = commissioned_on
         self.database_waits = 0
 
     # ── camera events ────────────────────────────────────────────────────────────────────────
@@ -157,24 +157,25 @@ class CaseService:
 
     async def _note_progress(self, batch: list[tuple[object, Source]]) -> None:
         """Every event of the batch is recorded: move the partitions' watermarks (``watermarks``)."""
-        progress: dict[int, tuple[int, datetime | None]] = {}
+        progress: dict[tuple[str, int], tuple[int, datetime | None]] = {}
         for _, source in batch:
-            if source.topic != self.topics.camera_events:
+            if not topics.is_camera_events(self.topics.camera_events, source.topic):
                 continue
-            offset, at = progress.get(source.partition, (-1, None))
+            offset, at = progress.get((source.topic, source.partition), (-1, None))
             newest = max((t for t in (at, source.timestamp) if t is not None), default=None)
-            progress[source.partition] = (max(offset, source.offset), newest)
+            progress[(source.topic, source.partition)] = (max(offset, source.offset), newest)
         if progress:
             async with self.pool.acquire() as conn:
-                await watermarks.recorded(conn, self.topics.camera_events, progress)
+                await watermarks.recorded(conn, progress)
 
     async def mark_current_partitions(self, end_offsets) -> int:
         """The tick that keeps idle partitions current: ``end_offsets`` is a coroutine function that
-        asks the broker for each camera-events partition's end offset (after PostgreSQL's now())."""
+        asks the broker for the end offset of each partition of every camera-events topic (after
+        PostgreSQL's now())."""
         async with self.pool.acquire() as conn:
             as_of = await conn.fetchval("SELECT now()")
             ends = await end_offsets()
-            return await watermarks.current_as_of(conn, self.topics.camera_events, ends, as_of) if ends else 0
+            return await watermarks.current_as_of(conn, ends, as_of) if ends else 0
 
     async def _decide_batch(self, batch: list[tuple[object, Source]]) -> None:
         """One transaction for the batch; if an event fails for a reason of its own, each on its own.
@@ -246,69 +247,92 @@ class CaseService:
         if isinstance(item, Rejected):
             await self._dead_letter(conn, item, source)
             return
-        kind = item.type
-        if not await store.add_sighting(conn, kind, item, now):
+        camera, refusal = await self._provenance(conn, item, source)
+        if refusal is not None:
+            await self._dead_letter(conn, refusal, source)
+            return
+        sighting = sighting_of(item, topics.integrator_of(self.topics.camera_events, source.topic), camera)
+        if not await store.add_sighting(conn, item.type, item, sighting, camera.zone, now):
             return  # a replay of an event already decided
         case = await store.open_case_for(conn, item.plate)
-        sighting = sighting_of(item)
         if isinstance(item, events.ViolationDetected):
             if case is not None:
                 decision = machine.on_violation(case, sighting, self.rules, now)
                 await self._record(conn, case, decision, now, item.event_id)
                 if not machine.needs_new_case(decision, sighting, self.rules):
-                    await store.link_sighting(conn, item.event_id, case.id)
+                    await store.link_sighting(conn, sighting.integrator, item.event_id, case.id)
                     return
-            elif await self._same_stay(conn, item, sighting, now):
+            elif await self._same_stay(conn, item, sighting, camera, now):
                 return
-            await self._open(conn, item, sighting, now, source)
+            await self._open(conn, item, sighting, camera, now, source)
         elif case is None:
             return  # a sighting or a departure with no open case: kept as a sighting only
         elif isinstance(item, events.VehicleObserved):
-            await store.link_sighting(conn, item.event_id, case.id)
+            await store.link_sighting(conn, sighting.integrator, item.event_id, case.id)
             await self._record(conn, case, machine.on_capture(case, sighting, self.rules, now), now, item.event_id)
         else:
-            await store.link_sighting(conn, item.event_id, case.id)
+            await store.link_sighting(conn, sighting.integrator, item.event_id, case.id)
             await self._record(conn, case, machine.on_departure(case, item.taken_at, self.rules, now), now,
                                item.event_id)
 
-    async def _same_stay(self, conn, event: events.ViolationDetected, sighting: Sighting, now: datetime) -> bool:
+    async def _provenance(self, conn, item, source: Source) -> tuple[Camera | None, Rejected | None]:
+        """The event's camera as registered, or why the event is refused: it came on a topic that names
+        no integrator, or its camera is unknown, removed, or another integrator's (``pipeline.cameras``)."""
+        integrator = topics.integrator_of(self.topics.camera_events, source.topic)
+        if integrator is None:
+            reason = (f"{source.topic} names no integrator: publish camera events to "
+                      f"{topics.camera_events_of(self.topics.camera_events, '<your integrator name>')}, "
+                      "with your own credentials (docs/integrators.md)")
+            return None, Rejected(store_raw(item, source), reason, (events.FieldError(field="(topic)", message=reason),))
+        camera = await registry.registered(conn, item.camera_id)
+        if (problem := registry.refusal(camera, item.camera_id, integrator)) is not None:
+            return None, Rejected(store_raw(item, source), problem, (events.FieldError(field="camera_id", message=problem),))
+        return camera, None
+
+    async def _same_stay(self, conn, event: events.ViolationDetected, sighting: Sighting, camera: Camera,
+                         now: datetime) -> bool:
         """One car, one case per stay: a violation at the place of the plate's closed case, within the
         stay, is added to that case as evidence (linked, noted in the audit log, nothing sent)."""
         latest = await store.latest_case(conn, event.plate)
         if latest is None or latest.is_open or latest.state not in machine.STAY_STATES:
             return False
-        exempt_now = latest.state != State.EXEMPT or self._exemption(event) is not None
+        exempt_now = latest.state != State.EXEMPT or self._exemption(event, camera.zone) is not None
         departures, captures = await store.seen_between(conn, event.plate, latest.violation.taken_at, event.taken_at,
                                                         latest.violation.camera_id)
         decision = machine.again_after_close(latest, sighting, departures, captures, exempt_now, self.rules)
         if decision is None:
             return False
-        await store.link_sighting(conn, event.event_id, latest.id)
-        await store.audit(conn, now, latest.id, self.actor, "evidence", {"cause": event.event_id, "note": decision.note})
+        await store.link_sighting(conn, sighting.integrator, event.event_id, latest.id)
+        await store.audit(conn, now, latest.id, self.actor, "evidence",
+                          {"cause": event.event_id, "integrator": sighting.integrator, "note": decision.note})
         return True
 
-    def _exemption(self, event: events.ViolationDetected) -> str | None:
-        return self.zones.exemption(event.plate, event.zone, event.taken_at.astimezone(self.sms.timezone).hour)
+    def _exemption(self, event: events.ViolationDetected, zone: str) -> str | None:
+        return self.zones.exemption(event.plate, zone, event.taken_at.astimezone(self.sms.timezone).hour)
 
-    async def _open(self, conn, event: events.ViolationDetected, sighting: Sighting, now: datetime,
+    async def _open(self, conn, event: events.ViolationDetected, sighting: Sighting, camera: Camera, now: datetime,
                     source: Source) -> None:
-        exemption = self._exemption(event)
+        """A new case in the zone of the violation's camera, as registered (never a zone the event names)."""
+        exemption = self._exemption(event, camera.zone)
         phone = None if exemption else await self.owners.phone_for(event.plate, conn)
-        zone = self.zones.rules_for(event.zone)
+        zone = self.zones.rules_for(camera.zone)
         opening = machine.Opening(
             owner_reachable=phone is not None, exempt_reason=exemption, reported_at=source.timestamp, zone=zone,
             last_offence_at=await store.last_offence(conn, event.plate) if zone.first_offence_months else None,
-            camera_commissioned=self.commissioned_on(event.camera_id) if zone.new_camera_days else None)
-        decision = machine.open_case(uuid4(), event.plate, event.zone, sighting, opening, now, self.rules)
+            camera_commissioned=camera.commissioned_on if zone.new_camera_days else None)
+        decision = machine.open_case(uuid4(), event.plate, camera.zone, sighting, opening, now, self.rules)
         case = decision.case
-        await store.insert_case(conn, case, self.zones.window_seconds(event.zone), now,
-                                source.partition if source.topic == self.topics.camera_events else None)
-        await store.link_sighting(conn, event.event_id, case.id)
+        from_camera_events = topics.is_camera_events(self.topics.camera_events, source.topic)
+        await store.insert_case(conn, case, self.zones.window_seconds(camera.zone), now,
+                                source.partition if from_camera_events else None,
+                                source.topic if from_camera_events else None)
+        await store.link_sighting(conn, sighting.integrator, event.event_id, case.id)
         await store.add_outbox(conn, self.topics.case_events, case.plate, events.CaseOpened(
             case_id=str(case.id), plate=case.plate, state=case.state, place=case.place, zone=case.zone,
-            location=event.location, camera_id=event.camera_id, detected_at=event.taken_at, opened_at=now))
+            location=events.Location(lat=camera.lat, lon=camera.lon), camera_id=event.camera_id,
+            detected_at=event.taken_at, opened_at=now))
         await store.audit(conn, now, case.id, self.actor, f"opened:{case.state}",
-                          {"event_id": event.event_id, "reason": case.reason})
+                          {"event_id": event.event_id, "integrator": sighting.integrator, "reason": case.reason})
         await self._apply(conn, case, decision, now, phone=phone)
         if decision.closed:
             await self._publish_closed(conn, case, now)
@@ -322,7 +346,7 @@ class CaseService:
         for kind, sighting in await store.unlinked_sightings_since(conn, case.plate, case.violation.taken_at):
             if not case.is_open:
                 return
-            await store.link_sighting(conn, sighting.event_id, case.id)
+            await store.link_sighting(conn, sighting.integrator, sighting.event_id, case.id)
             decision = (machine.on_departure(case, sighting.taken_at, self.rules, now) if kind == "VehicleDeparted"
                         else machine.on_capture(case, sighting, self.rules, now))
             await self._record(conn, case, decision, now, sighting.event_id)
@@ -359,7 +383,8 @@ class CaseService:
                     await self._issue_caution(conn, case, effect, now)
                 case machine.RequestRecheck():
                     v = case.violation
-                    await store.add_outbox(conn, self.topics.camera_commands, effect.camera_id, events.RecheckRequested(
+                    commands = await registry.commands_topic(conn, self.topics.camera_commands, effect.camera_id)
+                    await store.add_outbox(conn, commands, effect.camera_id, events.RecheckRequested(
                         recheck_id=f"{case.id}:1", case_id=str(case.id), camera_id=effect.camera_id,
                         plate=case.plate, location=events.Location(lat=v.lat, lon=v.lon), requested_at=now,
                         answer_by=effect.answer_by))

@@ -2,7 +2,7 @@
 
 Every function takes a connection inside the caller's transaction: a case change, its SMS row,
 its ticket and its outbox rows commit together or not at all. Uniqueness in the schema makes
-replays harmless: a sighting per camera ``event_id``, an SMS per (case, kind), a ticket per case.
+replays harmless: a sighting per (integrator, ``event_id``), an SMS per (case, kind), a ticket per case.
 """
 
 import json
@@ -28,15 +28,16 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 def sighting_to_json(s: Sighting | None) -> dict | None:
     if s is None:
         return None
-    return {"event_id": s.event_id, "camera_id": s.camera_id, "taken_at": s.taken_at.isoformat(),
-            "lat": s.lat, "lon": s.lon, "place": s.place, "evidence_url": s.evidence_url}
+    return {"event_id": s.event_id, "integrator": s.integrator, "camera_id": s.camera_id,
+            "taken_at": s.taken_at.isoformat(), "lat": s.lat, "lon": s.lon, "place": s.place,
+            "evidence_url": s.evidence_url}
 
 
 def sighting_from_json(d: dict | None) -> Sighting | None:
     if d is None:
         return None
     return Sighting(d["event_id"], d["camera_id"], datetime.fromisoformat(d["taken_at"]), d["lat"], d["lon"],
-                    d.get("place", ""), d.get("evidence_url"))
+                    d.get("place", ""), d.get("evidence_url"), d.get("integrator", ""))
 
 
 def case_from_row(r) -> Case:
@@ -49,21 +50,27 @@ def case_from_row(r) -> Case:
                 confirm=r["confirm"])
 
 
-async def add_sighting(conn, kind: str, event, received_at: datetime) -> bool:
-    """Record a camera event once. False when its ``event_id`` was seen before (a replay)."""
+async def add_sighting(conn, kind: str, event, sighting: Sighting, zone: str, received_at: datetime) -> bool:
+    """Record a camera event once per (integrator, ``event_id``); False for a replay. ``sighting`` and
+    ``zone`` are the event as the camera registry places it (``pipeline.cameras``); the position the
+    event carried, if any, is kept as reported_lat/lon."""
     evidence = getattr(event, "evidence", None)
+    reported = event.location
     inserted = await conn.fetchval(
-        """INSERT INTO sightings (event_id, kind, plate, camera_id, taken_at, lat, lon, place, zone, evidence, received_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (event_id) DO NOTHING RETURNING true""",
-        event.event_id, kind, event.plate, event.camera_id, event.taken_at, event.location.lat, event.location.lon,
-        getattr(event, "place", None), getattr(event, "zone", None),
-        evidence.model_dump() if evidence else None, received_at,
+        """INSERT INTO sightings (integrator, event_id, kind, plate, camera_id, taken_at, lat, lon, place, zone,
+                                  evidence, received_at, reported_lat, reported_lon)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+           ON CONFLICT (integrator, event_id) DO NOTHING RETURNING true""",
+        sighting.integrator, event.event_id, kind, event.plate, event.camera_id, event.taken_at, sighting.lat,
+        sighting.lon, sighting.place, zone, evidence.model_dump() if evidence else None, received_at,
+        reported.lat if reported else None, reported.lon if reported else None,
     )
     return bool(inserted)
 
 
-async def link_sighting(conn, event_id: str, case_id: UUID) -> None:
-    await conn.execute("UPDATE sightings SET case_id = $2 WHERE event_id = $1", event_id, case_id)
+async def link_sighting(conn, integrator: str, event_id: str, case_id: UUID) -> None:
+    await conn.execute("UPDATE sightings SET case_id = $3 WHERE integrator = $1 AND event_id = $2",
+                       integrator, event_id, case_id)
 
 
 async def open_case_for(conn, plate: str) -> Case | None:
@@ -82,14 +89,24 @@ async def get_case(conn, case_id: UUID, lock: bool = False) -> Case | None:
 async def claim_due_cases(conn, camera_events: str, limit: int) -> tuple[datetime, list]:
     """PostgreSQL's now() and the cases due by it whose input has been read past their ``wake_at``
     (``pipeline.cases.watermarks``), locked; rows, not cases, so that one unreadable row is the
-    caller's to set aside."""
+    caller's to set aside.
+
+    ``camera_events`` is the bare topic name: its per-integrator topics (``camera-events.<name>``)
+    all count. The case's own topic must be read past ``wake_at`` on its partition, and so must the
+    same partition of every other integrator's topic (the plate's key picks the same partition
+    number in each, all having the same partition count): another integrator's camera may hold
+    the answer."""
     now = await conn.fetchval("SELECT now()")
     rows = await conn.fetch(
         f"""SELECT {CASE_COLUMNS}, source_partition FROM cases c
             WHERE state IN ('warned', 'rechecking') AND wake_at <= $1
-              AND (source_partition IS NULL OR EXISTS (
-                   SELECT 1 FROM partition_watermarks w
-                   WHERE w.topic = $3 AND w.partition = c.source_partition AND w.read_to >= c.wake_at))
+              AND (source_partition IS NULL OR (
+                   EXISTS (SELECT 1 FROM partition_watermarks w
+                           WHERE w.topic = coalesce(c.source_topic, $3) AND w.partition = c.source_partition
+                             AND w.read_to >= c.wake_at)
+                   AND NOT EXISTS (SELECT 1 FROM partition_watermarks w
+                           WHERE (w.topic = $3 OR left(w.topic, length($3) + 1) = $3 || '.')
+                             AND w.partition = c.source_partition AND w.read_to < c.wake_at)))
             ORDER BY wake_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED""",
         now, limit, camera_events,
     )
@@ -101,17 +118,20 @@ async def postpone(conn, case_id: UUID) -> None:
     await conn.execute("UPDATE cases SET wake_at = now() + interval '5 minutes' WHERE id = $1", case_id)
 
 
-async def insert_case(conn, case: Case, window_seconds: int, now: datetime, source_partition: int | None = None) -> None:
-    """``source_partition``: the camera-events partition that carries the plate (see ``watermarks``)."""
+async def insert_case(conn, case: Case, window_seconds: int, now: datetime, source_partition: int | None = None,
+                      source_topic: str | None = None) -> None:
+    """``source_topic``, ``source_partition``: the camera-events topic and partition that carried the
+    violation (see ``watermarks``)."""
     v = case.violation
     await conn.execute(
-        f"""INSERT INTO cases ({CASE_COLUMNS}, updated_at, source_partition) VALUES
+        f"""INSERT INTO cases ({CASE_COLUMNS}, updated_at, source_partition, source_topic) VALUES
             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-             $23, $24, $25)""",
+             $23, $24, $25, $26)""",
         case.id, case.plate, case.state.value, case.zone, case.place, v.camera_id, v.lat, v.lon,
         sighting_to_json(v), sighting_to_json(case.latest_capture), window_seconds, v.taken_at, case.opened_at,
         case.warned_at, case.deadline_at, case.wake_at, case.closed_at, case.reason, case.warning_delivered_at,
         sighting_to_json(case.fresh_capture), case.left_at, case.caution, case.confirm, now, source_partition,
+        source_topic,
     )
 
 
@@ -366,14 +386,14 @@ async def unlinked_sightings_since(conn, plate: str, since: datetime) -> list[tu
     """Observations and departures of ``plate`` taken at or after ``since`` that no case holds yet
     (they arrived while the plate had no open case), oldest first: (kind, sighting)."""
     rows = await conn.fetch(
-        """SELECT kind, event_id, camera_id, taken_at, lat, lon, place, evidence FROM sightings
+        """SELECT kind, integrator, event_id, camera_id, taken_at, lat, lon, place, evidence FROM sightings
            WHERE plate = $1 AND case_id IS NULL AND taken_at >= $2
              AND kind IN ('VehicleObserved', 'VehicleDeparted')
-           ORDER BY taken_at, event_id""",
+           ORDER BY taken_at, integrator, event_id""",
         plate, since,
     )
     return [(r["kind"], Sighting(r["event_id"], r["camera_id"], r["taken_at"], r["lat"], r["lon"], r["place"] or "",
-                                 (r["evidence"] or {}).get("image_url"))) for r in rows]
+                                 (r["evidence"] or {}).get("image_url"), r["integrator"])) for r in rows]
 
 
 async def latest_case(conn, plate: str) -> Case | None:
@@ -388,14 +408,14 @@ async def seen_between(conn, plate: str, since: datetime, until: datetime, camer
     """What could show that the car left between two moments: its departures, and its captures by
     other cameras than ``camera_id`` (the machine measures how far they were), oldest first."""
     rows = await conn.fetch(
-        """SELECT kind, event_id, camera_id, taken_at, lat, lon, place FROM sightings
+        """SELECT kind, integrator, event_id, camera_id, taken_at, lat, lon, place FROM sightings
            WHERE plate = $1 AND taken_at BETWEEN $2 AND $3
              AND (kind = 'VehicleDeparted' OR camera_id <> $4)
            ORDER BY taken_at LIMIT $5""",
         plate, since, until, camera_id, limit)
     departures = [r["taken_at"] for r in rows if r["kind"] == "VehicleDeparted"]
-    captures = [Sighting(r["event_id"], r["camera_id"], r["taken_at"], r["lat"], r["lon"], r["place"] or "")
-                for r in rows if r["kind"] != "VehicleDeparted"]
+    captures = [Sighting(r["event_id"], r["camera_id"], r["taken_at"], r["lat"], r["lon"], r["place"] or "",
+                         integrator=r["integrator"]) for r in rows if r["kind"] != "VehicleDeparted"]
     return departures, captures
 
 

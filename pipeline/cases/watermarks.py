@@ -18,6 +18,11 @@ decisions; a partition nobody reads, or a broker that does not answer, does.
 A case is woken only when its partition's ``read_to`` has passed its ``wake_at`` (which already
 includes the lateness allowance): ``store.claim_due_cases``. Cases held so are counted for the
 console and /metrics (``held``).
+
+Camera events come on one topic per integrator (``camera-events.<integrator>``, the bare
+``camera-events`` too): watermarks are kept per (topic, partition), and a case waits for the
+partition carrying its plate in every one of them (the plate's key picks the same partition
+number in each).
 """
 
 from datetime import datetime
@@ -25,44 +30,53 @@ from datetime import datetime
 import asyncpg
 
 
-async def recorded(conn: asyncpg.Connection, topic: str, progress: dict[int, tuple[int, datetime | None]]) -> None:
-    """After a batch is recorded: per partition, (the last offset recorded, its Kafka timestamp)."""
-    partitions = list(progress)
+TopicPartition = tuple[str, int]
+
+
+async def recorded(conn: asyncpg.Connection, progress: dict[TopicPartition, tuple[int, datetime | None]]) -> None:
+    """After a batch is recorded: per (topic, partition), (the last offset recorded, its Kafka timestamp)."""
+    keys = list(progress)
     await conn.execute(
         """INSERT INTO partition_watermarks AS w (topic, partition, next_offset, read_to)
-           SELECT $1, p, o + 1, coalesce(t, '-infinity') FROM unnest($2::int[], $3::bigint[], $4::timestamptz[]) AS b(p, o, t)
+           SELECT tp, p, o + 1, coalesce(t, '-infinity')
+           FROM unnest($1::text[], $2::int[], $3::bigint[], $4::timestamptz[]) AS b(tp, p, o, t)
            ON CONFLICT (topic, partition) DO UPDATE
            SET next_offset = greatest(w.next_offset, excluded.next_offset),
                read_to = greatest(w.read_to, excluded.read_to), updated_at = now()""",
-        topic, partitions, [progress[p][0] for p in partitions], [progress[p][1] for p in partitions])
+        [k[0] for k in keys], [k[1] for k in keys], [progress[k][0] for k in keys], [progress[k][1] for k in keys])
 
 
-async def current_as_of(conn: asyncpg.Connection, topic: str, end_offsets: dict[int, int], as_of: datetime) -> int:
+async def current_as_of(conn: asyncpg.Connection, end_offsets: dict[TopicPartition, int], as_of: datetime) -> int:
     """Partitions whose ``next_offset`` has reached the broker's end offset (asked after ``as_of``, a
     PostgreSQL ``now()``) are read to ``as_of``. Returns how many were."""
-    partitions = list(end_offsets)
-    ends = [end_offsets[p] for p in partitions]
+    keys = list(end_offsets)
+    topics, partitions, ends = [k[0] for k in keys], [k[1] for k in keys], [end_offsets[k] for k in keys]
     await conn.execute(
         """INSERT INTO partition_watermarks (topic, partition, next_offset, read_to)
-           SELECT $1, p, 0, '-infinity' FROM unnest($2::int[]) AS e(p) ON CONFLICT DO NOTHING""",
-        topic, partitions)
+           SELECT tp, p, 0, '-infinity' FROM unnest($1::text[], $2::int[]) AS e(tp, p) ON CONFLICT DO NOTHING""",
+        topics, partitions)
     return await conn.fetchval(
         """WITH moved AS (
                UPDATE partition_watermarks w SET read_to = $4, updated_at = now()
-               FROM unnest($2::int[], $3::bigint[]) AS e(p, end_offset)
-               WHERE w.topic = $1 AND w.partition = e.p AND w.next_offset >= e.end_offset AND w.read_to < $4
+               FROM unnest($1::text[], $2::int[], $3::bigint[]) AS e(tp, p, end_offset)
+               WHERE w.topic = e.tp AND w.partition = e.p AND w.next_offset >= e.end_offset AND w.read_to < $4
                RETURNING 1)
            SELECT count(*) FROM moved""",
-        topic, partitions, ends, as_of)
+        topics, partitions, ends, as_of)
 
 
-async def lag(conn: asyncpg.Connection, topic: str) -> list:
-    """Per partition: how far behind PostgreSQL's now() it is read (None: never read), and how many due
-    cases it holds."""
+async def lag(conn: asyncpg.Connection, camera_events: str) -> list:
+    """Per partition number, over the camera-events topics (bare ``camera_events`` and every
+    integrator's): how far behind PostgreSQL's now() its slowest topic is read (None: never read),
+    and how many due cases it holds."""
     return await conn.fetch(
-        """SELECT w.partition,
-                  CASE WHEN isfinite(w.read_to) THEN extract(epoch FROM now() - w.read_to)::float8 END AS behind_seconds,
+        """WITH family AS (
+               SELECT partition, read_to FROM partition_watermarks
+               WHERE topic = $1 OR left(topic, length($1) + 1) = $1 || '.')
+           SELECT f.partition,
+                  max(CASE WHEN isfinite(f.read_to) THEN extract(epoch FROM now() - f.read_to)::float8 END)
+                      AS behind_seconds,
                   (SELECT count(*) FROM cases c WHERE c.state IN ('warned', 'rechecking') AND c.wake_at <= now()
-                     AND c.source_partition = w.partition AND c.wake_at > w.read_to) AS held
-           FROM partition_watermarks w WHERE w.topic = $1 ORDER BY w.partition""",
-        topic)
+                     AND c.source_partition = f.partition AND c.wake_at > min(f.read_to)) AS held
+           FROM family f GROUP BY f.partition ORDER BY f.partition""",
+        camera_events)

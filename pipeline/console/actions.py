@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from pipeline.cameras import registry
 from pipeline.cases import machine, store
 from pipeline.cases.machine import Case, Decision, Rules, Sighting, State
 from pipeline.cases.reasons import why
@@ -252,19 +253,23 @@ async def ticket_on_review(desk: Desk, operator: Operator, case_id: UUID, eviden
     reason = check_reason(reason)
     async with desk.pool.acquire() as conn, conn.transaction():
         case = await _locked_case(conn, case_id)
+        # "integrator/event_id" (event ids are unique per integrator); a bare event id is still understood.
+        integrator, _, event_id = evidence_event_id.rpartition("/")
         row = await conn.fetchrow(
-            """SELECT * FROM sightings WHERE event_id = $1 AND plate = $2 AND (case_id = $3 OR case_id IS NULL)
-               AND kind IN ('ViolationDetected', 'VehicleObserved')""", evidence_event_id, case.plate, case.id)
+            """SELECT * FROM sightings WHERE event_id = $1 AND ($4::text = '' OR integrator = $4) AND plate = $2
+               AND (case_id = $3 OR case_id IS NULL) AND kind IN ('ViolationDetected', 'VehicleObserved')
+               ORDER BY taken_at LIMIT 1""", event_id, case.plate, case.id, integrator)
         if row is None:
             raise Refused("evidence_unknown")
         capture = Sighting(row["event_id"], row["camera_id"], row["taken_at"], row["lat"], row["lon"],
-                           row["place"] or "", (row["evidence"] or {}).get("image_url"))
+                           row["place"] or "", (row["evidence"] or {}).get("image_url"), row["integrator"])
         departures = await _departures(conn, case)
         window = timedelta(seconds=await conn.fetchval("SELECT window_seconds FROM cases WHERE id = $1", case.id))
         decision = ticketing_on_review(case, capture, departures, desk.rules, window, reason, now)
-        await store.link_sighting(conn, capture.event_id, case.id)
+        await store.link_sighting(conn, capture.integrator, capture.event_id, case.id)
         await _save(desk, conn, operator, case, decision, "ticket_on_review",
-                    {"reason": reason, "evidence_event_id": capture.event_id}, now)
+                    {"reason": reason, "evidence_event_id": capture.event_id, "evidence_integrator": capture.integrator},
+                    now)
         return {"case_id": case.id}
 
 
@@ -302,7 +307,8 @@ async def request_recheck(desk: Desk, operator: Operator, case_id: UUID, reason:
         v = case.violation
         answer_by = now + desk.rules.recheck_wait
         recheck_id = f"{case.id}:review{asked + 1}"
-        await store.add_outbox(conn, desk.topics.camera_commands, v.camera_id, events.RecheckRequested(
+        commands = await registry.commands_topic(conn, desk.topics.camera_commands, v.camera_id)
+        await store.add_outbox(conn, commands, v.camera_id, events.RecheckRequested(
             recheck_id=recheck_id, case_id=str(case.id), camera_id=v.camera_id, plate=case.plate,
             location=events.Location(lat=v.lat, lon=v.lon), requested_at=now, answer_by=answer_by))
         await store.audit(conn, now, case.id, operator.actor, "request_recheck",

@@ -110,8 +110,11 @@ class StageSensor(faust.Sensor):
 class KafkaProbe:
     """Asks the broker whether it answers, and how far the consumer group is behind per partition."""
 
-    def __init__(self, bootstrap: str, group_id: str, input_topics: list[str], timeout: float = 3.0):
+    def __init__(self, bootstrap: str, group_id: str, input_topics: list[str], timeout: float = 3.0,
+                 options: dict | None = None):
         self.bootstrap = bootstrap
+        self.options = options or {"bootstrap_servers": bootstrap}
+        """The aiokafka connection options (address, and the SASL login if the broker asks for one)."""
         self.group_id = group_id
         self.input_topics = input_topics
         self.timeout = timeout
@@ -122,14 +125,14 @@ class KafkaProbe:
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         async with self._lock:
             if self._admin is None:
-                admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=int(self.timeout * 1000),
-                                            client_id=f"{self.group_id}-probe")
+                admin = AIOKafkaAdminClient(request_timeout_ms=int(self.timeout * 1000),
+                                            client_id=f"{self.group_id}-probe", **self.options)
                 await admin.start()
                 self._admin = admin
             if self._consumer is None:
-                consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False,
                                             request_timeout_ms=int(self.timeout * 1000) + 1000,
-                                            client_id=f"{self.group_id}-probe")
+                                            client_id=f"{self.group_id}-probe", **self.options)
                 await consumer.start()
                 self._consumer = consumer
             return self._admin, self._consumer
@@ -144,7 +147,8 @@ class KafkaProbe:
 
     async def lag(self) -> dict[tuple[str, int], int]:
         admin, consumer = await asyncio.wait_for(self._clients(), self.timeout)
-        described = await asyncio.wait_for(admin.describe_topics(self.input_topics), self.timeout)
+        names = self.input_topics() if callable(self.input_topics) else self.input_topics  # topics may be added
+        described = await asyncio.wait_for(admin.describe_topics(names), self.timeout)
         tps = [TopicPartition(t["topic"], p["partition"]) for t in described if not t.get("error_code")
                for p in t["partitions"]]
         if not tps:

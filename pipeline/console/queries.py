@@ -292,11 +292,12 @@ async def case_file(conn: asyncpg.Connection, case_id: UUID, now: datetime) -> C
     # answer to an operator's recheck request), up to the plate's next violation.
     sightings = await conn.fetch(
         """SELECT s.*, s.case_id IS NULL AS unlinked FROM sightings s
-           WHERE s.case_id = $1 OR s.event_id = $4
+           WHERE s.case_id = $1 OR (s.integrator = $5 AND s.event_id = $4)
               OR (s.case_id IS NULL AND s.plate = $2 AND s.taken_at >= $3 AND s.taken_at <
                   coalesce((SELECT min(n.detected_at) FROM cases n WHERE n.plate = $2 AND n.detected_at > $3), 'infinity'))
-           ORDER BY s.taken_at, s.event_id""",
-        case_id, case["plate"], case["detected_at"], case["violation"]["event_id"])
+           ORDER BY s.taken_at, s.integrator, s.event_id""",
+        case_id, case["plate"], case["detected_at"], case["violation"]["event_id"],
+        case["violation"].get("integrator", ""))
     sms = await conn.fetch("SELECT * FROM sms_messages WHERE case_id = $1 ORDER BY created_at", case_id)
     reports = await conn.fetch(
         """SELECT r.* FROM sms_delivery_reports r JOIN sms_messages s ON s.id = r.sms_id
@@ -306,7 +307,8 @@ async def case_file(conn: asyncpg.Connection, case_id: UUID, now: datetime) -> C
     timeline = []
     for s in sightings:
         timeline.append({"at": s["taken_at"], "kind": "capture", "what": s["kind"], "camera_id": s["camera_id"],
-                         "place": s["place"], "event_id": s["event_id"], "unlinked": s["unlinked"],
+                         "place": s["place"], "event_id": s["event_id"], "integrator": s["integrator"],
+                         "unlinked": s["unlinked"],
                          "lat": s["lat"], "lon": s["lon"],
                          "evidence_url": (s["evidence"] or {}).get("image_url"), "received_at": s["received_at"]})
     for m in sms:

@@ -163,8 +163,9 @@ class Console:
         self.camera_events = s.topic(topics.CAMERA_EVENTS.name)
         self.closing = asyncio.Event()
         self.worker_metrics = metrics.WorkerMetrics()
-        self.kafka = metrics.KafkaProbe(s.kafka_bootstrap, s.app_id,
-                                        [s.topic(topics.CAMERA_EVENTS.name), s.topic(topics.CAR_PARK_STATUS.name)])
+        inputs = lambda: [self.camera_events, s.topic(topics.CAR_PARK_STATUS.name),  # noqa: E731
+                          *(topics.camera_events_of(self.camera_events, n) for n in sorted(runtime.integrators))]
+        self.kafka = metrics.KafkaProbe(s.kafka_bootstrap, s.app_id, inputs, options=bootstrap.kafka_client_options(s))
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self.login_addresses = auth.AddressLimiter(s.console_login_per_address_per_minute)
@@ -481,10 +482,11 @@ class Console:
             case = case_from_row(file.case)
             captures = [e for e in file.timeline if e["kind"] == "capture" and e["what"] != "VehicleDeparted"]
             departures = [e["at"] for e in file.timeline if e["what"] == "VehicleDeparted"]
-            usable = {s.event_id for s in actions.usable_evidence(
-                case, [Sighting(e["event_id"], e["camera_id"], e["at"], e["lat"], e["lon"]) for e in captures],
+            usable = {(s.integrator, s.event_id) for s in actions.usable_evidence(
+                case, [Sighting(e["event_id"], e["camera_id"], e["at"], e["lat"], e["lon"], integrator=e["integrator"])
+                       for e in captures],
                 departures, self.settings.rules, timedelta(seconds=file.case["window_seconds"]), datetime.now(UTC))}
-            file.fresh_captures = [e for e in captures if e["event_id"] in usable]
+            file.fresh_captures = [e for e in captures if (e["integrator"], e["event_id"]) in usable]
             file.evidence_bounds = actions.evidence_bounds(case, self.settings.rules,
                                                            timedelta(seconds=file.case["window_seconds"]))
         if file is not None and file.case["state"] == "to_confirm":

@@ -6,8 +6,16 @@ every run loads the same city.
 
 import random
 from dataclasses import dataclass
+from datetime import date
 
 import asyncpg
+
+from pipeline.cameras import registry
+
+INTEGRATOR = "demo"
+"""The integrator that owns the demo city's cameras (its key is never shown: the demo publishes on
+Kafka, to camera-events.demo)."""
+COMMISSIONED = date(2025, 6, 1)
 
 
 @dataclass(frozen=True)
@@ -17,6 +25,7 @@ class Camera:
     lat: float
     lon: float
     zone: str = "yuhang"
+    direction: str | None = None
 
 
 CAMERAS = [
@@ -85,9 +94,20 @@ def plates(count: int, seed: int = 7) -> list[tuple[str, str, str | None]]:
     return rows
 
 
+async def register(conn: asyncpg.Connection, camera: Camera, integrator: str = INTEGRATOR) -> None:
+    """Register ``camera`` (a demo or test camera) to ``integrator``, unless it is registered as such already."""
+    cam = registry.camera({"id": camera.id, "integrator": integrator, "lat": camera.lat, "lon": camera.lon,
+                           "place": camera.place, "zone": camera.zone, "direction": camera.direction,
+                           "commissioned_on": COMMISSIONED})
+    if await registry.registered(conn, cam.id) != cam:
+        await registry.add(conn, cam, "demo:load", replace=True)
+
+
 async def load(conn: asyncpg.Connection, plate_count: int = 2000) -> dict:
-    """Load (or reload) the demo city; returns counts. Idempotent."""
+    """Load (or reload) the demo city; returns counts. Idempotent. Its cameras are registered to the
+    ``demo`` integrator (made if missing); its car parks have no owner (any publisher may report them)."""
     async with conn.transaction():
+        await registry.ensure_integrator(conn, INTEGRATOR)
         await conn.executemany(
             """INSERT INTO zones (id, name, window_seconds, exempt_reason, first_offence_months) VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, exempt_reason = EXCLUDED.exempt_reason,
@@ -100,6 +120,8 @@ async def load(conn: asyncpg.Connection, plate_count: int = 2000) -> dict:
                lat = EXCLUDED.lat, lon = EXCLUDED.lon, capacity = EXCLUDED.capacity""",
             CAR_PARKS,
         )
+        for camera in CAMERAS:
+            await register(conn, camera)
         await conn.executemany(
             "INSERT INTO whitelisted_plates (plate, reason) VALUES ($1, $2) ON CONFLICT DO NOTHING", WHITELIST
         )

@@ -65,9 +65,14 @@ class Simulator:
                  max_cars: int = 50, duration_seconds: float = 120, patrol_seconds: float = 10,
                  duplicate_rate: float = 0.05, malformed_rate: float = 0.02, late_rate: float = 0.0,
                  late_by_seconds: float = 3.0, out_of_order_rate: float = 0.0,
-                 behaviour_weights: tuple[float, float, float] = (0.45, 0.4, 0.15), seed: int = 1):
+                 behaviour_weights: tuple[float, float, float] = (0.45, 0.4, 0.15), seed: int = 1,
+                 integrator: str = city.INTEGRATOR, kafka_options: dict | None = None):
         self.bootstrap = bootstrap
-        self.topic = lambda t: f"{topic_prefix}{t.name}"
+        self.kafka_options = kafka_options or {"bootstrap_servers": bootstrap}
+        """Camera events go to the cameras' integrator's own topic, camera-events.<integrator>."""
+        self.topic = lambda t: (f"{topic_prefix}{t.name}.{integrator}" if t in (topics.CAMERA_EVENTS, topics.CAMERA_COMMANDS)
+                                else f"{topic_prefix}{t.name}")
+        """Cameras write to their integrator's camera-events.<integrator> and read camera-commands.<integrator>."""
         self.window = timedelta(seconds=window_seconds)
         self.cars_per_minute = cars_per_minute
         self.max_cars = max_cars
@@ -182,8 +187,8 @@ class Simulator:
             self.tally.statuses += 1
 
     async def _answer_rechecks(self, stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(self.topic(topics.CAMERA_COMMANDS), bootstrap_servers=self.bootstrap,
-                                    group_id=f"simulator-cameras-{self._run}", auto_offset_reset="latest")
+        consumer = AIOKafkaConsumer(self.topic(topics.CAMERA_COMMANDS), group_id=f"simulator-cameras-{self._run}",
+                                    auto_offset_reset="latest", **self.kafka_options)
         await consumer.start()
         try:
             while not stop.is_set():
@@ -212,7 +217,7 @@ class Simulator:
         """Cars arrive for ``duration_seconds`` (at most ``max_cars``); then no new ones come and the
         simulator goes on until every parked car has left in its own time (at most two windows and
         30 s more), patrolling and answering recheck requests, so that each case gets its ending."""
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2)
+        self.producer = AIOKafkaProducer(acks="all", linger_ms=2, **self.kafka_options)
         await self.producer.start()
         stop = asyncio.Event()
         answering = asyncio.create_task(self._answer_rechecks(stop))

@@ -1,8 +1,8 @@
 """Command-line tools for integrators and operators:
 
     parkwarden events validate FILE            offline, against the same models as the server
-    parkwarden events publish FILE --to kafka|http [--url URL --key KEY]
-    parkwarden integrators add NAME [--kind publisher|operator] | list | revoke NAME
+    parkwarden events publish FILE --to kafka|http [--url URL --key KEY] [--integrator NAME]
+    parkwarden integrators add NAME [--kind publisher|operator] | list | revoke NAME | kafka-login NAME
     parkwarden dead-letters [--limit N] [--json]
     parkwarden schemas [--write]
 
@@ -24,7 +24,7 @@ from pipeline.config import Settings
 from pipeline.ingest.batch import Batch, Refusal, kafka_address, read_file
 from schemas import topics
 from schemas.codec import encode
-from schemas.events import FieldError, input_event_adapter, validation_context
+from schemas.events import CarParkStatus, FieldError, input_event_adapter, validation_context
 
 console = Console(stderr=False, highlight=False)
 
@@ -71,20 +71,26 @@ def validate(file: str) -> None:
 @click.option("--url", default=None, help="The ingest's base URL (http), default http://<PW_WEB_HOST>:<PW_WEB_PORT>.")
 @click.option("--key", envvar="PW_INGEST_KEY", default=None, help="Your API key (http); or set PW_INGEST_KEY.")
 @click.option("--batch", "batch_size", default=200, show_default=True, help="Events per HTTP request.")
-def publish(file: str, to: str, url: str | None, key: str | None, batch_size: int) -> None:
+@click.option("--integrator", default=None,
+              help="Your integrator name (kafka): camera events go to camera-events.<integrator>.")
+def publish(file: str, to: str, url: str | None, key: str | None, batch_size: int, integrator: str | None) -> None:
     """Publish the valid events of FILE, with a progress bar and a summary. Invalid events are not
-    sent; each is listed with the field and the reason. Exit 1 if any event was rejected."""
+    sent; each is listed with the field and the reason. Exit 1 if any event was rejected. On Kafka,
+    log in with PW_KAFKA_SASL_USERNAME / PW_KAFKA_SASL_PASSWORD when the broker asks for it."""
     settings = Settings()
     batch = _read(file)
     if to == "http" and not key:
         raise click.UsageError("--key (or PW_INGEST_KEY) is needed to publish over HTTP")
+    if to == "kafka" and not integrator and any(not isinstance(e, CarParkStatus) for _, e in batch.events):
+        raise click.UsageError("--integrator NAME is needed to publish camera events to Kafka "
+                               "(they go to camera-events.<NAME>)")
     progress = Progress(TextColumn("publishing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console, transient=False)
     with progress:
         task = progress.add_task("events", total=len(batch.events))
         advance = lambda n: progress.advance(task, n)  # noqa: E731
         if to == "kafka":
-            sent, refused = asyncio.run(_to_kafka(settings, batch, advance)), []
+            sent, refused = asyncio.run(_to_kafka(settings, batch, advance, integrator)), []
         else:
             base = (url or f"http://{settings.web_host}:{settings.web_port}").rstrip("/")
             sent, refused = asyncio.run(_to_http(base, key, batch, batch_size, advance))
@@ -94,11 +100,12 @@ def publish(file: str, to: str, url: str | None, key: str | None, batch_size: in
         raise SystemExit(1)
 
 
-async def _to_kafka(settings: Settings, batch: Batch, advance) -> int:
+async def _to_kafka(settings: Settings, batch: Batch, advance, integrator: str | None) -> int:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=5)
+    from pipeline.bootstrap import kafka_client_options
+
+    producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=5, **kafka_client_options(settings))
     try:
         await producer.start()
     except Exception as exc:  # noqa: BLE001
@@ -111,7 +118,10 @@ async def _to_kafka(settings: Settings, batch: Batch, advance) -> int:
             futures = []
             for _index, event in chunk:
                 topic, key = kafka_address(event)
-                futures.append(await producer.send(settings.topic(topic.name), encode(event), key=key.encode()))
+                name = settings.topic(topic.name)
+                if topic is topics.CAMERA_EVENTS:
+                    name = topics.camera_events_of(name, integrator)
+                futures.append(await producer.send(name, encode(event), key=key.encode()))
             await asyncio.gather(*futures)
             sent += len(chunk)
             advance(len(chunk))
@@ -207,15 +217,20 @@ async def _with_connection(work):
 
 @click.group()
 def integrators() -> None:
-    """API keys for the HTTP ingest: add, list, revoke."""
+    """Integrators: their API keys for the HTTP ingest and their Kafka logins (add, list, revoke)."""
 
 
 @integrators.command("add")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(["publisher", "operator"]), default="publisher", show_default=True,
               help="publisher: may post events. operator: may also read dead letters.")
-def add_integrator(name: str, kind: str) -> None:
-    """Add an integrator and print its API key (shown this once; only its hash is kept)."""
+@click.option("--kafka-login/--no-kafka-login", default=True, show_default=True,
+              help="Also make its Kafka topic (camera-events.NAME) and, on a broker with SASL "
+                   "(PW_KAFKA_SASL_USERNAME set), its SCRAM user and ACLs.")
+def add_integrator(name: str, kind: str, kafka_login: bool) -> None:
+    """Add an integrator and print its API key (shown this once; only its hash is kept). On a broker
+    with SASL, also its Kafka user NAME and password (shown once), allowed to write camera-events.NAME
+    and read camera-commands only."""
     from pipeline.ingest import keys
 
     try:
@@ -224,6 +239,35 @@ def add_integrator(name: str, kind: str) -> None:
         raise click.ClickException(str(exc)) from None
     click.echo(f"added {integrator.name} ({integrator.kind}). Its API key, shown only now:", err=True)
     click.echo(key)
+    if kafka_login:
+        _kafka_login(integrator.name)
+
+
+def _kafka_login(name: str) -> None:
+    from pipeline import bootstrap
+    from pipeline.ingest import principals
+
+    settings = Settings()
+    topic = topics.camera_events_of(settings.topic(topics.CAMERA_EVENTS.name), name)
+    try:
+        asyncio.run(bootstrap.create_topics(settings, [name]))
+        if not settings.kafka_sasl_username:
+            click.echo(f"Kafka: publishes to {topic} (this broker asks for no login)", err=True)
+            return
+        password = asyncio.run(principals.grant(settings, name))
+    except Exception as exc:  # noqa: BLE001 - the key stands; say what is missing and how to finish
+        raise click.ClickException(f"the API key was made, but not the Kafka login ({type(exc).__name__}: {exc}); "
+                                   f"finish with `parkwarden integrators kafka-login {name}`") from None
+    click.echo(f"Kafka: SASL_PLAINTEXT, {settings.kafka_sasl_mechanism}, user {name}, topic {topic}; "
+               "its password, shown only now:", err=True)
+    click.echo(password)
+
+
+@integrators.command("kafka-login")
+@click.argument("name")
+def kafka_login(name: str) -> None:
+    """Make (or reset, with a new password) an integrator's Kafka login and its topic."""
+    _kafka_login(name)
 
 
 @integrators.command("list")
@@ -248,6 +292,16 @@ def revoke_integrator(name: str) -> None:
     if not asyncio.run(_with_connection(lambda conn: keys.revoke(conn, name))):
         raise click.ClickException(f"no active integrator named {name!r}")
     click.echo(f"revoked {name}")
+    settings = Settings()
+    if settings.kafka_sasl_username:
+        from pipeline.ingest import principals
+
+        try:
+            asyncio.run(principals.withdraw(settings, name))
+        except Exception as exc:  # noqa: BLE001
+            raise click.ClickException(f"its Kafka login could not be withdrawn ({type(exc).__name__}: {exc}); "
+                                       "try again") from None
+        click.echo(f"its Kafka login ({name}) and ACLs are withdrawn")
 
 
 # ── dead letters ──────────────────────────────────────────────────────────────────────────

@@ -11,13 +11,14 @@ events are written to Kafka and acknowledged by the broker (acks=all) *before* t
 lists every refused event with its index, the field and the reason. 202 when all were accepted,
 422 when any was refused (the others were still accepted), 401 without a valid key, 413 for a body
 over the limit, 415 for a Content-Type that is neither JSON nor JSON lines, 429 with Retry-After
-over the per-key rate or after too many bad keys from one address, 503 with Retry-After when Kafka
+over the per-key rate or after too many bad keys from one address, 403 naming the camera (or car
+park) when an event is for one the caller does not own (nothing of that request is sent: the
+camera registry, ``pipeline.cameras``), 503 with Retry-After when Kafka
 did not acknowledge or PostgreSQL (which holds the keys) is away and the key was never seen valid by
 this worker (resend: event ids make it safe).
 """
 
 import asyncio
-import json
 import logging
 
 import faust
@@ -29,9 +30,9 @@ from pipeline.ingest.batch import JSON, JSON_LINES, Batch, BodyError, TooManyEve
 from pipeline.ingest.database import DatabaseAway
 from pipeline.ingest.keys import Integrator, KeyBook
 from pipeline.ingest.ratelimit import LocalBuckets, RateLimiter, retry_after_header
-from schemas import contract
+from schemas import contract, topics
 from schemas.codec import car_park_status_adapter, encode
-from schemas.events import camera_event_adapter, validation_context
+from schemas.events import CarParkStatus, camera_event_adapter, validation_context
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +142,35 @@ class Ingest:
             raise Refuse(400, str(exc)) from None
         except TooManyEvents as exc:
             raise Refuse(413, str(exc)) from None
+        await self.check_provenance(batch, integrator)
         await self.publish(batch, integrator)
         reply = {"accepted": len(batch.events), "rejected": [r.as_json() for r in batch.refused]}
         return (422 if batch.refused else 202), reply
+
+    async def check_provenance(self, batch: Batch, integrator: Integrator) -> None:
+        """403 naming the first camera (or car park) of the batch that is not the caller's: unknown,
+        removed or another integrator's. Nothing of the request is sent then. The registry is the one
+        the worker last read; what it refuses is read again from PostgreSQL first (while PostgreSQL is
+        away, the last reading stands)."""
+        registry = self.runtime.registry
+
+        def refusal(event) -> str | None:
+            if isinstance(event, CarParkStatus):
+                return registry.car_park_refusal(event.car_park_id, integrator.name)
+            return registry.camera_refusal(event.camera_id, integrator.name)
+
+        doubtful = [event for _, event in batch.events if refusal(event) is not None]
+        if not doubtful:
+            return
+        try:
+            async with database.connection(self.runtime.web_pool) as conn:
+                await registry.reread(conn, [e.camera_id for e in doubtful if not isinstance(e, CarParkStatus)],
+                                      [e.car_park_id for e in doubtful if isinstance(e, CarParkStatus)])
+        except DatabaseAway as away:
+            log.warning("ingest: camera registry not read again (%s); refusing on the last reading", away)
+        for event in doubtful:
+            if (problem := refusal(event)) is not None:
+                raise Refuse(403, f"{problem}; nothing in this request was accepted")
 
     async def publish(self, batch: Batch, integrator: Integrator) -> None:
         """Write the accepted events to Kafka and wait for the broker's acknowledgement (acks=all)."""
@@ -151,12 +178,16 @@ class Ingest:
             return
         producer = self.runtime.producer
         headers = [("parkwarden-source", f"http:{integrator.name}".encode())]
+        camera_events = self.settings.topic(topics.CAMERA_EVENTS.name)
         try:
             sent = []
             for _index, event in batch.events:
                 topic, key = kafka_address(event)
-                sent.append(await producer.send(self.settings.topic(topic.name), encode(event), key=key.encode(),
-                                                headers=headers))
+                name = self.settings.topic(topic.name)
+                if topic is topics.CAMERA_EVENTS:  # the integrator's own topic: it says who sent the event
+                    await self.runtime.ensure_camera_topics({integrator.name})
+                    name = topics.camera_events_of(camera_events, integrator.name)
+                sent.append(await producer.send(name, encode(event), key=key.encode(), headers=headers))
             await asyncio.wait_for(asyncio.gather(*sent), self.settings.ingest_publish_timeout_seconds)
         except Exception as exc:  # noqa: BLE001 - any broker failure is the same answer to the caller
             log.error("ingest: Kafka did not acknowledge %d events from %s: %s: %s", len(batch.events),

@@ -33,6 +33,8 @@ from tests.local_server import free_port  # noqa: F401 - tests import it from he
 ROOT = Path(__file__).resolve().parents[2]
 BASE = Settings()
 ADMIN_URL = BASE.database_url.get_secret_value()
+KAFKA = bootstrap.kafka_client_options(BASE)
+"""How tests reach the broker: its address and, when it asks for one, the pipeline's SASL login."""
 
 
 def pytest_collection_modifyitems(items):
@@ -48,7 +50,7 @@ async def services_running():
         await conn.close()
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(f"PostgreSQL is not reachable ({type(exc).__name__}); run `scripts/services.sh start`", pytrace=False)
-    producer = AIOKafkaProducer(bootstrap_servers=BASE.kafka_bootstrap, request_timeout_ms=5000)
+    producer = AIOKafkaProducer(request_timeout_ms=5000, **KAFKA)
     try:
         await asyncio.wait_for(producer.start(), 15)
     except Exception as exc:  # noqa: BLE001
@@ -178,8 +180,8 @@ class Stack:
         async with self.pool.acquire() as conn:
             await migrate(conn)
             await city.load(conn, plate_count=300)
-        await bootstrap.create_topics(self.settings)
-        self.producer = AIOKafkaProducer(bootstrap_servers=BASE.kafka_bootstrap, acks="all")
+        await bootstrap.create_topics(self.settings, [city.INTEGRATOR])
+        self.producer = AIOKafkaProducer(acks="all", **KAFKA)
         await self.producer.start()
 
     async def close(self) -> None:
@@ -198,16 +200,35 @@ class Stack:
 
     # publishing ---------------------------------------------------------------------------
 
-    def topic(self, t: topics.Topic) -> str:
-        return self.settings.topic(t.name)
+    def topic(self, t: topics.Topic, integrator: str = city.INTEGRATOR) -> str:
+        """The topic's name in this test; camera events and commands: the integrator's own topic (the demo's
+        by default)."""
+        name = self.settings.topic(t.name)
+        return f"{name}.{integrator}" if t in (topics.CAMERA_EVENTS, topics.CAMERA_COMMANDS) else name
 
-    async def publish(self, message, key: str | None = None) -> None:
+    async def publish(self, message, key: str | None = None, integrator: str = city.INTEGRATOR) -> None:
         t = topics.CAR_PARK_STATUS if isinstance(message, events.CarParkStatus) else topics.CAMERA_EVENTS
         key = key or getattr(message, "plate", None) or message.car_park_id
-        await self.producer.send_and_wait(self.topic(t), encode(message), key=key.encode())
+        await self.producer.send_and_wait(self.topic(t, integrator), encode(message), key=key.encode())
 
-    async def publish_raw(self, raw: bytes, key: bytes = b"raw") -> None:
-        await self.producer.send_and_wait(self.topic(topics.CAMERA_EVENTS), raw, key=key)
+    async def publish_raw(self, raw: bytes, key: bytes = b"raw", integrator: str = city.INTEGRATOR) -> None:
+        await self.producer.send_and_wait(self.topic(topics.CAMERA_EVENTS, integrator), raw, key=key)
+
+    async def register_camera(self, camera: city.Camera, integrator: str = city.INTEGRATOR) -> None:
+        """Register a test's own camera (or move a demo camera to ``integrator``)."""
+        async with self.pool.acquire() as conn:
+            await city.register(conn, camera, integrator)
+
+    async def add_integrator(self, name: str, kind: str = "publisher", cameras: tuple[city.Camera, ...] = ()) -> str:
+        """A new integrator, owning ``cameras`` (taken from whoever owned them); returns its API key."""
+        from pipeline.ingest import keys
+
+        async with self.pool.acquire() as conn:
+            _, key = await keys.add(conn, name, kind)
+        for camera in cameras:
+            await self.register_camera(camera, name)
+        await bootstrap.create_topics(self.settings, [name])
+        return key
 
     async def all_car_parks_free(self, free: int = 25) -> None:
         now = datetime.now(UTC)
@@ -256,7 +277,7 @@ class Stack:
 
     async def consume(self, t: topics.Topic, until, timeout: float = 20) -> list[dict]:
         """Read a topic from the start until ``until(messages)`` holds."""
-        consumer = AIOKafkaConsumer(self.topic(t), bootstrap_servers=BASE.kafka_bootstrap,
+        consumer = AIOKafkaConsumer(self.topic(t), **KAFKA,
                                     auto_offset_reset="earliest", group_id=None)
         await consumer.start()
         messages: list[dict] = []

@@ -375,7 +375,7 @@ async def test_a_review_case_is_ticketed_only_with_a_fresh_capture_or_warned_aga
 
 async def _offered(client: ConsoleClient, page: str, event_id: str) -> bool:
     _, html = await client.page(page)
-    return f'value="{event_id}"' in html
+    return f'value="{city.INTEGRATOR}/{event_id}"' in html
 
 
 async def test_whitelisted_plates_and_exempt_zones_are_not_pursued(stack: Stack):
@@ -395,6 +395,7 @@ async def test_whitelisted_plates_and_exempt_zones_are_not_pursued(stack: Stack)
         case = await stack.wait_state(whitelisted, "exempt")
         assert "fire brigade car" in case["reason"]
         hospital = city.Camera("cam-hospital-test", "医院急救通道", 30.2801, 120.0052, zone="hospital")
+        await stack.register_camera(hospital)
         await stack.publish(stack.violation(other, hospital))
         case = await stack.wait_state(other, "exempt")
         assert "ambulance drill today" in case["reason"]
@@ -609,6 +610,7 @@ async def test_zone_exempt_at_some_hours_is_pursued_outside_them(stack: Stack):
         await asyncio.sleep(3)
 
         hospital = city.Camera("cam-hospital-test", "医院急救通道", 30.2801, 120.0052, zone="hospital")
+        await stack.register_camera(hospital)
         await stack.publish(stack.violation(exempt_now, hospital))
         case = await stack.wait_state(exempt_now, "exempt")
         assert "ambulances at this hour" in case["reason"]

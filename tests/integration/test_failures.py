@@ -66,7 +66,8 @@ async def test_an_event_postgresql_refuses_for_its_own_reason_is_a_dead_letter_a
     worker = stack.worker()
     await worker.ready()
     plates = await stack.plates_with_phone(2)
-    bad = stack.violation(plates[0]).model_copy(update={"place": "Main St\x00"})
+    bad = stack.violation(plates[0])  # the place is the camera's (registry): a NUL in the image URL, then
+    bad = bad.model_copy(update={"evidence": bad.evidence.model_copy(update={"image_url": "https://img.test/a\x00.jpg"})})
     await stack.publish(bad)
     await stack.publish(stack.violation(plates[1]))
     await stack.wait_state(plates[1], "warned", timeout=30)

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from pipeline.demo import city
 from pipeline.ingest import keys
 from schemas import topics
 from schemas.codec import encode
@@ -102,6 +103,8 @@ async def test_ingest_answers_503_for_a_new_key_and_keeps_taking_known_keys_whil
         _, known = await keys.add(conn, "cam-vendor")
         _, newcomer = await keys.add(conn, "car-parks")
         _, operator = await keys.add(conn, "ops", "operator")
+    await stack.register_camera(city.CAMERAS[0], "cam-vendor")
+    await stack.register_camera(city.CAMERAS[1], "car-parks")
     try:
         await worker.ready()
         plate = (await stack.plates_with_phone(1))[0]
@@ -116,18 +119,18 @@ async def test_ingest_answers_503_for_a_new_key_and_keeps_taking_known_keys_whil
         assert (status, reply) == (202, {"accepted": 1, "rejected": []}), \
             "a key seen before the outage keeps working, the rate limit does not fail"
         for key in (newcomer, keys.new_key()):
-            status, reply, headers = await post_events(worker, key, stack.departure(plate))
+            status, reply, headers = await post_events(worker, key, stack.departure(plate, city.CAMERAS[1]))
             assert status == 503 and int(headers["Retry-After"]) >= 1, (status, reply)
             assert "resend" in reply["error"]
         status, reply, headers = await dead_letters(worker, operator)
         assert status == 503 and int(headers["Retry-After"]) >= 1 and "unreachable" in reply["error"]
-        published = await records(stack, topics.CAMERA_EVENTS, lambda rs: len(rs) >= 2)
+        published = await records(stack, topics.CAMERA_EVENTS, lambda rs: len(rs) >= 2, integrator="cam-vendor")
         assert {json.loads(r.value)["event_id"] for r in published} == {before.event_id, during.event_id}
 
         await database.start()
 
         async def newcomer_accepted():
-            return (await post_events(worker, newcomer, stack.departure(plate)))[0] == 202
+            return (await post_events(worker, newcomer, stack.departure(plate, city.CAMERAS[1])))[0] == 202
         await wait_for(newcomer_accepted, 30, "the new key to be accepted once PostgreSQL is back", every=0.5)
         assert "ingest: unexpected error" not in log_of(worker)
     finally:

@@ -19,7 +19,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from schemas import topics
 
-from .conftest import BASE, ROOT, Stack, wait_for
+from .conftest import KAFKA, ROOT, Stack, wait_for
 from .console_helpers import ConsoleClient, add_operator, base_url, ticketed_case
 
 UNKNOWN_FIELDS = 4800
@@ -27,7 +27,7 @@ UNKNOWN_FIELDS = 4800
 
 async def everything_on(stack: Stack, topic: str, partitions: int | None = None) -> list[bytes]:
     """Every message on a topic, read to its end: once the outbox is empty, all it published."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=BASE.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **KAFKA)
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(partitions or stack.settings.topic_partitions)]
@@ -101,7 +101,7 @@ def parkwarden(stack: Stack, *args) -> str:
 
 async def test_rows_kafka_refuses_for_good_are_set_aside_with_the_reason_and_the_others_go_out_once(stack: Stack):
     small = stack.prefix + "small-messages"  # a topic whose broker-side limit is 4 KiB
-    admin = AIOKafkaAdminClient(bootstrap_servers=BASE.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**KAFKA)
     await admin.start()
     await admin.create_topics([NewTopic(small, 1, 1, topic_configs={"max.message.bytes": "4096"})])
     case_events = stack.topic(topics.CASE_EVENTS)

@@ -56,7 +56,7 @@ async def test_a_late_event_is_held_back_then_sent_with_its_true_event_time():
     await sim._release_held(datetime.now(UTC) + timedelta(seconds=3.5))
 
     [(topic, key, message)] = sim.producer.sent
-    assert (topic, key, message["event_id"]) == ("t.camera-events", "浙A12345".encode(), event.event_id)
+    assert (topic, key, message["event_id"]) == ("t.camera-events.demo", "浙A12345".encode(), event.event_id)
     assert datetime.fromisoformat(message["taken_at"]) == event.taken_at
     assert sim.tally.late == 1
 
