@@ -17,7 +17,7 @@ from pipeline.data.formats import FORMATS, FormatError
 from pipeline.data.kinds import KINDS
 from pipeline.data.transfer import KEEP_REFUSALS, export_file, import_file
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _actor() -> str:
@@ -87,7 +87,7 @@ def import_command(kind: str, file: Path, fmt: str | None, dry_run: bool, snapsh
         console.print(f"[red]refused[/red]: {report.refused_count:,} of {report.rows:,} rows in {file.name}; "
                       "nothing was applied. Fix these rows and import again:")
         for refusal in report.refused:
-            console.print(f"  {refusal}")
+            console.print(f"  {refusal}", markup=False)
         if report.refused_count > len(report.refused):
             console.print(f"  ... and {report.refused_count - KEEP_REFUSALS:,} more")
         sys.exit(1)

@@ -28,11 +28,18 @@ class Kind:
     """The staging table's columns (the model's fields, in order) and their SQL types."""
     formats: tuple[str, ...]
     upsert: str
-    """SQL from ``{stage}`` into the table; returns one row (inserted, updated)."""
+    """SQL from ``{stage}`` (a chunk of the file) into the table; returns one row (inserted, updated)."""
     snapshot: tuple[str, ...]
-    """SQL statements for rows absent from ``{stage}``; each returns a row count in its status."""
+    """SQL statements for rows absent from ``{seen}`` (the file's keys); each returns a row count in its status."""
     export: str
     """SELECT of the rows to export, with the model's fields as column names."""
+
+    seen_key: dict[str, str] | None = None
+    """The key as it is stored (column -> expression over the staging table); default: the key columns."""
+
+    @property
+    def key_exprs(self) -> dict[str, str]:
+        return self.seen_key or {k: k for k in self.key}
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -64,7 +71,7 @@ PLATES = Kind(
                     "vehicle_make": "vehicle_make", "vehicle_colour": "vehicle_colour",
                     "retired_at": "NULL::timestamptz"}),
     snapshot=("""UPDATE plate_registry p SET retired_at = now() WHERE p.retired_at IS NULL AND NOT EXISTS
-                 (SELECT 1 FROM {stage} s WHERE s.plate = p.plate AND s.plate_type = p.plate_type)""",),
+                 (SELECT 1 FROM {seen} s WHERE s.plate = p.plate AND s.plate_type = p.plate_type)""",),
     export="""SELECT plate, plate_type, owner_id, vehicle_make, vehicle_colour FROM plate_registry
                WHERE retired_at IS NULL ORDER BY plate, plate_type""",
 )
@@ -74,16 +81,15 @@ CONTACTS = Kind(
     stage_types={"owner_id": "text", "phone": "text", "valid_from": "timestamptz", "valid_to": "timestamptz",
                  "owner_kind": "text", "contact_name": "text", "language": "text", "sms_opt_out": "boolean"},
     formats=("csv", "jsonl"),
+    seen_key={"owner_id": "owner_id", "valid_from": "coalesce(valid_from, '-infinity')"},
     upsert=_upsert("contact_registry", ("owner_id", "valid_from"),
                    {"owner_id": "owner_id", "valid_from": "coalesce(valid_from, '-infinity')", "phone": "phone",
                     "valid_to": "valid_to", "owner_kind": "owner_kind", "contact_name": "contact_name",
                     "language": "language"}),
     snapshot=("""DELETE FROM contact_registry c WHERE c.valid_from >= now() AND NOT EXISTS
-                 (SELECT 1 FROM {stage} s WHERE s.owner_id = c.owner_id
-                     AND coalesce(s.valid_from, '-infinity') = c.valid_from)""",
+                 (SELECT 1 FROM {seen} s WHERE s.owner_id = c.owner_id AND s.valid_from = c.valid_from)""",
               """UPDATE contact_registry c SET valid_to = now() WHERE (c.valid_to IS NULL OR c.valid_to > now())
-                 AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.owner_id = c.owner_id
-                     AND coalesce(s.valid_from, '-infinity') = c.valid_from)"""),
+                 AND NOT EXISTS (SELECT 1 FROM {seen} s WHERE s.owner_id = c.owner_id AND s.valid_from = c.valid_from)"""),
     export="""SELECT c.owner_id, c.phone, nullif(c.valid_from, '-infinity') AS valid_from, c.valid_to, c.owner_kind,
                      c.contact_name, c.language, o.phone IS NOT NULL AS sms_opt_out
                 FROM contact_registry c LEFT JOIN sms_opt_out o ON o.phone = c.phone
@@ -99,8 +105,8 @@ CAR_PARKS = Kind(
                  "lon": "double precision", "capacity": "integer"},
     formats=("csv", "jsonl", "geojson", "fiware"),
     upsert=_upsert("car_parks", ("id",), {c: c for c in ("id", "name", "short_name", "lat", "lon", "capacity")}),
-    snapshot=("DELETE FROM car_park_status WHERE car_park_id NOT IN (SELECT id FROM {stage})",
-              "DELETE FROM car_parks WHERE id NOT IN (SELECT id FROM {stage})"),
+    snapshot=("DELETE FROM car_park_status WHERE car_park_id NOT IN (SELECT id FROM {seen})",
+              "DELETE FROM car_parks WHERE id NOT IN (SELECT id FROM {seen})"),
     export="""SELECT p.id, p.name, p.short_name, p.lat, p.lon, p.capacity, s.free_spaces, s.reported_at
                 FROM car_parks p LEFT JOIN car_park_status s ON s.car_park_id = p.id ORDER BY p.id""",
 )
@@ -113,7 +119,7 @@ ZONES = Kind(
     name="zones", model=ZoneRow, table="zones", key=("id",), stage_types=_ZONE_COLUMNS,
     formats=("csv", "jsonl"),
     upsert=_upsert("zones", ("id",), {c: c for c in _ZONE_COLUMNS}),
-    snapshot=("DELETE FROM zones WHERE id NOT IN (SELECT id FROM {stage})",),
+    snapshot=("DELETE FROM zones WHERE id NOT IN (SELECT id FROM {seen})",),
     export=f"SELECT {', '.join(_ZONE_COLUMNS)} FROM zones ORDER BY id",
 )
 

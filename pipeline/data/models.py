@@ -13,7 +13,7 @@ from pydantic import (AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fie
                       ValidationInfo, field_validator, model_validator)
 
 from pipeline.data.codes import DEFAULT_PLATE_TYPE, PLATE_TYPES, VEHICLE_COLOURS
-from schemas.plates import normalize_plate, plate_problem
+from schemas.plates import NEW_ENERGY, STANDARD, normalize_plate, plate_problem
 
 PHONE_PATTERN = r"^\+?[0-9]{6,15}$"
 
@@ -21,6 +21,8 @@ PHONE_PATTERN = r"^\+?[0-9]{6,15}$"
 def _plate(value: object) -> object:
     if not isinstance(value, str):
         return value
+    if STANDARD.match(value) or NEW_ENERGY.match(value):
+        return value  # already normalized (most rows of a registry's export): skip the work
     plate = normalize_plate(value)
     problem = plate_problem(plate)
     if problem:

@@ -9,6 +9,7 @@ rolls back: its counts are what the import would do. Memory stays bounded by the
 long the file.
 """
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,7 +72,10 @@ async def import_file(conn: asyncpg.Connection, kind_name: str, path: Path, fmt:
                       tz: ZoneInfo | None = None, progress: Progress | None = None,
                       chunk_rows: int = CHUNK_ROWS) -> ImportReport:
     """Validate and apply ``path`` to the ``kind_name`` registry on ``conn``; see the module docstring.
-    Raises ``FormatError`` when the file cannot be read as ``fmt`` at all (nothing applied)."""
+    Raises ``FormatError`` when the file cannot be read as ``fmt`` at all (nothing applied).
+
+    Validated chunks go to a writer task through a short queue: PostgreSQL applies one chunk while
+    the next is validated (two cores busy), and memory holds at most a few chunks."""
     kind = KINDS[kind_name]
     fmt = detect_format(path, fmt)
     if fmt not in kind.formats:
@@ -79,8 +83,8 @@ async def import_file(conn: asyncpg.Connection, kind_name: str, path: Path, fmt:
     report = ImportReport(kind.name, path.name, fmt, dry_run, snapshot)
     adapter = TypeAdapter(list[kind.model])
     context = {"tz": tz}
-    stage = f"import_{uuid.uuid4().hex[:12]}"
-    columns = ["row_no", *kind.stage_types]
+    tag = uuid.uuid4().hex[:12]
+    chunk, seen = f"import_chunk_{tag}", f"import_seen_{tag}"
     read = [0]
 
     def counted(n: int) -> None:
@@ -88,13 +92,19 @@ async def import_file(conn: asyncpg.Connection, kind_name: str, path: Path, fmt:
 
     tx = conn.transaction()
     await tx.start()
+    writer = None
     try:
-        await conn.execute(f"CREATE TEMP TABLE {stage} (row_no integer, "
+        await conn.execute(f"CREATE TEMP TABLE {chunk} (row_no integer, "
                            + ", ".join(f"{c} {t}" for c, t in kind.stage_types.items()) + ") ON COMMIT DROP")
-        for chunk in _chunks(read_rows(path, fmt, kind.fields, counted), chunk_rows):
-            report.rows += len(chunk)
+        await conn.execute(f"CREATE TEMP TABLE {seen} ("
+                           + ", ".join(f"{c} {kind.stage_types[c]}" for c in kind.key_exprs)
+                           + f", row_no integer, PRIMARY KEY ({', '.join(kind.key_exprs)})) ON COMMIT DROP")
+        queue: asyncio.Queue = asyncio.Queue(maxsize=2)
+        writer = asyncio.create_task(_write(conn, kind, chunk, seen, queue, report, f"import:{path.name}"))
+        for rows in _chunks(read_rows(path, fmt, kind.fields, counted), chunk_rows):
+            report.rows += len(rows)
             numbers, fields = [], []
-            for number, row in chunk:
+            for number, row in rows:
                 if isinstance(row, Problem):
                     report.refuse(Refusal(number, row.field, row.reason))
                 else:
@@ -108,57 +118,75 @@ async def import_file(conn: asyncpg.Connection, kind_name: str, path: Path, fmt:
                     report.refuse(Refusal(numbers[index], ".".join(map(str, where)), scrub(error["msg"])))
                 valid = None
             if valid is not None and not report.refused_count:
-                await conn.copy_records_to_table(
-                    stage, columns=columns,
-                    records=[(n, *m.__dict__.values()) for n, m in zip(numbers, valid)])
+                await queue.put([(n, *m.__dict__.values()) for n, m in zip(numbers, valid)])
+            if writer.done():
+                break
             if progress:
                 progress(read[0], report.rows)
+        await queue.put(None)
+        await writer
         if report.refused_count:
             return report
-        await conn.execute(f"ANALYZE {stage}")
-        try:
-            report.counts = await _apply(conn, kind, stage, snapshot, f"import:{path.name}")
-        except asyncpg.CardinalityViolationError:
-            for r in await _duplicates(conn, kind, stage):
-                report.refuse(r)
-            return report
-        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
-            report.refuse(Refusal(0, getattr(exc, "column_name", None) or "", scrub(_message(exc))))
-            return report
+        await conn.execute(f"ANALYZE {seen}")
+        if snapshot:
+            absent = 0
+            for sql in kind.snapshot:
+                absent += int((await conn.execute(sql.format(seen=seen))).split()[-1])
+            report.counts["deleted" if kind.name in ("car-parks", "zones") else "retired"] = absent
         await conn.execute(
             "INSERT INTO audit_log (at, case_id, actor, action, detail) VALUES (now(), NULL, $1, $2, $3::text::jsonb)",
             actor, f"data_import:{kind.name}",
-            _json({"file": path.name, "format": fmt, "rows": report.rows, "snapshot": snapshot, **report.counts}))
+            _json({"file": path.name, "format": fmt, "rows": report.rows, "snapshot": snapshot,
+                   "dry_run": dry_run, **report.counts}))
         report.applied = not dry_run
         return report
     finally:
+        if writer is not None and not writer.done():
+            writer.cancel()
         if report.applied:
             await tx.commit()
         else:
             await tx.rollback()
 
 
-async def _apply(conn, kind: Kind, stage: str, snapshot: bool, source: str) -> dict[str, int]:
-    up = await conn.fetchrow(kind.upsert.format(stage=stage))
-    counts = {"inserted": up["inserted"], "updated": up["updated"]}
-    counts["unchanged"] = await conn.fetchval(f"SELECT count(*) FROM {stage}") - counts["inserted"] - counts["updated"]
-    if kind.name == "contacts":
-        status = await conn.execute(OPT_OUT.format(stage=stage), source)
-        counts["opted_out"] = int(status.split()[-1])
-    if snapshot:
-        absent = 0
-        for sql in kind.snapshot:
-            absent += int((await conn.execute(sql.format(stage=stage))).split()[-1])
-        counts["deleted" if kind.name in ("car-parks", "zones") else "retired"] = absent
-    return counts
+async def _write(conn, kind: Kind, chunk: str, seen: str, queue: asyncio.Queue, report: ImportReport,
+                 source: str) -> None:
+    """Apply each validated chunk as it comes; after a refusal, only drain the queue."""
+    columns = ["row_no", *kind.stage_types]
+    keys = ", ".join(kind.key_exprs)
+    counts = report.counts
+    for name in ("inserted", "updated", "unchanged") + (("opted_out",) if kind.name == "contacts" else ()):
+        counts[name] = 0
+    while (records := await queue.get()) is not None:
+        if report.refused_count:
+            continue
+        try:
+            await conn.execute(f"TRUNCATE {chunk}")
+            await conn.copy_records_to_table(chunk, records=records, columns=columns)
+            added = await conn.execute(f"INSERT INTO {seen} ({keys}, row_no) SELECT "
+                                       f"{', '.join(kind.key_exprs.values())}, row_no FROM {chunk} "
+                                       "ON CONFLICT DO NOTHING")
+            if int(added.split()[-1]) < len(records):
+                for r in await _duplicates(conn, kind, chunk, seen):
+                    report.refuse(r)
+                continue
+            up = await conn.fetchrow(kind.upsert.format(stage=chunk))
+            counts["inserted"] += up["inserted"]
+            counts["updated"] += up["updated"]
+            counts["unchanged"] += len(records) - up["inserted"] - up["updated"]
+            if kind.name == "contacts":
+                counts["opted_out"] += int((await conn.execute(OPT_OUT.format(stage=chunk), source)).split()[-1])
+        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
+            report.refuse(Refusal(records[0][0], getattr(exc, "column_name", None) or "",
+                                  scrub(_message(exc)) + f" (in the rows from {records[0][0]} to {records[-1][0]})"))
 
 
-async def _duplicates(conn, kind: Kind, stage: str) -> list[Refusal]:
-    key = ", ".join(kind.key)
-    rows = await conn.fetch(f"""SELECT array_agg(row_no ORDER BY row_no) AS rows FROM {stage}
-                                GROUP BY {key} HAVING count(*) > 1 LIMIT {KEEP_REFUSALS}""")
-    return [Refusal(r["rows"][i], "+".join(kind.key), f"the same {'+'.join(kind.key)} as row {r['rows'][0]}")
-            for r in rows for i in range(1, len(r["rows"]))]
+async def _duplicates(conn, kind: Kind, chunk: str, seen: str) -> list[Refusal]:
+    key = " AND ".join(f"s.{c} = {e.replace(c, 'c.' + c)}" for c, e in kind.key_exprs.items())
+    what = "+".join(kind.key)
+    rows = await conn.fetch(f"""SELECT c.row_no, s.row_no AS first FROM {chunk} c JOIN {seen} s ON {key}
+                                WHERE c.row_no <> s.row_no ORDER BY c.row_no LIMIT {KEEP_REFUSALS}""")
+    return [Refusal(r["row_no"], what, f"the same {what} as row {r['first']}") for r in rows]
 
 
 def _message(exc: asyncpg.PostgresError) -> str:
