@@ -4,8 +4,8 @@ staged file to its table (upsert, then for ``--snapshot`` what happens to rows a
 Snapshot semantics: plates absent from the file are retired (``retired_at``: kept for the record,
 no longer used for decisions); contacts absent from it end now (``valid_to``; one that had not yet
 started is deleted); car parks and zones absent from it are deleted (reference data without history:
-a car park's live status goes with it; a zone that cameras still watch cannot be deleted, and the
-import says so and applies nothing).
+a car park's live status goes with it; nothing checks that no registered camera still names a
+deleted zone).
 
 To add a kind or a format (zones as GeoJSON polygons, say): a model in ``models.py``, a reader in
 ``formats.py`` and an entry here.
