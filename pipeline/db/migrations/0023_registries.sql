@@ -1,7 +1,8 @@
 -- Issue 11 (data platform): the registries as the police and telecom data really are.
--- Additive and cheap on a big registry: new columns have constant defaults (no table rewrite);
--- the one step that reads the whole plate registry is building its new key's index (seconds for
--- millions of rows, during which writers to plate_registry wait; readers do not).
+-- Additive and cheap on a big registry: new columns have constant defaults (no table rewrite). The
+-- steps that read the whole registries are the CHECKs' scans and building the new keys' indexes
+-- (seconds for millions of rows); the migration holds its tables' locks until it commits, so
+-- lookups wait those seconds: apply it when the workers are quiet.
 
 -- A plate is a number and a type (号牌种类, GA 24.7 two-digit code: pipeline/data/codes.py), optionally
 -- with the vehicle's make and colour (GA 24.8 letter). A plate absent from a --snapshot import is
