@@ -127,11 +127,11 @@ async def load(conn: asyncpg.Connection, plate_count: int = 2000) -> dict:
         )
         rows = plates(plate_count)
         await conn.executemany(
-            "INSERT INTO plate_registry (plate, owner_id) VALUES ($1, $2) ON CONFLICT (plate) DO UPDATE SET owner_id = EXCLUDED.owner_id",
+            "INSERT INTO plate_registry (plate, owner_id) VALUES ($1, $2) ON CONFLICT (plate, plate_type) DO UPDATE SET owner_id = EXCLUDED.owner_id",
             [(p, o) for p, o, _ in rows],
         )
         await conn.executemany(
-            "INSERT INTO contact_registry (owner_id, phone) VALUES ($1, $2) ON CONFLICT (owner_id) DO UPDATE SET phone = EXCLUDED.phone",
+            "INSERT INTO contact_registry (owner_id, phone) VALUES ($1, $2) ON CONFLICT (owner_id, valid_from) DO UPDATE SET phone = EXCLUDED.phone",
             [(o, ph) for _, o, ph in rows if ph],
         )
     return {"car_parks": len(CAR_PARKS), "cameras": len(CAMERAS), "plates": len(rows),

@@ -2,38 +2,124 @@
 
 import re
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 import asyncpg
 from cachetools import TTLCache
 
+REVIEW_REASONS = {
+    "not_registered": "the plate is not in the plate registry (or only as retired)",
+    "plate_type_ambiguous": "the plate is registered under more than one plate type and the camera gave none",
+    "plate_type_mismatch": "the plate is registered, but not under the plate type the camera read",
+    "vehicle_colour_mismatch": "the vehicle's colour contradicts the plate registry (a misread plate?)",
+    "no_valid_contact": "the owner has no phone valid at that moment in the contact registry",
+    "sms_opt_out": "the owner's phone is on the SMS opt-out list",
+}
+"""Why an owner lookup sends a case to review instead of naming an owner to warn."""
+
+
+@dataclass(frozen=True, repr=False)
+class OwnerAnswer:
+    """Either an owner to warn (``owner_id``, ``phone``, ``language``) or a ``review_reason``
+    (a key of ``REVIEW_REASONS``); ``owner_id`` is set too when the registry named an owner."""
+
+    owner_id: str | None = None
+    phone: str | None = None
+    language: str = "zh"
+    plate_type: str | None = None
+    review_reason: str | None = None
+
+    @property
+    def found(self) -> bool:
+        return self.review_reason is None
+
+    def __repr__(self) -> str:
+        return (f"OwnerAnswer(owner_id={self.owner_id!r}, phone={mask_phone(self.phone)}, language={self.language!r}, "
+                f"plate_type={self.plate_type!r}, review_reason={self.review_reason!r})")
+
 
 class OwnerDirectory(Protocol):
     async def phone_for(self, plate: str, conn: asyncpg.Connection) -> str | None:
-        """The phone of the plate's registered owner, or None when either registry has no entry.
+        """The phone of the plate's registered owner, or None when there is none to warn (see ``owner_for``).
 
         Looked up on ``conn``, the caller's connection (inside its transaction): never a second
         connection from the pool while the caller holds one, which could wait on itself forever."""
 
+    async def owner_for(self, plate: str, conn: asyncpg.Connection, plate_type: str | None = None,
+                        vehicle_colour: str | None = None, at: datetime | None = None) -> OwnerAnswer:
+        """The owner to warn about ``plate`` (with the camera's plate type and vehicle colour when it
+        read them) at moment ``at`` (default: PostgreSQL's now), or why the case goes to review."""
+
+
+_REGISTRATIONS = """
+    SELECT p.plate_type, p.owner_id, p.vehicle_colour, c.phone, c.language, o.phone IS NOT NULL AS opted_out
+      FROM plate_registry p
+      LEFT JOIN LATERAL (SELECT phone, language FROM contact_registry c
+                          WHERE c.owner_id = p.owner_id AND c.valid_from <= coalesce($2, now())
+                            AND (c.valid_to IS NULL OR c.valid_to > coalesce($2, now()))
+                          ORDER BY c.valid_from DESC LIMIT 1) c ON true
+      LEFT JOIN sms_opt_out o ON o.phone = c.phone
+     WHERE p.plate = $1 AND p.retired_at IS NULL
+     ORDER BY p.plate_type"""
+
+
+def decide_owner(registrations: list, plate_type: str | None, vehicle_colour: str | None) -> OwnerAnswer:
+    """Pure: the answer from a plate's live registrations (rows of ``_REGISTRATIONS``)."""
+    if not registrations:
+        return OwnerAnswer(review_reason="not_registered")
+    if plate_type is not None:
+        matching = [r for r in registrations if r["plate_type"] == plate_type]
+        if not matching:
+            return OwnerAnswer(review_reason="plate_type_mismatch")
+    elif len(registrations) > 1:
+        return OwnerAnswer(review_reason="plate_type_ambiguous")
+    else:
+        matching = registrations
+    r = matching[0]
+    known = dict(owner_id=r["owner_id"], plate_type=r["plate_type"])
+    if vehicle_colour is not None and r["vehicle_colour"] is not None and r["vehicle_colour"] != vehicle_colour:
+        return OwnerAnswer(**known, review_reason="vehicle_colour_mismatch")
+    if r["phone"] is None:
+        return OwnerAnswer(**known, review_reason="no_valid_contact")
+    if r["opted_out"]:
+        return OwnerAnswer(**known, review_reason="sms_opt_out")
+    return OwnerAnswer(**known, phone=r["phone"], language=r["language"])
+
 
 class PostgresOwnerDirectory:
-    """One join over the two registries, behind a bounded cache with a TTL (misses are cached too)."""
+    """One query over the two registries and the opt-out list, behind a bounded cache with a TTL
+    (per plate, misses too). ``invalidate(plate)`` / ``clear()`` drop what a registry update changed.
+    A lookup at an explicit moment (``at``) is not cached."""
 
     def __init__(self, max_size: int, ttl_seconds: float, timer=time.monotonic):
         self._cache: TTLCache | None = TTLCache(max_size, ttl_seconds, timer=timer) if max_size else None
         self.queries = 0
 
     async def phone_for(self, plate: str, conn: asyncpg.Connection) -> str | None:
-        if self._cache is not None and plate in self._cache:
-            return self._cache[plate]
-        self.queries += 1
-        phone = await conn.fetchval(
-            "SELECT c.phone FROM plate_registry p JOIN contact_registry c USING (owner_id) WHERE p.plate = $1",
-            plate,
-        )
+        return (await self.owner_for(plate, conn)).phone
+
+    async def owner_for(self, plate: str, conn: asyncpg.Connection, plate_type: str | None = None,
+                        vehicle_colour: str | None = None, at: datetime | None = None) -> OwnerAnswer:
+        if at is None and self._cache is not None and plate in self._cache:
+            registrations = self._cache[plate]
+        else:
+            self.queries += 1
+            registrations = [dict(r) for r in await conn.fetch(_REGISTRATIONS, plate, at)]
+            if at is None and self._cache is not None:
+                self._cache[plate] = registrations
+        return decide_owner(registrations, plate_type, vehicle_colour)
+
+    def invalidate(self, plate: str) -> None:
+        """Forget what is cached for ``plate`` (its registration or contacts changed)."""
         if self._cache is not None:
-            self._cache[plate] = phone
-        return phone
+            self._cache.pop(plate, None)
+
+    def clear(self) -> None:
+        """Forget everything cached (a bulk import changed the registries)."""
+        if self._cache is not None:
+            self._cache.clear()
 
 
 def mask_phone(phone: str | None) -> str:

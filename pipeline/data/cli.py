@@ -1,0 +1,120 @@
+"""`parkwarden data import|export KIND FILE`: a city's registries, car parks and zones from and to files."""
+
+import asyncio
+import getpass
+import sys
+import time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from pipeline.config import Settings
+from pipeline.data.formats import FORMATS, FormatError
+from pipeline.data.kinds import KINDS
+from pipeline.data.transfer import KEEP_REFUSALS, export_file, import_file
+
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no user name (a container): still say where it came from
+        return "cli"
+
+
+async def _connect(settings: Settings) -> asyncpg.Connection:
+    """One connection without the workers' statement timeout: a big import's statements take a while."""
+    from pipeline.cases.store import init_connection
+
+    conn = await asyncpg.connect(settings.database_url.get_secret_value(),
+                                 server_settings={"application_name": "parkwarden:data"})
+    await init_connection(conn)
+    return conn
+
+
+@click.group()
+def data() -> None:
+    """Bring a city's own data in (and out): plates, contacts, car parks, zones."""
+
+
+@data.command("import")
+@click.argument("kind", type=click.Choice(list(KINDS)))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: from the file's extension.")
+@click.option("--dry-run", is_flag=True, help="Validate and count what would change; apply nothing.")
+@click.option("--snapshot", is_flag=True,
+              help="The file is the whole registry: retire (plates, contacts) or delete (car parks, zones) what it lacks.")
+def import_command(kind: str, file: Path, fmt: str | None, dry_run: bool, snapshot: bool) -> None:
+    """Import FILE into a registry, all or nothing: any refused row and nothing is applied."""
+    settings = Settings()
+    tz = ZoneInfo(settings.timezone)
+    size = file.stat().st_size
+
+    async def go(progress):
+        conn = await _connect(settings)
+        try:
+            return await import_file(conn, kind, file, fmt, dry_run=dry_run, snapshot=snapshot, actor=_actor(),
+                                     tz=tz, progress=progress)
+        finally:
+            await conn.close()
+
+    started = time.monotonic()
+    try:
+        if console.is_terminal:
+            with Progress(TextColumn(f"{kind} [progress.description]{{task.description}}"), BarColumn(),
+                          DownloadColumn(), TimeRemainingColumn(), console=console) as bar:
+                task = bar.add_task("", total=size)
+                report = asyncio.run(go(lambda done, rows: bar.update(task, completed=done,
+                                                                      description=f"{rows:,} rows")))
+        else:
+            last = [time.monotonic()]
+
+            def periodic(done, rows):
+                if time.monotonic() - last[0] >= 5:
+                    last[0] = time.monotonic()
+                    console.print(f"{kind}: {rows:,} rows read ({100 * done // max(size, 1)}% of {file.name})")
+            report = asyncio.run(go(periodic))
+    except FormatError as exc:
+        console.print(f"[red]refused[/red]: {exc}; nothing was applied")
+        sys.exit(2)
+    seconds = time.monotonic() - started
+    if report.refused_count:
+        console.print(f"[red]refused[/red]: {report.refused_count:,} of {report.rows:,} rows in {file.name}; "
+                      "nothing was applied. Fix these rows and import again:")
+        for refusal in report.refused:
+            console.print(f"  {refusal}", markup=False)
+        if report.refused_count > len(report.refused):
+            console.print(f"  ... and {report.refused_count - KEEP_REFUSALS:,} more")
+        sys.exit(1)
+    done = ", ".join(f"{v:,} {k}" for k, v in report.counts.items())
+    verb = "dry run, nothing applied: would have" if dry_run else "imported"
+    click.echo(f"{kind}: {verb} {report.rows:,} rows from {file.name} ({report.format}): {done} "
+               f"in {seconds:.1f} s")
+
+
+@data.command("export")
+@click.argument("kind", type=click.Choice(list(KINDS)))
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: from the file's extension.")
+def export_command(kind: str, file: Path, fmt: str | None) -> None:
+    """Export a registry to FILE (the formats it imports from). Exports of contacts hold personal data."""
+    settings = Settings()
+
+    async def go():
+        conn = await _connect(settings)
+        try:
+            return await export_file(conn, kind, file, fmt, actor=_actor())
+        finally:
+            await conn.close()
+
+    try:
+        rows = asyncio.run(go())
+    except FormatError as exc:
+        console.print(f"[red]refused[/red]: {exc}")
+        sys.exit(2)
+    click.echo(f"{kind}: exported {rows:,} rows to {file}")

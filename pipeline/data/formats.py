@@ -1,0 +1,249 @@
+"""Reading and writing the files a city brings: CSV, JSON lines, and for car parks GeoJSON and FIWARE.
+
+Readers yield ``(row number, fields)`` one row at a time (CSV and JSON lines are streamed: a file of
+millions of rows is never held whole), or ``(row number, Problem)`` for a row that cannot even be
+parsed. GeoJSON and FIWARE NGSI-LD files are single JSON documents, read whole: they hold car parks,
+a few thousand at most. Row numbers are what a person finds in the file: the CSV line (the header
+is line 1), the JSON line, the feature or entity's position (from 1).
+"""
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+FORMATS = ("csv", "jsonl", "geojson", "fiware")
+FIWARE_PREFIX = "urn:ngsi-ld:OffStreetParking:"
+FIWARE_CONTEXT = "https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld"
+
+
+class FormatError(ValueError):
+    """The file as a whole cannot be read in the format asked for (say which, and what to do)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    reason: str
+
+
+def detect_format(path: Path, given: str | None) -> str:
+    if given:
+        return given
+    suffix = path.suffix.lower()
+    by_suffix = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".geojson": "geojson", ".jsonld": "fiware"}
+    if suffix in by_suffix:
+        return by_suffix[suffix]
+    if suffix == ".json" and path.exists():
+        with path.open(encoding="utf-8-sig") as f:
+            head = f.read(1).strip() or f.read(64).lstrip()[:1]
+        return "fiware" if head == "[" else "geojson"
+    raise FormatError(f"cannot tell the format of {path.name} from its extension: give --format "
+                      f"({', '.join(FORMATS)})")
+
+
+class _Counting(io.RawIOBase):
+    """A binary file that counts the bytes read (for a progress bar over a streamed file)."""
+
+    def __init__(self, raw, on_bytes: Callable[[int], None]):
+        self.raw, self.on_bytes = raw, on_bytes
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.raw.readinto(buffer)
+        if n:
+            self.on_bytes(n)
+        return n
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def _text(path: Path, on_bytes: Callable[[int], None] | None):
+    raw = open(path, "rb", buffering=0)
+    stream = io.BufferedReader(_Counting(raw, on_bytes or (lambda n: None)), 1 << 20)
+    return io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+
+
+def read_rows(path: Path, fmt: str, fields: tuple[str, ...], on_bytes=None) -> Iterator[tuple[int, dict | Problem]]:
+    if fmt == "csv":
+        return _read_csv(path, fields, on_bytes)
+    if fmt == "jsonl":
+        return _read_jsonl(path, on_bytes)
+    if fmt == "geojson":
+        return _read_geojson(path, on_bytes)
+    if fmt == "fiware":
+        return _read_fiware(path, on_bytes)
+    raise FormatError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+
+
+def _read_csv(path, fields, on_bytes):
+    with _text(path, on_bytes) as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        unknown = [h for h in header if h not in fields]
+        if not header or unknown:
+            raise FormatError(f"{path.name}: unknown column(s) {', '.join(map(repr, unknown)) or '(no header)'} "
+                              f"in the header; the columns are: {', '.join(fields)}")
+        width = len(header)
+        for line, values in enumerate(reader, start=2):
+            if len(values) != width:
+                if not values:
+                    continue
+                yield line, Problem("", f"{len(values)} values for {width} columns")
+                continue
+            yield line, {k: v for k, v in zip(header, values) if v != ""}
+
+
+def _read_jsonl(path, on_bytes):
+    with _text(path, on_bytes) as f:
+        for line, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield line, Problem("", f"not JSON: {exc.msg} at column {exc.colno}")
+                continue
+            if not isinstance(row, dict):
+                yield line, Problem("", "each line must be a JSON object")
+                continue
+            yield line, row
+
+
+def _whole_json(path, on_bytes):
+    data = path.read_bytes()
+    if on_bytes:
+        on_bytes(len(data))
+    try:
+        return json.loads(data.decode("utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path.name} is not a JSON document: {exc}") from None
+
+
+def _read_geojson(path, on_bytes):
+    doc = _whole_json(path, on_bytes)
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+        raise FormatError(f"{path.name}: a GeoJSON FeatureCollection was expected")
+    for n, feature in enumerate(doc.get("features") or [], start=1):
+        geometry = (feature or {}).get("geometry") or {}
+        if geometry.get("type") != "Point" or len(geometry.get("coordinates") or []) < 2:
+            yield n, Problem("geometry", "a car park is a GeoJSON Point [lon, lat]")
+            continue
+        props = dict(feature.get("properties") or {})
+        if "id" in feature and "id" not in props:
+            props["id"] = feature["id"]
+        if "totalSpotNumber" in props and "capacity" not in props:
+            props["capacity"] = props.pop("totalSpotNumber")
+        props.pop("availableSpotNumber", None)
+        props["lon"], props["lat"] = geometry["coordinates"][:2]
+        yield n, props
+
+
+def _value(entity: dict, name: str):
+    """An NGSI-LD attribute's value, normalized ({"type": "Property", "value": v}) or key-values (v)."""
+    v = entity.get(name)
+    if isinstance(v, dict) and "value" in v and v.get("type") in ("Property", "GeoProperty", None):
+        return v["value"]
+    return v
+
+
+def _read_fiware(path, on_bytes):
+    doc = _whole_json(path, on_bytes)
+    if isinstance(doc, dict):
+        doc = [doc]
+    if not isinstance(doc, list):
+        raise FormatError(f"{path.name}: an array of NGSI-LD OffStreetParking entities was expected")
+    for n, entity in enumerate(doc, start=1):
+        if not isinstance(entity, dict) or entity.get("type") != "OffStreetParking":
+            yield n, Problem("type", "an OffStreetParking entity was expected")
+            continue
+        location = _value(entity, "location") or {}
+        coordinates = location.get("coordinates") if isinstance(location, dict) else None
+        if location.get("type") != "Point" or not coordinates or len(coordinates) < 2:
+            yield n, Problem("location", "a car park's location is a GeoJSON Point [lon, lat]")
+            continue
+        row = {"id": str(entity.get("id", "")).removeprefix(FIWARE_PREFIX), "name": _value(entity, "name"),
+               "lon": coordinates[0], "lat": coordinates[1], "capacity": _value(entity, "totalSpotNumber")}
+        if entity.get("alternateName") is not None:
+            row["short_name"] = _value(entity, "alternateName")
+        yield n, {k: v for k, v in row.items() if v is not None}
+
+
+# writing ---------------------------------------------------------------------------------------
+
+def _plain(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _csv_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    return str(_plain(value))
+
+
+class Writer:
+    """Writes rows (dicts with the model's fields, plus ``free_spaces`` for car parks) to a file,
+    atomically: the file appears whole when ``close`` succeeds, never half written."""
+
+    def __init__(self, path: Path, fmt: str, fields: tuple[str, ...]):
+        self.path, self.fmt, self.fields = path, fmt, fields
+        self._tmp = path.with_name(path.name + ".part")
+        self._f = self._tmp.open("w", encoding="utf-8", newline="")
+        self._features: list = []
+        self.rows = 0
+        if fmt == "csv":
+            self._csv = csv.writer(self._f, lineterminator="\n")
+            self._csv.writerow(fields)
+
+    def write(self, row: dict) -> None:
+        self.rows += 1
+        if self.fmt == "csv":
+            self._csv.writerow([_csv_cell(row.get(k)) for k in self.fields])
+        elif self.fmt == "jsonl":
+            self._f.write(json.dumps({k: _plain(row[k]) for k in self.fields if row.get(k) is not None},
+                                     ensure_ascii=False) + "\n")
+        elif self.fmt == "geojson":
+            props = {k: row[k] for k in ("name", "short_name", "capacity", "free_spaces") if row.get(k) is not None}
+            self._features.append({"type": "Feature", "id": row["id"], "properties": {"id": row["id"], **props},
+                                   "geometry": {"type": "Point", "coordinates": [row["lon"], row["lat"]]}})
+        elif self.fmt == "fiware":
+            entity = {"id": FIWARE_PREFIX + row["id"], "type": "OffStreetParking",
+                      "name": {"type": "Property", "value": row["name"]},
+                      "alternateName": {"type": "Property", "value": row["short_name"]},
+                      "location": {"type": "GeoProperty",
+                                   "value": {"type": "Point", "coordinates": [row["lon"], row["lat"]]}},
+                      "totalSpotNumber": {"type": "Property", "value": row["capacity"]}}
+            if row.get("free_spaces") is not None:
+                entity["availableSpotNumber"] = {"type": "Property", "value": row["free_spaces"],
+                                                 "observedAt": _plain(row["reported_at"])}
+            entity["@context"] = [FIWARE_CONTEXT]
+            self._features.append(entity)
+        else:
+            raise FormatError(f"unknown format {self.fmt!r}")
+
+    def close(self) -> None:
+        if self.fmt == "geojson":
+            json.dump({"type": "FeatureCollection", "features": self._features}, self._f, ensure_ascii=False, indent=1)
+        elif self.fmt == "fiware":
+            json.dump(self._features, self._f, ensure_ascii=False, indent=1)
+        self._f.close()
+        os.replace(self._tmp, self.path)
+
+    def abandon(self) -> None:
+        self._f.close()
+        self._tmp.unlink(missing_ok=True)

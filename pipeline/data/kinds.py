@@ -1,0 +1,126 @@
+"""What each kind of import is: its row model, its staging columns, and the SQL that applies a
+staged file to its table (upsert, then for ``--snapshot`` what happens to rows absent from the file).
+
+Snapshot semantics: plates absent from the file are retired (``retired_at``: kept for the record,
+no longer used for decisions); contacts absent from it end now (``valid_to``; one that had not yet
+started is deleted); car parks and zones absent from it are deleted (reference data without history:
+a car park's live status goes with it; nothing checks that no registered camera still names a
+deleted zone).
+
+To add a kind or a format (zones as GeoJSON polygons, say): a model in ``models.py``, a reader in
+``formats.py`` and an entry here.
+"""
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from pipeline.data.models import CarParkRow, ContactRow, PlateRow, ZoneRow
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    model: type[BaseModel]
+    table: str
+    key: tuple[str, ...]
+    stage_types: dict[str, str]
+    """The staging table's columns (the model's fields, in order) and their SQL types."""
+    formats: tuple[str, ...]
+    upsert: str
+    """SQL from ``{stage}`` (a chunk of the file) into the table; returns one row (inserted, updated)."""
+    snapshot: tuple[str, ...]
+    """SQL statements for rows absent from ``{seen}`` (the file's keys); each returns a row count in its status."""
+    export: str
+    """SELECT of the rows to export, with the model's fields as column names."""
+
+    seen_key: dict[str, str] | None = None
+    """The key as it is stored (column -> expression over the staging table); default: the key columns."""
+
+    @property
+    def key_exprs(self) -> dict[str, str]:
+        return self.seen_key or {k: k for k in self.key}
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.model.model_fields)
+
+
+def _upsert(table: str, key: tuple[str, ...], columns: dict[str, str], extra_set: str = "") -> str:
+    """INSERT ... SELECT FROM {stage} ON CONFLICT DO UPDATE (only rows that change), counting both."""
+    names = ", ".join(columns)
+    values = ", ".join(columns.values())
+    others = [c for c in columns if c not in key]
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in others) + extra_set
+    changed = (f"({', '.join(f'{table}.{c}' for c in others)}) IS DISTINCT FROM "
+               f"({', '.join(f'EXCLUDED.{c}' for c in others)})")
+    return f"""WITH up AS (
+        INSERT INTO {table} ({names}) SELECT {values} FROM {{stage}}
+        ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets} WHERE {changed}
+        RETURNING xmax = 0 AS inserted)
+        SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS updated FROM up"""
+
+
+PLATES = Kind(
+    name="plates", model=PlateRow, table="plate_registry", key=("plate", "plate_type"),
+    stage_types={"plate": "text", "plate_type": "text", "owner_id": "text", "vehicle_make": "text",
+                 "vehicle_colour": "text"},
+    formats=("csv", "jsonl"),
+    upsert=_upsert("plate_registry", ("plate", "plate_type"),
+                   {"plate": "plate", "plate_type": "plate_type", "owner_id": "owner_id",
+                    "vehicle_make": "vehicle_make", "vehicle_colour": "vehicle_colour",
+                    "retired_at": "NULL::timestamptz"}),
+    snapshot=("""UPDATE plate_registry p SET retired_at = now() WHERE p.retired_at IS NULL AND NOT EXISTS
+                 (SELECT 1 FROM {seen} s WHERE s.plate = p.plate AND s.plate_type = p.plate_type)""",),
+    export="""SELECT plate, plate_type, owner_id, vehicle_make, vehicle_colour FROM plate_registry
+               WHERE retired_at IS NULL ORDER BY plate, plate_type""",
+)
+
+CONTACTS = Kind(
+    name="contacts", model=ContactRow, table="contact_registry", key=("owner_id", "valid_from"),
+    stage_types={"owner_id": "text", "phone": "text", "valid_from": "timestamptz", "valid_to": "timestamptz",
+                 "owner_kind": "text", "contact_name": "text", "language": "text", "sms_opt_out": "boolean"},
+    formats=("csv", "jsonl"),
+    seen_key={"owner_id": "owner_id", "valid_from": "coalesce(valid_from, '-infinity')"},
+    upsert=_upsert("contact_registry", ("owner_id", "valid_from"),
+                   {"owner_id": "owner_id", "valid_from": "coalesce(valid_from, '-infinity')", "phone": "phone",
+                    "valid_to": "valid_to", "owner_kind": "owner_kind", "contact_name": "contact_name",
+                    "language": "language"}),
+    snapshot=("""DELETE FROM contact_registry c WHERE c.valid_from >= now() AND NOT EXISTS
+                 (SELECT 1 FROM {seen} s WHERE s.owner_id = c.owner_id AND s.valid_from = c.valid_from)""",
+              """UPDATE contact_registry c SET valid_to = now() WHERE (c.valid_to IS NULL OR c.valid_to > now())
+                 AND NOT EXISTS (SELECT 1 FROM {seen} s WHERE s.owner_id = c.owner_id AND s.valid_from = c.valid_from)"""),
+    export="""SELECT c.owner_id, c.phone, nullif(c.valid_from, '-infinity') AS valid_from, c.valid_to, c.owner_kind,
+                     c.contact_name, c.language, o.phone IS NOT NULL AS sms_opt_out
+                FROM contact_registry c LEFT JOIN sms_opt_out o ON o.phone = c.phone
+               ORDER BY c.owner_id, c.valid_from""",
+)
+
+OPT_OUT = """INSERT INTO sms_opt_out (phone, source) SELECT DISTINCT phone, $1 FROM {stage} WHERE sms_opt_out
+             ON CONFLICT (phone) DO NOTHING"""
+
+CAR_PARKS = Kind(
+    name="car-parks", model=CarParkRow, table="car_parks", key=("id",),
+    stage_types={"id": "text", "name": "text", "short_name": "text", "lat": "double precision",
+                 "lon": "double precision", "capacity": "integer"},
+    formats=("csv", "jsonl", "geojson", "fiware"),
+    upsert=_upsert("car_parks", ("id",), {c: c for c in ("id", "name", "short_name", "lat", "lon", "capacity")}),
+    snapshot=("DELETE FROM car_park_status WHERE car_park_id NOT IN (SELECT id FROM {seen})",
+              "DELETE FROM car_parks WHERE id NOT IN (SELECT id FROM {seen})"),
+    export="""SELECT p.id, p.name, p.short_name, p.lat, p.lon, p.capacity, s.free_spaces, s.reported_at
+                FROM car_parks p LEFT JOIN car_park_status s ON s.car_park_id = p.id ORDER BY p.id""",
+)
+
+_ZONE_COLUMNS = {"id": "text", "name": "text", "window_seconds": "double precision", "exempt_reason": "text",
+                 "exempt_from_hour": "integer", "exempt_until_hour": "integer", "first_offence_months": "integer",
+                 "new_camera_days": "integer", "confirm_tickets": "boolean"}
+
+ZONES = Kind(
+    name="zones", model=ZoneRow, table="zones", key=("id",), stage_types=_ZONE_COLUMNS,
+    formats=("csv", "jsonl"),
+    upsert=_upsert("zones", ("id",), {c: c for c in _ZONE_COLUMNS}),
+    snapshot=("DELETE FROM zones WHERE id NOT IN (SELECT id FROM {seen})",),
+    export=f"SELECT {', '.join(_ZONE_COLUMNS)} FROM zones ORDER BY id",
+)
+
+KINDS: dict[str, Kind] = {k.name: k for k in (PLATES, CONTACTS, CAR_PARKS, ZONES)}

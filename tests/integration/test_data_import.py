@@ -1,0 +1,150 @@
+"""`parkwarden data import|export` and the owner lookup on the real PostgreSQL (a test database
+with the demo city): all or nothing, --dry-run, --snapshot, round trips, audit, owner_for's reasons."""
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+from pipeline.data.transfer import export_file, import_file
+from pipeline.lookups.owners import PostgresOwnerDirectory
+from tests.integration.conftest import ROOT
+
+
+def write(path, text: str):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def test_a_file_with_one_bad_row_applies_nothing_and_names_the_row_and_field(stack, tmp_path):
+    before = await stack.count("SELECT count(*) FROM plate_registry")
+    path = write(tmp_path / "plates.csv", "plate,plate_type,owner_id\n浙A1B2C3,02,o-1\n浙A1B2C4,02,o-2\n"
+                                          "浙A1B2C5,9,o-3\n浙A1B2C6,02,o-4\n")
+    async with stack.pool.acquire() as conn:
+        report = await import_file(conn, "plates", path, chunk_rows=2)
+    assert not report.applied and report.refused_count == 1
+    assert (report.refused[0].row, report.refused[0].field) == (4, "plate_type")
+    assert await stack.count("SELECT count(*) FROM plate_registry") == before
+    assert await stack.count("SELECT count(*) FROM audit_log WHERE action LIKE 'data_import:%'") == 0
+
+
+async def test_the_same_plate_and_type_twice_in_a_file_is_refused_with_both_rows(stack, tmp_path):
+    path = write(tmp_path / "plates.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"plate": "浙A1B2C3", "owner_id": "o-1"}, {"plate": "浙A1B2C4", "owner_id": "o-2"},
+        {"plate": "浙A1B2C3", "plate_type": "01", "owner_id": "o-3"}, {"plate": "浙A·1b2c3", "owner_id": "o-4"}]))
+    async with stack.pool.acquire() as conn:
+        report = await import_file(conn, "plates", path, chunk_rows=3)
+    assert [(r.row, r.reason) for r in report.refused] == [(4, "the same plate+plate_type as row 1")]
+    assert await stack.count("SELECT count(*) FROM plate_registry WHERE plate = '浙A1B2C3'") == 0
+
+
+async def test_a_dry_run_counts_what_would_change_and_changes_nothing(stack, tmp_path):
+    plate, owner = (await stack.pool.fetchrow("SELECT plate, owner_id FROM plate_registry LIMIT 1")).values()
+    path = write(tmp_path / "plates.csv", f"plate,owner_id,vehicle_colour\n{plate},{owner},A\n浙A1B2C3,o-new,\n")
+    async with stack.pool.acquire() as conn:
+        report = await import_file(conn, "plates", path, dry_run=True)
+    assert report.counts == {"inserted": 1, "updated": 1, "unchanged": 0} and not report.applied
+    assert await stack.count("SELECT count(*) FROM plate_registry WHERE plate = '浙A1B2C3'") == 0
+    assert await stack.count("SELECT count(*) FROM plate_registry WHERE vehicle_colour IS NOT NULL") == 0
+
+
+async def test_a_snapshot_retires_absent_plates_and_one_back_in_the_file_returns(stack, tmp_path):
+    kept = [r["plate"] for r in await stack.pool.fetch("SELECT plate FROM plate_registry ORDER BY plate LIMIT 2")]
+    total = await stack.count("SELECT count(*) FROM plate_registry")
+    path = write(tmp_path / "plates.csv", "plate,owner_id\n" + "".join(f"{p},o-{i}\n" for i, p in enumerate(kept)))
+    async with stack.pool.acquire() as conn:
+        report = await import_file(conn, "plates", path, snapshot=True, actor="test")
+    assert report.applied and report.counts["retired"] == total - 2 and report.counts["updated"] == 2
+    assert await stack.count("SELECT count(*) FROM plate_registry WHERE retired_at IS NULL") == 2
+    audit = await stack.pool.fetchrow("SELECT actor, detail FROM audit_log WHERE action = 'data_import:plates'")
+    assert audit["actor"] == "test" and audit["detail"]["file"] == "plates.csv" and audit["detail"]["retired"] == total - 2
+    gone = await stack.pool.fetchval("SELECT plate FROM plate_registry WHERE retired_at IS NOT NULL LIMIT 1")
+    async with stack.pool.acquire() as conn:
+        answer = await PostgresOwnerDirectory(0, 0).owner_for(gone, conn)
+        assert answer.review_reason == "not_registered"
+        await import_file(conn, "plates", write(tmp_path / "back.csv", f"plate,owner_id\n{gone},o-9\n"))
+        assert (await PostgresOwnerDirectory(0, 0).owner_for(gone, conn)).review_reason == "no_valid_contact"
+
+
+async def test_car_parks_and_zones_absent_from_a_snapshot_are_deleted(stack, tmp_path):
+    path = write(tmp_path / "parks.geojson", json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": "cp-new", "properties": {"name": "新停车场", "capacity": 40},
+         "geometry": {"type": "Point", "coordinates": [120.0, 30.3]}}]}))
+    async with stack.pool.acquire() as conn:
+        report = await import_file(conn, "car-parks", path, snapshot=True)
+        assert report.applied and report.counts["inserted"] == 1 and report.counts["deleted"] >= 1
+        assert [r["id"] for r in await conn.fetch("SELECT id FROM car_parks")] == ["cp-new"]
+        zones = await conn.fetch("SELECT id FROM zones")
+        cameras_zones = {r["zone"] for r in await conn.fetch("SELECT DISTINCT zone FROM cameras")}
+        kept = [z["id"] for z in zones if z["id"] in cameras_zones]
+        zone_file = write(tmp_path / "zones.csv", "id,name\n" + "".join(f"{z},{z}\n" for z in kept))
+        report = await import_file(conn, "zones", zone_file, snapshot=True)
+        assert report.applied and report.counts["deleted"] == len(zones) - len(kept)
+
+
+async def test_every_registry_exported_in_every_format_imports_back_unchanged(stack, tmp_path):
+    async with stack.pool.acquire() as conn:
+        await conn.execute("INSERT INTO sms_opt_out (phone, source) SELECT phone, 'test' FROM contact_registry LIMIT 3")
+        await conn.execute("UPDATE contact_registry SET language = 'en', owner_kind = 'company', contact_name = '王经理', "
+                           "valid_to = now() + interval '30 days' WHERE owner_id IN (SELECT owner_id FROM contact_registry LIMIT 2)")
+        for kind, formats in (("plates", ("csv", "jsonl")), ("contacts", ("csv", "jsonl")), ("zones", ("csv", "jsonl")),
+                              ("car-parks", ("csv", "jsonl", "geojson", "fiware"))):
+            total = await conn.fetchval({"plates": "SELECT count(*) FROM plate_registry", "contacts":
+                                         "SELECT count(*) FROM contact_registry", "zones": "SELECT count(*) FROM zones",
+                                         "car-parks": "SELECT count(*) FROM car_parks"}[kind])
+            for fmt in formats:
+                path = tmp_path / f"{kind}.{fmt}"
+                assert await export_file(conn, kind, path, fmt) == total
+                report = await import_file(conn, kind, path, fmt, snapshot=True)
+                assert report.applied, (kind, fmt, report.refused[:3])
+                changed = {k: v for k, v in report.counts.items() if k != "unchanged" and v}
+                assert changed == {} and report.counts["unchanged"] == total, (kind, fmt, report.counts)
+        assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'data_export:contacts'") == 2
+
+
+async def test_owner_for_names_the_owner_or_the_reason_for_review(stack, tmp_path):
+    now = datetime.now(UTC)
+    path = write(tmp_path / "plates.csv", "plate,plate_type,owner_id,vehicle_colour\n"
+                                          "浙A7K001,02,p-blue,A\n浙A7K001,01,fleet-yellow,\n浙A7K002,02,p-old,\n"
+                                          "浙A7K003,02,p-out,J\n浙A7K004,52,p-en,\n")
+    contacts = write(tmp_path / "contacts.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"owner_id": "p-blue", "phone": "13800000001"},
+        {"owner_id": "fleet-yellow", "phone": "13800000002", "owner_kind": "fleet", "contact_name": "调度 李"},
+        {"owner_id": "p-old", "phone": "13800000003", "valid_to": (now - timedelta(days=1)).isoformat()},
+        {"owner_id": "p-out", "phone": "13800000004", "sms_opt_out": True},
+        {"owner_id": "p-en", "phone": "13800000005", "valid_from": (now - timedelta(days=10)).isoformat(),
+         "language": "en"},
+        {"owner_id": "p-en", "phone": "13800000006", "valid_from": (now + timedelta(days=10)).isoformat()}]))
+    owners = PostgresOwnerDirectory(max_size=100, ttl_seconds=600)
+    async with stack.pool.acquire() as conn:
+        assert (await import_file(conn, "plates", path)).applied
+        assert (await import_file(conn, "contacts", contacts)).counts["opted_out"] == 1
+
+        async def reason(plate, **kw):
+            return (await owners.owner_for(plate, conn, **kw)).review_reason
+
+        assert await reason("浙A7K001") == "plate_type_ambiguous"
+        assert await owners.phone_for("浙A7K001", conn) is None, "never a guessed owner"
+        fleet = await owners.owner_for("浙A7K001", conn, plate_type="01", vehicle_colour="J")
+        assert (fleet.owner_id, fleet.phone) == ("fleet-yellow", "13800000002"), "no colour on record: no contradiction"
+        assert await reason("浙A7K001", plate_type="02", vehicle_colour="J") == "vehicle_colour_mismatch"
+        assert await reason("浙A7K001", plate_type="02", vehicle_colour="A") is None
+        assert await reason("浙A7K001", plate_type="52") == "plate_type_mismatch"
+        assert await reason("浙A7K002") == "no_valid_contact"
+        assert (await owners.owner_for("浙A7K002", conn, at=now - timedelta(days=2))).phone == "13800000003"
+        assert await reason("浙A7K003") == "sms_opt_out"
+        assert await reason("浙Z9Z999") == "not_registered"
+        english = await owners.owner_for("浙A7K004", conn)
+        assert (english.phone, english.language) == ("13800000005", "en")
+        later = await owners.owner_for("浙A7K004", conn, at=now + timedelta(days=11))
+        assert (later.phone, later.language) == ("13800000006", "zh"), "the newer number from its valid_from"
+
+
+def test_the_command_exits_non_zero_naming_what_to_fix_and_never_shows_a_phone(stack, tmp_path):
+    path = write(tmp_path / "contacts.csv", "owner_id,phone,owner_kind\no-1,13800138000,company\no-2,12345,person\n")
+    done = subprocess.run([sys.executable, "-m", "pipeline", "data", "import", "contacts", str(path)], cwd=ROOT,
+                          env={**stack.env}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "row 2: contact_name: Value error, a fleet or company needs its designated contact's name" in done.stderr
+    assert "row 3: phone:" in done.stderr and "nothing was applied" in done.stderr
+    assert "13800138000" not in done.stdout + done.stderr
