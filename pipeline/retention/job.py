@@ -67,7 +67,7 @@ class Policy:
     audit_mask: timedelta = timedelta(days=30)
     audit_log_months: int = 24
     batch_size: int = 1000
-    max_batches: int = 100
+    max_batches: int = 20
     """Per class and run: a backlog goes over several runs, never in one long round."""
     days_ahead: int = 3
     lock_timeout: float = 2.0

@@ -5,6 +5,9 @@ runs as of later moments (``at``), and each test checks exactly which rows went 
 """
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +22,7 @@ from pipeline.tickets import chain
 from schemas import events
 from tests.privacy import no_phone_in
 
-from .conftest import ADMIN_URL, drop_database
+from .conftest import ADMIN_URL, ROOT, drop_database
 
 DAY = timedelta(days=1)
 PHONE = "13800138000"
@@ -267,6 +270,26 @@ async def test_status_says_what_is_held_per_class_and_when_the_next_goes(conn):
     assert held["open_cases"].rows == 1 and held["open_cases"].next_at is None
     assert held["delivery_reports"].rows == 3
     assert held["unlinked_sightings"].rows == 0 and held["unlinked_sightings"].next_at is None
+
+
+async def test_retention_on_the_command_line(conn, database):
+    t0 = await conn.fetchval("SELECT now()")
+    case_id, _ = await Rows(conn, t0).case("moved", -40 * DAY)
+    env = {**os.environ, "PW_DATABASE_URL": database}
+
+    def parkwarden(*args) -> str:
+        done = subprocess.run([sys.executable, "-m", "pipeline", "retention", *args], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    status = parkwarden("status")
+    line = next(line for line in status.splitlines() if line.startswith("closed_cases"))
+    assert line.split()[1] == "1" and f"{(t0 - 40 * DAY).astimezone(UTC):%Y-%m-%d}" in line
+    ran = parkwarden("run")
+    assert '"cases": 1' in ran.split("closed_cases:")[1].splitlines()[0]
+    assert (await personal_data_of(conn, case_id)).items() >= GONE.items()
+    no_phone_in(status + ran, "the command's output")
 
 
 async def test_a_replayed_event_is_still_recorded_once(conn):
