@@ -22,7 +22,7 @@ from pipeline.tickets import chain
 from schemas import events
 from tests.privacy import no_phone_in
 
-from .conftest import ADMIN_URL, ROOT, drop_database
+from .conftest import ADMIN_URL, ROOT, Stack, drop_database, wait_for
 
 DAY = timedelta(days=1)
 PHONE = "13800138000"
@@ -303,3 +303,20 @@ async def test_a_replayed_event_is_still_recorded_once(conn):
     assert await store.add_sighting(conn, event.type, event, sighting, "z1", now) is True
     assert await store.add_sighting(conn, event.type, event, sighting, "z1", now + DAY) is False
     assert await conn.fetchval("SELECT count(*) FROM sightings WHERE event_id = 'event-0001'") == 1
+
+
+async def test_workers_run_the_purge_one_at_a_time(stack: Stack):
+    """Two workers: each runs the purge loop, the advisory lock lets one at a time through."""
+    async with stack.pool.acquire() as c:
+        t0 = await c.fetchval("SELECT now()")
+        case_id, _ = await Rows(c, t0).case("moved", -40 * DAY)
+    for w in (stack.worker("w1"), stack.worker("w2")):
+        await w.ready()
+
+    async def purged():
+        async with stack.pool.acquire() as c:
+            return (await personal_data_of(c, case_id))["removed"]
+    await wait_for(purged, 60, "a worker's purge to remove the closed case's personal data")
+    entries = await stack.pool.fetch(
+        "SELECT at, detail FROM audit_log WHERE actor = 'retention' AND action = 'retention:closed_cases' ORDER BY id")
+    assert sum(e["detail"]["cases"] for e in entries) == 1, "purged once, by one of them"
