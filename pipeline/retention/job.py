@@ -11,8 +11,10 @@ Classes (``Policy``, settings ``PW_RETENTION_*``; the README defends the default
                          a case still holds the sighting.
     closed_cases         a case closed without a ticket or a caution (moved, unconfirmed, exempt,
                          cancelled, rejected): ``closed_cases`` after it closed, its sightings are
-                         deleted, its SMS lose phone number (masked), text and parameters, and its
-                         delivery reports go. The case row stays (counts, the audit trail).
+                         deleted, its SMS lose phone number (masked), text and parameters, its
+                         delivery reports go, and the case row loses its later captures and the
+                         violation's image link. The case row stays (plate, place, times: counts,
+                         the audit trail, the first-offence rule).
     decided_cases        a ticketed or cautioned case: the same, ``decided_cases`` after the latest of
                          its close, its ticket's issue or void and its appeal's decision, never while
                          an appeal is undecided; the appeal's statement and attachments (the driver's
@@ -207,7 +209,9 @@ WITH chosen AS (
     UPDATE appeals a SET statement = '', attachments = '[]' FROM chosen
     WHERE a.case_id = chosen.id AND (a.statement <> '' OR a.attachments <> '[]') RETURNING 1
 ), marked AS (
-    UPDATE cases c SET personal_data_removed_at = $2 FROM chosen WHERE c.id = chosen.id RETURNING c.id
+    UPDATE cases c SET personal_data_removed_at = $2, latest_capture = NULL, fresh_capture = NULL,
+                       violation = c.violation - 'evidence_url'
+    FROM chosen WHERE c.id = chosen.id RETURNING c.id
 )
 SELECT (SELECT count(*) FROM marked) AS cases, (SELECT count(*) FROM gone_sightings) AS sightings,
        (SELECT count(*) FROM gone_reports) AS delivery_reports, (SELECT count(*) FROM appeals_emptied) AS appeals,

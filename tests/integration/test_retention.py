@@ -74,11 +74,12 @@ class Rows:
         case_id = uuid.uuid4()
         opened_at = self.t0 + opened
         violation = {"event_id": f"v-{case_id}", "integrator": "cams", "camera_id": "cam-1",
-                     "taken_at": opened_at.isoformat(), "lat": 30.4, "lon": 120.3, "place": "Wenyi Rd"}
+                     "taken_at": opened_at.isoformat(), "lat": 30.4, "lon": 120.3, "place": "Wenyi Rd",
+                     "evidence_url": f"s3://cams/{case_id}.jpg"}
         await self.conn.execute(
-            """INSERT INTO cases (id, plate, state, zone, place, camera_id, lat, lon, violation, window_seconds,
-                                  detected_at, opened_at, closed_at, updated_at)
-               VALUES ($1, $2, $3, 'z1', 'Wenyi Rd', 'cam-1', 30.4, 120.3, $4, 600, $5, $5, $6, $5)""",
+            """INSERT INTO cases (id, plate, state, zone, place, camera_id, lat, lon, violation, latest_capture,
+                                  window_seconds, detected_at, opened_at, closed_at, updated_at)
+               VALUES ($1, $2, $3, 'z1', 'Wenyi Rd', 'cam-1', 30.4, 120.3, $4, $4, 600, $5, $5, $6, $5)""",
             case_id, plate, state, violation, opened_at, self.t0 + closed if closed is not None else None)
         sighting = await self.sighting(closed if closed is not None else -DAY, case_id, plate)
         sms = uuid.uuid4()
@@ -129,6 +130,7 @@ async def personal_data_of(conn, case_id) -> dict:
     """What a case still holds, without showing any phone number."""
     sms = await conn.fetchrow("SELECT phone, text, params FROM sms_messages WHERE case_id = $1", case_id)
     appeal = await conn.fetchrow("SELECT statement, attachments FROM appeals WHERE case_id = $1", case_id)
+    case = await conn.fetchrow("SELECT violation, latest_capture FROM cases WHERE id = $1", case_id)
     return {
         "sightings": await conn.fetchval("SELECT count(*) FROM sightings WHERE case_id = $1", case_id),
         "phone": "full" if sms["phone"] == PHONE else "masked" if sms["phone"] == mask_phone(PHONE) else "other",
@@ -138,11 +140,12 @@ async def personal_data_of(conn, case_id) -> dict:
             case_id),
         "appeal_text": None if appeal is None else bool(appeal["statement"] or appeal["attachments"]),
         "removed": await conn.fetchval("SELECT personal_data_removed_at IS NOT NULL FROM cases WHERE id = $1", case_id),
+        "captures": case["latest_capture"] is not None or "evidence_url" in case["violation"],
     }
 
 
-HELD = {"phone": "full", "text": True, "removed": False}
-GONE = {"sightings": 0, "phone": "masked", "text": False, "reports": 0, "removed": True}
+HELD = {"phone": "full", "text": True, "removed": False, "captures": True}
+GONE = {"sightings": 0, "phone": "masked", "text": False, "reports": 0, "removed": True, "captures": False}
 
 
 async def test_each_class_goes_exactly_when_its_retention_ends_and_the_ticket_record_still_verifies(conn):
