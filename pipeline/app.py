@@ -25,6 +25,7 @@ from pipeline.ingest import views as ingest_views
 from pipeline.lookups.carparks import CarParkIndex, load_index
 from pipeline.lookups.zones import ZoneBook, load_zones
 from pipeline.outbox import OutboxRelay
+from pipeline.retention import job as retention
 from pipeline.sms import driver_page
 from pipeline.sms import views as sms_views
 from pipeline.tickets import views as tickets_views
@@ -221,6 +222,17 @@ class Runtime(Service):
                           "until it moves (see pg_stat_activity for application_name parkwarden:%s)",
                           settings.stall_seconds, ", ".join(stalled), settings.worker_name)
             await self.sleep(min(5.0, settings.stall_seconds / 2))
+
+    @Service.task
+    async def retention(self) -> None:
+        """Purge what is past its retention (pipeline/retention/job.py), one worker at a time."""
+        policy = retention.Policy.of(settings)
+        async def purge():
+            async with self.pool.acquire() as conn:
+                if done := await retention.run(conn, policy):
+                    log.info("retention: %s", retention.summary(done).replace("\n", "; "))
+            return False
+        await self._every(settings.retention_seconds, purge)
 
     @Service.task
     async def reference(self) -> None:

@@ -15,6 +15,7 @@ from pipeline.config import Settings
 from pipeline.data import cli as data_cli
 from pipeline.console import cli as console_cli
 from pipeline.ingest import cli as ingest_cli
+from pipeline.retention import cli as retention_cli
 from pipeline.tickets import cli as tickets_cli
 
 
@@ -200,3 +201,4 @@ for _command in (ingest_cli.events, ingest_cli.integrators, ingest_cli.dead_lett
 main.add_command(tickets_cli.tickets)
 main.add_command(cameras_cli.cameras)
 main.add_command(data_cli.data)
+main.add_command(retention_cli.retention)

@@ -17,9 +17,9 @@ from pipeline.client_limits import parse_networks
 from schemas.events import NEVER_EVIDENCE_SCHEMES
 
 ROOT = Path(__file__).resolve().parent.parent
-LOOP_CONNECTIONS = 6
+LOOP_CONNECTIONS = 7
 """Connections a worker's loops may hold at once besides the camera events' parallel transactions:
-car-park counts, deadlines, SMS, delivery reports, the outbox relay, reference data."""
+car-park counts, deadlines, SMS, delivery reports, the outbox relay, reference data, retention."""
 
 
 class Settings(BaseSettings):
@@ -193,6 +193,45 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     """Where drivers reach the driver page, printed on notices; default http://<web_host>:<web_port>."""
 
+    # Retention (pipeline/retention/job.py; the README defends the defaults)
+    retention_seconds: float = Field(default=600, gt=0)
+    """How often a worker runs the purge (one worker at a time; the others skip their round)."""
+    retention_unlinked_sightings_hours: float = Field(default=36, gt=0)
+    """Sightings no case holds (most: every car the cameras see) go a day (UTC) at a time once the
+    whole day is this old. The same-stay rule looks back to the end of the local day a case closed
+    (at most 24 h) and late events need their earlier sightings: 24 h plus a margin."""
+    retention_event_ids_days: float = Field(default=8, gt=0)
+    """The dedupe keys of sightings (integrator, event id; no plate) are kept this long: longer than
+    Kafka keeps an event that could be replayed (7 days by default) and than any sighting class."""
+    retention_closed_case_days: float = Field(default=30, gt=0)
+    """A case closed without a ticket or caution (moved, unconfirmed, exempt, cancelled, rejected) keeps
+    its sightings, SMS phone number and text this long after it closed: time for a complaint."""
+    retention_decided_case_days: float = Field(default=210, gt=0)
+    """A ticketed or cautioned case keeps its evidence (sightings, SMS phone and text, the appeal's
+    free text) this long after the latest of its close, its ticket's issue or void and its appeal's
+    decision, and while an appeal is undecided: administrative reconsideration (60 days) and
+    litigation (6 months) run from the notice or the decision. The ticket record stays whole."""
+    retention_delivery_report_days: float = Field(default=30, gt=0)
+    """Delivery reports, once applied or set aside."""
+    retention_dead_letter_raw_days: float = Field(default=14, gt=0)
+    """A dead letter's raw bytes and key (its reason and field errors stay): time for the integrator
+    to see what they sent and fix it."""
+    retention_operator_session_hours: float = Field(default=24, ge=0)
+    """Console sessions, this long after they expired."""
+    retention_login_failure_days: float = Field(default=7, ge=0)
+    """Failed logins (operator name, client address), this long after the last one."""
+    retention_audit_mask_days: float = Field(default=30, ge=0)
+    """Phone numbers in audit log details are masked once an entry is this old."""
+    retention_audit_log_months: int = Field(default=24, ge=6)
+    """The audit log goes a month (UTC) at a time once the whole month is this old (at least 6: the
+    Cybersecurity Law, art. 21, asks for six months of logs)."""
+    retention_batch_size: int = Field(default=1000, ge=1)
+    """Rows per purge statement (each batch its own short transaction)."""
+    retention_partitions_ahead_days: int = Field(default=3, ge=1)
+    """Daily sightings partitions are created this many days ahead (and the audit log's next month)."""
+    retention_lock_timeout_seconds: float = Field(default=2, gt=0)
+    """How long creating or dropping a partition waits for its table; then it tries next round."""
+
     clock_offset_seconds: float = 0
     """Test only: this worker's own clock runs this many seconds ahead (negative: behind), to show
     that no decision between workers depends on it. Never set it in production."""
@@ -294,6 +333,17 @@ class Settings(BaseSettings):
     @cached_property
     def metrics_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(n.strip(), strict=False) for n in self.metrics_allow.split(",") if n.strip())
+
+    @model_validator(mode="after")
+    def _retention_outlasts_its_uses(self) -> "Settings":
+        if self.retention_decided_case_days < self.appeal_window_days + self.appeal_decision_days:
+            raise ValueError(f"PW_RETENTION_DECIDED_CASE_DAYS ({self.retention_decided_case_days:g}) must be at least "
+                             f"PW_APPEAL_WINDOW_DAYS + PW_APPEAL_DECISION_DAYS "
+                             f"({self.appeal_window_days + self.appeal_decision_days:g}): evidence outlives appeals")
+        if self.retention_event_ids_days * 24 < self.retention_unlinked_sightings_hours + 24:
+            raise ValueError(f"PW_RETENTION_EVENT_IDS_DAYS ({self.retention_event_ids_days:g}) must outlast the "
+                             "sightings it deduplicates (PW_RETENTION_UNLINKED_SIGHTINGS_HOURS plus a day)")
+        return self
 
     @model_validator(mode="after")
     def _metrics_allow_is_addresses(self) -> "Settings":

@@ -51,16 +51,18 @@ def case_from_row(r) -> Case:
 
 
 async def add_sighting(conn, kind: str, event, sighting: Sighting, zone: str, received_at: datetime) -> bool:
-    """Record a camera event once per (integrator, ``event_id``); False for a replay. ``sighting`` and
+    """Record a camera event once per (integrator, ``event_id``, kept in ``sighting_ids``: sightings are
+    partitioned, see pipeline/retention/job.py); False for a replay. ``sighting`` and
     ``zone`` are the event as the camera registry places it (``pipeline.cameras``); the position the
     event carried, if any, is kept as reported_lat/lon."""
     evidence = getattr(event, "evidence", None)
     reported = event.location
     inserted = await conn.fetchval(
-        """INSERT INTO sightings (integrator, event_id, kind, plate, camera_id, taken_at, lat, lon, place, zone,
+        """WITH fresh AS (INSERT INTO sighting_ids (integrator, event_id, received_at) VALUES ($1, $2, $12)
+                          ON CONFLICT (integrator, event_id) DO NOTHING RETURNING true)
+           INSERT INTO sightings (integrator, event_id, kind, plate, camera_id, taken_at, lat, lon, place, zone,
                                   evidence, received_at, reported_lat, reported_lon)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-           ON CONFLICT (integrator, event_id) DO NOTHING RETURNING true""",
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM fresh RETURNING true""",
         sighting.integrator, event.event_id, kind, event.plate, event.camera_id, event.taken_at, sighting.lat,
         sighting.lon, sighting.place, zone, evidence.model_dump() if evidence else None, received_at,
         reported.lat if reported else None, reported.lon if reported else None,
