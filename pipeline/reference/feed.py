@@ -150,9 +150,9 @@ class ReferenceFeed:
             if self._since is None:
                 self._since = await conn.fetchval("SELECT clock_timestamp()")
                 return 0
-            rows = await conn.fetch(
-                "SELECT id, plates, at FROM reference_changes WHERE at > $1 - make_interval(secs => $2) ORDER BY id",
-                self._since, FORGET_MARGIN_SECONDS)
+            rows = await conn.fetch("""SELECT id, plates, at FROM reference_changes
+                                       WHERE at > $1::timestamptz - make_interval(secs => $2::double precision)
+                                       ORDER BY id""", self._since, FORGET_MARGIN_SECONDS)
         fresh = [r for r in rows if r["id"] not in self._seen]
         self._seen = {r["id"] for r in rows}
         if rows:
