@@ -75,7 +75,8 @@ def decode(kind: Kind, key: bytes | None, value: bytes | None, columns: Columns)
     except (ValueError, RecursionError) as exc:
         return Rejected(raw, f"not JSON: {type(exc).__name__}: {str(exc)[:200]}", ())
     if not isinstance(data, dict):
-        return _rejected(raw, f"not a JSON object: send a {kind.model.__name__} or a Debezium change event", "(message)")
+        return _rejected(raw, f"not a JSON object: send a {kind.model.__name__} or a Debezium change event",
+                         "(message)")
     envelope = data.get("payload") if "payload" in data and "schema" in data else data if "op" in data else None
     if envelope is None and "payload" in data:
         return _rejected(raw, "a Debezium envelope with no payload", "payload")

@@ -62,7 +62,8 @@ async def _delete_contact(conn, owner_id: str) -> None:
 
 async def _upsert_car_park(conn, r: reference.CarParkRecord) -> None:
     await conn.execute(
-        """INSERT INTO car_parks (id, name, short_name, lat, lon, capacity, integrator) VALUES ($1, $2, $3, $4, $5, $6, $7)
+        """INSERT INTO car_parks (id, name, short_name, lat, lon, capacity, integrator)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (id) DO UPDATE SET name = excluded.name, short_name = excluded.short_name, lat = excluded.lat,
              lon = excluded.lon, capacity = excluded.capacity, integrator = excluded.integrator""",
         r.id, r.name, r.short_name, r.lat, r.lon, r.capacity, r.integrator)

@@ -5,13 +5,18 @@ dead letters and the stream goes on (pipeline/reference/)."""
 import json
 import secrets
 
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import TopicAuthorizationFailedError
+
 from pipeline.demo import city
+from pipeline.ingest import principals
 from pipeline.lookups.owners import mask_phone
 from schemas import topics
 
 from pipeline.sms.kannel import read_fakesmsc_line
 
-from .conftest import Stack, wait_for
+from .conftest import KAFKA, Stack, wait_for
 from .test_sms_gateway import FAKESMSC_LOG, SmsCentre
 
 POLICE_COLUMNS = json.dumps({"plates": {"plate": "hphm", "owner_id": "sfzmhm"}})
@@ -124,3 +129,30 @@ async def test_tombstones_delete_and_bad_messages_become_dead_letters_while_the_
     await stack.publish(stack.violation(gone))
     await stack.wait_state(gone, "review")
     assert stack.handset_lines() == [], "no SMS for a plate deleted from the registry"
+
+
+async def test_a_data_platform_login_may_write_only_the_reference_topics_it_was_given(stack: Stack):
+    platform = f"police-dp-{stack.id}"
+    password = await principals.grant(stack.settings, platform, principals.feed_bindings(stack.settings,
+                                                                                         [topics.PLATES]))
+    worker = stack.worker()
+    await worker.ready()
+    plate = (await stack.plates_with_phone(1))[0]
+    producer = AIOKafkaProducer(acks="all", request_timeout_ms=10_000,
+                                **{**KAFKA, "sasl_plain_username": platform, "sasl_plain_password": password})
+    await producer.start()
+    try:
+        await producer.send_and_wait(stack.settings.topic(topics.PLATES.name), key=debezium_key(plate=plate),
+                                     value=debezium({"plate": plate}, None, "d", "vehicle"))
+        for forbidden in (topics.CONTACTS, topics.CAMERAS, topics.CAR_PARKS, topics.CASE_EVENTS):
+            with pytest.raises(TopicAuthorizationFailedError):
+                await producer.send_and_wait(stack.settings.topic(forbidden.name), b"{}", key=b"x")
+        with pytest.raises(TopicAuthorizationFailedError):
+            await producer.send_and_wait(stack.topic(topics.CAMERA_EVENTS), b"{}", key=plate.encode())
+    finally:
+        await producer.stop()
+        await principals.withdraw(stack.settings, platform)
+
+    async def deleted():
+        return await stack.count("SELECT count(*) FROM plate_registry WHERE plate = $1", plate) == 0
+    await wait_for(deleted, 20, "the data platform's delete applied")
