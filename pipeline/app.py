@@ -74,6 +74,9 @@ camera_events = app.topic(CAMERA_EVENTS, key_serializer="raw", value_serializer=
 has read the integrators from PostgreSQL, each integrator's ``camera-events.<integrator>``."""
 car_park_status = app.topic(settings.topic(topics.CAR_PARK_STATUS.name), key_serializer="raw",
                             value_serializer=codecs.CAR_PARK_STATUS)
+reference_data = app.topic(*(settings.topic(t.name) for t in topics.REFERENCE), key_serializer="raw",
+                           value_serializer="raw")
+"""The compacted reference topics (plates, contacts, car parks, cameras): bytes, decoded by the feed."""
 
 
 class Runtime(Service):
@@ -84,7 +87,7 @@ class Runtime(Service):
 
     def __post_init__(self) -> None:
         self.ready = asyncio.Event()
-        self.pool = self.web_pool = self.service = self.gateway = self.producer = self.relay = None
+        self.pool = self.web_pool = self.service = self.gateway = self.producer = self.relay = self.feed = None
         self.settings = settings
         self.car_parks = CarParkIndex()
         self.zones = ZoneBook(default_window_seconds=settings.window_seconds, defaults=settings.zone_defaults)
@@ -116,6 +119,8 @@ class Runtime(Service):
         self.web_pool = await bootstrap.connect_web_database(settings)
         await self._refresh_reference()
         self.service = bootstrap.build_service(settings, self.pool, self.car_parks, self.zones)
+        self.feed = bootstrap.build_reference_feed(settings, self.pool, self.service.owners, self._reload_reference)
+        await self.feed.forget_changed_elsewhere()
         self.gateway = bootstrap.build_gateway(settings)
         await bootstrap.wait_for_kafka(settings)
         await self._read_integrator_topics()
@@ -138,6 +143,14 @@ class Runtime(Service):
         await self.registry.load(self.pool)
         if self.ready.is_set():
             await self._read_integrator_topics()
+            await self.feed.forget_changed_elsewhere()
+
+    async def _reload_reference(self, kinds: set[str]) -> None:
+        """Car parks or cameras changed on the reference feed: read them again now (not in 2 s)."""
+        if "car-parks" in kinds:
+            await load_index(self.pool, self.car_parks)
+        if "cameras" in kinds:
+            await self.registry.load(self.pool)
 
     async def _read_integrator_topics(self) -> None:
         """Read the camera-events topic of every integrator: create the topics of new ones, and have
@@ -274,6 +287,14 @@ async def record_car_park_status(stream):
     async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
         await runtime.round("car-park-status", lambda: _until_recorded(runtime.service.handle_car_park_statuses,
                                                                        _sources(batch)))
+
+
+@app.agent(reference_data, concurrency=1)
+async def materialize_reference_data(stream):
+    """Registries, car parks and cameras from their owners, in order per key (pipeline/reference/feed.py)."""
+    await runtime.ready.wait()
+    async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
+        await runtime.round("reference-data", lambda: _until_recorded(runtime.feed.handle, _sources(batch)))
 
 
 async def _until_recorded(handle, batch) -> None:

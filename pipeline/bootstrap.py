@@ -21,6 +21,8 @@ from pipeline.db.migrate import migrate
 from pipeline.lookups.carparks import CarParkIndex
 from pipeline.lookups.owners import PostgresOwnerDirectory
 from pipeline.lookups.zones import ZoneBook
+from pipeline.reference import tables
+from pipeline.reference.feed import ReferenceFeed
 from pipeline.sms.gateway import FileGateway, SmsGateway
 from pipeline.sms.http_provider import HttpProviderGateway
 from pipeline.sms.kannel import KannelGateway
@@ -237,6 +239,17 @@ def build_service(settings: Settings, pool: asyncpg.Pool, car_parks: CarParkInde
                        clock=lambda: datetime.now(UTC) + offset, parallel=settings.db_parallel_transactions)
 
 
+def build_reference_feed(settings: Settings, pool: asyncpg.Pool, owners, reload) -> ReferenceFeed:
+    """The reference feed, writing to ``pool``, forgetting changed plates in ``owners`` (the case
+    service's owner directory) and calling ``reload(kinds)`` after car parks or cameras changed."""
+    try:
+        columns = tables.Columns.parse(settings.reference_columns)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    return ReferenceFeed(pool, {settings.topic(k.topic.name): k for k in tables.KINDS}, columns,
+                         settings.topic(topics.DEAD_LETTERS.name), owners=owners, reload=reload)
+
+
 def kafka_client_options(settings: Settings) -> dict:
     """What every aiokafka client of the pipeline needs to reach the broker: its address and, when
     ``PW_KAFKA_SASL_USERNAME`` is set, the pipeline's own SASL/SCRAM credentials."""
@@ -292,6 +305,15 @@ CAMERA_EVENTS_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 watermarks) and the time the camera's report reached us (for the camera's own delay). The same
 for every integrator's camera-events topic."""
 
+REFERENCE_CONFIG = {"cleanup.policy": "compact"}
+"""The reference topics keep the latest message per key (a row as it is now; a tombstone, until the
+broker's ``delete.retention.ms`` has passed): a worker reading one from the start gets every row."""
+
+
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """The configs of the registry's topics that have their own (the others take the broker's defaults)."""
+    return {settings.topic(t.name): REFERENCE_CONFIG for t in topics.REFERENCE}
+
 
 async def create_topics(settings: Settings, integrators: list[str] = ()) -> list[str]:
     """Create every registry topic that does not exist yet, and the camera-events and camera-commands
@@ -309,13 +331,12 @@ async def create_topics(settings: Settings, integrators: list[str] = ()) -> list
         existing = set(await admin.list_topics())
         wanted = [settings.topic(t.name) for t in topics.ALL] + camera_topics[1:] + command_topics
         missing = [name for name in wanted if name not in existing]
+        configs = topic_configs(settings) | {name: CAMERA_EVENTS_CONFIG for name in camera_topics}
         if missing:
-            await admin.create_topics([
-                NewTopic(name, settings.topic_partitions, 1,
-                         topic_configs=CAMERA_EVENTS_CONFIG if name in camera_topics else {})
-                for name in missing])
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, CAMERA_EVENTS_CONFIG)
-                                   for name in camera_topics])
+            await admin.create_topics([NewTopic(name, settings.topic_partitions, 1, topic_configs=configs.get(name, {}))
+                                       for name in missing])
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, config)
+                                   for name, config in configs.items()])
         return missing
     finally:
         await admin.close()

@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     sms_poll_seconds: float = Field(default=0.1, gt=0)
     outbox_poll_seconds: float = Field(default=0.05, gt=0)
     reference_refresh_seconds: float = Field(default=2.0, gt=0)
+    """How often a worker reads car parks, zones and cameras again, and forgets the plates whose owner
+    another worker's reference feed changed (``pipeline/reference/feed.py``)."""
+    reference_columns: str = ""
+    """JSON: the source tables' column names per kind of reference data, for Debezium change events whose
+    table is not named like ours: ``{kind: {our field: source column}}``, kinds plates, contacts, car-parks,
+    cameras; e.g. ``{"plates": {"plate": "hphm", "owner_id": "sfzmhm"}}``. Empty: our own column names
+    (``pipeline/reference/tables.py``)."""
 
     # Lookups
     owner_cache_size: int = Field(default=100_000, ge=0)

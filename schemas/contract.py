@@ -1,4 +1,5 @@
-"""The published contract: JSON Schema files generated from the models in ``schemas.events``.
+"""The published contract: JSON Schema files generated from the models in ``schemas.events`` and
+``schemas.reference``.
 
 The files live in ``schemas/json/v<SCHEMA_VERSION>/<Name>.schema.json``, are checked in, and are
 served at ``/v1/schemas/<Name>.schema.json``. ``parkwarden schemas --write`` regenerates them; a
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, TypeAdapter
 
-from schemas import events, topics
+from schemas import events, reference, topics
 from schemas.events import SCHEMA_VERSION
 
 SCHEMA_DIR = Path(__file__).parent / "json" / f"v{SCHEMA_VERSION}"
@@ -23,6 +24,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     events.CaseOpened, events.WarningSent, events.CaseClosed, events.TicketIssued, events.TicketVoided,
     events.AppealDecided,
     events.RecheckRequested, events.DeadLetter,
+    reference.PlateRecord, reference.ContactRecord, reference.CarParkRecord, reference.CameraRecord,
 )
 """Every message with its own schema file (and its own example in ``schemas/examples``)."""
 
@@ -36,11 +38,11 @@ def _topic_of(name: str) -> topics.Topic:
     return next(t for t in topics.ALL if any(v.__name__ == name for v in t.values))
 
 
-def _decorate(name: str, schema: dict) -> dict:
+def _decorate(name: str, schema: dict, module: str = events.__name__) -> dict:
     topic = _topic_of(name)
     return {
         "$schema": DIALECT,
-        "$comment": "Generated from schemas/events.py by `parkwarden schemas --write`; do not edit by hand.",
+        "$comment": f"Generated from {module.replace('.', '/')}.py by `parkwarden schemas --write`; do not edit by hand.",
         "x-parkwarden-schema-version": SCHEMA_VERSION,
         "x-parkwarden-topic": topic.name,
         "x-parkwarden-key": topic.key,
@@ -50,7 +52,7 @@ def _decorate(name: str, schema: dict) -> dict:
 
 def json_schemas() -> dict[str, dict]:
     """File name -> JSON Schema, for every published message and the camera-event union."""
-    found = {f"{m.__name__}.schema.json": _decorate(m.__name__, m.model_json_schema()) for m in MODELS}
+    found = {f"{m.__name__}.schema.json": _decorate(m.__name__, m.model_json_schema(), m.__module__) for m in MODELS}
     union = TypeAdapter(events.CameraEvent).json_schema()
     union["title"] = CAMERA_EVENT
     union["description"] = ("One camera event: ViolationDetected, VehicleObserved or VehicleDeparted, "

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from schemas import events
+from schemas import events, reference
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,38 @@ DEAD_LETTERS = Topic(
     about="Input messages that could not be used, with the reason and the original bytes.",
 )
 
+PLATES = Topic(
+    "reference.plates",
+    key="normalized plate (UTF-8), or the Debezium key of the source row",
+    values=(reference.PlateRecord,),
+    direction="in",
+    about="The plate registry (plate -> owner), compacted: the latest row per plate; a tombstone deletes it. "
+          "Our JSON or a Debezium change event.",
+)
+CONTACTS = Topic(
+    "reference.contacts",
+    key="owner id, or the Debezium key of the source row",
+    values=(reference.ContactRecord,),
+    direction="in",
+    about="The contact registry (owner -> phone), compacted; a tombstone deletes. Our JSON or a Debezium change event.",
+)
+CAR_PARKS = Topic(
+    "reference.car-parks",
+    key="car park id, or the Debezium key of the source row",
+    values=(reference.CarParkRecord,),
+    direction="in",
+    about="Car parks (where they are, their capacity), compacted; a tombstone deletes. Our JSON or Debezium.",
+)
+CAMERAS = Topic(
+    "reference.cameras",
+    key="camera id, or the Debezium key of the source row",
+    values=(reference.CameraRecord,),
+    direction="in",
+    about="The camera registry, compacted; a tombstone removes the camera. Our JSON or Debezium.",
+)
+REFERENCE = (PLATES, CONTACTS, CAR_PARKS, CAMERAS)
+"""The compacted reference topics (``cleanup.policy=compact``), materialized into PostgreSQL by the workers."""
+
 
 def camera_events_of(base: str, integrator: str) -> str:
     """The camera-events topic of one integrator: ``<base>.<integrator>`` (``base`` already prefixed)."""
@@ -88,4 +120,4 @@ def is_camera_events(base: str, topic: str) -> bool:
     return topic == base or integrator_of(base, topic) is not None
 
 
-ALL = (CAMERA_EVENTS, CAR_PARK_STATUS, CASE_EVENTS, TICKETS, CAMERA_COMMANDS, DEAD_LETTERS)
+ALL = (CAMERA_EVENTS, CAR_PARK_STATUS, CASE_EVENTS, TICKETS, CAMERA_COMMANDS, DEAD_LETTERS) + REFERENCE

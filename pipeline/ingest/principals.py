@@ -8,6 +8,9 @@ For an integrator NAME (topic names with ``PW_TOPIC_PREFIX``):
     group NAME                 READ               its consumer group (named exactly NAME: a prefix would
                                                   also match another integrator's, e.g. NAME2)
 
+A data platform feeding reference data (``parkwarden reference kafka-login NAME --kind ...``) gets
+WRITE and DESCRIBE on the reference topics of those kinds only (``feed_bindings``).
+
 Everything else is refused by the broker's authorizer (``allow.everyone.if.no.acl.found=false``):
 another integrator's topic, case-events, tickets, the bare camera-events.
 
@@ -48,9 +51,14 @@ def bindings(settings: Settings, name: str) -> list[tuple[int, str, int, int]]:
             (GROUP, name, LITERAL, READ)]
 
 
-async def grant(settings: Settings, name: str) -> str:
-    """Make (or reset) integrator ``name``'s SCRAM user with a new password, and its ACLs; return the
-    password (shown once, like an API key)."""
+def feed_bindings(settings: Settings, kinds: list[topics.Topic]) -> list[tuple[int, str, int, int]]:
+    """What a data platform may do: write (and describe) the reference topics ``kinds``, nothing else."""
+    return [(TOPIC, settings.topic(t.name), LITERAL, operation) for t in kinds for operation in (WRITE, DESCRIBE)]
+
+
+async def grant(settings: Settings, name: str, allowed: list[tuple[int, str, int, int]] | None = None) -> str:
+    """Make (or reset) principal ``name``'s SCRAM user with a new password, and its ACLs (``allowed``;
+    by default an integrator's, ``bindings``); return the password (shown once, like an API key)."""
     _need_sasl(settings)
     password = secrets.token_urlsafe(24)
     # In a config file the value has no brackets (on a command line: SCRAM-SHA-512=[iterations=…,password=…]).
@@ -58,7 +66,7 @@ async def grant(settings: Settings, name: str) -> str:
                  "--add-config-file", secret=password)
     client = await _client(settings)
     try:
-        for resource_type, resource, pattern, operation in bindings(settings, name):
+        for resource_type, resource, pattern, operation in allowed or bindings(settings, name):
             response = await client.send(client.get_random_node(), CreateAclsRequest(
                 resource_type, resource, pattern, f"User:{name}", "*", operation, ALLOW))
             for error_code, message in response.creation_responses:

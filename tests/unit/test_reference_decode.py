@@ -1,0 +1,130 @@
+"""Reference topics: one message -> the row to write or delete (our JSON, Debezium change events,
+tombstones) or a refusal with the reason (pipeline/reference/decode.py), and the owner cache forgetting."""
+
+import json
+from datetime import date
+
+import pytest
+from cachetools import TTLCache
+
+from pipeline.reference.decode import Delete, Upsert, decode
+from pipeline.reference.feed import forget
+from pipeline.reference.tables import BY_NAME, Columns
+from schemas.codec import Rejected
+
+pytestmark = pytest.mark.unit
+
+PLATES, CONTACTS, CAMERAS = BY_NAME["plates"], BY_NAME["contacts"], BY_NAME["cameras"]
+POLICE = Columns({"plates": {"plate": "hphm", "owner_id": "sfzmhm"}})
+"""The traffic police's vehicle(hphm, hpzl, sfzmhm, ...) table."""
+
+
+def debezium(before, after, op, table="vehicle", with_schema=True) -> bytes:
+    """A change event as Debezium's PostgreSQL connector writes it (JSON converter)."""
+    payload = {"before": before, "after": after, "op": op, "ts_ms": 1764500000000,
+               "source": {"version": "3.0.0.Final", "connector": "postgresql", "name": "police", "db": "vehicles",
+                          "schema": "public", "table": table, "txId": 556, "lsn": 24023128, "snapshot": "false",
+                          "ts_ms": 1764499999000}}
+    envelope = {"schema": {"type": "struct", "name": f"police.public.{table}.Envelope", "fields": []},
+                "payload": payload} if with_schema else payload
+    return json.dumps(envelope, ensure_ascii=False).encode()
+
+
+def debezium_key(**columns) -> bytes:
+    return json.dumps({"schema": {"type": "struct", "fields": []}, "payload": columns}, ensure_ascii=False).encode()
+
+
+def test_our_json_plate_row_is_an_upsert_with_the_plate_normalized():
+    change = decode(PLATES, "浙A12345".encode(), json.dumps({"plate": "浙A·12345", "owner_id": "o-1"}).encode(),
+                    Columns())
+
+    assert isinstance(change, Upsert) and change.format == "json"
+    assert (change.key, change.record.plate, change.record.owner_id) == ("浙A12345", "浙A12345", "o-1")
+
+
+@pytest.mark.parametrize("with_schema", [True, False], ids=["envelope", "schemas-disabled"])
+@pytest.mark.parametrize("op", ["c", "u", "r"])
+def test_a_debezium_insert_update_or_snapshot_read_of_the_police_table_is_an_upsert_of_our_columns(op, with_schema):
+    row = {"hphm": "浙A12345", "hpzl": "02", "sfzmhm": "330106198801011234", "clpp": "大众"}
+    change = decode(PLATES, debezium_key(hphm="浙A12345"), debezium({"hphm": "浙A12345"}, row, op,
+                                                                    with_schema=with_schema), POLICE)
+
+    assert isinstance(change, Upsert) and change.format == "debezium"
+    assert (change.key, change.record.owner_id) == ("浙A12345", "330106198801011234")
+
+
+def test_a_debezium_delete_and_a_tombstone_delete_the_row_their_key_names():
+    delete = decode(PLATES, debezium_key(hphm="浙A12345"), debezium({"hphm": "浙A12345"}, None, "d"), POLICE)
+    tombstone = decode(PLATES, debezium_key(hphm="浙A12345"), None, POLICE)
+    plain = decode(CONTACTS, b"o-1", None, Columns())
+
+    assert isinstance(delete, Delete) and delete.key == "浙A12345" and delete.format == "debezium"
+    assert isinstance(tombstone, Delete) and tombstone.key == "浙A12345" and tombstone.format == "tombstone"
+    assert isinstance(plain, Delete) and plain.key == "o-1"
+
+
+def test_a_debezium_date_column_in_days_since_1970_is_a_date():
+    row = {"id": "cam-x-1", "integrator": "acme", "lat": 30.28, "lon": 120.0, "place": "文一西路", "zone": "yuhang",
+           "direction": None, "commissioned_on": 20_393}
+    change = decode(CAMERAS, b'{"id": "cam-x-1"}', debezium(None, row, "c", table="cameras"), Columns())
+
+    assert isinstance(change, Upsert) and change.record.commissioned_on == date(2025, 11, 1)
+
+
+@pytest.mark.parametrize("key, value, field, words", [
+    (b"o-1", b"{not json", "", "not JSON"),
+    (b"o-1", b"[1, 2]", "(message)", "not a JSON object"),
+    (b"o-1", json.dumps({"owner_id": "o-1", "phone": "call me"}).encode(), "phone", "invalid ContactRecord"),
+    (b"o-1", json.dumps({"owner_id": "o-1", "phone": "13800138000", "fax": "1"}).encode(), "fax", "invalid"),
+    (b"o-2", json.dumps({"owner_id": "o-1", "phone": "13800138000"}).encode(), "owner_id", "the key says 'o-2'"),
+    (None, json.dumps({"owner_id": "o-1", "phone": "13800138000"}).encode(), "(key)", "no key"),
+    (b"o-1", debezium(None, {"owner_id": "o-1", "phone": "13800138000"}, "t"), "op", "unknown Debezium op 't'"),
+    (b"o-1", debezium(None, {"owner_id": "o-1", "phone": "13800138000"}, "x"), "op", "unknown Debezium op"),
+    (b"o-1", debezium(None, None, "u"), "after", "without the row in 'after'"),
+    (b"o-1", debezium(None, {"owner_id": "o-1"}, "c"), "after.phone", "Field required"),
+    (b"o-1", json.dumps({"schema": {}, "payload": None}).encode(), "payload", "no payload"),
+])
+def test_a_message_that_cannot_be_used_is_refused_naming_the_field_and_the_reason(key, value, field, words):
+    change = decode(CONTACTS, key, value, Columns())
+
+    assert isinstance(change, Rejected)
+    assert words in change.reason
+    assert change.raw == value
+    if field:
+        assert field in [e.field for e in change.errors]
+
+
+def test_a_debezium_row_missing_a_mapped_column_names_the_source_column():
+    change = decode(PLATES, debezium_key(hphm="浙A12345"), debezium(None, {"hphm": "浙A12345"}, "c"), POLICE)
+
+    assert isinstance(change, Rejected) and [e.field for e in change.errors] == ["after.sfzmhm"]
+
+
+def test_a_column_mapping_naming_an_unknown_kind_or_field_is_refused():
+    with pytest.raises(ValueError, match="unknown kind"):
+        Columns.parse('{"vehicles": {}}')
+    with pytest.raises(ValueError, match="map our fields"):
+        Columns.parse('{"plates": {"hpzl": "hpzl"}}')
+    assert Columns.parse("").source(PLATES, "plate") == "plate"
+
+
+class Directory:
+    def __init__(self):
+        self.forgotten = []
+
+    def invalidate(self, plate):
+        self.forgotten.append(plate)
+
+
+def test_changed_plates_are_forgotten_by_the_owner_directory():
+    directory = Directory()
+    forget(directory, ["浙A12345", "浙B54321"])
+    assert directory.forgotten == ["浙A12345", "浙B54321"]
+
+    class Cached:
+        _cache = TTLCache(10, 60)
+    cached = Cached()
+    cached._cache["浙A12345"] = "13800138000"
+    cached._cache["浙C11111"] = None
+    forget(cached, ["浙A12345"])
+    assert list(cached._cache) == ["浙C11111"]
