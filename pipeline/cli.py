@@ -14,6 +14,7 @@ from pipeline.cameras import cli as cameras_cli
 from pipeline.config import Settings
 from pipeline.console import cli as console_cli
 from pipeline.ingest import cli as ingest_cli
+from pipeline.lookups import zones_cli
 from pipeline.tickets import cli as tickets_cli
 
 
@@ -198,3 +199,4 @@ for _command in (ingest_cli.events, ingest_cli.integrators, ingest_cli.dead_lett
     main.add_command(_command)
 main.add_command(tickets_cli.tickets)
 main.add_command(cameras_cli.cameras)
+main.add_command(zones_cli.zones)
