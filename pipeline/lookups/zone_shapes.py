@@ -391,10 +391,12 @@ async def place_cameras(conn, actor: str) -> int:
     zones = await shaped(conn)
     cameras = await conn.fetch("SELECT id, lat, lon, zone, zone_given, zone_by_position FROM cameras "
                                "WHERE removed_at IS NULL ORDER BY id")
+    reach = shapely.STRtree([shapely.box(*z.reach) for z in zones])
     moves, problems = [], []
     for cam in cameras:
+        near = [zones[i] for i in reach.query(Point(cam["lon"], cam["lat"]))]
         try:
-            zone, by_position = place(cam["lat"], cam["lon"], cam["zone_given"], zones, strict=False)
+            zone, by_position = place(cam["lat"], cam["lon"], cam["zone_given"], near, strict=False)
         except ZoneProblem as exc:
             problems.append((cam["id"], exc.reason))
             continue

@@ -87,6 +87,11 @@ async def test_changed_zones_move_the_cameras_audited_or_are_refused_whole(stack
         {(GAOJIAO.id, "yuhang", "campus"), (MARKET_CAMERA.id, "yuhang", "market-street")}
     code, out = await run_cli(stack, "zones", "import", geojson(tmp_path, MARKET, CAMPUS, FAR))
     assert code == 0 and "3 unchanged, 0 cameras moved" in out, out
+    code, exported = await run_cli(stack, "zones", "list", "--geojson")
+    assert code == 0 and len(json.loads(exported)["features"]) == 6, exported
+    (tmp_path / "exported.geojson").write_text(exported, encoding="utf-8")
+    code, out = await run_cli(stack, "zones", "import", str(tmp_path / "exported.geojson"))
+    assert code == 0 and "0 added, 0 changed, 6 unchanged" in out, "the export is the import format: " + out
 
     # A camera placed by position only, whose zone moves away from it: the import is refused, nothing changes.
     code, out = await run_cli(stack, "cameras", "add", "cam-far-02", "--integrator", city.INTEGRATOR,
