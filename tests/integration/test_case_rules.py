@@ -207,3 +207,32 @@ async def _ticket_last_month(stack: Stack, plate: str) -> None:
            INSERT INTO tickets (number, case_id, plate, issued_at, deadline_at, place, zone, lat, lon, evidence)
            SELECT 'YH-OLD-1', id, $1, $8, $8, $3, $2, $5, $6, '[]' FROM c""",
         plate, cam.zone, cam.place, cam.id, cam.lat, cam.lon, violation, month_ago)
+
+
+async def test_a_camera_in_its_first_days_gives_a_warning_notice_by_its_registered_commissioning_date(stack: Stack):
+    """The new-camera rule reads the camera registry: the same zone, the same car staying, a ticket from a
+    camera commissioned long ago and a warning notice from one commissioned last week."""
+    from pipeline.cameras import registry
+
+    await stack.pool.execute("UPDATE zones SET new_camera_days = 30 WHERE id = 'yuhang'")
+    new = city.Camera("cam-new-crossing", "文一西路新路口", CAMERA.lat + 0.01, CAMERA.lon, zone="yuhang")
+    async with stack.pool.acquire() as conn:
+        await registry.add(conn, registry.camera({
+            "id": new.id, "integrator": city.INTEGRATOR, "lat": new.lat, "lon": new.lon, "place": new.place,
+            "zone": new.zone, "commissioned_on": (datetime.now(UTC) - timedelta(days=7)).date().isoformat()}),
+            "test")
+    worker = stack.worker(PW_LATENESS_SECONDS="1")
+    await worker.ready()
+    old_camera_plate, new_camera_plate = await stack.plates_with_phone(2)
+    cameras = {old_camera_plate: CAMERA, new_camera_plate: new}
+    for plate, camera in cameras.items():
+        await stack.publish(stack.violation(plate, camera))
+    warned = [await stack.wait_state(plate, "warned", timeout=20) for plate in cameras]
+    await sleep_until(max(c["deadline_at"] for c in warned))
+    for plate, camera in cameras.items():
+        await stack.publish(stack.observation(plate, camera))
+
+    await stack.wait_state(old_camera_plate, "ticketed", timeout=20)
+    cautioned = await stack.wait_state(new_camera_plate, "cautioned", timeout=20)
+    assert "cam-new-crossing" in cautioned["reason"] and "first 30 days" in cautioned["reason"]
+    assert await stack.count("SELECT count(*) FROM tickets WHERE plate = $1", new_camera_plate) == 0
