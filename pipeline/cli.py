@@ -17,6 +17,7 @@ from pipeline.console import cli as console_cli
 from pipeline.ingest import cli as ingest_cli
 from pipeline.retention import cli as retention_cli
 from pipeline.reference import cli as reference_cli
+from pipeline.lookups import zones_cli
 from pipeline.tickets import cli as tickets_cli
 
 
@@ -204,3 +205,4 @@ main.add_command(cameras_cli.cameras)
 main.add_command(data_cli.data)
 main.add_command(retention_cli.retention)
 main.add_command(reference_cli.reference)
+main.add_command(zones_cli.zones)

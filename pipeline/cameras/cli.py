@@ -49,7 +49,8 @@ def cameras() -> None:
 @click.option("--lat", required=True, type=float, help="Latitude, WGS-84.")
 @click.option("--lon", required=True, type=float, help="Longitude, WGS-84.")
 @click.option("--place", required=True, help="Street or landmark, as shown to drivers.")
-@click.option("--zone", required=True, help="The zone it watches (window, exemptions).")
+@click.option("--zone", default="", help="The zone it watches (window, exemptions); leave it out when a zone's "
+              "shape holds the camera's position (`parkwarden zones import`).")
 @click.option("--direction", type=click.Choice(registry.DIRECTIONS, case_sensitive=False), default=None,
               help="Which way it looks.")
 @click.option("--commissioned", "commissioned_on", default=None,
@@ -61,7 +62,10 @@ def add(camera_id, integrator, lat, lon, place, zone, direction, commissioned_on
         cam = registry.camera({"id": camera_id, "integrator": integrator, "lat": lat, "lon": lon, "place": place,
                                "zone": zone, "direction": direction,
                                "commissioned_on": commissioned_on or date.today().isoformat()})
-        done = _run(lambda conn: registry.add(conn, cam, _actor(), replace=replace))
+
+        async def work(conn):
+            return await registry.add(conn, cam, _actor(), replace=replace), await registry.registered(conn, cam.id)
+        done, cam = _run(work)
     except CameraProblem as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"camera {cam.id} {done} ({cam.integrator}, {cam.place}, zone {cam.zone})")

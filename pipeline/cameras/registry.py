@@ -2,7 +2,9 @@
 
 Provenance rests on it. An event is taken only from the integrator that owns its camera (over
 HTTP its key, on Kafka the topic it was written to, ``camera-events.<integrator>``); its place,
-zone and position are the camera's, never what the event says. Operators manage the registry
+zone and position are the camera's, never what the event says. The zone is found from the camera's
+position when a zone's shape holds it (pipeline/lookups/zone_shapes.py); the operator's zone serves
+for cameras outside every shape. Operators manage the registry
 (`parkwarden cameras add|list|remove|import`, the console's Cameras page); every change is in
 ``audit_log``. A removed camera keeps its row (``removed_at``), so old sightings still say where
 their camera stood; its events are refused like an unknown camera's.
@@ -13,15 +15,19 @@ import io
 import json
 import re
 from dataclasses import asdict, dataclass
+from dataclasses import replace as replace_fields
 from datetime import date, datetime
 
 import asyncpg
+
+from pipeline.lookups import zone_shapes
 
 DIRECTIONS = ("N", "NE", "E", "SE", "S", "SW", "W", "NW")
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 ZONE_PATTERN = re.compile(r"[a-z0-9_-]{1,32}")
 FIELDS = ("id", "integrator", "lat", "lon", "place", "zone", "direction", "commissioned_on")
-"""The columns of an import file (CSV header, or the keys of each JSON line); direction may be empty."""
+"""The columns of an import file (CSV header, or the keys of each JSON line); direction may be empty, and
+so may zone when a zone's shape holds the camera's position."""
 
 
 class CameraProblem(ValueError):
@@ -60,8 +66,8 @@ def camera(fields: dict) -> Camera:
         raise CameraProblem("integrator: the name of the integrator that owns the camera")
     if not 1 <= len(place) <= 64:
         raise CameraProblem("place: 1-64 characters, the street or landmark shown to drivers")
-    if not ZONE_PATTERN.fullmatch(zone):
-        raise CameraProblem("zone: the zone's id, 1-32 of a-z 0-9 _ -")
+    if zone and not ZONE_PATTERN.fullmatch(zone):
+        raise CameraProblem("zone: the zone's id, 1-32 of a-z 0-9 _ -, or empty (placed by its position)")
     try:
         lat, lon = float(text("lat")), float(text("lon"))
     except ValueError:
@@ -154,23 +160,37 @@ async def listing(conn, integrator: str | None = None) -> list[Camera]:
 
 
 async def add(conn, cam: Camera, actor: str, replace: bool = False, reason: str = "") -> str:
-    """Register a camera (or, with ``replace``, change a registered one); audited. Returns "added" or
-    "updated". A removed camera's id may be registered again."""
+    """Register a camera (or, with ``replace``, change a registered one); audited. Returns "added",
+    "updated" or "unchanged". A removed camera's id may be registered again. Its zone is the one whose
+    shape holds its position; ``cam.zone`` (may be empty) serves outside every shape, and a zone that the
+    position contradicts is refused (``zone_shapes.place``)."""
     async with conn.transaction():
         if not await conn.fetchval("SELECT true FROM integrators WHERE name = $1", cam.integrator):
             raise CameraProblem(f"integrator: no integrator named {cam.integrator!r} (`parkwarden integrators add`)")
-        before = await conn.fetchrow(f"SELECT {COLUMNS}, removed_at FROM cameras WHERE id = $1 FOR UPDATE", cam.id)
+        before = await conn.fetchrow(f"SELECT {COLUMNS}, zone_given, removed_at FROM cameras WHERE id = $1 FOR UPDATE",
+                                     cam.id)
         if before is not None and before["removed_at"] is None and not replace:
             raise CameraProblem(f"id: camera {cam.id!r} is registered already (to {before['integrator']}); "
                                 "change it with --replace")
+        given = cam.zone or None
+        try:
+            zone, by_position = await zone_shapes.zone_for(conn, cam.lat, cam.lon, given)
+        except zone_shapes.ZoneProblem as exc:
+            raise CameraProblem(str(exc)) from None
+        cam = replace_fields(cam, zone=zone)
+        if before is not None and before["removed_at"] is None and _camera(before) == cam \
+                and before["zone_given"] == given:
+            return "unchanged"
         await conn.execute(
-            f"""INSERT INTO cameras ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            f"""INSERT INTO cameras ({COLUMNS}, zone_given, zone_by_position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                 ON CONFLICT (id) DO UPDATE SET integrator = excluded.integrator, lat = excluded.lat,
                   lon = excluded.lon, place = excluded.place, zone = excluded.zone, direction = excluded.direction,
-                  commissioned_on = excluded.commissioned_on, updated_at = now(), removed_at = NULL""",
-            cam.id, cam.integrator, cam.lat, cam.lon, cam.place, cam.zone, cam.direction, cam.commissioned_on)
+                  commissioned_on = excluded.commissioned_on, zone_given = excluded.zone_given,
+                  zone_by_position = excluded.zone_by_position, updated_at = now(), removed_at = NULL""",
+            cam.id, cam.integrator, cam.lat, cam.lon, cam.place, cam.zone, cam.direction, cam.commissioned_on,
+            given, by_position)
         done = "updated" if before is not None and before["removed_at"] is None else "added"
-        detail = {"camera": cam.as_json()}
+        detail = {"camera": cam.as_json(), "zone_given": given, "zone_by_position": by_position}
         if done == "updated":
             detail["before"] = _camera(before).as_json()
         if reason:
@@ -196,10 +216,7 @@ async def import_cameras(conn, cameras: list[Camera], actor: str) -> dict[str, i
     counts = {"added": 0, "updated": 0, "unchanged": 0}
     async with conn.transaction():
         for cam in cameras:
-            if await registered(conn, cam.id) == cam:
-                counts["unchanged"] += 1
-            else:
-                counts[await add(conn, cam, actor, replace=True, reason="import")] += 1
+            counts[await add(conn, cam, actor, replace=True, reason="import")] += 1
     return counts
 
 

@@ -24,6 +24,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "cameras.integrator": ("接入方", "Integrator"),
     "cameras.place": ("地点", "Place"),
     "cameras.zone": ("区域", "Zone"),
+    "cameras.zone_by_position": ("留空则按位置", "empty: by position"),
     "cameras.position": ("位置（WGS-84）", "Position (WGS-84)"),
     "cameras.direction": ("朝向", "Looks"),
     "cameras.commissioned": ("启用日期", "Commissioned"),

@@ -350,9 +350,22 @@ async def case_version(conn: asyncpg.Connection, case_id: UUID) -> tuple | None:
 
 
 async def zones(conn: asyncpg.Connection) -> list[dict]:
+    """Every zone with its rules, its shape's type (NULL: none), and the registered cameras in it."""
     return [dict(r) for r in await conn.fetch(
-        """SELECT id, name, window_seconds, exempt_reason, exempt_from_hour, exempt_until_hour, first_offence_months,
-                  new_camera_days, confirm_tickets FROM zones ORDER BY id""")]
+        """SELECT z.id, z.name, z.window_seconds, z.exempt_reason, z.exempt_from_hour, z.exempt_until_hour,
+                  z.first_offence_months, z.new_camera_days, z.confirm_tickets, z.geometry->>'type' AS shape, z.width_m,
+                  coalesce((SELECT jsonb_agg(jsonb_build_object('id', c.id, 'place', c.place,
+                                                                'by_position', c.zone_by_position) ORDER BY c.id)
+                            FROM cameras c WHERE c.zone = z.id AND c.removed_at IS NULL), '[]') AS cameras
+           FROM zones z ORDER BY z.id""")]
+
+
+async def cameras_outside_zones(conn: asyncpg.Connection) -> list[dict]:
+    """Registered cameras that no zone's shape holds (their zone is the operator's), and whether that
+    zone exists (a camera in an unknown zone gets the city's default rules)."""
+    return [dict(r) for r in await conn.fetch(
+        """SELECT c.id, c.place, c.zone, EXISTS (SELECT 1 FROM zones z WHERE z.id = c.zone) AS known
+           FROM cameras c WHERE c.removed_at IS NULL AND NOT c.zone_by_position ORDER BY c.id""")]
 
 
 # ── tickets waiting for an officer's confirmation ────────────────────────────────────────────

@@ -629,8 +629,9 @@ class Console:
         pool = await self.db()
         async with pool.acquire() as conn:
             whitelist, zones = await queries.whitelist(conn), await queries.zones(conn)
+            outside = await queries.cameras_outside_zones(conn)
         return self.render(request, "rules.html", status, title=t("rules.title"), nav="rules", whitelist=whitelist,
-                           zones=zones, default_window=self.settings.window_seconds,
+                           zones=zones, outside=outside, default_window=self.settings.window_seconds,
                            city_rules=self.settings.zone_defaults, error=error,
                            notice=t(f"done.{done}") if f"done.{done}" in _DONE_KEYS else None)
 

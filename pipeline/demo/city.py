@@ -11,6 +11,7 @@ from datetime import date
 import asyncpg
 
 from pipeline.cameras import registry
+from pipeline.lookups import zone_shapes
 
 INTEGRATOR = "demo"
 """The integrator that owns the demo city's cameras (its key is never shown: the demo publishes on
@@ -67,6 +68,16 @@ ZONES = [("yuhang", "余杭区", None, None, None), ("hospital", "医院急救�
 """(id, name, window, exempt reason, first-offence months): 良渚文化村 gives a first offence (no ticket
 nor warning notice in 12 months) a warning notice instead of a ticket; the rest tickets automatically."""
 
+ZONE_SHAPES = [
+    ("yuhang", {"type": "Polygon", "coordinates": [[[119.88, 30.22], [120.10, 30.22], [120.10, 30.42],
+                                                    [119.95, 30.42], [119.88, 30.33], [119.88, 30.22]]]}, None),
+    ("liangzhu", {"type": "Polygon", "coordinates": [[[120.035, 30.368], [120.060, 30.368], [120.060, 30.385],
+                                                      [120.035, 30.385], [120.035, 30.368]]]}, None),
+    ("hospital", {"type": "LineString", "coordinates": [[120.0046, 30.2801], [120.0058, 30.2801]]}, 12.0),
+]
+"""(zone, GeoJSON geometry, road width in metres): a rough district, 良渚文化村 inside it, and an emergency
+lane; each camera is placed in the innermost zone that holds it (pipeline/lookups/zone_shapes.py)."""
+
 WHITELIST = [("浙A1201警", "police vehicle"), ("浙A0120F", "ambulance (new-energy)")]
 
 
@@ -114,6 +125,7 @@ async def load(conn: asyncpg.Connection, plate_count: int = 2000) -> dict:
                                               first_offence_months = EXCLUDED.first_offence_months""",
             ZONES,
         )
+        await conn.executemany("UPDATE zones SET geometry = $2, width_m = $3 WHERE id = $1", ZONE_SHAPES)
         await conn.executemany(
             """INSERT INTO car_parks (id, name, short_name, lat, lon, capacity) VALUES ($1, $2, $3, $4, $5, $6)
                ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, short_name = EXCLUDED.short_name,
@@ -122,6 +134,8 @@ async def load(conn: asyncpg.Connection, plate_count: int = 2000) -> dict:
         )
         for camera in CAMERAS:
             await register(conn, camera)
+        await zone_shapes.lock(conn)
+        await zone_shapes.place_cameras(conn, "demo:load")
         await conn.executemany(
             "INSERT INTO whitelisted_plates (plate, reason) VALUES ($1, $2) ON CONFLICT DO NOTHING", WHITELIST
         )
