@@ -17,9 +17,9 @@ Two formats, told apart per message:
   names the row in ``before`` (the primary key, or every column with ``REPLICA IDENTITY FULL``):
   remove it (``tables.Kind.delete``: a registration is retired, a contact ends now). ``t`` (truncate)
   and ``m`` (a logical-decoding message) are refused (a truncate of a registry is a snapshot: use
-  ``parkwarden data import --snapshot``). The row's columns are renamed
-  to our fields by ``tables.Columns`` (PW_REFERENCE_COLUMNS); Debezium's ``io.debezium.time.Date``
-  (days since 1970-01-01) is taken for a date.
+  ``parkwarden data import --snapshot``). The row's columns are renamed to our fields by
+  ``tables.Columns`` (PW_REFERENCE_COLUMNS); Debezium's ``io.debezium.time.Date`` (days since
+  1970-01-01) is taken for a date.
 
 The key names the row, all of its id (compaction keeps the latest message per key, so two rows must
 never share one): a plain text key is the id, and for a plate ``浙A12345`` is the registration of type

@@ -1,12 +1,12 @@
 """Where each kind of reference data lives in PostgreSQL, and how a source database's columns map to ours.
 
 One place to change when a table grows columns: ``KINDS`` says, per kind, its topic, its message
-model, its key fields and the SQL that writes and removes a row; ``Columns`` maps a source table's column names (what a Debezium change event
-carries) to the model's fields. The default mapping is the identity: a source table with our own
-column names needs no setting.
+model, its key fields and the SQL that writes and removes a row; ``Columns`` maps a source table's
+column names (what a Debezium change event carries) to the model's fields. The default mapping is the
+identity: a source table with our own column names needs no setting.
 
 ``PW_REFERENCE_COLUMNS`` (JSON) renames per kind, ``{kind: {our field: source column}}``; e.g. the
-traffic police's ``vehicle(hphm, sfzmhm, ...)`` table::
+traffic police's ``vehicle(hphm, hpzl, sfzmhm, ...)`` table::
 
     PW_REFERENCE_COLUMNS='{"plates": {"plate": "hphm", "plate_type": "hpzl", "owner_id": "sfzmhm"}}'
 

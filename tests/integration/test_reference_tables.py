@@ -167,7 +167,8 @@ async def test_a_contact_update_ends_the_old_phone_now_and_keeps_the_same_phone_
     await worker.handle([message(stack, topics.CONTACTS, 0, owner, {"owner_id": owner, "phone": old_phone,
                                                                     "language": "en"})])
     rows = await contacts_of(stack, owner)
-    assert [(mask_phone(r["phone"]), r["language"], r["valid_to"]) for r in rows] == [(mask_phone(old_phone), "en", None)]
+    assert [(mask_phone(r["phone"]), r["language"], r["valid_to"]) for r in rows] == [
+        (mask_phone(old_phone), "en", None)], "the same phone: one contact, its language updated in place"
 
     await worker.handle([message(stack, topics.CONTACTS, 1, owner, {"owner_id": owner, "phone": "13933330003"})])
     old, new = await contacts_of(stack, owner)
