@@ -142,7 +142,7 @@ class Report:
                  row("ticket / notice SMS lost", self.ticket_sms_lost),
                  row("acknowledged events never decided", self.never_decided),
                  row("decisions taken blind (input already in Kafka)", self.blind_decisions),
-                 row("malformed or refused events missing from the dead letters", self.malformed_missing),
+                 row("malformed or refused events not in the dead letters", self.malformed_missing),
                  row("cases left open", self.cases_left_open),
                  row("workers that exited on their own (started again)", self.worker_exits, failure=False),
                  *(f"    {e}" for e in self.worker_exits),
