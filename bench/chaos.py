@@ -767,7 +767,9 @@ class ChaosRun:
     def topic(self, t: topics.Topic, integrator: str | None = None) -> str:
         """A topic of this run; with ``integrator``: its own camera-events or camera-commands topic."""
         name = self.settings.topic(t.name)
-        return name if integrator is None else f"{name}.{integrator}"
+        if integrator is None:
+            return name
+        return (topics.camera_events_of if t is topics.CAMERA_EVENTS else topics.camera_commands_of)(name, integrator)
 
     def camera_topics(self, t: topics.Topic) -> list[str]:
         """The demo integrator's and the HTTP integrator's camera-events (or camera-commands) topics."""
