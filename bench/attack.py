@@ -34,6 +34,7 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from bench.e2e import ROOT, BenchStack, bench_stack, machine, percentile, progress
+from pipeline import bootstrap
 from pipeline.config import Settings
 from pipeline.demo import city
 from schemas import events, topics
@@ -123,7 +124,7 @@ async def health_times(stop: asyncio.Event) -> list[float]:
 
 async def publish_violations(stack: BenchStack, producer: AIOKafkaProducer, plates: list[str], phase: str,
                              rate: float) -> None:
-    topic = stack.settings.topic(topics.CAMERA_EVENTS.name)
+    topic = topics.camera_events_of(stack.settings.topic(topics.CAMERA_EVENTS.name), city.INTEGRATOR)
     started = time.monotonic()
     for i, plate in enumerate(plates):
         camera = city.CAMERAS[i % len(city.CAMERAS)]
@@ -246,7 +247,7 @@ async def main() -> None:
         plates = [r["plate"] for r in await stack.pool.fetch(
             "SELECT p.plate FROM plate_registry p JOIN contact_registry c USING (owner_id) LIMIT $1", 2 * n)]
         assert len(plates) == 2 * n, "not enough plates with a phone"
-        producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all", linger_ms=5)
+        producer = AIOKafkaProducer(acks="all", linger_ms=5, **bootstrap.kafka_client_options(stack.settings))
         await producer.start()
         try:
             now = datetime.now(UTC)

@@ -4,10 +4,14 @@ centre only.
 A city of cars with phones on record (the demo city's plates) parks illegally while two workers run:
 each car stays past its deadline (captured at the deadline, or answering the recheck, or not), leaves
 early, or leaves at the edge (2-4 s before its deadline); some events are duplicated, late, out of
-order (a capture overtakes its violation, or a later event), and malformed messages, tombstones and
-keyless messages are mixed in. The cameras are real Kafka clients: they learn each car's deadline from
-``WarningSent`` on case-events and answer ``RecheckRequested`` on camera-commands; a share of the cars
-is reported over HTTP ingest with an integrator key (``parkwarden integrators add``). Meanwhile a worker
+order (a capture overtakes its violation, or a later event), and malformed messages, tombstones,
+keyless messages and events for another integrator's camera are mixed in. The cameras are real Kafka
+clients of the demo integrator (its cameras, registered by the demo city's load): they publish to
+``camera-events.demo`` and read ``RecheckRequested`` on ``camera-commands.demo`` logged in as ``demo``
+(SASL/SCRAM, ``parkwarden integrators kafka-login demo``), and learn each car's deadline from
+``WarningSent`` on case-events (read with the pipeline's login, as a live feed would). A share of the
+cars is at cameras of a second integrator that reports over HTTP ingest with its key (``parkwarden
+integrators add``; the same places, cameras ``<demo camera>-http``). Meanwhile a worker
 is SIGKILLed and restarted every ~20 s, the broker restarts once, PostgreSQL restarts once and Kannel
 is down for two minutes. At the end ``bench.chaos_judge`` compares what the city did with what Kafka
 and the SMS centre say, and prints the table (all zeros when nothing went wrong).
@@ -45,6 +49,7 @@ from bench.chaos_judge import (DELIVERY_SLACK, LEAVES_EARLY, LEAVES_EDGE, STAYS_
                                Car, Record, Report, judge, when)
 from bench.e2e import machine
 from pipeline import bootstrap
+from pipeline.cameras import registry
 from pipeline.cases.machine import Rules
 from pipeline.cases.store import init_connection
 from pipeline.config import Settings
@@ -57,6 +62,8 @@ from schemas.codec import encode
 
 ROOT = Path(__file__).resolve().parent.parent
 BEHAVIOUR_WEIGHTS = {STAYS_SEEN: 0.25, STAYS_ANSWERS: 0.15, STAYS_SILENT: 0.10, LEAVES_EARLY: 0.30, LEAVES_EDGE: 0.20}
+HTTP_CAMERAS = [replace(c, id=f"{c.id}-http") for c in city.CAMERAS]
+"""The HTTP integrator's cameras: one beside each demo camera (same place, zone and position)."""
 EDGE_MARGIN = 2.0
 """Seconds between an edge car's events and the instants where a rule flips (the deadline for its
 departure, the deadline less the capture tolerance for its captures): far more than the clocks'
@@ -232,8 +239,9 @@ class Publisher:
     """The cameras' way in: Kafka (acks=all) or HTTP ingest (202 once Kafka acknowledged); each message
     is sent again until acknowledged, through every outage, until ``until`` (monotonic)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, ingest_urls: list[str], api_key: str, until: float):
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: dict, topic: str, ingest_urls: list[str], api_key: str, until: float):
+        self.kafka_options = kafka
+        """The integrator's own Kafka login (``bootstrap.kafka_client_options`` shape)."""
         self.topic = topic
         self.ingest_urls = ingest_urls
         self.api_key = api_key
@@ -244,8 +252,8 @@ class Publisher:
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, acks="all", linger_ms=5,
-                                         request_timeout_ms=10_000, retry_backoff_ms=250)
+        self.producer = AIOKafkaProducer(acks="all", linger_ms=5, request_timeout_ms=10_000, retry_backoff_ms=250,
+                                         **self.kafka_options)
         await self.producer.start()
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
 
@@ -280,8 +288,8 @@ class Publisher:
                         self.tally["sent over HTTP"] += 1
                         self.acknowledged.add(event.event_id)
                         return True
-                    if response.status == 422:
-                        self.tally["refused by HTTP ingest (a harness bug)"] += 1
+                    if response.status in (403, 422):
+                        self.tally[f"refused by HTTP ingest with {response.status} (a harness bug)"] += 1
                         print(f"chaos: HTTP ingest refused {event.event_id}: {(await response.text())[:300]}")
                         return False
                     self.tally[f"HTTP {response.status}, tried again"] += 1
@@ -329,7 +337,7 @@ class City:
         self.spots: dict[str, Spot] = {}
         self.arrive_at: dict[str, datetime] = {}
         self.capture_first: set[str] = set()
-        cameras = {c.id: c for c in city.CAMERAS}
+        cameras = {c.id: c for c in city.CAMERAS + HTTP_CAMERAS}
         for i, car in enumerate(cars):
             camera = cameras[car.camera_id]
             self.spots[car.plate] = Spot(camera, camera.lat + self.rng.uniform(-1e-4, 1e-4),
@@ -480,14 +488,15 @@ class City:
         await self._send(car, event)
 
     async def malformed(self, count: int, unused_plate: str) -> None:
-        """Messages no agent can use, spread over the arrivals: tombstones (keyed by a parked car's
-        plate), keyless events, not JSON, an invalid field, an invalid plate."""
+        """Messages no agent can use or may take, spread over the arrivals: tombstones (keyed by a parked
+        car's plate), keyless events, not JSON, an invalid field, an invalid plate, and a valid event for
+        a camera of the HTTP integrator (the pipeline must refuse it on the demo integrator's topic)."""
         cam = city.CAMERAS[0]
         plates = list(self.cars)
         for i in range(count):
             await asyncio.sleep(max(0.0, (self.started + timedelta(seconds=(i + 0.5) * self.plan.arrivals_seconds
                                                                    / count) - datetime.now(UTC)).total_seconds()))
-            kind = ("tombstone", "no key", "not JSON", "invalid field", "invalid plate")[i % 5]
+            kind = ("tombstone", "no key", "not JSON", "invalid field", "invalid plate", "another's camera")[i % 6]
             now = datetime.now(UTC).isoformat()
             base = {"type": "ViolationDetected", "event_id": f"chaos-{self.run}-bad-{i}", "camera_id": cam.id,
                     "plate": unused_plate, "taken_at": now, "location": {"lat": cam.lat, "lon": cam.lon},
@@ -498,6 +507,7 @@ class City:
                 "not JSON": (b"chaos-bad", b"{not json"),
                 "invalid field": (b"chaos-bad", json.dumps({**base, "location": {"lat": 95.0, "lon": cam.lon}}).encode()),
                 "invalid plate": (b"chaos-bad", json.dumps({**base, "plate": "XX12345"}).encode()),
+                "another's camera": (unused_plate.encode(), json.dumps({**base, "camera_id": HTTP_CAMERAS[0].id}).encode()),
             }[kind]
             await self.publisher.kafka(key, value)
             self.tally[f"malformed: {kind}"] += 1
@@ -509,7 +519,10 @@ class City:
                 and s.dead_letters >= sum(v for k, v in self.tally.items() if k.startswith("malformed")))
 
     def every_sms_seen(self, sms_count: int) -> bool:
-        return sms_count >= len(self.state.warned) + len(self.state.tickets)
+        """The SMS centre has as many messages as the warnings, tickets and warning notices on Kafka (without
+        the notices, their SMS could stand in for tickets' still on their way, and the run end before those)."""
+        s = self.state
+        return sms_count >= len(s.warned) + len(s.tickets) + s.closed["cautioned"]
 
     async def cancel(self) -> None:
         for task in list(self._background):
@@ -519,7 +532,8 @@ class City:
 
 def ground_truth(plan: Plan) -> list[Car]:
     """The city's cars: distinct demo plates with a phone on record, each at one of the demo city's
-    cameras (those of a first-offence zone give a warning notice instead of a ticket) with its behaviour."""
+    cameras, or for a car reported over HTTP at the HTTP integrator's camera beside it (those of a
+    first-offence zone give a warning notice instead of a ticket), with its behaviour."""
     rng = random.Random(plan.seed)
     with_phone = [(p, ph) for p, _, ph in city.plates(2000) if ph]
     if plan.cars > len(with_phone) - 1:
@@ -528,17 +542,19 @@ def ground_truth(plan: Plan) -> list[Car]:
     first_offence = {z[0] for z in city.ZONES if z[4]}
     cars = []
     for plate, phone in with_phone[:plan.cars]:
-        camera = rng.choice(city.CAMERAS)
+        i = rng.randrange(len(city.CAMERAS))
         behaviour = rng.choices(list(BEHAVIOUR_WEIGHTS), list(BEHAVIOUR_WEIGHTS.values()))[0]
         answers = {STAYS_ANSWERS: True, STAYS_SILENT: False}.get(behaviour, rng.random() < 0.5)
-        cars.append(Car(plate, phone, behaviour, answers, via_http=rng.random() < plan.http_share,
+        via_http = rng.random() < plan.http_share
+        camera = (HTTP_CAMERAS if via_http else city.CAMERAS)[i]
+        cars.append(Car(plate, phone, behaviour, answers, via_http=via_http,
                         camera_id=camera.id, first_offence_zone=camera.zone in first_offence))
     return cars
 
 
-async def watch_outputs(bootstrap_servers: str, names: list[str], on_output, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(*names, bootstrap_servers=bootstrap_servers, group_id=None,
-                                auto_offset_reset="earliest")
+async def watch_outputs(kafka: dict, names: list[str], on_output, stop: asyncio.Event) -> None:
+    """Read ``names`` from their start as the login in ``kafka`` (no consumer group), until ``stop``."""
+    consumer = AIOKafkaConsumer(*names, group_id=None, auto_offset_reset="earliest", **kafka)
     await consumer.start()
     try:
         while not stop.is_set():
@@ -556,9 +572,9 @@ async def watch_outputs(bootstrap_servers: str, names: list[str], on_output, sto
         await consumer.stop()
 
 
-async def read_topic(bootstrap_servers: str, name: str, timeout: float = 120) -> list[Record]:
+async def read_topic(kafka: dict, name: str, timeout: float = 120) -> list[Record]:
     """Every message of a topic, from its start to its end offsets as of now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **kafka)
     await consumer.start()
     try:
         cluster = await consumer._client.fetch_all_metadata()  # the public topics() keeps no partitions
@@ -572,8 +588,8 @@ async def read_topic(bootstrap_servers: str, name: str, timeout: float = 120) ->
             if time.monotonic() > deadline:
                 raise RuntimeError(f"could not read {name} to its end within {timeout:.0f} s")
             for tp, records in (await consumer.getmany(*tps, timeout_ms=1000)).items():
-                found += [Record(r.partition, r.offset, datetime.fromtimestamp(r.timestamp / 1000, UTC), r.key, r.value)
-                          for r in records if r.offset < ends[tp]]
+                found += [Record(r.partition, r.offset, datetime.fromtimestamp(r.timestamp / 1000, UTC), r.key, r.value,
+                                 name) for r in records if r.offset < ends[tp]]
         return found
     finally:
         await consumer.stop()
@@ -695,21 +711,33 @@ class ChaosRun:
         await admin.execute(f'CREATE DATABASE "{self.db_name}"')
         await admin.close()
         self.settings = Settings(database_url=db_url, kafka_bootstrap=env["PW_KAFKA_BOOTSTRAP"],
+                                 kafka_sasl_username=env.get("PW_KAFKA_SASL_USERNAME"),
+                                 kafka_sasl_password=env.get("PW_KAFKA_SASL_PASSWORD", ""),
+                                 kafka_sasl_mechanism=env.get("PW_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
                                  topic_prefix=f"chaos{self.id}.", app_id=f"pw-chaos-{self.id}")
-        conn = await asyncpg.connect(db_url)
-        try:
-            await init_connection(conn)
-            await migrate(conn)
-            await city.load(conn, plate_count=2000)
-        finally:
-            await conn.close()
-        await bootstrap.create_topics(self.settings)
+        self.kafka = bootstrap.kafka_client_options(self.settings)
+        """The pipeline's own login: the live feed (case-events, tickets, dead letters) and the judge."""
         worker_env = {**self.stack.env(), **env, "PW_DATABASE_URL": db_url,
                       "PW_TOPIC_PREFIX": self.settings.topic_prefix, "PW_APP_ID": self.settings.app_id,
                       "PW_SMS_GATEWAY": "kannel", "PW_SMS_REPORT_SECRET": secrets.token_urlsafe(32),
                       "PW_LOG_LEVEL": "info", **self.plan.worker_env()}
-        key = subprocess.run([sys.executable, "-m", "pipeline", "integrators", "add", f"chaos-cameras-{self.id}"],
-                             env=worker_env, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        self.http_integrator = f"chaos-http-{self.id}"
+        conn = await asyncpg.connect(db_url)
+        try:
+            await init_connection(conn)
+            await migrate(conn)
+            await city.load(conn, plate_count=2000)  # registers the demo cameras to the demo integrator
+            key = self._parkwarden(worker_env, "integrators", "add", self.http_integrator, "--no-kafka-login")
+            for camera in HTTP_CAMERAS:
+                await city.register(conn, camera, self.http_integrator)
+            self.cameras = {c.id: c for c in await registry.listing(conn)}
+        finally:
+            await conn.close()
+        await bootstrap.create_topics(self.settings, [city.INTEGRATOR, self.http_integrator])
+        demo_password = self._parkwarden(worker_env, "integrators", "kafka-login", city.INTEGRATOR)
+        self.demo_kafka = {**self.kafka, "sasl_plain_username": city.INTEGRATOR,
+                           "sasl_plain_password": demo_password} if self.settings.kafka_sasl_username else self.kafka
+        """The demo integrator's own login: its cameras write camera-events.demo and read camera-commands.demo."""
         self.workers = Workers(self.plan.workers, worker_env, self.stack.web_port, self.stack.log_dir, self.id)
         for i in range(self.plan.workers):
             self.workers.start(i)
@@ -717,17 +745,38 @@ class ChaosRun:
                  f"chaos-{self.id}-worker-*.log)...")
         await self.workers.ready()
         self.until = time.monotonic() + 60 + self.plan.arrivals_seconds + self.plan.drain_seconds
-        self.publisher = Publisher(self.settings.kafka_bootstrap, self.topic(topics.CAMERA_EVENTS),
+        self.publisher = Publisher(self.demo_kafka, self.topic(topics.CAMERA_EVENTS, city.INTEGRATOR),
                                    [f"http://127.0.0.1:{p}/v1/camera-events" for p in self.workers.ports], key,
                                    self.until)
         await self.publisher.start()
-        now = datetime.now(UTC)
-        for cp in city.CAR_PARKS:
-            await self.publisher.producer.send_and_wait(self.topic(topics.CAR_PARK_STATUS), encode(
-                events.CarParkStatus(car_park_id=cp[0], free_spaces=40, reported_at=now)), key=cp[0].encode())
+        car_parks = AIOKafkaProducer(acks="all", **self.kafka)  # the city's car parks: no integrator's
+        await car_parks.start()
+        try:
+            now = datetime.now(UTC)
+            for cp in city.CAR_PARKS:
+                await car_parks.send_and_wait(self.topic(topics.CAR_PARK_STATUS), encode(
+                    events.CarParkStatus(car_park_id=cp[0], free_spaces=40, reported_at=now)), key=cp[0].encode())
+        finally:
+            await car_parks.stop()
 
-    def topic(self, t: topics.Topic) -> str:
-        return self.settings.topic(t.name)
+    def _parkwarden(self, env: dict[str, str], *args: str) -> str:
+        """Run the parkwarden command on this run's stack; its first line of standard output (a key, a password)."""
+        done = subprocess.run([sys.executable, "-m", "pipeline", *args], env=env, cwd=ROOT, capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"parkwarden {' '.join(args)} failed ({done.returncode}): {done.stderr[-1000:]}")
+        return done.stdout.strip().splitlines()[0]
+
+    def topic(self, t: topics.Topic, integrator: str | None = None) -> str:
+        """A topic of this run; with ``integrator``: its own camera-events or camera-commands topic."""
+        name = self.settings.topic(t.name)
+        if integrator is None:
+            return name
+        return (topics.camera_events_of if t is topics.CAMERA_EVENTS else topics.camera_commands_of)(name, integrator)
+
+    def camera_topics(self, t: topics.Topic) -> list[str]:
+        """The demo integrator's and the HTTP integrator's camera-events (or camera-commands) topics."""
+        return [self.topic(t, city.INTEGRATOR), self.topic(t, self.http_integrator)]
 
     def sms(self) -> list[tuple[str, str]]:
         return sms_received(self.sms_log, self.sms_offset)
@@ -755,13 +804,15 @@ class ChaosRun:
         self.faults = Faults(self.plan, self.stack, self.workers, time.monotonic(), self.say)
         self.city = City(self.plan, cars, self.publisher, self.id, datetime.now(UTC) + timedelta(seconds=1), self.until)
         self.stop_watching = asyncio.Event()
-        outputs = [self.topic(t) for t in (topics.CASE_EVENTS, topics.TICKETS, topics.CAMERA_COMMANDS,
-                                           topics.DEAD_LETTERS)]
-        watching = asyncio.create_task(watch_outputs(self.settings.kafka_bootstrap, outputs, self.city.on_output,
-                                                     self.stop_watching))
+        feed = [self.topic(t) for t in (topics.CASE_EVENTS, topics.TICKETS, topics.DEAD_LETTERS)]
+        feed.append(self.topic(topics.CAMERA_COMMANDS, self.http_integrator))  # that integrator has no Kafka login
+        watching = [asyncio.create_task(watch_outputs(self.kafka, feed, self.city.on_output, self.stop_watching)),
+                    asyncio.create_task(watch_outputs(  # the demo cameras read their own commands, as themselves
+                        self.demo_kafka, [self.topic(topics.CAMERA_COMMANDS, city.INTEGRATOR)], self.city.on_output,
+                        self.stop_watching))]
         unused = next(p for p, _, ph in city.plates(2000) if ph and p not in self.city.cars)
         faults = asyncio.create_task(self.faults.run())
-        self.tasks = [watching, faults, asyncio.create_task(
+        self.tasks = [*watching, faults, asyncio.create_task(
             self.city.malformed(max(5, int(self.plan.cars * self.plan.malformed_share)), unused))]
         self.tasks += [asyncio.create_task(self.city.live(car)) for car in cars]
         last = time.monotonic()
@@ -802,14 +853,16 @@ class ChaosRun:
 
     async def judge(self) -> Report:
         self.say("reading every topic from the start...")
-        read = {t: await read_topic(self.settings.kafka_bootstrap, self.topic(t))
-                for t in (topics.CAMERA_EVENTS, topics.CASE_EVENTS, topics.TICKETS, topics.CAMERA_COMMANDS,
-                          topics.DEAD_LETTERS)}
+        read = {}
+        for t in (topics.CAMERA_EVENTS, topics.CAMERA_COMMANDS):
+            read[t] = [r for name in self.camera_topics(t) for r in await read_topic(self.kafka, name)]
+        for t in (topics.CASE_EVENTS, topics.TICKETS, topics.DEAD_LETTERS):
+            read[t] = await read_topic(self.kafka, self.topic(t))
         out = {t: [json.loads(r.value) for r in records if r.value is not None]
                for t, records in read.items() if t != topics.CAMERA_EVENTS}
         report = judge(self.cars, read[topics.CAMERA_EVENTS], out[topics.CASE_EVENTS], out[topics.TICKETS],
                        out[topics.CAMERA_COMMANDS], out[topics.DEAD_LETTERS], self.sms(), self.plan.rules,
-                       self.topic(topics.CAMERA_EVENTS), self.publisher.acknowledged)
+                       self.topic(topics.CAMERA_EVENTS), self.cameras, self.publisher.acknowledged)
         report.notes.append("the city sent: " + ", ".join(f"{k} {v}" for k, v in sorted(self.city.tally.items())))
         report.notes.append("delivery: " + ", ".join(f"{k} {v}" for k, v in sorted(self.publisher.tally.items())))
         report.notes.append("faults: " + "; ".join(self.faults.done))

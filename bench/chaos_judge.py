@@ -2,6 +2,11 @@
 did, read from Kafka (camera-events, case-events, tickets, camera-commands, dead-letters) and the
 fake SMS centre's log only, never from PostgreSQL. Pure: no I/O, no clock.
 
+Camera events come on each integrator's own topic (``camera-events.<integrator>``: the demo
+integrator's on Kafka, the HTTP integrator's through the ingest); an event is taken only from the
+integrator its camera is registered to, and its position is the camera's, as registered (``cameras``),
+never the event's. The city's event ids are unique across integrators, so the judge keys events by id.
+
 The ground truth, per car (one plate with a phone on record, one place, one violation), in the
 rules of README "What happens to a violation" and ``pipeline/cases/machine.py``:
 
@@ -9,7 +14,7 @@ rules of README "What happens to a violation" and ``pipeline/cases/machine.py``:
   acceptance; the real one is later by less than ``DELIVERY_SLACK`` when the delivery is reported
   later). The horizon ``H`` of the decision is ``D + lateness``, or ``answer_by + lateness`` once the
   pipeline asked the camera for a recheck (``RecheckRequested.answer_by``). "In Kafka" means the
-  broker's append time of the message in camera-events (the topic is stamped with LogAppendTime).
+  broker's append time of the message in its camera-events topic (stamped with LogAppendTime).
 - A *fresh capture* is a capture of the plate at its place taken between ``D + DELIVERY_SLACK -
   capture_tolerance`` and ``D + capture_bound`` (and by ``answer_by`` once a recheck was asked). A car
   that stays and has a fresh capture in Kafka before ``H`` must get one ticket (``tickets
@@ -27,16 +32,18 @@ rules of README "What happens to a violation" and ``pipeline/cases/machine.py``:
   Kafka ("blind"): no recheck is requested although a fresh capture, or a departure taken before
   ``D``, was in Kafka before ``D + lateness``; no case is closed unconfirmed although a fresh capture
   or a departure taken by ``answer_by`` was in Kafka before its ``H``.
-- Every message an agent cannot use (no value, no key, not a valid event) is in dead-letters under
-  its partition and offset. Every case opened is closed.
+- Every message an agent cannot use (no value, no key, not a valid event, or an event for a camera
+  not registered to the integrator whose topic it came on) is in dead-letters under its topic,
+  partition and offset. Every case opened is closed.
 """
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from pipeline.cameras.registry import Camera
 from pipeline.cases.machine import Rules, Sighting, distance_m
-from schemas import events
+from schemas import events, topics
 from schemas.codec import Rejected, decode_camera_event
 
 STAYS_SEEN = "stays, captured at its deadline"
@@ -81,6 +88,8 @@ class Record:
     appended_at: datetime
     key: bytes | None
     value: bytes | None
+    topic: str = ""
+    """The camera-events topic it was read from (``camera-events.<integrator>``)."""
 
 
 @dataclass
@@ -133,7 +142,7 @@ class Report:
                  row("ticket / notice SMS lost", self.ticket_sms_lost),
                  row("acknowledged events never decided", self.never_decided),
                  row("decisions taken blind (input already in Kafka)", self.blind_decisions),
-                 row("malformed events missing from the dead letters", self.malformed_missing),
+                 row("malformed or refused events not in the dead letters", self.malformed_missing),
                  row("cases left open", self.cases_left_open),
                  row("workers that exited on their own (started again)", self.worker_exits, failure=False),
                  *(f"    {e}" for e in self.worker_exits),
@@ -167,29 +176,32 @@ def sms_kind_and_plate(text: str) -> tuple[str, str] | None:
 
 def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict], tickets: list[dict],
           camera_commands: list[dict], dead_letters: list[dict], sms: list[tuple[str, str]], rules: Rules,
-          camera_events_topic: str, acknowledged: set[str] | None = None) -> Report:
-    """Compare what the city did (``cars``, and the events in camera-events) with the pipeline's
-    outputs and what reached the SMS centre (``sms``: (receiver, text) pairs)."""
+          camera_events_base: str, cameras: dict[str, Camera], acknowledged: set[str] | None = None) -> Report:
+    """Compare what the city did (``cars``, and the events in every integrator's camera-events topic,
+    ``camera_events_base``.<integrator>) with the pipeline's outputs and what reached the SMS centre
+    (``sms``: (receiver, text) pairs). ``cameras``: the camera registry, by camera id."""
     report = Report()
 
-    # Inputs: valid events (first arrival of each event id) and messages no agent can use.
+    # Inputs: valid events (first arrival of each event id) and messages no agent can use or may take.
     valid: dict[str, tuple[events.PlateEvent, datetime]] = {}
-    malformed: list[tuple[int, int]] = []
-    valid_at: dict[tuple[int, int], str] = {}
+    malformed: list[tuple[str, int, int]] = []
+    valid_at: dict[tuple[str, int, int], str] = {}
     for r in camera_events:
         event = decode_camera_event(r.value) if r.value is not None and r.key else None
-        if event is None or isinstance(event, Rejected):
-            malformed.append((r.partition, r.offset))
+        camera = cameras.get(event.camera_id) if event is not None and not isinstance(event, Rejected) else None
+        if camera is None or camera.integrator != topics.integrator_of(camera_events_base, r.topic):
+            malformed.append((r.topic, r.partition, r.offset))
             continue
-        valid_at[(r.partition, r.offset)] = event.event_id
+        valid_at[(r.topic, r.partition, r.offset)] = event.event_id
         if event.event_id not in valid or r.appended_at < valid[event.event_id][1]:
             valid[event.event_id] = (event, r.appended_at)
     by_plate: dict[str, list[tuple[events.PlateEvent, datetime]]] = defaultdict(list)
     for event, appended_at in valid.values():
         by_plate[event.plate].append((event, appended_at))
 
-    dead = {(d["partition"], d["offset"]) for d in dead_letters if d["source_topic"] == camera_events_topic}
-    report.malformed_missing = [f"{p}@{o}" for p, o in malformed if (p, o) not in dead]
+    dead = {(d["source_topic"], d["partition"], d["offset"]) for d in dead_letters
+            if topics.is_camera_events(camera_events_base, d["source_topic"])}
+    report.malformed_missing = [f"{t} {p}@{o}" for t, p, o in malformed if (t, p, o) not in dead]
     report.never_decided += [f"{valid_at[po]} (dead letter)" for po in sorted(dead & set(valid_at))]
     if acknowledged is not None:
         report.never_decided += [f"{e} (acknowledged, not in camera-events)" for e in sorted(acknowledged - set(valid))]
@@ -274,12 +286,15 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
         recheck = rechecks.get(case_id)
         answer_by = when(recheck["answer_by"]) if recheck else None
         horizon = (answer_by or deadline) + lateness
-        place = Sighting(violation.event_id, violation.camera_id, violation.taken_at, violation.location.lat,
-                         violation.location.lon)
+
+        def sighting(e) -> Sighting:  # where the registry puts its camera, whatever the event says
+            camera = cameras[e.camera_id]
+            return Sighting(e.event_id, e.camera_id, e.taken_at, camera.lat, camera.lon)
+
+        place = sighting(violation)
 
         def at_place(e) -> bool:
-            return distance_m(place, Sighting(e.event_id, e.camera_id, e.taken_at, e.location.lat,
-                                              e.location.lon)) <= rules.same_place_m
+            return distance_m(place, sighting(e)) <= rules.same_place_m
 
         captures = [(e, t) for e, t in mine if isinstance(e, events.VehicleObserved) and at_place(e)]
         fresh = [(e, t) for e, t in captures if deadline + DELIVERY_SLACK - tolerance <= e.taken_at
@@ -342,6 +357,6 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
     if late_evidence:
         report.notes.append(f"{late_evidence} ticket(s) on a capture that reached Kafka after the horizon, "
                             "before the decision (allowed)")
-    report.notes.insert(0, f"camera-events: {len(valid)} valid events, {len(malformed)} messages no agent can use; "
+    report.notes.insert(0, f"camera-events: {len(valid)} valid events, {len(malformed)} messages no agent can use or may take; "
                            f"{len(dead)} dead letters from camera-events")
     return report

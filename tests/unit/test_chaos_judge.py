@@ -6,6 +6,7 @@ from itertools import count
 
 from bench.chaos_judge import (LEAVES_EARLY, LEAVES_EDGE, STAYS_ANSWERS, STAYS_SEEN, STAYS_SILENT, Car, Record,
                                judge)
+from pipeline.cameras import registry
 from pipeline.cases.machine import Rules
 from pipeline.demo import city
 from pipeline.sms import texts
@@ -16,7 +17,11 @@ T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 RULES = Rules(window=timedelta(seconds=30), lateness=timedelta(seconds=10), capture_tolerance=timedelta(seconds=3),
               recheck_wait=timedelta(seconds=20))
 CAM = city.CAMERAS[0]
-TOPIC = "chaos.camera-events"
+BASE = "chaos.camera-events"
+TOPIC = f"{BASE}.{city.INTEGRATOR}"
+CAMERAS = {c.id: registry.camera({"id": c.id, "integrator": city.INTEGRATOR, "lat": c.lat, "lon": c.lon,
+                                  "place": c.place, "zone": c.zone, "commissioned_on": city.COMMISSIONED})
+           for c in city.CAMERAS}
 PHONES = iter(f"1380000{n:04d}" for n in count())
 
 
@@ -40,16 +45,16 @@ class City:
 
     def judge(self, acknowledged=None):
         return judge(self.cars, self.inputs, self.case_events, self.tickets, self.commands, self.dead, self.sms,
-                     RULES, TOPIC, acknowledged)
+                     RULES, BASE, CAMERAS, acknowledged)
 
     # camera-events
     def put(self, event, appended_at: datetime, key: bytes | None = b"k") -> Record:
-        record = Record(0, next(self._offset), appended_at, key, encode(event) if event is not None else None)
+        record = Record(0, next(self._offset), appended_at, key, encode(event) if event is not None else None, TOPIC)
         self.inputs.append(record)
         return record
 
-    def put_raw(self, key, value, appended_at: datetime = T0) -> Record:
-        record = Record(0, next(self._offset), appended_at, key, value)
+    def put_raw(self, key, value, appended_at: datetime = T0, topic: str = TOPIC) -> Record:
+        record = Record(0, next(self._offset), appended_at, key, value, topic)
         self.inputs.append(record)
         return record
 
@@ -68,7 +73,7 @@ class City:
         return events.VehicleDeparted(**self._kw(plate, at))
 
     def dead_letter(self, record: Record) -> None:
-        self.dead.append({"type": "DeadLetter", "source_topic": TOPIC, "partition": record.partition,
+        self.dead.append({"type": "DeadLetter", "source_topic": record.topic, "partition": record.partition,
                           "offset": record.offset})
 
     # one car, from its violation to its case's end
@@ -230,7 +235,7 @@ def test_malformed_messages_missing_from_the_dead_letters_are_named_by_partition
 
     report = c.judge()
 
-    assert report.malformed_missing == [f"0@{tombstone.offset}", f"0@{keyless.offset}"]
+    assert report.malformed_missing == [f"{TOPIC} 0@{tombstone.offset}", f"{TOPIC} 0@{keyless.offset}"]
 
 
 def test_events_lost_or_dead_lettered_and_violations_without_a_case_are_never_decided():
@@ -280,3 +285,27 @@ def test_a_ticket_on_a_capture_taken_before_the_deadline_that_a_late_delivery_mo
     c.car("浙A90003", STAYS_SEEN, "ticketed", evidence_at=-1, ticket="YH1", deadline_moved=3)
 
     assert c.judge().tickets_wrong == ["浙A90003 YH1 (evidence taken before the deadline)"]
+
+
+def test_an_event_for_a_camera_not_registered_to_the_topics_integrator_must_be_a_dead_letter_not_a_case():
+    c = City()
+    elsewhere = c.put_raw(b"k", encode(c.violation("浙A90004", T0)), topic=f"{BASE}.someone-else")
+    bare = c.put_raw(b"k", encode(c.violation("浙A90005", T0)), topic=BASE)
+    c.dead_letter(bare)
+
+    report = c.judge()
+
+    assert report.malformed_missing == [f"{BASE}.someone-else 0@{elsewhere.offset}"]
+    assert not report.never_decided
+
+
+def test_a_capture_is_at_the_place_of_its_registered_camera_whatever_position_the_event_gives():
+    c = City()
+    c.car("浙A90006", STAYS_SEEN, "unconfirmed", recheck=True)
+    far = c.capture("浙A90006", T0 + s(32)).model_copy(update={"location": events.Location(lat=31.0, lon=121.0)})
+    c.put(far, T0 + s(32.2))
+
+    report = c.judge()
+
+    assert report.tickets_expected == ["浙A90006"]
+    assert len(report.tickets_missed) == 1
