@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from pipeline.data.codes import DEFAULT_PLATE_TYPE
 from pipeline.data.models import CarParkRow, ContactRow, PlateRow, ZoneRow
 
 
@@ -76,14 +77,17 @@ def _insert(table: str, columns: dict[str, str]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns.values())} FROM {{stage}}"
 
 
-_PLATE_COLUMNS = {"plate": "plate", "plate_type": "plate_type", "owner_id": "owner_id",
-                  "vehicle_make": "vehicle_make", "vehicle_colour": "vehicle_colour", "retired_at": "NULL::timestamptz"}
+_PLATE_TYPE = f"coalesce(nullif(plate_type, ''), '{DEFAULT_PLATE_TYPE}')"  # a CSV COPYed as it is: "" = not given
+_PLATE_COLUMNS = {"plate": "plate", "plate_type": _PLATE_TYPE, "owner_id": "owner_id",
+                  "vehicle_make": "nullif(vehicle_make, '')", "vehicle_colour": "nullif(vehicle_colour, '')",
+                  "retired_at": "NULL::timestamptz"}
 
 PLATES = Kind(
     name="plates", model=PlateRow, table="plate_registry", key=("plate", "plate_type"),
     stage_types={"plate": "text", "plate_type": "text", "owner_id": "text", "vehicle_make": "text",
                  "vehicle_colour": "text"},
     formats=("csv", "jsonl"),
+    seen_key={"plate": "plate", "plate_type": _PLATE_TYPE},
     upsert=_upsert("plate_registry", ("plate", "plate_type"), _PLATE_COLUMNS),
     insert=_insert("plate_registry", _PLATE_COLUMNS),
     snapshot=("""UPDATE plate_registry p SET retired_at = now() WHERE p.retired_at IS NULL AND NOT EXISTS
