@@ -87,29 +87,6 @@ def plate_values(plate: str, plate_type: str, owner_id: str, vehicle_make: str, 
     return plate, plate_type, owner_id, vehicle_make or None, vehicle_colour or None
 
 
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-_EDGE_SPACE = "".join(c for c in map(chr, range(0x3000 + 1)) if c.isspace())
-_EDGE = "[" + "".join(f"\\u{ord(c):04x}" for c in _EDGE_SPACE) + "]"
-
-
-def _stripped(column: str) -> str:
-    return f"{column} !~ {_sql_text('^' + _EDGE + '|' + _EDGE + '$')}"
-
-
-PLATE_VALUES_SQL = " AND ".join((
-    f"coalesce(plate ~ {_sql_text(STANDARD.pattern)} OR plate ~ {_sql_text(NEW_ENERGY.pattern)}, false)",
-    f"(plate_type IS NULL OR plate_type = '' OR plate_type = ANY({_sql_text('{' + ','.join(PLATE_TYPES) + '}')}))",
-    f"coalesce(length(owner_id) BETWEEN 1 AND 64 AND {_stripped('owner_id')}, false)",
-    f"(vehicle_make IS NULL OR vehicle_make = '' OR (length(vehicle_make) <= 200 AND {_stripped('vehicle_make')}))",
-    f"(vehicle_colour IS NULL OR vehicle_colour = '' OR vehicle_colour = ANY({_sql_text('{' + ','.join(VEHICLE_COLOURS) + '}')}))",
-))
-"""``plate_values`` in SQL, over a staging table's text columns (NULL or "" = not given): true for the
-rows PostgreSQL may take as they are; the others go through ``PlateRow``."""
-
-
 class ContactRow(Row):
     """An owner's phone, valid from ``valid_from`` (empty: always was) until ``valid_to`` (empty: still is).
     A fleet or a company names its one designated contact (``contact_name``). ``sms_opt_out``: true puts
