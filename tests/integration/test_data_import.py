@@ -167,11 +167,20 @@ async def test_a_first_load_into_an_empty_registry_keeps_its_indexes_and_refuses
                                                                          "the same plate+plate_type as row 2")]
         assert await conn.fetchval("SELECT count(*) FROM plate_registry") == 0
         assert await conn.fetchval(indexes) == before
-        report = await import_file(conn, "plates", write(tmp_path / "ok.csv", "plate,owner_id\n浙A1B2C3,o-1\n浙a·1b2c4, o-2 \n"))
-        assert report.applied and report.counts == {"inserted": 2, "updated": 0, "unchanged": 0}
+        same = write(tmp_path / "same.csv", "plate,owner_id\n浙A1B2C3,o-1\n浙A1B2C3,o-1\n")  # COPYed straight in
+        report = await import_file(conn, "plates", same)
+        assert [(r.row, r.reason) for r in report.refused] == [(3, "the same plate+plate_type as row 2")]
+        assert await conn.fetchval("SELECT count(*) FROM plate_registry") == 0
         assert await conn.fetchval(indexes) == before
-        assert {tuple(r) for r in await conn.fetch("SELECT plate, plate_type, owner_id FROM plate_registry")} == {
-            ("浙A1B2C3", "02", "o-1"), ("浙A1B2C4", "02", "o-2")}
+        for name, text in (("ok.csv", "plate,owner_id\n浙A1B2C3,o-1\n浙a·1b2c4, o-2 \n"),
+                           ("clean.csv", "plate,owner_id\n浙A1B2C3,o-1\n浙A1B2C4,o-2\n")):
+            report = await import_file(conn, "plates", write(tmp_path / name, text), snapshot=True)
+            assert report.applied and report.counts == {"inserted": 2, "updated": 0, "unchanged": 0, "retired": 0}
+            assert ("copy" in report.steps) == (name == "clean.csv"), "only rows as they stand are COPYed straight in"
+            assert await conn.fetchval(indexes) == before
+            assert {tuple(r) for r in await conn.fetch("SELECT plate, plate_type, owner_id FROM plate_registry")} == {
+                ("浙A1B2C3", "02", "o-1"), ("浙A1B2C4", "02", "o-2")}
+            await conn.execute("DELETE FROM plate_registry")
 
 
 async def test_a_plain_csv_copied_by_postgresql_gives_what_python_s_reading_gives(stack, tmp_path):
