@@ -181,6 +181,16 @@ async def test_a_first_load_into_an_empty_registry_keeps_its_indexes_and_refuses
             assert {tuple(r) for r in await conn.fetch("SELECT plate, plate_type, owner_id FROM plate_registry")} == {
                 ("浙A1B2C3", "02", "o-1"), ("浙A1B2C4", "02", "o-2")}
             await conn.execute("DELETE FROM plate_registry")
+        await conn.execute("DELETE FROM contact_registry")
+        contact_indexes = await conn.fetchval(indexes.replace("plate_registry", "contact_registry"))
+        contacts = "owner_id,phone,valid_from,sms_opt_out\no-1,13800000001,,true\no-1,13800000002,2026-01-01,\n"
+        twice = write(tmp_path / "contacts-twice.csv", contacts + "o-1,13800000003,,\n")
+        report = await import_file(conn, "contacts", twice)
+        assert [(r.row, r.reason) for r in report.refused] == [(4, "the same owner_id+valid_from as row 2")]
+        report = await import_file(conn, "contacts", write(tmp_path / "contacts.csv", contacts))
+        assert report.applied and report.counts == {"inserted": 2, "updated": 0, "unchanged": 0, "opted_out": 1}
+        assert await conn.fetchval(indexes.replace("plate_registry", "contact_registry")) == contact_indexes
+        assert await conn.fetchval("SELECT count(*) FROM contact_registry WHERE owner_id = 'o-1'") == 2
 
 
 async def test_a_plain_csv_copied_by_postgresql_gives_what_python_s_reading_gives(stack, tmp_path):
