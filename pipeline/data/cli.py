@@ -93,8 +93,9 @@ def import_command(kind: str, file: Path, fmt: str | None, dry_run: bool, snapsh
         sys.exit(1)
     done = ", ".join(f"{v:,} {k}" for k, v in report.counts.items())
     verb = "dry run, nothing applied: would have" if dry_run else "imported"
+    steps = ", ".join(f"{k} {v:.1f} s" for k, v in report.steps.items())
     click.echo(f"{kind}: {verb} {report.rows:,} rows from {file.name} ({report.format}): {done} "
-               f"in {seconds:.1f} s")
+               f"in {seconds:.1f} s ({steps})")
 
 
 @data.command("export")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from pipeline.data.codes import DEFAULT_PLATE_TYPE
 from pipeline.data.models import CarParkRow, ContactRow, PlateRow, ZoneRow
 
 
@@ -28,11 +29,15 @@ class Kind:
     """The staging table's columns (the model's fields, in order) and their SQL types."""
     formats: tuple[str, ...]
     upsert: str
-    """SQL from ``{stage}`` (a chunk of the file) into the table; returns one row (inserted, updated)."""
+    """SQL from ``{stage}`` (the whole file) into the table; returns one row (inserted, updated)."""
     snapshot: tuple[str, ...]
-    """SQL statements for rows absent from ``{seen}`` (the file's keys); each returns a row count in its status."""
+    """SQL statements for rows absent from ``{seen}`` (a view of the file's keys); each returns a row count in its status."""
     export: str
     """SELECT of the rows to export, with the model's fields as column names."""
+
+    insert: str | None = None
+    """Plain INSERT from ``{stage}`` for a large file into an empty table (whose indexes are then built
+    once, at the end, instead of row by row); None: always ``upsert``."""
 
     seen_key: dict[str, str] | None = None
     """The key as it is stored (column -> expression over the staging table); default: the key columns."""
@@ -47,34 +52,53 @@ class Kind:
 
 
 def _upsert(table: str, key: tuple[str, ...], columns: dict[str, str], extra_set: str = "") -> str:
-    """INSERT ... SELECT FROM {stage} ON CONFLICT DO UPDATE (only rows that change), counting both."""
+    """INSERT ... SELECT FROM {stage} ON CONFLICT DO UPDATE (only rows that change), counting both.
+    Rows already as the file has them are left out by a hash join first: an unchanged row costs a hash
+    probe, not an index lookup, a row lock and a WAL record."""
     names = ", ".join(columns)
-    values = ", ".join(columns.values())
+    values = ", ".join(f"{e} AS {c}" for c, e in columns.items())
     others = [c for c in columns if c not in key]
     sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in others) + extra_set
     changed = (f"({', '.join(f'{table}.{c}' for c in others)}) IS DISTINCT FROM "
                f"({', '.join(f'EXCLUDED.{c}' for c in others)})")
+    same_key = " AND ".join(f"t.{k} = f.{k}" for k in key)
+    differs = f"({', '.join(f't.{c}' for c in others)}) IS DISTINCT FROM ({', '.join(f'f.{c}' for c in others)})"
     return f"""WITH up AS (
-        INSERT INTO {table} ({names}) SELECT {values} FROM {{stage}}
+        INSERT INTO {table} ({names})
+        SELECT f.* FROM (SELECT {values} FROM {{stage}}) f LEFT JOIN {table} t ON {same_key}
+         WHERE t.{key[0]} IS NULL OR {differs}
         ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets} WHERE {changed}
         RETURNING xmax = 0 AS inserted)
         SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS updated FROM up"""
 
+
+def _insert(table: str, columns: dict[str, str]) -> str:
+    """INSERT ... SELECT FROM {stage} into an empty table (no conflict possible, no index to consult)."""
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns.values())} FROM {{stage}}"
+
+
+_PLATE_TYPE = f"coalesce(nullif(plate_type, ''), '{DEFAULT_PLATE_TYPE}')"  # a CSV COPYed as it is: "" = not given
+_PLATE_COLUMNS = {"plate": "plate", "plate_type": _PLATE_TYPE, "owner_id": "owner_id",
+                  "vehicle_make": "nullif(vehicle_make, '')", "vehicle_colour": "nullif(vehicle_colour, '')",
+                  "retired_at": "NULL::timestamptz"}
 
 PLATES = Kind(
     name="plates", model=PlateRow, table="plate_registry", key=("plate", "plate_type"),
     stage_types={"plate": "text", "plate_type": "text", "owner_id": "text", "vehicle_make": "text",
                  "vehicle_colour": "text"},
     formats=("csv", "jsonl"),
-    upsert=_upsert("plate_registry", ("plate", "plate_type"),
-                   {"plate": "plate", "plate_type": "plate_type", "owner_id": "owner_id",
-                    "vehicle_make": "vehicle_make", "vehicle_colour": "vehicle_colour",
-                    "retired_at": "NULL::timestamptz"}),
+    seen_key={"plate": "plate", "plate_type": _PLATE_TYPE},
+    upsert=_upsert("plate_registry", ("plate", "plate_type"), _PLATE_COLUMNS),
+    insert=_insert("plate_registry", _PLATE_COLUMNS),
     snapshot=("""UPDATE plate_registry p SET retired_at = now() WHERE p.retired_at IS NULL AND NOT EXISTS
                  (SELECT 1 FROM {seen} s WHERE s.plate = p.plate AND s.plate_type = p.plate_type)""",),
     export="""SELECT plate, plate_type, owner_id, vehicle_make, vehicle_colour FROM plate_registry
                WHERE retired_at IS NULL ORDER BY plate, plate_type""",
 )
+
+_CONTACT_COLUMNS = {"owner_id": "owner_id", "valid_from": "coalesce(valid_from, '-infinity')", "phone": "phone",
+                    "valid_to": "valid_to", "owner_kind": "owner_kind", "contact_name": "contact_name",
+                    "language": "language"}
 
 CONTACTS = Kind(
     name="contacts", model=ContactRow, table="contact_registry", key=("owner_id", "valid_from"),
@@ -82,10 +106,8 @@ CONTACTS = Kind(
                  "owner_kind": "text", "contact_name": "text", "language": "text", "sms_opt_out": "boolean"},
     formats=("csv", "jsonl"),
     seen_key={"owner_id": "owner_id", "valid_from": "coalesce(valid_from, '-infinity')"},
-    upsert=_upsert("contact_registry", ("owner_id", "valid_from"),
-                   {"owner_id": "owner_id", "valid_from": "coalesce(valid_from, '-infinity')", "phone": "phone",
-                    "valid_to": "valid_to", "owner_kind": "owner_kind", "contact_name": "contact_name",
-                    "language": "language"}),
+    upsert=_upsert("contact_registry", ("owner_id", "valid_from"), _CONTACT_COLUMNS),
+    insert=_insert("contact_registry", _CONTACT_COLUMNS),
     snapshot=("""DELETE FROM contact_registry c WHERE c.valid_from >= now() AND NOT EXISTS
                  (SELECT 1 FROM {seen} s WHERE s.owner_id = c.owner_id AND s.valid_from = c.valid_from)""",
               """UPDATE contact_registry c SET valid_to = now() WHERE (c.valid_to IS NULL OR c.valid_to > now())

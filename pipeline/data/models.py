@@ -65,6 +65,28 @@ class PlateRow(Row):
     vehicle_colour: VehicleColourCode | None = None
 
 
+_STANDARD, _NEW_ENERGY = STANDARD.match, NEW_ENERGY.match
+
+
+def plate_values(plate: str, plate_type: str, owner_id: str, vehicle_make: str, vehicle_colour: str) -> tuple | None:
+    """A plates import's hot path: a CSV row's values ("" = not given) as ``PlateRow`` would validate
+    them, in its field order, or None when the row needs the model (to normalize it or say what is wrong).
+    A plain check per field, about ten times cheaper than building the model."""
+    if not (_STANDARD(plate) or _NEW_ENERGY(plate)):
+        return None
+    if not plate_type:
+        plate_type = DEFAULT_PLATE_TYPE
+    elif plate_type not in PLATE_TYPES:
+        return None
+    if not 0 < len(owner_id) <= 64 or owner_id != owner_id.strip():
+        return None
+    if vehicle_make and (len(vehicle_make) > 200 or vehicle_make != vehicle_make.strip()):
+        return None
+    if vehicle_colour and vehicle_colour not in VEHICLE_COLOURS:
+        return None
+    return plate, plate_type, owner_id, vehicle_make or None, vehicle_colour or None
+
+
 class ContactRow(Row):
     """An owner's phone, valid from ``valid_from`` (empty: always was) until ``valid_to`` (empty: still is).
     A fleet or a company names its one designated contact (``contact_name``). ``sms_opt_out``: true puts

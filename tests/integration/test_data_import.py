@@ -148,3 +148,79 @@ def test_the_command_exits_non_zero_naming_what_to_fix_and_never_shows_a_phone(s
     assert "row 2: contact_name: Value error, a fleet or company needs its designated contact's name" in done.stderr
     assert "row 3: phone:" in done.stderr and "nothing was applied" in done.stderr
     assert "13800138000" not in done.stdout + done.stderr
+
+
+async def test_a_first_load_into_an_empty_registry_keeps_its_indexes_and_refuses_duplicates(stack, tmp_path,
+                                                                                            monkeypatch):
+    """A big file into an empty table is inserted first and indexed after (REBUILD_ROWS, lowered here):
+    a duplicate then shows only when the primary key is built; it is still refused naming both rows."""
+    from pipeline.data import transfer
+
+    monkeypatch.setattr(transfer, "REBUILD_ROWS", 2)
+    indexes = "SELECT count(*) FROM pg_indexes WHERE tablename = 'plate_registry'"
+    async with stack.pool.acquire() as conn:
+        await conn.execute("DELETE FROM plate_registry")
+        before = await conn.fetchval(indexes)
+        twice = write(tmp_path / "twice.csv", "plate,owner_id\n浙A1B2C3,o-1\n浙A1B2C4,o-2\n浙a·1b2c3,o-3\n")
+        report = await import_file(conn, "plates", twice)
+        assert [(r.row, r.field, r.reason) for r in report.refused] == [(4, "plate+plate_type",
+                                                                         "the same plate+plate_type as row 2")]
+        assert await conn.fetchval("SELECT count(*) FROM plate_registry") == 0
+        assert await conn.fetchval(indexes) == before
+        same = write(tmp_path / "same.csv", "plate,owner_id\n浙A1B2C3,o-1\n浙A1B2C3,o-1\n")  # COPYed straight in
+        report = await import_file(conn, "plates", same)
+        assert [(r.row, r.reason) for r in report.refused] == [(3, "the same plate+plate_type as row 2")]
+        assert await conn.fetchval("SELECT count(*) FROM plate_registry") == 0
+        assert await conn.fetchval(indexes) == before
+        for name, text in (("ok.csv", "plate,owner_id\n浙A1B2C3,o-1\n浙a·1b2c4, o-2 \n"),
+                           ("clean.csv", "plate,owner_id\n浙A1B2C3,o-1\n浙A1B2C4,o-2\n")):
+            report = await import_file(conn, "plates", write(tmp_path / name, text), snapshot=True)
+            assert report.applied and report.counts == {"inserted": 2, "updated": 0, "unchanged": 0, "retired": 0}
+            assert ("copy" in report.steps) == (name == "clean.csv"), "only rows as they stand are COPYed straight in"
+            assert await conn.fetchval(indexes) == before
+            assert {tuple(r) for r in await conn.fetch("SELECT plate, plate_type, owner_id FROM plate_registry")} == {
+                ("浙A1B2C3", "02", "o-1"), ("浙A1B2C4", "02", "o-2")}
+            await conn.execute("DELETE FROM plate_registry")
+        await conn.execute("DELETE FROM contact_registry")
+        contact_indexes = await conn.fetchval(indexes.replace("plate_registry", "contact_registry"))
+        contacts = "owner_id,phone,valid_from,sms_opt_out\no-1,13800000001,,true\no-1,13800000002,2026-01-01,\n"
+        twice = write(tmp_path / "contacts-twice.csv", contacts + "o-1,13800000003,,\n")
+        report = await import_file(conn, "contacts", twice)
+        assert [(r.row, r.reason) for r in report.refused] == [(4, "the same owner_id+valid_from as row 2")]
+        report = await import_file(conn, "contacts", write(tmp_path / "contacts.csv", contacts))
+        assert report.applied and report.counts == {"inserted": 2, "updated": 0, "unchanged": 0, "opted_out": 1}
+        assert await conn.fetchval(indexes.replace("plate_registry", "contact_registry")) == contact_indexes
+        assert await conn.fetchval("SELECT count(*) FROM contact_registry WHERE owner_id = 'o-1'") == 2
+
+
+async def test_a_plain_csv_copied_by_postgresql_gives_what_python_s_reading_gives(stack, tmp_path):
+    """A plain CSV (no quotes) is COPYed as it is and checked by Python at the same time; one with a quote
+    is read by Python alone. Both normalize, default and refuse the same rows, with the same row numbers."""
+    rows = ["浙A1B2C3,02,o-1,Geely,A", "浙a·1b2c4,, o-2 ,,", "浙A1B2C5,01,o-3,  ,", "浙A1B2C6,02,,BYD,Q",
+            "浙A1B2C7,52,o-4,,"]
+    plain = write(tmp_path / "plain.csv", "plate,plate_type,owner_id,vehicle_make,vehicle_colour\n" + "\n".join(rows) + "\n")
+    quoted = write(tmp_path / "quoted.csv", plain.read_text().replace("Geely", '"Geely"'))
+    async with stack.pool.acquire() as conn:
+        refusals = []
+        for path in (plain, quoted):
+            report = await import_file(conn, "plates", path, dry_run=True)
+            refusals.append([(r.row, r.field) for r in report.refused])
+        assert refusals[0] == refusals[1] == [(4, "vehicle_make"), (5, "owner_id"), (5, "vehicle_colour")]
+        good = "\n".join(rows[:2] + rows[4:]) + "\n"
+        applied = []
+        for name, text in (("plain", good), ("quoted", good.replace("Geely", '"Geely"'))):
+            report = await import_file(conn, "plates", write(tmp_path / f"{name}-good.csv", "plate,plate_type,owner_id,"
+                                                             "vehicle_make,vehicle_colour\n" + text))
+            assert report.applied, report.refused
+            applied.append([tuple(r) for r in await conn.fetch(
+                "SELECT plate, plate_type, owner_id, vehicle_make, vehicle_colour FROM plate_registry "
+                "WHERE plate LIKE '浙A1B2C%' ORDER BY plate")])
+        assert applied[0] == applied[1] == [("浙A1B2C3", "02", "o-1", "Geely", "A"), ("浙A1B2C4", "02", "o-2", None, None),
+                                            ("浙A1B2C7", "52", "o-4", None, None)]
+
+
+async def test_a_csv_row_with_too_few_values_is_named_whichever_reader_reads_the_file(stack, tmp_path):
+    path = write(tmp_path / "short.csv", "plate,owner_id\n浙A1B2C3,o-1\n浙A1B2C4\n")
+    async with stack.pool.acquire() as conn:
+        report = await import_file(conn, "plates", path)
+    assert [str(r) for r in report.refused] == ["row 3: (row): 1 values for 2 columns"]

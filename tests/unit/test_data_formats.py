@@ -124,3 +124,25 @@ def test_the_code_catalogues_name_each_code_in_both_languages():
     assert PLATE_TYPES["52"].plate_colour == "green" and PLATE_TYPES["23"].plate_colour == "white"
     assert VEHICLE_COLOURS["A"].en == "white"
     assert plate_types_of_colour("green") == ["52"]
+
+
+def test_the_plain_check_of_a_plate_row_takes_a_row_only_as_the_row_model_has_it():
+    """``plate_values`` (a plates import's hot path) passes a row only when PlateRow would give exactly
+    those values; any other row goes to the model, which normalizes or refuses it."""
+    from pipeline.data.models import plate_values
+
+    cases = [("浙A1B2C3", "02", "o-1", "Geely", "A"), ("浙A1B2C3", "", "o-1", "", ""), ("浙AD12345", "52", "o", "", "J"),
+             ("浙a1b2c3", "02", "o-1", "", ""), ("浙A·1B2C3", "", "o-1", "", ""), ("浙A1B2C3", "2", "o-1", "", ""),
+             ("浙A1B2C3", "02", " o-1", "", ""), ("浙A1B2C3", "02", "o-1\u3000", "", ""), ("浙A1B2C3", "02", "", "", ""),
+             ("浙A1B2C3", "02", "o" * 65, "", ""), ("浙A1B2C3", "02", "o-1", " Geely", ""), ("浙A1B2C3", "02", "o-1", "  ", ""),
+             ("浙A1B2C3", "02", "o-1", "G" * 201, ""), ("浙A1B2C3", "02", "o-1", "", "a"), ("浙A1B2C3", "02", "o-1", "", "Q"),
+             ("浙A1B2CI", "02", "o-1", "", ""), ("A1B2C3", "02", "o-1", "", "")]
+    names = ("plate", "plate_type", "owner_id", "vehicle_make", "vehicle_colour")
+    for values in cases:
+        fast = plate_values(*values)
+        try:
+            model = tuple(PlateRow.model_validate({k: v for k, v in zip(names, values) if v != ""}).__dict__.values())
+        except ValidationError:
+            model = None
+        assert fast is None or fast == model, values
+    assert plate_values(*cases[0]) == cases[0] and plate_values(*cases[1]) == ("浙A1B2C3", "02", "o-1", None, None)
