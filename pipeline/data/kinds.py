@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from pipeline.data.codes import DEFAULT_PLATE_TYPE
+from schemas.vehicles import DEFAULT_PLATE_TYPE
 from pipeline.data.models import CarParkRow, ContactRow, PlateRow, ZoneRow
 
 
