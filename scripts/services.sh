@@ -425,7 +425,10 @@ start_kafka() {
     kafka_write_config
     kafka_format_storage
 
-    say "starting kafka on 127.0.0.1:$KAFKA_PORT..."
+    # A broker keeps files open for every partition (segments, indexes) and socket; a test suite makes
+    # thousands of short-lived topics. Raise the open-file limit as far as this machine allows.
+    ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    say "starting kafka on 127.0.0.1:$KAFKA_PORT (open files: $(ulimit -n))..."
     started="$(now)"
     start_background kafka "$LOG_DIR/kafka.stdout.log" "$LOG_DIR/kafka.stdout.log" \
         java -Xms512m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \

@@ -192,6 +192,21 @@ class Stack:
         if self.pool:
             await self.pool.close()
         await drop_database(self.db_name)
+        await self.delete_topics()
+
+    async def delete_topics(self) -> None:
+        """Delete this test's topics: a broker holds files open for every partition it keeps, and a
+        suite makes thousands."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(request_timeout_ms=10_000, **KAFKA)
+        try:
+            await admin.start()
+            mine = [t for t in await admin.list_topics() if t.startswith(self.prefix)]
+            if mine:
+                await admin.delete_topics(mine, timeout_ms=10_000)
+        finally:
+            await admin.close()
 
     def worker(self, name: str | None = None, web_port: int | None = None, **env) -> Worker:
         w = Worker(name or f"w{len(self.workers) + 1}", {**self.env, **env}, self.tmp, web_port)
