@@ -398,8 +398,11 @@ class CaseService:
         transaction: for decisions taken elsewhere, e.g. by an operator (``pipeline.console.actions``)."""
         await self._apply(conn, case, decision, now, owner=owner)
 
-    async def owner_of(self, conn, case: Case) -> OwnerAnswer:
-        """The case's owner as the registries say now: under the plate type found when it opened."""
+    async def owner_of(self, conn, case: Case, fresh: bool = False) -> OwnerAnswer:
+        """The case's owner as the registries say now: under the plate type found when it opened.
+        ``fresh``: past the owner cache (an officer acts on what the registry holds this moment)."""
+        if fresh:
+            self.owners.invalidate(case.plate)
         return await self.owners.owner_for(case.plate, conn, (case.plate_type,) if case.plate_type else None)
 
     def _warning_params(self, case: Case) -> dict:

@@ -231,7 +231,7 @@ async def warn_again(desk: Desk, operator: Operator, case_id: UUID, reason: str,
     reason = check_reason(reason)
     async with desk.pool.acquire() as conn, conn.transaction():
         case = await _locked_case(conn, case_id)
-        owner = await desk.owner_of(conn, case)
+        owner = await desk.owner_of(conn, case, fresh=True)
         open_elsewhere = await conn.fetchval(
             "SELECT true FROM cases WHERE plate = $1 AND state IN ('detected', 'warned', 'rechecking')", case.plate)
         departures = await _departures(conn, case)

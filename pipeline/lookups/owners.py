@@ -50,6 +50,9 @@ class OwnerDirectory(Protocol):
         type, or the types of the plate colour it read; None: it read neither); ``vehicle_colour``:
         the body colour it read, if any."""
 
+    def invalidate(self, plate: str) -> None:
+        """Forget what is cached for ``plate``: the next lookup reads the registries."""
+
 
 _REGISTRATIONS = """
     SELECT p.plate_type, p.owner_id, p.vehicle_colour, c.phone, c.language, o.phone IS NOT NULL AS opted_out
