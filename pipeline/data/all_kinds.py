@@ -147,11 +147,11 @@ async def _cameras(conn, path: Path, fmt: str, report: ImportReport, actor: str)
             report.refuse(Refusal(row, "id", f"the same id as row {first[found.id]}"))
         else:
             first[found.id] = row
-    if report.refused_count:
-        return
     counts = report.counts
     counts.update(added=0, updated=0, unchanged=0)
     for row, cam in rows:
+        if isinstance(cam, CameraProblem) or first[cam.id] != row:
+            continue  # refused above; the others are still tried, so that one report names every bad row
         try:
             counts[await registry.add(conn, cam, actor, replace=True, reason=f"import:{path.name}")] += 1
         except CameraProblem as exc:
@@ -161,6 +161,7 @@ async def _cameras(conn, path: Path, fmt: str, report: ImportReport, actor: str)
         for cam in await registry.listing(conn):
             if cam.id not in first:
                 counts["removed"] += await registry.remove(conn, cam.id, actor, f"absent from {path.name} (snapshot)")
+    report.refused.sort(key=lambda r: r.row)
 
 
 async def _zone_shapes(conn, path: Path, report: ImportReport, actor: str) -> None:
