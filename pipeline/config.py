@@ -17,9 +17,10 @@ from pipeline.client_limits import parse_networks
 from schemas.events import NEVER_EVIDENCE_SCHEMES
 
 ROOT = Path(__file__).resolve().parent.parent
-LOOP_CONNECTIONS = 7
+LOOP_CONNECTIONS = 8
 """Connections a worker's loops may hold at once besides the camera events' parallel transactions:
-car-park counts, deadlines, SMS, delivery reports, the outbox relay, reference data, retention."""
+car-park counts, deadlines, SMS, delivery reports, the outbox relay, reference data, retention, and the
+reference feed's agent."""
 
 
 class Settings(BaseSettings):

@@ -29,6 +29,7 @@ from pydantic import (
 
 from schemas.datum import gcj02_to_wgs84, in_china
 from schemas.plates import normalize_plate, plate_problem
+from schemas.vehicles import PLATE_COLOURS, PLATE_TYPES, plate_types_of_colour
 
 SCHEMA_VERSION = 1
 
@@ -149,6 +150,39 @@ class Capture(PlateEvent):
                              description="Accepted and ignored: the zone (window, exemptions) is the camera's, "
                                          "from the camera registry.")
     evidence: Evidence | None = None
+    plate_type: str | None = Field(
+        default=None, pattern=r"^[0-9]{2}$",
+        description="The plate type (号牌种类) when your system reads it: the GA 24.7 two-digit code, e.g. 02 small "
+                    "car (blue), 01 large vehicle (yellow), 52 small new-energy (green). A plate number may be "
+                    "registered under two types; with the type, the owner is looked up under it.",
+        examples=["02"])
+    plate_colour: Literal[PLATE_COLOURS] | None = Field(  # type: ignore[valid-type]
+        default=None, description="The plate's background colour as the camera read it, when it gives no "
+                                  "plate_type: narrows the owner lookup to the plate types of that colour.")
+    vehicle_colour: str | None = Field(
+        default=None, pattern=r"^[A-JZ]$",
+        description="The vehicle's body colour (车身颜色) as the camera read it: the GA 24.8 letter, A white, B grey, "
+                    "C yellow, D pink, E red, F purple, G green, H blue, I brown, J black, Z other. One that "
+                    "contradicts the registry sends the case to an officer (a misread plate must not warn a "
+                    "stranger).",
+        examples=["H"])
+
+    @field_validator("plate_type")
+    @classmethod
+    def _known_plate_type(cls, value: str | None) -> str | None:
+        if value is not None and value not in PLATE_TYPES:
+            raise ValueError(f"unknown plate type {value!r}: a GA 24.7 code such as 02 (small car) or 52 "
+                             "(small new-energy car); docs/integrators.md lists them")
+        return value
+
+    @property
+    def plate_types_read(self) -> tuple[str, ...] | None:
+        """The plate types the camera's reading allows (None: it read neither type nor colour)."""
+        if self.plate_type is not None:
+            return (self.plate_type,)
+        if self.plate_colour is not None:
+            return tuple(plate_types_of_colour(self.plate_colour))
+        return None
 
 
 class ViolationDetected(Capture):

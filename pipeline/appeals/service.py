@@ -15,6 +15,7 @@ import asyncpg
 from pipeline.appeals import grounds, store
 from pipeline.appeals.grounds import Filing, NotAllowed
 from pipeline.cases import store as cases
+from pipeline.lookups import owners
 from pipeline.tickets import chain
 from pipeline.tickets.pack import Terms
 
@@ -83,11 +84,11 @@ async def decide(desk: AppealDesk, actor: str, appeal_id: UUID, outcome: str, re
         await cases.audit(conn, decided["decided_at"], decided["case_id"], actor, "appeal_decided",
                           {"appeal_id": str(appeal_id), "ticket_number": decided["ticket_number"], "outcome": outcome,
                            "reason": reason})
-        phone = await conn.fetchval(
-            "SELECT c.phone FROM plate_registry p JOIN contact_registry c USING (owner_id) WHERE p.plate = $1",
-            decided["plate"])
-        if phone:
-            await cases.add_sms(conn, decided["case_id"], "appeal_decision", phone,
+        plate_type = await conn.fetchval("SELECT plate_type FROM cases WHERE id = $1", decided["case_id"])
+        owner = await owners.PostgresOwnerDirectory(0, 0).owner_for(decided["plate"], conn,
+                                                                     (plate_type,) if plate_type else None)
+        if owner.found:
+            await cases.add_sms(conn, decided["case_id"], "appeal_decision", owner.phone,
                                 {"plate": decided["plate"], "ticket_number": decided["ticket_number"],
-                                 "outcome": outcome}, decided["decided_at"])
+                                 "outcome": outcome, "language": owner.language}, decided["decided_at"])
         return decided

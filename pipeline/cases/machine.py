@@ -166,6 +166,8 @@ class Case:
     """Why a decision that would ticket gives a warning notice instead (decided at opening); '': a ticket."""
     confirm: bool = False
     """A ticket waits for an officer's confirmation (``to_confirm``) before it takes effect."""
+    plate_type: str | None = None
+    """The plate type (GA 24.7) the owner was found under when the case opened; None: by number alone."""
 
     @property
     def is_open(self) -> bool:
@@ -233,6 +235,10 @@ class Opening:
 
     owner_reachable: bool
     exempt_reason: str | None = None
+    owner_problem: str = "no_phone"
+    """Why the owner cannot be warned, when not reachable: a reasons key (``owners.REVIEW_REASONS``)."""
+    plate_type: str | None = None
+    """The plate type the owner was found under (kept on the case)."""
     reported_at: datetime | None = None
     """When the violation reached us (Kafka's timestamp); the camera's delay is ``reported_at - taken_at``.
     None: ``now`` (the time we read it) stands in."""
@@ -289,7 +295,8 @@ def open_case(case_id: UUID, plate: str, zone: str, violation: Sighting, opening
     rules = rules or Rules()
     case = Case(id=case_id, plate=plate, state=State.DETECTED, zone=zone, place=violation.place,
                 violation=violation, opened_at=now, window=opening.zone.window,
-                caution=caution_for(violation, opening, rules), confirm=opening.zone.confirm_tickets)
+                caution=caution_for(violation, opening, rules), confirm=opening.zone.confirm_tickets,
+                plate_type=opening.plate_type)
     if opening.exempt_reason:
         return _close(case, State.EXEMPT, opening.exempt_reason, now)
     delay = (opening.reported_at or now) - violation.taken_at
@@ -297,7 +304,7 @@ def open_case(case_id: UUID, plate: str, zone: str, violation: Sighting, opening
         minutes = int(delay.total_seconds() // 60)
         return _close(case, State.REVIEW, why("too_late", minutes=minutes), now)
     if not opening.owner_reachable:
-        return _close(case, State.REVIEW, why("no_phone"), now)
+        return _close(case, State.REVIEW, why(opening.owner_problem), now)
     return Decision(case, (SendWarning(case_id),))
 
 

@@ -14,6 +14,12 @@ REASONS: dict[str, str] = {
     # opening a case
     "too_late": "violation reported {minutes} min after it was seen: too late to warn",
     "no_phone": "no phone on record for the owner: an officer decides",
+    "not_registered": "plate not in the plate registry: an officer decides",
+    "plate_type_ambiguous": "plate registered under more than one plate type the camera's reading allows: an officer decides",
+    "plate_type_mismatch": "plate not registered under the plate type the camera read: an officer decides",
+    "vehicle_colour_mismatch": "vehicle colour contradicts the plate registry (a misread plate?): an officer decides",
+    "no_valid_contact": "no phone valid now for the owner in the contact registry: an officer decides",
+    "sms_opt_out": "the owner's phone is on the SMS opt-out list: an officer decides",
     "whitelisted": "whitelisted plate: {detail}",
     "exempt_zone": "exempt zone: {detail}",
     "exempt_hours": "exempt hours {start}-{until} in zone: {detail}",

@@ -31,7 +31,7 @@ from pipeline.cases.machine import Case, Decision, Rules, Sighting, State
 from pipeline.cases.reasons import why
 from pipeline.db import errors
 from pipeline.lookups.carparks import CarParkIndex, store_count
-from pipeline.lookups.owners import OwnerDirectory, scrub
+from pipeline.lookups.owners import OwnerAnswer, OwnerDirectory, scrub
 from pipeline.lookups.zones import ZoneBook
 from pipeline.sms import texts
 from pipeline.tickets import chain
@@ -314,10 +314,13 @@ class CaseService:
                     source: Source) -> None:
         """A new case in the zone of the violation's camera, as registered (never a zone the event names)."""
         exemption = self._exemption(event, camera.zone)
-        phone = None if exemption else await self.owners.phone_for(event.plate, conn)
+        owner = None if exemption else await self.owners.owner_for(event.plate, conn, event.plate_types_read,
+                                                                    event.vehicle_colour)
         zone = self.zones.rules_for(camera.zone)
         opening = machine.Opening(
-            owner_reachable=phone is not None, exempt_reason=exemption, reported_at=source.timestamp, zone=zone,
+            owner_reachable=owner is not None and owner.found, exempt_reason=exemption, reported_at=source.timestamp,
+            owner_problem=(owner and owner.review_reason) or "no_phone", plate_type=owner and owner.plate_type,
+            zone=zone,
             last_offence_at=await store.last_offence(conn, event.plate) if zone.first_offence_months else None,
             camera_commissioned=camera.commissioned_on if zone.new_camera_days else None)
         decision = machine.open_case(uuid4(), event.plate, camera.zone, sighting, opening, now, self.rules)
@@ -333,7 +336,7 @@ class CaseService:
             detected_at=event.taken_at, opened_at=now))
         await store.audit(conn, now, case.id, self.actor, f"opened:{case.state}",
                           {"event_id": event.event_id, "integrator": sighting.integrator, "reason": case.reason})
-        await self._apply(conn, case, decision, now, phone=phone)
+        await self._apply(conn, case, decision, now, owner=owner)
         if decision.closed:
             await self._publish_closed(conn, case, now)
         else:
@@ -367,14 +370,15 @@ class CaseService:
         if decision.closed:
             await self._publish_closed(conn, case, now)
 
-    async def _apply(self, conn, case: Case, decision: Decision, now: datetime, phone: str | None = None) -> None:
+    async def _apply(self, conn, case: Case, decision: Decision, now: datetime, owner: OwnerAnswer | None = None) -> None:
         for effect in decision.effects:
             match effect:
                 case machine.SendWarning():
-                    params = self._warning_params(case)
+                    owner = owner or await self.owner_of(conn, case)
+                    params = self._warning_params(case) | {"language": owner.language}
                     if self.sms.driver_page:
                         params["code"] = await store.give_driver_code(conn, case.id)
-                    await store.add_sms(conn, case.id, "warning", phone, params, now)
+                    await store.add_sms(conn, case.id, "warning", owner.phone, params, now)
                 case machine.WithdrawWarning():
                     await store.withdraw_warning(conn, case.id)
                 case machine.IssueTicket():
@@ -389,10 +393,14 @@ class CaseService:
                         plate=case.plate, location=events.Location(lat=v.lat, lon=v.lon), requested_at=now,
                         answer_by=effect.answer_by))
 
-    async def carry_out(self, conn, case: Case, decision: Decision, now: datetime, phone: str | None = None) -> None:
+    async def carry_out(self, conn, case: Case, decision: Decision, now: datetime, owner: OwnerAnswer | None = None) -> None:
         """Carry out a decision's effects (warning SMS, ticket, recheck request) in the caller's
         transaction: for decisions taken elsewhere, e.g. by an operator (``pipeline.console.actions``)."""
-        await self._apply(conn, case, decision, now, phone=phone)
+        await self._apply(conn, case, decision, now, owner=owner)
+
+    async def owner_of(self, conn, case: Case) -> OwnerAnswer:
+        """The case's owner as the registries say now: under the plate type found when it opened."""
+        return await self.owners.owner_for(case.plate, conn, (case.plate_type,) if case.plate_type else None)
 
     def _warning_params(self, case: Case) -> dict:
         v = case.violation
@@ -411,17 +419,18 @@ class CaseService:
         if number is None:
             return
         await chain.record_issued(conn, self.topics.tickets, number)
-        phone = await self.owners.phone_for(case.plate, conn)
-        if phone:
-            await store.add_sms(conn, case.id, "ticket", phone,
-                                {"plate": case.plate, "place": case.place, "ticket_number": number}, now)
+        owner = await self.owner_of(conn, case)
+        if owner.found:
+            await store.add_sms(conn, case.id, "ticket", owner.phone, {
+                "plate": case.plate, "place": case.place, "ticket_number": number, "language": owner.language}, now)
 
     async def _issue_caution(self, conn, case: Case, effect: machine.IssueCaution, now: datetime) -> None:
         """A warning notice: the case (closed as cautioned) holds both captures; the owner is told by SMS."""
-        phone = await self.owners.phone_for(case.plate, conn)
-        if phone:
-            await store.add_sms(conn, case.id, "caution", phone, {"plate": case.plate, "place": case.place,
-                                                                  "first_offence": effect.first_offence}, now)
+        owner = await self.owner_of(conn, case)
+        if owner.found:
+            await store.add_sms(conn, case.id, "caution", owner.phone, {
+                "plate": case.plate, "place": case.place, "first_offence": effect.first_offence,
+                "language": owner.language}, now)
 
     async def _publish_closed(self, conn, case: Case, now: datetime) -> None:
         await store.add_outbox(conn, self.topics.case_events, case.plate, events.CaseClosed(
@@ -729,22 +738,23 @@ class CaseService:
     def _render(self, row, now: datetime) -> str:
         p = row["params"]
         tz = self.sms.timezone
+        language = texts.OWNER_LANGUAGES.get(p.get("language"), self.sms.language)
         if row["kind"] == "ticket":
             return texts.ticket_text(texts.TicketFacts(p["plate"], p["place"], p["ticket_number"]),
-                                     self.sms.language, self.sms.signature)
+                                     language, self.sms.signature)
         if row["kind"] == "appeal_decision":
             return texts.appeal_decision_text(texts.AppealFacts(p["plate"], p["ticket_number"], p["outcome"]),
-                                              self.sms.language, self.sms.signature)
+                                              language, self.sms.signature)
         if row["kind"] == "caution":
             return texts.caution_text(texts.CautionFacts(p["plate"], p["place"], p["first_offence"]),
-                                      self.sms.language, self.sms.signature)
+                                      language, self.sms.signature)
         # The text shows the earliest the deadline can be, rounded down to the minute: the real one counts
         # from acceptance (later than now), or from delivery when the phone got it later: never earlier.
         deadline = (now + timedelta(seconds=row["window_seconds"])).astimezone(tz)
         counted = datetime.fromisoformat(p["counted_at"]).astimezone(tz) if "counted_at" in p else None
         return texts.warning_text(texts.WarningFacts(p["plate"], p["place"], deadline, p.get("car_park"),
                                                      p.get("free_spaces"), counted, p.get("code")),
-                                  self.sms.language, self.sms.signature)
+                                  language, self.sms.signature)
 
     async def _after_send(self, conn, row, now: datetime, text: str | None, result) -> None:
         """Record the gateway's answer. Taken: the message is accepted (a warning's window starts).

@@ -18,7 +18,7 @@ from schemas.codec import encode
 
 CASE_COLUMNS = """id, plate, state, zone, place, camera_id, lat, lon, violation, latest_capture,
     window_seconds, detected_at, opened_at, warned_at, deadline_at, wake_at, closed_at, reason, warning_delivered_at,
-    fresh_capture, left_at, caution, confirm"""
+    fresh_capture, left_at, caution, confirm, plate_type"""
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -47,7 +47,7 @@ def case_from_row(r) -> Case:
                 latest_capture=sighting_from_json(r["latest_capture"]), closed_at=r["closed_at"], reason=r["reason"],
                 warning_delivered_at=r["warning_delivered_at"], window=timedelta(seconds=r["window_seconds"]),
                 fresh_capture=sighting_from_json(r["fresh_capture"]), left_at=r["left_at"], caution=r["caution"],
-                confirm=r["confirm"])
+                confirm=r["confirm"], plate_type=r["plate_type"])
 
 
 async def add_sighting(conn, kind: str, event, sighting: Sighting, zone: str, received_at: datetime) -> bool:
@@ -128,12 +128,12 @@ async def insert_case(conn, case: Case, window_seconds: int, now: datetime, sour
     await conn.execute(
         f"""INSERT INTO cases ({CASE_COLUMNS}, updated_at, source_partition, source_topic) VALUES
             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-             $23, $24, $25, $26)""",
+             $23, $24, $25, $26, $27)""",
         case.id, case.plate, case.state.value, case.zone, case.place, v.camera_id, v.lat, v.lon,
         sighting_to_json(v), sighting_to_json(case.latest_capture), window_seconds, v.taken_at, case.opened_at,
         case.warned_at, case.deadline_at, case.wake_at, case.closed_at, case.reason, case.warning_delivered_at,
-        sighting_to_json(case.fresh_capture), case.left_at, case.caution, case.confirm, now, source_partition,
-        source_topic,
+        sighting_to_json(case.fresh_capture), case.left_at, case.caution, case.confirm, case.plate_type, now,
+        source_partition, source_topic,
     )
 
 

@@ -36,6 +36,7 @@ from pipeline.cases.machine import Case, Decision, Rules, Sighting, State
 from pipeline.cases.reasons import why
 from pipeline.cases.service import Topics
 from pipeline.console.auth import Operator
+from pipeline.lookups.owners import OwnerAnswer
 from pipeline.tickets import chain
 from schemas import events
 from schemas.plates import normalize_plate, plate_problem
@@ -65,6 +66,8 @@ class Desk:
     """A zone's warning window in seconds."""
     carry_out: Callable[..., Awaitable[None]]
     """``CaseService.carry_out``: a decision's effects (warning SMS, ticket and its SMS), the pipeline's way."""
+    owner_of: Callable[..., Awaitable[OwnerAnswer]]
+    """``CaseService.owner_of``: a case's owner as the registries say now."""
 
 
 # ── the rules (pure) ─────────────────────────────────────────────────────────────────────────
@@ -105,7 +108,8 @@ def _in_review(case: Case) -> None:
 
 
 def warning_again(case: Case, new_case_id: UUID, phone_on_record: bool, plate_has_open_case: bool,
-                  departures: list[datetime], rules: Rules, reason: str, now: datetime) -> tuple[Decision, Decision]:
+                  departures: list[datetime], rules: Rules, reason: str, now: datetime,
+                  plate_type: str | None = None) -> tuple[Decision, Decision]:
     """Warn the owner of a review case now: (the review case cancelled, a new case sending the warning)."""
     _in_review(case)
     if any(d >= case.violation.taken_at for d in departures):
@@ -118,8 +122,8 @@ def warning_again(case: Case, new_case_id: UUID, phone_on_record: bool, plate_ha
     opened = machine.open_case(new_case_id, case.plate, case.zone, case.violation,
                                machine.Opening(owner_reachable=True), now, replace(rules, max_report_delay=timedelta.max))
     # The new case keeps the zone's rules decided for the violation (warning notice, confirmation).
-    opened = Decision(replace(opened.case, window=case.window, caution=case.caution, confirm=case.confirm),
-                      opened.effects)
+    opened = Decision(replace(opened.case, window=case.window, caution=case.caution, confirm=case.confirm,
+                              plate_type=plate_type or case.plate_type), opened.effects)
     return machine.cancel(case, why("warned_again", case_id=new_case_id, detail=reason), now), opened
 
 
@@ -227,12 +231,12 @@ async def warn_again(desk: Desk, operator: Operator, case_id: UUID, reason: str,
     reason = check_reason(reason)
     async with desk.pool.acquire() as conn, conn.transaction():
         case = await _locked_case(conn, case_id)
-        phone = await _phone_of(conn, case.plate)
+        owner = await desk.owner_of(conn, case)
         open_elsewhere = await conn.fetchval(
             "SELECT true FROM cases WHERE plate = $1 AND state IN ('detected', 'warned', 'rechecking')", case.plate)
         departures = await _departures(conn, case)
-        review, opened = warning_again(case, uuid4(), phone is not None, bool(open_elsewhere), departures, desk.rules,
-                                       reason, now)
+        review, opened = warning_again(case, uuid4(), owner.found, bool(open_elsewhere), departures, desk.rules,
+                                       reason, now, owner.plate_type)
         new = opened.case
         await _save(desk, conn, operator, case, review, "warn_again", {"reason": reason, "new_case_id": str(new.id)}, now)
         await store.insert_case(conn, new, desk.window_for(new.zone), now)
@@ -243,7 +247,7 @@ async def warn_again(desk: Desk, operator: Operator, case_id: UUID, reason: str,
             opened_at=now))
         await store.audit(conn, now, new.id, operator.actor, "opened:detected",
                           {"reason": reason, "warned_again_from": str(case.id), "event_id": v.event_id})
-        await desk.carry_out(conn, new, opened, now, phone=phone)
+        await desk.carry_out(conn, new, opened, now, owner=owner)
         return {"case_id": new.id, "review_case_id": case.id}
 
 
@@ -414,11 +418,6 @@ async def _departures(conn, case: Case) -> list[datetime]:
     return [r["taken_at"] for r in await conn.fetch(
         "SELECT taken_at FROM sightings WHERE plate = $1 AND kind = 'VehicleDeparted' AND taken_at >= $2",
         case.plate, case.violation.taken_at)]
-
-
-async def _phone_of(conn, plate: str) -> str | None:
-    return await conn.fetchval(
-        "SELECT c.phone FROM plate_registry p JOIN contact_registry c USING (owner_id) WHERE p.plate = $1", plate)
 
 
 async def _save(desk: Desk, conn, operator: Operator, before: Case, decision: Decision, action: str, detail: dict,

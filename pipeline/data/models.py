@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from pydantic import (AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints,
                       ValidationInfo, field_validator, model_validator)
 
-from pipeline.data.codes import DEFAULT_PLATE_TYPE, PLATE_TYPES, VEHICLE_COLOURS
+from schemas.vehicles import DEFAULT_PLATE_TYPE, PLATE_TYPES, VEHICLE_COLOURS
 from schemas.plates import NEW_ENERGY, STANDARD, normalize_plate, plate_problem
 
 PHONE_PATTERN = r"^\+?[0-9]{6,15}$"

@@ -3,21 +3,17 @@
 import re
 import time
 from dataclasses import dataclass
+from collections.abc import Collection
 from datetime import datetime
 from typing import Protocol
 
 import asyncpg
 from cachetools import TTLCache
 
-REVIEW_REASONS = {
-    "not_registered": "the plate is not in the plate registry (or only as retired)",
-    "plate_type_ambiguous": "the plate is registered under more than one plate type and the camera gave none",
-    "plate_type_mismatch": "the plate is registered, but not under the plate type the camera read",
-    "vehicle_colour_mismatch": "the vehicle's colour contradicts the plate registry (a misread plate?)",
-    "no_valid_contact": "the owner has no phone valid at that moment in the contact registry",
-    "sms_opt_out": "the owner's phone is on the SMS opt-out list",
-}
-"""Why an owner lookup sends a case to review instead of naming an owner to warn."""
+REVIEW_REASONS = ("not_registered", "plate_type_ambiguous", "plate_type_mismatch", "vehicle_colour_mismatch",
+                  "no_valid_contact", "sms_opt_out")
+"""Why an owner lookup sends a case to review instead of naming an owner to warn: keys of the reasons
+catalogue (``pipeline/cases/reasons.py``), which words each."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -47,10 +43,12 @@ class OwnerDirectory(Protocol):
         Looked up on ``conn``, the caller's connection (inside its transaction): never a second
         connection from the pool while the caller holds one, which could wait on itself forever."""
 
-    async def owner_for(self, plate: str, conn: asyncpg.Connection, plate_type: str | None = None,
+    async def owner_for(self, plate: str, conn: asyncpg.Connection, plate_types: Collection[str] | None = None,
                         vehicle_colour: str | None = None, at: datetime | None = None) -> OwnerAnswer:
-        """The owner to warn about ``plate`` (with the camera's plate type and vehicle colour when it
-        read them) at moment ``at`` (default: PostgreSQL's now), or why the case goes to review."""
+        """The owner to warn about ``plate`` at moment ``at`` (default: PostgreSQL's now), or why the
+        case goes to review. ``plate_types``: the plate types the camera's reading allows (its plate
+        type, or the types of the plate colour it read; None: it read neither); ``vehicle_colour``:
+        the body colour it read, if any."""
 
 
 _REGISTRATIONS = """
@@ -65,18 +63,16 @@ _REGISTRATIONS = """
      ORDER BY p.plate_type"""
 
 
-def decide_owner(registrations: list, plate_type: str | None, vehicle_colour: str | None) -> OwnerAnswer:
-    """Pure: the answer from a plate's live registrations (rows of ``_REGISTRATIONS``)."""
+def decide_owner(registrations: list, plate_types: Collection[str] | None, vehicle_colour: str | None) -> OwnerAnswer:
+    """Pure: the answer from a plate's live registrations (rows of ``_REGISTRATIONS``). Never a guess:
+    a number registered under several of the types the camera's reading allows goes to review."""
     if not registrations:
         return OwnerAnswer(review_reason="not_registered")
-    if plate_type is not None:
-        matching = [r for r in registrations if r["plate_type"] == plate_type]
-        if not matching:
-            return OwnerAnswer(review_reason="plate_type_mismatch")
-    elif len(registrations) > 1:
+    matching = registrations if plate_types is None else [r for r in registrations if r["plate_type"] in plate_types]
+    if not matching:
+        return OwnerAnswer(review_reason="plate_type_mismatch")
+    if len(matching) > 1:
         return OwnerAnswer(review_reason="plate_type_ambiguous")
-    else:
-        matching = registrations
     r = matching[0]
     known = dict(owner_id=r["owner_id"], plate_type=r["plate_type"])
     if vehicle_colour is not None and r["vehicle_colour"] is not None and r["vehicle_colour"] != vehicle_colour:
@@ -100,7 +96,7 @@ class PostgresOwnerDirectory:
     async def phone_for(self, plate: str, conn: asyncpg.Connection) -> str | None:
         return (await self.owner_for(plate, conn)).phone
 
-    async def owner_for(self, plate: str, conn: asyncpg.Connection, plate_type: str | None = None,
+    async def owner_for(self, plate: str, conn: asyncpg.Connection, plate_types: Collection[str] | None = None,
                         vehicle_colour: str | None = None, at: datetime | None = None) -> OwnerAnswer:
         if at is None and self._cache is not None and plate in self._cache:
             registrations = self._cache[plate]
@@ -109,7 +105,7 @@ class PostgresOwnerDirectory:
             registrations = [dict(r) for r in await conn.fetch(_REGISTRATIONS, plate, at)]
             if at is None and self._cache is not None:
                 self._cache[plate] = registrations
-        return decide_owner(registrations, plate_type, vehicle_colour)
+        return decide_owner(registrations, plate_types, vehicle_colour)
 
     def invalidate(self, plate: str) -> None:
         """Forget what is cached for ``plate`` (its registration or contacts changed)."""

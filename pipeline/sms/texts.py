@@ -66,6 +66,9 @@ class CautionFacts:
     first_offence: bool
 
 
+OWNER_LANGUAGES = {"zh": "zh-CN", "en": "en"}
+"""The contact registry's language codes (an owner's preferred language) -> the templates'."""
+
 TEMPLATES = {
     "zh-CN": {
         "warning": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。最近停车场:{park}余{free}位({counted})",

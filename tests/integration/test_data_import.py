@@ -127,11 +127,11 @@ async def test_owner_for_names_the_owner_or_the_reason_for_review(stack, tmp_pat
 
         assert await reason("浙A7K001") == "plate_type_ambiguous"
         assert await owners.phone_for("浙A7K001", conn) is None, "never a guessed owner"
-        fleet = await owners.owner_for("浙A7K001", conn, plate_type="01", vehicle_colour="J")
+        fleet = await owners.owner_for("浙A7K001", conn, plate_types=("01",), vehicle_colour="J")
         assert (fleet.owner_id, fleet.phone) == ("fleet-yellow", "13800000002"), "no colour on record: no contradiction"
-        assert await reason("浙A7K001", plate_type="02", vehicle_colour="J") == "vehicle_colour_mismatch"
-        assert await reason("浙A7K001", plate_type="02", vehicle_colour="A") is None
-        assert await reason("浙A7K001", plate_type="52") == "plate_type_mismatch"
+        assert await reason("浙A7K001", plate_types=("02",), vehicle_colour="J") == "vehicle_colour_mismatch"
+        assert await reason("浙A7K001", plate_types=("02",), vehicle_colour="A") is None
+        assert await reason("浙A7K001", plate_types=("52",)) == "plate_type_mismatch"
         assert await reason("浙A7K002") == "no_valid_contact"
         assert (await owners.owner_for("浙A7K002", conn, at=now - timedelta(days=2))).phone == "13800000003"
         assert await reason("浙A7K003") == "sms_opt_out"

@@ -319,7 +319,7 @@ async def test_dead_letters_carry_the_reason_the_fields_the_original_bytes_and_w
 
 async def test_evidence_links_that_are_not_https_are_refused_on_http_and_dead_lettered_on_kafka(stack: Stack):
     worker = stack.worker(PW_EVIDENCE_URL_SCHEMES="https,s3")
-    key = await add_key(stack, "cam-vendor")
+    key = await add_key(stack, "cam-vendor", cameras=[city.CAMERAS[0]])
     await worker.ready()
     plate = (await stack.plates_with_phone(1))[0]
 

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from pipeline.data.codes import PLATE_TYPES, VEHICLE_COLOURS, plate_types_of_colour
+from schemas.vehicles import PLATE_TYPES, VEHICLE_COLOURS, plate_types_of_colour
 from pipeline.data.formats import FormatError, Problem, Writer, detect_format, read_rows
 from pipeline.data.kinds import KINDS
 from pipeline.data.models import CarParkRow, ContactRow, PlateRow, ZoneRow

@@ -37,9 +37,9 @@ def test_a_plate_under_two_types_and_no_type_from_the_camera_goes_to_review_not_
     both = [registration("01", "fleet-1"), registration("02", "person-2", phone="13900139000")]
     assert decide_owner(both, None, None).review_reason == "plate_type_ambiguous"
     assert decide_owner(both, None, None).phone is None
-    answer = decide_owner(both, "02", None)
+    answer = decide_owner(both, ("02",), None)
     assert answer.found and answer.owner_id == "person-2" and answer.phone == "13900139000"
-    assert decide_owner(both, "52", None).review_reason == "plate_type_mismatch"
+    assert decide_owner(both, ("52",), None).review_reason == "plate_type_mismatch"
 
 
 def test_a_vehicle_colour_that_contradicts_the_registry_goes_to_review():
@@ -73,3 +73,13 @@ async def test_invalidate_and_clear_drop_what_is_cached():
     conn.phones["浙A12345"] = "13700137000"
     owners.clear()
     assert await owners.phone_for("浙A12345", conn) == "13700137000"
+
+
+def test_given_a_number_under_two_types_of_the_colour_the_camera_read_when_deciding_then_an_officer_decides():
+    """A yellow plate may be a large vehicle's or a trailer's: a number registered as both is never guessed."""
+    large, trailer, small = registration("01", "o1"), registration("15", "o2"), registration("02", "o3")
+    yellow = ("01", "07", "13", "15", "16")
+    assert decide_owner([large, trailer, small], yellow, None).review_reason == "plate_type_ambiguous"
+    answer = decide_owner([large, small], yellow, None)
+    assert answer.found and answer.owner_id == "o1"
+    assert decide_owner([small], yellow, None).review_reason == "plate_type_mismatch"

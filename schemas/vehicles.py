@@ -1,4 +1,5 @@
-"""The code lists the registries use: plate types (号牌种类) and vehicle colours (车身颜色).
+"""The code lists the registries and camera events use: plate types (号牌种类), plate colours and
+vehicle colours (车身颜色).
 
 Plate types follow GA 24.7 (机动车号牌种类代码), the two-digit code the traffic police's registry
 keys a plate with; the same number may be registered under two types (a small car's blue plate and
@@ -69,3 +70,7 @@ VEHICLE_COLOURS: dict[str, VehicleColour] = {c.code: c for c in (
 def plate_types_of_colour(plate_colour: str) -> list[str]:
     """The plate types whose plates have this background colour (a camera that reads only the colour)."""
     return [t.code for t in PLATE_TYPES.values() if t.plate_colour == plate_colour]
+
+
+PLATE_COLOURS = ("blue", "yellow", "black", "white", "green", "yellow-green")
+"""The plate background colours a camera may read (``plate_colour`` in camera events)."""
