@@ -111,8 +111,8 @@ class Settings(BaseSettings):
     reference_columns: str = ""
     """JSON: the source tables' column names per kind of reference data, for Debezium change events whose
     table is not named like ours: ``{kind: {our field: source column}}``, kinds plates, contacts, car-parks,
-    cameras; e.g. ``{"plates": {"plate": "hphm", "owner_id": "sfzmhm"}}``. Empty: our own column names
-    (``pipeline/reference/tables.py``)."""
+    cameras; e.g. ``{"plates": {"plate": "hphm", "plate_type": "hpzl", "owner_id": "sfzmhm"}}``. Empty: our
+    own column names (``pipeline/reference/tables.py``)."""
 
     # Lookups
     owner_cache_size: int = Field(default=100_000, ge=0)

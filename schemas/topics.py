@@ -67,18 +67,20 @@ DEAD_LETTERS = Topic(
 
 PLATES = Topic(
     "reference.plates",
-    key="normalized plate (UTF-8), or the Debezium key of the source row",
+    key="normalized plate (UTF-8), followed by / and the plate type unless it is 02 (浙A12345, 浙A12345/01), "
+        "or the Debezium key of the source row",
     values=(reference.PlateRecord,),
     direction="in",
-    about="The plate registry (plate -> owner), compacted: the latest row per plate; a tombstone deletes it. "
-          "Our JSON or a Debezium change event.",
+    about="The plate registry ((plate, plate type) -> owner), compacted: the latest row per registration; a "
+          "tombstone retires it. Our JSON or a Debezium change event.",
 )
 CONTACTS = Topic(
     "reference.contacts",
     key="owner id, or the Debezium key of the source row",
     values=(reference.ContactRecord,),
     direction="in",
-    about="The contact registry (owner -> phone), compacted; a tombstone deletes. Our JSON or a Debezium change event.",
+    about="The contact registry (owner -> phone from now on), compacted; a tombstone ends the owner's contact now. "
+          "Our JSON or a Debezium change event.",
 )
 CAR_PARKS = Topic(
     "reference.car-parks",

@@ -67,6 +67,14 @@ VEHICLE_COLOURS: dict[str, VehicleColour] = {c.code: c for c in (
 )}
 
 
+def plate_type_problem(code: str) -> str | None:
+    """Why ``code`` is not a plate type, or None when it is one (a GA 24.7 code of ``PLATE_TYPES``)."""
+    if code in PLATE_TYPES:
+        return None
+    return (f"unknown plate type {code[:8]!r}: a GA 24.7 code such as 02 (small car), 01 (large vehicle) or "
+            "52 (small new-energy car); docs/integrators.md lists them")
+
+
 def plate_types_of_colour(plate_colour: str) -> list[str]:
     """The plate types whose plates have this background colour (a camera that reads only the colour)."""
     return [t.code for t in PLATE_TYPES.values() if t.plate_colour == plate_colour]

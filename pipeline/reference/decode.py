@@ -15,13 +15,20 @@ Two formats, told apart per message:
   or the bare payload when the JSON converter runs with ``schemas.enable=false``. ``c`` (insert),
   ``u`` (update) and ``r`` (a snapshot read) carry the row in ``after``: upsert it; ``d`` (delete)
   names the row in ``before`` (the primary key, or every column with ``REPLICA IDENTITY FULL``):
-  delete it. ``t`` (truncate) and ``m`` (a logical-decoding message) are refused (a truncate of a
-  registry is a snapshot: use ``parkwarden data import --snapshot``). The row's columns are renamed
-  to our fields by ``tables.Columns`` (PW_REFERENCE_COLUMNS); Debezium's ``io.debezium.time.Date``
-  (days since 1970-01-01) is taken for a date. Debezium's key is a JSON object of the primary key
-  (``{"hphm": "浙A12345"}``, with or without its ``schema``/``payload`` wrapper); a plain text key is the id.
+  remove it (``tables.Kind.delete``: a registration is retired, a contact ends now). ``t`` (truncate)
+  and ``m`` (a logical-decoding message) are refused (a truncate of a registry is a snapshot: use
+  ``parkwarden data import --snapshot``). The row's columns are renamed to our fields by
+  ``tables.Columns`` (PW_REFERENCE_COLUMNS); Debezium's ``io.debezium.time.Date`` (days since
+  1970-01-01) is taken for a date.
 
-A tombstone (no value) deletes the row its key names: Debezium writes one after each delete
+The key names the row, all of its id (compaction keeps the latest message per key, so two rows must
+never share one): a plain text key is the id, and for a plate ``浙A12345`` is the registration of type
+02, ``浙A12345/01`` of type 01. Debezium's key is a JSON object of the source table's primary key, with
+or without its ``schema``/``payload`` wrapper: ``{"hphm": "浙A12345", "hpzl": "01"}`` (the columns
+``Columns`` maps ``plate`` and ``plate_type`` to; without the plate-type column, type 02). The key and
+the row must name the same id.
+
+A tombstone (no value) removes the row its key names: Debezium writes one after each delete
 (``tombstones.on.delete``), so that compaction forgets the row. Decoding never raises.
 """
 
@@ -35,16 +42,21 @@ from pipeline.reference.tables import Columns, Kind
 from schemas.codec import Rejected, field_errors
 from schemas.events import FieldError
 from schemas.plates import normalize_plate
+from schemas.reference import PLATE_TYPE_SEPARATOR
+from schemas.vehicles import DEFAULT_PLATE_TYPE, plate_type_problem
 
 DEBEZIUM_UPSERT = {"c": "insert", "u": "update", "r": "snapshot read"}
 DEBEZIUM_DELETE = "d"
 _EPOCH = date(1970, 1, 1)
 
+RowId = tuple[str, ...]
+"""The values of ``Kind.key``: (plate, plate_type) for a plate's registration, (id,) for the others."""
+
 
 @dataclass(frozen=True)
 class Upsert:
     kind: Kind
-    key: str
+    key: RowId
     record: BaseModel
     format: str
     """"json" (ours) or "debezium"."""
@@ -53,7 +65,7 @@ class Upsert:
 @dataclass(frozen=True)
 class Delete:
     kind: Kind
-    key: str
+    key: RowId
     format: str
     """"tombstone", "json" or "debezium"."""
 
@@ -61,11 +73,11 @@ class Delete:
 def decode(kind: Kind, key: bytes | None, value: bytes | None, columns: Columns) -> Upsert | Delete | Rejected:
     raw = value or b""
     key_id = _key(kind, key, columns)
-    if isinstance(key_id, str) and not key_id:
-        return _rejected(raw, f"the key names no {kind.key}: key each message by the row's {kind.key}", "(key)")
     if key_id is None:
-        return _rejected(raw, f"no key: key each message by the row's {kind.key} (compaction keeps the latest per key)",
-                         "(key)")
+        return _rejected(raw, f"no key: key each message by the row's {kind.key[0]} (compaction keeps the latest "
+                              "per key)", "(key)")
+    if isinstance(key_id, tuple) and not key_id[0]:
+        return _rejected(raw, f"the key names no {kind.key[0]}: key each message by the row's {kind.key[0]}", "(key)")
     if isinstance(key_id, Rejected):
         return Rejected(raw, key_id.reason, key_id.errors)
     if value is None:
@@ -85,7 +97,7 @@ def decode(kind: Kind, key: bytes | None, value: bytes | None, columns: Columns)
     return _debezium(kind, key_id, envelope, columns, raw)
 
 
-def _debezium(kind: Kind, key_id: str, envelope, columns: Columns, raw: bytes) -> Upsert | Delete | Rejected:
+def _debezium(kind: Kind, key_id: RowId, envelope, columns: Columns, raw: bytes) -> Upsert | Delete | Rejected:
     if not isinstance(envelope, dict):
         return _rejected(raw, "a Debezium payload must be an object with before, after and op", "payload")
     op = envelope.get("op")
@@ -100,23 +112,27 @@ def _debezium(kind: Kind, key_id: str, envelope, columns: Columns, raw: bytes) -
         return _checked(kind, key_id, record, "debezium", raw)
     if op == DEBEZIUM_DELETE:
         before = envelope.get("before")
-        column = columns.source(kind, kind.key)
-        if isinstance(before, dict) and before.get(column) is not None and _id(kind, before[column]) != key_id:
-            return _rejected(raw, f"the key says {key_id!r} but the deleted row is {_id(kind, before[column])!r}",
-                             f"before.{column}")
+        for i, field in enumerate(kind.key):
+            column = columns.source(kind, field)
+            if isinstance(before, dict) and before.get(column) is not None:
+                value = _value(kind, field, before[column])
+                if value != key_id[i]:
+                    return _rejected(raw, f"the key says {_shown(key_id)} but the deleted row's {field} is "
+                                          f"{value!r}", f"before.{column}")
         return Delete(kind, key_id, "debezium")
     shown = repr(op)[:20]
     return _rejected(raw, f"unknown Debezium op {shown}: parkwarden applies c, u, r (upsert) and d (delete); "
                           "a truncate is a snapshot: import the table instead", "op")
 
 
-def _checked(kind: Kind, key_id: str, record, format: str, raw: bytes) -> Upsert | Rejected:
+def _checked(kind: Kind, key_id: RowId, record, format: str, raw: bytes) -> Upsert | Rejected:
     if isinstance(record, Rejected):
         return record
-    row_id = getattr(record, kind.key)
-    if row_id != key_id:
-        return _rejected(raw, f"the key says {key_id!r} but the row's {kind.key} is {row_id!r}: key each message "
-                              f"by its {kind.key}", kind.key)
+    row_id = tuple(getattr(record, field) for field in kind.key)
+    for field, said, is_ in zip(kind.key, key_id, row_id):
+        if said != is_:
+            return _rejected(raw, f"the key says {_shown(key_id)} but the row's {field} is {is_!r}: key each "
+                                  f"message by its {' and '.join(kind.key)}", field)
     return Upsert(kind, row_id, record, format)
 
 
@@ -139,33 +155,54 @@ def _source_name(kind: Kind, field: str, columns: Columns | None) -> str:
     return columns.source(kind, head) + (f".{rest}" if rest else "")
 
 
-def _key(kind: Kind, key: bytes | None, columns: Columns) -> str | Rejected | None:
+def _key(kind: Kind, key: bytes | None, columns: Columns) -> RowId | Rejected | None:
     """The row id a Kafka key names: plain text, or Debezium's JSON key of the primary key."""
     if key is None:
         return None
     try:
         text = key.decode("utf-8").strip()
     except UnicodeDecodeError:
-        return Rejected(b"", "the key is not UTF-8 text", (FieldError(field="(key)", message="not UTF-8"),))
+        return _key_rejected("the key is not UTF-8 text", "not UTF-8")
     if not text.startswith("{"):
-        return _id(kind, text)
+        if kind.name != "plates":
+            return (text,)
+        plate, separator, plate_type = text.partition(PLATE_TYPE_SEPARATOR)
+        return _row_id(kind, {"plate": plate, "plate_type": plate_type if separator else None})
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
-        return Rejected(b"", "the key looks like JSON but is not", (FieldError(field="(key)", message="not JSON"),))
+        return _key_rejected("the key looks like JSON but is not", "not JSON")
     if isinstance(data, dict) and "payload" in data and "schema" in data:
         data = data["payload"]
-    column = columns.source(kind, kind.key)
-    if isinstance(data, dict) and column in data:
-        return _id(kind, data[column])
-    if isinstance(data, dict) and len(data) == 1:
-        return _id(kind, next(iter(data.values())))
-    return Rejected(b"", f"the key names no {column!r}", (FieldError(field="(key)", message=f"no {column}"),))
+    first = columns.source(kind, kind.key[0])
+    if not isinstance(data, dict) or first not in data and len(data) != 1:
+        return _key_rejected(f"the key names no {first!r}", f"no {first}")
+    if first not in data:
+        return _row_id(kind, {kind.key[0]: next(iter(data.values()))})
+    return _row_id(kind, {field: data.get(columns.source(kind, field)) for field in kind.key})
 
 
-def _id(kind: Kind, value) -> str:
+def _row_id(kind: Kind, values: dict) -> RowId | Rejected:
+    """The id from the key's values; a plate without a type is of type 02, one of an unknown type is refused."""
+    if kind.name == "plates" and values.get("plate_type") is None:
+        values = {**values, "plate_type": DEFAULT_PLATE_TYPE}
+    row_id = tuple(_value(kind, field, values.get(field)) for field in kind.key)
+    if kind.name == "plates" and (problem := plate_type_problem(row_id[1])):
+        return _key_rejected(f"the key's plate type: {problem}", problem)
+    return row_id
+
+
+def _value(kind: Kind, field: str, value) -> str:
     text = "" if value is None else str(value).strip()
-    return normalize_plate(text) if kind.name == "plates" else text
+    return normalize_plate(text) if kind.name == "plates" and field == "plate" else text
+
+
+def _shown(row_id: RowId) -> str:
+    return repr(PLATE_TYPE_SEPARATOR.join(row_id))
+
+
+def _key_rejected(reason: str, message: str) -> Rejected:
+    return Rejected(b"", reason, (FieldError(field="(key)", message=message),))
 
 
 def _table(envelope: dict) -> str:

@@ -1,6 +1,6 @@
 """The reference feed: registries, car parks and cameras from their owners' compacted topics, into PostgreSQL.
 
-    reference.<kind> message ──> decode (our JSON | Debezium | tombstone) ──> upsert / delete the row
+    reference.<kind> message ──> decode (our JSON | Debezium | tombstone) ──> upsert / remove the row
                                                                     └─> or a dead letter with the reason
     after the batch commits ──> owner cache: forget the plates changed (here at once; other workers
                                 via ``reference_changes``) ──> car parks / cameras read again
@@ -34,20 +34,11 @@ FORGET_MARGIN_SECONDS = 30
 
 
 def forget(owners, plates: list[str]) -> None:
-    """Drop ``plates`` from the owner directory's cache, by whichever method it has: ``invalidate(plate)``,
-    else ``clear()``. The directory in main before the registries' change has neither: then its cache
-    (``_cache``, a TTLCache) is emptied of those plates directly; remove that branch once
-    ``PostgresOwnerDirectory.invalidate`` is merged."""
-    if not plates or owners is None:
+    """Drop ``plates`` (numbers) from the owner directory's cache (``PostgresOwnerDirectory.invalidate``)."""
+    if owners is None:
         return
-    if (invalidate := getattr(owners, "invalidate", None)) is not None:
-        for plate in plates:
-            invalidate(plate)
-    elif (clear := getattr(owners, "clear", None)) is not None:
-        clear()
-    elif (cache := getattr(owners, "_cache", None)) is not None:
-        for plate in plates:
-            cache.pop(plate, None)
+    for plate in plates:
+        owners.invalidate(plate)
 
 
 class ReferenceFeed:

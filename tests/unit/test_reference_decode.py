@@ -5,7 +5,6 @@ import json
 from datetime import date
 
 import pytest
-from cachetools import TTLCache
 
 from pipeline.reference.decode import Delete, Upsert, decode
 from pipeline.reference.feed import forget
@@ -15,7 +14,8 @@ from schemas.codec import Rejected
 pytestmark = pytest.mark.unit
 
 PLATES, CONTACTS, CAMERAS = BY_NAME["plates"], BY_NAME["contacts"], BY_NAME["cameras"]
-POLICE = Columns({"plates": {"plate": "hphm", "owner_id": "sfzmhm"}})
+POLICE = Columns({"plates": {"plate": "hphm", "plate_type": "hpzl", "owner_id": "sfzmhm", "vehicle_make": "clpp",
+                             "vehicle_colour": "csys"}})
 """The traffic police's vehicle(hphm, hpzl, sfzmhm, ...) table."""
 
 
@@ -39,28 +39,85 @@ def test_our_json_plate_row_is_an_upsert_with_the_plate_normalized():
                     Columns())
 
     assert isinstance(change, Upsert) and change.format == "json"
-    assert (change.key, change.record.plate, change.record.owner_id) == ("浙A12345", "浙A12345", "o-1")
+    assert (change.key, change.record.plate, change.record.owner_id) == (("浙A12345", "02"), "浙A12345", "o-1")
+
+
+def test_a_plate_key_names_the_plate_type_after_a_slash_and_without_one_means_type_02():
+    large = decode(PLATES, "浙A·12345/01".encode(), json.dumps(
+        {"plate": "浙A12345", "plate_type": "01", "owner_id": "o-1", "vehicle_make": "解放", "vehicle_colour": "C"}
+    ).encode(), Columns())
+    small = decode(PLATES, "浙A12345".encode(), None, Columns())
+
+    assert isinstance(large, Upsert) and large.key == ("浙A12345", "01")
+    assert (large.record.vehicle_make, large.record.vehicle_colour) == ("解放", "C")
+    assert isinstance(small, Delete) and small.key == ("浙A12345", "02")
+
+
+@pytest.mark.parametrize("key, row, field, words", [
+    ("浙A12345", {"plate_type": "01"}, "plate_type", "the key says '浙A12345/02' but the row's plate_type is '01'"),
+    ("浙A12345/01", {}, "plate_type", "the key says '浙A12345/01' but the row's plate_type is '02'"),
+    ("浙A12345/09", {"plate_type": "09"}, "(key)", "the key's plate type: unknown plate type '09'"),
+    ("浙A12345/", {}, "(key)", "unknown plate type ''"),
+    ("浙A12345", {"plate_type": "2"}, "plate_type", "unknown plate type '2': a GA 24.7 code"),
+    ("浙A12345", {"vehicle_colour": "blue"}, "vehicle_colour", "Input should be 'A', 'B'"),
+])
+def test_a_plate_of_an_unknown_type_or_keyed_as_another_registration_is_refused(key, row, field, words):
+    value = json.dumps({"plate": "浙A12345", "owner_id": "o-1", **row}).encode()
+    change = decode(PLATES, key.encode(), value, Columns())
+
+    assert isinstance(change, Rejected)
+    assert words in change.reason
+    assert field in [e.field for e in change.errors]
 
 
 @pytest.mark.parametrize("with_schema", [True, False], ids=["envelope", "schemas-disabled"])
 @pytest.mark.parametrize("op", ["c", "u", "r"])
 def test_a_debezium_insert_update_or_snapshot_read_of_the_police_table_is_an_upsert_of_our_columns(op, with_schema):
-    row = {"hphm": "浙A12345", "hpzl": "02", "sfzmhm": "330106198801011234", "clpp": "大众"}
-    change = decode(PLATES, debezium_key(hphm="浙A12345"), debezium({"hphm": "浙A12345"}, row, op,
-                                                                    with_schema=with_schema), POLICE)
+    row = {"hphm": "浙A12345", "hpzl": "01", "sfzmhm": "330106198801011234", "clpp": "大众", "csys": "H",
+           "ccdjrq": 12000}
+    change = decode(PLATES, debezium_key(hphm="浙A12345", hpzl="01"),
+                    debezium({"hphm": "浙A12345", "hpzl": "01"}, row, op, with_schema=with_schema), POLICE)
 
     assert isinstance(change, Upsert) and change.format == "debezium"
-    assert (change.key, change.record.owner_id) == ("浙A12345", "330106198801011234")
+    assert change.key == ("浙A12345", "01")
+    assert (change.record.plate_type, change.record.owner_id, change.record.vehicle_make,
+            change.record.vehicle_colour) == ("01", "330106198801011234", "大众", "H")
 
 
-def test_a_debezium_delete_and_a_tombstone_delete_the_row_their_key_names():
-    delete = decode(PLATES, debezium_key(hphm="浙A12345"), debezium({"hphm": "浙A12345"}, None, "d"), POLICE)
-    tombstone = decode(PLATES, debezium_key(hphm="浙A12345"), None, POLICE)
+def test_a_debezium_key_without_the_plate_type_column_names_type_02():
+    row = {"hphm": "浙A12345", "sfzmhm": "330106198801011234"}
+    change = decode(PLATES, debezium_key(hphm="浙A12345"), debezium(None, row, "c"), POLICE)
+    other_type = decode(PLATES, debezium_key(hphm="浙A12345"), debezium(None, {**row, "hpzl": "01"}, "c"), POLICE)
+
+    assert isinstance(change, Upsert) and change.key == ("浙A12345", "02")
+    assert isinstance(other_type, Rejected) and "the key says '浙A12345/02'" in other_type.reason
+
+
+def test_a_debezium_delete_and_a_tombstone_remove_the_row_their_key_names():
+    delete = decode(PLATES, debezium_key(hphm="浙A12345", hpzl="01"),
+                    debezium({"hphm": "浙A12345", "hpzl": "01"}, None, "d"), POLICE)
+    tombstone = decode(PLATES, debezium_key(hphm="浙A12345", hpzl="01"), None, POLICE)
     plain = decode(CONTACTS, b"o-1", None, Columns())
+    other_row = decode(PLATES, debezium_key(hphm="浙A12345", hpzl="01"),
+                       debezium({"hphm": "浙A12345", "hpzl": "02"}, None, "d"), POLICE)
 
-    assert isinstance(delete, Delete) and delete.key == "浙A12345" and delete.format == "debezium"
-    assert isinstance(tombstone, Delete) and tombstone.key == "浙A12345" and tombstone.format == "tombstone"
-    assert isinstance(plain, Delete) and plain.key == "o-1"
+    assert isinstance(delete, Delete) and delete.key == ("浙A12345", "01") and delete.format == "debezium"
+    assert isinstance(tombstone, Delete) and tombstone.key == ("浙A12345", "01") and tombstone.format == "tombstone"
+    assert isinstance(plain, Delete) and plain.key == ("o-1",)
+    assert isinstance(other_row, Rejected) and [e.field for e in other_row.errors] == ["before.hpzl"]
+
+
+def test_a_contact_carries_its_language_kind_designated_name_and_opt_out():
+    row = {"owner_id": "fleet-7", "phone": "13800138000", "language": "en", "owner_kind": "fleet",
+           "contact_name": "Li Lei", "sms_opt_out": True}
+    change = decode(CONTACTS, b"fleet-7", json.dumps(row).encode(), Columns())
+    default = decode(CONTACTS, b"o-1", json.dumps({"owner_id": "o-1", "phone": "13800138000"}).encode(), Columns())
+
+    assert isinstance(change, Upsert) and change.key == ("fleet-7",)
+    assert (change.record.language, change.record.owner_kind, change.record.contact_name,
+            change.record.sms_opt_out) == ("en", "fleet", "Li Lei", True)
+    assert isinstance(default, Upsert)
+    assert (default.record.language, default.record.owner_kind, default.record.sms_opt_out) == ("zh", "person", False)
 
 
 def test_a_debezium_date_column_in_days_since_1970_is_a_date():
@@ -83,6 +140,10 @@ def test_a_debezium_date_column_in_days_since_1970_is_a_date():
     (b"o-1", debezium(None, None, "u"), "after", "without the row in 'after'"),
     (b"o-1", debezium(None, {"owner_id": "o-1"}, "c"), "after.phone", "Field required"),
     (b"o-1", json.dumps({"schema": {}, "payload": None}).encode(), "payload", "no payload"),
+    (b"o-1", json.dumps({"owner_id": "o-1", "phone": "13800138000", "owner_kind": "company"}).encode(),
+     "contact_name", "a fleet or company needs its designated contact's name"),
+    (b"o-1", json.dumps({"owner_id": "o-1", "phone": "13800138000", "language": "fr"}).encode(), "language",
+     "Input should be 'zh' or 'en'"),
 ])
 def test_a_message_that_cannot_be_used_is_refused_naming_the_field_and_the_reason(key, value, field, words):
     change = decode(CONTACTS, key, value, Columns())
@@ -98,6 +159,16 @@ def test_a_debezium_row_missing_a_mapped_column_names_the_source_column():
     change = decode(PLATES, debezium_key(hphm="浙A12345"), debezium(None, {"hphm": "浙A12345"}, "c"), POLICE)
 
     assert isinstance(change, Rejected) and [e.field for e in change.errors] == ["after.sfzmhm"]
+
+
+def test_a_debezium_row_with_an_unknown_plate_type_names_the_source_column():
+    row = {"hphm": "浙A12345", "hpzl": "09", "sfzmhm": "330106198801011234"}
+    change = decode(PLATES, debezium_key(hphm="浙A12345", hpzl="02"), debezium(None, row, "c"), POLICE)
+    keyed = decode(PLATES, debezium_key(hphm="浙A12345", hpzl="09"), debezium(None, row, "c"), POLICE)
+
+    assert isinstance(change, Rejected) and [e.field for e in change.errors] == ["after.hpzl"]
+    assert "unknown plate type '09'" in change.reason
+    assert isinstance(keyed, Rejected) and "the key's plate type: unknown plate type '09'" in keyed.reason
 
 
 def test_a_column_mapping_naming_an_unknown_kind_or_field_is_refused():
@@ -120,11 +191,3 @@ def test_changed_plates_are_forgotten_by_the_owner_directory():
     directory = Directory()
     forget(directory, ["浙A12345", "浙B54321"])
     assert directory.forgotten == ["浙A12345", "浙B54321"]
-
-    class Cached:
-        _cache = TTLCache(10, 60)
-    cached = Cached()
-    cached._cache["浙A12345"] = "13800138000"
-    cached._cache["浙C11111"] = None
-    forget(cached, ["浙A12345"])
-    assert list(cached._cache) == ["浙C11111"]
