@@ -28,12 +28,11 @@ from pipeline.cameras import registry
 from pipeline.cameras.registry import CameraProblem
 from pipeline.data.formats import FormatError, Writer, detect_format
 from pipeline.data.kinds import KINDS
-from pipeline.data.transfer import ImportReport, Progress, Refusal, _json, export_file, import_file
+from pipeline.data.transfer import ImportReport, Progress, Refusal, export_file, import_file
 from pipeline.lookups import zone_shapes
 from pipeline.lookups.zone_shapes import CamerasUnplaced
 
 CAMERA_FORMATS = ("csv", "jsonl", "geojson")
-ZONE_FORMATS = ("csv", "jsonl", "geojson")
 NAMES = (*KINDS, "cameras")
 """The kinds, as `parkwarden data import|export KIND` names them."""
 
@@ -57,10 +56,10 @@ async def import_kind(conn: asyncpg.Connection, kind: str, path: Path, fmt: str 
     try:
         async with conn.transaction():
             # the zones' rules as usual (applied, inside this transaction), then the cameras placed again
+            await zone_shapes.lock(conn)
             report = await import_file(conn, kind, path, fmt, snapshot=snapshot, actor=actor, tz=tz, progress=progress)
             report.dry_run = dry_run
             if not report.refused_count:
-                await zone_shapes.lock(conn)
                 try:
                     report.counts["cameras_moved"] = await zone_shapes.place_cameras(conn, actor)
                 except CamerasUnplaced as exc:
@@ -93,6 +92,10 @@ async def _all_or_nothing(conn, report: ImportReport, work, actor: str) -> Impor
     except _Undo:
         pass
     return report
+
+
+def _json(detail: dict) -> str:
+    return json.dumps(detail, ensure_ascii=False)
 
 
 def _problem(exc: Exception) -> tuple[str, str]:
