@@ -56,9 +56,12 @@ async def _integrator_names(settings: Settings) -> list[str]:
 
 
 @main.command("load-demo")
-@click.option("--plates", default=2000, show_default=True, help="How many registered plates to generate.")
-def load_demo(plates: int) -> None:
-    """Load the demo city (Yuhang, Hangzhou): car parks, zones, plate and contact registries."""
+@click.option("--plates", type=int, default=None,
+              help="Plates to load: the first N of the demo files (default: all 2,000); beyond them, more are "
+                   "generated from the same seed.")
+def load_demo(plates: int | None) -> None:
+    """Load the demo city (Yuhang, Hangzhou) from its files (pipeline/demo/data/), with the same import as
+    `parkwarden data import`: zones, car parks, cameras, plate and contact registries."""
     from pipeline import bootstrap
     from pipeline.demo import city
 

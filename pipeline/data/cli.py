@@ -1,4 +1,4 @@
-"""`parkwarden data import|export KIND FILE`: a city's registries, car parks and zones from and to files."""
+"""`parkwarden data import|export KIND FILE`: a city's registries, car parks, zones and cameras from and to files."""
 
 import asyncio
 import getpass
@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from pipeline.config import Settings
+from pipeline.data.all_kinds import NAMES, export_kind, import_kind
 from pipeline.data.formats import FORMATS, FormatError
-from pipeline.data.kinds import KINDS
-from pipeline.data.transfer import KEEP_REFUSALS, export_file, import_file
+from pipeline.data.transfer import KEEP_REFUSALS
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -39,16 +39,17 @@ async def _connect(settings: Settings) -> asyncpg.Connection:
 
 @click.group()
 def data() -> None:
-    """Bring a city's own data in (and out): plates, contacts, car parks, zones."""
+    """Bring a city's own data in (and out): plates, contacts, car parks, zones, cameras."""
 
 
 @data.command("import")
-@click.argument("kind", type=click.Choice(list(KINDS)))
+@click.argument("kind", type=click.Choice(NAMES))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: from the file's extension.")
 @click.option("--dry-run", is_flag=True, help="Validate and count what would change; apply nothing.")
 @click.option("--snapshot", is_flag=True,
-              help="The file is the whole registry: retire (plates, contacts) or delete (car parks, zones) what it lacks.")
+              help="The file is the whole registry: retire (plates, contacts), delete (car parks, zones) or remove "
+                   "(cameras) what it lacks.")
 def import_command(kind: str, file: Path, fmt: str | None, dry_run: bool, snapshot: bool) -> None:
     """Import FILE into a registry, all or nothing: any refused row and nothing is applied."""
     settings = Settings()
@@ -58,7 +59,7 @@ def import_command(kind: str, file: Path, fmt: str | None, dry_run: bool, snapsh
     async def go(progress):
         conn = await _connect(settings)
         try:
-            return await import_file(conn, kind, file, fmt, dry_run=dry_run, snapshot=snapshot, actor=_actor(),
+            return await import_kind(conn, kind, file, fmt, dry_run=dry_run, snapshot=snapshot, actor=_actor(),
                                      tz=tz, progress=progress)
         finally:
             await conn.close()
@@ -99,7 +100,7 @@ def import_command(kind: str, file: Path, fmt: str | None, dry_run: bool, snapsh
 
 
 @data.command("export")
-@click.argument("kind", type=click.Choice(list(KINDS)))
+@click.argument("kind", type=click.Choice(NAMES))
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: from the file's extension.")
 def export_command(kind: str, file: Path, fmt: str | None) -> None:
@@ -109,7 +110,7 @@ def export_command(kind: str, file: Path, fmt: str | None) -> None:
     async def go():
         conn = await _connect(settings)
         try:
-            return await export_file(conn, kind, file, fmt, actor=_actor())
+            return await export_kind(conn, kind, file, fmt, actor=_actor())
         finally:
             await conn.close()
 

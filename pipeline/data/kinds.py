@@ -7,8 +7,9 @@ started is deleted); car parks and zones absent from it are deleted (reference d
 a car park's live status goes with it; nothing checks that no registered camera still names a
 deleted zone).
 
-To add a kind or a format (zones as GeoJSON polygons, say): a model in ``models.py``, a reader in
-``formats.py`` and an entry here.
+To add a kind or a format: a model in ``models.py``, a reader in ``formats.py`` and an entry here.
+Zones as GeoJSON shapes and cameras, which place cameras by position, are imported through their own
+code instead (``all_kinds.py``).
 """
 
 from dataclasses import dataclass

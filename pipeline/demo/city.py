@@ -1,17 +1,30 @@
 """A demo city: car parks, cameras and registries in Yuhang district, Hangzhou (WGS-84).
 
-Places and car parks are real-looking, not surveyed; registries are generated from a seed, so
-every run loads the same city.
+The city is a set of files in ``pipeline/demo/data/``, in the formats a city brings its own data in,
+and ``load`` imports them with the same code as `parkwarden data import` (``pipeline.data.all_kinds``):
+zones.geojson (areas and a road segment, with their rules), car-parks.geojson, cameras.csv,
+plates.csv and contacts.csv (generated once from a seed by ``pipeline/demo/registries.py``).
+Places and car parks are real-looking, not surveyed. The constants below are read from those files.
 """
 
-import random
+import csv
+import json
+import tempfile
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import asyncpg
 
 from pipeline.cameras import registry
+from pipeline.data.all_kinds import import_kind
+from pipeline.demo import registries
 from pipeline.lookups import zone_shapes
+
+DATA = Path(__file__).parent / "data"
+FILES = (("zones", "zones.geojson"), ("car-parks", "car-parks.geojson"), ("cameras", "cameras.csv"),
+         ("plates", "plates.csv"), ("contacts", "contacts.csv"))
+"""What ``load`` imports, in order: zones before the cameras their shapes place."""
 
 INTEGRATOR = "demo"
 """The integrator that owns the demo city's cameras (its key is never shown: the demo publishes on
@@ -29,80 +42,53 @@ class Camera:
     direction: str | None = None
 
 
-CAMERAS = [
-    Camera("cam-wenyi-01", "文一西路海创园南门", 30.27930, 120.00395),
-    Camera("cam-liangmu-02", "良睦路梦想小镇东侧", 30.28330, 119.99930),
-    Camera("cam-wuchang-03", "五常大道西溪湿地北门", 30.27080, 120.04010),
-    Camera("cam-cangqian-04", "仓前街道余杭塘路口", 30.29470, 119.99540),
-    Camera("cam-liangzhu-05", "良渚文化村玉鸟路", 30.37620, 120.04780, zone="liangzhu"),
-    Camera("cam-xianlin-06", "闲林街道闲兴路", 30.25390, 119.96460),
-    Camera("cam-yuhang-07", "余杭街道通济街老街口", 30.27890, 119.92560),
-    Camera("cam-gaojiao-08", "高教路杭师大仓前校区西门", 30.29120, 120.00980),
-]
+def _cameras() -> list[Camera]:
+    rows = registry.read_file((DATA / "cameras.csv").read_bytes())
+    return [Camera(c.id, c.place, c.lat, c.lon, c.zone, c.direction) for _, c in rows]
 
-CAR_PARKS = [
-    ("cp-hcy-b1", "海创园地下停车场B1", "海创园B1", 30.27875, 120.00520, 420),
-    ("cp-mxxz-p1", "梦想小镇P1地面停车场", "梦想小镇P1", 30.28410, 119.99810, 160),
-    ("cp-mxxz-p2", "梦想小镇P2地下停车场", "梦想小镇P2", 30.28190, 119.99650, 300),
-    ("cp-efc", "EFC欧美金融城地下停车场", "EFC停车场", 30.28720, 120.01480, 1800),
-    ("cp-albb-xx", "阿里巴巴西溪园区访客停车场", "西溪园区访客", 30.27960, 120.02630, 500),
-    ("cp-wlkj-pr", "未来科技城地铁站P+R停车场", "未来科技城P+R", 30.28540, 120.00790, 260),
-    ("cp-xxsd-n", "西溪湿地北门游客停车场", "西溪湿地北门", 30.27310, 120.04330, 650),
-    ("cp-wuchang-gc", "五常大道万达广场停车场", "五常万达", 30.26800, 120.03620, 1200),
-    ("cp-cq-lc", "仓前粮仓景区停车场", "仓前粮仓", 30.29590, 119.99310, 120),
-    ("cp-cq-jd", "仓前街道办公共停车场", "仓前街道", 30.29310, 119.99890, 90),
-    ("cp-hzsd", "杭师大仓前校区访客停车场", "杭师大访客", 30.29260, 120.00700, 200),
-    ("cp-lz-ynj", "良渚文化村玉鸟集停车场", "玉鸟集", 30.37740, 120.04560, 240),
-    ("cp-lz-gc", "良渚古城遗址公园南门停车场", "良渚古城南门", 30.38560, 119.99800, 800),
-    ("cp-lz-md", "良渚博物院停车场", "良渚博物院", 30.37880, 120.04020, 350),
-    ("cp-xl-ymp", "闲林永旺梦乐城停车场", "闲林永旺", 30.25510, 119.96870, 1500),
-    ("cp-xl-jd", "闲林街道社区停车场", "闲林社区", 30.25260, 119.96180, 60),
-    ("cp-yh-tj", "余杭老街通济桥停车场", "通济桥", 30.27960, 119.92380, 110),
-    ("cp-yh-zx", "余杭街道中心停车场", "余杭中心", 30.27720, 119.92830, 140),
-    ("cp-yh-tyzx", "余杭体育中心停车场", "余杭体育中心", 30.28380, 119.93250, 380),
-    ("cp-xs-yq", "西溪八方城停车场", "西溪八方城", 30.28280, 120.02040, 900),
-]
 
-ZONES = [("yuhang", "余杭区", None, None, None), ("hospital", "医院急救通道", None, "emergency access, officers only", None),
-         ("liangzhu", "良渚文化村", None, None, 12)]
+def _car_parks() -> list[tuple[str, str, str, float, float, int]]:
+    features = json.loads((DATA / "car-parks.geojson").read_text(encoding="utf-8"))["features"]
+    return [(f["properties"]["id"], f["properties"]["name"], f["properties"]["short_name"],
+             f["geometry"]["coordinates"][1], f["geometry"]["coordinates"][0], f["properties"]["capacity"])
+            for f in features]
+
+
+def _zones() -> list[zone_shapes.ZoneShape]:
+    with (DATA / "zones.geojson").open("rb") as stream:
+        return list(zone_shapes.read_geojson(stream))
+
+
+CAMERAS = _cameras()
+CAR_PARKS = _car_parks()
+"""(id, name, short name, lat, lon, capacity)"""
+ZONES = [(z.id, z.name, z.rules.get("window_seconds"), z.rules.get("exempt_reason"),
+          z.rules.get("first_offence_months")) for z in _zones()]
 """(id, name, window, exempt reason, first-offence months): 良渚文化村 gives a first offence (no ticket
 nor warning notice in 12 months) a warning notice instead of a ticket; the rest tickets automatically."""
-
-ZONE_SHAPES = [
-    ("yuhang", {"type": "Polygon", "coordinates": [[[119.88, 30.22], [120.10, 30.22], [120.10, 30.42],
-                                                    [119.95, 30.42], [119.88, 30.33], [119.88, 30.22]]]}, None),
-    ("liangzhu", {"type": "Polygon", "coordinates": [[[120.035, 30.368], [120.060, 30.368], [120.060, 30.385],
-                                                      [120.035, 30.385], [120.035, 30.368]]]}, None),
-    ("hospital", {"type": "LineString", "coordinates": [[120.0046, 30.2801], [120.0058, 30.2801]]}, 12.0),
-]
+ZONE_SHAPES = [(z.id, z.geometry, z.width_m) for z in _zones()]
 """(zone, GeoJSON geometry, road width in metres): a rough district, 良渚文化村 inside it, and an emergency
 lane; each camera is placed in the innermost zone that holds it (pipeline/lookups/zone_shapes.py)."""
 
 WHITELIST = [("浙A1201警", "police vehicle"), ("浙A0120F", "ambulance (new-energy)")]
 
 
-def plates(count: int, seed: int = 7) -> list[tuple[str, str, str | None]]:
-    """(plate, owner id, phone or None): about 5% have no phone on record (out-of-province cars)."""
-    rng = random.Random(seed)
-    letters = "ABCDEFGHJKLMNPQRSTUVWXYZ"
-    alnum = "0123456789" + letters
-    rows, seen = [], set()
-    while len(rows) < count:
-        i = len(rows)
-        if i % 20 == 19:
-            plate = "皖A" + "".join(rng.choice("0123456789") for _ in range(5))
-            phone = None
-        elif i % 5 == 4:
-            plate = "浙A" + rng.choice("DF") + rng.choice(alnum) + "".join(rng.choice("0123456789") for _ in range(4))
-            phone = f"13{rng.randint(5, 9)}{rng.randint(0, 99_999_999):08d}"
-        else:
-            plate = "浙A" + "".join(rng.choice(alnum) for _ in range(5))
-            phone = f"1{rng.choice('3589')}{rng.randint(0, 9)}{rng.randint(0, 99_999_999):08d}"
-        if plate in seen:
-            continue
-        seen.add(plate)
-        rows.append((plate, f"owner-{i:06d}", phone))
-    return rows
+def plates(count: int | None = None) -> list[tuple[str, str, str | None]]:
+    """(plate, owner id, phone or None) of the demo files' registries (the first ``count``); about 5%
+    have no phone on record (out-of-province cars)."""
+    return [(plate, owner, phone) for plate, _, owner, phone in _registries(count)]
+
+
+def _registries(count: int | None = None) -> list[tuple[str, str, str, str | None]]:
+    """(plate, plate type, owner id, phone or None): the first ``count`` plates of the files, and beyond
+    them more generated from the same seed."""
+    with (DATA / "contacts.csv").open(encoding="utf-8", newline="") as f:
+        phones = {r["owner_id"]: r["phone"] for r in csv.DictReader(f)}
+    with (DATA / "plates.csv").open(encoding="utf-8", newline="") as f:
+        rows = [(r["plate"], r["plate_type"], r["owner_id"], phones.get(r["owner_id"])) for r in csv.DictReader(f)]
+    if count is not None and count > len(rows):
+        return rows + registries.generate(count)[len(rows):]
+    return rows[:count]
 
 
 async def register(conn: asyncpg.Connection, camera: Camera, integrator: str = INTEGRATOR) -> None:
@@ -114,39 +100,41 @@ async def register(conn: asyncpg.Connection, camera: Camera, integrator: str = I
         await registry.add(conn, cam, "demo:load", replace=True)
 
 
-async def load(conn: asyncpg.Connection, plate_count: int = 2000) -> dict:
-    """Load (or reload) the demo city; returns counts. Idempotent. Its cameras are registered to the
-    ``demo`` integrator (made if missing); its car parks have no owner (any publisher may report them)."""
+async def load(conn: asyncpg.Connection, plate_count: int | None = None, actor: str = "demo:load") -> dict:
+    """Load (or reload) the demo city from its files, all in one transaction; returns counts. Idempotent.
+    Each file goes through ``import_kind``, as `parkwarden data import KIND FILE` would (audited as
+    ``data_import:KIND``). Its cameras' integrators (``demo``) are made first if missing (a publisher
+    whose key nobody knows: the demo publishes on Kafka); its car parks have no owner. ``plate_count``
+    (default: the files' 2000) takes the first plates of the files (tests load fewer, to be quick) or,
+    beyond them, more generated from the same seed (benchmarks load more); through the same import."""
     async with conn.transaction():
-        await registry.ensure_integrator(conn, INTEGRATOR)
-        await conn.executemany(
-            """INSERT INTO zones (id, name, window_seconds, exempt_reason, first_offence_months) VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, exempt_reason = EXCLUDED.exempt_reason,
-                                              first_offence_months = EXCLUDED.first_offence_months""",
-            ZONES,
-        )
-        await conn.executemany("UPDATE zones SET geometry = $2, width_m = $3 WHERE id = $1", ZONE_SHAPES)
-        await conn.executemany(
-            """INSERT INTO car_parks (id, name, short_name, lat, lon, capacity) VALUES ($1, $2, $3, $4, $5, $6)
-               ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, short_name = EXCLUDED.short_name,
-               lat = EXCLUDED.lat, lon = EXCLUDED.lon, capacity = EXCLUDED.capacity""",
-            CAR_PARKS,
-        )
-        for camera in CAMERAS:
-            await register(conn, camera)
-        await zone_shapes.lock(conn)
-        await zone_shapes.place_cameras(conn, "demo:load")
+        for name in sorted({c.integrator for _, c in registry.read_file((DATA / "cameras.csv").read_bytes())}):
+            await registry.ensure_integrator(conn, name)
+        with tempfile.TemporaryDirectory(prefix="pw-demo-") as tmp:
+            for kind, name in FILES:
+                path = DATA / name
+                if plate_count is not None and plate_count != registries.SIZE and kind in ("plates", "contacts"):
+                    path = Path(tmp) / name
+                    if not path.exists():
+                        registries.write(_registries(plate_count), Path(tmp))
+                await _import(conn, kind, path, actor)
         await conn.executemany(
             "INSERT INTO whitelisted_plates (plate, reason) VALUES ($1, $2) ON CONFLICT DO NOTHING", WHITELIST
         )
-        rows = plates(plate_count)
-        await conn.executemany(
-            "INSERT INTO plate_registry (plate, owner_id) VALUES ($1, $2) ON CONFLICT (plate, plate_type) DO UPDATE SET owner_id = EXCLUDED.owner_id",
-            [(p, o) for p, o, _ in rows],
-        )
-        await conn.executemany(
-            "INSERT INTO contact_registry (owner_id, phone) VALUES ($1, $2) ON CONFLICT (owner_id, valid_from) DO UPDATE SET phone = EXCLUDED.phone",
-            [(o, ph) for _, o, ph in rows if ph],
-        )
-    return {"car_parks": len(CAR_PARKS), "cameras": len(CAMERAS), "plates": len(rows),
-            "with_phone": sum(1 for r in rows if r[2])}
+        counts = await conn.fetchrow(
+            """SELECT (SELECT count(*) FROM car_parks) AS car_parks,
+                      (SELECT count(*) FROM cameras WHERE removed_at IS NULL) AS cameras,
+                      (SELECT count(*) FROM plate_registry WHERE retired_at IS NULL) AS plates,
+                      (SELECT count(DISTINCT p.plate) FROM plate_registry p JOIN contact_registry c USING (owner_id)
+                        WHERE p.retired_at IS NULL) AS with_phone""")
+    return dict(counts)
+
+
+class DemoFilesRefused(RuntimeError):
+    """A demo file that its own import refuses (a broken file in the repository)."""
+
+
+async def _import(conn, kind: str, path: Path, actor: str) -> None:
+    report = await import_kind(conn, kind, path, actor=actor)
+    if not report.applied:
+        raise DemoFilesRefused(f"{path.name}: " + "; ".join(map(str, report.refused[:5])))
