@@ -146,7 +146,7 @@ class Simulator:
         evidence = events.Evidence(image_url=f"https://evidence.example/{car.camera.id}/{at:%Y%m%d%H%M%S}.jpg")
         return cls(event_id=self._event_id(car.camera.id), camera_id=car.camera.id, plate=car.plate, taken_at=at,
                    location=events.Location(lat=car.lat, lon=car.lon), place=car.camera.place, zone=car.camera.zone,
-                   evidence=evidence, **extra)
+                   evidence=evidence, plate_colour="green" if len(car.plate) == 8 else "blue", **extra)
 
     async def _arrive(self, now: datetime) -> None:
         free = [p for p in self.plates if p not in self.parked]
