@@ -37,5 +37,5 @@ def test_data_import_starts_without_the_other_commands_libraries():
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     modules = set(json.loads(out.splitlines()[-1]))
     assert "pipeline.data.cli" in modules
-    for heavy in ("geopy", "aiohttp", "faust", "pipeline.console.cli", "pipeline.ingest.cli", "pipeline.tickets.cli"):
+    for heavy in ("geopy", "aiohttp", "shapely", "faust", "pipeline.console.cli", "pipeline.ingest.cli", "pipeline.tickets.cli"):
         assert heavy not in modules, f"`data import` imported {heavy}"
