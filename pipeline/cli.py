@@ -8,24 +8,55 @@ import subprocess
 import sys
 import time
 
+from importlib import import_module
+
 import click
 
-from pipeline.cameras import cli as cameras_cli
 from pipeline.config import Settings
-from pipeline.data import cli as data_cli
-from pipeline.console import cli as console_cli
-from pipeline.ingest import cli as ingest_cli
-from pipeline.retention import cli as retention_cli
-from pipeline.reference import cli as reference_cli
-from pipeline.lookups import zones_cli
-from pipeline.tickets import cli as tickets_cli
+
+LAZY_COMMANDS = {
+    "operators": "pipeline.console.cli:operators",
+    "status": "pipeline.console.cli:status",
+    "case": "pipeline.console.cli:case_command",
+    "outbox": "pipeline.console.cli:outbox",
+    "events": "pipeline.ingest.cli:events",
+    "integrators": "pipeline.ingest.cli:integrators",
+    "dead-letters": "pipeline.ingest.cli:dead_letters",
+    "schemas": "pipeline.ingest.cli:schemas_command",
+    "tickets": "pipeline.tickets.cli:tickets",
+    "cameras": "pipeline.cameras.cli:cameras",
+    "data": "pipeline.data.cli:data",
+    "retention": "pipeline.retention.cli:retention",
+    "reference": "pipeline.reference.cli:reference",
+    "zones": "pipeline.lookups.zones_cli:zones",
+}
+"""The commands whose module is imported only when they run (or when --help lists them): a command
+starts without importing every other command's libraries."""
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a sub-command's module when the command is looked up
+    (click's "Lazily Loading Subcommands")."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.lazy:
+            return super().get_command(ctx, name)
+        module, attribute = self.lazy[name].split(":")
+        return getattr(import_module(module), attribute)
 
 
 def run(coro):
     return asyncio.run(coro)
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy=LAZY_COMMANDS)
 def main() -> None:
     """parkwarden: warn the owner of an illegally parked car, then ticket it if it stays."""
 
@@ -189,6 +220,7 @@ def _interrupt(signum, frame) -> None:
 
 async def _demo_operator(settings: Settings) -> tuple[str, str]:
     from pipeline import bootstrap
+    from pipeline.console import cli as console_cli
 
     await bootstrap.prepare_database(settings)
     pool = await bootstrap.connect_database(settings)
@@ -198,14 +230,3 @@ async def _demo_operator(settings: Settings) -> tuple[str, str]:
     finally:
         await pool.close()
 
-
-for _command in (console_cli.operators, console_cli.status, console_cli.case_command, console_cli.outbox):
-    main.add_command(_command)
-for _command in (ingest_cli.events, ingest_cli.integrators, ingest_cli.dead_letters, ingest_cli.schemas_command):
-    main.add_command(_command)
-main.add_command(tickets_cli.tickets)
-main.add_command(cameras_cli.cameras)
-main.add_command(data_cli.data)
-main.add_command(retention_cli.retention)
-main.add_command(reference_cli.reference)
-main.add_command(zones_cli.zones)

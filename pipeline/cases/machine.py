@@ -41,7 +41,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 from uuid import UUID
 
-from geopy.distance import geodesic
+from geographiclib.geodesic import Geodesic
 
 from pipeline.cases.reasons import parse, why
 
@@ -254,7 +254,9 @@ def unchanged(case: Case, note: str) -> Decision:
 
 
 def distance_m(a: Sighting, b: Sighting) -> float:
-    return geodesic((a.lat, a.lon), (b.lat, b.lon)).meters
+    """Metres between two sightings on the WGS-84 ellipsoid (geographiclib, which geopy's geodesic uses;
+    geopy itself would import its geocoders and aiohttp at every command's start)."""
+    return Geodesic.WGS84.Inverse(a.lat, a.lon, b.lat, b.lon, Geodesic.DISTANCE)["s12"]
 
 
 def _close(case: Case, state: State, reason: str, now: datetime, *effects: Effect) -> Decision:

@@ -14,23 +14,27 @@ placement instead, with the same report (row, field, reason), all or nothing, ``
   in the same transaction (a deleted shape may move a camera, or leave one without a zone: refused).
 
 A dry run does it all, then rolls back. The demo city is loaded through ``import_kind`` too
-(``pipeline/demo/city.py``).
+(``pipeline/demo/city.py``). The camera registry and the zone shapes (shapely, numpy) are imported
+only by the kinds that use them: `parkwarden data import plates` starts without them.
 """
+
+from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from pipeline.cameras import registry
-from pipeline.cameras.registry import CameraProblem
 from pipeline.data.formats import FormatError, Writer, detect_format
 from pipeline.data.kinds import KINDS
 from pipeline.data.transfer import ImportReport, Progress, Refusal, export_file, import_file
-from pipeline.lookups import zone_shapes
-from pipeline.lookups.zone_shapes import CamerasUnplaced
+
+if TYPE_CHECKING:
+    from pipeline.cameras import registry
+    from pipeline.lookups import zone_shapes
 
 CAMERA_FORMATS = ("csv", "jsonl", "geojson")
 NAMES = (*KINDS, "cameras")
@@ -52,6 +56,8 @@ async def import_kind(conn: asyncpg.Connection, kind: str, path: Path, fmt: str 
     if kind != "zones":
         return await import_file(conn, kind, path, fmt, dry_run=dry_run, snapshot=snapshot, actor=actor, tz=tz,
                                  progress=progress)
+    from pipeline.lookups import zone_shapes
+
     report = None
     try:
         async with conn.transaction():
@@ -62,7 +68,7 @@ async def import_kind(conn: asyncpg.Connection, kind: str, path: Path, fmt: str 
             if not report.refused_count:
                 try:
                     report.counts["cameras_moved"] = await zone_shapes.place_cameras(conn, actor)
-                except CamerasUnplaced as exc:
+                except zone_shapes.CamerasUnplaced as exc:
                     _unplaced(report, exc)
             report.applied = not dry_run and not report.refused_count
             if not report.applied:
@@ -100,6 +106,8 @@ def _json(detail: dict) -> str:
 
 def _problem(exc: Exception) -> tuple[str, str]:
     """(field, reason) from a camera registry's message, "field: reason"."""
+    from pipeline.cameras import registry
+
     text = str(exc)
     head, _, rest = text.partition(": ")
     if rest and (head in registry.FIELDS or head == "lat, lon"):
@@ -107,7 +115,10 @@ def _problem(exc: Exception) -> tuple[str, str]:
     return "", text
 
 
-def _camera_rows(path: Path, fmt: str) -> list[tuple[int, registry.Camera | CameraProblem]]:
+def _camera_rows(path: Path, fmt: str) -> list[tuple[int, registry.Camera | registry.CameraProblem]]:
+    from pipeline.cameras import registry
+    from pipeline.cameras.registry import CameraProblem
+
     if fmt in ("csv", "jsonl"):
         try:
             return registry.read_file(path.read_bytes())
@@ -140,6 +151,9 @@ def _camera_rows(path: Path, fmt: str) -> list[tuple[int, registry.Camera | Came
 
 
 async def _cameras(conn, path: Path, fmt: str, report: ImportReport, actor: str) -> None:
+    from pipeline.cameras import registry
+    from pipeline.cameras.registry import CameraProblem
+
     rows = _camera_rows(path, fmt)
     report.rows = len(rows)
     first: dict[str, int] = {}
@@ -168,6 +182,8 @@ async def _cameras(conn, path: Path, fmt: str, report: ImportReport, actor: str)
 
 
 async def _zone_shapes(conn, path: Path, report: ImportReport, actor: str) -> None:
+    from pipeline.lookups import zone_shapes
+
     with path.open("rb") as stream:
         found = list(zone_shapes.read_geojson(stream))
     for item in found:
@@ -187,7 +203,7 @@ async def _zone_shapes(conn, path: Path, report: ImportReport, actor: str) -> No
                                           [z.id for z in shapes])).split()[-1])
     try:
         stored = await zone_shapes.store(conn, shapes, actor)
-    except CamerasUnplaced as exc:
+    except zone_shapes.CamerasUnplaced as exc:
         _unplaced(report, exc)
         return
     report.counts.update(inserted=stored["added"], updated=stored["changed"], unchanged=stored["unchanged"])
@@ -196,7 +212,7 @@ async def _zone_shapes(conn, path: Path, report: ImportReport, actor: str) -> No
     report.counts["cameras_moved"] = stored["cameras_moved"]
 
 
-def _unplaced(report: ImportReport, exc: CamerasUnplaced) -> None:
+def _unplaced(report: ImportReport, exc: zone_shapes.CamerasUnplaced) -> None:
     """Zones that would leave cameras without a zone: each camera is a refusal (row 0: the file as a whole)."""
     for camera_id, why in exc.problems:
         report.refuse(Refusal(0, f"camera {camera_id}", why))
@@ -216,6 +232,8 @@ async def export_kind(conn: asyncpg.Connection, kind: str, path: Path, fmt: str 
         rows = await _camera_export(conn)
         _write_cameras(path, fmt, rows)
     elif kind == "zones" and fmt == "geojson":
+        from pipeline.lookups import zone_shapes
+
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             shaped = await zone_shapes.shaped(conn)
         rows = [{"type": "Feature", "geometry": z.geometry,
@@ -233,12 +251,16 @@ async def export_kind(conn: asyncpg.Connection, kind: str, path: Path, fmt: str 
 async def _camera_export(conn) -> list[dict]:
     """The registered cameras as their import rows; ``zone`` is the zone the operator gave (empty: placed
     by position), so that the file imports back unchanged."""
+    from pipeline.cameras import registry
+
     rows = await conn.fetch(f"SELECT {registry.COLUMNS}, zone_given FROM cameras WHERE removed_at IS NULL ORDER BY id")
     return [{**{k: r[k] for k in registry.FIELDS}, "zone": r["zone_given"],
              "commissioned_on": r["commissioned_on"].isoformat()} for r in rows]
 
 
 def _write_cameras(path: Path, fmt: str, rows: list[dict]) -> None:
+    from pipeline.cameras import registry
+
     if fmt == "geojson":
         _write_features(path, [{"type": "Feature", "id": r["id"],
                                 "geometry": {"type": "Point", "coordinates": [r["lon"], r["lat"]]},
