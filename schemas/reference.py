@@ -76,7 +76,8 @@ class ContactRecord(Message):
     schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="The contract's major version.")
     owner_id: OwnerId
     phone: str = Field(pattern=r"^\+?[0-9]{6,15}$", description="The number warnings are sent to, digits only.")
-    language: Literal["zh", "en"] = Field(default="zh", description="The language of the SMS sent to this contact.")
+    language: Literal["zh", "en"] | None = Field(
+        default=None, description="The language of the SMS sent to this contact; none: the city's.")
     owner_kind: Literal["person", "fleet", "company"] = Field(default="person", description="Who the owner is.")
     contact_name: str | None = Field(
         default=None, min_length=1, max_length=200, validate_default=True,

@@ -98,7 +98,8 @@ class ContactRow(Row):
     valid_to: CityTime | None = None
     owner_kind: Literal["person", "fleet", "company"] = "person"
     contact_name: Text | None = Field(default=None, validate_default=True)
-    language: Literal["zh", "en"] = "zh"
+    language: Literal["zh", "en"] | None = None
+    """The owner's SMS language; none: the city's (PW_SMS_LANGUAGE)."""
     sms_opt_out: bool = False
 
     @field_validator("valid_to")

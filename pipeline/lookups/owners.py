@@ -23,7 +23,8 @@ class OwnerAnswer:
 
     owner_id: str | None = None
     phone: str | None = None
-    language: str = "zh"
+    language: str | None = None
+    """The owner's SMS language (zh, en); None: the city's."""
     plate_type: str | None = None
     review_reason: str | None = None
 

@@ -125,6 +125,7 @@ async def test_tombstones_retire_and_bad_messages_become_dead_letters_while_the_
     await wait_for(retired_and_added, 20, "the tombstone and the Debezium delete applied, the car park added")
     assert await stack.count("SELECT count(*) FROM plate_registry WHERE plate = ANY($1)", [gone, renamed]) == 2, \
         "retired registrations stay on record"
+    await wait_for(lambda: stack.count("SELECT count(*) >= 3 FROM dead_letters"), 20, "the three dead letters")
     letters = await stack.pool.fetch("SELECT source_topic, reason FROM dead_letters ORDER BY source_topic, id")
     assert [(r["source_topic"].removeprefix(stack.prefix), r["reason"].split(":")[0]) for r in letters] == [
         ("reference.contacts", "unknown Debezium op 't'"),
