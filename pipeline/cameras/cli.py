@@ -1,7 +1,5 @@
 """`parkwarden cameras add|list|remove|import FILE`: the camera registry for operators (audited)."""
 
-import asyncio
-import getpass
 import json
 import sys
 from datetime import date
@@ -13,29 +11,9 @@ from rich.table import Table
 
 from pipeline.cameras import registry
 from pipeline.cameras.registry import CameraProblem
-from pipeline.config import Settings
+from pipeline.cli_common import actor, run_on_connection
 
 console = Console(highlight=False)
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # noqa: BLE001 - no user name (a container): still say where it came from
-        return "cli"
-
-
-def _run(work):
-    from pipeline import bootstrap
-
-    async def go():
-        pool = await bootstrap.connect_database(Settings())
-        try:
-            async with pool.acquire() as conn:
-                return await work(conn)
-        finally:
-            await pool.close()
-    return asyncio.run(go())
 
 
 @click.group()
@@ -64,8 +42,8 @@ def add(camera_id, integrator, lat, lon, place, zone, direction, commissioned_on
                                "commissioned_on": commissioned_on or date.today().isoformat()})
 
         async def work(conn):
-            return await registry.add(conn, cam, _actor(), replace=replace), await registry.registered(conn, cam.id)
-        done, cam = _run(work)
+            return await registry.add(conn, cam, actor(), replace=replace), await registry.registered(conn, cam.id)
+        done, cam = run_on_connection(work)
     except CameraProblem as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"camera {cam.id} {done} ({cam.integrator}, {cam.place}, zone {cam.zone})")
@@ -76,7 +54,7 @@ def add(camera_id, integrator, lat, lon, place, zone, direction, commissioned_on
 @click.option("--json", "as_json", is_flag=True, help="JSON lines (the import format).")
 def list_cameras(integrator: str | None, as_json: bool) -> None:
     """The registered cameras."""
-    found = _run(lambda conn: registry.listing(conn, integrator))
+    found = run_on_connection(lambda conn: registry.listing(conn, integrator))
     if as_json:
         for cam in found:
             click.echo(json.dumps(cam.as_json(), ensure_ascii=False))
@@ -94,7 +72,7 @@ def list_cameras(integrator: str | None, as_json: bool) -> None:
 @click.option("--reason", default="", help="Why (kept in the audit log).")
 def remove(camera_id: str, reason: str) -> None:
     """Remove a camera: its events are refused from now on (its row stays, for the record)."""
-    if not _run(lambda conn: registry.remove(conn, camera_id, _actor(), reason)):
+    if not run_on_connection(lambda conn: registry.remove(conn, camera_id, actor(), reason)):
         raise click.ClickException(f"no registered camera {camera_id!r}")
     click.echo(f"camera {camera_id} removed")
 
@@ -116,7 +94,7 @@ def import_file(file: str) -> None:
     if problems:
         raise click.ClickException(f"{len(problems)} of {len(rows)} rows refused; nothing was imported")
     try:
-        counts = _run(lambda conn: registry.import_cameras(conn, [c for _, c in rows], _actor()))
+        counts = run_on_connection(lambda conn: registry.import_cameras(conn, [c for _, c in rows], actor()))
     except CameraProblem as exc:
         raise click.ClickException(f"{exc}; nothing was imported") from None
     click.echo("cameras imported: " + ", ".join(f"{n} {k}" for k, n in counts.items()))

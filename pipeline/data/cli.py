@@ -1,7 +1,6 @@
 """`parkwarden data import|export KIND FILE`: a city's registries, car parks, zones and cameras from and to files."""
 
 import asyncio
-import getpass
 import sys
 import time
 from pathlib import Path
@@ -12,19 +11,13 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+from pipeline.cli_common import actor
 from pipeline.config import Settings
 from pipeline.data.all_kinds import NAMES, export_kind, import_kind
 from pipeline.data.formats import FORMATS, FormatError
 from pipeline.data.transfer import KEEP_REFUSALS
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # noqa: BLE001 - no user name (a container): still say where it came from
-        return "cli"
 
 
 async def _connect(settings: Settings) -> asyncpg.Connection:
@@ -59,7 +52,7 @@ def import_command(kind: str, file: Path, fmt: str | None, dry_run: bool, snapsh
     async def go(progress):
         conn = await _connect(settings)
         try:
-            return await import_kind(conn, kind, file, fmt, dry_run=dry_run, snapshot=snapshot, actor=_actor(),
+            return await import_kind(conn, kind, file, fmt, dry_run=dry_run, snapshot=snapshot, actor=actor(),
                                      tz=tz, progress=progress)
         finally:
             await conn.close()
@@ -110,7 +103,7 @@ def export_command(kind: str, file: Path, fmt: str | None) -> None:
     async def go():
         conn = await _connect(settings)
         try:
-            return await export_kind(conn, kind, file, fmt, actor=_actor())
+            return await export_kind(conn, kind, file, fmt, actor=actor())
         finally:
             await conn.close()
 

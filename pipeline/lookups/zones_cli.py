@@ -1,7 +1,5 @@
 """`parkwarden zones import FILE.geojson | list`: no-parking zones with their shapes, for operators (audited)."""
 
-import asyncio
-import getpass
 import json
 import sys
 from pathlib import Path
@@ -10,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.config import Settings
+from pipeline.cli_common import actor, run_on_connection
 from pipeline.lookups import zone_shapes
 from pipeline.lookups.zone_shapes import CamerasUnplaced, Refusal
 
@@ -20,26 +18,6 @@ console = Console(highlight=False)
 class _DryRun(Exception):
     def __init__(self, counts):
         self.counts = counts
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # noqa: BLE001 - no user name (a container): still say where it came from
-        return "cli"
-
-
-def _run(work):
-    from pipeline import bootstrap
-
-    async def go():
-        pool = await bootstrap.connect_database(Settings())
-        try:
-            async with pool.acquire() as conn:
-                return await work(conn)
-        finally:
-            await pool.close()
-    return asyncio.run(go())
 
 
 @click.group()
@@ -70,12 +48,12 @@ def import_file(file: str, dry_run: bool) -> None:
 
     async def work(conn):
         async with conn.transaction():
-            counts = await zone_shapes.store(conn, shapes, _actor())
+            counts = await zone_shapes.store(conn, shapes, actor())
             if dry_run:
                 raise _DryRun(counts)
             return counts
     try:
-        counts = _run(work)
+        counts = run_on_connection(work)
     except _DryRun as done:
         click.echo("dry run, nothing changed; would be: " + _said(done.counts))
         return
@@ -100,7 +78,7 @@ def list_zones(geojson: bool) -> None:
                       (SELECT count(*) FROM cameras c WHERE c.zone = z.id AND c.removed_at IS NULL) AS cameras
                FROM zones z ORDER BY z.id""")
         return rows, await zone_shapes.shaped(conn)
-    rows, shaped = _run(read)
+    rows, shaped = run_on_connection(read)
     if geojson:
         features = [{"type": "Feature", "geometry": z.geometry,
                      "properties": {"id": z.id, "name": z.name, **({"width_m": z.width_m} if z.is_road else {}),
