@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from schemas.datum import gcj02_to_wgs84, in_china
-from schemas.plates import normalize_plate, plate_problem
+from schemas.plates import checked_plate
 from schemas.vehicles import PLATE_COLOURS, PLATE_TYPES, plate_types_of_colour
 
 SCHEMA_VERSION = 1
@@ -133,13 +133,7 @@ class PlateEvent(Message):
     @field_validator("plate", mode="before")
     @classmethod
     def _normalized_valid_plate(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        plate = normalize_plate(value)
-        problem = plate_problem(plate)
-        if problem:
-            raise ValueError(problem)
-        return plate
+        return checked_plate(value)
 
 
 class Capture(PlateEvent):

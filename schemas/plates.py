@@ -41,3 +41,15 @@ def plate_problem(plate: str) -> str | None:
         kind = "standard" if len(plate) == 7 else "new-energy"
         return f"{plate!r} is not a valid {kind} plate (letters I and O are never used)"
     return None
+
+
+def checked_plate(value: object) -> object:
+    """A plate field's before-validator: the plate normalized, or a ValueError saying why it is not a
+    valid plate (non-strings are left to the field's type check)."""
+    if not isinstance(value, str):
+        return value
+    plate = normalize_plate(value)
+    problem = plate_problem(plate)
+    if problem:
+        raise ValueError(problem)
+    return plate

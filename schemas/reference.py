@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from schemas.events import SCHEMA_VERSION, Message
-from schemas.plates import normalize_plate, plate_problem
+from schemas.plates import checked_plate
 from schemas.vehicles import DEFAULT_PLATE_TYPE, PLATE_TYPES, VEHICLE_COLOURS, plate_type_problem
 
 OwnerId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$",
@@ -57,13 +57,7 @@ class PlateRecord(Message):
     @field_validator("plate", mode="before")
     @classmethod
     def _normalized_valid_plate(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        plate = normalize_plate(value)
-        problem = plate_problem(plate)
-        if problem:
-            raise ValueError(problem)
-        return plate
+        return checked_plate(value)
 
 
 class ContactRecord(Message):

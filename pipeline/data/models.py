@@ -13,7 +13,7 @@ from pydantic import (AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fie
                       ValidationInfo, field_validator, model_validator)
 
 from schemas.vehicles import DEFAULT_PLATE_TYPE, PLATE_TYPES, VEHICLE_COLOURS
-from schemas.plates import NEW_ENERGY, STANDARD, normalize_plate, plate_problem
+from schemas.plates import NEW_ENERGY, STANDARD, checked_plate
 
 PHONE_PATTERN = r"^\+?[0-9]{6,15}$"
 
@@ -23,11 +23,7 @@ def _plate(value: object) -> object:
         return value
     if STANDARD.match(value) or NEW_ENERGY.match(value):
         return value  # already normalized (most rows of a registry's export): skip the work
-    plate = normalize_plate(value)
-    problem = plate_problem(plate)
-    if problem:
-        raise ValueError(problem)
-    return plate
+    return checked_plate(value)
 
 
 def _city_time(value: object, info: ValidationInfo) -> object:
