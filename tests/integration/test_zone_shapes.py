@@ -4,7 +4,10 @@ refused whole when a camera would be left in no zone), and the console's Rules p
 cameras fall in each zone."""
 
 import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
+from pipeline.config import Settings
 from pipeline.console.i18n import TEXT
 from pipeline.demo import city
 
@@ -12,9 +15,12 @@ from .conftest import Stack
 from .console_helpers import ConsoleClient, add_operator, base_url
 from .test_integrators import run_cli
 
+MARKET_HOUR = (datetime.now(ZoneInfo(Settings().timezone)).hour + 12) % 24
+"""The market's exempt hour: half a day away from now, so the test never runs inside it (it did, at 05:00)."""
 MARKET = {"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[120.0200, 30.2900], [120.0230, 30.2900]]},
           "properties": {"id": "market-street", "name": "文二西路早市段", "width_m": 16, "window_seconds": 7,
-                         "exempt_reason": "market morning", "exempt_from_hour": 5, "exempt_until_hour": 6}}
+                         "exempt_reason": "market morning", "exempt_from_hour": MARKET_HOUR,
+                         "exempt_until_hour": (MARKET_HOUR + 1) % 24}}
 CAMPUS = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[120.0080, 30.2900], [120.0115, 30.2900],
                                                                                [120.0115, 30.2925], [120.0080, 30.2925],
                                                                                [120.0080, 30.2900]]]},
