@@ -86,11 +86,11 @@ class Settings(BaseSettings):
     """With a gateway that reports delivery (kannel, http): how long after the deadline a case whose
     warning has no delivery report yet waits for it (a late delivery moves the deadline to
     delivered + window); without one by then an officer decides (review)."""
-    same_stay_minutes: float | None = Field(default=None, gt=0)
+    same_stay_minutes: float = Field(default=1440, gt=0)
     """A car detected again at the place of its closed case (ticketed, warning notice, to confirm,
-    unconfirmed, review, exempt) within this many minutes after the case closed is the same stay:
-    the detection is added to that case as evidence, with no new warning. Unset: until the end of
-    the local day (PW_TIMEZONE) on which the case closed."""
+    unconfirmed, review, exempt) within this many minutes after the case closed (after its ticket)
+    is the same stay: the detection is added to that case as evidence, with no new warning. One
+    stay, one ticket per 24 hours by default, not per calendar day."""
     first_offence_months: int = Field(default=0, ge=0)
     """For zones without their own setting: a car with no ticket nor warning notice in the last N
     months gets a first-offence warning notice (首违警告) instead of a ticket. 0: off."""
@@ -206,8 +206,8 @@ class Settings(BaseSettings):
     """How often a worker runs the purge (one worker at a time; the others skip their round)."""
     retention_unlinked_sightings_hours: float = Field(default=36, gt=0)
     """Sightings no case holds (most: every car the cameras see) go a day (UTC) at a time once the
-    whole day is this old. The same-stay rule looks back to the end of the local day a case closed
-    (at most 24 h) and late events need their earlier sightings: 24 h plus a margin."""
+    whole day is this old. The same-stay rule looks back PW_SAME_STAY_MINUTES (24 h) after a case
+    closed and late events need their earlier sightings: 24 h plus a margin."""
     retention_event_ids_days: float = Field(default=8, gt=0)
     """The dedupe keys of sightings (integrator, event id; no plate) are kept this long: longer than
     Kafka keeps an event that could be replayed (7 days by default) and than any sighting class."""
@@ -290,7 +290,7 @@ class Settings(BaseSettings):
             require_delivery_report=self.sms_gateway != "file",
             delivery_wait=timedelta(seconds=self.delivery_wait_seconds),
             max_report_delay=timedelta(seconds=self.max_report_delay_seconds),
-            same_stay=timedelta(minutes=self.same_stay_minutes) if self.same_stay_minutes else None,
+            same_stay=timedelta(minutes=self.same_stay_minutes),
             timezone=ZoneInfo(self.timezone),
         )
 

@@ -37,7 +37,7 @@ the stay (``stay_ends_at``) is evidence for that case, not a new warning (``agai
 import calendar
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from uuid import UUID
 
@@ -99,9 +99,9 @@ class Rules:
     """A violation that reaches us later than this after it was seen is not warned about."""
     clock_skew: timedelta = timedelta(seconds=30)
     """A capture stamped later than ``now`` plus this is not trusted as evidence (camera clock ahead)."""
-    same_stay: timedelta | None = None
-    """A detection at the place of a closed case within this after it closed belongs to the same stay.
-    None: until the end of the local day on which the case closed."""
+    same_stay: timedelta = timedelta(hours=24)
+    """A detection at the place of a closed case within this after it closed (for a ticket: after the
+    ticket) belongs to the same stay: one stay, one ticket per 24 hours, whatever the calendar says."""
     timezone: tzinfo = UTC
     """The city's time zone: local days (the same stay, a camera's first days, first offences)."""
 
@@ -367,9 +367,16 @@ def _order(capture: Sighting) -> tuple[datetime, str, str]:
     return capture.taken_at, capture.integrator, capture.event_id
 
 
-def on_departure(case: Case, taken_at: datetime, rules: Rules, now: datetime) -> Decision:
-    """A camera saw the car leave. Before the deadline this closes the case as moved; after it, it is
-    kept (``left_at``): a fresh capture taken before it still proves the car was there."""
+def on_departure(case: Case, departure: Sighting, rules: Rules, now: datetime) -> Decision:
+    """A camera saw the car leave (``departure``: its camera's place and the time).
+
+    A departure counts only where the car was: from a camera within ``rules.same_place_m`` of the
+    violation. Before the deadline it closes the case as moved; after it, it is kept (``left_at``):
+    a fresh capture taken before it still proves the car was there. A departure from a camera
+    elsewhere is a sighting elsewhere (``on_capture``), weighed with its time like any capture."""
+    if distance_m(case.violation, departure) > rules.same_place_m:
+        return on_capture(case, departure, rules, now)
+    taken_at = departure.taken_at
     if not case.is_open:
         if case.state in DECIDED_STATES and case.deadline_at and taken_at < _evidence_time(case):
             return unchanged(case, why("departure_after_ticket"))
@@ -639,12 +646,10 @@ def ticket_on_review(case: Case, capture: Sighting, rules: Rules, reason: str, n
 
 def stay_ends_at(case: Case, rules: Rules) -> datetime:
     """Until when a detection at the place of this closed case belongs to the same stay:
-    ``rules.same_stay`` after it closed, or by default the end of the local day it closed."""
-    closed = case.closed_at or case.opened_at
-    if rules.same_stay is not None:
-        return closed + rules.same_stay
-    day = closed.astimezone(rules.timezone).date() + timedelta(days=1)
-    return datetime.combine(day, time(0), rules.timezone)
+    ``rules.same_stay`` (24 hours by default) after it closed, i.e. after its ticket or warning
+    notice. Not the end of a calendar day: a car ticketed at 23:55 and seen again at 00:01 is the
+    same stay, with no second warning nor ticket."""
+    return (case.closed_at or case.opened_at) + rules.same_stay
 
 
 def again_after_close(case: Case, violation: Sighting, departures: Sequence[datetime], captures: Sequence[Sighting],

@@ -272,7 +272,7 @@ class CaseService:
             await self._record(conn, case, machine.on_capture(case, sighting, self.rules, now), now, item.event_id)
         else:
             await store.link_sighting(conn, sighting.integrator, item.event_id, case.id)
-            await self._record(conn, case, machine.on_departure(case, item.taken_at, self.rules, now), now,
+            await self._record(conn, case, machine.on_departure(case, sighting, self.rules, now), now,
                                item.event_id)
 
     async def _provenance(self, conn, item, source: Source) -> tuple[Camera | None, Rejected | None]:
@@ -350,7 +350,7 @@ class CaseService:
             if not case.is_open:
                 return
             await store.link_sighting(conn, sighting.integrator, sighting.event_id, case.id)
-            decision = (machine.on_departure(case, sighting.taken_at, self.rules, now) if kind == "VehicleDeparted"
+            decision = (machine.on_departure(case, sighting, self.rules, now) if kind == "VehicleDeparted"
                         else machine.on_capture(case, sighting, self.rules, now))
             await self._record(conn, case, decision, now, sighting.event_id)
             case = decision.case

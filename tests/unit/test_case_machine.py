@@ -195,7 +195,7 @@ def test_given_a_warned_case_when_a_late_failure_report_arrives_then_nothing_cha
 def test_given_a_detected_case_when_the_car_departs_then_it_is_moved_and_the_pending_warning_withdrawn(clock):
     story = detected(clock)
 
-    decision = machine.on_departure(story.case, clock.advance(seconds=30), RULES, clock.now)
+    decision = machine.on_departure(story.case, capture(clock.advance(seconds=30)), RULES, clock.now)
 
     assert decision.case.state == State.MOVED
     assert decision.effects == (WithdrawWarning(CASE_ID),)
@@ -206,12 +206,47 @@ def test_given_a_warned_case_when_the_car_departs_before_the_deadline_then_it_is
     story = warned(clock)
     clock.advance(minutes=6)
 
-    decision = machine.on_departure(story.case, clock.now, RULES, clock.now)
+    decision = machine.on_departure(story.case, capture(clock.now), RULES, clock.now)
 
     assert decision.case.state == State.MOVED
     assert decision.effects == ()
     assert decision.case.wake_at is None
     assert decision.case.closed_at == clock.now
+
+
+def test_given_a_warned_case_when_a_camera_far_from_its_place_reports_a_departure_then_it_is_a_sighting_elsewhere(clock):
+    """Issue 15 must 14: a departure counts only where the car was. A VehicleDeparted from a camera
+    across the city says the car was there then: weighed like a capture there (its time, its place)."""
+    story = warned(clock)
+    clock.advance(minutes=4)
+    far = capture(clock.now, meters_away=3000, camera_id="cam-liangzhu-02", place="良渚文化村玉鸟路")
+
+    decision = machine.on_departure(story.case, far, RULES, clock.now)
+
+    assert decision.case.state == State.MOVED
+    assert decision.case.reason == reasons.why("seen_elsewhere", where="良渚文化村玉鸟路")
+    assert decision == machine.on_capture(story.case, far, RULES, clock.now)
+
+
+def test_given_a_warned_case_when_a_far_camera_reports_a_departure_stamped_in_the_future_then_it_is_not_trusted(clock):
+    story = warned(clock)
+    clock.advance(minutes=2)
+    ahead = capture(clock.now + timedelta(hours=1), meters_away=3000, place="良渚文化村玉鸟路")
+
+    decision = machine.on_departure(story.case, ahead, RULES, clock.now)
+
+    assert not decision.changed and decision.case.state == State.WARNED
+
+
+def test_given_a_warned_case_when_a_camera_at_its_place_reports_a_departure_then_the_car_left(clock):
+    story = warned(clock)
+    clock.advance(minutes=3)
+
+    decision = machine.on_departure(story.case, capture(clock.now, meters_away=RULES.same_place_m - 10), RULES,
+                                    clock.now)
+
+    assert decision.case.state == State.MOVED
+    assert decision.case.reason == reasons.why("left_in_window")
 
 
 def test_given_a_warned_case_when_the_car_is_seen_elsewhere_then_it_is_moved(clock):
@@ -253,7 +288,7 @@ def test_given_an_open_case_when_captures_and_departures_taken_before_the_violat
 
     elsewhere = machine.on_capture(story.case, capture(before, meters_away=500), RULES, clock.now)
     at_the_place = machine.on_capture(story.case, capture(before), RULES, clock.now)
-    departure = machine.on_departure(story.case, before, RULES, clock.now)
+    departure = machine.on_departure(story.case, capture(before), RULES, clock.now)
 
     for decision in (elsewhere, at_the_place, departure):
         assert not decision.changed
@@ -367,7 +402,7 @@ def test_given_a_rechecking_case_when_a_fresh_capture_arrives_then_it_is_tickete
 def test_given_a_rechecking_case_when_the_car_departs_then_it_is_moved_without_a_ticket(clock):
     story = rechecking(clock)
 
-    left = machine.on_departure(story.case, clock.advance(seconds=30), RULES, clock.now)
+    left = machine.on_departure(story.case, capture(clock.advance(seconds=30)), RULES, clock.now)
     decision = machine.on_wake(left.case, RULES, clock.set(left.case.wake_at))
 
     assert left.case.wake_at == clock.now == left.case.left_at + RULES.lateness
@@ -428,7 +463,7 @@ def _ticketed(clock) -> Case:
 
 def _moved(clock) -> Case:
     story = warned(clock)
-    return machine.on_departure(story.case, clock.advance(minutes=1), RULES, clock.now).case
+    return machine.on_departure(story.case, capture(clock.advance(minutes=1)), RULES, clock.now).case
 
 
 def _review(clock) -> Case:
@@ -466,7 +501,7 @@ def test_given_a_closed_case_when_any_event_arrives_then_nothing_changes(clock, 
         machine.on_capture(case, fresh, RULES, clock.now),
         machine.on_capture(case, capture(clock.now, meters_away=300), RULES, clock.now),
         machine.on_violation(case, fresh, RULES, clock.now),
-        machine.on_departure(case, clock.now, RULES, clock.now),
+        machine.on_departure(case, capture(clock.now), RULES, clock.now),
         machine.on_warning_accepted(case, clock.now, RULES),
         machine.on_warning_failed(case, "late", clock.now),
         machine.on_wake(case, RULES, clock.now),
@@ -547,7 +582,7 @@ def test_given_a_fresh_capture_when_a_violation_elsewhere_after_the_deadline_arr
 def test_given_a_car_seen_leaving_after_the_deadline_when_it_parks_badly_elsewhere_then_that_place_gets_its_own_case(
         clock):
     story = warned(clock)
-    left = machine.on_departure(story.case, story.deadline + timedelta(seconds=5), RULES,
+    left = machine.on_departure(story.case, capture(story.deadline + timedelta(seconds=5)), RULES,
                                 clock.set(story.deadline + timedelta(seconds=6))).case
     elsewhere = capture(clock.advance(minutes=1), meters_away=800, camera_id="cam-liangmu-02", place="良睦路")
 
@@ -630,7 +665,7 @@ def test_whatever_happens_a_ticket_needs_a_warning_and_a_fresh_capture_at_the_pl
             fed.append(seen)
             decision = machine.on_capture(case, seen, RULES, now)
         elif kind == "departure":
-            decision = machine.on_departure(case, now + timedelta(seconds=step[1]), RULES, now)
+            decision = machine.on_departure(case, capture(now + timedelta(seconds=step[1])), RULES, now)
         elif kind == "wake":
             decision = machine.on_wake(case, RULES, now)
         elif kind == "wake_when_due":
@@ -831,7 +866,7 @@ def test_given_a_delivery_time_in_the_future_when_reported_then_the_time_it_was_
 def test_given_a_departure_after_the_first_deadline_when_the_delivery_moves_the_deadline_past_it_then_the_car_left_in_time(
         clock):
     story = warned(clock)
-    left = machine.on_departure(story.case, story.deadline + timedelta(seconds=5), STRICT,
+    left = machine.on_departure(story.case, capture(story.deadline + timedelta(seconds=5)), STRICT,
                                 clock.set(story.deadline + timedelta(seconds=6))).case
     assert left.state == State.WARNED and left.left_at is not None
 
@@ -909,7 +944,7 @@ def test_given_a_fresh_capture_when_the_car_departs_after_the_deadline_then_the_
     fresh = capture(story.deadline + timedelta(seconds=2))
     case = machine.on_capture(story.case, fresh, RULES, clock.set(fresh.taken_at)).case
 
-    left = machine.on_departure(case, story.deadline + timedelta(seconds=8), RULES, clock.advance(seconds=7))
+    left = machine.on_departure(case, capture(story.deadline + timedelta(seconds=8)), RULES, clock.advance(seconds=7))
     decision = until_decided(left.case, RULES, clock)
 
     assert left.case.state == State.WARNED, "a departure after the deadline does not undo the capture"
@@ -918,7 +953,7 @@ def test_given_a_fresh_capture_when_the_car_departs_after_the_deadline_then_the_
 
 def test_given_a_departure_after_the_deadline_when_a_capture_taken_before_it_arrives_later_then_it_is_ticketed(clock):
     story = warned(clock)
-    left = machine.on_departure(story.case, story.deadline + timedelta(seconds=8),
+    left = machine.on_departure(story.case, capture(story.deadline + timedelta(seconds=8)),
                                 RULES, clock.set(story.deadline + timedelta(seconds=9))).case
     fresh = capture(story.deadline + timedelta(seconds=1))
 
@@ -930,7 +965,7 @@ def test_given_a_departure_after_the_deadline_when_a_capture_taken_before_it_arr
 
 def test_given_a_departure_after_the_deadline_when_the_only_capture_was_taken_after_it_then_moved_without_ticket(clock):
     story = warned(clock)
-    left = machine.on_departure(story.case, story.deadline + timedelta(seconds=3), RULES,
+    left = machine.on_departure(story.case, capture(story.deadline + timedelta(seconds=3)), RULES,
                                 clock.set(story.deadline + timedelta(seconds=4))).case
     back = capture(story.deadline + timedelta(seconds=10))  # the car came back: another stay
 
@@ -998,9 +1033,9 @@ def _feed(arrivals: list[tuple[int, str, int]], rules: Rules = RULES) -> tuple:
             case = decision.case
         if at is None:
             break
-        lat, lon = position(0.0 if kind == "at_place" else 400.0)
+        lat, lon = position(0.0 if kind in ("at_place", "departure") else 400.0)
         seen = Sighting(f"evt-{n:03d}", "cam-wenyi-01", deadline + timedelta(seconds=offset), lat, lon)
-        decision = (machine.on_departure(case, seen.taken_at, rules, at) if kind == "departure"
+        decision = (machine.on_departure(case, seen, rules, at) if kind == "departure"
                     else machine.on_capture(case, seen, rules, at))
         issued += [e.fresh_capture.event_id for e in decision.effects if isinstance(e, IssueTicket)]
         case = decision.case
@@ -1118,17 +1153,21 @@ def test_given_a_moved_cancelled_or_rejected_case_when_the_car_is_detected_again
     assert machine.again_after_close(case, capture(clock.advance(minutes=30)), [], [], True, CITY) is None
 
 
-def test_given_a_ticket_in_the_evening_when_the_car_is_detected_again_after_local_midnight_then_it_is_a_new_stay(clock):
-    clock.set(datetime(2026, 11, 26, 15, 30, tzinfo=UTC))  # 23:30 in Hangzhou
+def test_given_a_ticket_at_23_55_when_the_car_is_seen_again_at_00_01_then_it_is_the_same_stay_no_second_ticket(clock):
+    """Issue 15 must 15: one stay, one ticket per 24 hours from the ticket, not per calendar day."""
+    clock.set(datetime(2026, 11, 26, 15, 44, tzinfo=UTC))  # the ticket comes at about 23:55 in Hangzhou
     case = _ticketed(clock)
-    assert case.closed_at.astimezone(SHANGHAI).hour == 23
+    ticketed_at = case.closed_at.astimezone(SHANGHAI)
+    assert (ticketed_at.hour, ticketed_at.minute) == (23, 55)
 
-    before_midnight = capture(datetime(2026, 11, 26, 15, 59, tzinfo=UTC))
-    after_midnight = capture(datetime(2026, 11, 26, 16, 0, 1, tzinfo=UTC))
+    after_midnight = capture(datetime(2026, 11, 26, 16, 1, tzinfo=UTC))  # 00:01 the next local day
 
-    assert machine.stay_ends_at(case, CITY) == datetime(2026, 11, 27, 0, 0, tzinfo=SHANGHAI)
-    assert machine.again_after_close(case, before_midnight, [], [], True, CITY) is not None
-    assert machine.again_after_close(case, after_midnight, [], [], True, CITY) is None
+    assert machine.stay_ends_at(case, CITY) == case.closed_at + timedelta(hours=24)
+    decision = machine.again_after_close(case, after_midnight, [], [], True, CITY)
+    assert decision is not None and not decision.changed and decision.effects == ()
+    assert machine.again_after_close(case, capture(case.closed_at + timedelta(hours=23, minutes=59)), [], [], True,
+                                     CITY) is not None
+    assert machine.again_after_close(case, capture(case.closed_at + timedelta(hours=24)), [], [], True, CITY) is None
 
 
 def test_given_a_configured_stay_when_the_car_is_detected_after_it_then_it_is_a_new_stay(clock):
