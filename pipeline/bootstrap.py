@@ -236,7 +236,9 @@ def build_service(settings: Settings, pool: asyncpg.Pool, car_parks: CarParkInde
     offset = timedelta(seconds=settings.clock_offset_seconds)
     return CaseService(pool, owners, car_parks, zones, settings.rules, output_topics(settings), sms,
                        settings.ticket_prefix, actor=f"pipeline:{settings.worker_name}",
-                       clock=lambda: datetime.now(UTC) + offset, parallel=settings.db_parallel_transactions)
+                       clock=lambda: datetime.now(UTC) + offset, parallel=settings.db_parallel_transactions,
+                       integrator_stale_seconds=settings.integrator_stale_seconds,
+                       dead_letter_raw_bytes_per_day=settings.dead_letter_raw_bytes_per_day)
 
 
 def build_reference_feed(settings: Settings, pool: asyncpg.Pool, owners, reload) -> ReferenceFeed:

@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     unconfirmed, review, exempt) within this many minutes after the case closed (after its ticket)
     is the same stay: the detection is added to that case as evidence, with no new warning. One
     stay, one ticket per 24 hours by default, not per calendar day."""
+    integrator_stale_seconds: float = Field(default=120, gt=0)
+    """One integrator cannot hold the city's decisions: an integrator whose camera-events topic is read
+    further behind than this is marked stale (console banner, /metrics, audit log) and due cases are
+    decided without it, except cases within PW_SAME_PLACE_M of one of its cameras (which wait for
+    it). A case decided so says which topics it was decided without (audit ``decided_without``)."""
+    dead_letter_raw_bytes_per_day: int = Field(default=64 * 1024 * 1024, ge=0)
+    """The dead letters' raw bytes kept per source topic (one per integrator) per UTC day; beyond it a
+    dead letter keeps its reason, field errors and a SHA-256 of the bytes, not the bytes."""
     first_offence_months: int = Field(default=0, ge=0)
     """For zones without their own setting: a car with no ticket nor warning notice in the last N
     months gets a first-offence warning notice (首违警告) instead of a ticket. 0: off."""

@@ -13,6 +13,7 @@ with ``FOR UPDATE SKIP LOCKED`` and every effect is keyed (see ``store``).
 """
 
 import asyncio
+import hashlib
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -121,7 +122,8 @@ def sighting_of(event: events.Capture | events.VehicleDeparted, integrator: str,
 class CaseService:
     def __init__(self, pool: asyncpg.Pool, owners: OwnerDirectory, car_parks: CarParkIndex, zones: ZoneBook,
                  rules: Rules, topics: Topics, sms: SmsStyle, ticket_prefix: str, actor: str = PIPELINE,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), parallel: int = 4):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), parallel: int = 4,
+                 integrator_stale_seconds: float | None = None, dead_letter_raw_bytes_per_day: int | None = None):
         self.pool = pool
         self.owners = owners
         self.car_parks = car_parks
@@ -133,6 +135,10 @@ class CaseService:
         self.clock = clock
         self.actor = actor
         self.parallel = parallel
+        self.integrator_stale_seconds = integrator_stale_seconds
+        """An integrator's camera-events topic read further behind than this is stale (``watermarks.mark_stale``)."""
+        self.dead_letter_raw_bytes_per_day = dead_letter_raw_bytes_per_day
+        """Raw bytes of dead letters kept per source topic (one per integrator) per UTC day; None: all."""
         self.database_waits = 0
 
     # ── camera events ────────────────────────────────────────────────────────────────────────
@@ -175,7 +181,10 @@ class CaseService:
         async with self.pool.acquire() as conn:
             as_of = await conn.fetchval("SELECT now()")
             ends = await end_offsets()
-            return await watermarks.current_as_of(conn, ends, as_of) if ends else 0
+            current = await watermarks.current_as_of(conn, ends, as_of) if ends else 0
+            if self.integrator_stale_seconds is not None:
+                await watermarks.mark_stale(conn, self.topics.camera_events, self.integrator_stale_seconds, self.actor)
+            return current
 
     async def _decide_batch(self, batch: list[tuple[object, Source]]) -> None:
         """One transaction for the batch; if an event fails for a reason of its own, each on its own.
@@ -444,11 +453,17 @@ class CaseService:
         rejected = Rejected(rejected.raw, printable(rejected.reason), tuple(
             events.FieldError(field=printable(e.field), message=printable(e.message)) for e in rejected.errors))
         field_errors = [e.model_dump() for e in rejected.errors]
-        if await store.add_dead_letter(conn, source.topic, source.partition, source.offset, source.key,
-                                       rejected.reason, field_errors, rejected.raw, now):
+        key, raw, reason = source.key, rejected.raw, rejected.reason
+        if self.dead_letter_raw_bytes_per_day is not None and not await store.dead_letter_raw_allowed(
+                conn, source.topic, len(raw) + len(key or b""), self.dead_letter_raw_bytes_per_day):
+            reason = (f"[{len(raw)} bytes not kept, sha256 {hashlib.sha256(raw).hexdigest()}: this topic's dead "
+                      f"letters reached PW_DEAD_LETTER_RAW_BYTES_PER_DAY today] {reason}")
+            key, raw = None, b""
+        if await store.add_dead_letter(conn, source.topic, source.partition, source.offset, key,
+                                       reason, field_errors, raw, now):
             await store.add_outbox(conn, self.topics.dead_letters, source.topic, events.DeadLetter.capped(
-                source.topic, source.partition, source.offset, source.key or None, rejected.reason,
-                rejected.errors, rejected.raw, now))
+                source.topic, source.partition, source.offset, key or None, reason,
+                rejected.errors, raw, now))
             log.warning("dead letter from %s:%d@%d: %s", source.topic, source.partition, source.offset, rejected.reason)
 
     # ── car-park counts ──────────────────────────────────────────────────────────────────────
@@ -497,7 +512,7 @@ class CaseService:
         of its own (``errors.is_transient`` is false) goes to review with the problem, and the
         cases claimed with it are decided as usual."""
         async with self.pool.acquire() as conn, conn.transaction():
-            now, due = await store.claim_due_cases(conn, self.topics.camera_events, limit)
+            now, due = await store.claim_due_cases(conn, self.topics.camera_events, limit, self.rules.same_place_m)
             for row in due:
                 try:
                     case = store.case_from_row(row)
@@ -505,9 +520,18 @@ class CaseService:
                     log.error("case %s is unreadable (%s); it waits 5 minutes", row["id"], errors.describe(exc))
                     await store.postpone(conn, row["id"])
                     continue
-                await self._per_row(conn, case, lambda: self._record(
-                    conn, case, machine.on_wake(case, self.rules, now), now, "deadline"), now, "deadline")
+                await self._per_row(conn, case, lambda: self._wake(conn, case, row["decided_without"], now), now,
+                                    "deadline")
             return len(due)
+
+    async def _wake(self, conn, case: Case, decided_without: list[str], now: datetime) -> None:
+        """Decide a due case; if stale integrators' topics were passed over, the case's audit log says so."""
+        decision = machine.on_wake(case, self.rules, now)
+        if decided_without and decision.changed:
+            await store.audit(conn, now, case.id, self.actor, "decided_without", {
+                "topics": decided_without, "integrators": [topics.integrator_of(self.topics.camera_events, t)
+                                                           for t in decided_without]})
+        await self._record(conn, case, decision, now, "deadline")
 
     async def _per_row(self, conn, case: Case, decide, now: datetime, cause: str) -> bool:
         """Run ``decide()`` in a savepoint; on a failure of the case's own, set the case aside for an

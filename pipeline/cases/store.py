@@ -88,7 +88,7 @@ async def get_case(conn, case_id: UUID, lock: bool = False) -> Case | None:
     return case_from_row(row) if row else None
 
 
-async def claim_due_cases(conn, camera_events: str, limit: int) -> tuple[datetime, list]:
+async def claim_due_cases(conn, camera_events: str, limit: int, reach_m: float = 50.0) -> tuple[datetime, list]:
     """PostgreSQL's now() and the cases due by it whose input has been read past their ``wake_at``
     (``pipeline.cases.watermarks``), locked; rows, not cases, so that one unreadable row is the
     caller's to set aside.
@@ -97,20 +97,36 @@ async def claim_due_cases(conn, camera_events: str, limit: int) -> tuple[datetim
     all count. The case's own topic must be read past ``wake_at`` on its partition, and so must the
     same partition of every other integrator's topic (the plate's key picks the same partition
     number in each, all having the same partition count): another integrator's camera may hold
-    the answer."""
+    the answer. Except an integrator marked stale (``watermarks.mark_stale``) with no camera within
+    ``reach_m`` of the case's place: its topic can only say the car was elsewhere, and the case is
+    decided without it. Each row's ``decided_without`` names the topics so passed over."""
     now = await conn.fetchval("SELECT now()")
     rows = await conn.fetch(
-        f"""SELECT {CASE_COLUMNS}, source_partition FROM cases c
+        f"""WITH family AS (
+                SELECT w.topic, w.partition, w.read_to,
+                       EXISTS (SELECT 1 FROM stale_topics s WHERE s.topic = w.topic) AS stale
+                FROM partition_watermarks w
+                WHERE w.topic = $3 OR left(w.topic, length($3) + 1) = $3 || '.')
+            SELECT {CASE_COLUMNS}, source_partition,
+                   ARRAY(SELECT f.topic FROM family f WHERE f.partition = c.source_partition
+                         AND f.read_to < c.wake_at ORDER BY f.topic) AS decided_without
+            FROM cases c
             WHERE state IN ('warned', 'rechecking') AND wake_at <= $1
               AND (source_partition IS NULL OR (
                    EXISTS (SELECT 1 FROM partition_watermarks w
                            WHERE w.topic = coalesce(c.source_topic, $3) AND w.partition = c.source_partition
                              AND w.read_to >= c.wake_at)
-                   AND NOT EXISTS (SELECT 1 FROM partition_watermarks w
-                           WHERE (w.topic = $3 OR left(w.topic, length($3) + 1) = $3 || '.')
-                             AND w.partition = c.source_partition AND w.read_to < c.wake_at)))
-            ORDER BY wake_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED""",
-        now, limit, camera_events,
+                   AND NOT EXISTS (SELECT 1 FROM family f
+                           WHERE f.partition = c.source_partition AND f.read_to < c.wake_at
+                             AND (NOT f.stale OR EXISTS (
+                                 SELECT 1 FROM cameras k
+                                 WHERE k.integrator = substr(f.topic, length($3) + 2) AND k.removed_at IS NULL
+                                   AND abs(k.lat - c.lat) < $4 / 111000.0 * 1.1
+                                   AND 2 * 6371008.8 * asin(sqrt(power(sin(radians(k.lat - c.lat) / 2), 2)
+                                       + cos(radians(c.lat)) * cos(radians(k.lat))
+                                         * power(sin(radians(k.lon - c.lon) / 2), 2))) <= $4)))))
+            ORDER BY wake_at LIMIT $2 FOR NO KEY UPDATE OF c SKIP LOCKED""",
+        now, limit, camera_events, reach_m * 1.01 + 1,
     )
     return now, rows
 
@@ -320,6 +336,20 @@ async def add_dead_letter(conn, topic: str, partition: int, offset: int, key: by
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING true""",
         topic, partition, offset, key, reason, errors, raw, at,
     ))
+
+
+async def dead_letter_raw_allowed(conn, source_topic: str, size: int, per_day: int) -> bool:
+    """Count ``size`` raw bytes of a new dead letter against its source topic's day (PostgreSQL's UTC
+    day): True when the day's bytes stay within ``per_day`` (keep them), else False (counted as dropped)."""
+    if size <= per_day and await conn.fetchval(
+            """INSERT INTO dead_letter_raw_bytes AS d (source_topic, day, kept) VALUES ($1, (now() AT TIME ZONE 'UTC')::date, $2)
+               ON CONFLICT (source_topic, day) DO UPDATE SET kept = d.kept + excluded.kept
+               WHERE d.kept + excluded.kept <= $3 RETURNING true""", source_topic, size, per_day):
+        return True
+    await conn.execute(
+        """INSERT INTO dead_letter_raw_bytes AS d (source_topic, day, dropped) VALUES ($1, (now() AT TIME ZONE 'UTC')::date, $2)
+           ON CONFLICT (source_topic, day) DO UPDATE SET dropped = d.dropped + excluded.dropped""", source_topic, size)
+    return False
 
 
 def backoff_seconds(attempts: int, base_seconds: float, cap_seconds: float) -> float:

@@ -80,3 +80,57 @@ async def lag(conn: asyncpg.Connection, camera_events: str) -> list:
                      AND c.source_partition = f.partition AND c.wake_at > min(f.read_to)) AS held
            FROM family f GROUP BY f.partition ORDER BY f.partition""",
         camera_events)
+
+
+async def mark_stale(conn: asyncpg.Connection, camera_events: str, stale_after_seconds: float, actor: str) -> list:
+    """One integrator cannot hold the city's decisions: an integrator's camera-events topic read
+    further behind PostgreSQL's now() than ``stale_after_seconds`` on any partition (or one with
+    unread messages that was never read) is marked stale (``stale_topics``); caught up within the
+    limit on every partition, it is no longer. Each change writes an audit row (``integrator_stale``,
+    ``integrator_current``), once whichever worker saw it. Returns the topics stale now.
+
+    A case is never held by a stale topic unless that integrator has a camera within reach of its
+    place (``store.claim_due_cases``), so the others' cars are decided at most this long late."""
+    now = await conn.fetchval("SELECT now()")
+    rows = await conn.fetch(
+        """SELECT topic, max(CASE WHEN isfinite(read_to) THEN extract(epoch FROM $2 - read_to)::float8 END) AS behind,
+                  bool_or(NOT isfinite(read_to)) AS never_read
+           FROM partition_watermarks
+           WHERE topic = $1 OR left(topic, length($1) + 1) = $1 || '.'
+           GROUP BY topic""",
+        camera_events, now)
+    lagging = {r["topic"]: r["behind"] for r in rows
+               if r["never_read"] or (r["behind"] is not None and r["behind"] > stale_after_seconds)}
+    became = await conn.fetch(
+        """INSERT INTO stale_topics (topic, integrator, since, behind_seconds)
+           SELECT t, nullif(substr(t, length($3) + 2), ''), $4, b FROM unnest($1::text[], $2::float8[]) AS s(t, b)
+           ON CONFLICT (topic) DO UPDATE SET behind_seconds = excluded.behind_seconds
+           RETURNING topic, integrator, behind_seconds, (xmax = 0) AS new""",
+        list(lagging), list(lagging.values()), camera_events, now)
+    caught_up = await conn.fetch(
+        "DELETE FROM stale_topics WHERE NOT (topic = ANY($1::text[])) RETURNING topic, integrator, since",
+        list(lagging))
+    for r in became:
+        if r["new"]:
+            await _audit(conn, now, actor, "integrator_stale",
+                         {"integrator": r["integrator"], "topic": r["topic"], "behind_seconds": r["behind_seconds"],
+                          "limit_seconds": stale_after_seconds})
+    for r in caught_up:
+        await _audit(conn, now, actor, "integrator_current",
+                     {"integrator": r["integrator"], "topic": r["topic"], "stale_since": r["since"].isoformat()})
+    return [r["topic"] for r in became]
+
+
+async def stale(conn: asyncpg.Connection) -> list:
+    """The integrators marked stale now (``mark_stale``): integrator, topic, since, behind_seconds."""
+    return await conn.fetch("SELECT integrator, topic, since, behind_seconds FROM stale_topics ORDER BY topic")
+
+
+async def input_read(conn: asyncpg.Connection, camera_events: str) -> dict:
+    """For the console and /metrics: ``partitions`` (``lag``) and the ``stale`` integrators."""
+    return {"partitions": await lag(conn, camera_events), "stale": await stale(conn)}
+
+
+async def _audit(conn: asyncpg.Connection, at: datetime, actor: str, action: str, detail: dict) -> None:
+    await conn.execute("INSERT INTO audit_log (at, case_id, actor, action, detail) VALUES ($1, NULL, $2, $3, $4)",
+                       at, actor, action, detail)

@@ -46,6 +46,11 @@ TEXT: dict[str, tuple[str, str]] = {
     "tile.held_for_input.hint": ("截止时间已到，但该车牌所在分区尚未读到截止时间之后：等待途中的抓拍，不盲判",
                                  "due, but the partition carrying the plate is not read past the deadline yet: "
                                  "waiting for captures on their way, not deciding blind"),
+    "banner.stale_integrators": ("以下接入方的摄像头事件读取落后超过{limit}秒，判定不再等待它们（其摄像头附近的案件除外）：",
+                                 "These integrators' camera events are read more than {limit} s behind; decisions no "
+                                 "longer wait for them (except cases near their cameras):"),
+    "banner.stale_integrator": ("{name}（落后{seconds}秒，自{since}起）", "{name} ({seconds} s behind, since {since})"),
+    "banner.never_read": ("有未读消息", "unread messages"),
     "tile.moved_today": ("今日已驶离", "cars moved today"),
     "tile.tickets_today": ("今日告知单", "tickets today"),
     "tile.voided": ("已作废 {n}", "{n} voided"),
@@ -383,6 +388,9 @@ ACTION = {
     "noted": ("记录", "noted"),
     "evidence": ("新增证据", "evidence added"),
     "updated": ("更新", "updated"),
+    "decided_without": ("未等待落后的接入方即判定", "decided without a stale integrator"),
+    "integrator_stale": ("接入方读取落后，判定不再等待", "integrator stale: decisions no longer wait for it"),
+    "integrator_current": ("接入方已追上", "integrator caught up"),
 }
 
 

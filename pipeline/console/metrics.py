@@ -197,7 +197,8 @@ async def system_families(counts: Refreshed[dict], latency: Refreshed[dict], inp
             figures, stages, read = await counts.get(), await latency.get(), await input_read.get()
         db_up.add_metric([], 1)
         families.extend(_database_families(figures, stages))
-        families.extend(_watermark_families(read))
+        families.extend(_watermark_families(read["partitions"]))
+        families.append(_stale_family(read["stale"]))
     except Exception as exc:  # noqa: BLE001
         log.warning("metrics: PostgreSQL did not answer: %s", type(exc).__name__)
         db_up.add_metric([], 0)
@@ -264,6 +265,16 @@ def _watermark_families(partitions) -> list[GaugeMetricFamily]:
         if p["behind_seconds"] is not None:
             behind.add_metric([str(p["partition"])], max(0.0, p["behind_seconds"]))
     return [held, behind]
+
+
+def _stale_family(stale) -> GaugeMetricFamily:
+    family = GaugeMetricFamily("parkwarden_integrator_stale_seconds", "Integrators marked stale (camera-events read "
+                               "further behind than PW_INTEGRATOR_STALE_SECONDS): how far behind; -1 when messages "
+                               "were never read. Decisions no longer wait for them (except near their cameras).",
+                               labels=["integrator"])
+    for s in stale:
+        family.add_metric([s["integrator"] or s["topic"]], -1.0 if s["behind_seconds"] is None else s["behind_seconds"])
+    return family
 
 
 class _Families:

@@ -342,14 +342,20 @@ class Console:
         pool = await self.db()
         async with pool.acquire() as conn:
             live = await queries.overview(conn, datetime.now(UTC), counts, drive_away)
-        live["input"] = held_for_input(await self.input_read.get())
+        read = await self.input_read.get()
+        live["input"] = held_for_input(read["partitions"])
+        live["stale_limit"] = round(self.settings.integrator_stale_seconds)
+        live["stale_integrators"] = [
+            {"integrator": r["integrator"], "topic": r["topic"], "since": self._when(r["since"]),
+             "behind_seconds": None if r["behind_seconds"] is None else round(r["behind_seconds"])}
+            for r in read["stale"]]
         return live
 
     async def _read_input(self) -> list:
-        """How far each camera-events partition is read, and the decisions held for it."""
+        """How far each camera-events partition is read, the decisions held for it, and the stale integrators."""
         pool = await self.db()
         async with pool.acquire() as conn:
-            return await watermarks.lag(conn, self.camera_events)
+            return await watermarks.input_read(conn, self.camera_events)
 
     async def _read_counts(self) -> dict:
         pool = await self.db()
