@@ -1,8 +1,11 @@
-"""Who a request comes from, for limits per client address on pages anyone may call (the driver page).
+"""Who a request comes from, for every limit per client address: the console's login, HTTP ingest's
+bad-key limit, the driver pages' code and ticket lookups. One way for all: ``client_key(request,
+settings.trusted_proxy_networks)``.
 
-The limit itself is a ``LocalBuckets`` (``pipeline.ingest.ratelimit``) in the worker's memory, keyed
-by ``bucket_key(client_address(...))``: an IPv6 client is counted by its /64 network (one host
-usually holds a whole /64), so it cannot step around the limit by changing its address within it.
+The limits themselves are token buckets in the worker's memory (``LocalBuckets`` in
+``pipeline.ingest.ratelimit``, the console's ``AddressLimiter``), keyed by ``client_key``: an IPv6
+client is counted by its /64 network (one host usually holds a whole /64), so it cannot step around
+the limit by changing its address within it.
 
 Behind a reverse proxy every request comes from the proxy's address: list the proxies in
 ``PW_TRUSTED_PROXIES`` and the client's address is read from ``X-Forwarded-For`` instead.
@@ -51,3 +54,10 @@ def bucket_key(address: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
+
+def client_key(request, trusted_proxies: tuple[Network, ...]) -> str:
+    """What a per-client limit counts for ``request`` (anything with ``remote`` and ``headers``, e.g. an
+    aiohttp request): the client's address (``client_address``: the peer, or behind a trusted proxy the
+    ``X-Forwarded-For`` entry it vouches for), as ``bucket_key`` counts it (IPv4 address, IPv6 /64)."""
+    return bucket_key(client_address(request.remote, request.headers.get("X-Forwarded-For"), trusted_proxies))

@@ -9,7 +9,9 @@ the pack and the notice) and appeals (申诉) on a ground from the catalogue.
     POST /d/ticket/notice.pdf   the notice (电子违停告知单)
 
 The three together are the key, sent in the body (never in a URL); a wrong one of any of them gets
-the same answer. Each client address may try ``LOOKUPS_PER_MINUTE`` times a minute per worker.
+the same answer. Each client (``client_limits.client_key``: behind ``PW_TRUSTED_PROXIES`` the
+forwarded address, an IPv6 client by its /64) may try ``PW_DRIVER_PAGE_LOOKUPS_PER_MINUTE`` times a
+minute per worker (``PW_DRIVER_PAGE_LOOKUP_BURST`` at once), like the driver page's code lookup.
 No phone number is shown.
 """
 
@@ -22,14 +24,13 @@ from aiohttp import web
 from pipeline.appeals import grounds, service, store
 from pipeline.appeals.grounds import GROUNDS, NotAllowed
 from pipeline.appeals.words import TEXT
-from pipeline.ingest.ratelimit import LocalBuckets
+from pipeline.client_limits import client_key
+from pipeline.ingest.ratelimit import LocalBuckets, retry_after_header
 from pipeline.sms.driver_page import PAGE
 from pipeline import bootstrap
 from pipeline.tickets import notice
 from pipeline.tickets.pack import Terms, evidence_pack
 from schemas.plates import normalize_plate
-
-LOOKUPS_PER_MINUTE = 10
 
 FORM = """<h1>告知单查询与申诉 Ticket and appeal</h1>
 <form method="post" action="/d/ticket">
@@ -103,7 +104,8 @@ def ticket_page(pack: dict, key: str, error: str = "") -> str:
 def register(app, runtime) -> None:
     terms = Terms.of(runtime.settings)
     tickets_topic = bootstrap.output_topics(runtime.settings).tickets
-    limiter = LocalBuckets(LOOKUPS_PER_MINUTE / 60, LOOKUPS_PER_MINUTE)
+    settings = runtime.settings
+    limiter = LocalBuckets(settings.driver_page_lookups_per_minute / 60, settings.driver_page_lookup_burst)
 
     def page(body: str, status: int = 200, headers: dict | None = None) -> web.Response:
         return web.Response(text=PAGE.format(body=body), content_type="text/html", status=status, headers=headers)
@@ -113,9 +115,9 @@ def register(app, runtime) -> None:
 
     async def unlocked(request: web.Request):
         """(number, plate, code, ticket row) from the form, or an answer to send instead."""
-        wait = limiter.take(request.remote or "?")
+        wait = limiter.take(client_key(request, settings.trusted_proxy_networks))
         if wait > 0:
-            retry = str(int(wait) + 1)
+            retry = retry_after_header(wait)
             return page(FORM.format(error=f"<p>查询过于频繁，请{retry}秒后再试 Too many tries: wait {retry} s.</p>"), 429,
                         {"Retry-After": retry})
         form = await request.post()

@@ -19,7 +19,6 @@ import concurrent.futures
 import functools
 import hashlib
 import hmac
-import ipaddress
 import os
 import re
 import secrets
@@ -72,20 +71,6 @@ class LoginLimit:
 
     max_failures: int = 5
     period: timedelta = timedelta(minutes=15)
-
-
-@functools.lru_cache(maxsize=4096)
-def address_key(remote: str | None) -> str:
-    """Who a limit counts: the client's IPv4 address, or its IPv6 /64 (one subscriber's block)."""
-    try:
-        address = ipaddress.ip_address(remote or "")
-    except ValueError:
-        return "unknown"
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
 
 
 class AddressLimiter:

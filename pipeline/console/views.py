@@ -34,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pipeline import bootstrap
 from pipeline.cases import watermarks
 from pipeline.cases.store import case_from_row, init_connection
+from pipeline.client_limits import client_key
 from pipeline.console import actions, auth, metrics, queries
 from pipeline.console.actions import Refused
 from pipeline.console.i18n import DEFAULT, LANGUAGES, Words
@@ -253,7 +254,7 @@ class Console:
                            next=safe_next(request.query.get("next")), name="")
 
     async def login(self, request: web.Request) -> web.Response:
-        address = auth.address_key(request.remote)
+        address = client_key(request, self.settings.trusted_proxy_networks)
         wait = self.login_addresses.take(address)
         if wait:
             self.worker_metrics.logins.labels("address_limited").inc()

@@ -29,6 +29,7 @@ from pipeline.ingest import database, deadletters
 from pipeline.ingest.batch import JSON, JSON_LINES, Batch, BodyError, TooManyEvents, kafka_address, read_body
 from pipeline.ingest.database import DatabaseAway
 from pipeline.ingest.keys import Integrator, KeyBook
+from pipeline.client_limits import client_key
 from pipeline.ingest.ratelimit import LocalBuckets, RateLimiter, retry_after_header
 from schemas import contract, topics
 from schemas.codec import car_park_status_adapter, encode
@@ -81,7 +82,7 @@ class Ingest:
         key = key.strip() if scheme.lower() == "bearer" else ""
         integrator = self._keys.trusted(key)
         if integrator is None:
-            integrator = await self._check_key(key, request.remote or "unknown")
+            integrator = await self._check_key(key, client_key(request, self.settings.trusted_proxy_networks))
         wait = await self._limiter.take(integrator.name)
         if wait > 0:
             retry = retry_after_header(wait)

@@ -18,7 +18,7 @@ from faust.web import Request, Response, View
 
 from pipeline.cases import store
 from pipeline.cases.store import CODE_ALPHABET, DRIVER_CODE_LENGTH
-from pipeline.client_limits import bucket_key, client_address
+from pipeline.client_limits import client_key
 from pipeline.ingest import database
 from pipeline.ingest.ratelimit import LocalBuckets, retry_after_header
 from pipeline.lookups.carparks import nearest_free
@@ -70,9 +70,7 @@ def register(app: faust.App, runtime) -> None:
     @app.page("/d/lookup")
     class Lookup(View):
         async def get(self, request: Request) -> Response:
-            address = client_address(request.remote, request.headers.get("X-Forwarded-For"),
-                                     settings.trusted_proxy_networks)
-            wait = limiter.take(bucket_key(address))
+            wait = limiter.take(client_key(request, settings.trusted_proxy_networks))
             if wait > 0:
                 retry = retry_after_header(wait)
                 return page(FORM.format(error=f"<p>查询过于频繁，请{retry}秒后再试 Too many lookups: try again "

@@ -1,7 +1,10 @@
 """Console login pieces and words (pipeline/console/auth.py, views.safe_next, i18n), without services."""
 
+from types import SimpleNamespace
+
 import pytest
 
+from pipeline.client_limits import client_key
 from pipeline.console import auth, i18n
 from pipeline.console.views import _duration, safe_next
 
@@ -124,10 +127,12 @@ def test_the_address_limiter_remembers_a_bounded_number_of_addresses():
 
 
 def test_an_ipv6_client_counts_per_64_block_and_a_mapped_ipv4_as_itself():
-    assert auth.address_key("2001:db8:1:2:aaaa::1") == auth.address_key("2001:db8:1:2:bbbb::2") == "2001:db8:1:2::/64"
-    assert auth.address_key("::ffff:192.0.2.7") == "192.0.2.7"
-    assert auth.address_key("192.0.2.7") == "192.0.2.7"
-    assert auth.address_key(None) == auth.address_key("not an address") == "unknown"
+    def key(remote):
+        return client_key(SimpleNamespace(remote=remote, headers={}), ())
+    assert key("2001:db8:1:2:aaaa::1") == key("2001:db8:1:2:bbbb::2") == "2001:db8:1:2::/64"
+    assert key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert key("192.0.2.7") == "192.0.2.7"
+    assert key(None) == "unknown"
 
 
 class HeldChecks:

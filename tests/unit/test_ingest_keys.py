@@ -202,6 +202,22 @@ def test_given_too_many_bad_keys_from_one_address_then_429_before_any_database_w
     assert refusal(ingest, request(new_key(), "198.51.100.1")).status == 401, "other addresses have their own count"
 
 
+def test_given_a_trusted_proxy_then_bad_keys_are_counted_per_forwarded_client_and_per_ipv6_64():
+    ingest = ingest_for(FakePool(), ingest_bad_keys_per_address=1, ingest_bad_key_seconds=60, trusted_proxies="10.0.0.0/8")
+
+    def behind_proxy(client: str):
+        req = request(None, "10.0.0.2")
+        req.headers["X-Forwarded-For"] = client
+        return refusal(ingest, req).status
+
+    assert [behind_proxy("198.51.100.1"), behind_proxy("198.51.100.1")] == [401, 429]
+    assert behind_proxy("198.51.100.2") == 401, "another client behind the same proxy has its own count"
+    assert [behind_proxy("2001:db8:5:5::1"), behind_proxy("2001:db8:5:5:ffff::9")] == [401, 429], "one /64, one client"
+    forged = [request(None, "203.0.113.9"), request(None, "203.0.113.9")]
+    forged[0].headers["X-Forwarded-For"], forged[1].headers["X-Forwarded-For"] = "192.0.2.1", "192.0.2.2"
+    assert [refusal(ingest, r).status for r in forged] == [401, 429], "a stranger's header is not believed"
+
+
 def test_given_postgresql_away_then_a_key_never_seen_gets_503_with_retry_after_and_a_known_key_gets_in():
     known, stranger = new_key(), new_key()
     pool = FakePool({key_digest(known): (1, "cam-vendor", "publisher")})
