@@ -84,8 +84,8 @@ async def lag(conn: asyncpg.Connection, camera_events: str) -> list:
 
 async def mark_stale(conn: asyncpg.Connection, camera_events: str, stale_after_seconds: float, actor: str) -> list:
     """One integrator cannot hold the city's decisions: an integrator's camera-events topic read
-    further behind PostgreSQL's now() than ``stale_after_seconds`` on any partition (or one with
-    unread messages that was never read) is marked stale (``stale_topics``); caught up within the
+    further behind PostgreSQL's now() than ``stale_after_seconds`` on any partition (a partition with
+    messages never read: since it was first seen) is marked stale (``stale_topics``); caught up within the
     limit on every partition, it is no longer. Each change writes an audit row (``integrator_stale``,
     ``integrator_current``), once whichever worker saw it. Returns the topics stale now.
 
@@ -93,14 +93,13 @@ async def mark_stale(conn: asyncpg.Connection, camera_events: str, stale_after_s
     place (``store.claim_due_cases``), so the others' cars are decided at most this long late."""
     now = await conn.fetchval("SELECT now()")
     rows = await conn.fetch(
-        """SELECT topic, max(CASE WHEN isfinite(read_to) THEN extract(epoch FROM $2 - read_to)::float8 END) AS behind,
-                  bool_or(NOT isfinite(read_to)) AS never_read
+        """SELECT topic, max(extract(epoch FROM $2 - CASE WHEN isfinite(read_to) THEN read_to ELSE updated_at END)
+                            )::float8 AS behind
            FROM partition_watermarks
            WHERE topic = $1 OR left(topic, length($1) + 1) = $1 || '.'
            GROUP BY topic""",
         camera_events, now)
-    lagging = {r["topic"]: r["behind"] for r in rows
-               if r["never_read"] or (r["behind"] is not None and r["behind"] > stale_after_seconds)}
+    lagging = {r["topic"]: r["behind"] for r in rows if r["behind"] > stale_after_seconds}
     became = await conn.fetch(
         """INSERT INTO stale_topics (topic, integrator, since, behind_seconds)
            SELECT t, nullif(substr(t, length($3) + 2), ''), $4, b FROM unnest($1::text[], $2::float8[]) AS s(t, b)

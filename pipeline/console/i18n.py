@@ -50,7 +50,6 @@ TEXT: dict[str, tuple[str, str]] = {
                                  "These integrators' camera events are read more than {limit} s behind; decisions no "
                                  "longer wait for them (except cases near their cameras):"),
     "banner.stale_integrator": ("{name}（落后{seconds}秒，自{since}起）", "{name} ({seconds} s behind, since {since})"),
-    "banner.never_read": ("有未读消息", "unread messages"),
     "tile.moved_today": ("今日已驶离", "cars moved today"),
     "tile.tickets_today": ("今日告知单", "tickets today"),
     "tile.voided": ("已作废 {n}", "{n} voided"),

@@ -269,11 +269,11 @@ def _watermark_families(partitions) -> list[GaugeMetricFamily]:
 
 def _stale_family(stale) -> GaugeMetricFamily:
     family = GaugeMetricFamily("parkwarden_integrator_stale_seconds", "Integrators marked stale (camera-events read "
-                               "further behind than PW_INTEGRATOR_STALE_SECONDS): how far behind; -1 when messages "
-                               "were never read. Decisions no longer wait for them (except near their cameras).",
+                               "further behind than PW_INTEGRATOR_STALE_SECONDS): how far behind. Decisions no longer "
+                               "wait for them (except cases near their cameras).",
                                labels=["integrator"])
     for s in stale:
-        family.add_metric([s["integrator"] or s["topic"]], -1.0 if s["behind_seconds"] is None else s["behind_seconds"])
+        family.add_metric([s["integrator"] or s["topic"]], s["behind_seconds"])
     return family
 
 

@@ -348,7 +348,7 @@ class Console:
         live["stale_limit"] = round(self.settings.integrator_stale_seconds)
         live["stale_integrators"] = [
             {"integrator": r["integrator"], "topic": r["topic"], "since": self._when(r["since"]),
-             "behind_seconds": None if r["behind_seconds"] is None else round(r["behind_seconds"])}
+             "behind_seconds": round(r["behind_seconds"])}
             for r in read["stale"]]
         return live
 

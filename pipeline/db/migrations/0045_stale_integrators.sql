@@ -6,7 +6,7 @@ CREATE TABLE stale_topics (
     topic          text PRIMARY KEY,
     integrator     text,                          -- NULL for the bare camera-events topic
     since          timestamptz NOT NULL,
-    behind_seconds double precision               -- NULL: a partition with messages never read
+    behind_seconds double precision NOT NULL      -- the furthest behind of its partitions
 );
 
 -- The dead letters' raw bytes kept per source topic (one per integrator) per UTC day, against
