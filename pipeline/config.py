@@ -359,6 +359,10 @@ class Settings(BaseSettings):
         if self.retention_event_ids_days * 24 < self.retention_unlinked_sightings_hours + 24:
             raise ValueError(f"PW_RETENTION_EVENT_IDS_DAYS ({self.retention_event_ids_days:g}) must outlast the "
                              "sightings it deduplicates (PW_RETENTION_UNLINKED_SIGHTINGS_HOURS plus a day)")
+        if self.retention_unlinked_sightings_hours * 60 < self.same_stay_minutes + 60:
+            raise ValueError(f"PW_RETENTION_UNLINKED_SIGHTINGS_HOURS ({self.retention_unlinked_sightings_hours:g}) must "
+                             f"outlast the stay (PW_SAME_STAY_MINUTES, {self.same_stay_minutes:g}, plus an hour): the "
+                             "same-stay rule looks back for departures and sightings elsewhere over the whole stay")
         return self
 
     @model_validator(mode="after")

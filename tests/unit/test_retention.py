@@ -38,4 +38,6 @@ def test_evidence_cannot_be_set_to_go_before_an_appeal_could_be_decided():
         Settings(retention_decided_case_days=20, appeal_window_days=15, appeal_decision_days=10)
     with pytest.raises(ValidationError, match="PW_RETENTION_EVENT_IDS_DAYS"):
         Settings(retention_event_ids_days=1, retention_unlinked_sightings_hours=36)
+    with pytest.raises(ValidationError, match="PW_RETENTION_UNLINKED_SIGHTINGS_HOURS"):
+        Settings(same_stay_minutes=48 * 60)  # sightings in between would go before the stay ends
     assert job.Policy.of(Settings()) == job.Policy()
