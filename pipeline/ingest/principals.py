@@ -32,6 +32,7 @@ import asyncio
 import secrets
 from collections.abc import Iterable
 
+import asyncpg
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.admin import DescribeClientQuotasRequest
 from aiokafka.protocol.api import Request, RequestStruct, Response
@@ -175,7 +176,65 @@ async def has_login(settings: Settings, name: str) -> bool:
 
 async def acls_of(settings: Settings, name: str) -> list[AclBinding]:
     """The ACLs the broker holds for principal ``name``."""
-    return await _one(_admin(settings).describe_acls(_everything_of(name)), f"read the ACLs of {name}")
+    admin = _admin(settings)
+    return await _one(admin.describe_acls(_everything_of(name)), f"read the ACLs of {name}")
+
+
+# ── who has a login (PostgreSQL: ``principals``, one namespace for every kind) ──────────────────
+
+KIND_WORDS = {"integrator": "an integrator", "data_platform": "a data platform", "consumer": "a consumer"}
+
+
+async def registered(conn, name: str):
+    """The principal named ``name`` (any kind, revoked too), or None."""
+    return await conn.fetchrow("SELECT name, kind, topics, produce_bytes_per_second, created_at, revoked_at "
+                               "FROM principals WHERE name = $1", name)
+
+
+async def active(conn, settings: Settings, name: str, kind: str):
+    """Principal ``name`` of ``kind``, not revoked; else ``KafkaAccessError`` saying why not (reserved,
+    unknown, another kind, revoked): a login is only ever made or reset for one of these."""
+    check_name(settings, name)
+    found = await registered(conn, name)
+    if found is None:
+        raise KafkaAccessError(f"no {KIND_WORDS[kind].split(' ', 1)[1]} named {name!r}")
+    if found["kind"] != kind:
+        raise KafkaAccessError(f"{name!r} is {KIND_WORDS[found['kind']]}, not {KIND_WORDS[kind]}")
+    if found["revoked_at"] is not None:
+        raise KafkaAccessError(f"{name!r} was revoked on {found['revoked_at']:%Y-%m-%d %H:%M}; its name stays taken")
+    return found
+
+
+async def register(conn, settings: Settings, name: str, kind: str, topic_names: list[str]) -> bool:
+    """Record (or, for an active principal of the same kind, update the topics of) principal ``name``;
+    True if it is new. Refuses reserved names and names taken by another kind or revoked."""
+    check_name(settings, name)
+    if await registered(conn, name) is not None:
+        await active(conn, settings, name, kind)
+        await conn.execute("UPDATE principals SET topics = $2 WHERE name = $1", name, topic_names)
+        return False
+    try:
+        await conn.execute("INSERT INTO principals (name, kind, topics) VALUES ($1, $2, $3)", name, kind, topic_names)
+    except asyncpg.CheckViolationError:
+        raise KafkaAccessError(f"name: {NAME_RULE}") from None
+    return True
+
+
+async def revoke(conn, name: str, kind: str) -> str:
+    """Mark principal ``name`` of ``kind`` revoked: "revoked" now, "already" (revoked before: its Kafka
+    login is withdrawn again), or ``KafkaAccessError`` for no such principal."""
+    found = await registered(conn, name)
+    if found is None or found["kind"] != kind:
+        raise KafkaAccessError(f"no {KIND_WORDS[kind].split(' ', 1)[1]} named {name!r}")
+    if found["revoked_at"] is not None:
+        return "already"
+    await conn.execute("UPDATE principals SET revoked_at = now() WHERE name = $1", name)
+    return "revoked"
+
+
+async def listing(conn, kind: str) -> list:
+    return await conn.fetch("SELECT name, topics, produce_bytes_per_second, created_at, revoked_at FROM principals "
+                            "WHERE kind = $1 ORDER BY name", kind)
 
 
 # ── produce quotas (AlterClientQuotas: no Python client library has it, see the module's docstring) ──
