@@ -280,6 +280,7 @@ async def _integrator_login(settings: Settings, name: str, quota: int | None) ->
     from pipeline.ingest import principals
 
     try:
+        await principals.check_reachable(settings)
         await bootstrap.create_topics(settings, [name])
         if not settings.kafka_sasl_username:
             return None
@@ -478,6 +479,7 @@ async def _consumer_login(settings: Settings, name: str, read: list[str]) -> str
 
     by_name = {t.name: t for t in principals.CONSUMER_TOPICS}
     try:
+        await principals.check_reachable(settings)
         await bootstrap.create_topics(settings)
         return await principals.grant(settings, name, principals.consumer_bindings(
             settings, name, [by_name[t] for t in read]))

@@ -132,6 +132,7 @@ async def grant(settings: Settings, name: str, allowed: list[AclBinding] | None 
     check_name(settings, name)
     allowed = [_allow(b.restype, b.name, name, b.operation) for b in (allowed or bindings(settings, name))]
     check_bindings(settings, allowed)
+    await check_reachable(settings)
     password = secrets.token_urlsafe(24)
     admin = _admin(settings)
     mechanism = ScramMechanism[settings.kafka_sasl_mechanism.replace("-", "_")]
@@ -152,6 +153,7 @@ async def withdraw(settings: Settings, name: str) -> None:
     is not an error (a revoke that failed half way is finished by running it again)."""
     _need_sasl(settings)
     check_name(settings, name)
+    await check_reachable(settings)
     admin = _admin(settings)
     await _each(admin.delete_acls([_everything_of(name)]), f"delete the ACLs of {name}")
     await set_quota(settings, name, None)
@@ -310,6 +312,18 @@ def _need_sasl(settings: Settings) -> None:
     if not settings.kafka_sasl_username:
         raise KafkaAccessError("Kafka logins need PW_KAFKA_SASL_USERNAME / PW_KAFKA_SASL_PASSWORD (the pipeline's "
                                "own principal): `eval \"$(scripts/services.sh env)\"`")
+
+
+async def check_reachable(settings: Settings) -> None:
+    """Raise ``KafkaAccessError`` at once when the broker cannot be reached or refuses the pipeline's
+    login (librdkafka would only time out, after its whole timeout)."""
+    try:
+        client = await _protocol_client(settings)
+    except Exception as exc:  # noqa: BLE001 - said in the error
+        raise KafkaAccessError(f"the broker at {settings.kafka_bootstrap} cannot be reached or refused the "
+                               f"pipeline's login ({type(exc).__name__}: {exc}); check PW_KAFKA_BOOTSTRAP and "
+                               "PW_KAFKA_SASL_USERNAME / PW_KAFKA_SASL_PASSWORD") from None
+    await client.close()
 
 
 def _admin(settings: Settings):

@@ -43,6 +43,7 @@ def kafka_login(name: str, kinds: tuple[str, ...], as_json: bool) -> None:
         async with conn.transaction():
             new = await principals.register(conn, settings, name, "data_platform", [t.name for t in wanted])
             try:
+                await principals.check_reachable(settings)
                 await bootstrap.create_topics(settings)
                 return await principals.grant(settings, name, principals.feed_bindings(settings, wanted, name))
             except Exception as exc:  # noqa: BLE001 - rolled back; said below
