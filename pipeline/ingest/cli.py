@@ -343,8 +343,10 @@ def add_integrator(name: str, kind: str, kafka_login: bool, quota: int, as_json:
     key_line = (("api_key", key),) if as_json else ((f"added {integrator.name} ({integrator.kind}). Its API key, "
                                                      "shown only now:", key),)
     if not kafka_login:
-        print_login(settings, name, None, "no Kafka login made (--no-kafka-login)", as_json, {}, key_line) \
-            if as_json else _echo_secrets(key_line)
+        if as_json:
+            print_login(settings, name, None, "", as_json, {}, key_line)
+        else:
+            _echo_secrets(key_line)
         return
     print_login(settings, name, password, about, as_json, record, key_line)
 
