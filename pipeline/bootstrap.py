@@ -320,25 +320,49 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
 async def create_topics(settings: Settings, integrators: list[str] = ()) -> list[str]:
     """Create every registry topic that does not exist yet, and the camera-events and camera-commands
     topics of each integrator named (``camera-events.<name>``, ``camera-commands.<name>``); return the
-    ones created."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    ones created. The settings the pipeline relies on (``topic_configs``, ``CAMERA_EVENTS_CONFIG``) are
+    set on topics that exist with IncrementalAlterConfigs, which changes only those keys: whatever else
+    an operator set on a topic (its retention, say) stays."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
     base, commands = settings.topic(topics.CAMERA_EVENTS.name), settings.topic(topics.CAMERA_COMMANDS.name)
     camera_topics = [base] + [topics.camera_events_of(base, name) for name in integrators]
     command_topics = [topics.camera_commands_of(commands, name) for name in integrators]
-    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        wanted = [settings.topic(t.name) for t in topics.ALL] + camera_topics[1:] + command_topics
-        missing = [name for name in wanted if name not in existing]
-        configs = topic_configs(settings) | {name: CAMERA_EVENTS_CONFIG for name in camera_topics}
-        if missing:
-            await admin.create_topics([NewTopic(name, settings.topic_partitions, 1, topic_configs=configs.get(name, {}))
-                                       for name in missing])
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, config)
-                                   for name, config in configs.items()])
-        return missing
-    finally:
-        await admin.close()
+    admin = admin_client(settings, "topics")
+    existing = set((await asyncio.to_thread(admin.list_topics, timeout=30)).topics)
+    wanted = [settings.topic(t.name) for t in topics.ALL] + camera_topics[1:] + command_topics
+    missing = [name for name in wanted if name not in existing]
+    configs = topic_configs(settings) | {name: CAMERA_EVENTS_CONFIG for name in camera_topics}
+    created = []
+    if missing:
+        futures = admin.create_topics([NewTopic(name, settings.topic_partitions, 1, config=configs.get(name, {}))
+                                       for name in missing], request_timeout=30)
+        for name, future in futures.items():
+            try:
+                await asyncio.wrap_future(future)
+                created.append(name)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # another worker made it just now
+                    raise
+    changes = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+        ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET) for key, value in config.items()])
+        for name, config in configs.items() if name not in created]
+    if changes:
+        for future in admin.incremental_alter_configs(changes, request_timeout=30).values():
+            await asyncio.wrap_future(future)
+    return created
+
+
+def admin_client(settings: Settings, purpose: str):
+    """confluent-kafka's AdminClient (librdkafka) as the pipeline's own principal: topics, their
+    settings (IncrementalAlterConfigs), SCRAM users and ACLs (``pipeline.ingest.principals``)."""
+    from confluent_kafka.admin import AdminClient
+
+    config = {"bootstrap.servers": settings.kafka_bootstrap, "client.id": f"{settings.app_id}-{purpose}",
+              "socket.timeout.ms": 15_000}
+    if settings.kafka_sasl_username:
+        config |= {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": settings.kafka_sasl_mechanism,
+                   "sasl.username": settings.kafka_sasl_username,
+                   "sasl.password": settings.kafka_sasl_password.get_secret_value()}
+    return AdminClient(config, logger=logging.getLogger("parkwarden.kafka-admin"))

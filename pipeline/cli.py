@@ -21,6 +21,7 @@ LAZY_COMMANDS = {
     "outbox": "pipeline.console.cli:outbox",
     "events": "pipeline.ingest.cli:events",
     "integrators": "pipeline.ingest.cli:integrators",
+    "consumers": "pipeline.ingest.cli:consumers",
     "dead-letters": "pipeline.ingest.cli:dead_letters",
     "schemas": "pipeline.ingest.cli:schemas_command",
     "tickets": "pipeline.tickets.cli:tickets",

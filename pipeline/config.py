@@ -36,9 +36,9 @@ class Settings(BaseSettings):
     """The password of ``kafka_sasl_username``."""
     kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     """The SCRAM mechanism the broker's listener takes."""
-    kafka_tools_classpath: str = str(ROOT / "var" / "kafka" / "libs" / "*")
-    """Kafka's own jars (``scripts/services.sh`` resolves them): `parkwarden integrators add` runs
-    their ConfigCommand to create an integrator's SCRAM user."""
+    kafka_super_users: str = "broker,controller"
+    """The broker's super users besides ``kafka_sasl_username`` (comma-separated; its ``super.users``):
+    names no integrator, data platform or consumer may take (``pipeline.ingest.principals``)."""
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
     topic_partitions: int = Field(default=4, ge=1)
     app_id: str = "parkwarden"

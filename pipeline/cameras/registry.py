@@ -141,6 +141,20 @@ async def registered(conn, camera_id: str) -> Camera | None:
     return _camera(row) if row else None
 
 
+async def for_event(conn, camera_id: str, integrator: str) -> tuple[Camera | None, str | None]:
+    """The camera of an event that came from ``integrator``, or why the event is refused: the camera is
+    unknown, removed or another integrator's (``refusal``), or the integrator is revoked (its events are
+    refused from its revocation on, whenever they were sent: its Kafka login may outlive it)."""
+    row = await conn.fetchrow(f"""SELECT i.revoked_at, {', '.join('c.' + c for c in COLUMNS.split(', '))}
+                                  FROM (SELECT $2::text AS name) n LEFT JOIN integrators i USING (name)
+                                  LEFT JOIN cameras c ON c.id = $1 AND c.removed_at IS NULL""", camera_id, integrator)
+    if row["revoked_at"] is not None:
+        return None, (f"integrator {integrator} was revoked on {row['revoked_at']:%Y-%m-%d %H:%M:%S %Z}: "
+                      "its events are refused")
+    found = _camera(row) if row["id"] is not None else None
+    return found, refusal(found, camera_id, integrator)
+
+
 async def owner(conn, camera_id: str) -> str | None:
     """The integrator a camera is (or was, if removed since) registered to; None if it never was."""
     return await conn.fetchval("SELECT integrator FROM cameras WHERE id = $1", camera_id)

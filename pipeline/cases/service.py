@@ -286,15 +286,16 @@ class CaseService:
 
     async def _provenance(self, conn, item, source: Source) -> tuple[Camera | None, Rejected | None]:
         """The event's camera as registered, or why the event is refused: it came on a topic that names
-        no integrator, or its camera is unknown, removed, or another integrator's (``pipeline.cameras``)."""
+        no integrator, its camera is unknown, removed, or another integrator's, or its integrator is revoked
+        (``pipeline.cameras``)."""
         integrator = topics.integrator_of(self.topics.camera_events, source.topic)
         if integrator is None:
             reason = (f"{source.topic} names no integrator: publish camera events to "
                       f"{topics.camera_events_of(self.topics.camera_events, '<your integrator name>')}, "
                       "with your own credentials (docs/integrators.md)")
             return None, Rejected(store_raw(item, source), reason, (events.FieldError(field="(topic)", message=reason),))
-        camera = await registry.registered(conn, item.camera_id)
-        if (problem := registry.refusal(camera, item.camera_id, integrator)) is not None:
+        camera, problem = await registry.for_event(conn, item.camera_id, integrator)
+        if problem is not None:
             return None, Rejected(store_raw(item, source), problem, (events.FieldError(field="camera_id", message=problem),))
         return camera, None
 

@@ -2,7 +2,8 @@
 
     parkwarden events validate FILE            offline, against the same models as the server
     parkwarden events publish FILE --to kafka|http [--url URL --key KEY] [--integrator NAME]
-    parkwarden integrators add NAME [--kind publisher|operator] | list | revoke NAME | kafka-login NAME
+    parkwarden integrators add NAME [--kind publisher|operator] [--json] | list | revoke NAME | kafka-login NAME
+    parkwarden consumers add NAME --topics tickets,case-events [--json] | list | revoke NAME | kafka-login NAME
     parkwarden dead-letters [--limit N] [--json]
     parkwarden schemas [--write]
 
@@ -200,7 +201,7 @@ def _summary(sent: int, rejected: list[Refusal]) -> None:
 # ── integrators ───────────────────────────────────────────────────────────────────────────
 
 
-async def _with_connection(work):
+async def with_connection(work):
     import asyncpg
 
     from pipeline import bootstrap
@@ -215,9 +216,85 @@ async def _with_connection(work):
         await pool.close()
 
 
+_with_connection = with_connection
+
+
+class KafkaLoginFailed(Exception):
+    """The Kafka side of a command failed (its cause says how); the database's side is rolled back."""
+
+
+def check_name(settings: Settings, name: str) -> None:
+    from pipeline.ingest import principals
+
+    try:
+        principals.check_name(settings, name)
+    except principals.ReservedName as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def print_login(settings: Settings, name: str, password: str | None, about: str, as_json: bool,
+                record: dict, secrets_before: tuple[tuple[str, str], ...] = ()) -> None:
+    """Print what a command made: each secret (``secrets_before``, then the Kafka password) alone on a
+    line of standard output, what it is on standard error; with ``as_json`` one JSON object on
+    standard output instead."""
+    kafka = None if password is None else {
+        "user": name, "password": password, "bootstrap": settings.kafka_bootstrap,
+        "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": settings.kafka_sasl_mechanism} | record
+    if as_json:
+        click.echo(json.dumps({"name": name, **{k: v for k, v in secrets_before}, "kafka": kafka}, ensure_ascii=False))
+        return
+    for label, value in secrets_before:
+        click.echo(label, err=True)
+        click.echo(value)
+    if password is None:
+        click.echo(f"Kafka: {about} (this broker asks for no login)", err=True)
+        return
+    click.echo(f"Kafka: SASL_PLAINTEXT, {settings.kafka_sasl_mechanism}, user {name}, {about}; "
+               "its password, shown only now:", err=True)
+    click.echo(password)
+
+
+def undo_login(settings: Settings, name: str, how_to_finish: str) -> str:
+    """Withdraw what a failed command may have made on Kafka for a new principal; say what is left."""
+    from pipeline.ingest import principals
+
+    try:
+        asyncio.run(principals.withdraw(settings, name))
+        return ""
+    except Exception as exc:  # noqa: BLE001 - say what is left and how to finish
+        return (f" A partial Kafka login for {name} may be left ({type(exc).__name__}: {exc}); "
+                f"{how_to_finish} resets it.")
+
+
+def integrator_about(settings: Settings, name: str, quota: int | None) -> tuple[str, dict]:
+    own = topics.camera_events_of(settings.topic(topics.CAMERA_EVENTS.name), name)
+    commands = topics.camera_commands_of(settings.topic(topics.CAMERA_COMMANDS.name), name)
+    limit = f"{quota:,} bytes/s" if quota else "no limit"
+    return (f"writes {own}, reads {commands} (consumer group {name}), produce quota {limit}",
+            {"writes": [own], "reads": [commands], "group": name, "produce_bytes_per_second": quota})
+
+
+async def _integrator_login(settings: Settings, name: str, quota: int | None) -> str | None:
+    """The integrator's topics and (on a broker with SASL) its login; its password, or None."""
+    from pipeline import bootstrap
+    from pipeline.ingest import principals
+
+    try:
+        await principals.check_reachable(settings)
+        await bootstrap.create_topics(settings, [name])
+        if not settings.kafka_sasl_username:
+            return None
+        return await principals.grant(settings, name, produce_bytes_per_second=quota)
+    except Exception as exc:  # noqa: BLE001 - the caller rolls back and says what failed
+        raise KafkaLoginFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
 @click.group()
 def integrators() -> None:
     """Integrators: their API keys for the HTTP ingest and their Kafka logins (add, list, revoke)."""
+
+
+DEFAULT_PRODUCE_QUOTA = 1_048_576
 
 
 @integrators.command("add")
@@ -225,83 +302,292 @@ def integrators() -> None:
 @click.option("--kind", type=click.Choice(["publisher", "operator"]), default="publisher", show_default=True,
               help="publisher: may post events. operator: may also read dead letters.")
 @click.option("--kafka-login/--no-kafka-login", default=True, show_default=True,
-              help="Also make its Kafka topic (camera-events.NAME) and, on a broker with SASL "
-                   "(PW_KAFKA_SASL_USERNAME set), its SCRAM user and ACLs.")
-def add_integrator(name: str, kind: str, kafka_login: bool) -> None:
-    """Add an integrator and print its API key (shown this once; only its hash is kept). On a broker
-    with SASL, also its Kafka user NAME and password (shown once), allowed to write camera-events.NAME
-    and read camera-commands only."""
+              help="Also make its Kafka topics (camera-events.NAME, camera-commands.NAME) and, on a broker "
+                   "with SASL (PW_KAFKA_SASL_USERNAME set), its SCRAM user NAME, ACLs and quota.")
+@click.option("--produce-bytes-per-second", "quota", type=click.IntRange(min=0), default=DEFAULT_PRODUCE_QUOTA,
+              show_default=True, help="Its Kafka produce quota (bytes per second; 0: none).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object on standard output (api_key, kafka: user, password, topics, quota).")
+def add_integrator(name: str, kind: str, kafka_login: bool, quota: int, as_json: bool) -> None:
+    """Add integrator NAME and print, on standard output, its API key, then its Kafka password, one per
+    line, each shown only now (what each line is goes to standard error; --json for scripts).
+
+    \b
+    Its Kafka user NAME may:
+      write  camera-events.NAME    its camera events
+      read   camera-commands.NAME  recheck requests to its cameras (consumer group NAME)
+    and nothing else, within its produce quota.
+
+    All or nothing: if the Kafka login cannot be made, no integrator is added."""
     from pipeline.ingest import keys
 
+    settings = Settings()
+    check_name(settings, name)
+
+    async def work(conn):
+        async with conn.transaction():
+            integrator, key = await keys.add(conn, name, kind, quota or None)
+            password = await _integrator_login(settings, name, quota or None) if kafka_login else None
+            return integrator, key, password
+
     try:
-        integrator, key = asyncio.run(_with_connection(lambda conn: keys.add(conn, name, kind)))
+        integrator, key, password = asyncio.run(with_connection(work))
     except (keys.IntegratorExists, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"added {integrator.name} ({integrator.kind}). Its API key, shown only now:", err=True)
-    click.echo(key)
-    if kafka_login:
-        _kafka_login(integrator.name)
+    except KafkaLoginFailed as exc:
+        left = undo_login(settings, name, f"`parkwarden integrators add {name}`") if settings.kafka_sasl_username \
+            else ""
+        raise click.ClickException(f"nothing was added: the Kafka login of {name} could not be made ({exc}).{left} "
+                                   f"Run the same command again once the broker answers.") from None
+    about, record = integrator_about(settings, name, quota or None)
+    key_line = (("api_key", key),) if as_json else ((f"added {integrator.name} ({integrator.kind}). Its API key, "
+                                                     "shown only now:", key),)
+    if not kafka_login:
+        if as_json:
+            print_login(settings, name, None, "", as_json, {}, key_line)
+        else:
+            _echo_secrets(key_line)
+        return
+    print_login(settings, name, password, about, as_json, record, key_line)
 
 
-def _kafka_login(name: str) -> None:
-    from pipeline import bootstrap
-    from pipeline.ingest import principals
-
-    settings = Settings()
-    topic = topics.camera_events_of(settings.topic(topics.CAMERA_EVENTS.name), name)
-    try:
-        asyncio.run(bootstrap.create_topics(settings, [name]))
-        if not settings.kafka_sasl_username:
-            click.echo(f"Kafka: publishes to {topic} (this broker asks for no login)", err=True)
-            return
-        password = asyncio.run(principals.grant(settings, name))
-    except Exception as exc:  # noqa: BLE001 - the key stands; say what is missing and how to finish
-        raise click.ClickException(f"the API key was made, but not the Kafka login ({type(exc).__name__}: {exc}); "
-                                   f"finish with `parkwarden integrators kafka-login {name}`") from None
-    click.echo(f"Kafka: SASL_PLAINTEXT, {settings.kafka_sasl_mechanism}, user {name}, topic {topic}; "
-               "its password, shown only now:", err=True)
-    click.echo(password)
+def _echo_secrets(lines) -> None:
+    for label, value in lines:
+        click.echo(label, err=True)
+        click.echo(value)
 
 
 @integrators.command("kafka-login")
 @click.argument("name")
-def kafka_login(name: str) -> None:
-    """Make (or reset, with a new password) an integrator's Kafka login and its topic."""
-    _kafka_login(name)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on standard output.")
+def kafka_login(name: str, as_json: bool) -> None:
+    """Make (or reset, with a new password) active integrator NAME's Kafka login, its topics and its
+    quota; print the password on standard output (shown only now)."""
+    from pipeline.ingest import principals
+
+    settings = Settings()
+    check_name(settings, name)
+
+    async def work(conn):
+        found = await principals.active(conn, settings, name, "integrator")
+        quota = found["produce_bytes_per_second"]
+        return quota, await _integrator_login(settings, name, quota)
+
+    try:
+        quota, password = asyncio.run(with_connection(work))
+    except principals.KafkaAccessError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KafkaLoginFailed as exc:
+        raise click.ClickException(f"the Kafka login of {name} could not be made ({exc}); run the same command "
+                                   "again once the broker answers") from None
+    about, record = integrator_about(settings, name, quota)
+    print_login(settings, name, password, about, as_json, record)
 
 
 @integrators.command("list")
-def list_integrators() -> None:
-    """List integrators (names, kinds, the first characters of their keys)."""
-    from pipeline.ingest import keys
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def list_integrators(as_json: bool) -> None:
+    """List integrators: names, kinds, the first characters of their keys, their Kafka produce quota
+    (as recorded, and the broker's when it differs)."""
+    from pipeline.ingest import keys, principals
 
-    rows = asyncio.run(_with_connection(keys.listing))
-    table = Table("name", "kind", "key starts", "created", "revoked")
+    settings = Settings()
+    rows = asyncio.run(with_connection(keys.listing))
+    broker: dict[str, int] | None = None
+    if settings.kafka_sasl_username:
+        try:
+            broker = asyncio.run(principals.quotas(settings))
+        except Exception:  # noqa: BLE001 - the list is still worth showing
+            broker = None
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps({"name": r["name"], "kind": r["kind"], "key_prefix": r["key_prefix"],
+                                   "created_at": r["created_at"].isoformat(),
+                                   "revoked_at": r["revoked_at"] and r["revoked_at"].isoformat(),
+                                   "produce_bytes_per_second": r["produce_bytes_per_second"],
+                                   "broker_produce_bytes_per_second": None if broker is None else
+                                   broker.get(r["name"])}))
+        return
+    table = Table("name", "kind", "key starts", "Kafka produce quota", "created", "revoked")
     for r in rows:
-        table.add_row(r["name"], r["kind"], r["key_prefix"] + "…", f"{r['created_at']:%Y-%m-%d %H:%M}",
+        quota = f"{r['produce_bytes_per_second']:,} B/s" if r["produce_bytes_per_second"] else "none"
+        if broker is not None and not r["revoked_at"] and broker.get(r["name"]) != r["produce_bytes_per_second"]:
+            held = broker.get(r["name"])
+            quota += f" (broker: {f'{held:,} B/s' if held else 'none'})"
+        table.add_row(r["name"], r["kind"], r["key_prefix"] + "…", quota, f"{r['created_at']:%Y-%m-%d %H:%M}",
                       f"{r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "")
     console.print(table)
+    if broker is None and settings.kafka_sasl_username:
+        click.echo("(the broker's quotas could not be read)", err=True)
 
 
 @integrators.command("revoke")
 @click.argument("name")
 def revoke_integrator(name: str) -> None:
-    """Revoke an integrator's key (workers stop accepting it within PW_INGEST_KEY_CACHE_SECONDS)."""
+    """Revoke an integrator: its key (workers stop accepting it within PW_INGEST_KEY_CACHE_SECONDS), its
+    Kafka login, ACLs and quota; its Kafka events are refused from then on. Run it again to finish a
+    revoke that failed half way."""
     from pipeline.ingest import keys
 
-    if not asyncio.run(_with_connection(lambda conn: keys.revoke(conn, name))):
-        raise click.ClickException(f"no active integrator named {name!r}")
-    click.echo(f"revoked {name}")
-    settings = Settings()
-    if settings.kafka_sasl_username:
-        from pipeline.ingest import principals
+    async def work(conn):
+        if await keys.revoke(conn, name):
+            return "revoked"
+        return "already" if await conn.fetchval("SELECT true FROM integrators WHERE name = $1", name) else None
 
-        try:
-            asyncio.run(principals.withdraw(settings, name))
-        except Exception as exc:  # noqa: BLE001
-            raise click.ClickException(f"its Kafka login could not be withdrawn ({type(exc).__name__}: {exc}); "
-                                       "try again") from None
-        click.echo(f"its Kafka login ({name}) and ACLs are withdrawn")
+    state = asyncio.run(with_connection(work))
+    if state is None:
+        raise click.ClickException(f"no integrator named {name!r}")
+    click.echo(f"revoked {name}" if state == "revoked" else f"{name} was revoked before; withdrawing its Kafka "
+               "login again", err=True)
+    _withdraw(Settings(), name, f"parkwarden integrators revoke {name}")
+
+
+def _withdraw(settings: Settings, name: str, again: str) -> None:
+    from pipeline.ingest import principals
+
+    if not settings.kafka_sasl_username:
+        return
+    try:
+        asyncio.run(principals.withdraw(settings, name))
+    except Exception as exc:  # noqa: BLE001 - say what is left and how to finish
+        raise click.ClickException(f"its Kafka login could not be withdrawn ({type(exc).__name__}: {exc}); "
+                                   f"finish with `{again}`") from None
+    click.echo(f"its Kafka login ({name}), ACLs and quota are withdrawn", err=True)
+
+
+# ── consumers: the city's own systems reading the outputs ─────────────────────────────────
+
+
+def _consumer_topics(value: str) -> list[str]:
+    from pipeline.ingest.principals import CONSUMER_TOPICS
+
+    allowed = {t.name: t for t in CONSUMER_TOPICS}
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    wrong = [n for n in names if n not in allowed]
+    if not names or wrong:
+        raise click.BadParameter(f"{', '.join(wrong) or 'none given'}: a comma-separated list of "
+                                 f"{', '.join(allowed)}", param_hint="--topics")
+    return list(dict.fromkeys(names))
+
+
+def _consumer_about(settings: Settings, name: str, read: list[str]) -> tuple[str, dict]:
+    prefixed = [settings.topic(t) for t in read]
+    return f"reads {', '.join(prefixed)} (consumer group {name}), writes nothing", {"reads": prefixed, "group": name}
+
+
+async def _consumer_login(settings: Settings, name: str, read: list[str]) -> str:
+    from pipeline import bootstrap
+    from pipeline.ingest import principals
+
+    by_name = {t.name: t for t in principals.CONSUMER_TOPICS}
+    try:
+        await principals.check_reachable(settings)
+        await bootstrap.create_topics(settings)
+        return await principals.grant(settings, name, principals.consumer_bindings(
+            settings, name, [by_name[t] for t in read]))
+    except Exception as exc:  # noqa: BLE001 - the caller rolls back and says what failed
+        raise KafkaLoginFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _need_sasl(settings: Settings) -> None:
+    if not settings.kafka_sasl_username:
+        raise click.ClickException("this broker asks for no login (PW_KAFKA_SASL_USERNAME is not set)")
+
+
+@click.group()
+def consumers() -> None:
+    """The city's own systems reading parkwarden's outputs (tickets, case-events, dead-letters), each
+    with a read-only Kafka login and its own consumer group."""
+
+
+@consumers.command("add", short_help="Add a city system's read-only Kafka login.")
+@click.argument("name")
+@click.option("--topics", "wanted", required=True, callback=lambda ctx, param, value: _consumer_topics(value),
+              help="What it reads, comma-separated: tickets, case-events, dead-letters.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on standard output.")
+def add_consumer(name: str, wanted: list[str], as_json: bool) -> None:
+    """Add consumer NAME, a city system (the penalty office reading tickets, say): a Kafka user NAME that may read
+    the topics given, in consumer group NAME, and write nothing. Prints its password on standard
+    output (shown only now; what it is on standard error). Run again to change its topics (with a new
+    password)."""
+    from pipeline.ingest import principals
+
+    settings = Settings()
+    _need_sasl(settings)
+    check_name(settings, name)
+    new = False
+
+    async def work(conn):
+        nonlocal new
+        async with conn.transaction():
+            new = await principals.register(conn, settings, name, "consumer", wanted)
+            return await _consumer_login(settings, name, wanted)
+
+    try:
+        password = asyncio.run(with_connection(work))
+    except principals.KafkaAccessError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KafkaLoginFailed as exc:
+        left = undo_login(settings, name, f"`parkwarden consumers add {name}`") if new else ""
+        raise click.ClickException(f"{'nothing was added' if new else 'nothing was changed'}: the Kafka login of "
+                                   f"{name} could not be made ({exc}).{left} Run the same command again once the "
+                                   "broker answers.") from None
+    about, record = _consumer_about(settings, name, wanted)
+    print_login(settings, name, password, about, as_json, record)
+
+
+@consumers.command("kafka-login")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on standard output.")
+def consumer_kafka_login(name: str, as_json: bool) -> None:
+    """Reset active consumer NAME's Kafka login with a new password (printed on standard output)."""
+    from pipeline.ingest import principals
+
+    settings = Settings()
+    _need_sasl(settings)
+
+    async def work(conn):
+        found = await principals.active(conn, settings, name, "consumer")
+        return list(found["topics"]), await _consumer_login(settings, name, list(found["topics"]))
+
+    try:
+        read, password = asyncio.run(with_connection(work))
+    except principals.KafkaAccessError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KafkaLoginFailed as exc:
+        raise click.ClickException(f"the Kafka login of {name} could not be made ({exc}); run the same command "
+                                   "again once the broker answers") from None
+    about, record = _consumer_about(settings, name, read)
+    print_login(settings, name, password, about, as_json, record)
+
+
+@consumers.command("list")
+def list_consumers() -> None:
+    """List consumers: what each reads, when it was added or revoked."""
+    from pipeline.ingest import principals
+
+    rows = asyncio.run(with_connection(lambda conn: principals.listing(conn, "consumer")))
+    table = Table("name", "reads", "created", "revoked")
+    for r in rows:
+        table.add_row(r["name"], ", ".join(r["topics"]), f"{r['created_at']:%Y-%m-%d %H:%M}",
+                      f"{r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "")
+    console.print(table)
+
+
+@consumers.command("revoke")
+@click.argument("name")
+def revoke_consumer(name: str) -> None:
+    """Revoke consumer NAME: delete its Kafka user and ACLs (its name stays taken). Run it again to
+    finish a revoke that failed half way."""
+    from pipeline.ingest import principals
+
+    try:
+        state = asyncio.run(with_connection(lambda conn: principals.revoke(conn, name, "consumer")))
+    except principals.KafkaAccessError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"revoked {name}" if state == "revoked" else f"{name} was revoked before; withdrawing its Kafka "
+               "login again", err=True)
+    _withdraw(Settings(), name, f"parkwarden consumers revoke {name}")
 
 
 # ── dead letters ──────────────────────────────────────────────────────────────────────────

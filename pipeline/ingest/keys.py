@@ -50,17 +50,27 @@ class IntegratorExists(ValueError):
     pass
 
 
-async def add(conn: asyncpg.Connection, name: str, kind: str = "publisher") -> tuple[Integrator, str]:
-    """Add an integrator; return it and its key (the only time the key is ever seen)."""
+async def add(conn: asyncpg.Connection, name: str, kind: str = "publisher",
+              produce_bytes_per_second: int | None = None) -> tuple[Integrator, str]:
+    """Add an integrator (its name taken in the one namespace of ``principals``, with its Kafka produce
+    quota); return it and its key (the only time the key is ever seen)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
     key = new_key()
     try:
-        row = await conn.fetchrow(
-            "INSERT INTO integrators (name, kind, key_prefix, key_sha256) VALUES ($1, $2, $3, $4) RETURNING id",
-            name, kind, key[: len(KEY_PREFIX) + 6], key_digest(key))
+        async with conn.transaction():
+            await conn.execute("INSERT INTO principals (name, kind, produce_bytes_per_second) "
+                               "VALUES ($1, 'integrator', $2)", name, produce_bytes_per_second)
+            row = await conn.fetchrow(
+                "INSERT INTO integrators (name, kind, key_prefix, key_sha256) VALUES ($1, $2, $3, $4) RETURNING id",
+                name, kind, key[: len(KEY_PREFIX) + 6], key_digest(key))
     except asyncpg.UniqueViolationError:
-        raise IntegratorExists(f"an integrator named {name!r} exists; revoke it first or pick another name") from None
+        taken = await conn.fetchval("SELECT kind FROM principals WHERE name = $1", name)
+        if taken in (None, "integrator"):
+            raise IntegratorExists(f"an integrator named {name!r} exists; revoke it first or pick another name") \
+                from None
+        raise IntegratorExists(f"the name {name!r} is taken by a {taken.replace('_', ' ')}; pick another name") \
+            from None
     except asyncpg.CheckViolationError:
         raise ValueError("name: 1-64 characters, letters, digits, '.', '_' or '-', starting with a letter or digit") \
             from None
@@ -70,12 +80,16 @@ async def add(conn: asyncpg.Connection, name: str, kind: str = "publisher") -> t
 async def revoke(conn: asyncpg.Connection, name: str) -> bool:
     """Revoke an integrator's key (its name stays taken, for the record). False if none was active."""
     return bool(await conn.fetchval(
-        "UPDATE integrators SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL RETURNING true", name))
+        """WITH revoked AS (UPDATE integrators SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL
+                            RETURNING name, revoked_at)
+           UPDATE principals p SET revoked_at = r.revoked_at FROM revoked r WHERE p.name = r.name RETURNING true""",
+        name))
 
 
 async def listing(conn: asyncpg.Connection) -> list:
     return await conn.fetch(
-        "SELECT name, kind, key_prefix, created_at, revoked_at FROM integrators ORDER BY name")
+        """SELECT i.name, i.kind, i.key_prefix, i.created_at, i.revoked_at, p.produce_bytes_per_second
+           FROM integrators i LEFT JOIN principals p USING (name) ORDER BY i.name""")
 
 
 class KeyBook:

@@ -1,93 +1,311 @@
-"""An integrator's Kafka login: a SCRAM user of its own and the ACLs that let it write its camera
-events and read the camera commands, nothing else.
+"""Kafka logins of everyone but the pipeline: a SCRAM user of its own, the ACLs that allow it what its
+kind needs and nothing else, and (for integrators) a produce quota.
 
-For an integrator NAME (topic names with ``PW_TOPIC_PREFIX``):
+Three kinds, one namespace (the ``principals`` table; a name is one principal's, whatever its kind):
+
+- an **integrator** NAME (``parkwarden integrators add``; topic names with ``PW_TOPIC_PREFIX``)::
 
     topic camera-events.NAME   WRITE, DESCRIBE    its camera events (the topic says who wrote them)
     topic camera-commands.NAME READ, DESCRIBE     recheck requests to its cameras
     group NAME                 READ               its consumer group (named exactly NAME: a prefix would
                                                   also match another integrator's, e.g. NAME2)
+    quota producer_byte_rate   (--produce-bytes-per-second) what it may write per second, per broker
 
-A data platform feeding reference data (``parkwarden reference kafka-login NAME --kind ...``) gets
-WRITE and DESCRIBE on the reference topics of those kinds only (``feed_bindings``).
+- a **data platform** feeding reference data (``parkwarden reference kafka-login NAME --kind ...``):
+  WRITE and DESCRIBE on the reference topics of those kinds only (``feed_bindings``);
+- a **consumer**, a city system reading outputs (``parkwarden consumers add NAME --topics ...``): READ
+  and DESCRIBE on those topics, READ on its own consumer group NAME (``consumer_bindings``).
 
-Everything else is refused by the broker's authorizer (``allow.everyone.if.no.acl.found=false``):
-another integrator's topic, case-events, tickets, the bare camera-events.
+Everything else is refused by the broker's authorizer (``allow.everyone.if.no.acl.found=false``).
+The reserved names (``reserved``) are never given a login: the broker's super users, the pipeline's
+own principal (``PW_KAFKA_SASL_USERNAME``), the app id (the pipeline's consumer group), ``ANONYMOUS``;
+no ACL ever names a consumer group of the pipeline (``check_bindings``).
 
-How: the SCRAM user is made with Kafka's own ``kafka.admin.ConfigCommand`` (from the jars
-``scripts/services.sh`` resolves, ``PW_KAFKA_TOOLS_CLASSPATH``), because no Python Kafka client
-speaks AlterUserScramCredentials; the ACLs with CreateAcls/DeleteAcls requests from aiokafka's
-protocol classes, in one connection. Both run as the pipeline's own principal (a super user).
+How: confluent-kafka's AdminClient (librdkafka) makes SCRAM users (AlterUserScramCredentials) and
+ACLs (CreateAcls, DescribeAcls, DeleteAcls), as the pipeline's own principal (a super user). Produce
+quotas are the exception: neither confluent-kafka nor another Python client has AlterClientQuotas yet
+(librdkafka has no client-quota API), so that one request is sent with aiokafka's protocol classes
+(``_AlterClientQuotas``, KIP-546 version 0) and read back with aiokafka's DescribeClientQuotas.
 """
 
 import asyncio
-import os
 import secrets
-import tempfile
+from collections.abc import Iterable
 
+import asyncpg
 from aiokafka.client import AIOKafkaClient
-from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest
+from aiokafka.protocol.admin import DescribeClientQuotasRequest
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import Array, Boolean, Float64, Int16, Int32, Schema, String
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType,
+                                   ResourceType, ScramCredentialInfo, ScramMechanism, UserScramCredentialDeletion,
+                                   UserScramCredentialUpsertion)
 
-from pipeline.config import ROOT, Settings
+from pipeline.config import Settings
 from schemas import topics
 
-TOPIC, GROUP, ANY = 2, 3, 1
-READ, WRITE, DESCRIBE = 3, 4, 8
-ALLOW = 3
-LITERAL = 3
 ITERATIONS = 8192
+PRODUCE_QUOTA = "producer_byte_rate"
+NAME_RULE = "1-64 characters, letters, digits, '.', '_' or '-', starting with a letter or digit"
+ALWAYS_RESERVED = ("ANONYMOUS",)
+"""Kafka's principal for a client that did not log in."""
+CONSUMER_TOPICS = (topics.TICKETS, topics.CASE_EVENTS, topics.DEAD_LETTERS)
+"""What a city system may read: the pipeline's outputs to the city (never an integrator's topics)."""
 
 
 class KafkaAccessError(RuntimeError):
-    """The broker (or Kafka's tool) refused to make or withdraw an integrator's login."""
+    """The broker refused to make or withdraw a login, or the name may not have one."""
 
 
-def bindings(settings: Settings, name: str) -> list[tuple[int, str, int, int]]:
-    """(resource type, resource name, pattern type, operation) allowed to integrator ``name``."""
+class ReservedName(KafkaAccessError):
+    """The name is the pipeline's, the broker's or Kafka's own."""
+
+
+def reserved(settings: Settings) -> set[str]:
+    """Names no integrator, data platform or consumer may take (compared without case): the broker's
+    super users (``PW_KAFKA_SUPER_USERS``), the pipeline's own principal, the app id (Faust's app and
+    the pipeline's consumer group) and ``ANONYMOUS``."""
+    names = [*settings.kafka_super_users.split(","), settings.kafka_sasl_username or "", settings.app_id,
+             *pipeline_groups(settings), *ALWAYS_RESERVED]
+    return {n.strip().lower() for n in names if n.strip()}
+
+
+def pipeline_groups(settings: Settings) -> set[str]:
+    """The consumer groups the pipeline's workers use (Faust's group is the app id)."""
+    return {settings.app_id}
+
+
+def check_name(settings: Settings, name: str) -> None:
+    """Raise ``ReservedName`` for a name reserved for the pipeline, the broker or Kafka."""
+    if name.lower() in reserved(settings):
+        raise ReservedName(f"{name!r} is reserved (the pipeline's, the broker's or Kafka's own: "
+                           f"{', '.join(sorted(reserved(settings)))}); pick another name")
+
+
+def _allow(resource_type: ResourceType, resource: str, name: str, operation: AclOperation) -> AclBinding:
+    return AclBinding(resource_type, resource, ResourcePatternType.LITERAL, f"User:{name}", "*", operation,
+                      AclPermissionType.ALLOW)
+
+
+def bindings(settings: Settings, name: str) -> list[AclBinding]:
+    """What integrator ``name`` is allowed."""
     own = topics.camera_events_of(settings.topic(topics.CAMERA_EVENTS.name), name)
     commands = topics.camera_commands_of(settings.topic(topics.CAMERA_COMMANDS.name), name)
-    return [(TOPIC, own, LITERAL, WRITE), (TOPIC, own, LITERAL, DESCRIBE),
-            (TOPIC, commands, LITERAL, READ), (TOPIC, commands, LITERAL, DESCRIBE),
-            (GROUP, name, LITERAL, READ)]
+    return [_allow(ResourceType.TOPIC, own, name, AclOperation.WRITE),
+            _allow(ResourceType.TOPIC, own, name, AclOperation.DESCRIBE),
+            _allow(ResourceType.TOPIC, commands, name, AclOperation.READ),
+            _allow(ResourceType.TOPIC, commands, name, AclOperation.DESCRIBE),
+            _allow(ResourceType.GROUP, name, name, AclOperation.READ)]
 
 
-def feed_bindings(settings: Settings, kinds: list[topics.Topic]) -> list[tuple[int, str, int, int]]:
-    """What a data platform may do: write (and describe) the reference topics ``kinds``, nothing else."""
-    return [(TOPIC, settings.topic(t.name), LITERAL, operation) for t in kinds for operation in (WRITE, DESCRIBE)]
+def feed_bindings(settings: Settings, kinds: Iterable[topics.Topic], name: str = "") -> list[AclBinding]:
+    """What a data platform may do: write (and describe) the reference topics ``kinds``, nothing else.
+    (``name`` is filled in by ``grant`` when left empty.)"""
+    return [_allow(ResourceType.TOPIC, settings.topic(t.name), name, operation)
+            for t in kinds for operation in (AclOperation.WRITE, AclOperation.DESCRIBE)]
 
 
-async def grant(settings: Settings, name: str, allowed: list[tuple[int, str, int, int]] | None = None) -> str:
-    """Make (or reset) principal ``name``'s SCRAM user with a new password, and its ACLs (``allowed``;
-    by default an integrator's, ``bindings``); return the password (shown once, like an API key)."""
+def consumer_bindings(settings: Settings, name: str, read: Iterable[topics.Topic]) -> list[AclBinding]:
+    """What a city system may do: read (and describe) the topics ``read`` in its own consumer group
+    ``name``, nothing else."""
+    return [_allow(ResourceType.TOPIC, settings.topic(t.name), name, operation)
+            for t in read for operation in (AclOperation.READ, AclOperation.DESCRIBE)] + \
+        [_allow(ResourceType.GROUP, name, name, AclOperation.READ)]
+
+
+def check_bindings(settings: Settings, allowed: list[AclBinding]) -> None:
+    """No ACL may name a consumer group of the pipeline (whoever held it could commit its offsets)."""
+    groups = {g.lower() for g in pipeline_groups(settings)}
+    for binding in allowed:
+        if binding.restype == ResourceType.GROUP and binding.name.lower() in groups:
+            raise ReservedName(f"refused: an ACL on the pipeline's consumer group {binding.name!r}")
+
+
+async def grant(settings: Settings, name: str, allowed: list[AclBinding] | None = None,
+                produce_bytes_per_second: int | None = None) -> str:
+    """Make (or reset) principal ``name``'s SCRAM user with a new password, set its ACLs to exactly
+    ``allowed`` (by default an integrator's, ``bindings``; ACLs it had beyond them are deleted) and its
+    produce quota (None: none); return the password (shown once, like an API key). Raises
+    ``ReservedName`` for a reserved name, ``KafkaAccessError`` naming what the broker refused."""
     _need_sasl(settings)
+    check_name(settings, name)
+    allowed = [_allow(b.restype, b.name, name, b.operation) for b in (allowed or bindings(settings, name))]
+    check_bindings(settings, allowed)
+    await check_reachable(settings)
     password = secrets.token_urlsafe(24)
-    # In a config file the value has no brackets (on a command line: SCRAM-SHA-512=[iterations=…,password=…]).
-    await _scram(settings, name, f"{settings.kafka_sasl_mechanism}=iterations={ITERATIONS},password={password}",
-                 "--add-config-file", secret=password)
-    client = await _client(settings)
-    try:
-        for resource_type, resource, pattern, operation in allowed or bindings(settings, name):
-            response = await client.send(client.get_random_node(), CreateAclsRequest(
-                resource_type, resource, pattern, f"User:{name}", "*", operation, ALLOW))
-            for error_code, message in response.creation_responses:
-                if error_code:
-                    raise KafkaAccessError(f"the broker refused an ACL for {name} on {resource}: {message} "
-                                           f"(error {error_code})")
-    finally:
-        await client.close()
+    admin = _admin(settings)
+    mechanism = ScramMechanism[settings.kafka_sasl_mechanism.replace("-", "_")]
+    await _each(admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
+        name, ScramCredentialInfo(mechanism, ITERATIONS), password.encode())]), f"make the SCRAM user {name}")
+    existing = await _one(admin.describe_acls(_everything_of(name)), f"read the ACLs of {name}")
+    wanted = {_key(b) for b in allowed}
+    stale = [b for b in existing if _key(b) not in wanted]
+    if stale:
+        await _each(admin.delete_acls([_filter_of(b) for b in stale]), f"delete old ACLs of {name}")
+    await _each(admin.create_acls(allowed), f"make the ACLs of {name}")
+    await set_quota(settings, name, produce_bytes_per_second)
     return password
 
 
 async def withdraw(settings: Settings, name: str) -> None:
-    """Delete integrator ``name``'s SCRAM user and every ACL of its principal."""
+    """Delete principal ``name``'s ACLs, quota and SCRAM user. Safe to run again: what is already gone
+    is not an error (a revoke that failed half way is finished by running it again)."""
     _need_sasl(settings)
-    client = await _client(settings)
+    check_name(settings, name)
+    await check_reachable(settings)
+    admin = _admin(settings)
+    await _each(admin.delete_acls([_everything_of(name)]), f"delete the ACLs of {name}")
+    await set_quota(settings, name, None)
+    mechanism = ScramMechanism[settings.kafka_sasl_mechanism.replace("-", "_")]
+    await _each(admin.alter_user_scram_credentials([UserScramCredentialDeletion(name, mechanism)]),
+                f"delete the SCRAM user {name}", gone_is_fine=True)
+    # A client already logged in keeps its connection until it reconnects; its ACLs are gone at once.
+
+
+async def has_login(settings: Settings, name: str) -> bool:
+    """Whether the broker holds a SCRAM user ``name``."""
+    admin = _admin(settings)
     try:
-        await client.send(client.get_random_node(), DeleteAclsRequest(ANY, None, ANY, f"User:{name}", None, ANY, ANY))
+        await _each(admin.describe_user_scram_credentials([name]), f"read the SCRAM user {name}")
+    except KafkaAccessError as exc:
+        if isinstance(exc.__cause__, KafkaException) and \
+                exc.__cause__.args[0].code() == KafkaError.RESOURCE_NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def acls_of(settings: Settings, name: str) -> list[AclBinding]:
+    """The ACLs the broker holds for principal ``name``."""
+    admin = _admin(settings)
+    return await _one(admin.describe_acls(_everything_of(name)), f"read the ACLs of {name}")
+
+
+# ── who has a login (PostgreSQL: ``principals``, one namespace for every kind) ──────────────────
+
+KIND_WORDS = {"integrator": "an integrator", "data_platform": "a data platform", "consumer": "a consumer"}
+
+
+async def registered(conn, name: str):
+    """The principal named ``name`` (any kind, revoked too), or None."""
+    return await conn.fetchrow("SELECT name, kind, topics, produce_bytes_per_second, created_at, revoked_at "
+                               "FROM principals WHERE name = $1", name)
+
+
+async def active(conn, settings: Settings, name: str, kind: str):
+    """Principal ``name`` of ``kind``, not revoked; else ``KafkaAccessError`` saying why not (reserved,
+    unknown, another kind, revoked): a login is only ever made or reset for one of these."""
+    check_name(settings, name)
+    found = await registered(conn, name)
+    if found is None:
+        raise KafkaAccessError(f"no {KIND_WORDS[kind].split(' ', 1)[1]} named {name!r}")
+    if found["kind"] != kind:
+        raise KafkaAccessError(f"{name!r} is {KIND_WORDS[found['kind']]}, not {KIND_WORDS[kind]}")
+    if found["revoked_at"] is not None:
+        raise KafkaAccessError(f"{name!r} was revoked on {found['revoked_at']:%Y-%m-%d %H:%M}; its name stays taken")
+    return found
+
+
+async def register(conn, settings: Settings, name: str, kind: str, topic_names: list[str]) -> bool:
+    """Record (or, for an active principal of the same kind, update the topics of) principal ``name``;
+    True if it is new. Refuses reserved names and names taken by another kind or revoked."""
+    check_name(settings, name)
+    if await registered(conn, name) is not None:
+        await active(conn, settings, name, kind)
+        await conn.execute("UPDATE principals SET topics = $2 WHERE name = $1", name, topic_names)
+        return False
+    try:
+        await conn.execute("INSERT INTO principals (name, kind, topics) VALUES ($1, $2, $3)", name, kind, topic_names)
+    except asyncpg.CheckViolationError:
+        raise KafkaAccessError(f"name: {NAME_RULE}") from None
+    return True
+
+
+async def revoke(conn, name: str, kind: str) -> str:
+    """Mark principal ``name`` of ``kind`` revoked: "revoked" now, "already" (revoked before: its Kafka
+    login is withdrawn again), or ``KafkaAccessError`` for no such principal."""
+    found = await registered(conn, name)
+    if found is None or found["kind"] != kind:
+        raise KafkaAccessError(f"no {KIND_WORDS[kind].split(' ', 1)[1]} named {name!r}")
+    if found["revoked_at"] is not None:
+        return "already"
+    await conn.execute("UPDATE principals SET revoked_at = now() WHERE name = $1", name)
+    return "revoked"
+
+
+async def listing(conn, kind: str) -> list:
+    return await conn.fetch("SELECT name, topics, produce_bytes_per_second, created_at, revoked_at FROM principals "
+                            "WHERE kind = $1 ORDER BY name", kind)
+
+
+# ── produce quotas (AlterClientQuotas: no Python client library has it, see the module's docstring) ──
+
+
+class _AlterClientQuotasResponse_v0(Response):
+    API_KEY = 49
+    API_VERSION = 0
+    SCHEMA = Schema(("throttle_time_ms", Int32),
+                    ("entries", Array(("error_code", Int16), ("error_message", String("utf-8")),
+                                      ("entity", Array(("entity_type", String("utf-8")),
+                                                       ("entity_name", String("utf-8")))))))
+
+
+class _AlterClientQuotasRequest_v0(RequestStruct):
+    API_KEY = 49
+    API_VERSION = 0
+    RESPONSE_TYPE = _AlterClientQuotasResponse_v0
+    SCHEMA = Schema(("entries", Array(("entity", Array(("entity_type", String("utf-8")),
+                                                       ("entity_name", String("utf-8")))),
+                                      ("ops", Array(("key", String("utf-8")), ("value", Float64),
+                                                    ("remove", Boolean))))),
+                    ("validate_only", Boolean))
+
+
+class _AlterClientQuotas(Request[_AlterClientQuotasRequest_v0]):
+    API_KEY = 49
+
+    def __init__(self, user: str, key: str, value: float | None):
+        self.entries = [([("user", user)], [(key, value or 0.0, value is None)])]
+
+    def build(self, request_struct_class: type[_AlterClientQuotasRequest_v0]) -> _AlterClientQuotasRequest_v0:
+        return request_struct_class(self.entries, False)
+
+
+async def set_quota(settings: Settings, name: str, produce_bytes_per_second: int | None) -> None:
+    """Set (None: remove) user ``name``'s produce quota on the broker."""
+    client = await _protocol_client(settings)
+    try:
+        response = await client.send(client.get_random_node(),
+                                     _AlterClientQuotas(name, PRODUCE_QUOTA, produce_bytes_per_second))
     finally:
         await client.close()
-    await _scram(settings, name, settings.kafka_sasl_mechanism, "--delete-config")
-    # A client already logged in keeps its connection until it reconnects; its ACLs are gone at once.
+    for error_code, message, _ in response.entries:
+        if error_code:
+            raise KafkaAccessError(f"the broker refused the produce quota of {name}: {message} (error {error_code})")
+
+
+async def quotas(settings: Settings, names: Iterable[str] = ()) -> dict[str, int]:
+    """Produce quotas (bytes per second) the broker holds per user: of ``names``, or of every user."""
+    client = await _protocol_client(settings)
+    try:
+        components = [[("user", 0, n)] for n in names] or [[("user", 2, None)]]
+        found: dict[str, int] = {}
+        for component in components:
+            response = await client.send(client.get_random_node(), DescribeClientQuotasRequest(component, True))
+            if response.error_code:
+                raise KafkaAccessError(f"the broker did not say its quotas: {response.error_message}")
+            for entity, values in response.entries:
+                user = dict(entity).get("user")
+                for key, value in values:
+                    if key == PRODUCE_QUOTA and user:
+                        found[user] = int(value)
+        return found
+    finally:
+        await client.close()
+
+
+# ── plumbing ──────────────────────────────────────────────────────────────────────────────
 
 
 def _need_sasl(settings: Settings) -> None:
@@ -96,7 +314,25 @@ def _need_sasl(settings: Settings) -> None:
                                "own principal): `eval \"$(scripts/services.sh env)\"`")
 
 
-async def _client(settings: Settings) -> AIOKafkaClient:
+async def check_reachable(settings: Settings) -> None:
+    """Raise ``KafkaAccessError`` at once when the broker cannot be reached or refuses the pipeline's
+    login (librdkafka would only time out, after its whole timeout)."""
+    try:
+        client = await _protocol_client(settings)
+    except Exception as exc:  # noqa: BLE001 - said in the error
+        raise KafkaAccessError(f"the broker at {settings.kafka_bootstrap} cannot be reached or refused the "
+                               f"pipeline's login ({type(exc).__name__}: {exc}); check PW_KAFKA_BOOTSTRAP and "
+                               "PW_KAFKA_SASL_USERNAME / PW_KAFKA_SASL_PASSWORD") from None
+    await client.close()
+
+
+def _admin(settings: Settings):
+    from pipeline.bootstrap import admin_client
+
+    return admin_client(settings, "access")
+
+
+async def _protocol_client(settings: Settings) -> AIOKafkaClient:
     from pipeline.bootstrap import kafka_client_options
 
     client = AIOKafkaClient(request_timeout_ms=15_000, client_id=f"{settings.app_id}-access",
@@ -105,34 +341,38 @@ async def _client(settings: Settings) -> AIOKafkaClient:
     return client
 
 
-async def _scram(settings: Settings, name: str, config: str, how: str, secret: str = "") -> None:
-    """Run ConfigCommand on user ``name``: ``--add-config-file`` (``config`` written to a private file,
-    never on a command line) or ``--delete-config``."""
-    with tempfile.TemporaryDirectory(prefix="pw-kafka-") as folder:
-        login = os.path.join(folder, "login.properties")
-        _private(login, "security.protocol=SASL_PLAINTEXT\n"
-                        f"sasl.mechanism={settings.kafka_sasl_mechanism}\n"
-                        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
-                        f'username="{settings.kafka_sasl_username}" '
-                        f'password="{settings.kafka_sasl_password.get_secret_value()}";\n')
-        argument = config
-        if how == "--add-config-file":
-            argument = os.path.join(folder, "scram.properties")
-            _private(argument, config + "\n")
-        proc = await asyncio.create_subprocess_exec(
-            "java", "-Xmx256m", f"-Dlog4j.configuration=file:{ROOT / 'scripts/services/kafka-tools-log4j.properties'}",
-            "-cp", settings.kafka_tools_classpath, "kafka.admin.ConfigCommand",
-            "--bootstrap-server", settings.kafka_bootstrap, "--command-config", login,
-            "--alter", how, argument, "--entity-type", "users", "--entity-name", name,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        text = out.decode(errors="replace").replace(secret or "\0", "***").strip().splitlines()  # it echoes the password
-        raise KafkaAccessError(f"Kafka's ConfigCommand could not {'make' if how != '--delete-config' else 'delete'} "
-                               f"the SCRAM user {name}: {' '.join(text[-3:])[:500]}")
+def _everything_of(name: str) -> AclBindingFilter:
+    return AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{name}", None, AclOperation.ANY,
+                            AclPermissionType.ANY)
 
 
-def _private(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+def _filter_of(b: AclBinding) -> AclBindingFilter:
+    return AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation,
+                            b.permission_type)
+
+
+def _key(b: AclBinding) -> tuple:
+    return (b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type)
+
+
+async def _one(future, what: str):
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), 30)
+    except KafkaException as exc:
+        raise KafkaAccessError(f"the broker refused to {what}: {exc.args[0].str()}") from exc
+    except TimeoutError:
+        raise KafkaAccessError(f"no answer from the broker within 30 s (to {what})") from None
+
+
+async def _each(futures: dict, what: str, gone_is_fine: bool = False) -> None:
+    """Wait for every future of a confluent-kafka admin call; raise the first refusal (a resource
+    already gone is fine when ``gone_is_fine``)."""
+    for future in futures.values():
+        try:
+            await _one(future, what)
+        except KafkaAccessError as exc:
+            cause = exc.__cause__
+            if gone_is_fine and isinstance(cause, KafkaException) and \
+                    cause.args[0].code() == KafkaError.RESOURCE_NOT_FOUND:
+                continue
+            raise
