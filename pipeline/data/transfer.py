@@ -36,6 +36,8 @@ from pipeline.data.models import plate_values
 from pipeline.lookups.owners import scrub
 
 CHUNK_ROWS = 20_000
+MAX_CHANGE = 0.10
+"""A snapshot may retire, end, delete or remove at most this share of the rows in use (``--max-change``)."""
 KEEP_REFUSALS = 1000
 """A report lists at most this many refused rows (it counts them all)."""
 REBUILD_ROWS = 50_000
@@ -82,6 +84,22 @@ class ImportReport:
         self.refused_count += 1
         if len(self.refused) < KEEP_REFUSALS:
             self.refused.append(refusal)
+
+
+def snapshot_refusal(what: str, verb: str, file_rows: int, absent: int, in_use: int, max_change: float,
+                     force: bool) -> Refusal | None:
+    """Why a snapshot must not be applied: an empty file, or one that would ``verb`` more than ``max_change``
+    of the ``in_use`` rows (naming the counts); None when it may be, or with ``force``."""
+    if force:
+        return None
+    if file_rows == 0:
+        return Refusal(0, "--snapshot", f"the file has no rows: as a snapshot it would {verb} all {in_use:,} {what}; "
+                                        "nothing was applied (give --force to empty the registry)")
+    if absent > max_change * in_use:
+        return Refusal(0, "--snapshot", f"the snapshot would {verb} {absent:,} of the {in_use:,} {what} in use "
+                                        f"({absent / in_use:.1%}), more than --max-change {max_change:.0%}: nothing "
+                                        "was applied; check that the file is the whole registry, or give --force")
+    return None
 
 
 Progress = Callable[[int, int], None]
@@ -146,9 +164,12 @@ class _Validator:
 async def import_file(conn: asyncpg.Connection, kind_name: str, path: Path, fmt: str | None = None, *,
                       dry_run: bool = False, snapshot: bool = False, actor: str = "data-import",
                       tz: ZoneInfo | None = None, progress: Progress | None = None,
-                      chunk_rows: int = CHUNK_ROWS) -> ImportReport:
+                      chunk_rows: int = CHUNK_ROWS, max_change: float = MAX_CHANGE,
+                      force: bool = False) -> ImportReport:
     """Validate and apply ``path`` to the ``kind_name`` registry on ``conn``; see the module docstring.
-    Raises ``FormatError`` when the file cannot be read as ``fmt`` at all (nothing applied).
+    Raises ``FormatError`` when the file cannot be read as ``fmt`` at all (nothing applied). A snapshot
+    is refused when the file is empty or would retire (end, delete) more than ``max_change`` of the rows
+    in use (``snapshot_refusal``), unless ``force``.
 
     The whole file goes to one staging table: a plain CSV of a kind in ``FAST_ROWS`` by a COPY of the
     file itself, checked by Python at the same time (``_copy_csv``), any other file row by row through
@@ -196,14 +217,21 @@ async def import_file(conn: asyncpg.Connection, kind_name: str, path: Path, fmt:
         if snapshot and direct:
             report.counts["retired"] = 0  # the table was empty: every row in it is from the file
         elif snapshot:
+            in_use = await conn.fetchval(kind.in_use)
             await conn.execute(f"CREATE TEMP VIEW {seen} AS SELECT "
                                + ", ".join(f"{e} AS {c}" for c, e in kind.key_exprs.items()) + f" FROM {stage}")
             absent = 0
             for sql in kind.snapshot:
                 absent += int((await conn.execute(sql.format(seen=seen))).split()[-1])
             await conn.execute(f"DROP VIEW {seen}")
-            report.counts["deleted" if kind.name in ("car-parks", "zones") else "retired"] = absent
+            deletes = kind.name in ("car-parks", "zones")
+            report.counts["deleted" if deletes else "retired"] = absent
             report.step("snapshot", t)
+            refusal = snapshot_refusal(kind.name.replace("-", " "), {"plates": "retire", "contacts": "end"}.get(
+                kind.name, "delete"), report.rows, absent, in_use, max_change, force)
+            if refusal is not None:
+                report.refuse(refusal)
+                return report
         await conn.execute(
             "INSERT INTO audit_log (at, case_id, actor, action, detail) VALUES (now(), NULL, $1, $2, $3::text::jsonb)",
             actor, f"data_import:{kind.name}",
