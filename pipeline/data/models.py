@@ -21,7 +21,7 @@ PHONE_PATTERN = r"^\+?[0-9]{6,15}$"
 def _plate(value: object) -> object:
     if not isinstance(value, str):
         return value
-    if STANDARD.match(value) or NEW_ENERGY.match(value):
+    if STANDARD.fullmatch(value) or NEW_ENERGY.fullmatch(value):
         return value  # already normalized (most rows of a registry's export): skip the work
     return checked_plate(value)
 
@@ -61,7 +61,7 @@ class PlateRow(Row):
     vehicle_colour: VehicleColourCode | None = None
 
 
-_STANDARD, _NEW_ENERGY = STANDARD.match, NEW_ENERGY.match
+_STANDARD, _NEW_ENERGY = STANDARD.fullmatch, NEW_ENERGY.fullmatch
 
 
 def plate_values(plate: str, plate_type: str, owner_id: str, vehicle_make: str, vehicle_colour: str) -> tuple | None:

@@ -10,7 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.vehicles import PLATE_TYPES, VEHICLE_COLOURS, plate_types_of_colour
 from pipeline.data.formats import FormatError, Problem, Writer, detect_format, read_rows
 from pipeline.data.kinds import KINDS
-from pipeline.data.models import CarParkRow, ContactRow, PlateRow, ZoneRow
+from pipeline.data.models import CarParkRow, ContactRow, PlateRow, ZoneRow, plate_values
 
 FIWARE_EXAMPLE = {  # the smart-data-models OffStreetParking normalized NGSI-LD example, trimmed
     "id": "urn:ngsi-ld:OffStreetParking:porto-ParkingLot-23889", "type": "OffStreetParking",
@@ -146,3 +146,19 @@ def test_the_plain_check_of_a_plate_row_takes_a_row_only_as_the_row_model_has_it
             model = None
         assert fast is None or fast == model, values
     assert plate_values(*cases[0]) == cases[0] and plate_values(*cases[1]) == ("浙A1B2C3", "02", "o-1", None, None)
+
+
+# ── identifiers are matched whole (fullmatch), a trailing newline included ───────────────────────────
+
+@pytest.mark.parametrize("plate", ["浙AL9R34\n", "浙AD12345\n"])
+def test_a_plate_with_a_trailing_newline_is_stored_without_it(plate):
+    assert PlateRow(plate=plate, owner_id="o-1").plate == plate.strip()
+    assert plate_values(plate, "", "o-1", "", "") is None, "the plain check leaves it to the row model"
+
+
+def test_an_operator_name_with_a_trailing_newline_is_refused():
+    from pipeline.console import auth
+
+    auth.check_name_and_role("li", "viewer")
+    with pytest.raises(auth.OperatorError):
+        auth.check_name_and_role("li\n", "viewer")
