@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from pipeline.data.formats import FormatError, Writer, detect_format
+from pipeline.data.formats import FormatError, Writer, detect_format, point_feature
 from pipeline.data.kinds import KINDS
 from pipeline.data.transfer import (MAX_CHANGE, ImportReport, Progress, Refusal, export_file, import_file,
                                     snapshot_refusal)
@@ -135,18 +135,19 @@ def _camera_rows(path: Path, fmt: str) -> list[tuple[int, registry.Camera | regi
         raise FormatError(f"cameras can be imported from {', '.join(CAMERA_FORMATS)}, not {fmt}")
     try:
         doc = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path.name} is not a JSON document: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep, too long a number
+        raise FormatError(f"{path.name} is not a JSON document we read: {type(exc).__name__}: "
+                          f"{str(exc)[:200]}") from None
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" \
+            or not isinstance(doc.get("features") or [], list):
         raise FormatError(f"{path.name}: a GeoJSON FeatureCollection was expected")
     rows = []
     for n, feature in enumerate(doc.get("features") or [], start=1):
-        geometry = (feature or {}).get("geometry") or {}
-        coordinates = geometry.get("coordinates") or []
-        if geometry.get("type") != "Point" or len(coordinates) < 2:
-            rows.append((n, CameraProblem("lat, lon: a camera is a GeoJSON Point [lon, lat]")))
+        point = point_feature(feature, "a camera")
+        if isinstance(point, str):
+            rows.append((n, CameraProblem(f"lat, lon: {point}" if isinstance(feature, dict) else point)))
             continue
-        fields = dict(feature.get("properties") or {})
+        fields, coordinates = point
         if "id" in feature and "id" not in fields:
             fields["id"] = feature["id"]
         fields["lon"], fields["lat"] = coordinates[:2]

@@ -122,7 +122,7 @@ class CarParkRow(Row):
     short_name: Text | None = Field(default=None, validate_default=True)
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
-    capacity: int = Field(ge=0)
+    capacity: int = Field(ge=0, le=100_000)
 
     @field_validator("short_name")
     @classmethod
@@ -135,12 +135,12 @@ class ZoneRow(Row):
 
     id: ZoneId
     name: Text
-    window_seconds: float | None = Field(default=None, gt=0)
+    window_seconds: float | None = Field(default=None, gt=0, le=86_400)
     exempt_reason: Text | None = None
     exempt_from_hour: int | None = Field(default=None, ge=0, le=23)
     exempt_until_hour: int | None = Field(default=None, ge=0, le=24)
-    first_offence_months: int | None = Field(default=None, ge=0)
-    new_camera_days: int | None = Field(default=None, ge=0)
+    first_offence_months: int | None = Field(default=None, ge=0, le=1_200)
+    new_camera_days: int | None = Field(default=None, ge=0, le=36_500)
     confirm_tickets: bool | None = None
 
     @model_validator(mode="after")

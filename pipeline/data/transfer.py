@@ -147,6 +147,9 @@ class _Validator:
         pick = itemgetter(*(header.index(f) if f in header else width for f in fields))
         records, others = [], []
         for line, values in rows:
+            if isinstance(values, Problem):
+                others.append((line, values))
+                continue
             if len(values) != width:
                 others.append((line, Problem("", f"{len(values)} values for {width} columns")))
                 continue
@@ -263,8 +266,9 @@ async def _stage_rows(conn, kind: Kind, path: Path, fmt: str, stage: str, valida
         if len(set(header)) == len(header):
             chunks = (validator.csv_values(header, rows) for rows in _chunks(values, chunk_rows))
         else:
-            rows = ((n, {k: v for k, v in zip(header, r) if v != ""} if len(r) == len(header)
-                     else Problem("", f"{len(r)} values for {len(header)} columns")) for n, r in values)
+            rows = ((n, r if isinstance(r, Problem) else {k: v for k, v in zip(header, r) if v != ""}
+                     if len(r) == len(header) else Problem("", f"{len(r)} values for {len(header)} columns"))
+                    for n, r in values)
             chunks = (validator.dicts(c) for c in _chunks(rows, chunk_rows))
     else:
         chunks = (validator.dicts(rows) for rows in _chunks(read_rows(path, fmt, kind.fields, counted), chunk_rows))
@@ -314,7 +318,16 @@ async def _copy_csv(conn, kind: Kind, path: Path, stage: str, report: ImportRepo
 
     def check(lines: list[str]) -> None:
         n = line[0]
-        for values in csv.reader(lines):
+        reader = csv.reader(lines)
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:  # a field over csv.field_size_limit(): Python reads the file again and says so
+                n += 1
+                flagged.append(n)
+                continue
             n += 1
             if len(values) != width:
                 flagged.append(n)  # COPY fails on it: Python reads the file again and says so

@@ -279,3 +279,18 @@ async def test_a_csv_row_with_too_few_values_is_named_whichever_reader_reads_the
     async with stack.pool.acquire() as conn:
         report = await import_file(conn, "plates", path)
     assert [str(r) for r in report.refused] == ["row 3: (row): 1 values for 2 columns"]
+
+
+async def test_a_hostile_plates_file_is_refused_row_by_row_on_either_reading_path(stack, tmp_path):
+    """A field over the CSV reader's limit in a plain CSV (COPYed by PostgreSQL while Python checks it) and in
+    JSON lines; deep nesting and a 5,000-digit number in JSON lines: each a refusal of its row."""
+    plain = write(tmp_path / "plates.csv", f"plate,owner_id\n浙A1B2C3,o-1\n浙A1B2C4,{'o' * 200_000}\n浙A1B2C5,o-3\n")
+    lines = write(tmp_path / "plates.jsonl", "\n".join([
+        json.dumps({"plate": "浙A1B2C3", "owner_id": "o-1"}, ensure_ascii=False), "[" * 100_000 + "]" * 100_000,
+        '{"plate": "浙A1B2C4", "owner_id": ' + "9" * 5000 + "}"]))
+    async with stack.pool.acquire() as conn:
+        csv_report = await import_file(conn, "plates", plain)
+        json_report = await import_file(conn, "plates", lines)
+    assert [(r.row, r.field) for r in csv_report.refused] == [(3, "owner_id")]
+    assert [r.row for r in json_report.refused] == [2, 3]
+    assert await stack.count("SELECT count(*) FROM plate_registry WHERE plate LIKE '浙A1B2C%'") == 0
