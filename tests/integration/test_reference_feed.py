@@ -143,15 +143,15 @@ async def test_tombstones_retire_and_bad_messages_become_dead_letters_while_the_
     assert await stack.count("SELECT count(*) FROM plate_registry WHERE plate = ANY($1)", [gone, renamed]) == 2, \
         "retired registrations stay on record"
     await wait_for(lambda: stack.count("SELECT count(*) >= 5 FROM dead_letters"), 20, "the five dead letters")
-    letters = await stack.pool.fetch("SELECT source_topic, reason FROM dead_letters ORDER BY source_topic, id")
+    letters = await stack.pool.fetch("SELECT source_topic, reason FROM dead_letters ORDER BY source_topic, reason")
     assert [(r["source_topic"].removeprefix(stack.prefix), r["reason"].split(":")[0]) for r in letters] == [
         ("reference.cameras", "after.commissioned_on"),
+        ("reference.contacts", "invalid ContactRecord"),
+        ("reference.contacts", "invalid ContactRecord"),
         ("reference.contacts", "unknown Debezium op 't'"),
-        ("reference.contacts", "invalid ContactRecord"),
-        ("reference.contacts", "invalid ContactRecord"),
         ("reference.plates", "not JSON"),
     ]
-    assert "phone" in letters[2]["reason"] and "language" in letters[3]["reason"]
+    assert {"language", "phone"} == {r["reason"].split(": ")[1] for r in letters[1:3]}
     await no_personal_data_in_dead_letters(stack, worker)
 
     await stack.publish(stack.violation(gone))
