@@ -26,7 +26,7 @@ from schemas import topics
 
 from pipeline.sms.kannel import read_fakesmsc_line
 
-from tests.privacy import no_phone_in
+from tests.privacy import dead_letters_text, no_phone_in
 from tests.unit.test_reference_decode import hostile_message
 
 from .conftest import KAFKA, Stack, wait_for
@@ -162,8 +162,8 @@ async def test_tombstones_retire_and_bad_messages_become_dead_letters_while_the_
 
 async def no_personal_data_in_dead_letters(stack: Stack, worker) -> None:
     """The table, the DeadLetter messages on Kafka and the worker's log hold neither the phone nor the owner id."""
-    rows = await stack.pool.fetch("SELECT key, reason, errors::text, raw, raw_sha256 FROM dead_letters")
-    stored = " ".join(f"{(r['key'] or b'').decode()} {r['reason']} {r['errors']} {r['raw'].decode()}" for r in rows)
+    rows = await stack.pool.fetch("SELECT key, reason, errors::text AS errors, raw, raw_sha256 FROM dead_letters")
+    stored = dead_letters_text(rows)
     published = json.dumps(await stack.consume(topics.DEAD_LETTERS, lambda ms: len(ms) >= len(rows)),
                            ensure_ascii=False)
     published += " ".join(base64.b64decode(m["raw_base64"]).decode()
@@ -218,9 +218,8 @@ async def test_a_batch_of_hostile_reference_messages_applies_its_good_ones_and_d
                if isinstance(decode.decode(kind, key, value, Columns()), Rejected)}
     kept = {r["offset"] for r in await stack.pool.fetch('SELECT "offset" FROM dead_letters')}
     assert refused <= kept and len(kept) == counts["dead_letters"], "every refused message is a dead letter"
-    rows = await stack.pool.fetch("SELECT key, reason, errors::text, raw FROM dead_letters")
-    no_phone_in(" ".join(f"{(r['key'] or b'').decode('utf-8', 'replace')} {r['reason']} {r['errors']} "
-                         f"{r['raw'].decode('utf-8', 'replace')}" for r in rows), "the dead letters", PHONE)
+    rows = await stack.pool.fetch("SELECT key, reason, errors::text AS errors, raw FROM dead_letters")
+    no_phone_in(dead_letters_text(rows), "the dead letters", PHONE)
 
 
 async def test_a_data_platform_login_may_write_only_the_reference_topics_it_was_given(stack: Stack):
