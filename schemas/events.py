@@ -381,11 +381,16 @@ class DeadLetter(Message):
                                                            "the original message (raw_size says how long it was).")
     errors_omitted: int = Field(default=0, ge=0, description="How many errors are left out of 'errors' "
                                                              "(it lists the first 20).")
+    raw_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="Set when raw_base64 holds a masked copy of the message (a reference feed's: phones, owner "
+                    "ids and names masked): the SHA-256 of the original bytes, in hex.")
 
     @classmethod
     def capped(cls, source_topic: str, partition: int, offset: int, key: bytes | None, reason: str,
-               errors: "list[FieldError] | tuple[FieldError, ...]", raw: bytes, received_at: datetime) -> "DeadLetter":
-        """The dead letter of ``raw``, cut to the sizes above."""
+               errors: "list[FieldError] | tuple[FieldError, ...]", raw: bytes, received_at: datetime,
+               raw_sha256: bytes | None = None) -> "DeadLetter":
+        """The dead letter of ``raw``, cut to the sizes above (``raw_sha256``: ``raw`` is a masked copy)."""
         return cls(
             source_topic=source_topic, partition=partition, offset=offset,
             key=None if key is None else _clip(key.decode(errors="replace"), 200),
@@ -394,4 +399,5 @@ class DeadLetter(Message):
                     for e in errors[:DEAD_LETTER_ERRORS]],
             errors_omitted=max(0, len(errors) - DEAD_LETTER_ERRORS),
             raw_base64=base64.b64encode(raw[:DEAD_LETTER_RAW_BYTES]).decode(),
-            raw_size=len(raw), raw_truncated=len(raw) > DEAD_LETTER_RAW_BYTES, received_at=received_at)
+            raw_size=len(raw), raw_truncated=len(raw) > DEAD_LETTER_RAW_BYTES, received_at=received_at,
+            raw_sha256=None if raw_sha256 is None else raw_sha256.hex())

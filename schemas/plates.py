@@ -37,7 +37,7 @@ def plate_problem(plate: str) -> str | None:
     if len(plate) not in (7, 8):
         return f"plate must have 7 characters (8 for new-energy plates), got {len(plate)}"
     pattern = STANDARD if len(plate) == 7 else NEW_ENERGY
-    if not pattern.match(plate):
+    if not pattern.fullmatch(plate):
         kind = "standard" if len(plate) == 7 else "new-energy"
         return f"{plate!r} is not a valid {kind} plate (letters I and O are never used)"
     return None

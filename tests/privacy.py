@@ -23,3 +23,9 @@ def masked_phone_in(text: str, phone: str, where: str) -> None:
     no_phone_in(text, where, phone)
     if mask_phone(phone) not in text:
         raise AssertionError(f"the masked phone number is missing from {where}")
+
+
+def dead_letters_text(rows) -> str:
+    """The dead letters' rows (``key``, ``reason``, ``errors``, ``raw``) as one text, for ``no_phone_in``."""
+    return " ".join(f"{(r['key'] or b'').decode('utf-8', 'replace')} {r['reason']} {r['errors']} "
+                    f"{r['raw'].decode('utf-8', 'replace')}" for r in rows)

@@ -101,18 +101,31 @@ def read_file(data: bytes) -> list[tuple[int, Camera | CameraProblem]]:
                     raise CameraProblem("each line must be a JSON object")
                 found.append((number, camera(fields)))
             except ValueError as exc:
-                found.append((number, exc if isinstance(exc, CameraProblem) else CameraProblem(f"not JSON: {exc}")))
+                found.append((number, exc if isinstance(exc, CameraProblem)
+                              else CameraProblem(f"not JSON: {str(exc)[:200]}")))
+            except RecursionError:
+                found.append((number, CameraProblem("not JSON we read: nested too deeply")))
         return found
     rows = csv.DictReader(io.StringIO(text))
-    if rows.fieldnames is None or not {"id", "integrator"} <= {f.strip() for f in rows.fieldnames}:
+    try:
+        header = rows.fieldnames
+    except csv.Error as exc:
+        raise CameraProblem(f"the header is not a CSV row: {exc}") from None
+    if header is None or not {"id", "integrator"} <= {f.strip() for f in header}:
         raise CameraProblem(f"not a camera file: CSV with the header {','.join(FIELDS)}, or JSON lines")
-    for row in rows:
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return found
+        except csv.Error as exc:  # a field over csv.field_size_limit()
+            found.append((rows.line_num, CameraProblem(f"not a CSV row: {exc}")))
+            continue
         fields = {k.strip(): v for k, v in row.items() if k is not None}
         try:
             found.append((rows.line_num, camera(fields)))
         except CameraProblem as exc:
             found.append((rows.line_num, exc))
-    return found
 
 
 def refusal(found: Camera | None, camera_id: str, integrator: str) -> str | None:

@@ -329,12 +329,14 @@ async def add_outbox(conn, topic: str, key: str, message: BaseModel) -> None:
 
 
 async def add_dead_letter(conn, topic: str, partition: int, offset: int, key: bytes | None, reason: str,
-                          errors: list[dict], raw: bytes, at: datetime) -> bool:
-    """Keep an unusable input message once per (topic, partition, offset)."""
+                          errors: list[dict], raw: bytes, at: datetime, raw_sha256: bytes | None = None) -> bool:
+    """Keep an unusable input message once per (topic, partition, offset). ``raw_sha256``: the original
+    bytes' hash when ``raw`` is a masked copy of them (the reference feeds')."""
     return bool(await conn.fetchval(
-        """INSERT INTO dead_letters (source_topic, partition, "offset", key, reason, errors, raw, received_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING true""",
-        topic, partition, offset, key, reason, errors, raw, at,
+        """INSERT INTO dead_letters (source_topic, partition, "offset", key, reason, errors, raw, received_at,
+                                     raw_sha256)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING true""",
+        topic, partition, offset, key, reason, errors, raw, at, raw_sha256,
     ))
 
 

@@ -208,7 +208,7 @@ def csrf_matches(expected: str, given: str | None) -> bool:
 
 
 def check_name_and_role(name: str, role: str) -> None:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise OperatorError("an operator name is 2-32 characters: a-z, 0-9, '.', '_', '-' (lower case)")
     if role not in ROLES:
         raise OperatorError(f"role must be one of {', '.join(ROLES)}")

@@ -28,9 +28,10 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from pipeline.data.formats import FormatError, Writer, detect_format
+from pipeline.data.formats import FormatError, Writer, detect_format, point_feature
 from pipeline.data.kinds import KINDS
-from pipeline.data.transfer import ImportReport, Progress, Refusal, export_file, import_file
+from pipeline.data.transfer import (MAX_CHANGE, ImportReport, Progress, Refusal, export_file, import_file,
+                                    snapshot_refusal)
 
 if TYPE_CHECKING:
     from pipeline.cameras import registry
@@ -43,19 +44,24 @@ NAMES = (*KINDS, "cameras")
 
 async def import_kind(conn: asyncpg.Connection, kind: str, path: Path, fmt: str | None = None, *,
                       dry_run: bool = False, snapshot: bool = False, actor: str = "data-import",
-                      tz: ZoneInfo | None = None, progress: Progress | None = None) -> ImportReport:
+                      tz: ZoneInfo | None = None, progress: Progress | None = None, max_change: float = MAX_CHANGE,
+                      force: bool = False, integrator: str | None = None) -> ImportReport:
     """Import ``path`` as ``kind`` (one of ``NAMES``); see the module docstring. Raises ``FormatError``
-    when the file cannot be read as ``fmt`` at all (nothing applied)."""
+    when the file cannot be read as ``fmt`` at all (nothing applied). A snapshot is refused when the file
+    is empty or would take away more than ``max_change`` of the rows in use, unless ``force``
+    (``transfer.snapshot_refusal``); a cameras snapshot is one ``integrator``'s cameras."""
     fmt = detect_format(path, fmt)
+    bounds = {"max_change": max_change, "force": force}
     if kind == "cameras":
         return await _all_or_nothing(conn, ImportReport(kind, path.name, fmt, dry_run, snapshot),
-                                     lambda report: _cameras(conn, path, fmt, report, actor), actor)
+                                     lambda report: _cameras(conn, path, fmt, report, actor, integrator, **bounds),
+                                     actor)
     if kind == "zones" and fmt == "geojson":
         return await _all_or_nothing(conn, ImportReport(kind, path.name, fmt, dry_run, snapshot),
-                                     lambda report: _zone_shapes(conn, path, report, actor), actor)
+                                     lambda report: _zone_shapes(conn, path, report, actor, **bounds), actor)
     if kind != "zones":
         return await import_file(conn, kind, path, fmt, dry_run=dry_run, snapshot=snapshot, actor=actor, tz=tz,
-                                 progress=progress)
+                                 progress=progress, **bounds)
     from pipeline.lookups import zone_shapes
 
     report = None
@@ -63,7 +69,8 @@ async def import_kind(conn: asyncpg.Connection, kind: str, path: Path, fmt: str 
         async with conn.transaction():
             # the zones' rules as usual (applied, inside this transaction), then the cameras placed again
             await zone_shapes.lock(conn)
-            report = await import_file(conn, kind, path, fmt, snapshot=snapshot, actor=actor, tz=tz, progress=progress)
+            report = await import_file(conn, kind, path, fmt, snapshot=snapshot, actor=actor, tz=tz, progress=progress,
+                                       **bounds)
             report.dry_run = dry_run
             if not report.refused_count:
                 try:
@@ -128,18 +135,19 @@ def _camera_rows(path: Path, fmt: str) -> list[tuple[int, registry.Camera | regi
         raise FormatError(f"cameras can be imported from {', '.join(CAMERA_FORMATS)}, not {fmt}")
     try:
         doc = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path.name} is not a JSON document: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep, too long a number
+        raise FormatError(f"{path.name} is not a JSON document we read: {type(exc).__name__}: "
+                          f"{str(exc)[:200]}") from None
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" \
+            or not isinstance(doc.get("features") or [], list):
         raise FormatError(f"{path.name}: a GeoJSON FeatureCollection was expected")
     rows = []
     for n, feature in enumerate(doc.get("features") or [], start=1):
-        geometry = (feature or {}).get("geometry") or {}
-        coordinates = geometry.get("coordinates") or []
-        if geometry.get("type") != "Point" or len(coordinates) < 2:
-            rows.append((n, CameraProblem("lat, lon: a camera is a GeoJSON Point [lon, lat]")))
+        point = point_feature(feature, "a camera")
+        if isinstance(point, str):
+            rows.append((n, CameraProblem(f"lat, lon: {point}" if isinstance(feature, dict) else point)))
             continue
-        fields = dict(feature.get("properties") or {})
+        fields, coordinates = point
         if "id" in feature and "id" not in fields:
             fields["id"] = feature["id"]
         fields["lon"], fields["lat"] = coordinates[:2]
@@ -150,16 +158,24 @@ def _camera_rows(path: Path, fmt: str) -> list[tuple[int, registry.Camera | regi
     return rows
 
 
-async def _cameras(conn, path: Path, fmt: str, report: ImportReport, actor: str) -> None:
+async def _cameras(conn, path: Path, fmt: str, report: ImportReport, actor: str, integrator: str | None,
+                   max_change: float, force: bool) -> None:
     from pipeline.cameras import registry
     from pipeline.cameras.registry import CameraProblem
 
+    if report.snapshot and not integrator:
+        report.refuse(Refusal(0, "--integrator", "a cameras snapshot is the whole list of one integrator's cameras: "
+                                                 "name it with --integrator"))
+        return
     rows = _camera_rows(path, fmt)
     report.rows = len(rows)
     first: dict[str, int] = {}
     for row, found in rows:
         if isinstance(found, CameraProblem):
             report.refuse(Refusal(row, *_problem(found)))
+        elif report.snapshot and found.integrator != integrator:
+            report.refuse(Refusal(row, "integrator", f"the snapshot is of {integrator}'s cameras (--integrator), "
+                                                     f"this row is {found.integrator}'s"))
         elif found.id in first:
             report.refuse(Refusal(row, "id", f"the same id as row {first[found.id]}"))
         else:
@@ -167,21 +183,27 @@ async def _cameras(conn, path: Path, fmt: str, report: ImportReport, actor: str)
     counts = report.counts
     counts.update(added=0, updated=0, unchanged=0)
     for row, cam in rows:
-        if isinstance(cam, CameraProblem) or first[cam.id] != row:
+        if isinstance(cam, CameraProblem) or first.get(cam.id) != row:
             continue  # refused above; the others are still tried, so that one report names every bad row
         try:
             counts[await registry.add(conn, cam, actor, replace=True, reason=f"import:{path.name}")] += 1
         except CameraProblem as exc:
             report.refuse(Refusal(row, *_problem(exc)))
-    if report.snapshot:
+    if report.snapshot and not report.refused_count:
+        registered = await registry.listing(conn, integrator)
+        absent = [cam for cam in registered if cam.id not in first]
+        refusal = snapshot_refusal(f"cameras of {integrator}", "remove", report.rows, len(absent), len(registered),
+                                   max_change, force)
+        if refusal is not None:
+            report.refuse(refusal)
+            return
         counts["removed"] = 0
-        for cam in await registry.listing(conn):
-            if cam.id not in first:
-                counts["removed"] += await registry.remove(conn, cam.id, actor, f"absent from {path.name} (snapshot)")
+        for cam in absent:
+            counts["removed"] += await registry.remove(conn, cam.id, actor, f"absent from {path.name} (snapshot)")
     report.refused.sort(key=lambda r: r.row)
 
 
-async def _zone_shapes(conn, path: Path, report: ImportReport, actor: str) -> None:
+async def _zone_shapes(conn, path: Path, report: ImportReport, actor: str, max_change: float, force: bool) -> None:
     from pipeline.lookups import zone_shapes
 
     with path.open("rb") as stream:
@@ -199,6 +221,11 @@ async def _zone_shapes(conn, path: Path, report: ImportReport, actor: str) -> No
     deleted = 0
     if report.snapshot:
         await zone_shapes.lock(conn)
+        absent, in_use = await conn.fetchrow("SELECT count(*) FILTER (WHERE id <> ALL($1::text[])), count(*) FROM zones",
+                                             [z.id for z in shapes])
+        if refusal := snapshot_refusal("zones", "delete", len(shapes), absent, in_use, max_change, force):
+            report.refuse(refusal)
+            return
         deleted = int((await conn.execute("DELETE FROM zones WHERE id <> ALL($1::text[])",
                                           [z.id for z in shapes])).split()[-1])
     try:

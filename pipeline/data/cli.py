@@ -15,7 +15,7 @@ from pipeline.cli_common import actor
 from pipeline.config import Settings
 from pipeline.data.all_kinds import NAMES, export_kind, import_kind
 from pipeline.data.formats import FORMATS, FormatError
-from pipeline.data.transfer import KEEP_REFUSALS
+from pipeline.data.transfer import KEEP_REFUSALS, MAX_CHANGE
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -43,7 +43,15 @@ def data() -> None:
 @click.option("--snapshot", is_flag=True,
               help="The file is the whole registry: retire (plates, contacts), delete (car parks, zones) or remove "
                    "(cameras) what it lacks.")
-def import_command(kind: str, file: Path, fmt: str | None, dry_run: bool, snapshot: bool) -> None:
+@click.option("--max-change", type=click.FloatRange(0, 100), default=100 * MAX_CHANGE, show_default=True,
+              metavar="PERCENT", help="A snapshot that would take away more than this share of the rows in use is "
+                                      "refused (so is an empty one), naming the counts.")
+@click.option("--force", is_flag=True, help="Apply a snapshot whatever it takes away (an empty file empties the "
+                                            "registry).")
+@click.option("--integrator", help="Cameras: the integrator whose cameras the file holds (required with --snapshot: "
+                                   "only its cameras are removed).")
+def import_command(kind: str, file: Path, fmt: str | None, dry_run: bool, snapshot: bool, max_change: float,
+                   force: bool, integrator: str | None) -> None:
     """Import FILE into a registry, all or nothing: any refused row and nothing is applied."""
     settings = Settings()
     tz = ZoneInfo(settings.timezone)
@@ -53,7 +61,8 @@ def import_command(kind: str, file: Path, fmt: str | None, dry_run: bool, snapsh
         conn = await _connect(settings)
         try:
             return await import_kind(conn, kind, file, fmt, dry_run=dry_run, snapshot=snapshot, actor=actor(),
-                                     tz=tz, progress=progress)
+                                     tz=tz, progress=progress, max_change=max_change / 100, force=force,
+                                     integrator=integrator)
         finally:
             await conn.close()
 

@@ -90,30 +90,62 @@ def _read_csv(path, fields, on_bytes):
     header = next(values)
     width = len(header)
     for line, row in values:
-        if len(row) != width:
+        if isinstance(row, Problem):
+            yield line, row
+        elif len(row) != width:
             yield line, Problem("", f"{len(row)} values for {width} columns")
-            continue
-        yield line, {k: v for k, v in zip(header, row) if v != ""}
+        else:
+            yield line, {k: v for k, v in zip(header, row) if v != ""}
 
 
 def read_csv_values(path: Path, fields: tuple[str, ...], on_bytes=None) -> Iterator:
     """The CSV reader without the dicts (a bulk import's hot path): yields the header (a list of field
-    names, checked), then ``(line, values)`` for each non-blank row, values as strings ("" = not given)."""
-    with _text(path, on_bytes) as f:
+    names, checked), then ``(line, values)`` for each non-blank row, values as strings ("" = not given),
+    or ``(line, Problem)`` for a row the CSV reader refuses (a field over ``csv.field_size_limit()``)."""
+    with _text(path, on_bytes) as f, _utf8(path):
         reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
+        try:
+            header = [h.strip() for h in next(reader, [])]
+        except csv.Error as exc:
+            raise FormatError(f"{path.name}: the header is not a CSV row: {exc}") from None
         unknown = [h for h in header if h not in fields]
         if not header or unknown:
-            raise FormatError(f"{path.name}: unknown column(s) {', '.join(map(repr, unknown)) or '(no header)'} "
+            raise FormatError(f"{path.name}: unknown column(s) {', '.join(map(repr, unknown))[:500] or '(no header)'} "
                               f"in the header; the columns are: {', '.join(fields)}")
         yield header
-        for line, values in enumerate(reader, start=2):
+        line = 1
+        while True:
+            line += 1
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield line, Problem("", f"not a CSV row: {exc}")
+                continue
             if values:
                 yield line, values
 
 
+class _utf8:
+    """Turns a file that is not UTF-8 into a ``FormatError`` naming it (a text file's decoding fails
+    while it is read, not when it is opened)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, UnicodeDecodeError):
+            raise FormatError(f"{self.path.name} is not UTF-8 text ({exc.reason} at byte {exc.start} of a block)") \
+                from None
+        return False
+
+
 def _read_jsonl(path, on_bytes):
-    with _text(path, on_bytes) as f:
+    with _text(path, on_bytes) as f, _utf8(path):
         for line, text in enumerate(f, start=1):
             if not text.strip():
                 continue
@@ -121,6 +153,12 @@ def _read_jsonl(path, on_bytes):
                 row = json.loads(text)
             except json.JSONDecodeError as exc:
                 yield line, Problem("", f"not JSON: {exc.msg} at column {exc.colno}")
+                continue
+            except RecursionError:
+                yield line, Problem("", "not JSON we read: nested too deeply")
+                continue
+            except ValueError as exc:  # a number of more than 4,300 digits
+                yield line, Problem("", f"not JSON we read: {str(exc)[:200]}")
                 continue
             if not isinstance(row, dict):
                 yield line, Problem("", "each line must be a JSON object")
@@ -134,26 +172,45 @@ def _whole_json(path, on_bytes):
         on_bytes(len(data))
     try:
         return json.loads(data.decode("utf-8-sig"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path.name} is not a JSON document: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep, too long a number
+        raise FormatError(f"{path.name} is not a JSON document we read: {type(exc).__name__}: "
+                          f"{str(exc)[:200]}") from None
+
+
+def point_feature(feature, what: str) -> tuple[dict, list] | str:
+    """(properties, [lon, lat]) of a GeoJSON Feature that is a Point, or why it is not one."""
+    if not isinstance(feature, dict):
+        return f"a feature must be a JSON object, not {type(feature).__name__}"
+    geometry = feature.get("geometry")
+    coordinates = geometry.get("coordinates") if isinstance(geometry, dict) else None
+    if not isinstance(geometry, dict) or geometry.get("type") != "Point" or not isinstance(coordinates, list) \
+            or len(coordinates) < 2:
+        return f"{what} is a GeoJSON Point [lon, lat]"
+    properties = feature.get("properties")
+    if properties is not None and not isinstance(properties, dict):
+        return "properties must be a JSON object"
+    return dict(properties or {}), coordinates
 
 
 def _read_geojson(path, on_bytes):
     doc = _whole_json(path, on_bytes)
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
         raise FormatError(f"{path.name}: a GeoJSON FeatureCollection was expected")
-    for n, feature in enumerate(doc.get("features") or [], start=1):
-        geometry = (feature or {}).get("geometry") or {}
-        if geometry.get("type") != "Point" or len(geometry.get("coordinates") or []) < 2:
-            yield n, Problem("geometry", "a car park is a GeoJSON Point [lon, lat]")
+    features = doc.get("features") or []
+    if not isinstance(features, list):
+        raise FormatError(f"{path.name}: 'features' must be a list of GeoJSON features")
+    for n, feature in enumerate(features, start=1):
+        point = point_feature(feature, "a car park")
+        if isinstance(point, str):
+            yield n, Problem("geometry" if isinstance(feature, dict) else "", point)
             continue
-        props = dict(feature.get("properties") or {})
+        props, coordinates = point
         if "id" in feature and "id" not in props:
             props["id"] = feature["id"]
         if "totalSpotNumber" in props and "capacity" not in props:
             props["capacity"] = props.pop("totalSpotNumber")
         props.pop("availableSpotNumber", None)
-        props["lon"], props["lat"] = geometry["coordinates"][:2]
+        props["lon"], props["lat"] = coordinates[:2]
         yield n, props
 
 
@@ -177,7 +234,8 @@ def _read_fiware(path, on_bytes):
             continue
         location = _value(entity, "location") or {}
         coordinates = location.get("coordinates") if isinstance(location, dict) else None
-        if location.get("type") != "Point" or not coordinates or len(coordinates) < 2:
+        if not isinstance(location, dict) or location.get("type") != "Point" or not isinstance(coordinates, list) \
+                or len(coordinates) < 2:
             yield n, Problem("location", "a car park's location is a GeoJSON Point [lon, lat]")
             continue
         row = {"id": str(entity.get("id", "")).removeprefix(FIWARE_PREFIX), "name": _value(entity, "name"),

@@ -35,6 +35,9 @@ class Kind:
     """SQL statements for rows absent from ``{seen}`` (a view of the file's keys); each returns a row count in its status."""
     export: str
     """SELECT of the rows to export, with the model's fields as column names."""
+    in_use: str = ""
+    """SELECT count(*) of the rows a snapshot may retire or delete (those in use now): what ``--max-change``
+    is a share of."""
 
     insert: str | None = None
     """Plain INSERT from ``{stage}`` for a large file into an empty table (whose indexes are then built
@@ -95,6 +98,7 @@ PLATES = Kind(
                  (SELECT 1 FROM {seen} s WHERE s.plate = p.plate AND s.plate_type = p.plate_type)""",),
     export="""SELECT plate, plate_type, owner_id, vehicle_make, vehicle_colour FROM plate_registry
                WHERE retired_at IS NULL ORDER BY plate, plate_type""",
+    in_use="SELECT count(*) FROM plate_registry WHERE retired_at IS NULL",
 )
 
 _CONTACT_COLUMNS = {"owner_id": "owner_id", "valid_from": "coalesce(valid_from, '-infinity')", "phone": "phone",
@@ -117,6 +121,7 @@ CONTACTS = Kind(
                      c.contact_name, c.language, o.phone IS NOT NULL AS sms_opt_out
                 FROM contact_registry c LEFT JOIN sms_opt_out o ON o.phone = c.phone
                ORDER BY c.owner_id, c.valid_from""",
+    in_use="SELECT count(*) FROM contact_registry WHERE valid_to IS NULL OR valid_to > now()",
 )
 
 OPT_OUT = """INSERT INTO sms_opt_out (phone, source) SELECT DISTINCT phone, $1 FROM {stage} WHERE sms_opt_out
@@ -132,6 +137,7 @@ CAR_PARKS = Kind(
               "DELETE FROM car_parks WHERE id NOT IN (SELECT id FROM {seen})"),
     export="""SELECT p.id, p.name, p.short_name, p.lat, p.lon, p.capacity, s.free_spaces, s.reported_at
                 FROM car_parks p LEFT JOIN car_park_status s ON s.car_park_id = p.id ORDER BY p.id""",
+    in_use="SELECT count(*) FROM car_parks",
 )
 
 _ZONE_COLUMNS = {"id": "text", "name": "text", "window_seconds": "double precision", "exempt_reason": "text",
@@ -144,6 +150,7 @@ ZONES = Kind(
     upsert=_upsert("zones", ("id",), {c: c for c in _ZONE_COLUMNS}),
     snapshot=("DELETE FROM zones WHERE id NOT IN (SELECT id FROM {seen})",),
     export=f"SELECT {', '.join(_ZONE_COLUMNS)} FROM zones ORDER BY id",
+    in_use="SELECT count(*) FROM zones",
 )
 
 KINDS: dict[str, Kind] = {k.name: k for k in (PLATES, CONTACTS, CAR_PARKS, ZONES)}

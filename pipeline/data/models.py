@@ -21,7 +21,7 @@ PHONE_PATTERN = r"^\+?[0-9]{6,15}$"
 def _plate(value: object) -> object:
     if not isinstance(value, str):
         return value
-    if STANDARD.match(value) or NEW_ENERGY.match(value):
+    if STANDARD.fullmatch(value) or NEW_ENERGY.fullmatch(value):
         return value  # already normalized (most rows of a registry's export): skip the work
     return checked_plate(value)
 
@@ -61,7 +61,7 @@ class PlateRow(Row):
     vehicle_colour: VehicleColourCode | None = None
 
 
-_STANDARD, _NEW_ENERGY = STANDARD.match, NEW_ENERGY.match
+_STANDARD, _NEW_ENERGY = STANDARD.fullmatch, NEW_ENERGY.fullmatch
 
 
 def plate_values(plate: str, plate_type: str, owner_id: str, vehicle_make: str, vehicle_colour: str) -> tuple | None:
@@ -122,7 +122,7 @@ class CarParkRow(Row):
     short_name: Text | None = Field(default=None, validate_default=True)
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
-    capacity: int = Field(ge=0)
+    capacity: int = Field(ge=0, le=100_000)
 
     @field_validator("short_name")
     @classmethod
@@ -135,12 +135,12 @@ class ZoneRow(Row):
 
     id: ZoneId
     name: Text
-    window_seconds: float | None = Field(default=None, gt=0)
+    window_seconds: float | None = Field(default=None, gt=0, le=86_400)
     exempt_reason: Text | None = None
     exempt_from_hour: int | None = Field(default=None, ge=0, le=23)
     exempt_until_hour: int | None = Field(default=None, ge=0, le=24)
-    first_offence_months: int | None = Field(default=None, ge=0)
-    new_camera_days: int | None = Field(default=None, ge=0)
+    first_offence_months: int | None = Field(default=None, ge=0, le=1_200)
+    new_camera_days: int | None = Field(default=None, ge=0, le=36_500)
     confirm_tickets: bool | None = None
 
     @model_validator(mode="after")

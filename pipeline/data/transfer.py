@@ -36,6 +36,8 @@ from pipeline.data.models import plate_values
 from pipeline.lookups.owners import scrub
 
 CHUNK_ROWS = 20_000
+MAX_CHANGE = 0.10
+"""A snapshot may retire, end, delete or remove at most this share of the rows in use (``--max-change``)."""
 KEEP_REFUSALS = 1000
 """A report lists at most this many refused rows (it counts them all)."""
 REBUILD_ROWS = 50_000
@@ -84,6 +86,22 @@ class ImportReport:
             self.refused.append(refusal)
 
 
+def snapshot_refusal(what: str, verb: str, file_rows: int, absent: int, in_use: int, max_change: float,
+                     force: bool) -> Refusal | None:
+    """Why a snapshot must not be applied: an empty file, or one that would ``verb`` more than ``max_change``
+    of the ``in_use`` rows (naming the counts); None when it may be, or with ``force``."""
+    if force:
+        return None
+    if file_rows == 0:
+        return Refusal(0, "--snapshot", f"the file has no rows: as a snapshot it would {verb} all {in_use:,} {what}; "
+                                        "nothing was applied (give --force to empty the registry)")
+    if absent > max_change * in_use:
+        return Refusal(0, "--snapshot", f"the snapshot would {verb} {absent:,} of the {in_use:,} {what} in use "
+                                        f"({absent / in_use:.1%}), more than --max-change {max_change:.0%}: nothing "
+                                        "was applied; check that the file is the whole registry, or give --force")
+    return None
+
+
 Progress = Callable[[int, int], None]
 """Called with (bytes read so far, rows read so far)."""
 
@@ -129,6 +147,9 @@ class _Validator:
         pick = itemgetter(*(header.index(f) if f in header else width for f in fields))
         records, others = [], []
         for line, values in rows:
+            if isinstance(values, Problem):
+                others.append((line, values))
+                continue
             if len(values) != width:
                 others.append((line, Problem("", f"{len(values)} values for {width} columns")))
                 continue
@@ -146,9 +167,12 @@ class _Validator:
 async def import_file(conn: asyncpg.Connection, kind_name: str, path: Path, fmt: str | None = None, *,
                       dry_run: bool = False, snapshot: bool = False, actor: str = "data-import",
                       tz: ZoneInfo | None = None, progress: Progress | None = None,
-                      chunk_rows: int = CHUNK_ROWS) -> ImportReport:
+                      chunk_rows: int = CHUNK_ROWS, max_change: float = MAX_CHANGE,
+                      force: bool = False) -> ImportReport:
     """Validate and apply ``path`` to the ``kind_name`` registry on ``conn``; see the module docstring.
-    Raises ``FormatError`` when the file cannot be read as ``fmt`` at all (nothing applied).
+    Raises ``FormatError`` when the file cannot be read as ``fmt`` at all (nothing applied). A snapshot
+    is refused when the file is empty or would retire (end, delete) more than ``max_change`` of the rows
+    in use (``snapshot_refusal``), unless ``force``.
 
     The whole file goes to one staging table: a plain CSV of a kind in ``FAST_ROWS`` by a COPY of the
     file itself, checked by Python at the same time (``_copy_csv``), any other file row by row through
@@ -196,14 +220,21 @@ async def import_file(conn: asyncpg.Connection, kind_name: str, path: Path, fmt:
         if snapshot and direct:
             report.counts["retired"] = 0  # the table was empty: every row in it is from the file
         elif snapshot:
+            in_use = await conn.fetchval(kind.in_use)
             await conn.execute(f"CREATE TEMP VIEW {seen} AS SELECT "
                                + ", ".join(f"{e} AS {c}" for c, e in kind.key_exprs.items()) + f" FROM {stage}")
             absent = 0
             for sql in kind.snapshot:
                 absent += int((await conn.execute(sql.format(seen=seen))).split()[-1])
             await conn.execute(f"DROP VIEW {seen}")
-            report.counts["deleted" if kind.name in ("car-parks", "zones") else "retired"] = absent
+            deletes = kind.name in ("car-parks", "zones")
+            report.counts["deleted" if deletes else "retired"] = absent
             report.step("snapshot", t)
+            refusal = snapshot_refusal(kind.name.replace("-", " "), {"plates": "retire", "contacts": "end"}.get(
+                kind.name, "delete"), report.rows, absent, in_use, max_change, force)
+            if refusal is not None:
+                report.refuse(refusal)
+                return report
         await conn.execute(
             "INSERT INTO audit_log (at, case_id, actor, action, detail) VALUES (now(), NULL, $1, $2, $3::text::jsonb)",
             actor, f"data_import:{kind.name}",
@@ -235,8 +266,9 @@ async def _stage_rows(conn, kind: Kind, path: Path, fmt: str, stage: str, valida
         if len(set(header)) == len(header):
             chunks = (validator.csv_values(header, rows) for rows in _chunks(values, chunk_rows))
         else:
-            rows = ((n, {k: v for k, v in zip(header, r) if v != ""} if len(r) == len(header)
-                     else Problem("", f"{len(r)} values for {len(header)} columns")) for n, r in values)
+            rows = ((n, r if isinstance(r, Problem) else {k: v for k, v in zip(header, r) if v != ""}
+                     if len(r) == len(header) else Problem("", f"{len(r)} values for {len(header)} columns"))
+                    for n, r in values)
             chunks = (validator.dicts(c) for c in _chunks(rows, chunk_rows))
     else:
         chunks = (validator.dicts(rows) for rows in _chunks(read_rows(path, fmt, kind.fields, counted), chunk_rows))
@@ -286,7 +318,16 @@ async def _copy_csv(conn, kind: Kind, path: Path, stage: str, report: ImportRepo
 
     def check(lines: list[str]) -> None:
         n = line[0]
-        for values in csv.reader(lines):
+        reader = csv.reader(lines)
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:  # a field over csv.field_size_limit(): Python reads the file again and says so
+                n += 1
+                flagged.append(n)
+                continue
             n += 1
             if len(values) != width:
                 flagged.append(n)  # COPY fails on it: Python reads the file again and says so

@@ -137,6 +137,6 @@ class DemoFilesRefused(RuntimeError):
 async def _import(conn, kind: str, path: Path, actor: str) -> None:
     # The demo's plate registry is its file: a reload retires registrations the file no longer has
     # (say, a plate the demo now registers as new-energy, 52, instead of 02).
-    report = await import_kind(conn, kind, path, actor=actor, snapshot=kind == "plates")
+    report = await import_kind(conn, kind, path, actor=actor, snapshot=kind == "plates", force=True)
     if not report.applied:
         raise DemoFilesRefused(f"{path.name}: " + "; ".join(map(str, report.refused[:5])))

@@ -4,7 +4,7 @@
     POST /v1/car-park-status   the same, for car parks' free-space counts
     GET  /v1/schemas           the JSON Schema files (and /v1/schemas/<Name>.schema.json)
     GET  /v1/examples/<Name>.json   an example of each message
-    GET  /v1/dead-letters      what the pipeline could not use (operator keys only)
+    GET  /v1/dead-letters      what the pipeline could not use of the caller's own (operator keys only)
 
 The contract for callers (docs/integrators.md): every event is validated on its own; accepted
 events are written to Kafka and acknowledged by the broker (acks=all) *before* the reply; the reply
@@ -238,21 +238,26 @@ def register(app: faust.App, runtime) -> None:
 
     @app.page("/v1/dead-letters")
     class DeadLetters(View):
-        """GET the newest dead letters: ``?limit=50&before=<id>`` (operator keys only)."""
+        """GET the newest of the caller's own dead letters (``deadletters.Scope``): ``?limit=50&before=<id>``
+        (operator keys only)."""
 
         async def get(self, request: Request) -> Response:
             async def listing():
                 integrator = await ingest.caller(request)
                 if not integrator.may_read_dead_letters:
                     raise Refuse(403, f"{integrator.name} is a publisher key; dead letters need an operator key")
+                scope = deadletters.Scope(
+                    integrator.name,
+                    topics.camera_events_of(ingest.settings.topic(topics.CAMERA_EVENTS.name), integrator.name),
+                    ingest.settings.topic(topics.CAR_PARK_STATUS.name))
                 try:
                     limit = min(max(int(request.query.get("limit", "50")), 1), 500)
                     before = int(request.query["before"]) if "before" in request.query else None
                 except ValueError:
                     raise Refuse(400, "limit and before must be whole numbers") from None
                 async with database.connection(runtime.web_pool) as conn:
-                    rows = await deadletters.recent(conn, limit, before)
-                    count = await deadletters.total(conn)
+                    rows = await deadletters.recent(conn, limit, before, scope)
+                    count = await deadletters.total(conn, scope)
                 return 200, {"total": count, "dead_letters": [deadletters.as_json(r) for r in rows]}
             return await _guarded(self, listing)
 

@@ -197,8 +197,8 @@ def read_geojson(stream: IO) -> Iterator[ZoneShape | Refusal]:
     The file is read whole (a city's zones are a few thousand features at most)."""
     try:
         document = json.load(stream)
-    except (ValueError, UnicodeDecodeError) as exc:
-        yield Refusal(0, "file", f"not JSON: {exc}")
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep, too long a number
+        yield Refusal(0, "file", f"not JSON we read: {type(exc).__name__}: {str(exc)[:200]}")
         return
     if not isinstance(document, dict) or document.get("type") != "FeatureCollection":
         yield Refusal(0, "type", "the file must be a GeoJSON FeatureCollection")

@@ -33,6 +33,7 @@ A tombstone (no value) removes the row its key names: Debezium writes one after 
 """
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -48,6 +49,10 @@ from schemas.vehicles import DEFAULT_PLATE_TYPE, plate_type_problem
 DEBEZIUM_UPSERT = {"c": "insert", "u": "update", "r": "snapshot read"}
 DEBEZIUM_DELETE = "d"
 _EPOCH = date(1970, 1, 1)
+DEBEZIUM_DAYS = (date(1900, 1, 1).toordinal() - _EPOCH.toordinal(), date(2199, 12, 31).toordinal() - _EPOCH.toordinal())
+"""The ``io.debezium.time.Date`` values taken (days since 1970-01-01): 1900-01-01 to 2199-12-31."""
+MAX_KEY_CHARS = 200
+"""A row id longer than this (any of its values) is refused: no registry has such ids."""
 
 RowId = tuple[str, ...]
 """The values of ``Kind.key``: (plate, plate_type) for a plate's registration, (id,) for the others."""
@@ -71,6 +76,19 @@ class Delete:
 
 
 def decode(kind: Kind, key: bytes | None, value: bytes | None, columns: Columns) -> Upsert | Delete | Rejected:
+    """The change one message asks for, or a ``Rejected`` with the reason. Never raises: a message that
+    trips anything unforeseen is refused too (a dead letter, never a retry of the batch)."""
+    try:
+        change = _decode(kind, key, value, columns)
+        if isinstance(change, Rejected):
+            return change
+        problem = _out_of_bounds(change)
+        return change if problem is None else _rejected(value or b"", *problem)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        return _rejected(value or b"", f"could not be decoded ({type(exc).__name__})", "(message)")
+
+
+def _decode(kind: Kind, key: bytes | None, value: bytes | None, columns: Columns) -> Upsert | Delete | Rejected:
     raw = value or b""
     key_id = _key(kind, key, columns)
     if key_id is None:
@@ -101,13 +119,21 @@ def _debezium(kind: Kind, key_id: RowId, envelope, columns: Columns, raw: bytes)
     if not isinstance(envelope, dict):
         return _rejected(raw, "a Debezium payload must be an object with before, after and op", "payload")
     op = envelope.get("op")
+    op = op if isinstance(op, str) else repr(op)[:20]
     if op in DEBEZIUM_UPSERT:
         after = envelope.get("after")
         if not isinstance(after, dict):
             return _rejected(raw, f"a Debezium {DEBEZIUM_UPSERT[op]} (op {op!r}) without the row in 'after'", "after")
         row = {field: after[column] for field, column in columns.fields(kind).items() if column in after}
-        if kind.name == "cameras" and isinstance(row.get("commissioned_on"), int):
-            row["commissioned_on"] = (_EPOCH + timedelta(days=row["commissioned_on"])).isoformat()
+        if kind.name == "cameras" and isinstance(row.get("commissioned_on"), int) \
+                and not isinstance(row["commissioned_on"], bool):
+            days = row["commissioned_on"]
+            if not DEBEZIUM_DAYS[0] <= days <= DEBEZIUM_DAYS[1]:
+                column = f"after.{columns.source(kind, 'commissioned_on')}"
+                return _rejected(raw, f"{column}: {days} days since 1970-01-01 is not a date between "
+                                      f"{_EPOCH + timedelta(DEBEZIUM_DAYS[0])} and "
+                                      f"{_EPOCH + timedelta(DEBEZIUM_DAYS[1])}", column)
+            row["commissioned_on"] = (_EPOCH + timedelta(days=days)).isoformat()
         record = _validate(kind, row, raw, f"Debezium row of {_table(envelope)}", columns, "after.")
         return _checked(kind, key_id, record, "debezium", raw)
     if op == DEBEZIUM_DELETE:
@@ -195,6 +221,23 @@ def _row_id(kind: Kind, values: dict) -> RowId | Rejected:
 def _value(kind: Kind, field: str, value) -> str:
     text = "" if value is None else str(value).strip()
     return normalize_plate(text) if kind.name == "plates" and field == "plate" else text
+
+
+def _out_of_bounds(change: Upsert | Delete) -> tuple[str, str] | None:
+    """(reason, field) when a value cannot be stored as it is: a NUL or another control character, a lone
+    surrogate (not UTF-8), or a key longer than ``MAX_KEY_CHARS``; None when every value is in bounds."""
+    values = [(field, value) for field, value in zip(change.kind.key, change.key)]
+    if isinstance(change, Upsert):
+        values += [(f, v) for f, v in change.record.__dict__.items() if isinstance(v, str)]
+    for field, value in values:
+        if field in change.kind.key and len(value) > MAX_KEY_CHARS:
+            return f"{field}: longer than {MAX_KEY_CHARS} characters", field
+        if _UNSTORABLE.search(value):
+            return f"{field}: holds a control character or is not valid UTF-8", field
+    return None
+
+
+_UNSTORABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 def _shown(row_id: RowId) -> str:

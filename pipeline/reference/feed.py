@@ -22,7 +22,7 @@ from pipeline.cases import store
 from pipeline.cases.service import Source, printable
 from pipeline.db import errors
 from pipeline.lookups.owners import scrub
-from pipeline.reference import decode, tables
+from pipeline.reference import decode, masking, tables
 from schemas import events
 from schemas.codec import Rejected
 
@@ -85,7 +85,7 @@ class ReferenceFeed:
                         plates.update(changed)
                         kinds.add(kind.name)
                         continue
-                await self._dead_letter(conn, change, source)
+                await self._dead_letter(conn, kind, change, source)
                 counts["dead_letters"] += 1
             await self._record(conn, applied_up_to, sorted(plates))
         forget(self.owners, sorted(plates))
@@ -120,18 +120,33 @@ class ReferenceFeed:
             await conn.execute("INSERT INTO reference_changes (plates) VALUES ($1)", plates)
             await conn.execute(f"DELETE FROM reference_changes WHERE at < now() - interval '{CHANGES_KEPT}'")
 
-    async def _dead_letter(self, conn, rejected: Rejected, source: Source) -> None:
+    async def _dead_letter(self, conn, kind: tables.Kind, rejected: Rejected, source: Source) -> None:
         """As the camera events' dead letters (``CaseService._dead_letter``): the row and the DeadLetter
-        message in the outbox, once per (topic, partition, offset); reasons never show a phone number."""
+        message in the outbox, once per (topic, partition, offset), but keeping no personal data: the key,
+        the message, the reason and the errors masked (``masking``), with the SHA-256 of the original bytes.
+        A dead letter that cannot be written as it is (a data error) is written without the message."""
+        key, rejected, digest = masking.masked(kind, self.columns, source.key, rejected)
+        try:
+            async with conn.transaction():
+                await self._write_dead_letter(conn, key, rejected, digest, source)
+        except Exception as exc:  # noqa: BLE001 - a data error here must not hold the batch up
+            if errors.is_transient(exc):
+                raise
+            log.exception("dead letter from %s:%d@%d could not be kept whole", source.topic, source.partition,
+                          source.offset)
+            await self._write_dead_letter(conn, None, Rejected(b"", rejected.reason[:500], ()), digest, source)
+
+    async def _write_dead_letter(self, conn, key: bytes | None, rejected: Rejected, digest: bytes,
+                                 source: Source) -> None:
         now = self.clock()
         reason = scrub(printable(rejected.reason))
         field_errors = tuple(events.FieldError(field=printable(e.field), message=scrub(printable(e.message)))
                              for e in rejected.errors)
-        if await store.add_dead_letter(conn, source.topic, source.partition, source.offset, source.key, reason,
-                                       [e.model_dump() for e in field_errors], rejected.raw, now):
+        if await store.add_dead_letter(conn, source.topic, source.partition, source.offset, key, reason,
+                                       [e.model_dump() for e in field_errors], rejected.raw, now, digest):
             await store.add_outbox(conn, self.dead_letters_topic, source.topic, events.DeadLetter.capped(
-                source.topic, source.partition, source.offset, source.key or None, reason, field_errors,
-                rejected.raw, now))
+                source.topic, source.partition, source.offset, key or None, reason, field_errors,
+                rejected.raw, now, raw_sha256=digest))
             log.warning("dead letter from %s:%d@%d: %s", source.topic, source.partition, source.offset, reason)
 
     async def forget_changed_elsewhere(self) -> int:

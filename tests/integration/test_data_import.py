@@ -6,9 +6,12 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
+from pipeline.data.all_kinds import export_kind, import_kind
 from pipeline.data.transfer import export_file, import_file
+from pipeline.demo import city
 from pipeline.lookups.owners import PostgresOwnerDirectory
 from tests.integration.conftest import ROOT
+from tests.integration.test_demo_files import run_cli
 
 
 def write(path, text: str):
@@ -54,7 +57,7 @@ async def test_a_snapshot_retires_absent_plates_and_one_back_in_the_file_returns
     total = await stack.count("SELECT count(*) FROM plate_registry")
     path = write(tmp_path / "plates.csv", "plate,owner_id\n" + "".join(f"{p},o-{i}\n" for i, p in enumerate(kept)))
     async with stack.pool.acquire() as conn:
-        report = await import_file(conn, "plates", path, snapshot=True, actor="test")
+        report = await import_file(conn, "plates", path, snapshot=True, actor="test", force=True)
     assert report.applied and report.counts["retired"] == total - 2 and report.counts["updated"] == 2
     assert await stack.count("SELECT count(*) FROM plate_registry WHERE retired_at IS NULL") == 2
     audit = await stack.pool.fetchrow("SELECT actor, detail FROM audit_log WHERE action = 'data_import:plates' "
@@ -68,19 +71,69 @@ async def test_a_snapshot_retires_absent_plates_and_one_back_in_the_file_returns
         assert (await PostgresOwnerDirectory(0, 0).owner_for(gone, conn)).review_reason == "no_valid_contact"
 
 
+async def test_a_snapshot_that_is_empty_or_takes_away_too_much_is_refused_naming_the_counts(stack, tmp_path):
+    total = await stack.count("SELECT count(*) FROM plate_registry WHERE retired_at IS NULL")
+    kept = await stack.pool.fetch("SELECT plate, plate_type, owner_id FROM plate_registry WHERE retired_at IS NULL "
+                                  "ORDER BY plate, plate_type LIMIT $1", total - total // 5)
+    header_only = write(tmp_path / "empty.csv", "plate,owner_id\n")
+    most = write(tmp_path / "most.csv", "plate,plate_type,owner_id\n" + "".join(",".join(r.values()) + "\n"
+                                                                                 for r in kept))
+    async with stack.pool.acquire() as conn:
+        empty = await import_file(conn, "plates", header_only, snapshot=True)
+        short = await import_file(conn, "plates", most, snapshot=True)
+        assert not empty.applied and not short.applied
+        assert [str(r) for r in empty.refused] == [
+            f"row 0: --snapshot: the file has no rows: as a snapshot it would retire all {total:,} plates; nothing "
+            "was applied (give --force to empty the registry)"]
+        assert f"would retire {total // 5:,} of the {total:,} plates in use (20.0%), more than --max-change 10%" \
+            in str(short.refused[0])
+        assert await stack.count("SELECT count(*) FROM plate_registry WHERE retired_at IS NULL") == total
+        assert (await import_file(conn, "plates", most, snapshot=True, max_change=0.25)).applied
+        assert await stack.count("SELECT count(*) FROM plate_registry WHERE retired_at IS NULL") == len(kept)
+
+    parks = write(tmp_path / "parks.csv", "id,name,lat,lon,capacity\n")
+    code, out = await run_cli(stack, "data", "import", "car-parks", str(parks), "--snapshot")
+    assert code == 1 and "would delete all 20 car parks" in out
+    code, out = await run_cli(stack, "data", "import", "car-parks", str(parks), "--snapshot", "--force")
+    assert code == 0 and "20 deleted" in out, out
+
+
+async def test_a_cameras_snapshot_is_one_integrator_s_and_leaves_the_others_cameras(stack, tmp_path):
+    mine, theirs = city.CAMERAS[:2], city.CAMERAS[2:]
+    await stack.add_integrator("acme", cameras=tuple(mine))
+    path = tmp_path / "acme.csv"
+    async with stack.pool.acquire() as conn:
+        await export_kind(conn, "cameras", path)
+        lines = path.read_text(encoding="utf-8").splitlines()
+        path.write_text("\n".join([lines[0]] + [line for line in lines[1:] if ",acme," in line][:1]) + "\n",
+                        encoding="utf-8")  # one of acme's two cameras
+        unscoped = await import_kind(conn, "cameras", path, snapshot=True, force=True)
+        assert [(r.field, r.reason.split(":")[0]) for r in unscoped.refused] == [
+            ("--integrator", "a cameras snapshot is the whole list of one integrator's cameras")]
+        other = await import_kind(conn, "cameras", path, snapshot=True, integrator=city.INTEGRATOR, force=True)
+        assert [(r.row, r.field) for r in other.refused] == [(2, "integrator")]
+        refused = await import_kind(conn, "cameras", path, snapshot=True, integrator="acme")
+        assert "would remove 1 of the 2 cameras of acme in use (50.0%)" in str(refused.refused[0])
+        report = await import_kind(conn, "cameras", path, snapshot=True, integrator="acme", max_change=0.5)
+        assert report.applied and report.counts["removed"] == 1
+    assert await stack.count("SELECT count(*) FROM cameras WHERE removed_at IS NULL AND integrator = $1",
+                             city.INTEGRATOR) == len(theirs), "the other integrator's cameras stay"
+    assert await stack.count("SELECT count(*) FROM cameras WHERE removed_at IS NULL AND integrator = 'acme'") == 1
+
+
 async def test_car_parks_and_zones_absent_from_a_snapshot_are_deleted(stack, tmp_path):
     path = write(tmp_path / "parks.geojson", json.dumps({"type": "FeatureCollection", "features": [
         {"type": "Feature", "id": "cp-new", "properties": {"name": "新停车场", "capacity": 40},
          "geometry": {"type": "Point", "coordinates": [120.0, 30.3]}}]}))
     async with stack.pool.acquire() as conn:
-        report = await import_file(conn, "car-parks", path, snapshot=True)
+        report = await import_file(conn, "car-parks", path, snapshot=True, force=True)
         assert report.applied and report.counts["inserted"] == 1 and report.counts["deleted"] >= 1
         assert [r["id"] for r in await conn.fetch("SELECT id FROM car_parks")] == ["cp-new"]
         zones = await conn.fetch("SELECT id FROM zones")
         cameras_zones = {r["zone"] for r in await conn.fetch("SELECT DISTINCT zone FROM cameras")}
         kept = [z["id"] for z in zones if z["id"] in cameras_zones]
         zone_file = write(tmp_path / "zones.csv", "id,name\n" + "".join(f"{z},{z}\n" for z in kept))
-        report = await import_file(conn, "zones", zone_file, snapshot=True)
+        report = await import_file(conn, "zones", zone_file, snapshot=True, force=True)
         assert report.applied and report.counts["deleted"] == len(zones) - len(kept)
 
 
@@ -226,3 +279,18 @@ async def test_a_csv_row_with_too_few_values_is_named_whichever_reader_reads_the
     async with stack.pool.acquire() as conn:
         report = await import_file(conn, "plates", path)
     assert [str(r) for r in report.refused] == ["row 3: (row): 1 values for 2 columns"]
+
+
+async def test_a_hostile_plates_file_is_refused_row_by_row_on_either_reading_path(stack, tmp_path):
+    """A field over the CSV reader's limit in a plain CSV (COPYed by PostgreSQL while Python checks it) and in
+    JSON lines; deep nesting and a 5,000-digit number in JSON lines: each a refusal of its row."""
+    plain = write(tmp_path / "plates.csv", f"plate,owner_id\n浙A1B2C3,o-1\n浙A1B2C4,{'o' * 200_000}\n浙A1B2C5,o-3\n")
+    lines = write(tmp_path / "plates.jsonl", "\n".join([
+        json.dumps({"plate": "浙A1B2C3", "owner_id": "o-1"}, ensure_ascii=False), "[" * 100_000 + "]" * 100_000,
+        '{"plate": "浙A1B2C4", "owner_id": ' + "9" * 5000 + "}"]))
+    async with stack.pool.acquire() as conn:
+        csv_report = await import_file(conn, "plates", plain)
+        json_report = await import_file(conn, "plates", lines)
+    assert [(r.row, r.field) for r in csv_report.refused] == [(3, "owner_id")]
+    assert [r.row for r in json_report.refused] == [2, 3]
+    assert await stack.count("SELECT count(*) FROM plate_registry WHERE plate LIKE '浙A1B2C%'") == 0

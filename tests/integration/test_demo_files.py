@@ -90,7 +90,7 @@ async def test_cameras_and_zones_exported_in_every_format_import_back_unchanged(
                                  ("zones", "geojson", 3), ("zones", "csv", 3)):
             path = tmp_path / f"{kind}.{fmt}"
             assert await export_kind(conn, kind, path, fmt) == total
-            report = await import_kind(conn, kind, path, fmt, snapshot=True)
+            report = await import_kind(conn, kind, path, fmt, snapshot=True, integrator=city.INTEGRATOR)
             assert report.applied, (kind, fmt, report.refused[:3])
             assert {k: v for k, v in report.counts.items() if v} == {"unchanged": total}, (kind, fmt, report.counts)
         exported = json.loads((tmp_path / "zones.geojson").read_text(encoding="utf-8"))
@@ -101,10 +101,10 @@ async def test_zones_without_a_shape_place_the_cameras_again_and_a_bad_feature_i
     rules = tmp_path / "zones.csv"
     rules.write_text("id,name\nyuhang,余杭区\nhospital,医院急救通道\n", encoding="utf-8")  # no more 良渚文化村
     async with stack.pool.acquire() as conn:
-        dry = await import_kind(conn, "zones", rules, snapshot=True, dry_run=True)
+        dry = await import_kind(conn, "zones", rules, snapshot=True, dry_run=True, force=True)
         assert not dry.applied and dry.counts["deleted"] == 1 and dry.counts["cameras_moved"] == 1
         assert await conn.fetchval("SELECT zone FROM cameras WHERE id = $1", city.CAMERAS[4].id) == "liangzhu"
-        report = await import_kind(conn, "zones", rules, snapshot=True, actor="test")
+        report = await import_kind(conn, "zones", rules, snapshot=True, actor="test", force=True)
         assert report.applied and report.counts["cameras_moved"] == 1
         assert await conn.fetchval("SELECT zone FROM cameras WHERE id = $1", city.CAMERAS[4].id) == "yuhang"
         moved = await conn.fetchrow("SELECT actor, detail FROM audit_log WHERE action = 'camera_zone_placed'")

@@ -3,24 +3,36 @@ JSON on the compacted reference topics reach the next decision; a contact update
 to the new phone; tombstones retire registrations; bad messages are dead letters and the stream goes
 on (pipeline/reference/)."""
 
+import base64
 import json
 import secrets
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.cases.reasons import REASONS
 from pipeline.demo import city
 from pipeline.ingest import principals
+from pipeline.cases.service import Source
 from pipeline.lookups.owners import mask_phone
+from pipeline.reference import decode, tables
+from pipeline.reference.feed import ReferenceFeed
+from pipeline.reference.tables import Columns
+from schemas.codec import Rejected
 from schemas import topics
 
 from pipeline.sms.kannel import read_fakesmsc_line
 
+from tests.privacy import dead_letters_text, no_phone_in
+from tests.unit.test_reference_decode import hostile_message
+
 from .conftest import KAFKA, Stack, wait_for
 from .test_sms_gateway import FAKESMSC_LOG, SmsCentre
 
+PHONE, OWNER = "13812348000", "330106198801011234"
 TELECOM_COLUMNS = json.dumps({"contacts": {"owner_id": "zjhm", "phone": "sjhm", "language": "yy"}})
 """A telecom operator's subscriber table: 证件号码 (the owner's id), 手机号码, 语言."""
 
@@ -113,6 +125,11 @@ async def test_tombstones_retire_and_bad_messages_become_dead_letters_while_the_
     await send(stack, topics.PLATES, b"not-a-plate", b"{not json")
     await send(stack, topics.CONTACTS, b"o-1", debezium(None, {"owner_id": "o-1", "phone": "1"}, "t", "contacts"))
     await send(stack, topics.CONTACTS, b"o-2", json.dumps({"owner_id": "o-2", "phone": "call me"}).encode())
+    await send(stack, topics.CAMERAS, b"cam-far-future", debezium(None, {  # once stopped the feed (issue 15)
+        "id": "cam-far-future", "integrator": city.INTEGRATOR, "lat": 30.28, "lon": 120.0, "place": "未来路",
+        "zone": "yuhang", "commissioned_on": 99_999_999}, "c", "cameras"))
+    await send(stack, topics.CONTACTS, OWNER.encode(), json.dumps(
+        {"owner_id": OWNER, "phone": PHONE, "language": "fr", "note": f"call {PHONE}"}).encode())
     await send(stack, topics.PLATES, gone.encode(), None)  # a tombstone: the registration (gone, 02) is retired
     await send(stack, topics.PLATES, debezium_key(plate=renamed), debezium({"plate": renamed}, None, "d", "vehicle"))
     await send(stack, topics.CAR_PARKS, car_park["id"].encode(), json.dumps(car_park, ensure_ascii=False).encode())
@@ -125,19 +142,84 @@ async def test_tombstones_retire_and_bad_messages_become_dead_letters_while_the_
     await wait_for(retired_and_added, 20, "the tombstone and the Debezium delete applied, the car park added")
     assert await stack.count("SELECT count(*) FROM plate_registry WHERE plate = ANY($1)", [gone, renamed]) == 2, \
         "retired registrations stay on record"
-    await wait_for(lambda: stack.count("SELECT count(*) >= 3 FROM dead_letters"), 20, "the three dead letters")
-    letters = await stack.pool.fetch("SELECT source_topic, reason FROM dead_letters ORDER BY source_topic, id")
+    await wait_for(lambda: stack.count("SELECT count(*) >= 5 FROM dead_letters"), 20, "the five dead letters")
+    letters = await stack.pool.fetch("SELECT source_topic, reason FROM dead_letters ORDER BY source_topic, reason")
     assert [(r["source_topic"].removeprefix(stack.prefix), r["reason"].split(":")[0]) for r in letters] == [
-        ("reference.contacts", "unknown Debezium op 't'"),
+        ("reference.cameras", "after.commissioned_on"),
         ("reference.contacts", "invalid ContactRecord"),
+        ("reference.contacts", "invalid ContactRecord"),
+        ("reference.contacts", "unknown Debezium op 't'"),
         ("reference.plates", "not JSON"),
     ]
-    assert "phone" in letters[1]["reason"]
+    assert {"language", "phone"} == {r["reason"].split(": ")[1] for r in letters[1:3]}
+    await no_personal_data_in_dead_letters(stack, worker)
 
     await stack.publish(stack.violation(gone))
     case = await stack.wait_state(gone, "review")
     assert case["reason"] == REASONS["not_registered"]
     assert stack.handset_lines() == [], "no SMS for a retired registration"
+
+
+async def no_personal_data_in_dead_letters(stack: Stack, worker) -> None:
+    """The table, the DeadLetter messages on Kafka and the worker's log hold neither the phone nor the owner id."""
+    rows = await stack.pool.fetch("SELECT key, reason, errors::text AS errors, raw, raw_sha256 FROM dead_letters")
+    stored = dead_letters_text(rows)
+    published = json.dumps(await stack.consume(topics.DEAD_LETTERS, lambda ms: len(ms) >= len(rows)),
+                           ensure_ascii=False)
+    published += " ".join(base64.b64decode(m["raw_base64"]).decode()
+                          for m in json.loads(published) if m.get("raw_base64"))
+    for text, where in ((stored, "the dead_letters table"), (published, "the dead-letters topic"),
+                        (worker.log_path.read_text(), "the worker's log")):
+        no_phone_in(text, where, PHONE)
+        if OWNER[-8:] in text:
+            raise AssertionError(f"an owner id reached {where}")
+    assert all(r["raw_sha256"] is not None for r in rows), "each keeps the hash of the bytes it masked"
+
+
+async def test_a_batch_of_hostile_reference_messages_applies_its_good_ones_and_dead_letters_the_rest(stack: Stack):
+    """Arbitrary JSON and Debezium envelopes (hypothesis) for every kind, around one good message per kind,
+    in one batch through the feed on the real PostgreSQL: nothing raises, the good ones are applied, each
+    refused one is a dead letter without personal data."""
+    hostile: list[tuple] = []
+
+    @settings(max_examples=50, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(tables.KINDS).flatmap(lambda kind: hostile_message(kind).map(lambda m: (kind, *m))))
+    def collect(message):
+        hostile.append(message)
+
+    collect()
+    camera = city.CAMERAS[0]
+    good = [
+        (tables.BY_NAME["plates"], "浙A9G00D".encode(), {"plate": "浙A9G00D", "owner_id": OWNER}),
+        (tables.BY_NAME["contacts"], OWNER.encode(), {"owner_id": OWNER, "phone": PHONE}),
+        (tables.BY_NAME["car-parks"], b"cp-good", {"id": "cp-good", "name": "好停车场", "short_name": "好",
+                                                   "lat": 30.28, "lon": 120.0, "capacity": 9}),
+        (tables.BY_NAME["cameras"], b"cam-good", {"id": "cam-good", "integrator": city.INTEGRATOR, "lat": camera.lat,
+                                                  "lon": camera.lon, "place": "好路", "zone": camera.zone,
+                                                  "commissioned_on": "2026-01-02"}),
+    ]
+    messages = hostile[:len(hostile) // 2] + [(k, key, json.dumps(v).encode()) for k, key, v in good] \
+        + hostile[len(hostile) // 2:]
+    feed = ReferenceFeed(stack.pool, {stack.settings.topic(k.topic.name): k for k in tables.KINDS}, Columns(),
+                         stack.settings.topic(topics.DEAD_LETTERS.name))
+    batch = [(value, Source(stack.settings.topic(kind.topic.name), 0, offset, key, None, value))
+             for offset, (kind, key, value) in enumerate(messages)]
+
+    counts = await feed.handle(batch)
+
+    assert counts["applied"] + counts["dead_letters"] == len(batch)
+    assert await stack.count("SELECT count(*) FROM plate_registry WHERE plate = '浙A9G00D' AND owner_id = $1",
+                             OWNER) == 1
+    assert await stack.count("SELECT count(*) FROM contact_registry WHERE owner_id = $1 AND phone = $2 "
+                             "AND valid_to IS NULL", OWNER, PHONE) == 1
+    assert await stack.count("SELECT count(*) FROM car_parks WHERE id = 'cp-good' AND capacity = 9") == 1
+    assert await stack.count("SELECT count(*) FROM cameras WHERE id = 'cam-good' AND removed_at IS NULL") == 1
+    refused = {offset for offset, (kind, key, value) in enumerate(messages)
+               if isinstance(decode.decode(kind, key, value, Columns()), Rejected)}
+    kept = {r["offset"] for r in await stack.pool.fetch('SELECT "offset" FROM dead_letters')}
+    assert refused <= kept and len(kept) == counts["dead_letters"], "every refused message is a dead letter"
+    rows = await stack.pool.fetch("SELECT key, reason, errors::text AS errors, raw FROM dead_letters")
+    no_phone_in(dead_letters_text(rows), "the dead letters", PHONE)
 
 
 async def test_a_data_platform_login_may_write_only_the_reference_topics_it_was_given(stack: Stack):

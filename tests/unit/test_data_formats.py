@@ -10,7 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.vehicles import PLATE_TYPES, VEHICLE_COLOURS, plate_types_of_colour
 from pipeline.data.formats import FormatError, Problem, Writer, detect_format, read_rows
 from pipeline.data.kinds import KINDS
-from pipeline.data.models import CarParkRow, ContactRow, PlateRow, ZoneRow
+from pipeline.data.models import CarParkRow, ContactRow, PlateRow, ZoneRow, plate_values
 
 FIWARE_EXAMPLE = {  # the smart-data-models OffStreetParking normalized NGSI-LD example, trimmed
     "id": "urn:ngsi-ld:OffStreetParking:porto-ParkingLot-23889", "type": "OffStreetParking",
@@ -146,3 +146,91 @@ def test_the_plain_check_of_a_plate_row_takes_a_row_only_as_the_row_model_has_it
             model = None
         assert fast is None or fast == model, values
     assert plate_values(*cases[0]) == cases[0] and plate_values(*cases[1]) == ("浙A1B2C3", "02", "o-1", None, None)
+
+
+# ── identifiers are matched whole (fullmatch), a trailing newline included ───────────────────────────
+
+@pytest.mark.parametrize("plate", ["浙AL9R34\n", "浙AD12345\n"])
+def test_a_plate_with_a_trailing_newline_is_stored_without_it(plate):
+    assert PlateRow(plate=plate, owner_id="o-1").plate == plate.strip()
+    assert plate_values(plate, "", "o-1", "", "") is None, "the plain check leaves it to the row model"
+
+
+def test_an_operator_name_with_a_trailing_newline_is_refused():
+    from pipeline.console import auth
+
+    auth.check_name_and_role("li", "viewer")
+    with pytest.raises(auth.OperatorError):
+        auth.check_name_and_role("li\n", "viewer")
+
+
+# ── a hostile file gets a refusal per row, never a traceback ─────────────────────────────────────────
+
+def test_a_geojson_feature_that_is_a_string_or_has_no_point_is_refused_on_its_own_row(tmp_path):
+    path = tmp_path / "parks.geojson"
+    good = {"type": "Feature", "properties": {"id": "cp-1", "name": "停车场", "capacity": 9},
+            "geometry": {"type": "Point", "coordinates": [120.0, 30.3]}}
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        "a string", good, {"geometry": {"type": "Point", "coordinates": 7}}, {"geometry": "Point"},
+        {"properties": [1], "geometry": {"type": "Point", "coordinates": [120.0, 30.3]}}]}), encoding="utf-8")
+
+    rows = rows_of(path, "geojson")
+
+    assert [(n, type(r).__name__) for n, r in rows] == [(1, "Problem"), (2, "dict"), (3, "Problem"), (4, "Problem"),
+                                                        (5, "Problem")]
+    assert "not str" in rows[0][1].reason and rows[4][1].reason == "properties must be a JSON object"
+
+
+def test_json_lines_nested_too_deeply_or_with_a_5000_digit_number_are_refused_on_their_own_lines(tmp_path):
+    path = tmp_path / "parks.jsonl"
+    good = json.dumps({"id": "cp-1", "name": "停车场", "lat": 30.3, "lon": 120.0, "capacity": 9}, ensure_ascii=False)
+    path.write_text("\n".join([good, "[" * 100_000 + "]" * 100_000, '{"id": "cp-2", "capacity": ' + "9" * 5000 + "}",
+                               good.replace("cp-1", "cp-3")]) + "\n", encoding="utf-8")
+
+    rows = rows_of(path, "jsonl")
+
+    assert [(n, type(r).__name__) for n, r in rows] == [(1, "dict"), (2, "Problem"), (3, "Problem"), (4, "dict")]
+    assert "nested too deeply" in rows[1][1].reason and "digits" in rows[2][1].reason
+
+
+def test_a_csv_field_over_the_reader_s_limit_is_refused_on_its_own_row_and_the_rows_after_it_are_read(tmp_path):
+    path = tmp_path / "parks.csv"
+    path.write_text("id,name,lat,lon,capacity\ncp-1,停车场,30.3,120.0,9\n"
+                    f"cp-2,{'长' * 200_000},30.3,120.0,9\ncp-3,停车场,30.3,120.0,{'9' * 5000}\ncp-4,停车场,30.3,120.0,9\n",
+                    encoding="utf-8")
+
+    rows = rows_of(path, "csv")
+
+    assert [n for n, r in rows if isinstance(r, Problem)] == [3]
+    assert "field larger than field limit" in rows[1][1].reason
+    with pytest.raises(ValidationError, match="capacity"):
+        CarParkRow(**rows[2][1])
+    assert rows[3][1]["id"] == "cp-4"
+
+
+def test_a_file_that_is_not_utf8_or_a_document_nested_too_deeply_is_refused_as_a_whole(tmp_path):
+    latin = tmp_path / "parks.csv"
+    latin.write_bytes("id,name,lat,lon,capacity\ncp-1,Gare du Nord,48.88,2.35,9\ncp-2,Caf\xe9,48.8,2.3,9\n".encode("latin-1"))
+    deep = tmp_path / "parks.geojson"
+    deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+
+    with pytest.raises(FormatError, match="not UTF-8"):
+        rows_of(latin, "csv")
+    with pytest.raises(FormatError, match="RecursionError"):
+        rows_of(deep, "geojson")
+
+
+def test_hostile_camera_files_are_refused_row_by_row(tmp_path):
+    from pipeline.cameras.registry import CameraProblem, read_file
+    from pipeline.data.all_kinds import _camera_rows
+
+    header = "id,integrator,lat,lon,place,zone,direction,commissioned_on\n"
+    rows = read_file((header + f"cam-1,acme,30.3,120.0,{'路' * 200_000},yuhang,,2026-01-01\n"
+                      "cam-2,acme,30.3,120.0,文一西路,yuhang,,2026-01-01\n").encode())
+    assert [type(r).__name__ for _, r in rows] == ["CameraProblem", "Camera"]
+    lines = read_file(b'{"id": "cam-1"}\n' + b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    assert all(isinstance(r, CameraProblem) for _, r in lines) and "nested too deeply" in str(lines[1][1])
+    geojson = tmp_path / "cameras.geojson"
+    geojson.write_text(json.dumps({"type": "FeatureCollection", "features": ["cam-1", None, {"geometry": 1}]}))
+    assert [str(r).split(":")[0] for _, r in _camera_rows(geojson, "geojson")] == [
+        "a feature must be a JSON object, not str", "a feature must be a JSON object, not NoneType", "lat, lon"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.privacy import masked_phone_in, no_phone_in
+from tests.privacy import dead_letters_text, masked_phone_in, no_phone_in
 
 pytestmark = pytest.mark.unit
 
@@ -27,3 +27,10 @@ def test_a_page_must_show_the_number_masked_and_only_masked():
         masked_phone_in("电话 —", PHONE, "the page")
     with pytest.raises(AssertionError, match="reached"):
         masked_phone_in(f"138****8000 {PHONE}", PHONE, "the page")
+
+
+def test_dead_letters_are_scanned_in_their_key_reason_errors_and_bytes():
+    row = {"key": b"o-1", "reason": "invalid", "errors": "[]", "raw": f'{{"phone": "{PHONE}"}}'.encode()}
+    with pytest.raises(AssertionError, match="reached"):
+        no_phone_in(dead_letters_text([row]), "the dead letters", PHONE)
+    no_phone_in(dead_letters_text([{**row, "raw": b'{"phone": "138****8000"}'}]), "the dead letters", PHONE)

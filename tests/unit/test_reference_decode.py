@@ -5,6 +5,8 @@ import json
 from datetime import date
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.reference.decode import Delete, Upsert, decode
 from pipeline.reference.feed import forget
@@ -191,3 +193,91 @@ def test_changed_plates_are_forgotten_by_the_owner_directory():
     directory = Directory()
     forget(directory, ["浙A12345", "浙B54321"])
     assert directory.forgotten == ["浙A12345", "浙B54321"]
+
+
+# ── hostile input: decoding never raises, and what it lets through is in bounds ─────────────────────
+
+JSON_SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-10**30, max_value=10**30)
+                | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30)
+                | st.sampled_from(["浙A12345", "浙AL9R34\n", "13800138000", "\x00", "\ud800", "2026-11-01", "x" * 300]))
+JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+
+
+@st.composite
+def hostile_row(draw, kind):
+    """A row with the kind's own columns (so that validation is reached), each any JSON value or a good one."""
+    good = GOOD_ROWS[kind.name]
+    row = {field: draw(st.just(value) | JSON_VALUES) for field, value in good.items()}
+    return draw(st.just(row) | st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=4) | JSON_VALUES)
+
+
+@st.composite
+def hostile_message(draw, kind):
+    """(key, value) as a hostile or careless data platform might send them to ``kind``'s topic."""
+    good_key = GOOD_KEYS[kind.name]
+    key = draw(st.just(good_key) | st.none() | st.binary(max_size=20)
+               | JSON_VALUES.map(lambda v: json.dumps({"schema": {}, "payload": v}).encode())
+               | st.dictionaries(st.sampled_from(kind.key), JSON_VALUES, max_size=2).map(lambda v: json.dumps(v).encode()))
+    op = draw(st.sampled_from(["c", "u", "r", "d", "t", "m"]) | JSON_VALUES)
+    payload = {"op": op, "before": draw(hostile_row(kind)), "after": draw(hostile_row(kind)),
+               "source": draw(JSON_VALUES)}
+    value = draw(st.none() | st.binary(max_size=40)
+                 | st.just(payload).map(lambda p: json.dumps({"schema": {}, "payload": p}).encode())
+                 | st.just(payload).map(lambda p: json.dumps(p).encode())
+                 | hostile_row(kind).map(lambda r: json.dumps(r).encode())
+                 | st.integers(1, 5000).map(lambda n: b"[" * n + b"]" * n))
+    return key, value
+
+
+GOOD_ROWS = {
+    "plates": {"plate": "浙A12345", "plate_type": "02", "owner_id": "o-1", "vehicle_make": "大众"},
+    "contacts": {"owner_id": "o-1", "phone": "13800138000", "language": "zh"},
+    "car-parks": {"id": "cp-1", "name": "停车场", "short_name": "停车", "lat": 30.28, "lon": 120.0, "capacity": 50},
+    "cameras": {"id": "cam-1", "integrator": "acme", "lat": 30.28, "lon": 120.0, "place": "文一西路", "zone": "yuhang",
+                "commissioned_on": "2025-11-01"},
+}
+GOOD_KEYS = {"plates": "浙A12345".encode(), "contacts": b"o-1", "car-parks": b"cp-1", "cameras": b"cam-1"}
+
+
+def in_bounds(change) -> None:
+    """What a change may carry to PostgreSQL: ids of at most 200 characters, text PostgreSQL stores."""
+    assert all(len(v) <= 200 and "\x00" not in v for v in change.key)
+    if isinstance(change, Upsert):
+        for value in change.record.__dict__.values():
+            if isinstance(value, str):
+                value.encode("utf-8")
+                assert "\x00" not in value and "\n" not in value.strip()
+
+
+@pytest.mark.parametrize("kind", list(BY_NAME.values()), ids=list(BY_NAME))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_decoding_any_json_or_debezium_envelope_never_raises_and_lets_only_bounded_values_through(kind, data):
+    key, value = data.draw(hostile_message(kind))
+    change = decode(kind, key, value, Columns())
+
+    assert isinstance(change, (Upsert, Delete, Rejected))
+    if isinstance(change, Rejected):
+        assert change.reason and change.raw == (value or b"")
+    else:
+        in_bounds(change)
+
+
+def test_a_debezium_date_out_of_range_is_refused_naming_the_column():
+    row = {**GOOD_ROWS["cameras"], "commissioned_on": 99_999_999}
+    change = decode(CAMERAS, b"cam-1", debezium(None, row, "c", table="cameras"), Columns())
+
+    assert isinstance(change, Rejected)
+    assert [e.field for e in change.errors] == ["after.commissioned_on"]
+    assert "not a date between 1900-01-01 and 2199-12-31" in change.reason
+
+
+@pytest.mark.parametrize("kind, value, field", [
+    ("cameras", {**GOOD_ROWS["cameras"], "place": "文一\x00西路"}, "place"),
+    ("contacts", {**GOOD_ROWS["contacts"], "contact_name": "\ud800"}, "contact_name"),
+])
+def test_text_postgresql_cannot_store_is_refused_naming_the_field(kind, value, field):
+    change = decode(BY_NAME[kind], GOOD_KEYS[kind], json.dumps(value).encode(), Columns())
+
+    assert isinstance(change, Rejected) and [e.field for e in change.errors] == [field]
