@@ -66,8 +66,8 @@ KAFKA_BROKER_PASSWORD="broker-kafka"
 KAFKA_CONTROLLER_PASSWORD="controller-kafka"
 KAFKA_CLIENT_CONFIG="$KAFKA_DIR/client.properties"
 KAFKA_LOG_FILE="$LOG_DIR/kafka.log"
-KAFKA_READY_TIMEOUT="${PW_KAFKA_READY_TIMEOUT:-120}"
-KAFKA_STOP_TIMEOUT=60
+KAFKA_READY_TIMEOUT="${PW_KAFKA_READY_TIMEOUT:-300}"  # a start after an unclean stop recovers every partition
+KAFKA_STOP_TIMEOUT="${PW_KAFKA_STOP_TIMEOUT:-300}"    # a clean stop closes thousands of partitions: let it finish
 
 PG_PORT="${PW_PG_PORT:-55432}"
 PG_USER="parkwarden"
@@ -400,12 +400,18 @@ kafka_format_storage() {
 
 kafka_pid() { running_pid kafka "kafka.Kafka"; }
 
-# Ready = an admin client can fetch metadata (list topics).
+# Ready = an admin client logged in as the pipeline can fetch metadata (list topics). The probe's output
+# is kept in var/log/kafka-ready.log: a refused login is told apart from a broker still starting.
 kafka_ready() {
     port_open "$KAFKA_PORT" || return 1
     timeout 30 java -Xmx256m -Dlog4j.configuration="file:$TEMPLATE_DIR/kafka-tools-log4j.properties" \
         -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
-        --bootstrap-server "127.0.0.1:$KAFKA_PORT" --command-config "$KAFKA_CLIENT_CONFIG" --list </dev/null >/dev/null 2>&1
+        --bootstrap-server "127.0.0.1:$KAFKA_PORT" --command-config "$KAFKA_CLIENT_CONFIG" --list \
+        </dev/null >"$LOG_DIR/kafka-ready.log" 2>&1
+}
+
+kafka_login_refused() {
+    grep -q "SaslAuthenticationException\|invalid credentials" "$LOG_DIR/kafka-ready.log" 2>/dev/null
 }
 
 start_kafka() {
@@ -443,6 +449,9 @@ start_kafka() {
             rm -f "$(pid_file kafka)"
             tail -n 20 "$LOG_DIR/kafka.stdout.log" >&2 || true
             fail_start kafka "$KAFKA_LOG_FILE" "the broker exited; see the logs above. To start from empty data: scripts/services.sh stop kafka && rm -rf var/kafka/data-sasl"
+        fi
+        if kafka_login_refused; then
+            fail_start kafka "$LOG_DIR/kafka-ready.log" "the broker (pid $pid, left running) refuses the login of $KAFKA_USER (SCRAM, $KAFKA_MECHANISM): the SCRAM users of ${KAFKA_DATA_DIR#"$REPO_ROOT"/} are not the ones scripts/services.sh bootstraps; see var/log/kafka.log"
         fi
         if (($(now) >= deadline)); then
             fail_start kafka "$KAFKA_LOG_FILE" "no metadata from 127.0.0.1:$KAFKA_PORT after ${KAFKA_READY_TIMEOUT}s; the broker (pid $pid) is left running: see var/log/kafka.log, then 'scripts/services.sh stop kafka' and start again"
@@ -928,4 +937,7 @@ main() {
     esac
 }
 
-main "$@"
+# scripts/cluster.sh sources this file for its helpers: then main does not run.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi
