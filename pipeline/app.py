@@ -53,6 +53,7 @@ app = faust.App(
     web_port=settings.web_port,
     web_bind=settings.web_host,
     topic_partitions=settings.topic_partitions,
+    topic_replication_factor=settings.topic_replication_factor,
     topic_disable_leader=True,
     store="memory://",
     datadir=str(ROOT / "var" / "faust" / "{conf.name}"),

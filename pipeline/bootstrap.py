@@ -334,9 +334,12 @@ async def create_topics(settings: Settings, integrators: list[str] = ()) -> list
     wanted = [settings.topic(t.name) for t in topics.ALL] + camera_topics[1:] + command_topics
     missing = [name for name in wanted if name not in existing]
     configs = topic_configs(settings) | {name: CAMERA_EVENTS_CONFIG for name in camera_topics}
+    if settings.topic_replication_factor > 1:
+        durable = {"min.insync.replicas": str(settings.topic_min_insync_replicas)}
+        configs = {name: configs.get(name, {}) | durable for name in wanted}
     created = []
     if missing:
-        futures = admin.create_topics([NewTopic(name, settings.topic_partitions, 1, config=configs.get(name, {}))
+        futures = admin.create_topics([NewTopic(name, settings.topic_partitions, settings.topic_replication_factor, config=configs.get(name, {}))
                                        for name in missing], request_timeout=30)
         for name, future in futures.items():
             try:
@@ -351,6 +354,15 @@ async def create_topics(settings: Settings, integrators: list[str] = ()) -> list
     if changes:
         for future in admin.incremental_alter_configs(changes, request_timeout=30).values():
             await asyncio.wrap_future(future)
+    for _ in range(20):  # a topic just created may not be in every broker's metadata yet
+        metadata = (await asyncio.to_thread(admin.list_topics, timeout=30)).topics
+        described = [{"topic": name, "error_code": 0 if name in metadata and metadata[name].error is None else 1,
+                      "partitions": [{"replicas": list(p.replicas)} for p in metadata[name].partitions.values()]
+                      if name in metadata else []} for name in wanted]
+        if all(t["error_code"] == 0 and t["partitions"] for t in described):
+            break
+        await asyncio.sleep(0.5)
+    check_replicas(settings, described)
     return created
 
 
@@ -366,3 +378,18 @@ def admin_client(settings: Settings, purpose: str):
                    "sasl.username": settings.kafka_sasl_username,
                    "sasl.password": settings.kafka_sasl_password.get_secret_value()}
     return AdminClient(config, logger=logging.getLogger("parkwarden.kafka-admin"))
+
+
+class TopicReplicationError(RuntimeError):
+    """A parkwarden topic has fewer replicas than ``PW_TOPIC_REPLICATION_FACTOR``."""
+
+
+def check_replicas(settings: Settings, described: list[dict]) -> None:
+    """Refuse topics (as the admin client's DescribeTopics gives them) with a partition on fewer replicas
+    than configured, naming them: such a topic loses acknowledged events with a broker."""
+    want = settings.topic_replication_factor
+    short = sorted({f"{t['topic']} ({min(len(p['replicas']) for p in t['partitions'])} replicas)"
+                    for t in described if t["partitions"] and min(len(p["replicas"]) for p in t["partitions"]) < want})
+    if short:
+        raise TopicReplicationError(f"topics with fewer replicas than PW_TOPIC_REPLICATION_FACTOR={want}: "
+                                    f"{', '.join(short)}; recreate them or reassign their partitions")

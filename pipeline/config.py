@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     names no integrator, data platform or consumer may take (``pipeline.ingest.principals``)."""
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
     topic_partitions: int = Field(default=4, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+    """Replicas of every parkwarden topic: 1 on the single broker; 3 on a cluster (``scripts/cluster.sh``).
+    Checked at start: a topic with fewer replicas is an error naming it."""
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
+    """``min.insync.replicas`` of every parkwarden topic (2 on a 3-broker cluster): with ``acks=all`` a
+    write is acknowledged once that many replicas hold it."""
     app_id: str = "parkwarden"
     worker_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     session_timeout_seconds: float = Field(default=10, gt=0)
@@ -161,6 +167,13 @@ class Settings(BaseSettings):
     @cached_property
     def trusted_proxy_networks(self) -> tuple:
         return parse_networks(self.trusted_proxies)
+
+    @model_validator(mode="after")
+    def _min_insync_within_replicas(self) -> "Settings":
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(f"PW_TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) is more than "
+                             f"PW_TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor}): no write could succeed")
+        return self
 
     @model_validator(mode="after")
     def _trusted_proxies_are_addresses(self) -> "Settings":

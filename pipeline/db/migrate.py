@@ -10,6 +10,10 @@ long as it waits. When it times out nothing of that migration is applied, and th
 Once it has its locks a migration may run as long as it needs (no statement timeout: an index on a
 big table takes a while, and stopping it half way would only start it again). A worker waits for
 another one's migrations however long they take.
+
+A worker older than the schema it finds (the database holds a migration this code does not have: a
+newer version ran its migrations) refuses to start, naming both versions, before it applies anything:
+in a rolling upgrade the new version migrates first and old workers are not started again.
 """
 
 import hashlib
@@ -25,6 +29,10 @@ class MigrationError(RuntimeError):
     pass
 
 
+class SchemaNewerThanCode(MigrationError):
+    """The database was migrated by a newer version of parkwarden than the one starting."""
+
+
 async def migrate(conn: asyncpg.Connection, lock_timeout: float = 5.0) -> list[str]:
     """Apply pending migrations; return the versions applied now."""
     applied_now = []
@@ -37,7 +45,17 @@ async def migrate(conn: asyncpg.Connection, lock_timeout: float = 5.0) -> list[s
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT * FROM schema_migrations")}
-        for path in sorted(MIGRATIONS.glob("*.sql")):
+        paths = sorted(MIGRATIONS.glob("*.sql"))
+        unknown = sorted(set(done) - {path.stem for path in paths})
+        if unknown:
+            ours = paths[-1].stem if paths else "none"
+            raise SchemaNewerThanCode(
+                f"the database's schema is newer than this version of parkwarden: it is at {max(done)} "
+                f"(applied by a newer version: {', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}), "
+                f"this code knows migrations up to {ours}. Start the newer version instead; an older worker "
+                "is not started on a newer schema."
+            )
+        for path in paths:
             sql = path.read_text()
             checksum = hashlib.sha256(sql.encode()).hexdigest()
             if path.stem in done:

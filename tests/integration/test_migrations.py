@@ -77,3 +77,24 @@ async def test_a_worker_waits_for_another_workers_migrations_past_its_own_lock_t
     finally:
         await migrating.close()
         await conn.close()
+
+
+async def test_a_worker_older_than_the_schema_refuses_to_start_naming_both_versions(database, tmp_path, monkeypatch):
+    conn = await asyncpg.connect(database)
+    try:
+        newer = tmp_path / "newer"
+        shutil.copytree(migrations.MIGRATIONS, newer)
+        (newer / "9998_newer_table.sql").write_text("CREATE TABLE newer_table (id int);\n")
+        monkeypatch.setattr(migrations, "MIGRATIONS", newer)
+        assert await migrations.migrate(conn) != []  # the new version migrates first
+
+        older = sorted(p.stem for p in tmp_path.glob("newer/*.sql"))[-2]
+        monkeypatch.setattr(migrations, "MIGRATIONS", newer.parent / "older")
+        shutil.copytree(newer, newer.parent / "older", ignore=shutil.ignore_patterns("9998_*"))
+        with pytest.raises(migrations.SchemaNewerThanCode) as refused:
+            await migrations.migrate(conn)
+        assert "9998_newer_table" in str(refused.value) and older in str(refused.value)
+        monkeypatch.setattr(migrations, "MIGRATIONS", newer)
+        assert await migrations.migrate(conn) == [], "the newer version starts as before"
+    finally:
+        await conn.close()
