@@ -76,7 +76,6 @@ async def _bounded(part, limit: int) -> bytes | None:
 def register(app, runtime, driver: DriverPage) -> None:
     terms = Terms.of(runtime.settings)
     tickets_topic = bootstrap.output_topics(runtime.settings).tickets
-    desk = service.AppealDesk(runtime.web_pool, tickets_topic, terms)
 
     async def ticket_context(code: str, row) -> dict:
         async with runtime.web_pool.acquire() as conn:
@@ -127,6 +126,7 @@ def register(app, runtime, driver: DriverPage) -> None:
             fields, files = await read_appeal_form(request)
             filing = grounds.filing(fields.get("ground"), fields.get("statement"), fields.get("attachments"))
             cleaned = [photos.clean(raw) for raw in files]
+            desk = service.AppealDesk(runtime.web_pool, tickets_topic, terms)
             await service.file_as_driver(desk, row["number"], row["plate"], code, filing, cleaned)
         except NotAllowed as no:
             params = {k: driver.local(v) if isinstance(v, datetime) else v for k, v in no.params.items()}
