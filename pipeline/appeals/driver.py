@@ -150,7 +150,9 @@ def register(app, runtime, driver: DriverPage) -> None:
         code, row = found
         async with runtime.web_pool.acquire() as conn:
             pack = await evidence_pack(conn, row["number"], terms)
-        return web.Response(body=notice.render(pack), content_type="application/pdf",
+        terms_printed = notice.NoticeTerms.of(runtime.settings)
+        page = f"{terms_printed.page_base}{code}" if terms_printed.page_base else None
+        return web.Response(body=notice.render(pack, terms_printed, page), content_type="application/pdf",
                             headers={**SECURITY_HEADERS,
                                      "Content-Disposition": f'attachment; filename="{pack["ticket"]["number"]}.pdf"'})
 

@@ -225,9 +225,21 @@ async def test_the_notice_is_a_pdf_in_chinese_and_english_with_the_number_and_ve
     code = chain.verification_code(await stack.pool.fetchval(
         "SELECT hash FROM ticket_chain WHERE ticket_number = $1", ticket["number"]))
     for words in ("电子违停告知单", "Electronic notice", ticket["number"], ticket["plate"], ticket["place"], code,
-                  "申诉", "How to appeal", "/d/ticket"):
-        assert words in text, words
+                  "申诉", "How to appeal", "/d/ticket", "《中华人民共和国道路交通安全法》第九十三条", "二百元以下罚款"):
+        assert words in text.replace("\n", ""), words
     assert len(PdfReader(path).pages) == 1
+
+    # As a driver's printer or viewer sees it: rendered by poppler, the QR code opens the ticket's page.
+    rendered = subprocess.run(["pdftoppm", "-r", "150", "-png", "-singlefile", str(path), str(ARTIFACTS / "notice")],
+                              capture_output=True, timeout=60)
+    assert rendered.returncode == 0, rendered.stderr
+    drawn = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, timeout=60).stdout
+    assert "第九十三条" in drawn and ticket["number"] in drawn
+    import zxingcpp
+    from PIL import Image
+
+    [qr] = [b for b in zxingcpp.read_barcodes(Image.open(ARTIFACTS / "notice.png")) if b.format == zxingcpp.BarcodeFormat.QRCode]
+    assert re.fullmatch(rf"http://\S+/d/{scene.codes[ticket['number']]}", qr.text), qr.text
 
     async with scene.client.http.get(f"{scene.client.base}/console/tickets/{ticket['number']}/notice.pdf") as r:
         assert r.status == 200 and r.content_type == "application/pdf"
