@@ -203,7 +203,7 @@ def test_given_a_signature_too_long_for_the_car_park_line_then_the_warning_goes_
 @pytest.mark.parametrize("language", LANGUAGES)
 @pytest.mark.parametrize("plate", PLATES)
 @pytest.mark.parametrize("first_offence", [True, False], ids=["first offence", "new camera"])
-def test_given_every_camera_of_the_demo_city_when_a_warning_notice_is_given_then_it_fits_one_segment_and_says_no_fine(
+def test_given_every_camera_of_the_demo_city_when_a_warning_notice_is_given_then_it_is_brief_and_says_no_fine(
         language, plate, first_offence):
     for camera in city.CAMERAS:
         text = texts.caution_text(texts.CautionFacts(plate, camera.place, first_offence), language)
