@@ -87,9 +87,9 @@ def register(app, runtime, driver: DriverPage) -> None:
 
     driver.ticket_context = ticket_context
 
-    async def with_ticket(request: web.Request):
+    async def with_ticket(request: web.Request, buckets=None):
         """(code, situation row) of a case with a ticket, or the answer to send instead."""
-        found = await driver.lookup(request)
+        found = await driver.lookup(request, buckets)
         if isinstance(found, web.Response):
             return found
         if not found[1]["number"]:
@@ -157,7 +157,7 @@ def register(app, runtime, driver: DriverPage) -> None:
                                      "Content-Disposition": f'attachment; filename="{pack["ticket"]["number"]}.pdf"'})
 
     async def photo(request: web.Request) -> web.Response:
-        found = await with_ticket(request)
+        found = await with_ticket(request, driver.polls)  # a page shows up to 3: not the lookups' budget
         if isinstance(found, web.Response):
             return found
         try:
