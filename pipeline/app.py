@@ -312,12 +312,11 @@ async def _until_recorded(handle, batch) -> None:
 
 
 sms_views.register(app, runtime)
-if settings.driver_page:
-    driver_page.register(app, runtime)
+driver = driver_page.register(app, runtime) if settings.driver_page else None
 ingest_views.register(app, runtime)
 console = console_views.register(app, runtime)
 tickets_views.register(app, runtime, console)
 appeals_views.register(app, runtime, console)
 camera_views.register(app, console)
-if settings.driver_page:
-    appeals_driver.register(app, runtime)
+if driver is not None:
+    appeals_driver.register(app, runtime, driver)

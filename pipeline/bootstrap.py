@@ -231,6 +231,7 @@ def build_service(settings: Settings, pool: asyncpg.Pool, car_parks: CarParkInde
                    retry_horizon={"warning": settings.sms_retry_horizon_seconds,
                                   "ticket": settings.sms_ticket_retry_horizon_seconds},
                    daily_limit=settings.sms_daily_limit_per_phone, driver_page=settings.driver_page,
+                   driver_link=f"{settings.driver_base_url}/d/",
                    in_doubt_after=timedelta(seconds=settings.sms_in_doubt_seconds),
                    report_wait=timedelta(seconds=settings.sms_report_wait_seconds), worker=settings.worker_name)
     offset = timedelta(seconds=settings.clock_offset_seconds)

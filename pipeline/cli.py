@@ -165,15 +165,25 @@ def watch() -> None:
         pass
 
 
+def demo_environment(environ) -> dict[str, str]:
+    """The demo workers' environment: ``environ`` with the demo's short windows, a fresh report key and
+    the driver page on (SMS links to http://<web host>:6066/d/<code>), unless ``environ`` says otherwise."""
+    env = {**environ, "PW_WINDOW_SECONDS": environ.get("PW_WINDOW_SECONDS", "30"),
+           "PW_LATENESS_SECONDS": "2", "PW_RECHECK_WAIT_SECONDS": "8", "PW_LOG_LEVEL": "warn",
+           # A fresh key per demo run, shared by its workers, that signs Kannel's delivery-report URLs.
+           "PW_SMS_REPORT_SECRET": environ.get("PW_SMS_REPORT_SECRET") or secrets.token_urlsafe(32),
+           # The driver page on, so that a newcomer sees the SMS's link and the page it opens.
+           "PW_DRIVER_PAGE": environ.get("PW_DRIVER_PAGE", "true")}
+    env.setdefault("PW_PUBLIC_BASE_URL", f"http://{environ.get('PW_WEB_HOST', '127.0.0.1')}:6066")
+    return env
+
+
 @main.command()
 @click.option("--duration", default=150.0, show_default=True, help="Seconds during which cars arrive (then the parked ones leave in their time).")
 @click.option("--workers", default=2, show_default=True)
 def demo(duration: float, workers: int) -> None:
     """Demo: workers + camera simulator + live feed, with a 30-second window. Ctrl-C stops it all."""
-    env = {**os.environ, "PW_WINDOW_SECONDS": os.environ.get("PW_WINDOW_SECONDS", "30"),
-           "PW_LATENESS_SECONDS": "2", "PW_RECHECK_WAIT_SECONDS": "8", "PW_LOG_LEVEL": "warn",
-           # A fresh key per demo run, shared by its workers, that signs Kannel's delivery-report URLs.
-           "PW_SMS_REPORT_SECRET": os.environ.get("PW_SMS_REPORT_SECRET") or secrets.token_urlsafe(32)}
+    env = demo_environment(os.environ)
     settings = Settings(**{"window_seconds": float(env["PW_WINDOW_SECONDS"])})
     log_dir = settings.sms_file.parent.parent / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -189,6 +199,8 @@ def demo(duration: float, workers: int) -> None:
         click.echo(f"started {workers} workers (logs in {log_dir}/demo-worker-*.log); SMS land in {settings.sms_file}")
         name, password = run(_demo_operator(settings))
         click.echo(f"console: http://{settings.web_host}:6066/console/  (log in as {name} / {password}, a supervisor)")
+        if env["PW_DRIVER_PAGE"].lower() == "true":
+            click.echo(f"driver page: {env['PW_PUBLIC_BASE_URL']}/d  (each warning and ticket SMS links to its case)")
         click.echo("waiting for the workers to join the consumer group...")
         time.sleep(8)
         procs.append(subprocess.Popen([*exe, "simulate", "--duration", str(duration), "--cars-per-minute", "15"],

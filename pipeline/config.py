@@ -220,7 +220,19 @@ class Settings(BaseSettings):
     appeal_decision_days: float = Field(default=10, gt=0)
     """An appeal's decision is due this many days after it was received; later, it is flagged overdue."""
     public_base_url: str | None = None
-    """Where drivers reach the driver page, printed on notices; default http://<web_host>:<web_port>."""
+    """Where drivers reach the driver page, printed on notices and (with the driver page on) in SMS
+    links (``<this>/d/<code>``); default http://<web_host>:<web_port>. Keep it short: it shares the
+    SMS's 70 characters."""
+    notice_legal_basis: str = "《中华人民共和国道路交通安全法》第九十三条"
+    """The law a ticket applies, printed on the notice."""
+    notice_penalty: str = "处二十元以上二百元以下罚款 Fine of CNY 20 to 200"
+    """The penalty, as the city states it, printed on the notice."""
+    notice_payment: str = "凭告知单号到交警违法处理窗口或“交管12123”处理 | Settle it with the ticket number at a traffic-police office or in the 12123 app"
+    """Where to pay or settle a standing ticket (Chinese | English), on the driver page and the notice."""
+    reconsideration_days: int = Field(default=60, ge=1)
+    """A driver may ask for administrative reconsideration (行政复议) this many days after a decision."""
+    lawsuit_months: int = Field(default=6, ge=1)
+    """... or go to court (行政诉讼) within this many months; both shown once an appeal is refused."""
 
     # Retention (pipeline/retention/job.py; the README defends the defaults)
     retention_seconds: float = Field(default=600, gt=0)

@@ -91,7 +91,7 @@ KANNEL_STOP_TIMEOUT=15
 FAKESMSC_BIN="/usr/lib/kannel/test/fakesmsc"
 FAKESMSC_LOG="$LOG_DIR/fakesmsc.log"
 
-APT_PACKAGES=(postgresql kannel kannel-extras curl iproute2 fonts-wqy-microhei)  # the font: Chinese in PDF notices
+APT_PACKAGES=(postgresql kannel kannel-extras curl iproute2 fonts-wqy-microhei poppler-utils)  # the font: Chinese in PDF notices; poppler-utils: pdftoppm renders them in the tests
 
 # One file per service, beside the config templates (scripts/services/): the helpers and the install
 # first, then each service's start, stop and status.

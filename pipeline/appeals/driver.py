@@ -1,183 +1,181 @@
-"""The driver's side of a ticket, on the driver page (``PW_DRIVER_PAGE=true``): with the ticket
-number, the plate and the code from the warning SMS, the owner sees the evidence (and downloads
-the pack and the notice) and appeals (申诉) on a ground from the catalogue.
+"""The driver's side of a ticket, on the driver page (``PW_DRIVER_PAGE=true``): the page of a case
+with a ticket (``/d/<code>``, the link in the warning and the ticket SMS) shows the ticket, its
+evidence, the notice and the pack to download, and the appeal form (申诉: a ground from the
+catalogue, words, photos from the phone, https links), or the appeal's state and what the driver
+can still do.
 
-    GET  /d/ticket              the form: ticket number, plate, code
-    POST /d/ticket              the ticket, its evidence, and the appeal form (or the appeal's status)
-    POST /d/ticket/appeal       file the appeal
-    POST /d/ticket/pack.json    the evidence pack
-    POST /d/ticket/notice.pdf   the notice (电子违停告知单)
+    GET  /d/ticket                      the form: ticket number, plate, code (for a driver without the link)
+    POST /d/ticket                      the three checked together, then on to /d/<code>
+    POST /d/<code>/appeal               file the appeal (multipart), then back to /d/<code> (post-redirect-get)
+    GET  /d/<code>/notice.pdf           the notice (电子违停告知单)
+    GET  /d/<code>/pack.json            the evidence pack
+    GET  /d/<code>/appeal/photos/<id>   a photo of the appeal
 
-The three together are the key, sent in the body (never in a URL); a wrong one of any of them gets
-the same answer. Each client (``client_limits.client_key``: behind ``PW_TRUSTED_PROXIES`` the
-forwarded address, an IPv6 client by its /64) may try ``PW_DRIVER_PAGE_LOOKUPS_PER_MINUTE`` times a
-minute per worker (``PW_DRIVER_PAGE_LOOKUP_BURST`` at once), like the driver page's code lookup.
-No phone number is shown.
+The code is the key, in the path or the body, never in a query string; every request spends one of
+the client address's lookups (``pipeline.sms.driver_page``). No phone number is shown.
 """
 
-import html
 import json
 from datetime import datetime
+from uuid import UUID
 
 from aiohttp import web
 
-from pipeline.appeals import grounds, service, store
+from pipeline import bootstrap
+from pipeline.appeals import grounds, photos, service, store
 from pipeline.appeals.grounds import GROUNDS, NotAllowed
 from pipeline.appeals.words import TEXT
-from pipeline.client_limits import client_key
-from pipeline.ingest.ratelimit import LocalBuckets, retry_after_header
-from pipeline.sms.driver_page import PAGE
-from pipeline import bootstrap
+from pipeline.sms.driver_page import CODE_PATH, SECURITY_HEADERS, DriverPage, read_code
 from pipeline.tickets import notice
 from pipeline.tickets.pack import Terms, evidence_pack
 from schemas.plates import normalize_plate
 
-FORM = """<h1>告知单查询与申诉 Ticket and appeal</h1>
-<form method="post" action="/d/ticket">
-<p><label>告知单号 Ticket number<br><input name="number" required autocapitalize="characters" autocomplete="off"></label></p>
-<p><label>车牌 Plate<br><input name="plate" required autocomplete="off"></label></p>
-<p><label>短信中的查询码 Code from the SMS<br><input name="code" required autocapitalize="characters" autocomplete="off"></label></p>
-<button>查询 Look up</button></form>{error}"""
+FORM_FIELD_MAX = 16 * 1024
+"""A text field of the appeal form, at most (the statement is 2,000 characters)."""
 
 
-def _e(value) -> str:
-    return html.escape(str(value if value is not None else "–"))
-
-
-def _t(key: str, **params) -> str:
-    zh, en = TEXT[key]
+def refusal(key: str, **params) -> str:
+    zh, en = TEXT[f"appeal_refused.{key}"]
     return f"{zh.format(**params)} {en.format(**params)}" if params else f"{zh} {en}"
 
 
-def _local(iso: str | None) -> str:
-    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M") if iso else "–"
+async def read_appeal_form(request: web.Request) -> tuple[dict, list[bytes]]:
+    """The appeal form's fields and the photos' bytes, read part by part within bounds: at most
+    ``photos.MAX_PHOTOS`` files of ``photos.MAX_BYTES`` each (``NotAllowed`` beyond)."""
+    fields: dict[str, str] = {}
+    files: list[bytes] = []
+    if not request.content_type.startswith("multipart/"):
+        form = await request.post()
+        return {k: str(v) for k, v in form.items() if isinstance(v, str)}, []
+    reader = await request.multipart()
+    async for part in reader:
+        if part.filename is not None:
+            data = await _bounded(part, photos.MAX_BYTES)
+            if data is None:
+                raise NotAllowed("photo_too_big", max_mb=photos.MAX_BYTES // (1024 * 1024))
+            if data:  # an empty file field: the form sent without photos
+                files.append(data)
+            if len(files) > photos.MAX_PHOTOS:
+                raise NotAllowed("too_many_photos", max=photos.MAX_PHOTOS)
+        elif part.name:
+            value = await _bounded(part, FORM_FIELD_MAX)
+            fields[part.name] = (value or b"").decode("utf-8", "replace")
+    return fields, files
 
 
-def _key_fields(number: str, plate: str, code: str) -> str:
-    return "".join(f'<input type="hidden" name="{k}" value="{_e(v)}">' for k, v in
-                   (("number", number), ("plate", plate), ("code", code)))
+async def _bounded(part, limit: int) -> bytes | None:
+    """A part's bytes, or None when it has more than ``limit``."""
+    data = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)
 
 
-def ticket_page(pack: dict, key: str, error: str = "") -> str:
-    t, appeal = pack["ticket"], pack["appeal"]
-    captures = "".join(
-        f'<li data-role="{c["role"]}"><b>{_local(c["taken_at"])}</b> · {_e(c["camera_id"])}<br>'
-        + (f'<a href="{_e(c["image_url"])}" rel="noreferrer noopener">{_e(c["image_url"])}</a>' if c["image_url"] else "")
-        + "</li>" for c in pack["captures"])
-    warning = pack["warning"]
-    status = ("已撤销 Void: " + _e(t["void_reason"])) if t["status"] == "voided" else "有效 Standing"
-    body = [error, f'<h1>{_e(t["plate"])} · {_e(t["number"])}</h1>',
-            f'<div class="card"><p id="ticket-status">{status}</p>',
-            f'<p>{_e(t["place"])}<br>驶离期限 Deadline {_local(t["deadline_at"])}<br>开具 Issued {_local(t["issued_at"])}</p>',
-            f'<p>告知短信 Warning: 网关接收 accepted {_local(warning and warning["accepted_at"])} · '
-            f'送达 delivered {_local(warning and warning["delivered_at"])}</p>',
-            f'<ol id="captures">{captures}</ol>',
-            f'<p class="muted">相距 {pack["between"]["distance_m"]:g} m · 间隔 {pack["between"]["interval_seconds"]:g} s · '
-            f'{_e(pack["decision"]["rule"]["zh"])} / {_e(pack["decision"]["rule"]["en"])}</p>',
-            f'<p>核验码 Verification code <b id="verification-code">{_e(pack["record"]["verification_code"])}</b></p>',
-            f'<form method="post" action="/d/ticket/notice.pdf">{key}<button>下载告知单 Notice (PDF)</button></form> '
-            f'<form method="post" action="/d/ticket/pack.json">{key}<button>下载证据包 Evidence (JSON)</button></form></div>']
-    filed = appeal["filed"]
-    if filed:
-        outcome = {"upheld": "维持告知单 Ticket upheld", "voided": "告知单已撤销 Ticket voided"}.get(filed["outcome"] or "")
-        body.append(f'<div class="card" id="appeal-status"><h2>申诉 Appeal</h2><p>{_e(GROUNDS[filed["ground"]][0])} '
-                    f'{_e(GROUNDS[filed["ground"]][1])}<br>收到 Received {_local(filed["received_at"])}<br>'
-                    + (f'<b>{outcome}</b>: {_e(filed["reason"])} ({_local(filed["decided_at"])})' if outcome else
-                       f'处理中，最迟 {_local(filed["due_at"])} 前答复 Under review; decision due by {_local(filed["due_at"])}')
-                    + "</p></div>")
-    elif appeal["open"]:
-        options = "".join(f'<option value="{k}">{_e(zh)} {_e(en)}</option>' for k, (zh, en) in GROUNDS.items())
-        body.append(f'<div class="card"><h2>申诉 Appeal</h2><p class="muted">申诉期限 Until {_local(appeal["until"])}</p>'
-                    f'<form method="post" action="/d/ticket/appeal" id="appeal-form">{key}'
-                    f'<p><label>理由 Ground<br><select name="ground" required>{options}</select></label></p>'
-                    f'<p><label>说明 Statement<br><textarea name="statement" rows="4" maxlength="{grounds.STATEMENT_MAX}" '
-                    f'style="width:100%"></textarea></label></p>'
-                    f'<p><label>附件链接（https，每行一个）Attachment URLs (https, one per line)<br>'
-                    f'<textarea name="attachments" rows="2" style="width:100%"></textarea></label></p>'
-                    f'<button>提交申诉 Submit the appeal</button></form></div>')
-    else:
-        body.append(f'<p class="muted">申诉期限已过 The appeal window closed {_local(appeal["until"])}. '
-                    f'咨询请拨 Call {_e(appeal["how"]["phone"])}</p>')
-    return "".join(body)
-
-
-def register(app, runtime) -> None:
+def register(app, runtime, driver: DriverPage) -> None:
     terms = Terms.of(runtime.settings)
     tickets_topic = bootstrap.output_topics(runtime.settings).tickets
-    settings = runtime.settings
-    limiter = LocalBuckets(settings.driver_page_lookups_per_minute / 60, settings.driver_page_lookup_burst)
 
-    def page(body: str, status: int = 200, headers: dict | None = None) -> web.Response:
-        return web.Response(text=PAGE.format(body=body), content_type="text/html", status=status, headers=headers)
-
-    def refused(key: str, **params) -> str:
-        return f'<p class="error" role="alert">{_e(_t(f"appeal_refused.{key}", **params))}</p>'
-
-    async def unlocked(request: web.Request):
-        """(number, plate, code, ticket row) from the form, or an answer to send instead."""
-        wait = limiter.take(client_key(request, settings.trusted_proxy_networks))
-        if wait > 0:
-            retry = retry_after_header(wait)
-            return page(FORM.format(error=f"<p>查询过于频繁，请{retry}秒后再试 Too many tries: wait {retry} s.</p>"), 429,
-                        {"Retry-After": retry})
-        form = await request.post()
-        number = str(form.get("number", "")).strip().upper()
-        plate = normalize_plate(str(form.get("plate", "")))
-        code = str(form.get("code", "")).strip().upper().replace(" ", "").replace("-", "")
-        await runtime.ready.wait()
+    async def ticket_context(code: str, row) -> dict:
         async with runtime.web_pool.acquire() as conn:
-            ticket = await store.ticket_for_driver(conn, number, plate, code) if number and plate and code else None
-            pack = await evidence_pack(conn, number, terms) if ticket else None
-        if ticket is None:
-            return page(FORM.format(error=refused("not_found")), 404)
-        return number, plate, code, form, pack
+            pack = await evidence_pack(conn, row["number"], terms)
+            shown = await store.photos_of(conn, row["appeal_id"]) if row["appeal_id"] else []
+        return {"ticket": pack["ticket"], "pack": pack, "grounds": GROUNDS, "statement_max": grounds.STATEMENT_MAX,
+                "photos_max": photos.MAX_PHOTOS, "photo_mb": photos.MAX_BYTES // (1024 * 1024),
+                "appeal_photos": shown}
+
+    driver.ticket_context = ticket_context
+
+    async def with_ticket(request: web.Request, buckets=None):
+        """(code, situation row) of a case with a ticket, or the answer to send instead."""
+        found = await driver.lookup(request, buckets)
+        if isinstance(found, web.Response):
+            return found
+        if not found[1]["number"]:
+            return driver.form(404, "未找到，请核对查询码 Not found: check the code.")
+        return found
 
     async def form(request: web.Request) -> web.Response:
-        return page(FORM.format(error=""))
+        return driver.render("driver_ticket_form.html")
 
-    async def show(request: web.Request) -> web.Response:
-        found = await unlocked(request)
-        if isinstance(found, web.Response):
-            return found
-        number, plate, code, _, pack = found
-        return page(ticket_page(pack, _key_fields(number, plate, code)))
+    async def by_number(request: web.Request) -> web.Response:
+        refused = driver.limited(request)
+        if refused is not None:
+            return refused
+        data = await request.post()
+        number = str(data.get("number", "")).strip().upper()
+        plate = normalize_plate(str(data.get("plate", "")))
+        code = read_code(str(data.get("code", "")))
+        ticket = None
+        if number and plate and code:
+            await runtime.ready.wait()
+            async with runtime.web_pool.acquire() as conn:
+                ticket = await store.ticket_for_driver(conn, number, plate, code)
+        if ticket is None:
+            return driver.render("driver_ticket_form.html", 404, error=refusal("not_found"))
+        raise web.HTTPSeeOther(f"/d/{code}")
 
     async def appeal(request: web.Request) -> web.Response:
-        found = await unlocked(request)
+        found = await with_ticket(request)
         if isinstance(found, web.Response):
             return found
-        number, plate, code, form, pack = found
-        key = _key_fields(number, plate, code)
+        code, row = found
+        fields: dict = {}
         try:
-            filing = grounds.filing(form.get("ground"), form.get("statement"), form.get("attachments"))
-            await service.file_as_driver(service.AppealDesk(runtime.web_pool, tickets_topic, terms), number, plate,
-                                         code, filing)
+            fields, files = await read_appeal_form(request)
+            filing = grounds.filing(fields.get("ground"), fields.get("statement"), fields.get("attachments"))
+            cleaned = [photos.clean(raw) for raw in files]
+            desk = service.AppealDesk(runtime.web_pool, tickets_topic, terms)
+            await service.file_as_driver(desk, row["number"], row["plate"], code, filing, cleaned)
         except NotAllowed as no:
-            params = {k: _local(v.isoformat()) if isinstance(v, datetime) else v for k, v in no.params.items()}
-            return page(ticket_page(pack, key, refused(no.key, **params)), 409)
-        async with runtime.web_pool.acquire() as conn:
-            pack = await evidence_pack(conn, number, terms)
-        return page('<p class="notice" id="appeal-filed">申诉已提交 Your appeal is filed.</p>' + ticket_page(pack, key))
+            params = {k: driver.local(v) if isinstance(v, datetime) else v for k, v in no.params.items()}
+            return await driver.ticket_page(code, row, 409, error=refusal(no.key, **params), form=fields)
+        raise web.HTTPSeeOther(f"/d/{code}")
 
     async def pack_json(request: web.Request) -> web.Response:
-        found = await unlocked(request)
+        found = await with_ticket(request)
         if isinstance(found, web.Response):
             return found
-        pack = found[-1]
+        async with runtime.web_pool.acquire() as conn:
+            pack = await evidence_pack(conn, found[1]["number"], terms)
         return web.Response(text=json.dumps(pack, ensure_ascii=False, indent=2), content_type="application/json",
-                            headers={"Content-Disposition": f'attachment; filename="{pack["ticket"]["number"]}.json"'})
+                            headers={**SECURITY_HEADERS,
+                                     "Content-Disposition": f'attachment; filename="{pack["ticket"]["number"]}.json"'})
 
     async def notice_pdf(request: web.Request) -> web.Response:
-        found = await unlocked(request)
+        found = await with_ticket(request)
         if isinstance(found, web.Response):
             return found
-        pack = found[-1]
-        return web.Response(body=notice.render(pack), content_type="application/pdf",
-                            headers={"Content-Disposition": f'attachment; filename="{pack["ticket"]["number"]}.pdf"'})
+        code, row = found
+        async with runtime.web_pool.acquire() as conn:
+            pack = await evidence_pack(conn, row["number"], terms)
+        terms_printed = notice.NoticeTerms.of(runtime.settings)
+        page = f"{terms_printed.page_base}{code}" if terms_printed.page_base else None
+        return web.Response(body=notice.render(pack, terms_printed, page), content_type="application/pdf",
+                            headers={**SECURITY_HEADERS,
+                                     "Content-Disposition": f'attachment; filename="{pack["ticket"]["number"]}.pdf"'})
+
+    async def photo(request: web.Request) -> web.Response:
+        found = await with_ticket(request, driver.polls)  # a page shows up to 3: not the lookups' budget
+        if isinstance(found, web.Response):
+            return found
+        try:
+            photo_id = UUID(request.match_info["photo_id"])
+        except ValueError:
+            raise web.HTTPNotFound() from None
+        row = found[1]
+        async with runtime.web_pool.acquire() as conn:
+            kept = await store.photo(conn, row["appeal_id"], photo_id) if row["appeal_id"] else None
+        if kept is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=kept["data"], content_type=kept["content_type"],
+                            headers={**SECURITY_HEADERS, "Cache-Control": "private, max-age=3600"})
 
     r = app.web.web_app.router
     r.add_get("/d/ticket", form)
-    r.add_post("/d/ticket", show)
-    r.add_post("/d/ticket/appeal", appeal)
-    r.add_post("/d/ticket/pack.json", pack_json)
-    r.add_post("/d/ticket/notice.pdf", notice_pdf)
+    r.add_post("/d/ticket", by_number)
+    r.add_post(f"/d/{CODE_PATH}/appeal", appeal)
+    r.add_get(f"/d/{CODE_PATH}/notice.pdf", notice_pdf)
+    r.add_get(f"/d/{CODE_PATH}/pack.json", pack_json)
+    r.add_get(f"/d/{CODE_PATH}/appeal/photos/{{photo_id}}", photo)

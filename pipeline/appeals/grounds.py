@@ -37,6 +37,11 @@ MAX_ATTACHMENTS = 5
 URL_MAX = 2048
 
 
+def reference(ticket_number: str) -> str:
+    """An appeal's reference, told to the driver on the page and by SMS (one appeal per ticket)."""
+    return f"SS{ticket_number}"
+
+
 class NotAllowed(Exception):
     """An appeal or a decision the rules refuse; ``key`` names the explanation (see ``words``)."""
 

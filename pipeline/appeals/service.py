@@ -31,8 +31,10 @@ class AppealDesk:
     terms: Terms
 
 
-async def file(desk: AppealDesk, ticket, channel: str, filing: Filing, recorded_by: str):
-    """File an appeal against ``ticket`` (a tickets row whose owner was checked by the caller)."""
+async def file(desk: AppealDesk, ticket, channel: str, filing: Filing, recorded_by: str, photos=()):
+    """File an appeal against ``ticket`` (a tickets row whose owner was checked by the caller), with
+    the driver's ``photos`` (``pipeline.appeals.photos.Photo``, already cleaned); the owner is told its
+    reference by SMS."""
     async with desk.pool.acquire() as conn, conn.transaction():
         ticket = await conn.fetchrow("SELECT * FROM tickets WHERE number = $1 FOR UPDATE", ticket["number"])
         now = await conn.fetchval("SELECT now()")
@@ -42,17 +44,29 @@ async def file(desk: AppealDesk, ticket, channel: str, filing: Filing, recorded_
         appeal = await store.insert(conn, uuid4(), ticket, channel, filing, recorded_by, desk.terms.appeal_decision)
         await cases.audit(conn, now, ticket["case_id"], recorded_by, "appeal_filed",
                           {"appeal_id": str(appeal["id"]), "ticket_number": ticket["number"], "ground": filing.ground,
-                           "channel": channel, "due_at": appeal["due_at"].isoformat()})
+                           "channel": channel, "due_at": appeal["due_at"].isoformat(), "photos": len(photos)})
+        await store.add_photos(conn, appeal["id"], photos)
+        owner = await _owner(conn, ticket["case_id"], ticket["plate"])
+        if owner.found:
+            await cases.add_sms(conn, ticket["case_id"], "appeal_received", owner.phone,
+                                {"plate": ticket["plate"], "ticket_number": ticket["number"],
+                                 "reference": grounds.reference(ticket["number"]), "due_at": appeal["due_at"].isoformat(),
+                                 "language": owner.language}, now)
         return appeal
 
 
-async def file_as_driver(desk: AppealDesk, number: str, plate: str, code: str, filing: Filing):
+async def _owner(conn, case_id, plate: str):
+    plate_type = await conn.fetchval("SELECT plate_type FROM cases WHERE id = $1", case_id)
+    return await owners.PostgresOwnerDirectory(0, 0).owner_for(plate, conn, (plate_type,) if plate_type else None)
+
+
+async def file_as_driver(desk: AppealDesk, number: str, plate: str, code: str, filing: Filing, photos=()):
     """A driver's appeal from the driver page: number, plate and code must match (else ``not_found``)."""
     async with desk.pool.acquire() as conn:
         ticket = await store.ticket_for_driver(conn, number, plate, code)
     if ticket is None:
         raise NotAllowed("not_found")
-    return await file(desk, ticket, "driver_page", filing, DRIVER)
+    return await file(desk, ticket, "driver_page", filing, DRIVER, photos)
 
 
 async def file_by_phone(desk: AppealDesk, actor: str, number: str, plate: str, filing: Filing):
@@ -84,9 +98,7 @@ async def decide(desk: AppealDesk, actor: str, appeal_id: UUID, outcome: str, re
         await cases.audit(conn, decided["decided_at"], decided["case_id"], actor, "appeal_decided",
                           {"appeal_id": str(appeal_id), "ticket_number": decided["ticket_number"], "outcome": outcome,
                            "reason": reason})
-        plate_type = await conn.fetchval("SELECT plate_type FROM cases WHERE id = $1", decided["case_id"])
-        owner = await owners.PostgresOwnerDirectory(0, 0).owner_for(decided["plate"], conn,
-                                                                     (plate_type,) if plate_type else None)
+        owner = await _owner(conn, decided["case_id"], decided["plate"])
         if owner.found:
             await cases.add_sms(conn, decided["case_id"], "appeal_decision", owner.phone,
                                 {"plate": decided["plate"], "ticket_number": decided["ticket_number"],

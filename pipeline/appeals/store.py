@@ -62,3 +62,21 @@ async def counts(conn) -> dict:
         """SELECT count(*) FILTER (WHERE decided_at IS NULL) AS open,
                   count(*) FILTER (WHERE decided_at IS NULL AND now() > due_at) AS overdue FROM appeals""")
     return dict(row)
+
+
+async def add_photos(conn, appeal_id: UUID, photos) -> None:
+    await conn.executemany(
+        """INSERT INTO appeal_photos (id, appeal_id, position, content_type, sha256, data)
+           VALUES (gen_random_uuid(), $1, $2, $3, $4, $5)""",
+        [(appeal_id, n, p.content_type, p.sha256, p.data) for n, p in enumerate(photos, start=1)])
+
+
+async def photos_of(conn, appeal_id: UUID) -> list:
+    """The appeal's photos, without their bytes: (id, position, content_type, sha256)."""
+    return await conn.fetch("SELECT id, position, content_type, sha256 FROM appeal_photos WHERE appeal_id = $1 "
+                            "ORDER BY position", appeal_id)
+
+
+async def photo(conn, appeal_id: UUID, photo_id: UUID):
+    return await conn.fetchrow("SELECT content_type, data FROM appeal_photos WHERE appeal_id = $1 AND id = $2",
+                               appeal_id, photo_id)

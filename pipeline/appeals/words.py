@@ -63,10 +63,15 @@ TEXT: dict[str, tuple[str, str]] = {
     "appeal_refused.no_ticket": ("没有这张告知单", "No such ticket"),
     "appeal_refused.plate_mismatch": ("车牌与告知单不符", "The plate is not the ticket's"),
     "appeal_refused.no_appeal": ("没有这个申诉", "No such appeal"),
+    "appeal_refused.too_many_photos": ("照片最多{max}张", "At most {max} photos"),
+    "appeal_refused.photo_too_big": ("每张照片不超过{max_mb} MB", "Each photo must be under {max_mb} MB"),
+    "appeal_refused.photo_type": ("照片须为 JPEG、PNG 或 HEIC 图片", "Photos must be JPEG, PNG or HEIC images"),
+    "appeal.photos": ("照片", "Photos"),
 }
 
 ACTION = {"appeal_filed": ("提出申诉", "appealed"), "appeal_decided": ("处理申诉", "decided the appeal")}
-SMS_KIND = {"appeal_decision": ("申诉结果通知", "appeal decision")}
+SMS_KIND = {"appeal_decision": ("申诉结果通知", "appeal decision"),
+            "appeal_received": ("申诉受理通知", "appeal received")}
 
 
 def install() -> None:

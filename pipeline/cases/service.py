@@ -101,6 +101,8 @@ class SmsStyle:
     after that it fails for good (a warning's case goes to review)."""
     daily_limit: int = 6
     driver_page: bool = False
+    driver_link: str = ""
+    """What comes before a driver-page code in an SMS link (``PW_PUBLIC_BASE_URL`` + ``/d/``)."""
     in_doubt_after: timedelta = timedelta(seconds=60)
     """The lease a sender holds on a message it is sending, renewed while its gateway call is
     outstanding (longer than any gateway call)."""
@@ -434,8 +436,10 @@ class CaseService:
         await chain.record_issued(conn, self.topics.tickets, number)
         owner = await self.owner_of(conn, case)
         if owner.found:
-            await store.add_sms(conn, case.id, "ticket", owner.phone, {
-                "plate": case.plate, "place": case.place, "ticket_number": number, "language": owner.language}, now)
+            params = {"plate": case.plate, "place": case.place, "ticket_number": number, "language": owner.language}
+            if self.sms.driver_page:
+                params["code"] = await store.keep_driver_code(conn, case.id)
+            await store.add_sms(conn, case.id, "ticket", owner.phone, params, now)
 
     async def _issue_caution(self, conn, case: Case, effect: machine.IssueCaution, now: datetime) -> None:
         """A warning notice: the case (closed as cautioned) holds both captures; the owner is told by SMS."""
@@ -768,10 +772,13 @@ class CaseService:
         tz = self.sms.timezone
         language = texts.OWNER_LANGUAGES.get(p.get("language"), self.sms.language)
         if row["kind"] == "ticket":
-            return texts.ticket_text(texts.TicketFacts(p["plate"], p["place"], p["ticket_number"]),
+            return texts.ticket_text(texts.TicketFacts(p["plate"], p["place"], p["ticket_number"], self._link(p)),
                                      language, self.sms.signature)
         if row["kind"] == "appeal_decision":
             return texts.appeal_decision_text(texts.AppealFacts(p["plate"], p["ticket_number"], p["outcome"]),
+                                              language, self.sms.signature)
+        if row["kind"] == "appeal_received":
+            return texts.appeal_received_text(p["plate"], p["reference"], datetime.fromisoformat(p["due_at"]).astimezone(tz),
                                               language, self.sms.signature)
         if row["kind"] == "caution":
             return texts.caution_text(texts.CautionFacts(p["plate"], p["place"], p["first_offence"]),
@@ -781,8 +788,11 @@ class CaseService:
         deadline = (now + timedelta(seconds=row["window_seconds"])).astimezone(tz)
         counted = datetime.fromisoformat(p["counted_at"]).astimezone(tz) if "counted_at" in p else None
         return texts.warning_text(texts.WarningFacts(p["plate"], p["place"], deadline, p.get("car_park"),
-                                                     p.get("free_spaces"), counted, p.get("code")),
+                                                     p.get("free_spaces"), counted, self._link(p)),
                                   language, self.sms.signature)
+
+    def _link(self, params: dict) -> str | None:
+        return f"{self.sms.driver_link}{params['code']}" if params.get("code") and self.sms.driver_link else None
 
     async def _after_send(self, conn, row, now: datetime, text: str | None, result) -> None:
         """Record the gateway's answer. Taken: the message is accepted (a warning's window starts).

@@ -485,6 +485,12 @@ async def give_driver_code(conn, case_id: UUID, draw=new_driver_code, attempts: 
     raise RuntimeError(f"no unused driver-page code in {attempts} draws")
 
 
+async def keep_driver_code(conn, case_id: UUID) -> str:
+    """The case's driver-page code, given now if it has none (a case ticketed without a warning)."""
+    code = await conn.fetchval("SELECT driver_code FROM cases WHERE id = $1", case_id)
+    return code or await give_driver_code(conn, case_id)
+
+
 async def case_for_driver_code(conn, code: str, grace: timedelta):
     """The case a driver-page code was given for, unless it was closed longer than ``grace`` ago
     (by PostgreSQL's clock); None for an unknown or expired code."""

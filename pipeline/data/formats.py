@@ -242,6 +242,11 @@ def _read_fiware(path, on_bytes):
                "lon": coordinates[0], "lat": coordinates[1], "capacity": _value(entity, "totalSpotNumber")}
         if entity.get("alternateName") is not None:
             row["short_name"] = _value(entity, "alternateName")
+        address, contact = _value(entity, "address"), _value(entity, "contactPoint")
+        if isinstance(address, dict) and address.get("streetAddress"):
+            row["address"] = address["streetAddress"]
+        if isinstance(contact, dict) and contact.get("telephone"):
+            row["phone"] = contact["telephone"]
         yield n, {k: v for k, v in row.items() if v is not None}
 
 
@@ -285,7 +290,8 @@ class Writer:
             self._f.write(json.dumps({k: _plain(row[k]) for k in self.fields if row.get(k) is not None},
                                      ensure_ascii=False) + "\n")
         elif self.fmt == "geojson":
-            props = {k: row[k] for k in ("name", "short_name", "capacity", "free_spaces") if row.get(k) is not None}
+            props = {k: row[k] for k in ("name", "short_name", "capacity", "address", "phone", "free_spaces")
+                     if row.get(k) is not None}
             self._features.append({"type": "Feature", "id": row["id"], "properties": {"id": row["id"], **props},
                                    "geometry": {"type": "Point", "coordinates": [row["lon"], row["lat"]]}})
         elif self.fmt == "fiware":
@@ -295,6 +301,10 @@ class Writer:
                       "location": {"type": "GeoProperty",
                                    "value": {"type": "Point", "coordinates": [row["lon"], row["lat"]]}},
                       "totalSpotNumber": {"type": "Property", "value": row["capacity"]}}
+            if row.get("address"):
+                entity["address"] = {"type": "Property", "value": {"streetAddress": row["address"]}}
+            if row.get("phone"):
+                entity["contactPoint"] = {"type": "Property", "value": {"telephone": row["phone"]}}
             if row.get("free_spaces") is not None:
                 entity["availableSpotNumber"] = {"type": "Property", "value": row["free_spaces"],
                                                  "observedAt": _plain(row["reported_at"])}

@@ -130,12 +130,14 @@ OPT_OUT = """INSERT INTO sms_opt_out (phone, source) SELECT DISTINCT phone, $1 F
 CAR_PARKS = Kind(
     name="car-parks", model=CarParkRow, table="car_parks", key=("id",),
     stage_types={"id": "text", "name": "text", "short_name": "text", "lat": "double precision",
-                 "lon": "double precision", "capacity": "integer"},
+                 "lon": "double precision", "capacity": "integer", "address": "text", "phone": "text"},
     formats=("csv", "jsonl", "geojson", "fiware"),
-    upsert=_upsert("car_parks", ("id",), {c: c for c in ("id", "name", "short_name", "lat", "lon", "capacity")}),
+    upsert=_upsert("car_parks", ("id",), {c: c for c in ("id", "name", "short_name", "lat", "lon", "capacity",
+                                                          "address", "phone")}),
     snapshot=("DELETE FROM car_park_status WHERE car_park_id NOT IN (SELECT id FROM {seen})",
               "DELETE FROM car_parks WHERE id NOT IN (SELECT id FROM {seen})"),
-    export="""SELECT p.id, p.name, p.short_name, p.lat, p.lon, p.capacity, s.free_spaces, s.reported_at
+    export="""SELECT p.id, p.name, p.short_name, p.lat, p.lon, p.capacity, p.address, p.phone, s.free_spaces,
+                     s.reported_at
                 FROM car_parks p LEFT JOIN car_park_status s ON s.car_park_id = p.id ORDER BY p.id""",
     in_use="SELECT count(*) FROM car_parks",
 )

@@ -123,6 +123,9 @@ class CarParkRow(Row):
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
     capacity: int = Field(ge=0, le=100_000)
+    address: Text | None = None
+    phone: str | None = Field(default=None, pattern=r"^\+?[0-9][0-9 -]{2,23}$")
+    """The car park's own (business) phone, shown to drivers as a ``tel:`` link."""
 
     @field_validator("short_name")
     @classmethod

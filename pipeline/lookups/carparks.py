@@ -23,6 +23,8 @@ class CarPark:
     lat: float
     lon: float
     capacity: int
+    address: str | None = None
+    phone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,8 @@ async def load_index(pool: asyncpg.Pool, index: CarParkIndex) -> None:
     rows = await pool.fetch(
         "SELECT p.*, s.free_spaces, s.reported_at FROM car_parks p LEFT JOIN car_park_status s ON s.car_park_id = p.id"
     )
-    index.replace([CarPark(r["id"], r["name"], r["short_name"], r["lat"], r["lon"], r["capacity"]) for r in rows])
+    index.replace([CarPark(r["id"], r["name"], r["short_name"], r["lat"], r["lon"], r["capacity"], r["address"],
+                           r["phone"]) for r in rows])
     for r in rows:
         if r["reported_at"] is not None:
             index.update_count(r["id"], r["free_spaces"], r["reported_at"])

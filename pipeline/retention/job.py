@@ -17,8 +17,8 @@ Classes (``Policy``, settings ``PW_RETENTION_*``; the README defends the default
                          the audit trail, the first-offence rule).
     decided_cases        a ticketed or cautioned case: the same, ``decided_cases`` after the latest of
                          its close, its ticket's issue or void and its appeal's decision, never while
-                         an appeal is undecided; the appeal's statement and attachments (the driver's
-                         free text) are emptied. The ticket record is untouched: the hash chain
+                         an appeal is undecided; the appeal's statement, attachments and photos (the
+                         driver's own words and pictures) are emptied. The ticket record is untouched: the hash chain
                          (``pipeline.tickets.chain``) hashes none of what goes, so ``tickets verify``
                          still holds. Open cases, cases in review and tickets to confirm keep all.
     delivery_reports     reports applied (or set aside) longer than ``delivery_reports`` ago.
@@ -205,9 +205,13 @@ WITH chosen AS (
 ), gone_reports AS (
     DELETE FROM sms_delivery_reports r USING sms_messages m, chosen
     WHERE r.sms_id = m.id AND m.case_id = chosen.id RETURNING 1
+), gone_photos AS (
+    DELETE FROM appeal_photos p USING appeals a, chosen WHERE p.appeal_id = a.id AND a.case_id = chosen.id RETURNING 1
 ), appeals_emptied AS (
     UPDATE appeals a SET statement = '', attachments = '[]' FROM chosen
-    WHERE a.case_id = chosen.id AND (a.statement <> '' OR a.attachments <> '[]') RETURNING 1
+    WHERE a.case_id = chosen.id
+      AND (a.statement <> '' OR a.attachments <> '[]' OR EXISTS (SELECT FROM appeal_photos p WHERE p.appeal_id = a.id))
+    RETURNING 1
 ), marked AS (
     UPDATE cases c SET personal_data_removed_at = $2, latest_capture = NULL, fresh_capture = NULL,
                        violation = c.violation - 'evidence_url'

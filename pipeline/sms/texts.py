@@ -1,13 +1,17 @@
-"""SMS texts, built to fit one segment.
+"""SMS texts, built to fit.
 
-One segment is 70 UCS-2 code units, or 160 characters when the whole text is in the GSM-7
-alphabet. Plates carry a Chinese province character, so warnings are UCS-2 and get 70. A text
-that would be longer is shortened by construction: the place and the car-park name give up
-characters (ending in "…") until it fits; the plate, the deadline and the counts never do.
-A driver-page code (10 characters) is never cut: it takes the place of the time the free spaces
-were counted (the page shows live counts), and a warning that cannot fit with it even with the
-names cut short goes without it (the warning matters; the page is optional). Should even that not
-fit (a long signature), the car-park line goes too: the warning itself always leaves.
+The city's first system promised an SMS of under 50 characters, and the default texts keep that:
+``BRIEF`` (50) UTF-16 code units, signature included. With the driver page on, a warning and a ticket
+carry a short link (``PW_PUBLIC_BASE_URL`` + ``/d/`` + the code, at the end, after a space, glued to
+nothing) and may use the whole segment: 70 UCS-2 code units, or 160 characters when the whole text is
+in the GSM-7 alphabet (plates carry a Chinese province character, so warnings are UCS-2).
+
+A text that would be longer is shortened by construction: the place and the car-park name give up
+characters (ending in "…") until it fits; the plate, the deadline, the counts, the ticket number and
+the link never do. A text tries its richest form first and gives up, in order, what matters least:
+the car park's line, then (with a link) the ticket number, then the link itself (the page is
+optional; the warning is not). Should even that not fit (a long signature), the brief text may take
+the whole segment: the warning itself always leaves.
 """
 
 from dataclasses import dataclass
@@ -18,6 +22,10 @@ GSM7 = set(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 MIN_NAME = 2
+BRIEF = 50
+"""The default texts' length (UTF-16 code units, with the signature): the seed's promise."""
+READABLE_NAME = 4
+"""A richer form is dropped rather than cut a place below this many characters."""
 
 
 def segment_limit(text: str) -> int:
@@ -47,7 +55,7 @@ class WarningFacts:
     car_park: str | None
     free_spaces: int | None
     counted_at: datetime | None  # local time
-    code: str | None = None  # driver-page code, when the driver page is on
+    link: str | None = None  # the driver page's short link for this case, when the page is on
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class TicketFacts:
     plate: str
     place: str
     ticket_number: str
+    link: str | None = None  # the ticket's driver page, when the page is on
 
 
 @dataclass(frozen=True)
@@ -71,25 +80,30 @@ OWNER_LANGUAGES = {"zh": "zh-CN", "en": "en"}
 
 TEMPLATES = {
     "zh-CN": {
-        "warning": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。最近停车场:{park}余{free}位({counted})",
-        "warning_no_park": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。附近停车场暂无空位",
-        "warning_only": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。",
-        "ticket": "【{sig}】{plate}在{place}违停未驶离，已开具告知单{number}。查询或申诉请拨12345",
-        "code": "查询码{code}",
-        "warning_with_code": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离。最近停车场:{park}余{free}位",
-        "caution_first": "【{sig}】{plate}在{place}违停未驶离，系首次违停，予以警告不罚款。请规范停车",
-        "caution_new_camera": "【{sig}】{plate}在{place}违停未驶离，设备试运行期间予以警告不罚款。请规范停车",
+        "warning": "【{sig}】{plate}在{place}违停，{deadline}前驶离。{park}余{free}位",
+        "warning_no_park": "【{sig}】{plate}在{place}违停，{deadline}前驶离。附近停车场已满",
+        "warning_only": "【{sig}】{plate}在{place}违停，{deadline}前驶离",
+        "warning_link": "【{sig}】{plate}在{place}违停，{deadline}前驶离。{park}余{free}位 {link}",
+        "warning_link_no_park": "【{sig}】{plate}在{place}违停，请于{deadline}前驶离，车位见 {link}",
+        "warning_link_only": "【{sig}】{plate}在{place}违停，{deadline}前驶离 {link}",
+        "ticket": "【{sig}】{plate}在{place}违停，告知单{number}，详询12345",
+        "ticket_link": "【{sig}】{plate}在{place}违停未驶离，已开具告知单{number}，详情 {link}",
+        "ticket_link_only": "【{sig}】{plate}在{place}违停未驶离，已开告知单 {link}",
+        "caution_first": "【{sig}】{plate}在{place}违停未驶离，首次违停警告不罚款",
+        "caution_new_camera": "【{sig}】{plate}在{place}违停未驶离，试运行期间警告不罚款",
     },
     "en": {
-        "warning": "{plate} no parking at {place}. Move by {deadline}. P:{park} {free} free {counted}",
-        "warning_no_park": "{plate} no parking at {place}. Move by {deadline}. No free parking near",
-        "warning_only": "{plate} no parking at {place}. Move by {deadline}.",
-        "ticket": "{plate} at {place}: ticket {number}. Check/contest: call 12345",
-        "code": " #{code}",
-        "warning_with_code": "{plate} no parking at {place}. Move by {deadline}. P:{park} {free} free",
-        "warning_no_park_with_code": "{plate} no parking at {place}. Move by {deadline}. Car parks full",
-        "caution_first": "{plate} at {place}: first offence, warning only, no fine",
-        "caution_new_camera": "{plate} at {place}: camera on trial, warning only, no fine",
+        "warning": "{plate} at {place}: Move by {deadline}. {park} {free} free",
+        "warning_no_park": "{plate} at {place}: Move by {deadline}. Car parks full",
+        "warning_only": "{plate} at {place}: Move by {deadline}.",
+        "warning_link": "{plate} no parking at {place}. Move by {deadline}. {park} {free} free {link}",
+        "warning_link_no_park": "{plate} no parking at {place}. Move by {deadline}. Parking: {link}",
+        "warning_link_only": "{plate} at {place}: Move by {deadline} {link}",
+        "ticket": "{plate} at {place}: ticket {number}. 12345",
+        "ticket_link": "{plate} at {place}: ticket {number}. See {link}",
+        "ticket_link_only": "{plate} at {place}: ticket. See {link}",
+        "caution_first": "{plate} at {place}: first offence, warning, no fine",
+        "caution_new_camera": "{plate} at {place}: camera on trial, warning, no fine",
     },
 }
 
@@ -98,44 +112,64 @@ def _shorten(name: str, size: int) -> str:
     return name if len(name) <= size else name[: max(size - 1, 1)] + "…"
 
 
-def _fit(template: str, names: dict[str, str], fixed: dict[str, str]) -> str:
-    """Render, shortening the longest of ``names`` one character at a time until it fits."""
+def _fit(template: str, names: dict[str, str], fixed: dict[str, str], limit: int | None = None,
+         min_name: int = MIN_NAME) -> str:
+    """Render within ``limit`` (and one segment), shortening the longest of ``names`` one character at a
+    time until it fits; TextTooLong if a name would go below ``min_name``."""
     sizes = {k: len(v) for k, v in names.items()}
     while True:
         text = template.format(**fixed, **{k: _shorten(v, sizes[k]) for k, v in names.items()})
-        if fits_one_segment(text):
+        if fits_one_segment(text) and (limit is None or length(text) <= limit):
             return text
         longest = max(sizes, key=sizes.get)
-        if sizes[longest] <= MIN_NAME:
-            raise TextTooLong(f"cannot fit one SMS segment even with names cut to {MIN_NAME}: {text!r}")
+        if sizes[longest] <= min_name:
+            raise TextTooLong(f"cannot fit {limit or 'one segment'} even with names cut to {min_name}: {text!r}")
         sizes[longest] -= 1
 
 
+def _first_that_fits(forms: list[tuple[str, dict[str, str], dict[str, str], int | None, int]]) -> str:
+    for template, names, fixed, limit, min_name in forms[:-1]:
+        try:
+            return _fit(template, names, fixed, limit, min_name)
+        except TextTooLong:
+            continue
+    return _fit(*forms[-1])
+
+
 def warning_text(facts: WarningFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:
+    """The warning: brief (``BRIEF``), or with the driver page's link in one segment."""
     t = TEMPLATES[language]
     fixed = {"sig": signature, "plate": facts.plate, "deadline": f"{facts.deadline:%H:%M}"}
-    names = {"place": facts.place}
-    kind = "warning_no_park"
+    place = {"place": facts.place}
+    with_park = None
     if facts.car_park is not None:
-        fixed |= {"free": str(facts.free_spaces), "counted": f"{facts.counted_at:%H:%M}"}
-        names |= {"park": facts.car_park}
-        kind = "warning"
-    if facts.code:
-        template = t.get(f"{kind}_with_code", t[kind]) + t["code"].replace("{code}", facts.code)
-        try:
-            return _fit(template, names, fixed)
-        except TextTooLong:
-            pass  # without the code rather than no warning
-    try:
-        return _fit(t[kind], names, fixed)
-    except TextTooLong:
-        return _fit(t["warning_only"], {"place": facts.place}, fixed)
+        with_park = ({"place": facts.place, "park": facts.car_park}, fixed | {"free": str(facts.free_spaces)})
+    forms = []
+    if facts.link:
+        linked = fixed | {"link": facts.link}
+        if with_park:
+            forms.append((t["warning_link"], with_park[0], with_park[1] | {"link": facts.link}, None, READABLE_NAME))
+        forms += [(t["warning_link_no_park"], place, linked, None, READABLE_NAME),
+                  (t["warning_link_only"], place, linked, None, READABLE_NAME)]
+    brief = t["warning"] if with_park else t["warning_no_park"]
+    names, values = with_park or (place, fixed)
+    forms += [(brief, names, values, BRIEF, MIN_NAME), (t["warning_only"], place, fixed, BRIEF, MIN_NAME),
+              (brief, names, values, None, MIN_NAME), (t["warning_only"], place, fixed, None, MIN_NAME)]
+    return _first_that_fits(forms)
 
 
 def ticket_text(facts: TicketFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:
+    """The ticket's SMS: brief with the number and where to appeal, or with the ticket's page link."""
     t = TEMPLATES[language]
     fixed = {"sig": signature, "plate": facts.plate, "number": facts.ticket_number}
-    return _fit(t["ticket"], {"place": facts.place}, fixed)
+    place = {"place": facts.place}
+    forms = []
+    if facts.link:
+        linked = fixed | {"link": facts.link}
+        forms += [(t["ticket_link"], place, linked, None, READABLE_NAME),
+                  (t["ticket_link_only"], place, linked, None, READABLE_NAME)]
+    forms += [(t["ticket"], place, fixed, BRIEF, MIN_NAME), (t["ticket"], place, fixed, None, MIN_NAME)]
+    return _first_that_fits(forms)
 
 
 @dataclass(frozen=True)
@@ -147,18 +181,35 @@ class AppealFacts:
 
 APPEAL_TEMPLATES = {
     "zh-CN": {
-        "voided": "【{sig}】{plate}告知单{number}申诉成立，告知单已撤销。",
-        "upheld": "【{sig}】{plate}告知单{number}申诉未获支持，维持原告知单。详询12345",
+        "voided": "【{sig}】{plate}告知单{number}申诉成立，已撤销",
+        "upheld": "【{sig}】{plate}告知单{number}申诉未获支持，详询12345",
     },
     "en": {
-        "voided": "{plate} {number}: appeal allowed, ticket cancelled.",
-        "upheld": "{plate} {number}: appeal refused, ticket stands. Tel 12345",
+        "voided": "{plate} {number} cancelled on appeal",
+        "upheld": "{plate} {number}: appeal refused. 12345",
     },
 }
 
 
+RECEIVED_TEMPLATES = {
+    "zh-CN": "【{sig}】{plate}申诉已受理，编号{reference}，{due}前答复",
+    "en": "{plate} appeal {reference} reply by {due}",
+}
+
+
+def appeal_received_text(plate: str, reference: str, due: datetime, language: str = "zh-CN",
+                         signature: str = "杭州城管") -> str:
+    """The driver's SMS when an appeal is filed: its reference and when the decision is due (local date)."""
+    due_text = f"{due.month}月{due.day}日" if language == "zh-CN" else f"{due:%d %b}"
+    text = RECEIVED_TEMPLATES[language].format(sig=signature, plate=plate, reference=reference, due=due_text)
+    if not fits_one_segment(text):
+        raise TextTooLong(f"more than one segment: {text!r}")
+    return text
+
+
 def appeal_decision_text(facts: AppealFacts, language: str = "zh-CN", signature: str = "杭州城管") -> str:
-    """The driver's SMS on an appeal's decision (one segment; nothing in it is shortened)."""
+    """The driver's SMS on an appeal's decision (``BRIEF``, or one segment with a long signature; nothing
+    in it is shortened)."""
     text = APPEAL_TEMPLATES[language][facts.outcome].format(sig=signature, plate=facts.plate,
                                                             number=facts.ticket_number)
     if not fits_one_segment(text):
@@ -170,4 +221,6 @@ def caution_text(facts: CautionFacts, language: str = "zh-CN", signature: str = 
     """A warning notice (首违警告, or a new camera's trial): still there at the deadline, no fine."""
     t = TEMPLATES[language]
     template = t["caution_first"] if facts.first_offence else t["caution_new_camera"]
-    return _fit(template, {"place": facts.place}, {"sig": signature, "plate": facts.plate})
+    fixed = {"sig": signature, "plate": facts.plate}
+    return _first_that_fits([(template, {"place": facts.place}, fixed, BRIEF, MIN_NAME),
+                             (template, {"place": facts.place}, fixed, None, MIN_NAME)])

@@ -60,7 +60,12 @@ def notice_command(number: str, output: str) -> None:
     """A ticket's notice (电子违停告知单), as PDF."""
     from pipeline.tickets import notice
 
-    pdf = notice.render(_run(lambda conn, s: _pack(conn, s, number)))
+    async def rendered(conn, settings) -> bytes:
+        pack = await _pack(conn, settings, number)
+        terms = notice.NoticeTerms.of(settings)
+        return notice.render(pack, terms, await notice.page_url(conn, pack["ticket"]["number"], terms))
+
+    pdf = _run(rendered)
     with open(output, "wb") as f:
         f.write(pdf)
     click.echo(f"notice of {number.upper()} written to {output} ({len(pdf)} bytes)")

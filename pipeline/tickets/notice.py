@@ -1,10 +1,13 @@
 """The electronic notice (电子违停告知单): the evidence pack printed as a one-page PDF, in Chinese
 with English beneath.
 
-It shows the ticket number, plate, place and times, a summary of the evidence (both captures,
-the distance and interval between them, the warning's acceptance and delivery, the rule), how to
-appeal and until when, and the verification code (from the ticket's link in the ticket record,
-also as a QR code) that anyone holding the tickets topic can check.
+It shows the ticket number, plate, place and times, the penalty and its legal basis as the city
+states them (``NoticeTerms``: ``PW_NOTICE_PENALTY``, ``PW_NOTICE_LEGAL_BASIS``, where to settle it),
+a summary of the evidence (both captures, the distance and interval between them, the warning's
+acceptance and delivery, the rule), how to appeal and until when, and the verification code (from
+the ticket's link in the ticket record) that anyone holding the tickets topic can check. The QR code
+opens the ticket's page on the driver page (``<PW_PUBLIC_BASE_URL>/d/<code>``) when the case has a
+driver-page code; otherwise it holds the ticket's link in the record.
 
 The text is set in WenQuanYi Micro Hei from Debian's ``fonts-wqy-microhei`` (installed by
 ``scripts/services.sh install``), embedded as a subset so that any reader shows the Chinese.
@@ -14,6 +17,7 @@ reader must then bring its own Chinese fonts (poppler, for one, needs ``poppler-
 
 import io
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -88,13 +92,40 @@ def _qr(text: str, size: float = 32 * mm) -> Drawing:
     return drawing
 
 
-def render(pack: dict) -> bytes:
-    """The notice for an evidence pack (``pipeline.tickets.pack.evidence_pack``), as PDF bytes."""
+@dataclass(frozen=True)
+class NoticeTerms:
+    """What the city prints on every notice besides the pack."""
+
+    legal_basis: str = ""
+    penalty: str = ""
+    payment: str = ""
+    page_base: str | None = None
+    """``<PW_PUBLIC_BASE_URL>/d/`` with the driver page on (the QR code opens the ticket's page)."""
+
+    @classmethod
+    def of(cls, settings) -> "NoticeTerms":
+        return cls(settings.notice_legal_basis, settings.notice_penalty, settings.notice_payment,
+                   f"{settings.driver_base_url}/d/" if settings.driver_page else None)
+
+
+async def page_url(conn, number: str, terms: NoticeTerms) -> str | None:
+    """The ticket's page on the driver page, or None (the page off, or a case without a code)."""
+    if not terms.page_base:
+        return None
+    code = await conn.fetchval("SELECT c.driver_code FROM tickets t JOIN cases c ON c.id = t.case_id "
+                               "WHERE t.number = $1", number)
+    return f"{terms.page_base}{code}" if code else None
+
+
+def render(pack: dict, terms: NoticeTerms | None = None, page: str | None = None) -> bytes:
+    """The notice for an evidence pack (``pipeline.tickets.pack.evidence_pack``), as PDF bytes;
+    ``page``: the ticket's driver page, for the QR code."""
+    terms = terms or NoticeTerms()
     t, (violation, fresh), between = pack["ticket"], pack["captures"], pack["between"]
     warning, decision, appeal, record = pack["warning"], pack["decision"], pack["appeal"], pack["record"]
     out = io.BytesIO()
-    doc = SimpleDocTemplate(out, pagesize=A4, leftMargin=16 * mm, rightMargin=16 * mm, topMargin=14 * mm,
-                            bottomMargin=14 * mm, title=f"电子违停告知单 {t['number']}", author=t["authority"],
+    doc = SimpleDocTemplate(out, pagesize=A4, leftMargin=16 * mm, rightMargin=16 * mm, topMargin=10 * mm,
+                            bottomMargin=10 * mm, title=f"电子违停告知单 {t['number']}", author=t["authority"],
                             subject=f"Electronic parking notice {t['number']}")
     status = ("已撤销 Void: " + (t["void_reason"] or "") + f" ({_local(t['voided_at'])})") if t["status"] == "voided" \
         else "有效 Standing"
@@ -110,6 +141,8 @@ def render(pack: dict) -> bytes:
         ("开具时间 Issued", _local(t["issued_at"])),
         ("状态 Status", status),
     ]
+    if terms.penalty or terms.legal_basis:
+        facts.append(("处罚及依据 Penalty, legal basis", "；".join(x for x in (terms.penalty, terms.legal_basis) if x)))
     story = [
         _p(f"{t['authority']}", SUBTITLE),
         _p("电子违停告知单", TITLE),
@@ -144,6 +177,8 @@ def render(pack: dict) -> bytes:
         _p(f"To contest this notice, appeal by {_local(appeal['until'])}: {where_en}call {appeal['how']['phone']}. "
            f"Grounds: {'; '.join(en for _, en in GROUNDS.values())}."),
     ]
+    if terms.payment and t["status"] != "voided":
+        story.append(_p("处理 To settle: " + terms.payment.replace("|", "/"), SMALL))
     code = record["verification_code"] or "—"
     last = record["links"][0] if record["links"] else None
     check = (f"告知单记录第 {last['seq']} 环 link {last['seq']} of the ticket record: {last['hash']}" if last
@@ -153,8 +188,10 @@ def render(pack: dict) -> bytes:
          _p("核验码为本告知单在告知单记录（哈希链）中一环的哈希值前16位，可对照告知单消息主题核验。"
             "The code is the first 16 hex digits of this ticket's link in the ticket record (a hash chain), "
             "published with the ticket on the tickets topic.", SMALL),
-         _p(check, SMALL)],
-        _qr(f"parkwarden-ticket:{t['number']}:{last['seq']}:{last['hash']}" if last else t["number"]),
+         _p(check, SMALL)]
+        + ([_p(f"扫码查看本告知单、证据与申诉 Scan to see this ticket, its evidence and the appeal: {page}", SMALL)]
+           if page else []),
+        _qr(page or (f"parkwarden-ticket:{t['number']}:{last['seq']}:{last['hash']}" if last else t["number"])),
     ]]
     verify = Table(verify_rows, colWidths=[140 * mm, 38 * mm])
     verify.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("BOX", (0, 0), (-1, -1), 0.4, colors.grey)]))

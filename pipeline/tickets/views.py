@@ -27,6 +27,7 @@ def ticket_number(request) -> str:
 
 def register(app, runtime, console) -> None:
     terms = Terms.of(console.settings)
+    notice_terms = notice.NoticeTerms.of(console.settings)
     route = console_route(console)
 
     async def pack_of(number: str) -> dict | None:
@@ -45,7 +46,9 @@ def register(app, runtime, console) -> None:
         pack = await pack_of(ticket_number(request))
         if pack is None:
             return console.message(request, 404, "error.not_found", "refused.no_ticket")
-        return web.Response(body=notice.render(pack), content_type="application/pdf",
+        async with (await console.db()).acquire() as conn:
+            page = await notice.page_url(conn, pack["ticket"]["number"], notice_terms)
+        return web.Response(body=notice.render(pack, notice_terms, page), content_type="application/pdf",
                             headers={"Content-Disposition": f'inline; filename="{pack["ticket"]["number"]}.pdf"'})
 
     r = app.web.web_app.router

@@ -63,5 +63,5 @@ async def test_the_camera_reading_picks_the_registration_and_every_doubt_goes_to
     assert by_plate["浙A7K002"]["to"] == "138****0002", "the yellow plate's owner, not the blue one's"
     assert by_plate["浙A7K005"]["to"] == "138****0005"
     assert "Move by" in by_plate["浙A7K005"]["text"], "the owner's preferred language"
-    assert "请于" in by_plate["浙A7K002"]["text"]
+    assert "前驶离" in by_plate["浙A7K002"]["text"]
     assert len(stack.handset_lines()) == 2, "no SMS for a case an officer decides"

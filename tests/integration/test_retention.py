@@ -116,6 +116,9 @@ class Rows:
                 appeal, number, case_id, f"I was unloading, call me on {PHONE}", self.t0 + appeal_received,
                 self.t0 + appeal_decided if decided else None, "upheld" if decided else None,
                 "the photos show no loading" if decided else None, "officer:wang" if decided else None)
+            await self.conn.execute(
+                """INSERT INTO appeal_photos (id, appeal_id, position, content_type, sha256, data)
+                   VALUES (gen_random_uuid(), $1, 1, 'image/jpeg', repeat('0', 64), '\\xffd8ffd9'::bytea)""", appeal)
             if decided:
                 row = await self.conn.fetchrow("SELECT * FROM appeals WHERE id = $1", appeal)
                 await chain.append(self.conn, "t.tickets", chain.appeal_message(row), number, appeal)
@@ -138,7 +141,8 @@ async def personal_data_of(conn, case_id) -> dict:
         "reports": await conn.fetchval(
             "SELECT count(*) FROM sms_delivery_reports r JOIN sms_messages m ON m.id = r.sms_id WHERE m.case_id = $1",
             case_id),
-        "appeal_text": None if appeal is None else bool(appeal["statement"] or appeal["attachments"]),
+        "appeal_text": None if appeal is None else bool(appeal["statement"] or appeal["attachments"] or await conn.fetchval(
+            "SELECT count(*) FROM appeal_photos p JOIN appeals a ON a.id = p.appeal_id WHERE a.case_id = $1", case_id)),
         "removed": await conn.fetchval("SELECT personal_data_removed_at IS NOT NULL FROM cases WHERE id = $1", case_id),
         "captures": case["latest_capture"] is not None or "evidence_url" in case["violation"],
     }

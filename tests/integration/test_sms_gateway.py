@@ -399,17 +399,17 @@ async def test_driver_page_when_switched_on_shows_time_left_and_three_free_car_p
     await stack.publish(stack.violation(plate, city.CAMERAS[0]))
     await stack.wait_state(plate, "warned", timeout=20)
     text = (await _wait_lines(stack))[0]["text"]
-    code = re.search(r"查询码([2-9A-Z]{10})$", text).group(1)
+    code = re.search(r" http://\S+/d/([2-9A-Z]{10})$", text).group(1)
 
     async with aiohttp.ClientSession() as http:
         base = f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}"
-        response = await http.get(f"{base}/d/lookup", params={"code": code.lower()})
+        response = await http.get(f"{base}/d/{code.lower()}")
         page = await response.text()
         assert response.status == 200
         assert "剩余时间" in page and city.CAMERAS[0].place in page
         assert page.count("9 空位") == 3, "three nearest car parks with their live free spaces"
         assert plate not in page, "the page shows only part of the plate"
-        unknown = await http.get(f"{base}/d/lookup", params={"code": "Z" * 10 if code != "Z" * 10 else "Y" * 10})
+        unknown = await http.get(f"{base}/d/{'Z' * 10 if code != 'Z' * 10 else 'Y' * 10}")
         assert unknown.status == 404
     worker.stop()
     off = stack.worker("off")
@@ -435,7 +435,7 @@ async def _warned_with_codes(stack: Stack, worker, n: int) -> tuple[list[str], l
     for plate in plates:
         await stack.wait_state(plate, "warned", timeout=20)
     texts = [line["text"] for line in stack.handset_lines()]
-    return plates, [re.search(r"查询码([2-9A-Z]+)$", next(t for t in texts if plate in t)).group(1) for plate in plates]
+    return plates, [re.search(r"/d/([2-9A-Z]+)$", next(t for t in texts if plate in t)).group(1) for plate in plates]
 
 
 async def test_driver_codes_are_at_least_ten_characters_and_unique_drawn_again_on_a_collision(stack: Stack):
@@ -455,14 +455,14 @@ async def test_driver_codes_are_at_least_ten_characters_and_unique_drawn_again_o
 
 async def test_a_driver_code_shows_nothing_once_its_case_has_been_closed_longer_than_the_grace(stack: Stack):
     [plate], [code] = await _warned_with_codes(stack, stack.worker(PW_DRIVER_PAGE="true"), 1)
-    lookup = f"http://127.0.0.1:{stack.workers[0].env['PW_WEB_PORT']}/d/lookup"
+    lookup = f"http://127.0.0.1:{stack.workers[0].env['PW_WEB_PORT']}/d/{code}"
     async with aiohttp.ClientSession() as http:
         await stack.pool.execute("UPDATE cases SET state = 'moved', closed_at = now() - interval '71 hours' "
                                  "WHERE plate = $1", plate)
-        async with http.get(lookup, params={"code": code}) as within_grace:
+        async with http.get(lookup) as within_grace:
             assert within_grace.status == 200, "closed, within the grace (72 h by default)"
         await stack.pool.execute("UPDATE cases SET closed_at = now() - interval '73 hours' WHERE plate = $1", plate)
-        async with http.get(lookup, params={"code": code}) as expired:
+        async with http.get(lookup) as expired:
             page = await expired.text()
     assert expired.status == 404 and mask_plate(plate) not in page and "Not found" in page, \
         "an expired code shows nothing"
@@ -471,12 +471,12 @@ async def test_a_driver_code_shows_nothing_once_its_case_has_been_closed_longer_
 async def test_driver_page_lookups_are_limited_per_address_with_retry_after(stack: Stack):
     worker = stack.worker(PW_DRIVER_PAGE="true", PW_DRIVER_PAGE_LOOKUP_BURST="3", PW_DRIVER_PAGE_LOOKUPS_PER_MINUTE="1")
     [plate], [code] = await _warned_with_codes(stack, worker, 1)
-    lookup = f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}/d/lookup"
+    lookup = f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}/d/{code}"
     async with aiohttp.ClientSession() as http:
         for _ in range(3):
-            async with http.get(lookup, params={"code": code}) as allowed:
+            async with http.get(lookup) as allowed:
                 assert allowed.status == 200
-        async with http.get(lookup, params={"code": code}) as limited:
+        async with http.get(lookup) as limited:
             page = await limited.text()
     assert limited.status == 429 and int(limited.headers["Retry-After"]) > 0
     assert mask_plate(plate) not in page, "over the limit the page shows nothing of the case"

@@ -73,6 +73,20 @@ def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "PW_DATABASE_URL": stack.db_url, "PW_DRIVER_PAGE": "true"}, timeout=60)
 
 
+def phone_photo() -> bytes:
+    """A JPEG as a phone takes it: with EXIF (the phone's model and a GPS position)."""
+    from PIL import Image
+
+    image = Image.new("RGB", (640, 480), (40, 90, 160))
+    exif = Image.Exif()
+    exif[0x0110] = "PhoneModel X"  # Model
+    exif[0x8825] = {1: "N", 2: (30.0, 16.0, 45.0)}  # GPS
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif)
+    assert b"Exif" in out.getvalue()
+    return out.getvalue()
+
+
 async def verified(stack: Stack) -> chain.Verdict:
     async with stack.pool.acquire() as conn:
         return await chain.verify(conn)
@@ -211,9 +225,21 @@ async def test_the_notice_is_a_pdf_in_chinese_and_english_with_the_number_and_ve
     code = chain.verification_code(await stack.pool.fetchval(
         "SELECT hash FROM ticket_chain WHERE ticket_number = $1", ticket["number"]))
     for words in ("电子违停告知单", "Electronic notice", ticket["number"], ticket["plate"], ticket["place"], code,
-                  "申诉", "How to appeal", "/d/ticket"):
-        assert words in text, words
+                  "申诉", "How to appeal", "/d/ticket", "《中华人民共和国道路交通安全法》第九十三条", "二百元以下罚款"):
+        assert words in text.replace("\n", ""), words
     assert len(PdfReader(path).pages) == 1
+
+    # As a driver's printer or viewer sees it: rendered by poppler, the QR code opens the ticket's page.
+    rendered = subprocess.run(["pdftoppm", "-r", "150", "-png", "-singlefile", str(path), str(ARTIFACTS / "notice")],
+                              capture_output=True, timeout=60)
+    assert rendered.returncode == 0, rendered.stderr
+    drawn = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, timeout=60).stdout
+    assert "第九十三条" in drawn and ticket["number"] in drawn
+    import zxingcpp
+    from PIL import Image
+
+    [qr] = [b for b in zxingcpp.read_barcodes(Image.open(ARTIFACTS / "notice.png")) if b.format == zxingcpp.BarcodeFormat.QRCode]
+    assert re.fullmatch(rf"http://\S+/d/{scene.codes[ticket['number']]}", qr.text), qr.text
 
     async with scene.client.http.get(f"{scene.client.base}/console/tickets/{ticket['number']}/notice.pdf") as r:
         assert r.status == 200 and r.content_type == "application/pdf"
@@ -228,36 +254,60 @@ async def test_the_notice_is_a_pdf_in_chinese_and_english_with_the_number_and_ve
 async def test_a_driver_appeals_on_the_driver_page_an_officer_voids_the_ticket_and_the_driver_is_told(scene):
     stack, ticket = scene.stack, scene.tickets[0]
     number, code = ticket["number"], scene.codes[ticket["number"]]
-    key = {"number": number.lower(), "plate": ticket["plate"], "code": code.lower()}
     base = base_url(scene.worker)
+    page_of_case = f"{base}/d/{code}"
+    [ticket_sms] = [line["text"] for line in stack.handset_lines()
+                    if ticket["plate"] in line["text"] and "告知单" in line["text"]]
+    assert re.search(rf" http://\S+/d/{code}$", ticket_sms), "the ticket SMS links to the ticket's page"
     async with aiohttp.ClientSession() as driver:
-        async def post(path: str, **form) -> tuple[int, str]:
-            async with driver.post(f"{base}{path}", data={**key, **form}) as r:
+        async def post(path: str, allow_redirects=True, **form) -> tuple[int, str]:
+            async with driver.post(f"{base}{path}", data=form, allow_redirects=allow_redirects) as r:
                 return r.status, await r.text()
 
-        status, page = await post("/d/ticket", code="ZZZZZ" if code != "ZZZZZ" else "YYYYY")
+        status, page = await post("/d/ticket", number=number.lower(), plate=ticket["plate"],
+                                  code="ZZZZZZZZZZ" if code != "ZZZZZZZZZZ" else "YYYYYYYYYY")
         assert status == 404 and "未找到" in page
-        status, page = await post("/d/ticket")
+        async with driver.post(f"{base}/d/ticket", data={"number": number.lower(), "plate": ticket["plate"],
+                                                         "code": code.lower()}, allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == f"/d/{code}", "number, plate and code lead to the page"
+        async with driver.get(page_of_case) as r:
+            status, page = r.status, await r.text()
         assert status == 200 and 'id="appeal-form"' in page and ticket["place"] in page
         assert ticket["evidence"][0]["evidence_url"] in page, "the driver sees the evidence"
         no_phone_in(page, "the driver's ticket page")
-        async with driver.post(f"{base}/d/ticket/notice.pdf", data=key) as r:
+        async with driver.get(f"{page_of_case}/notice.pdf") as r:
             assert r.status == 200 and number in PdfReader(io.BytesIO(await r.read())).pages[0].extract_text()
 
-        status, page = await post("/d/ticket/appeal", ground="warning_not_received", statement="手机当时没信号",
+        status, page = await post(f"/d/{code}/appeal", ground="warning_not_received", statement="手机当时没信号",
                                   attachments="http://example.com/a.jpg")
-        assert status == 409 and "https" in page
+        assert status == 409 and "https" in page and "手机当时没信号" in page, "refused, the driver's words kept"
         assert await stack.count("SELECT count(*) FROM appeals") == 0
-        status, page = await post("/d/ticket/appeal", ground="warning_not_received", statement="手机当时没信号",
-                                  attachments="https://photos.example.com/signal.png")
-        assert status == 200 and 'id="appeal-filed"' in page and "处理中" in page
-        status, page = await post("/d/ticket/appeal", ground="other", statement="again")
+        form = aiohttp.FormData()
+        for name, value in (("ground", "warning_not_received"), ("statement", "手机当时没信号"),
+                            ("attachments", "https://photos.example.com/signal.png")):
+            form.add_field(name, value)
+        form.add_field("photos", phone_photo(), filename="IMG_0001.JPG", content_type="image/jpeg")
+        async with driver.post(f"{base}/d/{code}/appeal", data=form, allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == f"/d/{code}", "post, then redirect, then get"
+        async with driver.get(page_of_case) as r:
+            status, page = r.status, await r.text()
+        assert status == 200 and "申诉处理中" in page and f"SS{number}" in page, "the appeal's reference"
+        photo_url = re.search(r'<img class="thumb" src="([^"]+)"', page).group(1)
+        async with driver.get(f"{base}{photo_url}") as r:
+            kept = await r.read()
+            assert r.status == 200 and r.content_type == "image/jpeg"
+        assert b"Exif" not in kept and b"GPS" not in kept, "the photo's metadata is gone"
+        status, page = await post(f"/d/{code}/appeal", ground="other", statement="again")
         assert status == 409 and "已有申诉" in page
 
+    async def received():
+        return [line for line in stack.handset_lines() if f"SS{number}" in line["text"] and "受理" in line["text"]]
+    await wait_for(received, 20, "the appeal's reference at the handset")
     appeal = await stack.pool.fetchrow("SELECT * FROM appeals WHERE ticket_number = $1", number)
     assert (appeal["channel"], appeal["ground"], appeal["recorded_by"]) == ("driver_page", "warning_not_received", "driver")
     assert appeal["attachments"] == ["https://photos.example.com/signal.png"]
     assert abs((appeal["due_at"] - appeal["received_at"]).total_seconds() - DECISION_SECONDS) < 0.01
+    assert await stack.count("SELECT count(*) FROM appeal_photos WHERE appeal_id = $1", appeal["id"]) == 1
 
     # The officer's queue: the appeal, overdue once its due date has passed, with the evidence beside it.
     client = scene.client
@@ -288,9 +338,9 @@ async def test_a_driver_appeals_on_the_driver_page_an_officer_voids_the_ticket_a
     check_as_a_consumer(messages)
 
     async def told():
-        return [line for line in stack.handset_lines() if number in line["text"] and "申诉" in line["text"] and "开具" not in line["text"]]
+        return [line for line in stack.handset_lines() if f"告知单{number}申诉" in line["text"]]
     line = (await wait_for(told, 20, "the appeal decision at the handset"))[0]
-    assert line["text"] == f"【杭州城管】{ticket['plate']}告知单{number}申诉成立，告知单已撤销。"
+    assert line["text"] == f"【杭州城管】{ticket['plate']}告知单{number}申诉成立，已撤销"
     assert (await verified(stack)).intact
 
 
@@ -316,9 +366,9 @@ async def test_an_officer_records_an_appeal_taken_by_phone_and_upholds_the_ticke
     assert (await stack.pool.fetchval("SELECT voided_at FROM tickets WHERE number = $1", number)) is None
 
     async def told():
-        return [line for line in stack.handset_lines() if number in line["text"] and "申诉" in line["text"] and "开具" not in line["text"]]
+        return [line for line in stack.handset_lines() if f"告知单{number}申诉" in line["text"]]
     line = (await wait_for(told, 20, "the appeal decision at the handset"))[0]
-    assert "维持原告知单" in line["text"]
+    assert "申诉未获支持" in line["text"]
     links = await stack.pool.fetch("SELECT kind FROM ticket_chain WHERE ticket_number = $1 ORDER BY seq", number)
     assert [r["kind"] for r in links] == ["TicketIssued", "AppealDecided"]
     verdict = await verified(stack)

@@ -51,7 +51,7 @@ def test_an_appeal_is_filed_once_against_a_standing_ticket_within_the_window_and
 @pytest.mark.parametrize("outcome", ["upheld", "voided"])
 def test_the_decision_sms_fits_one_segment_with_the_longest_plate_and_number(language, outcome):
     text = texts.appeal_decision_text(texts.AppealFacts("浙AD12345", "YHAB261126000042", outcome), language)
-    assert texts.fits_one_segment(text) and "浙AD12345" in text and "YHAB261126000042" in text
+    assert texts.length(text) <= texts.BRIEF and "浙AD12345" in text and "YHAB261126000042" in text
     assert ("撤销" in text or "cancelled" in text) == (outcome == "voided")
 
 
@@ -65,3 +65,12 @@ def test_every_appeal_word_exists_in_chinese_and_english_with_the_same_placehold
     assert i18n.Words("en")("ground.stolen_or_cloned_plate") == "Stolen vehicle or cloned plate"
     assert i18n.Words("zh").action("appeal_decided") == "处理申诉"
     assert i18n.Words("zh").sms_kind("appeal_decision") == "申诉结果通知"
+
+
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+def test_the_appeal_received_sms_is_brief_and_carries_the_reference_and_the_due_date(language):
+    reference = grounds.reference("YHAB261126000042")
+    text = texts.appeal_received_text("浙AD12345", reference, datetime(2026, 12, 17, 9, 0), language)
+
+    assert texts.length(text) <= texts.BRIEF, (texts.length(text), text)
+    assert reference in text and "浙AD12345" in text and ("12月17日" in text or "17 Dec" in text)

@@ -39,3 +39,12 @@ def test_data_import_starts_without_the_other_commands_libraries():
     assert "pipeline.data.cli" in modules
     for heavy in ("geopy", "aiohttp", "shapely", "faust", "pipeline.console.cli", "pipeline.ingest.cli", "pipeline.tickets.cli"):
         assert heavy not in modules, f"`data import` imported {heavy}"
+
+
+def test_the_demo_turns_the_driver_page_on_with_links_to_the_first_worker_unless_told_otherwise():
+    from pipeline.cli import demo_environment
+
+    env = demo_environment({})
+    assert env["PW_DRIVER_PAGE"] == "true" and env["PW_PUBLIC_BASE_URL"] == "http://127.0.0.1:6066"
+    assert demo_environment({"PW_DRIVER_PAGE": "false"})["PW_DRIVER_PAGE"] == "false"
+    assert demo_environment({"PW_PUBLIC_BASE_URL": "https://p.hz.cn"})["PW_PUBLIC_BASE_URL"] == "https://p.hz.cn"

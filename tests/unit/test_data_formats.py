@@ -60,7 +60,7 @@ def test_a_geojson_feature_collection_of_points_reads_as_car_parks_and_a_polygon
 
 def test_car_parks_written_as_geojson_and_fiware_read_back_the_same(tmp_path):
     parks = [{"id": "cp-1", "name": "仓前街道公共停车场", "short_name": "仓前", "lat": 30.2931, "lon": 119.9989,
-              "capacity": 90, "free_spaces": None}]
+              "capacity": 90, "address": "余杭区仓前街道办事处西侧", "phone": "0571-88000001", "free_spaces": None}]
     for fmt, name in (("geojson", "p.geojson"), ("fiware", "p.jsonld"), ("csv", "p.csv"), ("jsonl", "p.jsonl")):
         writer = Writer(tmp_path / name, fmt, KINDS["car-parks"].fields)
         for p in parks:
