@@ -38,12 +38,13 @@ GENESIS = "0" * 64
 
 RECORD_FIELDS: dict[str, tuple[str, ...]] = {
     "TicketIssued": ("type", "ticket_number", "case_id", "plate", "issued_at", "place", "zone", "location",
-                     "deadline_at", "evidence"),
+                     "deadline_at", "evidence", "reason", "warning_accepted_at", "warning_delivered_at"),
     "TicketVoided": ("type", "ticket_number", "case_id", "plate", "voided_at", "reason", "operator"),
     "AppealDecided": ("type", "appeal_id", "ticket_number", "case_id", "plate", "ground", "received_at",
                       "decided_at", "outcome", "reason", "officer"),
 }
-"""The fields of each message that its link records (fields added to a message later are not)."""
+"""The fields of each message that its link records; a field whose value is null is left out (so
+links from before a field was recorded verify as they were)."""
 
 
 # ── the canonical form (RFC 8785) ───────────────────────────────────────────────────────────
@@ -112,7 +113,7 @@ def link_hash(seq: int, prev: str, body: str) -> str:
 def record_of(message: BaseModel | dict) -> dict:
     """The record a message's link holds: its JSON, restricted to ``RECORD_FIELDS``."""
     data = json.loads(encode(message)) if isinstance(message, BaseModel) else message
-    return {name: data[name] for name in RECORD_FIELDS[data["type"]] if name in data}
+    return {name: data[name] for name in RECORD_FIELDS[data["type"]] if data.get(name) is not None}
 
 
 def verification_code(link_hash_hex: str) -> str:
@@ -133,7 +134,8 @@ def issued_message(t) -> events.TicketIssued:
     return events.TicketIssued(
         ticket_number=t["number"], case_id=str(t["case_id"]), plate=t["plate"], issued_at=_utc(t["issued_at"]),
         place=t["place"], zone=t["zone"], location=events.Location(lat=t["lat"], lon=t["lon"]),
-        deadline_at=_utc(t["deadline_at"]), evidence=list(t["evidence"]))
+        deadline_at=_utc(t["deadline_at"]), evidence=list(t["evidence"]), reason=t.get("reason"),
+        warning_accepted_at=_utc(t.get("warning_accepted_at")), warning_delivered_at=_utc(t.get("warning_delivered_at")))
 
 
 def voided_message(t) -> events.TicketVoided:
@@ -211,7 +213,7 @@ def _differences(expected: dict, stored: dict) -> list[str]:
 SOURCE_SQL = """
 SELECT c.seq, c.kind, c.ticket_number, c.appeal_id, c.body, c.prev, c.hash,
        t.number, t.case_id, t.plate, t.issued_at, t.deadline_at, t.place, t.zone, t.lat, t.lon, t.evidence,
-       t.voided_at, t.void_reason, t.voided_by,
+       t.voided_at, t.void_reason, t.voided_by, t.reason, t.warning_accepted_at, t.warning_delivered_at,
        a.id AS a_id, a.ticket_number AS a_ticket_number, a.case_id AS a_case_id, a.plate AS a_plate,
        a.ground AS a_ground, a.received_at AS a_received_at, a.decided_at AS a_decided_at,
        a.outcome AS a_outcome, a.decision_reason AS a_decision_reason, a.decided_by AS a_decided_by
