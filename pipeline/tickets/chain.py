@@ -297,3 +297,68 @@ async def verify(conn: asyncpg.Connection) -> Verdict:
         verdict.before_chain = await conn.fetchval("SELECT count(*) FROM tickets WHERE issued_at < $1",
                                                    head["started_at"])
     return verdict
+
+
+# ── against the heads published on ``tickets`` ──────────────────────────────────────────────
+
+
+@dataclass
+class Comparison:
+    """What ``compare_with_published`` found: ``problems`` in chain order (the first names the first
+    difference); links matched, not yet published (still in the outbox), and older than the topic
+    holds (Kafka's retention)."""
+
+    matched: int = 0
+    waiting: int = 0
+    older: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def published_link(message: dict) -> dict | None:
+    """A message read from ``tickets`` as (seq, prev, hash, name), checked as a consumer would (its
+    hash recomputed from its own record); None for a message without a link."""
+    link = message.get("chain") if isinstance(message, dict) else None
+    if not isinstance(link, dict) or message.get("type") not in RECORD_FIELDS:
+        return None
+    try:
+        own = link_hash(int(link["seq"]), str(link["prev"]), canonical(record_of(message)))
+    except (KeyError, TypeError, ValueError):
+        own = None
+    return {"seq": int(link["seq"]), "prev": link.get("prev"), "hash": link.get("hash"), "holds": own == link.get("hash"),
+            "name": f"{message.get('type')} {message.get('ticket_number')}"}
+
+
+async def compare_with_published(conn, published: list[dict]) -> Comparison:
+    """Compare the database's links with those published on ``tickets`` (``published_link`` of each
+    message): every link both hold must have the same place, previous link and hash. A chain
+    re-sealed in the database (a record changed and every later hash recomputed) differs from the
+    heads already published from the first changed link on."""
+    found = Comparison()
+    on_topic = {p["seq"]: p for p in published}
+    first_on_topic = min(on_topic, default=None)
+    links = await conn.fetch(
+        """SELECT c.seq, c.kind, c.ticket_number, c.prev, c.hash, o.id IS NOT NULL AS in_outbox
+           FROM ticket_chain c LEFT JOIN outbox o ON o.id = c.outbox_id
+           WHERE c.seq IS NOT NULL ORDER BY c.seq""")
+    for link in links:
+        name = f"link {link['seq']} ({link['kind']} {link['ticket_number']})"
+        p = on_topic.pop(link["seq"], None)
+        if p is None:
+            if link["in_outbox"]:
+                found.waiting += 1
+            elif first_on_topic is None or link["seq"] < first_on_topic:
+                found.older += 1
+            else:
+                found.problems.append(f"{name} is not on the tickets topic (set aside? `parkwarden outbox list`)")
+            continue
+        if not p["holds"]:
+            found.problems.append(f"{name}: the message published on tickets does not match its own link")
+        elif (p["prev"], p["hash"]) != (link["prev"], link["hash"]):
+            found.problems.append(f"{name}: the database's hash {link['hash'][:16]}… differs from the one published "
+                                  f"on tickets ({p['hash'][:16]}…)" if p["hash"] != link["hash"] else
+                                  f"{name}: its previous link in the database differs from the one published on tickets")
+        else:
+            found.matched += 1
+    for seq in sorted(on_topic):
+        found.problems.append(f"link {seq} ({on_topic[seq]['name']}) is published on tickets but not in the database")
+    return found
