@@ -53,11 +53,12 @@ LEAVES_EARLY = "leaves early"
 LEAVES_EDGE = "leaves at the edge"
 BEHAVIOURS = (STAYS_SEEN, STAYS_ANSWERS, STAYS_SILENT, LEAVES_EARLY, LEAVES_EDGE)
 STAYING = frozenset({STAYS_SEEN, STAYS_ANSWERS, STAYS_SILENT})
-DELIVERY_SLACK = timedelta(seconds=1)
+DELIVERY_SLACK = timedelta(seconds=2)
 """How much later than ``WarningSent.deadline_at`` the real deadline may be: it moves to delivery +
 window when the delivery is reported later than the acceptance, and Kannel reports the SMS centre's
-time in whole seconds (its fake centre delivers at once), so by less than 1 s. The city keeps its
-captures clear of this band; ``TicketIssued.deadline_at`` is the real deadline."""
+time in whole seconds (its fake centre delivers at once), counted as the end of that second, so by
+less than 2 s. The city keeps its captures clear of this band; ``TicketIssued.deadline_at`` and
+``WarningDelivered.deadline_at`` are the real deadline."""
 
 
 @dataclass(frozen=True)

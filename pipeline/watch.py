@@ -27,6 +27,11 @@ def describe(message: dict, tz: ZoneInfo) -> tuple[str, str]:
         deadline = datetime.fromisoformat(message["deadline_at"]).astimezone(tz)
         park = f"nearest car park {message['car_park_id']} ({message['free_spaces']} free)" if message["car_park_id"] else "no car park free"
         return f"WARNED     {plate}: move by {deadline:%H:%M:%S}; {park}", STYLE[kind]
+    if kind == "WarningDelivered":
+        delivered = datetime.fromisoformat(message["delivered_at"]).astimezone(tz)
+        deadline = datetime.fromisoformat(message["deadline_at"]).astimezone(tz)
+        moved = f"; deadline moved to {deadline:%H:%M:%S}" if message["deadline_moved"] else ""
+        return f"DELIVERED  {plate}: on the phone at {delivered:%H:%M:%S}{moved}", STYLE["WarningSent"]
     if kind == "TicketIssued":
         return f"TICKET     {plate}: {message['ticket_number']} at {message['place']}", STYLE[kind]
     if kind == "CaseClosed":

@@ -2,7 +2,7 @@
 
 Inputs come from cameras (``ViolationDetected``, ``VehicleObserved``, ``VehicleDeparted``, one
 ``CameraEvent`` union discriminated by ``type``) and from car-park systems (``CarParkStatus``).
-Outputs are what parkwarden decided (``CaseOpened``, ``WarningSent``, ``TicketIssued``,
+Outputs are what parkwarden decided (``CaseOpened``, ``WarningSent``, ``WarningDelivered``, ``TicketIssued``,
 ``TicketVoided``, ``AppealDecided``, ``CaseClosed``), what it asks of cameras (``RecheckRequested``) and what it could not read
 (``DeadLetter``).
 
@@ -256,6 +256,26 @@ class WarningSent(Message):
     free_spaces: int | None
 
 
+class WarningDelivered(Message):
+    """The SMS centre reported the warning delivered to the phone (once per case, at its first
+    delivery report). The driver has the whole window from the moment the phone had it: when that
+    was later than the acceptance, the deadline moves to ``delivered_at`` + window
+    (``deadline_moved``); ``deadline_at`` is the deadline in force from now on, never earlier than
+    ``WarningSent.deadline_at``."""
+
+    type: Literal["WarningDelivered"] = "WarningDelivered"
+    case_id: str
+    plate: str
+    sms_id: str
+    accepted_at: datetime = Field(description="When the gateway accepted the warning (as in WarningSent).")
+    delivered_at: datetime = Field(description="When the phone had it: the SMS centre's time, no earlier than "
+                                               "accepted_at and no later than the report's arrival; a time in "
+                                               "whole seconds counts as the end of that second.")
+    deadline_at: datetime = Field(description="The deadline in force: the later of accepted_at + window and "
+                                              "delivered_at + window.")
+    deadline_moved: bool = Field(description="True when the delivery moved the deadline past WarningSent's.")
+
+
 class ChainLink(Message):
     """A message's link in the ticket record, a SHA-256 hash chain of every ticket, void and appeal
     decision: ``hash`` = sha256 of the RFC 8785 canonical form of ``{"prev": prev, "record": record,
@@ -284,7 +304,14 @@ class TicketIssued(Message):
     zone: str
     location: Location
     deadline_at: datetime
-    evidence: list[dict]
+    evidence: list[dict] = Field(description="The two captures (the violation, then the one at the deadline): "
+                                             "event_id, integrator, camera_id, taken_at, lat, lon, place, "
+                                             "evidence_url and image_sha256 (null when the camera sent none).")
+    reason: str | None = Field(default=None, description="The decision's reason, as the notice shows it "
+                                                         "(absent on tickets from before it was recorded).")
+    warning_accepted_at: datetime | None = Field(default=None, description="When the gateway accepted the warning.")
+    warning_delivered_at: datetime | None = Field(default=None, description="When the phone had the warning, by "
+                                                                            "its delivery report (null: none came).")
     chain: ChainLink | None = _chain_field()
 
 

@@ -461,6 +461,20 @@ def on_warning_delivered(case: Case, delivered_at: datetime, rules: Rules, now: 
     return Decision(case, note=note)
 
 
+def delivery_moment(reported_at: datetime | None, accepted_at: datetime | None, arrived_at: datetime) -> datetime:
+    """When the phone had a message, as its delivery report shows it: the SMS centre's time, no
+    earlier than the gateway's acceptance and no later than the report's arrival (an SMS-centre
+    clock that runs slow cannot shorten the driver's window, nor one that runs fast lengthen it
+    beyond what the report proves). A time in whole seconds (Kannel's) may stand for any moment of
+    that second: it counts as the second's end."""
+    at = reported_at or arrived_at
+    if reported_at is not None and reported_at.microsecond == 0:
+        at += timedelta(seconds=1)
+    if accepted_at is not None:
+        at = max(at, accepted_at)
+    return min(at, max(arrived_at, accepted_at or arrived_at))
+
+
 def _delivery_awaited(case: Case, rules: Rules) -> Case:
     """A case that waited for this report (``_await_delivery``: its wake put off by ``delivery_wait``)
     is decided as soon as its evidence has settled, not at the end of the wait. A rechecking case

@@ -758,14 +758,16 @@ class CaseService:
 
     async def _apply_report(self, conn, report, now: datetime) -> None:
         row = await store.apply_delivery(conn, report)
-        status, reported_at = report["status"], report["reported_at"]
+        status = report["status"]
         if row["kind"] == "warning" and status in ("delivered", "failed", "smsc_rejected"):
             case = await store.get_case(conn, row["case_id"], lock=True)
             if status == "delivered":
-                decision = machine.on_warning_delivered(case, reported_at or report["received_at"], self.rules, now)
+                decision = machine.on_warning_delivered(case, row["delivered_at"], self.rules, now)
             else:
                 decision = machine.on_warning_undelivered(case, f"{status} {report['detail']}".strip(), now)
             await self._record(conn, case, decision, now, f"delivery-report:{report['sms_id']}")
+            if status == "delivered" and decision.changed:
+                await store.publish_delivered(conn, self.topics.case_events, case, decision.case, row)
 
     def _render(self, row, now: datetime) -> str:
         p = row["params"]

@@ -13,7 +13,8 @@ from uuid import UUID, uuid4
 import asyncpg
 from pydantic import BaseModel
 
-from pipeline.cases.machine import Case, Sighting, State
+from pipeline.cases.machine import Case, Sighting, State, delivery_moment
+from schemas import events
 from schemas.codec import encode
 
 CASE_COLUMNS = """id, plate, state, zone, place, camera_id, lat, lon, violation, latest_capture,
@@ -304,14 +305,25 @@ async def sms_withdrawn(conn, sms_id: UUID) -> None:
 async def issue_ticket(conn, case: Case, deadline_at: datetime, evidence: list[dict], prefix: str,
                        now: datetime, local_now: datetime) -> str | None:
     """Issue the case's ticket; None if it already has one. Numbers read ``YH261126000042``
-    (prefix, local date, serial)."""
+    (prefix, local date, serial). The ticket keeps what its notice shows, for its link in the ticket
+    record: each capture's image hash (from the sighting, by integrator and event id), the warning's
+    acceptance and delivery, the decision's reason."""
     serial = await conn.fetchval("SELECT nextval('ticket_serial')")
     number = f"{prefix}{local_now:%y%m%d}{serial:06d}"
     v = case.violation
+    hashes = {(r["integrator"], r["event_id"]): r["sha256"] for r in await conn.fetch(
+        """SELECT integrator, event_id, evidence ->> 'sha256' AS sha256 FROM sightings
+           WHERE (integrator, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",
+        [e.get("integrator") or "" for e in evidence], [e["event_id"] for e in evidence])}
+    evidence = [e | {"image_sha256": hashes.get((e.get("integrator") or "", e["event_id"]))} for e in evidence]
     return await conn.fetchval(
-        """INSERT INTO tickets (number, case_id, plate, issued_at, deadline_at, place, zone, lat, lon, evidence)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (case_id) DO NOTHING RETURNING number""",
-        number, case.id, case.plate, now, deadline_at, case.place, case.zone, v.lat, v.lon, evidence,
+        """INSERT INTO tickets (number, case_id, plate, issued_at, deadline_at, place, zone, lat, lon, evidence,
+                                reason, warning_accepted_at, warning_delivered_at)
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, s.accepted_at, s.delivered_at
+           FROM (SELECT 1) AS one
+           LEFT JOIN sms_messages s ON s.case_id = $2 AND s.kind = 'warning'
+           ON CONFLICT (case_id) DO NOTHING RETURNING number""",
+        number, case.id, case.plate, now, deadline_at, case.place, case.zone, v.lat, v.lon, evidence, case.reason,
     )
 
 
@@ -398,9 +410,11 @@ async def set_report_aside(conn, report_id: int, problem: str) -> None:
 
 
 async def apply_delivery(conn, report):
-    """Move the message's status forward for a report (never back from delivered); returns the message."""
+    """Move the message's status forward for a report (never back from delivered); returns the message.
+    The report's time counts within [acceptance, the report's arrival] (``machine.delivery_moment``)."""
     sms_id, status = report["sms_id"], report["status"]
-    at = report["reported_at"] or report["received_at"]
+    accepted_at = await conn.fetchval("SELECT accepted_at FROM sms_messages WHERE id = $1", sms_id)
+    at = delivery_moment(report["reported_at"], accepted_at, report["received_at"])
     if status == "delivered":
         await conn.execute(
             "UPDATE sms_messages SET status = 'delivered', delivered_at = coalesce(delivered_at, $2) WHERE id = $1",
@@ -413,7 +427,19 @@ async def apply_delivery(conn, report):
             """UPDATE sms_messages SET status = 'undelivered', failed_at = coalesce(failed_at, $2), last_error = $3
                WHERE id = $1 AND status <> 'delivered'""", sms_id, at, f"{status} {report['detail']}".strip()[:500])
     await conn.execute("UPDATE sms_delivery_reports SET applied_at = now() WHERE id = $1", report["id"])
-    return await conn.fetchrow("SELECT id, case_id, kind, status FROM sms_messages WHERE id = $1", sms_id)
+    return await conn.fetchrow("SELECT id, case_id, kind, status, accepted_at, delivered_at FROM sms_messages WHERE id = $1",
+                               sms_id)
+
+
+async def publish_delivered(conn, topic: str, before: Case, after: Case, sms) -> None:
+    """``WarningDelivered`` on case-events for a warning's first delivery report: when the phone had
+    it and the deadline in force from then on (moved to delivery + window when that is later)."""
+    if after.warning_delivered_at is None or after.warned_at is None or after.deadline_at is None:
+        return
+    await add_outbox(conn, topic, after.plate, events.WarningDelivered(
+        case_id=str(after.id), plate=after.plate, sms_id=str(sms["id"]), accepted_at=after.warned_at,
+        delivered_at=after.warning_delivered_at, deadline_at=after.deadline_at,
+        deadline_moved=before.deadline_at is not None and after.deadline_at > before.deadline_at))
 
 
 async def unlinked_sightings_since(conn, plate: str, since: datetime) -> list[tuple[str, Sighting]]:

@@ -11,7 +11,10 @@ Classes (``Policy``, settings ``PW_RETENTION_*``; the README defends the default
                          a case still holds the sighting.
     closed_cases         a case closed without a ticket or a caution (moved, unconfirmed, exempt,
                          cancelled, rejected): ``closed_cases`` after it closed, its sightings are
-                         deleted, its SMS lose phone number (masked), text and parameters, its
+                         deleted (but for one that another case still keeping its data names, in its
+                         ticket's evidence or as its violation: e.g. the violation of a case an officer
+                         warned again; it goes with the last case that names it), its SMS lose phone
+                         number (masked), text and parameters, its
                          delivery reports go, and the case row loses its later captures and the
                          violation's image link. The case row stays (plate, place, times: counts,
                          the audit trail, the first-offence rule).
@@ -200,8 +203,30 @@ async def _batches(conn, policy: Policy, sql: str, *args) -> int:
 _CASE_PURGE = """
 WITH chosen AS (
     SELECT id FROM cases WHERE id = ANY($1::uuid[]) AND personal_data_removed_at IS NULL FOR UPDATE SKIP LOCKED
+), named AS (
+    SELECT e ->> 'event_id' AS event_id, e ->> 'integrator' AS integrator
+    FROM chosen JOIN tickets t ON t.case_id = chosen.id CROSS JOIN LATERAL jsonb_array_elements(t.evidence) e
+    UNION
+    SELECT c.violation ->> 'event_id', c.violation ->> 'integrator' FROM chosen JOIN cases c ON c.id = chosen.id
+), held AS (
+    SELECT s.integrator, s.event_id FROM sightings s JOIN chosen ON s.case_id = chosen.id
+    UNION
+    SELECT s.integrator, s.event_id FROM named n
+    JOIN sightings s ON s.event_id = n.event_id AND s.integrator = coalesce(n.integrator, s.integrator)
 ), gone_sightings AS (
-    DELETE FROM sightings s USING chosen WHERE s.case_id = chosen.id RETURNING 1
+    DELETE FROM sightings s USING held h
+    WHERE s.integrator = h.integrator AND s.event_id = h.event_id
+      AND NOT EXISTS (
+          SELECT 1 FROM tickets t JOIN cases c ON c.id = t.case_id
+          WHERE t.evidence @> jsonb_build_array(jsonb_build_object('event_id', s.event_id))
+            AND c.personal_data_removed_at IS NULL AND c.id NOT IN (SELECT id FROM chosen)
+            AND EXISTS (SELECT 1 FROM jsonb_array_elements(t.evidence) e
+                        WHERE e ->> 'event_id' = s.event_id AND coalesce(e ->> 'integrator', s.integrator) = s.integrator))
+      AND NOT EXISTS (
+          SELECT 1 FROM cases c
+          WHERE c.violation ->> 'event_id' = s.event_id AND coalesce(c.violation ->> 'integrator', s.integrator) = s.integrator
+            AND c.personal_data_removed_at IS NULL AND c.id NOT IN (SELECT id FROM chosen))
+    RETURNING 1
 ), gone_reports AS (
     DELETE FROM sms_delivery_reports r USING sms_messages m, chosen
     WHERE r.sms_id = m.id AND m.case_id = chosen.id RETURNING 1

@@ -38,12 +38,13 @@ GENESIS = "0" * 64
 
 RECORD_FIELDS: dict[str, tuple[str, ...]] = {
     "TicketIssued": ("type", "ticket_number", "case_id", "plate", "issued_at", "place", "zone", "location",
-                     "deadline_at", "evidence"),
+                     "deadline_at", "evidence", "reason", "warning_accepted_at", "warning_delivered_at"),
     "TicketVoided": ("type", "ticket_number", "case_id", "plate", "voided_at", "reason", "operator"),
     "AppealDecided": ("type", "appeal_id", "ticket_number", "case_id", "plate", "ground", "received_at",
                       "decided_at", "outcome", "reason", "officer"),
 }
-"""The fields of each message that its link records (fields added to a message later are not)."""
+"""The fields of each message that its link records; a field whose value is null is left out (so
+links from before a field was recorded verify as they were)."""
 
 
 # ── the canonical form (RFC 8785) ───────────────────────────────────────────────────────────
@@ -112,7 +113,7 @@ def link_hash(seq: int, prev: str, body: str) -> str:
 def record_of(message: BaseModel | dict) -> dict:
     """The record a message's link holds: its JSON, restricted to ``RECORD_FIELDS``."""
     data = json.loads(encode(message)) if isinstance(message, BaseModel) else message
-    return {name: data[name] for name in RECORD_FIELDS[data["type"]] if name in data}
+    return {name: data[name] for name in RECORD_FIELDS[data["type"]] if data.get(name) is not None}
 
 
 def verification_code(link_hash_hex: str) -> str:
@@ -133,7 +134,8 @@ def issued_message(t) -> events.TicketIssued:
     return events.TicketIssued(
         ticket_number=t["number"], case_id=str(t["case_id"]), plate=t["plate"], issued_at=_utc(t["issued_at"]),
         place=t["place"], zone=t["zone"], location=events.Location(lat=t["lat"], lon=t["lon"]),
-        deadline_at=_utc(t["deadline_at"]), evidence=list(t["evidence"]))
+        deadline_at=_utc(t["deadline_at"]), evidence=list(t["evidence"]), reason=t.get("reason"),
+        warning_accepted_at=_utc(t.get("warning_accepted_at")), warning_delivered_at=_utc(t.get("warning_delivered_at")))
 
 
 def voided_message(t) -> events.TicketVoided:
@@ -211,7 +213,7 @@ def _differences(expected: dict, stored: dict) -> list[str]:
 SOURCE_SQL = """
 SELECT c.seq, c.kind, c.ticket_number, c.appeal_id, c.body, c.prev, c.hash,
        t.number, t.case_id, t.plate, t.issued_at, t.deadline_at, t.place, t.zone, t.lat, t.lon, t.evidence,
-       t.voided_at, t.void_reason, t.voided_by,
+       t.voided_at, t.void_reason, t.voided_by, t.reason, t.warning_accepted_at, t.warning_delivered_at,
        a.id AS a_id, a.ticket_number AS a_ticket_number, a.case_id AS a_case_id, a.plate AS a_plate,
        a.ground AS a_ground, a.received_at AS a_received_at, a.decided_at AS a_decided_at,
        a.outcome AS a_outcome, a.decision_reason AS a_decision_reason, a.decided_by AS a_decided_by
@@ -295,3 +297,68 @@ async def verify(conn: asyncpg.Connection) -> Verdict:
         verdict.before_chain = await conn.fetchval("SELECT count(*) FROM tickets WHERE issued_at < $1",
                                                    head["started_at"])
     return verdict
+
+
+# ── against the heads published on ``tickets`` ──────────────────────────────────────────────
+
+
+@dataclass
+class Comparison:
+    """What ``compare_with_published`` found: ``problems`` in chain order (the first names the first
+    difference); links matched, not yet published (still in the outbox), and older than the topic
+    holds (Kafka's retention)."""
+
+    matched: int = 0
+    waiting: int = 0
+    older: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def published_link(message: dict) -> dict | None:
+    """A message read from ``tickets`` as (seq, prev, hash, name), checked as a consumer would (its
+    hash recomputed from its own record); None for a message without a link."""
+    link = message.get("chain") if isinstance(message, dict) else None
+    if not isinstance(link, dict) or message.get("type") not in RECORD_FIELDS:
+        return None
+    try:
+        own = link_hash(int(link["seq"]), str(link["prev"]), canonical(record_of(message)))
+    except (KeyError, TypeError, ValueError):
+        own = None
+    return {"seq": int(link["seq"]), "prev": link.get("prev"), "hash": link.get("hash"), "holds": own == link.get("hash"),
+            "name": f"{message.get('type')} {message.get('ticket_number')}"}
+
+
+async def compare_with_published(conn, published: list[dict]) -> Comparison:
+    """Compare the database's links with those published on ``tickets`` (``published_link`` of each
+    message): every link both hold must have the same place, previous link and hash. A chain
+    re-sealed in the database (a record changed and every later hash recomputed) differs from the
+    heads already published from the first changed link on."""
+    found = Comparison()
+    on_topic = {p["seq"]: p for p in published}
+    first_on_topic = min(on_topic, default=None)
+    links = await conn.fetch(
+        """SELECT c.seq, c.kind, c.ticket_number, c.prev, c.hash, o.id IS NOT NULL AS in_outbox
+           FROM ticket_chain c LEFT JOIN outbox o ON o.id = c.outbox_id
+           WHERE c.seq IS NOT NULL ORDER BY c.seq""")
+    for link in links:
+        name = f"link {link['seq']} ({link['kind']} {link['ticket_number']})"
+        p = on_topic.pop(link["seq"], None)
+        if p is None:
+            if link["in_outbox"]:
+                found.waiting += 1
+            elif first_on_topic is None or link["seq"] < first_on_topic:
+                found.older += 1
+            else:
+                found.problems.append(f"{name} is not on the tickets topic (set aside? `parkwarden outbox list`)")
+            continue
+        if not p["holds"]:
+            found.problems.append(f"{name}: the message published on tickets does not match its own link")
+        elif (p["prev"], p["hash"]) != (link["prev"], link["hash"]):
+            found.problems.append(f"{name}: the database's hash {link['hash'][:16]}… differs from the one published "
+                                  f"on tickets ({p['hash'][:16]}…)" if p["hash"] != link["hash"] else
+                                  f"{name}: its previous link in the database differs from the one published on tickets")
+        else:
+            found.matched += 1
+    for seq in sorted(on_topic):
+        found.problems.append(f"link {seq} ({on_topic[seq]['name']}) is published on tickets but not in the database")
+    return found

@@ -81,10 +81,21 @@ def _sighting(e: dict) -> Sighting:
 def _capture(role: str, e: dict, s: dict | None, tz: ZoneInfo) -> dict:
     s = s or {}
     evidence = s.get("evidence") or {}
-    return {"role": role, "event_id": e["event_id"], "camera_id": e["camera_id"], "integrator": s.get("integrator"),
+    return {"role": role, "event_id": e["event_id"], "camera_id": e["camera_id"],
+            "integrator": e.get("integrator") or s.get("integrator"),
             "taken_at": _at(e["taken_at"], tz), "received_at": _at(s.get("received_at"), tz),
             "position": {"lat": e["lat"], "lon": e["lon"]}, "place": e.get("place") or s.get("place"),
-            "image_url": e.get("evidence_url") or evidence.get("image_url"), "image_sha256": evidence.get("sha256")}
+            "image_url": e.get("evidence_url") or evidence.get("image_url"),
+            "image_sha256": e.get("image_sha256") or evidence.get("sha256")}
+
+
+async def sighting_of(conn, e: dict) -> dict | None:
+    """The recorded sighting a piece of evidence names: by its integrator and event id (event ids are
+    unique per integrator only); evidence from before sightings had an integrator, by camera and event id."""
+    return await conn.fetchval(
+        """SELECT to_jsonb(s) FROM sightings s
+           WHERE s.event_id = $1 AND (s.integrator = $2 OR $2 IS NULL AND s.camera_id = $3) LIMIT 1""",
+        e["event_id"], e.get("integrator") or None, e["camera_id"])
 
 
 async def evidence_pack(conn, number: str, terms: Terms, now: datetime | None = None) -> dict | None:
@@ -96,9 +107,6 @@ async def evidence_pack(conn, number: str, terms: Terms, now: datetime | None = 
         return None
     case = await conn.fetchrow("SELECT * FROM cases WHERE id = $1", t["case_id"])
     violation, fresh = t["evidence"][0], t["evidence"][-1]
-    sightings = {r["j"]["event_id"]: r["j"] for r in await conn.fetch(
-        "SELECT to_jsonb(s) AS j FROM sightings s WHERE event_id = ANY($1::text[])",
-        [violation["event_id"], fresh["event_id"]])}
     warning = await conn.fetchrow(
         "SELECT text, status, accepted_at, delivered_at FROM sms_messages WHERE case_id = $1 AND kind = 'warning'",
         t["case_id"])
@@ -120,15 +128,17 @@ async def evidence_pack(conn, number: str, terms: Terms, now: datetime | None = 
             "status": "voided" if t["voided_at"] else "standing", "voided_at": _at(t["voided_at"], tz),
             "void_reason": t["void_reason"],
         },
-        "captures": [_capture("violation", violation, sightings.get(violation["event_id"]), tz),
-                     _capture("still_there", fresh, sightings.get(fresh["event_id"]), tz)],
+        "captures": [_capture("violation", violation, await sighting_of(conn, violation), tz),
+                     _capture("still_there", fresh, await sighting_of(conn, fresh), tz)],
         "between": {"distance_m": round(machine.distance_m(first, second), 1),
                     "interval_seconds": round((second.taken_at - first.taken_at).total_seconds(), 1)},
         "warning": None if warning is None else {
-            "text": warning["text"], "status": warning["status"], "accepted_at": _at(warning["accepted_at"], tz),
-            "delivered_at": _at(warning["delivered_at"], tz), "deadline_at": _at(case["deadline_at"], tz),
+            "text": warning["text"], "status": warning["status"],
+            "accepted_at": _at(t["warning_accepted_at"] or warning["accepted_at"], tz),
+            "delivered_at": _at(t["warning_delivered_at"] or warning["delivered_at"], tz),
+            "deadline_at": _at(case["deadline_at"], tz),
             "window_seconds": case["window_seconds"]},
-        "decision": {"reason": case["reason"], "rule": rule_for(case["reason"], terms.rules),
+        "decision": {"reason": t["reason"] or case["reason"], "rule": rule_for(t["reason"] or case["reason"], terms.rules),
                      "decided_at": _at(decided["at"] if decided else case["closed_at"], tz),
                      "by": (decided["actor"] if decided["actor"].startswith("operator:") else "pipeline")
                      if decided else None},

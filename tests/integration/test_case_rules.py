@@ -43,14 +43,19 @@ async def test_a_warning_delivered_after_it_was_accepted_gets_the_whole_window_f
                                      json={"id": str(sms_id), "status": "delivered", "at": delivered_at.isoformat()},
                                      headers={"X-Report-Token": env["PW_SMS_REPORT_TOKEN"]})
             assert answer.status == 200
-        real_deadline = delivered_at + timedelta(seconds=stack.window)
 
         async def moved():
             case = await stack.case_of(plate)
-            return case if case["deadline_at"] == real_deadline else None
-        case = await wait_for(moved, 15, "the deadline to move to delivered + window")
+            return case if case["warning_delivered_at"] is not None else None
+        case = await wait_for(moved, 15, "the delivery to be applied")
+        # Whole seconds: the phone may have had it at any moment of that second, so its end counts
+        # (no later than the report's arrival).
+        arrived = await stack.pool.fetchval("SELECT min(received_at) FROM sms_delivery_reports WHERE sms_id = $1", sms_id)
+        counted = min(delivered_at + timedelta(seconds=1), arrived)
+        real_deadline = counted + timedelta(seconds=stack.window)
+        assert case["deadline_at"] == real_deadline, "the deadline moves to delivered + window"
         assert case["wake_at"] == real_deadline + timedelta(seconds=1)
-        assert case["warned_at"] == warned["warned_at"] and case["warning_delivered_at"] == delivered_at
+        assert case["warned_at"] == warned["warned_at"] and case["warning_delivered_at"] == counted
 
         # Still there after the deadline counted from acceptance, but before the driver's own (less the 1 s of
         # tolerance): no ticket.
@@ -75,7 +80,7 @@ async def test_a_warning_delivered_after_it_was_accepted_gets_the_whole_window_f
         finally:
             await client.close()
         tz = ZoneInfo(Settings().timezone)
-        for dd, at in (("warned-at", case["warned_at"]), ("delivered-at", delivered_at), ("deadline-at", real_deadline)):
+        for dd, at in (("warned-at", case["warned_at"]), ("delivered-at", counted), ("deadline-at", real_deadline)):
             shown = html.split(f'id="{dd}">')[1].split("</dd>")[0]
             assert at.astimezone(tz).strftime("%H:%M:%S") in shown, (dd, shown)
         assert "自送达起算" in html

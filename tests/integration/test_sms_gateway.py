@@ -18,6 +18,7 @@ from pipeline.config import Settings
 from pipeline.demo import city
 from pipeline.sms.driver_page import mask_plate
 from pipeline.sms.kannel import read_fakesmsc_line, report_signature
+from schemas import topics
 
 from tests.local_server import LocalServer
 from tests.privacy import no_phone_in
@@ -351,9 +352,56 @@ async def test_http_provider_that_recovers_warns_once_and_its_delivery_report_is
             assert accepted.status == 200
     async def delivered():
         return await stack.pool.fetchrow(
-            "SELECT status, delivered_at FROM sms_messages WHERE id = $1 AND status = 'delivered'", sms["id"])
+            "SELECT status, accepted_at, delivered_at FROM sms_messages WHERE id = $1 AND status = 'delivered'", sms["id"])
     row = await wait_for(delivered, 10, "the delivery report to be applied")
-    assert row["delivered_at"].isoformat() == "2026-11-26T02:43:00+00:00"
+    assert row["delivered_at"] == row["accepted_at"], "a delivery time before the acceptance counts as the acceptance"
+
+
+async def test_a_delivery_moves_the_deadline_from_no_earlier_than_the_report_allows_and_is_published(stack: Stack):
+    """Issue 15, must 9 and 20. The SMS centre's time in whole seconds counts as the end of that second; a
+    time after the report's arrival counts as its arrival; one before the acceptance (a slow SMS-centre
+    clock) as the acceptance. Each first delivery is published on case-events with the deadline in force."""
+    async with Provider(failures=0) as provider:
+        worker = stack.worker(**provider_env(provider), PW_WINDOW_SECONDS="60")
+        await worker.ready()
+        plates = await stack.plates_with_phone(3)
+        for plate in plates:
+            await stack.publish(stack.violation(plate))
+        cases = [await stack.wait_state(plate, "warned", timeout=30) for plate in plates]
+        sms = [await stack.pool.fetchrow("SELECT * FROM sms_messages WHERE case_id = $1", c["id"]) for c in cases]
+        await asyncio.sleep(2.5)
+        whole_second = (sms[0]["accepted_at"] + timedelta(seconds=1)).replace(microsecond=0)
+        reported = [whole_second, datetime.now(UTC) + timedelta(minutes=5), sms[2]["accepted_at"] - timedelta(minutes=6)]
+        url = f"http://127.0.0.1:{worker.env['PW_WEB_PORT']}/sms/provider-report"
+        async with aiohttp.ClientSession() as http:
+            for message, at in zip(sms, reported):
+                answer = await http.post(url, json={"id": str(message["id"]), "status": "delivered", "at": at.isoformat()},
+                                         headers={"X-Report-Token": "report-secret-for-tests"})
+                assert answer.status == 200
+
+        async def applied():
+            rows = await stack.pool.fetch(
+                """SELECT s.delivered_at, c.deadline_at, (SELECT min(received_at) FROM sms_delivery_reports r
+                                                          WHERE r.sms_id = s.id) AS arrived
+                   FROM sms_messages s JOIN cases c ON c.id = s.case_id
+                   WHERE s.id = ANY($1::uuid[]) AND s.delivered_at IS NOT NULL ORDER BY array_position($1::uuid[], s.id)""",
+                [m["id"] for m in sms])
+            return rows if len(rows) == 3 else None
+        rows = await wait_for(applied, 15, "the three delivery reports to be applied")
+    window = timedelta(seconds=60)
+    assert rows[0]["delivered_at"] == whole_second + timedelta(seconds=1), "rounded up to the end of its second"
+    assert rows[1]["delivered_at"] == rows[1]["arrived"], "no later than the report's arrival"
+    assert rows[2]["delivered_at"] == sms[2]["accepted_at"], "no earlier than the acceptance"
+    assert [row["deadline_at"] for row in rows] == [row["delivered_at"] + window for row in rows]
+
+    published = await stack.consume(
+        topics.CASE_EVENTS, lambda ms: sum(m["type"] == "WarningDelivered" for m in ms) >= 3)
+    delivered = {m["case_id"]: m for m in published if m["type"] == "WarningDelivered"}
+    for case, row in zip(cases, rows):
+        m = delivered[str(case["id"])]
+        assert datetime.fromisoformat(m["delivered_at"]) == row["delivered_at"]
+        assert datetime.fromisoformat(m["deadline_at"]) == row["deadline_at"]
+    assert [delivered[str(c["id"])]["deadline_moved"] for c in cases] == [True, True, False]
 
 
 async def test_undelivered_warning_sends_the_case_to_review_not_to_a_ticket(stack: Stack):

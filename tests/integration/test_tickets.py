@@ -130,12 +130,21 @@ async def test_each_ticket_is_published_with_its_link_and_verify_names_the_link_
         await stack.pool.execute("UPDATE tickets SET place = $2 WHERE number = $1", altered, scene.tickets[1]["place"])
 
     body = await stack.pool.fetchval("SELECT body FROM ticket_chain WHERE seq = 1")
-    await stack.pool.execute("""UPDATE ticket_chain SET body = replace(body, '"plate":"', '"plate":"X') WHERE seq = 1""")
-    try:
-        verdict = await verified(stack)
-        assert verdict.broken.startswith("link 1 (TicketIssued ") and "the link was altered" in verdict.broken
-    finally:
-        await stack.pool.execute("UPDATE ticket_chain SET body = $1 WHERE seq = 1", body)
+    alter = """UPDATE ticket_chain SET body = replace(body, '"plate":"', '"plate":"X') WHERE seq = 1"""
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await stack.pool.execute(alter)
+    async with stack.pool.acquire() as conn:  # the tables' owner may take the right back: verify still sees it
+        await conn.execute("GRANT UPDATE ON ticket_chain TO CURRENT_USER;"
+                           "ALTER TABLE ticket_chain DISABLE TRIGGER ticket_chain_link_sealed")
+        await conn.execute(alter)
+        try:
+            verdict = await verified(stack)
+            assert verdict.broken.startswith("link 1 (TicketIssued ") and "the link was altered" in verdict.broken
+        finally:
+            await conn.execute("UPDATE ticket_chain SET body = $1 WHERE seq = 1", body)
+            await conn.execute("ALTER TABLE ticket_chain ENABLE TRIGGER ticket_chain_link_sealed;"
+                               "REVOKE UPDATE ON ticket_chain FROM CURRENT_USER;"
+                               "GRANT UPDATE (seq, prev, hash, appended_at) ON ticket_chain TO CURRENT_USER")
     assert (await verified(stack)).intact
 
 

@@ -1308,3 +1308,22 @@ def test_given_any_case_not_waiting_for_confirmation_when_confirmed_or_rejected_
 
     assert not machine.confirm_ticket(case, "again", clock.now).changed
     assert not machine.reject_ticket(case, "again", clock.now).changed
+
+
+ACCEPTED = datetime(2026, 11, 26, 5, 25, 30, 250000, tzinfo=UTC)
+ARRIVED = ACCEPTED + timedelta(seconds=40)
+
+
+@pytest.mark.parametrize("reported, counted, why", [
+    (ACCEPTED + timedelta(seconds=10, microseconds=123), ACCEPTED + timedelta(seconds=10, microseconds=123),
+     "a time with a fraction of a second is taken as it is"),
+    (datetime(2026, 11, 26, 5, 26, 8, tzinfo=UTC), datetime(2026, 11, 26, 5, 26, 9, tzinfo=UTC),
+     "a time in whole seconds is the end of that second, not its start"),
+    (ACCEPTED - timedelta(minutes=6), ACCEPTED, "an SMS-centre clock 6 minutes slow: no earlier than the acceptance"),
+    (ARRIVED + timedelta(minutes=6), ARRIVED, "a clock that runs fast: no later than the report's arrival"),
+    (ARRIVED.replace(microsecond=0), ARRIVED, "rounded up, still no later than the arrival"),
+    (None, ARRIVED, "a report without a time: its arrival"),
+])
+def test_a_delivery_counts_within_acceptance_and_the_reports_arrival_rounded_up_to_the_second(reported, counted, why):
+    assert machine.delivery_moment(reported, ACCEPTED, ARRIVED) == counted, why
+

@@ -49,8 +49,11 @@ def ticket_row(**changes) -> dict:
     row = {"number": "YH261126000042", "case_id": "0b6c3f4e-8a51-4d7e-9c1a-2f3b4c5d6e7f", "plate": "浙A12345",
            "issued_at": datetime(2026, 11, 26, 2, 53, 1, 250000, tzinfo=UTC),
            "deadline_at": datetime(2026, 11, 26, 2, 52, 1, tzinfo=UTC), "place": "文一西路", "zone": "yuhang",
-           "lat": 30.2793, "lon": 120.0, "evidence": [{"event_id": "e1", "lat": 30.2793, "lon": 120.0}],
-           "voided_at": None, "void_reason": None, "voided_by": None}
+           "lat": 30.2793, "lon": 120.0,
+           "evidence": [{"event_id": "e1", "integrator": "acme", "lat": 30.2793, "lon": 120.0, "image_sha256": "a" * 64}],
+           "voided_at": None, "void_reason": None, "voided_by": None, "reason": "still at the place at the deadline",
+           "warning_accepted_at": datetime(2026, 11, 26, 2, 42, 1, tzinfo=UTC),
+           "warning_delivered_at": datetime(2026, 11, 26, 2, 42, 3, tzinfo=UTC)}
     return {**row, **changes}
 
 
@@ -82,6 +85,25 @@ def test_the_record_is_the_messages_recorded_fields_and_a_changed_ticket_breaks_
     void_link = link_row(2, row["hash"], chain.record_of(chain.voided_message(voided)), voided)
     assert chain._check_link(void_link, 2, row["hash"]) is None
     assert "no longer void" in chain._check_link({**void_link, "voided_at": None}, 2, row["hash"])
+
+
+def test_the_record_holds_what_the_notice_shows_and_a_ticket_recorded_before_those_fields_still_verifies():
+    ticket = ticket_row()
+    record = chain.record_of(chain.issued_message(ticket))
+    assert record["evidence"][0]["image_sha256"] == "a" * 64
+    assert (record["reason"], record["warning_accepted_at"], record["warning_delivered_at"]) == \
+        ("still at the place at the deadline", "2026-11-26T02:42:01Z", "2026-11-26T02:42:03Z")
+    row = link_row(1, chain.GENESIS, record, ticket)
+    for field, changed in (("reason", "an officer's say-so"), ("warning_delivered_at", None),
+                           ("warning_accepted_at", datetime(2026, 11, 26, 2, 40, tzinfo=UTC)),
+                           ("evidence", [{**ticket["evidence"][0], "image_sha256": "b" * 64}])):
+        assert chain._check_link({**row, field: changed}, 1, chain.GENESIS) == \
+            f"link 1 (TicketIssued YH261126000042): the stored ticket differs from its record ({field})"
+
+    before = ticket_row(reason=None, warning_accepted_at=None, warning_delivered_at=None)
+    old_record = chain.record_of(chain.issued_message(before))
+    assert not {"reason", "warning_accepted_at", "warning_delivered_at"} & set(old_record)
+    assert chain._check_link(link_row(1, chain.GENESIS, old_record, before), 1, chain.GENESIS) is None
 
 
 def test_the_pack_names_the_rule_that_decided_in_both_languages():
