@@ -140,16 +140,50 @@ class CaseService:
             return await watermarks.current_as_of(conn, ends, as_of) if ends else 0
 
     async def _decide_batch(self, batch: list[tuple[object, Source]]) -> None:
-        """One transaction for the batch; if an event fails for a reason of its own, each on its own.
-        Raises only what ``errors.is_transient`` calls the database's fault (the caller waits)."""
+        """One transaction for the batch. If an event fails for a reason of its own, the batch is split
+        in halves, in order, each decided the same way, down to the one event, which is tried alone
+        and then kept as a dead letter. Raises only what ``errors.is_transient`` calls the database's
+        fault (the caller waits)."""
         async with errors.own_failure() as outcome, self.pool.acquire() as conn, conn.transaction():
-            for item, source in batch:
-                await self._handle_one(conn, item, source)
+            cameras = await registry.registered_many(
+                conn, [item.camera_id for item, _ in batch if not isinstance(item, Rejected)])
+            for item, source in await self._record_plain_sightings(conn, batch, cameras):
+                await self._handle_one(conn, item, source, cameras)
         if outcome.failure is None:
             return
-        log.warning("batch of %d camera events failed (%s); deciding one by one", len(batch), outcome)
-        for item, source in batch:
-            await self._decide_alone(item, source)
+        if len(batch) == 1:
+            await self._decide_alone(*batch[0])
+            return
+        log.warning("batch of %d camera events failed (%s); deciding it in halves", len(batch), outcome)
+        half = len(batch) // 2
+        await self._decide_batch(batch[:half])
+        await self._decide_batch(batch[half:])
+
+    async def _record_plain_sightings(self, conn, batch: list[tuple[object, Source]],
+                                      cameras: dict[str, Camera]) -> list[tuple[object, Source]]:
+        """Captures and departures of plates with no open case decide nothing: they are only kept (as
+        sightings, once each). Those of the batch are kept here in a constant number of statements
+        (the plates' open cases in one query, the sightings in one; ``cameras``: the batch's); returns
+        the rest of the batch, in order, to be decided one by one. A plate with a violation in the
+        batch keeps all its events there (one plate's events are decided in order)."""
+        violating = {item.plate for item, _ in batch if isinstance(item, events.ViolationDetected)}
+        plain = [(item, source) for item, source in batch
+                 if isinstance(item, (events.VehicleObserved, events.VehicleDeparted)) and item.plate not in violating
+                 and topics.integrator_of(self.topics.camera_events, source.topic) is not None]
+        if not plain:
+            return batch
+        open_plates = await store.plates_with_open_cases(conn, list({item.plate for item, _ in plain}))
+        rows, kept = [], set()
+        for item, source in plain:
+            integrator = topics.integrator_of(self.topics.camera_events, source.topic)
+            camera = cameras.get(item.camera_id)
+            if item.plate in open_plates or registry.refusal(camera, item.camera_id, integrator) is not None:
+                continue
+            rows.append((item.type, item, sighting_of(item, integrator, camera), camera.zone))
+            kept.add(id(item))
+        if rows:
+            await store.add_sightings(conn, rows, self.clock())
+        return [(item, source) for item, source in batch if id(item) not in kept]
 
     async def _decide_alone(self, item, source: Source, tries: int = 3) -> None:
         for attempt in range(tries):
@@ -190,12 +224,13 @@ class CaseService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 
-    async def _handle_one(self, conn, item, source: Source) -> None:
+    async def _handle_one(self, conn, item, source: Source, cameras: dict[str, Camera] | None = None) -> None:
+        """Decide one event; ``cameras``: the registered cameras of its batch (None: looked up here)."""
         now = self.clock()
         if isinstance(item, Rejected):
             await self._dead_letter(conn, item, source)
             return
-        camera, refusal = await self._provenance(conn, item, source)
+        camera, refusal = await self._provenance(conn, item, source, cameras)
         if refusal is not None:
             await self._dead_letter(conn, refusal, source)
             return
@@ -221,9 +256,10 @@ class CaseService:
         else:
             await store.link_sighting(conn, sighting.integrator, item.event_id, case.id)
             await self.effects.record(conn, case, machine.on_departure(case, item.taken_at, self.rules, now), now,
-                               item.event_id)
+                                      item.event_id)
 
-    async def _provenance(self, conn, item, source: Source) -> tuple[Camera | None, Rejected | None]:
+    async def _provenance(self, conn, item, source: Source,
+                          cameras: dict[str, Camera] | None = None) -> tuple[Camera | None, Rejected | None]:
         """The event's camera as registered, or why the event is refused: it came on a topic that names
         no integrator, or its camera is unknown, removed, or another integrator's (``pipeline.cameras``)."""
         integrator = topics.integrator_of(self.topics.camera_events, source.topic)
@@ -232,7 +268,7 @@ class CaseService:
                       f"{topics.camera_events_of(self.topics.camera_events, '<your integrator name>')}, "
                       "with your own credentials (docs/integrators.md)")
             return None, Rejected(store_raw(item, source), reason, (events.FieldError(field="(topic)", message=reason),))
-        camera = await registry.registered(conn, item.camera_id)
+        camera = cameras.get(item.camera_id) if cameras is not None else await registry.registered(conn, item.camera_id)
         if (problem := registry.refusal(camera, item.camera_id, integrator)) is not None:
             return None, Rejected(store_raw(item, source), problem, (events.FieldError(field="camera_id", message=problem),))
         return camera, None
