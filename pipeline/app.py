@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import faust
 from mode import Service
 
-from pipeline import bootstrap, codecs, logs
+from pipeline import bootstrap, codecs, faust_subscription, logs
 from pipeline.cameras import registry
 from pipeline.cameras import views as camera_views
 from pipeline.cases.service import Source
@@ -88,7 +88,7 @@ class Runtime(Service):
 
     def __post_init__(self) -> None:
         self.ready = asyncio.Event()
-        self.pool = self.web_pool = self.service = self.gateway = self.producer = self.relay = self.feed = None
+        self.pool = self.web_pool = self.service = self.sms_service = self.gateway = self.producer = self.relay = self.feed = None
         self.settings = settings
         self.car_parks = CarParkIndex()
         self.zones = ZoneBook(default_window_seconds=settings.window_seconds, defaults=settings.zone_defaults)
@@ -120,6 +120,7 @@ class Runtime(Service):
         self.web_pool = await bootstrap.connect_web_database(settings)
         await self._refresh_reference()
         self.service = bootstrap.build_service(settings, self.pool, self.car_parks, self.zones)
+        self.sms_service = bootstrap.build_sms_service(settings, self.pool, self.service)
         self.feed = bootstrap.build_reference_feed(settings, self.pool, self.service.owners, self._reload_reference)
         await self.feed.forget_changed_elsewhere()
         self.gateway = bootstrap.build_gateway(settings)
@@ -173,12 +174,7 @@ class Runtime(Service):
             await bootstrap.create_topics(settings, sorted(new))
             self.integrators |= new
         names = [CAMERA_EVENTS] + [topics.camera_events_of(CAMERA_EVENTS, n) for n in sorted(self.integrators)]
-        # The agent reads a copy of the topic (Faust clones channels): set the names on every channel
-        # of the camera events the conductor knows, then have it subscribe again.
-        for channel in [camera_events, *(c for c in app.topics._topics if CAMERA_EVENTS in c.topics)]:
-            channel.topics = list(names)
-        app.topics._resubscribe_sleep_lock_seconds = 1.0  # Faust's own wait before a resubscription is 45 s
-        app.topics._flag_changes()
+        faust_subscription.read_topics(app, camera_events, CAMERA_EVENTS, names)
         log.info("reading camera events of %d integrators (new: %s)", len(self.integrators), ", ".join(sorted(new)))
 
     async def _every(self, seconds: float, work) -> None:
@@ -199,13 +195,13 @@ class Runtime(Service):
 
     @Service.task
     async def delivery_reports(self) -> None:
-        await self._every(settings.tick_seconds, self.service_call("apply_delivery_reports"))
+        await self._every(settings.tick_seconds, self.service_call("apply_delivery_reports", sms=True))
 
     @Service.task
     async def sms(self) -> None:
         await self.ready.wait()
         async def sms():
-            return await self.service.settle_in_doubt_sms() + await self.service.send_due_sms(self.gateway)
+            return await self.sms_service.settle_in_doubt_sms() + await self.sms_service.send_due_sms(self.gateway)
         await self._every(settings.sms_poll_seconds, sms)
 
     @Service.task
@@ -252,9 +248,9 @@ class Runtime(Service):
     async def reference(self) -> None:
         await self._every(settings.reference_refresh_seconds, self._refresh_reference)
 
-    def service_call(self, name: str):
+    def service_call(self, name: str, sms: bool = False):
         async def call():
-            return await getattr(self.service, name)()
+            return await getattr(self.sms_service if sms else self.service, name)()
         call.__name__ = name
         return call
 

@@ -14,7 +14,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from pipeline.cases.service import CaseService, SmsStyle, Topics
+from pipeline.cases.effects import Topics
+from pipeline.cases.service import CaseService
+from pipeline.sms.service import SmsService, SmsStyle
 from pipeline.cases.store import init_connection
 from pipeline.config import Settings
 from pipeline.db.migrate import migrate
@@ -224,22 +226,34 @@ def build_gateway(settings: Settings) -> SmsGateway:
     return FileGateway(settings.sms_file)
 
 
+def sms_style(settings: Settings) -> SmsStyle:
+    return SmsStyle(settings.sms_language, settings.sms_signature, ZoneInfo(settings.timezone),
+                    retry_seconds=settings.sms_retry_seconds, retry_max_seconds=settings.sms_retry_max_seconds,
+                    retry_horizon={"warning": settings.sms_retry_horizon_seconds,
+                                   "ticket": settings.sms_ticket_retry_horizon_seconds},
+                    daily_limit=settings.sms_daily_limit_per_phone, driver_page=settings.driver_page,
+                    driver_link=f"{settings.driver_base_url}/d/",
+                    in_doubt_after=timedelta(seconds=settings.sms_in_doubt_seconds),
+                    report_wait=timedelta(seconds=settings.sms_report_wait_seconds), worker=settings.worker_name)
+
+
+def worker_clock(settings: Settings):
+    offset = timedelta(seconds=settings.clock_offset_seconds)
+    return lambda: datetime.now(UTC) + offset
+
+
 def build_service(settings: Settings, pool: asyncpg.Pool, car_parks: CarParkIndex, zones: ZoneBook) -> CaseService:
     owners = PostgresOwnerDirectory(settings.owner_cache_size, settings.owner_cache_ttl_seconds)
-    sms = SmsStyle(settings.sms_language, settings.sms_signature, ZoneInfo(settings.timezone),
-                   retry_seconds=settings.sms_retry_seconds, retry_max_seconds=settings.sms_retry_max_seconds,
-                   retry_horizon={"warning": settings.sms_retry_horizon_seconds,
-                                  "ticket": settings.sms_ticket_retry_horizon_seconds},
-                   daily_limit=settings.sms_daily_limit_per_phone, driver_page=settings.driver_page,
-                   driver_link=f"{settings.driver_base_url}/d/",
-                   in_doubt_after=timedelta(seconds=settings.sms_in_doubt_seconds),
-                   report_wait=timedelta(seconds=settings.sms_report_wait_seconds), worker=settings.worker_name)
-    offset = timedelta(seconds=settings.clock_offset_seconds)
-    return CaseService(pool, owners, car_parks, zones, settings.rules, output_topics(settings), sms,
+    return CaseService(pool, owners, car_parks, zones, settings.rules, output_topics(settings), sms_style(settings),
                        settings.ticket_prefix, actor=f"pipeline:{settings.worker_name}",
-                       clock=lambda: datetime.now(UTC) + offset, parallel=settings.db_parallel_transactions,
+                       clock=worker_clock(settings), parallel=settings.db_parallel_transactions,
                        integrator_stale_seconds=settings.integrator_stale_seconds,
                        dead_letter_raw_bytes_per_day=settings.dead_letter_raw_bytes_per_day)
+
+
+def build_sms_service(settings: Settings, pool: asyncpg.Pool, cases: CaseService) -> SmsService:
+    """The SMS service, deciding on warnings' cases through the case service's ``CaseEffects``."""
+    return SmsService(pool, cases.effects, sms_style(settings), clock=worker_clock(settings))
 
 
 def build_reference_feed(settings: Settings, pool: asyncpg.Pool, owners, reload) -> ReferenceFeed:

@@ -162,10 +162,30 @@ async def for_event(conn, camera_id: str, integrator: str) -> tuple[Camera | Non
                                   FROM (SELECT $2::text AS name) n LEFT JOIN integrators i USING (name)
                                   LEFT JOIN cameras c ON c.id = $1 AND c.removed_at IS NULL""", camera_id, integrator)
     if row["revoked_at"] is not None:
-        return None, (f"integrator {integrator} was revoked on {row['revoked_at']:%Y-%m-%d %H:%M:%S %Z}: "
-                      "its events are refused")
+        return None, revoked_refusal(integrator, row["revoked_at"])
     found = _camera(row) if row["id"] is not None else None
     return found, refusal(found, camera_id, integrator)
+
+
+def revoked_refusal(integrator: str, revoked_at) -> str:
+    return f"integrator {integrator} was revoked on {revoked_at:%Y-%m-%d %H:%M:%S %Z}: its events are refused"
+
+
+async def revoked_among(conn, integrators) -> dict:
+    """The revoked integrators among ``integrators`` (None entries ignored), with when: one query."""
+    names = sorted({name for name in integrators if name is not None})
+    if not names:
+        return {}
+    rows = await conn.fetch("SELECT name, revoked_at FROM integrators WHERE name = ANY($1::text[]) "
+                            "AND revoked_at IS NOT NULL", names)
+    return {r["name"]: r["revoked_at"] for r in rows}
+
+
+async def registered_many(conn, camera_ids: list[str]) -> dict[str, Camera]:
+    """``registered`` for many cameras in one query: those registered now, by id."""
+    rows = await conn.fetch(f"SELECT {COLUMNS} FROM cameras WHERE id = ANY($1::text[]) AND removed_at IS NULL",
+                            list(set(camera_ids)))
+    return {r["id"]: _camera(r) for r in rows}
 
 
 async def owner(conn, camera_id: str) -> str | None:

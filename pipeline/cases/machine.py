@@ -344,7 +344,7 @@ def on_capture(case: Case, capture: Sighting, rules: Rules, now: datetime) -> De
         return unchanged(case, why("already", state=case.state))
     if capture.taken_at < case.violation.taken_at:
         return unchanged(case, why("capture_before_violation"))
-    if capture.taken_at > now + rules.clock_skew:
+    if _in_future(capture.taken_at, rules, now):
         return unchanged(case, why("capture_in_future"))
     if distance_m(case.violation, capture) > rules.same_place_m:
         return _left(case, capture.taken_at, rules, now, why("seen_elsewhere", where=capture.place or capture.camera_id))
@@ -354,7 +354,7 @@ def on_capture(case: Case, capture: Sighting, rules: Rules, now: datetime) -> De
         case = replace(case, latest_capture=capture)
     else:
         note = why("older_capture")
-    if case.deadline_at is not None and capture.taken_at >= case.deadline_at - rules.capture_tolerance and \
+    if case.deadline_at is not None and may_become_evidence(capture.taken_at, case.deadline_at, rules, now) and \
             (case.fresh_capture is None or _order(capture) < _order(case.fresh_capture)):
         case = replace(case, fresh_capture=capture)
     if case == before:
@@ -453,7 +453,7 @@ def on_warning_delivered(case: Case, delivered_at: datetime, rules: Rules, now: 
     if case.state == State.REVIEW:
         return Decision(replace(case, deadline_at=deadline), note=note)
     fresh = [c for c in (case.fresh_capture, case.latest_capture)
-             if c is not None and c.taken_at >= deadline - rules.capture_tolerance and c.taken_at <= now + rules.clock_skew]
+             if c is not None and may_become_evidence(c.taken_at, deadline, rules, now)]
     case = replace(case, state=State.WARNED, deadline_at=deadline, wake_at=deadline + rules.lateness,
                    fresh_capture=min(fresh, key=_order, default=None))
     if case.left_at is not None and case.left_at < deadline:
@@ -532,6 +532,38 @@ def on_wake(case: Case, rules: Rules, now: datetime) -> Decision:
                     note=why("recheck_requested"))
 
 
+def evidence_window(deadline: datetime, rules: Rules) -> tuple[datetime, datetime]:
+    """The evidence timing rule, the one place it is written: a capture proves the car was still at
+    the place at ``deadline`` when it was taken between these two moments (the deadline less
+    ``capture_tolerance``, and ``capture_bound`` after it)."""
+    return deadline - rules.capture_tolerance, deadline + rules.capture_bound
+
+
+def evidence_timing(taken_at: datetime, deadline: datetime, rules: Rules, now: datetime | None = None) -> str | None:
+    """Why a capture taken at ``taken_at`` cannot prove the car was there at ``deadline`` (a reason
+    key: evidence_too_early, evidence_too_late, evidence_in_future when ``now`` is given and the
+    capture is stamped later than ``now`` plus the clock skew), or None (``evidence_window``)."""
+    earliest, latest = evidence_window(deadline, rules)
+    if taken_at < earliest:
+        return "evidence_too_early"
+    if taken_at > latest:
+        return "evidence_too_late"
+    if now is not None and _in_future(taken_at, rules, now):
+        return "evidence_in_future"
+    return None
+
+
+def may_become_evidence(taken_at: datetime, deadline: datetime, rules: Rules, now: datetime) -> bool:
+    """A capture worth keeping as the case's fresh capture (``evidence_timing``): not too early and not
+    in the future. One taken too late is kept too: a late delivery report moves the deadline later."""
+    return taken_at >= evidence_window(deadline, rules)[0] and not _in_future(taken_at, rules, now)
+
+
+def _in_future(taken_at: datetime, rules: Rules, now: datetime) -> bool:
+    """Stamped later than any camera's clock can be ahead of PostgreSQL's (``Rules.clock_skew``)."""
+    return taken_at > now + rules.clock_skew
+
+
 def evidence(case: Case, rules: Rules) -> Sighting | None:
     """The capture that proves the car was at the place at the deadline, if any: the earliest at the
     place taken no earlier than the deadline less the tolerance, if it is no later than
@@ -539,8 +571,7 @@ def evidence(case: Case, rules: Rules) -> Sighting | None:
     capture = case.fresh_capture
     if capture is None or case.deadline_at is None:
         return None
-    if capture.taken_at < case.deadline_at - rules.capture_tolerance or \
-            capture.taken_at > case.deadline_at + rules.capture_bound:
+    if evidence_timing(capture.taken_at, case.deadline_at, rules) is not None:
         return None
     if case.left_at is not None and capture.taken_at >= case.left_at:
         return None
@@ -629,13 +660,8 @@ def review_evidence_problem(case: Case, capture: Sighting, departures: Sequence[
         return "evidence_is_the_violation"
     if distance_m(case.violation, capture) > rules.same_place_m:
         return "evidence_elsewhere"
-    deadline = review_deadline(case, rules)
-    if capture.taken_at < deadline - rules.capture_tolerance:
-        return "evidence_too_early"
-    if capture.taken_at > deadline + rules.capture_bound:
-        return "evidence_too_late"
-    if capture.taken_at > now + rules.clock_skew:
-        return "evidence_in_future"
+    if (problem := evidence_timing(capture.taken_at, review_deadline(case, rules), rules, now)) is not None:
+        return problem
     if any(case.violation.taken_at <= d <= capture.taken_at for d in departures):
         return "evidence_after_departure"
     return None

@@ -71,6 +71,47 @@ async def add_sighting(conn, kind: str, event, sighting: Sighting, zone: str, re
     return bool(inserted)
 
 
+async def add_sightings(conn, rows: list[tuple], received_at: datetime) -> set[tuple[str, str]]:
+    """``add_sighting`` for many events in two statements' worth of one: ``rows`` are (kind, event,
+    sighting, zone). Returns the (integrator, event_id) of those recorded now (the others are
+    replays, or repeated within ``rows``)."""
+    columns: list[list] = [[] for _ in range(13)]
+    for kind, event, sighting, zone in rows:
+        evidence = getattr(event, "evidence", None)
+        reported = event.location
+        for column, value in zip(columns, (
+                sighting.integrator, event.event_id, kind, event.plate, event.camera_id, event.taken_at, sighting.lat,
+                sighting.lon, sighting.place, zone, json.dumps(evidence.model_dump()) if evidence else None,
+                reported.lat if reported else None, reported.lon if reported else None)):
+            column.append(value)
+    recorded = await conn.fetch(
+        """WITH input AS (
+               SELECT DISTINCT ON (integrator, event_id) * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                   $5::text[], $6::timestamptz[], $7::float8[], $8::float8[], $9::text[], $10::text[], $11::text[],
+                   $12::float8[], $13::float8[])
+                   AS t(integrator, event_id, kind, plate, camera_id, taken_at, lat, lon, place, zone, evidence,
+                        reported_lat, reported_lon)),
+           fresh AS (INSERT INTO sighting_ids (integrator, event_id, received_at)
+                     SELECT integrator, event_id, $14 FROM input
+                     ON CONFLICT (integrator, event_id) DO NOTHING RETURNING integrator, event_id)
+           INSERT INTO sightings (integrator, event_id, kind, plate, camera_id, taken_at, lat, lon, place, zone,
+                                  evidence, received_at, reported_lat, reported_lon)
+           SELECT i.integrator, i.event_id, i.kind, i.plate, i.camera_id, i.taken_at, i.lat, i.lon, i.place, i.zone,
+                  i.evidence::jsonb, $14, i.reported_lat, i.reported_lon
+           FROM input i JOIN fresh f USING (integrator, event_id)
+           RETURNING integrator, event_id""",
+        *columns, received_at)
+    return {(r["integrator"], r["event_id"]) for r in recorded}
+
+
+async def plates_with_open_cases(conn, plates: list[str]) -> set[str]:
+    """Those of ``plates`` that have an open case now (one query for a batch)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT plate FROM cases WHERE plate = ANY($1::text[]) AND state IN ('detected', 'warned', 'rechecking')",
+        plates)
+    return {r["plate"] for r in rows}
+
+
 async def link_sighting(conn, integrator: str, event_id: str, case_id: UUID) -> None:
     await conn.execute("UPDATE sightings SET case_id = $3 WHERE integrator = $1 AND event_id = $2",
                        integrator, event_id, case_id)

@@ -34,7 +34,7 @@ from pipeline.cameras import registry
 from pipeline.cases import machine, store
 from pipeline.cases.machine import Case, Decision, Rules, Sighting, State
 from pipeline.cases.reasons import why
-from pipeline.cases.service import Topics
+from pipeline.cases.effects import Topics
 from pipeline.console.auth import Operator
 from pipeline.lookups.owners import OwnerAnswer
 from pipeline.tickets import chain
@@ -65,9 +65,9 @@ class Desk:
     window_for: Callable[[str], float]
     """A zone's warning window in seconds."""
     carry_out: Callable[..., Awaitable[None]]
-    """``CaseService.carry_out``: a decision's effects (warning SMS, ticket and its SMS), the pipeline's way."""
+    """``CaseEffects.carry_out``: a decision's effects (warning SMS, ticket and its SMS), the pipeline's way."""
     owner_of: Callable[..., Awaitable[OwnerAnswer]]
-    """``CaseService.owner_of``: a case's owner as the registries say now."""
+    """``CaseEffects.owner_of``: a case's owner as the registries say now."""
 
 
 # ── the rules (pure) ─────────────────────────────────────────────────────────────────────────
@@ -137,8 +137,7 @@ def evidence_problem(case: Case, capture: Sighting, departures: list[datetime], 
 
 def evidence_bounds(case: Case, rules: Rules, window: timedelta) -> tuple[datetime, datetime]:
     """The earliest and latest time a fresh capture for a ticket on review may have been taken."""
-    deadline = machine.review_deadline(replace(case, window=case.window or window), rules)
-    return deadline - rules.capture_tolerance, deadline + rules.capture_bound
+    return machine.evidence_window(machine.review_deadline(replace(case, window=case.window or window), rules), rules)
 
 
 def ticketing_on_review(case: Case, capture: Sighting, departures: list[datetime], rules: Rules,

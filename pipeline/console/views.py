@@ -202,8 +202,8 @@ class Console:
             raise web.HTTPServiceUnavailable(text="the worker is still starting") from None
         s = self.settings
         return actions.Desk(await self.db(), bootstrap.output_topics(s), s.rules, s.ticket_prefix, self.tz,
-                            self.runtime.zones.window_seconds, self.runtime.service.carry_out,
-                            self.runtime.service.owner_of)
+                            self.runtime.zones.window_seconds, self.runtime.service.effects.carry_out,
+                            self.runtime.service.effects.owner_of)
 
     async def on_shutdown(self, _app) -> None:
         self.closing.set()

@@ -10,6 +10,9 @@ input's fault too: it would fail again the same way.
 """
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -45,3 +48,38 @@ def describe(exc: BaseException) -> str:
     state = sqlstate(exc)
     text = f"{type(exc).__name__}{f' [{state}]' if state else ''}: {exc}"
     return text.replace("\x00", "")[:500]
+
+
+@dataclass
+class Outcome:
+    """What became of a block run under ``own_failure``: ``failure`` is None when it succeeded."""
+
+    failure: BaseException | None = None
+
+    @property
+    def race(self) -> bool:
+        """The failure was a race with another transaction (``is_race``)."""
+        return self.failure is not None and is_race(self.failure)
+
+    def __str__(self) -> str:
+        return describe(self.failure) if self.failure is not None else "ok"
+
+
+@asynccontextmanager
+async def own_failure(conn=None) -> AsyncIterator[Outcome]:
+    """The one rule for a row (an event, a case, a message) that fails: "the database's fault: re-raise,
+    else set the row aside". Runs the block (in a savepoint when ``conn`` is given); the database's
+    faults (``is_transient``) go up; any other failure is the row's own and is returned as
+    ``Outcome.failure``, for the caller to set the row aside with ``describe(failure)`` while the
+    others go on (or, for a race with another transaction, ``Outcome.race``, to try it again)."""
+    outcome = Outcome()
+    try:
+        if conn is None:
+            yield outcome
+        else:
+            async with conn.transaction():
+                yield outcome
+    except Exception as exc:  # noqa: BLE001 - sorted out here
+        if is_transient(exc):
+            raise
+        outcome.failure = exc

@@ -71,7 +71,7 @@ class KannelGateway:
             raise TemporaryFailure(why("kannel_unreachable", error=type(exc).__name__)) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             # The request went out: Kannel may have queued the message. Sending it again could
-            # text the driver twice, so its delivery reports decide (see CaseService.settle_in_doubt_sms).
+            # text the driver twice, so its delivery reports decide (see SmsService.settle_in_doubt_sms).
             raise InDoubt(why("kannel_no_answer", error=type(exc).__name__)) from None
         if status == 202 or status == 200:
             return Accepted(datetime.now(UTC), f"kannel:{body[:40]}")

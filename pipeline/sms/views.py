@@ -51,7 +51,7 @@ def _kannel_reports(app: faust.App, runtime, secret: str) -> None:
             await runtime.ready.wait()
             at = q.get("at", "")
             reported_at = datetime.fromtimestamp(int(at), UTC) if at.isdigit() and int(at) > 0 else None
-            known = await runtime.service.record_delivery_report(sms_id, status, reported_at, q.get("answer", "")[:100])
+            known = await runtime.sms_service.record_delivery_report(sms_id, status, reported_at, q.get("answer", "")[:100])
             return self.json({"recorded": known}, status=200 if known else 404)
 
 
@@ -71,6 +71,6 @@ def _provider_reports(app: faust.App, runtime, token: str) -> None:
             except (ValueError, KeyError, TypeError) as exc:
                 return self.json({"error": f"expected id, status (delivered|failed|queued), at: {exc}"}, status=400)
             await runtime.ready.wait()
-            known = await runtime.service.record_delivery_report(sms_id, status, reported_at,
+            known = await runtime.sms_service.record_delivery_report(sms_id, status, reported_at,
                                                                  str(body.get("detail", ""))[:100])
             return self.json({"recorded": known}, status=200 if known else 404)

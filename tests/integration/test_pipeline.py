@@ -216,3 +216,32 @@ async def _wait_handset_lines(stack: Stack, n: int) -> list[dict]:
         lines = stack.handset_lines()
         return lines if len(lines) >= n else None
     return await wait_for(check, 20, f"{n} SMS at the handsets")
+
+
+async def test_captures_of_cars_with_no_case_are_kept_once_each_with_the_registry_s_place(stack: Stack):
+    """The set-based path (issue 16): captures and departures of plates with no open case are kept in
+    a few statements per batch, once each even when sent twice, as the camera registry places them;
+    a capture of a plate with an open case is still decided on it."""
+    worker = stack.worker()
+    await worker.ready()
+    await stack.all_car_parks_free()
+    plates = await stack.plates_with_phone(21)
+    await stack.publish(stack.violation(plates[20]))
+    await stack.wait_state(plates[20], "detected", timeout=30)
+    camera = city.CAMERAS[2]
+    seen = [stack.observation(p, camera) for p in plates[:20]] + [stack.departure(plates[0], camera)]
+    for event in seen + seen:
+        await stack.publish(event)
+    await stack.publish(stack.departure(plates[20]))
+    await stack.wait_state(plates[20], "moved", timeout=30)
+    await _wait_count(stack, "SELECT count(*) FROM sightings", 23, 30)
+    await asyncio.sleep(1)
+
+    assert await stack.count("SELECT count(*) FROM sightings") == 23, "each event once (the violation, 21, the departure)"
+    assert await stack.count("SELECT count(*) FROM sightings WHERE case_id IS NOT NULL") == 2
+    assert await stack.count("SELECT count(*) FROM cases") == 1
+    assert await stack.count("SELECT count(*) FROM dead_letters") == 0
+    row = await stack.pool.fetchrow("SELECT * FROM sightings WHERE event_id = $1", seen[0].event_id)
+    registered = await stack.pool.fetchrow("SELECT place, zone, lat, lon FROM cameras WHERE id = $1", camera.id)
+    assert (row["place"], row["zone"], row["lat"], row["lon"]) == tuple(registered)
+    assert row["evidence"]["image_url"] == seen[0].evidence.image_url and row["kind"] == "VehicleObserved"

@@ -1327,3 +1327,33 @@ ARRIVED = ACCEPTED + timedelta(seconds=40)
 def test_a_delivery_counts_within_acceptance_and_the_reports_arrival_rounded_up_to_the_second(reported, counted, why):
     assert machine.delivery_moment(reported, ACCEPTED, ARRIVED) == counted, why
 
+
+# ── evidence timing: one rule for automatic tickets and an officer's ticket on review ─────────
+
+@pytest.mark.parametrize("seconds_after_deadline", [-6, -5, 0, 30, 599, 600, 601, 1200])
+def test_one_evidence_timing_rule_decides_the_automatic_ticket_and_the_officers_alike(clock, seconds_after_deadline):
+    """``machine.evidence_timing`` is the rule: a capture at the place proves the car stayed exactly
+    when it says so, for the case's wake and for an officer's ticket on review."""
+    story = warned(clock)
+    taken_at = story.deadline + timedelta(seconds=seconds_after_deadline)
+    problem = machine.evidence_timing(taken_at, story.deadline, RULES)
+    expected = (None if -5 <= seconds_after_deadline <= 600
+                else "evidence_too_early" if seconds_after_deadline < 0 else "evidence_too_late")
+    assert problem == expected
+    assert machine.evidence_window(story.deadline, RULES) == (story.deadline - RULES.capture_tolerance,
+                                                               story.deadline + RULES.capture_bound)
+    fresh = capture(taken_at)
+    clock.set(max(clock.now, taken_at, story.case.wake_at))
+    case = machine.on_capture(story.case, fresh, RULES, clock.now).case
+    assert (machine.evidence(case, RULES) == fresh) == (problem is None)
+    review = replace(story.case, state=State.REVIEW, wake_at=None)
+    assert machine.review_evidence_problem(review, fresh, [], RULES, clock.now) == problem
+
+
+def test_a_capture_stamped_in_the_future_is_never_evidence(clock):
+    story = warned(clock)
+    too_soon = story.deadline - RULES.clock_skew - timedelta(seconds=1)  # PostgreSQL's clock
+    assert machine.evidence_timing(story.deadline, story.deadline, RULES, now=too_soon) == "evidence_in_future"
+    assert not machine.may_become_evidence(story.deadline, story.deadline, RULES, too_soon)
+    assert machine.evidence_timing(story.deadline, story.deadline, RULES, now=story.deadline) is None
+    assert machine.may_become_evidence(story.deadline, story.deadline, RULES, story.deadline)
