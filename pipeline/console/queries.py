@@ -408,3 +408,25 @@ async def audit_entries(conn: asyncpg.Connection, operators_only: bool, limit: i
            WHERE NOT $1 OR a.actor LIKE 'operator:%' ORDER BY a.id DESC LIMIT $2""", operators_only, limit)
     return [{**dict(r), "detail": {k: scrub(v) if isinstance(v, str) else v for k, v in (r["detail"] or {}).items()}}
             for r in rows]
+
+
+async def health_lists(conn: asyncpg.Connection, limit: int = 50) -> dict:
+    """What each health component counts, oldest first, for the health page (phones masked):
+    messages awaiting a delivery report, decisions held for their input, the outbox's oldest rows,
+    the last hour's dead letters."""
+    awaiting = await conn.fetch(
+        """SELECT s.case_id, s.kind, s.phone, s.accepted_at, c.plate, c.state
+           FROM sms_messages s JOIN cases c ON c.id = s.case_id
+           WHERE s.status = 'accepted' AND s.accepted_at > now() - interval '24 hours'
+           ORDER BY s.accepted_at LIMIT $1""", limit)
+    held = await conn.fetch(
+        """SELECT c.id, c.plate, c.state, c.wake_at, c.source_partition FROM cases c
+           WHERE c.state IN ('warned', 'rechecking') AND c.wake_at <= now()
+           ORDER BY c.wake_at LIMIT $1""", limit)
+    outbox = await conn.fetch("SELECT id, topic, created_at FROM outbox ORDER BY id LIMIT $1", limit)
+    dead = await conn.fetch(
+        """SELECT id, source_topic, reason, received_at FROM dead_letters
+           WHERE received_at > now() - interval '1 hour' ORDER BY received_at DESC LIMIT $1""", limit)
+    return {"awaiting_report": [{**dict(r), "phone": mask_phone(r["phone"])} for r in awaiting],
+            "held": [dict(r) for r in held], "outbox": [dict(r) for r in outbox],
+            "dead_letters": [{**dict(r), "reason": scrub(r["reason"])} for r in dead]}

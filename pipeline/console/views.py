@@ -34,7 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pipeline import bootstrap
 from pipeline.cases import watermarks
 from pipeline.cases.store import case_from_row, init_connection
-from pipeline.console import actions, auth, metrics, queries
+from pipeline.console import actions, auth, health, metrics, queries
 from pipeline.console.actions import Refused
 from pipeline.console.i18n import DEFAULT, LANGUAGES, Words
 from pipeline.cases.machine import Sighting
@@ -87,6 +87,8 @@ def register(app, runtime) -> "Console":
     r.add_post("/console/cases/{case_id}/confirm", console.confirm_or_reject)
     r.add_post("/console/tickets/{number}/void", console.void_ticket)
     r.add_get("/console/audit", console.audit)
+    r.add_get("/console/health", console.health_page)
+    r.add_get("/console/health/stream", console.health_stream)
     r.add_get("/console/rules", console.rules)
     r.add_post("/console/rules/whitelist", console.whitelist_add)
     r.add_post("/console/rules/whitelist/remove", console.whitelist_remove)
@@ -134,6 +136,8 @@ def guarded(act: bool = False, api: bool = False):
                     raise web.HTTPUnauthorized(text="log in first: /console/login")
                 raise web.HTTPSeeOther(f"/console/login?next={quote(request.path_qs)}")
             request["session"] = session
+            if request.method == "GET" and not api:
+                request["health"] = await health_for_page(self)
             if request.method == "POST":
                 form = await request.post()
                 request["form"] = form
@@ -147,6 +151,17 @@ def guarded(act: bool = False, api: bool = False):
         return guarded_handler
 
     return wrap
+
+
+async def health_for_page(pages) -> "health.Health | None":
+    """The health strip's figures for a page (any page class that holds the ``console``)."""
+    console = getattr(pages, "console", pages)
+    try:
+        async with asyncio.timeout(5):
+            return await console.health.get()
+    except Exception as exc:  # noqa: BLE001 - a page still shows without its strip
+        log.warning("console: health not read: %s", type(exc).__name__)
+        return None
 
 
 def same_origin(request: web.Request) -> bool:
@@ -178,6 +193,9 @@ class Console:
         self.input_read = metrics.Refreshed(s.console_refresh_seconds, self._read_input)
         self.consumer_lag = metrics.Refreshed(s.console_refresh_seconds, self.kafka.lag)
         self.cameras = metrics.Refreshed(max(s.console_refresh_seconds, SLOW_REFRESH_SECONDS), self._read_cameras)
+        self.health_reader = health.HealthReader(
+            s.kannel_status_url.get_secret_value() if s.kannel_status_url and s.sms_gateway == "kannel" else None)
+        self.health = metrics.Refreshed(s.console_refresh_seconds, self._read_health)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True))
         self.templates.filters.update(clock=self._clock, when=self._when, left=_time_left, duration=_duration)
@@ -210,6 +228,7 @@ class Console:
     async def on_cleanup(self, _app) -> None:
         self.password_checks.close()
         await self.kafka.close()
+        await self.health_reader.close()
         if self._pool is not None:
             await self._pool.close()
 
@@ -227,6 +246,7 @@ class Console:
 
     def render(self, request: web.Request, template: str, status: int = 200, **context) -> web.Response:
         t = self.words(request)
+        context.setdefault("health", request.get("health"))
         text = self.render_text(template, t, session=request.get("session"), here=request.path_qs, **context)
         return web.Response(text=text, content_type="text/html", status=status)
 
@@ -366,6 +386,35 @@ class Console:
         async with pool.acquire() as conn:
             return await queries.recent_latency(conn, datetime.now(UTC), metrics.LATENCY_WINDOW)
 
+    async def _read_health(self) -> health.Health:
+        """Every health figure, once per refresh interval: the strip, /readyz and /metrics share it."""
+        counts, partitions = await self.counts.get(), await self.input_read.get()
+        return await self.health_reader.read(await self.db(), counts, partitions,
+                                             self.settings.sms_gateway in ("kannel", "http"))
+
+    def strip_section(self, t: Words, current: "health.Health | None") -> dict[str, str]:
+        return {"health-strip": self.render_text("_health.html", t, health=current)}
+
+    @guarded()
+    async def health_page(self, request: web.Request) -> web.Response:
+        """Each health component with its threshold and its list: the messages awaiting a report, the
+        held decisions, the outbox's oldest rows, the last hour's dead letters."""
+        t = self.words(request)
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            lists = await queries.health_lists(conn)
+        return self.render(request, "health.html", title=t("health.title"), nav="health", lists=lists,
+                           thresholds=health.THRESHOLDS)
+
+    @guarded(api=True)
+    async def health_stream(self, request: web.Request) -> web.StreamResponse:
+        t = self.words(request)
+
+        async def sections():
+            return self.strip_section(t, await self.health.get())
+
+        return await self.stream(request, sections)
+
     async def _read_cameras(self) -> list[str]:
         pool = await self.db()
         async with pool.acquire() as conn:
@@ -381,7 +430,7 @@ class Console:
     @guarded()
     async def live(self, request: web.Request) -> web.Response:
         return self.render(request, "live.html", title=self.words(request)("live.title"), nav="live",
-                           live=await self.overview())
+                           live=await self.overview(), live_page=True)
 
     @guarded(api=True)
     async def overview_json(self, request: web.Request) -> web.Response:
@@ -393,15 +442,16 @@ class Console:
         t = self.words(request)
 
         async def sections():
-            return self.live_sections(t, await self.overview())
+            return {**self.live_sections(t, await self.overview()), **self.strip_section(t, await self.health.get())}
 
         return await self.stream(request, sections)
 
-    async def stream(self, request: web.Request, sections, changed=None) -> web.StreamResponse:
+    async def stream(self, request: web.Request, sections, changed=None, every=None) -> web.StreamResponse:
         """Server-sent events: an ``update`` with the page parts that changed, whenever they change.
 
         ``changed()`` (optional) is a cheap check run every interval; the parts are rendered only
-        when it returns something new. The stream ends when the session does or the worker stops.
+        when it returns something new. ``every()`` (optional) renders parts checked every interval
+        regardless (the health strip). The stream ends when the session does or the worker stops.
         """
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no",
                                                **SECURITY_HEADERS})
@@ -414,15 +464,17 @@ class Console:
             await response.write(b"retry: 2000\n\n")
             while not self.closing.is_set():
                 marker = await changed() if changed else None
+                parts = dict(await every()) if every else {}
                 if changed is None or marker != last_change:
                     last_change = marker
-                    fresh = {k: v for k, v in (await sections()).items() if sent.get(k) != v}
-                    if fresh:
-                        sent.update(fresh)
-                        payload = json.dumps({"now": datetime.now(UTC).isoformat(), "sections": fresh},
-                                             ensure_ascii=False)
-                        await response.write(f"event: update\ndata: {payload}\n\n".encode())
-                        last_write = time.monotonic()
+                    parts.update(await sections())
+                fresh = {k: v for k, v in parts.items() if sent.get(k) != v}
+                if fresh:
+                    sent.update(fresh)
+                    payload = json.dumps({"now": datetime.now(UTC).isoformat(), "sections": fresh},
+                                         ensure_ascii=False)
+                    await response.write(f"event: update\ndata: {payload}\n\n".encode())
+                    last_write = time.monotonic()
                 if time.monotonic() - last_write > 15:
                     await response.write(b": still here\n\n")
                     last_write = time.monotonic()
@@ -494,8 +546,9 @@ class Console:
             file.pair = queries.evidence_pair(file.case)
         return file
 
-    def case_sections(self, t: Words, session: auth.Session, file: queries.CaseFile) -> dict[str, str]:
-        return {"case-head": self.render_text("_case_head.html", t, file=file, session=session),
+    def case_sections(self, t: Words, session: auth.Session, file: queries.CaseFile,
+                      current: "health.Health | None" = None) -> dict[str, str]:
+        return {"case-head": self.render_text("_case_head.html", t, file=file, session=session, health=current),
                 "case-actions": self.render_text("_case_actions.html", t, file=file, session=session),
                 "timeline": self.render_text("_timeline.html", t, file=file, session=session)}
 
@@ -519,7 +572,7 @@ class Console:
         if notice is None and done:
             notice = t(f"done.{done}") if f"done.{done}" in _DONE_KEYS else None
         return self.render(request, "case.html", status, title=t("case.title", plate=file.case["plate"]),
-                           nav="cases", file=file, error=error, notice=notice)
+                           nav="cases", file=file, error=error, notice=notice, live_page=True)
 
     @guarded(api=True)
     async def case_stream(self, request: web.Request) -> web.StreamResponse:
@@ -533,9 +586,16 @@ class Console:
 
         async def sections():
             file = await self.case_file(case_id)
-            return self.case_sections(t, session, file) if file else {}
+            return self.case_sections(t, session, file, await self.health.get()) if file else {}
 
-        return await self.stream(request, sections, changed)
+        async def changed_or_health():
+            current = await self.health.get()
+            return await changed(), current.gateway_down, current.sms_centre_down
+
+        async def strip():
+            return self.strip_section(t, await self.health.get())
+
+        return await self.stream(request, sections, changed_or_health, strip)
 
     # ── actions ─────────────────────────────────────────────────────────────────────────────
 
@@ -687,7 +747,7 @@ class Console:
             raise web.HTTPForbidden(text="/metrics: this address may not read it (PW_METRICS_ALLOW); "
                                          "or send PW_METRICS_TOKEN as Authorization: Bearer <token>")
         body = await metrics.exposition(self.worker_metrics, self.counts, self.latency, self.input_read,
-                                        self.consumer_lag)
+                                        self.consumer_lag, self.health)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def may_read_metrics(self, request: web.Request) -> bool:
@@ -718,11 +778,20 @@ class Console:
         return web.json_response(checks, status=200 if checks["started"] else 503)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Readiness: started, both PostgreSQL and Kafka answer now, and no loop or agent is stalled."""
+        """Readiness: started, both PostgreSQL and Kafka answer now, and no loop or agent is stalled
+        (else 503). A ready worker may still be ``degraded``: ``status`` says so, ``degraded`` names
+        the components not green and ``health`` has a field per component (level, figure, thresholds),
+        for an orchestrator that chooses to act on it; the answer stays 200, as this worker can still
+        take traffic."""
         checks = await self.checks()
         checks["stalled"] = self.runtime.stalled()
         ready = checks["started"] and checks["postgres"]["ok"] and checks["kafka"]["ok"] and not checks["stalled"]
-        return web.json_response({"ready": ready, **checks}, status=200 if ready else 503)
+        current = await health_for_page(self)
+        degraded = current.degraded if current else ["health_unknown"]
+        status = "not_ready" if not ready else "degraded" if degraded else "ready"
+        return web.json_response({"ready": ready, "status": status, "degraded": degraded, **checks,
+                                  "health": current.as_json() if current else None},
+                                 status=200 if ready else 503)
 
 
 _DONE_NAME = {"void_ticket": "void_ticket", "close_case": "close_case", "warn_again": "warn_again",

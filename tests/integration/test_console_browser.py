@@ -4,10 +4,13 @@ find the audit entry; a driver appeals a ticket on the driver page and an office
 `scripts/browser.sh install`)."""
 
 import asyncio
+import os
+import subprocess
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import pytest
 from playwright.async_api import async_playwright, expect
 
@@ -187,3 +190,99 @@ async def test_a_driver_appeals_on_the_driver_page_and_an_officer_voids_the_tick
     await shot(page, "15-appeal-decided")
     voided = await stack.pool.fetchrow("SELECT voided_at, void_reason FROM tickets WHERE number = $1", ticket["number"])
     assert voided["voided_at"] is not None and voided["void_reason"] == "appeal allowed: 医院证实救护车当时经过"
+
+
+KANNEL_PORTS = {"PW_KANNEL_ADMIN_PORT": "43010", "PW_KANNEL_SMSBOX_PORT": "43011", "PW_KANNEL_SENDSMS_PORT": "43013",
+                "PW_FAKESMSC_PORT": "43014"}
+
+
+class PrivateKannel:
+    """A Kannel of this test's own (bearerbox, fakesmsc, smsbox from scripts/services.sh, under the
+    test's folder, on ports of its own), so that its SMS-centre link can be taken down and up."""
+
+    def __init__(self, var_dir: Path):
+        self.env = {**os.environ, "PW_VAR_DIR": str(var_dir), **KANNEL_PORTS}
+
+    def services(self, *args: str) -> None:
+        subprocess.run([str(ROOT / "scripts" / "services.sh"), *args], env=self.env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+
+    def worker_env(self) -> dict:
+        return {"PW_SMS_GATEWAY": "kannel",
+                "PW_KANNEL_SENDSMS_URL": f"http://127.0.0.1:{KANNEL_PORTS['PW_KANNEL_SENDSMS_PORT']}/cgi-bin/sendsms",
+                "PW_KANNEL_STATUS_URL": f"http://127.0.0.1:{KANNEL_PORTS['PW_KANNEL_ADMIN_PORT']}/status.xml?password=pw-status"}
+
+
+@pytest.fixture
+def private_kannel(tmp_path):
+    kannel = PrivateKannel(tmp_path / "kannel")
+    kannel.services("start", "kannel")
+    try:
+        yield kannel
+    finally:
+        kannel.services("stop", "kannel")
+
+
+async def test_an_sms_centre_outage_turns_the_health_strip_red_flags_the_case_and_readyz_says_degraded(
+        stack: Stack, browser_page, private_kannel):
+    page = browser_page
+    worker = stack.worker(PW_WINDOW_SECONDS="600", **private_kannel.worker_env())
+    await worker.ready()
+    await add_operator(stack, "li", "supervisor")
+    await stack.all_car_parks_free(free=25)
+    plate = (await stack.plates_with_phone(1))[0]
+    base = base_url(worker)
+
+    async def readyz() -> dict:
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/readyz") as r:
+            assert r.status == 200, "a degraded worker is still ready"
+            return await r.json()
+
+    async def metric(name: str) -> str:
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as r:
+            return "\n".join(line for line in (await r.text()).splitlines() if line.startswith(name))
+
+    await page.goto(f"{base}/console/login")
+    await page.fill("input[name=name]", "li")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button.primary")
+    strip = page.locator("#health-strip")
+    await expect(strip.locator("#health-smsc_link")).to_have_attribute("data-level", "ok", timeout=WAIT_MS)
+    await expect(strip.locator("#health-sms_gateway")).to_have_attribute("data-level", "ok")
+    await expect(strip.locator("a.h")).to_have_count(7)
+    assert (await readyz())["health"]["smsc_link"]["level"] == "ok"
+    await shot(page, "20-health-green")
+
+    # The SMS centre stops answering: Kannel says so, the strip turns red without a reload.
+    private_kannel.services("stop", "fakesmsc")
+    await expect(strip.locator("#health-smsc_link")).to_have_attribute("data-level", "bad", timeout=WAIT_MS)
+    await expect(strip.locator("#health-smsc_link")).to_have_attribute("href", "/console/health#smsc_link")
+    ready = await readyz()
+    assert ready["ready"] is True and ready["status"] == "degraded" and "smsc_link" in ready["degraded"]
+    assert ready["health"]["smsc_link"]["links"][0]["status"] == "re-connecting"
+    assert 'parkwarden_smsc_link_up{smsc="FAKE"} 0.0' in await metric("parkwarden_smsc_link_up")
+    assert 'parkwarden_health{component="smsc_link"} 2.0' in await metric("parkwarden_health{")
+
+    # A warning Kannel queues is accepted, never delivered: its case carries the red banner.
+    await stack.publish(stack.violation(plate, city.CAMERAS[0]))
+    case = await stack.wait_state(plate, "warned", timeout=20)
+    await page.goto(f"{base}/console/cases/{case['id']}")
+    await expect(page.locator("#health-banner")).to_contain_text("短信中心无应答")
+    await expect(page.locator("#delivered-at")).to_have_text("–")
+    await expect(strip.locator("#health-delivery_reports")).to_contain_text("1")
+    await shot(page, "21-health-red-case-banner")
+    await strip.locator("#health-smsc_link").click()
+    await expect(page.locator("#health tr#smsc_link")).to_have_attribute("data-level", "bad")
+    await expect(page.locator("#delivery_reports-list")).to_contain_text(plate)
+    masked_phone_in(await page.content(), await phone_of(stack, plate), "the health page")
+    await shot(page, "22-health-page-red")
+
+    # The link comes back: the queued warning is delivered, the strip turns green, readyz is ready again.
+    private_kannel.services("start", "fakesmsc")
+    await expect(strip.locator("#health-smsc_link")).to_have_attribute("data-level", "ok", timeout=WAIT_MS)
+    await expect(strip.locator("#health-delivery_reports")).to_contain_text("0", timeout=WAIT_MS)
+    await page.goto(f"{base}/console/cases/{case['id']}")
+    await expect(page.locator("#delivered-at")).not_to_have_text("–", timeout=WAIT_MS)
+    await expect(page.locator("#health-banner")).to_have_count(0)
+    assert (await readyz())["health"]["smsc_link"]["level"] == "ok"
+    await shot(page, "23-health-green-again")
