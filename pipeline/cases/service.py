@@ -748,6 +748,8 @@ class CaseService:
         if row["kind"] == "appeal_decision":
             return texts.appeal_decision_text(texts.AppealFacts(p["plate"], p["ticket_number"], p["outcome"]),
                                               language, self.sms.signature)
+        if row["kind"] == "ticket_withdrawn":
+            return texts.withdrawal_text(p["plate"], p["ticket_number"], language, self.sms.signature)
         if row["kind"] == "caution":
             return texts.caution_text(texts.CautionFacts(p["plate"], p["place"], p["first_offence"]),
                                       language, self.sms.signature)

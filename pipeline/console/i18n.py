@@ -175,6 +175,18 @@ TEXT: dict[str, tuple[str, str]] = {
     "confirm.empty": ("没有待确认的告知单", "No ticket waiting for confirmation"),
     "confirm.waiting_since": ("等待自 {at}", "waiting since {at}"),
     "done.void_ticket": ("告知单已作废。", "Ticket voided."),
+    "done.void_ticket_sms": ("告知单已作废，已短信通知车主告知单撤销。", "Ticket voided; the owner is told by SMS that it is withdrawn."),
+    "done.void_ticket_not_sent": ("告知单已作废；开单短信尚未发出，已撤回，车主不会收到。",
+                                  "Ticket voided; its SMS had not left yet and was withdrawn: the owner never hears of it."),
+    "done.void_ticket_no_phone": ("告知单已作废；车主无登记手机，未能短信通知。",
+                                  "Ticket voided; the owner has no phone on record and could not be told by SMS."),
+    "void.title": ("确认作废告知单", "Void the ticket?"),
+    "void.question": ("确认作废 {plate} 的告知单 {number}？作废后不可恢复。",
+                      "Void ticket {number} for {plate}? This cannot be undone."),
+    "void.owner": ("车主将收到一条短信，告知该告知单已撤销。", "The owner will get one SMS saying the notice is withdrawn."),
+    "void.reason": ("作废原因：", "Reason:"),
+    "void.confirm": ("确认作废", "Yes, void it"),
+    "void.cancel": ("返回，不作废", "Back, do not void"),
     "done.close_case": ("案件已撤销。", "Case closed."),
     "done.warn_again": ("已重新告知（新案件）。", "Warned again (new case)."),
     "done.ticket_on_review": ("已开具告知单。", "Ticket issued."),
@@ -262,6 +274,50 @@ TEXT: dict[str, tuple[str, str]] = {
     # errors
     "error.forbidden": ("没有权限", "Not allowed"),
     "error.not_found": ("页面不存在", "Not found"),
+    # review queue
+    "nav.review": ("待审核", "Review"),
+    "review.title": ("待审核案件", "Cases waiting for review"),
+    "review.sla": ("（{minutes} 分钟内处理）", "(due within {minutes} min)"),
+    "review.since": ("转入审核", "In review since"),
+    "review.age": ("已等待", "Waiting"),
+    "review.overdue": ("已超时", "overdue"),
+    "review.claimed": ("处理人", "Claimed by"),
+    "review.claim": ("认领", "Claim"),
+    "review.release": ("放回", "Release"),
+    "review.choose": ("选择", "Choose"),
+    "review.empty": ("没有待审核的案件", "No case is waiting for review"),
+    "review.bulk": ("批量撤销所选案件（同一原因）", "Close the chosen cases (one reason)"),
+    "review.close_chosen": ("撤销所选案件", "Close the chosen cases"),
+    "review.closed": ("已撤销 {n} 件；{left} 件未处理（已不在审核中或已被他人认领）。",
+                      "{n} closed; {left} left (no longer in review, or claimed by someone else)."),
+    "review.no_phone": ("车主无可用手机号：无法重新发送告知短信。可请求复拍，或撤销案件。",
+                        "The owner has no phone to warn: the warning cannot be sent again. Ask the camera, or close."),
+    "review.claimed_by": ("{name} 正在处理此案件。", "{name} has claimed this case."),
+    "refused.case_not_in_review": ("案件不在待审核状态（{state}）。", "The case is not waiting for review ({state})."),
+    "refused.review_claimed": ("{name} 已认领此案件。", "{name} has claimed this case already."),
+    "refused.none_chosen": ("请先选择案件。", "Choose some cases first."),
+    # dead letters
+    "nav.dead": ("无效消息", "Dead letters"),
+    "dead.title": ("无效消息", "Dead letters"),
+    "dead.hint": ("无法使用的输入消息，最新的在前（手机号已隐去）。原因修复后，主管可重放一条：它将重新经过同样的检查。",
+                  "Input messages the pipeline could not use, newest first (phones masked). Once the cause is "
+                  "fixed a supervisor can replay one: it goes through the same checks again."),
+    "dead.source": ("来源主题", "Source topic"),
+    "dead.integrator": ("接入方", "Integrator"),
+    "dead.field": ("字段", "Field"),
+    "dead.since": ("接收时间从", "Received from"),
+    "dead.until": ("至", "to"),
+    "dead.raw": ("原始内容", "Raw bytes"),
+    "dead.replay": ("重放", "Replay"),
+    "dead.replayed": ("已由 {name} 于 {at} 重放", "replayed by {name} at {at}"),
+    "dead.raw_removed": ("原始内容已按保留期删除", "raw bytes removed (retention)"),
+    "dead.filter": ("筛选", "Filter"),
+    "dead.all": ("全部", "all"),
+    "dead.older": ("更早的 →", "older →"),
+    "done.replayed": ("无效消息 #{id} 已重放，将重新经过同样的检查。", "Dead letter #{id} replayed: it goes through the same checks again."),
+    "refused.no_dead_letter": ("没有这条无效消息。", "No such dead letter."),
+    "refused.dead_letter_replayed": ("这条无效消息已由 {name} 重放。", "This dead letter was replayed already by {name}."),
+    "refused.dead_letter_raw_removed": ("原始内容已按保留期删除，无法重放。", "Its raw bytes were removed (retention): it cannot be replayed."),
     # health
     "nav.health": ("系统状态", "Health"),
     "health.title": ("系统状态", "System health"),
@@ -399,6 +455,7 @@ STATE = {
     "cautioned": ("已警告", "warning notice"),
     "to_confirm": ("待确认", "to confirm"),
     "rejected": ("已驳回", "rejected"),
+    "voided": ("已作废", "voided"),
 }
 
 SMS_STATUS = {
@@ -412,7 +469,7 @@ SMS_STATUS = {
 }
 
 SMS_KIND = {"warning": ("驶离提醒", "warning"), "ticket": ("告知单通知", "ticket notice"),
-            "caution": ("警告通知", "warning notice")}
+            "caution": ("警告通知", "warning notice"), "ticket_withdrawn": ("告知单撤销通知", "ticket withdrawn")}
 
 CAPTURE = {
     "ViolationDetected": ("违停抓拍", "violation"),
@@ -433,6 +490,9 @@ ACTION = {
     "confirm_ticket": ("确认告知单", "confirmed the ticket"),
     "reject_ticket": ("驳回告知单", "rejected the ticket"),
     "zone_rules": ("修改区域规则", "changed a zone's rules"),
+    "claim_review": ("认领审核", "claimed for review"),
+    "replay_dead_letter": ("重放无效消息", "replayed a dead letter"),
+    "release_review": ("放回审核队列", "released to the review queue"),
     "noted": ("记录", "noted"),
     "evidence": ("新增证据", "evidence added"),
     "updated": ("更新", "updated"),

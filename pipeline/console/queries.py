@@ -23,6 +23,7 @@ STATES = ("detected", "warned", "rechecking", "moved", "ticketed", "cautioned", 
 RATE_WINDOW = timedelta(seconds=10)
 """Events per second are averaged over this."""
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _PHONE = re.compile(r"(?<![A-Za-z0-9])\+?\d{7,15}(?!\d)")
 
 
@@ -272,6 +273,10 @@ class CaseFile:
     """For a review case: when a fresh capture must have been taken (set by the console)."""
     pair: dict | None = None
     """For a ticket waiting for confirmation: its two captures side by side (``evidence_pair``)."""
+    owner_has_phone: bool = True
+    """For a review case: whether the registries name a phone to warn now (set by the console)."""
+    claim: dict | None = None
+    """For a review case: the officer who has claimed it, and since when."""
 
     @property
     def warned_again_as(self) -> str | None:
@@ -430,3 +435,72 @@ async def health_lists(conn: asyncpg.Connection, limit: int = 50) -> dict:
     return {"awaiting_report": [{**dict(r), "phone": mask_phone(r["phone"])} for r in awaiting],
             "held": [dict(r) for r in held], "outbox": [dict(r) for r in outbox],
             "dead_letters": [{**dict(r), "reason": scrub(r["reason"])} for r in dead]}
+
+
+async def review_queue(conn: asyncpg.Connection, sla: timedelta, limit: int = 500) -> list[dict]:
+    """Cases waiting for review, oldest first: since when (the case went to review when it was set
+    aside, ``closed_at``), due by (``sla`` later, on PostgreSQL's clock), who has claimed it."""
+    rows = await conn.fetch(
+        """SELECT c.id, c.plate, c.place, c.zone, c.reason, c.closed_at AS since, c.closed_at + $1::interval AS due_at,
+                  now() > c.closed_at + $1::interval AS overdue, extract(epoch FROM now() - c.closed_at) AS age,
+                  r.operator AS claimed_by, r.claimed_at
+           FROM cases c LEFT JOIN review_claims r ON r.case_id = c.id
+           WHERE c.state = 'review' ORDER BY c.closed_at, c.id LIMIT $2""", sla, limit)
+    return [dict(r) for r in rows]
+
+
+async def claim_of(conn: asyncpg.Connection, case_id: UUID) -> dict | None:
+    row = await conn.fetchrow("SELECT operator, claimed_at FROM review_claims WHERE case_id = $1", case_id)
+    return dict(row) if row else None
+
+
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    source: str = ""
+    integrator: str = ""
+    reason: str = ""
+    field: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def integrator_of(topic: str, camera_events: str) -> str:
+    """The integrator a camera-events topic belongs to (``<camera_events>.<integrator>``), else ''."""
+    return topic[len(camera_events) + 1:] if topic.startswith(camera_events + ".") else ""
+
+
+def shown_raw(raw: bytes | None) -> str:
+    """A dead letter's bytes for a screen: UTF-8, with bytes that are not and control characters
+    escaped (\\xNN), phones masked."""
+    if not raw:
+        return ""
+    text = raw.decode("utf-8", "backslashreplace")
+    return scrub(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+
+
+async def dead_letters(conn: asyncpg.Connection, f: DeadLetterFilter, camera_events: str, limit: int = 100,
+                       before_id: int | None = None) -> list[dict]:
+    """Dead letters newest first, filtered by source topic, integrator, reason (part of it), field
+    (one of its errors) and time; each with its integrator, its fields, and its raw bytes as shown."""
+    rows = await conn.fetch(
+        """SELECT id, source_topic, partition, "offset", reason, errors, raw, received_at, raw_removed_at,
+                  replayed_at, replayed_by
+           FROM dead_letters
+           WHERE ($1 = '' OR source_topic = $1)
+             AND ($2 = '' OR source_topic = $7 || '.' || $2)
+             AND ($3 = '' OR reason ILIKE '%' || $3 || '%')
+             AND ($4 = '' OR errors @> jsonb_build_array(jsonb_build_object('field', $4::text)))
+             AND ($5::timestamptz IS NULL OR received_at >= $5) AND ($6::timestamptz IS NULL OR received_at < $6)
+             AND ($8::bigint IS NULL OR id < $8)
+           ORDER BY id DESC LIMIT $9""",
+        f.source, f.integrator, f.reason, f.field, f.since, f.until, camera_events, before_id, limit)
+    return [{**dict(r), "integrator": integrator_of(r["source_topic"], camera_events),
+             "reason": scrub(r["reason"]),
+             "fields": [e.get("field", "") for e in (r["errors"] or [])],
+             "messages": [scrub(f"{e.get('field', '')}: {e.get('message', '')}") for e in (r["errors"] or [])],
+             "raw": shown_raw(r["raw"])} for r in rows]
+
+
+async def dead_letter_sources(conn: asyncpg.Connection) -> list[str]:
+    return [r["source_topic"] for r in await conn.fetch(
+        "SELECT DISTINCT source_topic FROM dead_letters WHERE received_at > now() - interval '30 days' ORDER BY 1")]

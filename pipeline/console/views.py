@@ -32,7 +32,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pipeline import bootstrap
-from pipeline.cases import watermarks
+from pipeline.cases import reasons, watermarks
 from pipeline.cases.store import case_from_row, init_connection
 from pipeline.console import actions, auth, health, metrics, queries
 from pipeline.console.actions import Refused
@@ -60,6 +60,7 @@ FAUST_WEB = {"web_router_enabled": False, "web_tables_enabled": False, "web_stat
 """Faust app settings: none of Faust's own web views (/router, /table, /graph, the statistics at /
 and /assignment/, /performance) is served; they would show the cluster's layout to anyone. Faust
 then answers only ``{"status": "OK"}`` at ``/``."""
+DEAD_LETTER_PAGE = 100
 SLOW_REFRESH_SECONDS = 60.0
 """How often the 24-hour drive-away rate and the list of cameras are re-read."""
 
@@ -84,6 +85,11 @@ def register(app, runtime) -> "Console":
     r.add_post("/console/cases/{case_id}/close", console.close_case)
     r.add_post("/console/cases/{case_id}/review", console.resolve_review)
     r.add_get("/console/confirm", console.confirm_queue)
+    r.add_get("/console/review", console.review_queue)
+    r.add_get("/console/dead-letters", console.dead_letters)
+    r.add_post("/console/dead-letters/{id:[0-9]+}/replay", console.replay_dead_letter)
+    r.add_post("/console/review/close", console.review_close)
+    r.add_post("/console/review/{case_id}/claim", console.review_claim)
     r.add_post("/console/cases/{case_id}/confirm", console.confirm_or_reject)
     r.add_post("/console/tickets/{number}/void", console.void_ticket)
     r.add_get("/console/audit", console.audit)
@@ -198,7 +204,7 @@ class Console:
         self.health = metrics.Refreshed(s.console_refresh_seconds, self._read_health)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True))
-        self.templates.filters.update(clock=self._clock, when=self._when, left=_time_left, duration=_duration)
+        self.templates.filters.update(clock=self._clock, when=self._when, left=_time_left, duration=_duration, age=_age)
 
     # ── plumbing ────────────────────────────────────────────────────────────────────────────
 
@@ -542,6 +548,9 @@ class Console:
             file.fresh_captures = [e for e in captures if (e["integrator"], e["event_id"]) in usable]
             file.evidence_bounds = actions.evidence_bounds(case, self.settings.rules,
                                                            timedelta(seconds=file.case["window_seconds"]))
+            async with pool.acquire() as conn:
+                file.owner_has_phone = (await self.runtime.service.owner_of(conn, case, fresh=True)).found
+                file.claim = await queries.claim_of(conn, case_id)
         if file is not None and file.case["state"] == "to_confirm":
             file.pair = queries.evidence_pair(file.case)
         return file
@@ -643,6 +652,96 @@ class Console:
         return self.render(request, "confirm.html", title=t("confirm.title"), nav="confirm", total=total,
                            waiting=waiting, done=request.query.get("done"))
 
+    @guarded()
+    async def review_queue(self, request: web.Request) -> web.Response:
+        return await self.review_page(request)
+
+    async def review_page(self, request: web.Request, status: int = 200, error: str | None = None,
+                          notice: str | None = None) -> web.Response:
+        """Cases waiting for review as a queue: oldest first, age and due time, a count per reason,
+        who has claimed each; a supervisor claims one, or closes several with one reason."""
+        t = self.words(request)
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            queue = await queries.review_queue(conn, timedelta(minutes=self.settings.review_sla_minutes))
+        by_reason: dict[str, int] = {}
+        for c in queue:
+            c["reason_key"] = reasons_key(c["reason"])
+            by_reason[c["reason_key"]] = by_reason.get(c["reason_key"], 0) + 1
+        examples = {c["reason_key"]: c["reason"] for c in reversed(queue)}
+        done = request.query.get("done")
+        if notice is None and done == "closed":
+            notice = t("review.closed", n=request.query.get("n", "0"), left=request.query.get("left", "0"))
+        if "health" not in request:
+            request["health"] = await health_for_page(self)
+        return self.render(request, "review.html", status, title=t("review.title"), nav="review", queue=queue,
+                           by_reason=sorted(by_reason.items(), key=lambda kv: -kv[1]), examples=examples,
+                           sla=self.settings.review_sla_minutes, error=error, notice=notice)
+
+    @guarded()
+    async def dead_letters(self, request: web.Request) -> web.Response:
+        return await self.dead_letters_page(request)
+
+    async def dead_letters_page(self, request: web.Request, status: int = 200, error: str | None = None) -> web.Response:
+        """Dead letters, newest first, filtered by source, integrator, reason, field and time; the raw
+        bytes escaped and phones masked; a supervisor replays one once its cause is fixed."""
+        t, q = self.words(request), request.query
+        form = {k: q.get(k, "").strip() for k in ("source", "integrator", "reason", "field", "since", "until")}
+        try:
+            since, until = self._local_time(form["since"]), self._local_time(form["until"])
+        except ValueError:
+            since = until = None
+            error = error or t("search.bad_time")
+        before = int(q["before"]) if q.get("before", "").isdigit() else None
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            rows = await queries.dead_letters(conn, queries.DeadLetterFilter(
+                form["source"], form["integrator"], form["reason"], form["field"], since, until),
+                self.camera_events, DEAD_LETTER_PAGE, before)
+            sources = await queries.dead_letter_sources(conn)
+        if "health" not in request:
+            request["health"] = await health_for_page(self)
+        done = request.query.get("done")
+        return self.render(request, "dead_letters.html", status, title=t("dead.title"), nav="dead", rows=rows,
+                           form=form, sources=sources, page=DEAD_LETTER_PAGE, error=error,
+                           notice=t("done.replayed", id=q.get("id", "")) if done == "replayed" else None)
+
+    @guarded(act=True)
+    async def replay_dead_letter(self, request: web.Request) -> web.Response:
+        dead_letter_id, session = int(request.match_info["id"]), request["session"]
+        try:
+            await actions.replay_dead_letter(await self.desk(), session.operator, dead_letter_id,
+                                             self._reason(request), datetime.now(UTC))
+        except Refused as refused:
+            return await self.dead_letters_page(request, 409, self.words(request)(f"refused.{refused.key}", **refused.params))
+        log.info("console: %s replayed dead letter %d", session.operator.actor, dead_letter_id)
+        raise web.HTTPSeeOther(f"/console/dead-letters?done=replayed&id={dead_letter_id}")
+
+    @guarded(act=True)
+    async def review_claim(self, request: web.Request) -> web.Response:
+        case_id, session = self._case_id(request), request["session"]
+        action = actions.release_review if request["form"].get("action") == "release" else actions.claim_review
+        try:
+            await action(await self.desk(), session.operator, case_id, datetime.now(UTC))
+        except Refused as refused:
+            return await self.review_page(request, 409, error=self.words(request)(f"refused.{refused.key}", **refused.params))
+        raise web.HTTPSeeOther("/console/review")
+
+    @guarded(act=True)
+    async def review_close(self, request: web.Request) -> web.Response:
+        form, session = request["form"], request["session"]
+        try:
+            ids = [UUID(str(v)) for v in form.getall("case", [])]
+        except ValueError:
+            raise web.HTTPBadRequest(text="case: not a case id") from None
+        try:
+            done = await actions.close_reviews(await self.desk(), session.operator, ids, self._reason(request),
+                                               datetime.now(UTC))
+        except Refused as refused:
+            return await self.review_page(request, 409, error=self.words(request)(f"refused.{refused.key}", **refused.params))
+        log.info("console: %s closed %d review cases", session.operator.actor, len(done["closed"]))
+        raise web.HTTPSeeOther(f"/console/review?done=closed&n={len(done['closed'])}&left={len(done['left'])}")
+
     @guarded(act=True)
     async def confirm_or_reject(self, request: web.Request) -> web.Response:
         case_id = self._case_id(request)
@@ -662,12 +761,28 @@ class Console:
 
     @guarded(act=True)
     async def void_ticket(self, request: web.Request) -> web.Response:
-        number = request.match_info["number"]
+        """Two steps: the form asks for a reason, then a page asks to confirm (saying the owner will be
+        told); only the confirmed POST voids. The case page then says how the owner was told."""
+        number = request.match_info["number"].upper()
         pool = await self.db()
-        case_id = await pool.fetchval("SELECT case_id FROM tickets WHERE number = $1", number.upper())
-        if case_id is None:
+        ticket = await pool.fetchrow("SELECT t.case_id, t.plate, t.voided_at FROM tickets t WHERE t.number = $1", number)
+        if ticket is None:
             return self.message(request, 404, "error.not_found", "refused.no_ticket")
-        return await self._act_on_case(request, case_id, actions.void_ticket, number)
+        t, session = self.words(request), request["session"]
+        try:
+            if request["form"].get("confirmed") != "yes":
+                actions.check_voidable(dict(ticket))
+                reason = actions.check_reason(self._reason(request))
+                request["health"] = await health_for_page(self)
+                return self.render(request, "confirm_void.html", title=t("void.title"), nav="cases", number=number,
+                                   plate=ticket["plate"], reason=reason, case_id=ticket["case_id"])
+            done = await actions.void_ticket(await self.desk(), session.operator, number, self._reason(request),
+                                             datetime.now(UTC))
+        except Refused as refused:
+            return await self.case_page(request, ticket["case_id"], 409,
+                                        error=t(f"refused.{refused.key}", **refused.params))
+        log.info("console: %s voided ticket %s (owner told: %s)", session.operator.actor, number, done["owner_told"])
+        raise web.HTTPSeeOther(f"/console/cases/{ticket['case_id']}?done=void_ticket_{done['owner_told']}")
 
     # ── audit log and rules ─────────────────────────────────────────────────────────────────
 
@@ -799,7 +914,13 @@ _DONE_NAME = {"void_ticket": "void_ticket", "close_case": "close_case", "warn_ag
               "whitelist_plate": "whitelist_add", "unwhitelist_plate": "whitelist_remove",
               "exempt_zone": "zone_exempt", "lift_zone_exemption": "zone_exemption_lifted",
               "confirm_ticket": "confirm_ticket", "reject_ticket": "reject_ticket", "set_zone_rules": "zone_rules"}
-_DONE_KEYS = {f"done.{v}" for v in _DONE_NAME.values()}
+_DONE_KEYS = {f"done.{v}" for v in _DONE_NAME.values()} | {f"done.void_ticket_{told}" for told in ("sms", "not_sent", "no_phone")}
+
+
+def reasons_key(text: str | None) -> str:
+    """The catalogue key of a reason the pipeline wrote (for counting), else the text itself."""
+    parsed = reasons.parse(text or "")
+    return parsed[0] if parsed else (text or "")
 
 
 def held_for_input(partitions) -> dict:
@@ -821,6 +942,16 @@ def _duration(seconds: float | None) -> str:
         return ""
     seconds = int(seconds)
     return f"{seconds // 60} min" if seconds >= 120 and seconds % 60 == 0 else f"{seconds} s"
+
+
+def _age(seconds: float | None) -> str:
+    """How long something has waited: 45 s, 12 min, 3 h 05 min."""
+    seconds = int(seconds or 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def _json_default(value):

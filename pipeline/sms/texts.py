@@ -171,3 +171,17 @@ def caution_text(facts: CautionFacts, language: str = "zh-CN", signature: str = 
     t = TEMPLATES[language]
     template = t["caution_first"] if facts.first_offence else t["caution_new_camera"]
     return _fit(template, {"place": facts.place}, {"sig": signature, "plate": facts.plate})
+
+
+WITHDRAWN_TEMPLATES = {
+    "zh-CN": "【{sig}】{plate}的违停告知单{number}已撤销，无需处理。详询12345",
+    "en": "{plate} ticket {number} withdrawn, nothing to pay. Tel 12345",
+}
+
+
+def withdrawal_text(plate: str, ticket_number: str, language: str = "zh-CN", signature: str = "杭州城管") -> str:
+    """The owner's SMS when an officer voids a ticket (one segment; nothing in it is shortened)."""
+    text = WITHDRAWN_TEMPLATES[language].format(sig=signature, plate=plate, number=ticket_number)
+    if not fits_one_segment(text):
+        raise TextTooLong(f"more than one segment: {text!r}")
+    return text

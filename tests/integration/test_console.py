@@ -213,7 +213,12 @@ async def test_a_viewer_cannot_act_and_a_post_without_the_csrf_token_is_refused(
         status, html, _ = await supervisor.post(void, {"reason": "  "})
         assert status == 409 and "至少 3 个字" in html
 
-        status, _, location = await supervisor.post(void, {"reason": "driver had a disabled permit"})
+        # First a confirmation step that says the owner will be told; nothing is voided yet.
+        status, html, _ = await supervisor.post(void, {"reason": "driver had a disabled permit"})
+        assert status == 200 and 'id="confirm-void"' in html and "车主将收到一条短信" in html
+        assert (await stack.pool.fetchrow("SELECT voided_at FROM tickets WHERE number = $1", ticket["number"]))[0] is None
+
+        status, _, location = await supervisor.post(void, {"reason": "driver had a disabled permit", "confirmed": "yes"})
         assert status == 303 and location.startswith(f"/console/cases/{case['id']}")
         voided = await stack.pool.fetchrow("SELECT voided_at, void_reason FROM tickets WHERE number = $1", ticket["number"])
         assert voided["voided_at"] is not None and voided["void_reason"] == "driver had a disabled permit"
@@ -222,9 +227,23 @@ async def test_a_viewer_cannot_act_and_a_post_without_the_csrf_token_is_refused(
         assert entry["detail"]["reason"] == "driver had a disabled permit"
 
         status, html = await supervisor.page(location)
-        assert "告知单已作废" in html and "driver had a disabled permit" in html and "operator:li" in html
-        status, _, _ = await supervisor.post(void, {"reason": "again"})
+        assert "告知单已作废，已短信通知车主告知单撤销" in html and "driver had a disabled permit" in html
+        assert "operator:li" in html and 'data-voided="yes"' in html
+        status, _, _ = await supervisor.post(void, {"reason": "again", "confirmed": "yes"})
         assert status == 409
+
+        # The owner gets one SMS saying the notice is withdrawn, and only one.
+        async def sent():
+            rows = await stack.pool.fetch("SELECT status, text FROM sms_messages WHERE case_id = $1 "
+                                          "AND kind = 'ticket_withdrawn'", case["id"])
+            return rows if rows and rows[0]["status"] not in ("pending", "sending") else None
+
+        [withdrawal] = await wait_for(sent, 20, "the withdrawal SMS to leave")
+        assert ticket["number"] in withdrawal["text"] and "已撤销" in withdrawal["text"]
+        texts = [line for line in stack.sms_file.read_text().splitlines() if ticket["number"] in line and "已撤销" in line]
+        assert len(texts) == 1, "one withdrawal SMS"
+        status, html = await supervisor.page(f"/console/cases?plate={plate}")
+        assert 'data-voided="yes"' in html, "the search results say voided, not ticketed"
     finally:
         await viewer.close()
         await supervisor.close()

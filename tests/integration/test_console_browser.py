@@ -7,7 +7,7 @@ import asyncio
 import os
 import subprocess
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -17,8 +17,8 @@ from playwright.async_api import async_playwright, expect
 from pipeline.demo import city
 from tests.privacy import masked_phone_in
 
-from .conftest import ROOT, Stack
-from .console_helpers import PASSWORD, add_operator, base_url, phone_of, ticketed_case
+from .conftest import ROOT, Stack, wait_for
+from .console_helpers import PASSWORD, ConsoleClient, add_operator, base_url, phone_of, plates_without_phone, ticketed_case
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "var" / "artifacts" / "console"
@@ -105,7 +105,12 @@ async def test_an_operator_watches_a_case_go_from_warned_to_ticketed_live_and_vo
     reason = "车主出示残疾人停车证 (disabled permit shown)"
     await page.fill("#void-reason", reason)
     await page.click("#void-ticket button")
-    await expect(page.locator(".notice.ok")).to_have_text("告知单已作废。")
+    await expect(page.locator("#confirm-void")).to_contain_text("车主将收到一条短信")
+    await expect(page.locator("#void-reason-shown")).to_have_text(reason)
+    await shot(page, "05a-void-confirm")
+    await page.click("#void-confirm")
+    await expect(page.locator(".notice.ok")).to_have_text("告知单已作废，已短信通知车主告知单撤销。")
+    await expect(page.locator("#case-state .badge")).to_have_text("已作废")
     await expect(page.locator("#ticket .void-note")).to_contain_text(reason)
     operator_entry = page.locator("#timeline li.operator")
     await expect(operator_entry).to_contain_text("作废告知单")
@@ -127,7 +132,7 @@ async def test_an_operator_watches_a_case_go_from_warned_to_ticketed_live_and_vo
     await expect(page.locator("h1")).to_have_text("Audit log")
     await page.click("nav >> text=Live")
     await expect(page.locator("#recent")).to_contain_text(plate)
-    await expect(page.locator("#recent")).to_contain_text("ticketed")
+    await expect(page.locator(f"#recent tr[data-plate='{plate}']")).to_contain_text("voided")
     await shot(page, "07-live-english")
     await page.goto(f"{base}/console/cases/{case['id']}")
     await expect(page.locator("#timeline")).to_contain_text("voided the ticket")
@@ -286,3 +291,115 @@ async def test_an_sms_centre_outage_turns_the_health_strip_red_flags_the_case_an
     await expect(page.locator("#health-banner")).to_have_count(0)
     assert (await readyz())["health"]["smsc_link"]["level"] == "ok"
     await shot(page, "23-health-green-again")
+
+
+async def test_the_review_queue_is_oldest_first_with_due_times_claims_and_a_bulk_close(stack: Stack, browser_page):
+    page = browser_page
+    worker = stack.worker(PW_REVIEW_SLA_MINUTES="0.1")  # due 6 s after going to review
+    await worker.ready()
+    await add_operator(stack, "li", "supervisor")
+    await add_operator(stack, "zhao", "supervisor")
+    older, newer = await plates_without_phone(stack, 2)
+    now = datetime.now(UTC)
+    await stack.publish(stack.violation(older, city.CAMERAS[1], at=now - timedelta(seconds=90)))
+    first = await stack.wait_state(older, "review")
+    await stack.publish(stack.violation(newer, city.CAMERAS[2]))
+    second = await stack.wait_state(newer, "review")
+    base = base_url(worker)
+    await asyncio.sleep(max(0.0, (first["closed_at"] + timedelta(seconds=6.5) - datetime.now(UTC)).total_seconds()))
+
+    await page.set_viewport_size({"width": 1440, "height": 900})
+    await page.goto(f"{base}/console/login?next=/console/review")
+    await page.fill("input[name=name]", "li")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button.primary")
+    rows = page.locator("#review-queue tr[data-case]")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(0)).to_have_attribute("data-plate", older)  # oldest first
+    await expect(page.locator("#review-reasons li")).to_have_count(1)
+    await expect(page.locator("#review-reasons li b")).to_have_text("2")
+    await expect(rows.nth(0).locator(".due .badge")).to_have_text("已超时")
+
+    # Claimed by li: another officer sees who has it and cannot take it.
+    await rows.nth(0).locator("button[value=claim]").click()
+    await expect(rows.nth(0).locator(".who-has")).to_have_text("li")
+    await shot(page, "30-review-queue-claimed")
+    other = ConsoleClient(base)
+    try:
+        await other.login("zhao")
+        await other.page("/console/review")
+        status, html, _ = await other.post(f"/console/review/{first['id']}/claim", {"action": "claim"})
+        assert status == 409 and "li 已认领此案件" in html
+    finally:
+        await other.close()
+
+    # No phone: no "warn again", only what can work; a case in review shows no closed time.
+    await rows.nth(1).locator("a.plate").click()
+    await expect(page.locator("#no-phone")).to_be_visible()
+    await expect(page.locator("#resolve-review button[value=warn_again]")).to_have_count(0)
+    await expect(page.locator("#resolve-review button[value=request_recheck]")).to_be_visible()
+    await expect(page.locator("#closed-at")).to_have_text("–")
+    await shot(page, "31-review-case-no-phone")
+
+    # Both closed with one reason, each audited.
+    await page.goto(f"{base}/console/review")
+    await page.check(f"#review-queue input[value='{first['id']}']")
+    await page.check(f"#review-queue input[value='{second['id']}']")
+    await page.fill("#bulk-reason", "外省车辆，无法联系车主")
+    await page.click("#bulk-close")
+    await expect(page.locator(".notice.ok")).to_contain_text("已撤销 2 件")
+    await expect(page.locator("#review-queue tr[data-case]")).to_have_count(0)
+    await shot(page, "32-review-queue-closed")
+    closed = await stack.pool.fetch("SELECT state FROM cases WHERE id = ANY($1::uuid[])", [first["id"], second["id"]])
+    assert [r["state"] for r in closed] == ["cancelled", "cancelled"]
+    assert await stack.count("SELECT count(*) FROM audit_log WHERE action = 'close_case'") == 2
+
+
+async def test_dead_letters_are_listed_masked_filtered_and_one_is_replayed_once_its_cause_is_fixed(stack: Stack, browser_page):
+    page = browser_page
+    worker = stack.worker()
+    await worker.ready()
+    await add_operator(stack, "li", "supervisor")
+    await stack.all_car_parks_free(free=25)
+    plate = (await stack.plates_with_phone(1))[0]
+    phone = await phone_of(stack, plate)
+    new_camera = city.Camera("cam-test-new-01", city.CAMERAS[0].place, city.CAMERAS[0].lat, city.CAMERAS[0].lon)
+    # Unusable bytes carrying a phone number, and an event from a camera nobody registered yet.
+    await stack.publish_raw(f'{{"type": "ViolationDetected", "owner_phone": "{phone}", "x": "\x01"}}'.encode() + b"\xff")
+    await stack.publish(stack.violation(plate, new_camera))
+
+    async def two():
+        return await stack.count("SELECT count(*) FROM dead_letters") >= 2 or None
+    await wait_for(two, 30, "two dead letters")
+    base = base_url(worker)
+
+    await page.goto(f"{base}/console/login")
+    await page.fill("input[name=name]", "li")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button.primary")
+    await page.click("#dead-letters-tile")
+    rows = page.locator("#dead-letters tr[data-dead-letter]")
+    await expect(rows).to_have_count(2)
+    await expect(rows.first).to_contain_text(city.INTEGRATOR)
+    html = await page.content()
+    masked_phone_in(html, phone, "the dead letters page")
+    raw = page.locator("#dead-letters pre.raw", has_text="owner_phone")
+    await expect(raw).to_contain_text("\\x01")
+    await expect(raw).to_contain_text("\\xff")
+    await shot(page, "40-dead-letters")
+
+    # Filtered by reason; the refused event is replayed after its camera is registered.
+    await page.fill("#dead-filter input[name=reason]", "cam-test-new-01")
+    await page.click("#dead-filter button")
+    await expect(rows).to_have_count(1)
+    await stack.register_camera(new_camera)
+    await asyncio.sleep(2.5)  # the workers re-read the registry every 2 s
+    await rows.first.locator("summary").click()
+    await rows.first.locator("textarea[name=reason]").fill("摄像头已登记 (camera registered)")
+    await rows.first.locator("button.danger").click()
+    await expect(page.locator(".notice.ok")).to_contain_text("已重放")
+    await shot(page, "41-dead-letter-replayed")
+    case = await stack.wait_state(plate, "warned", timeout=30)
+    assert case["camera_id"] == new_camera.id
+    assert await stack.count("SELECT count(*) FROM audit_log WHERE action = 'replay_dead_letter'") == 1
+    await expect(page.locator("#dead-letters .replayed")).to_contain_text("operator:li")
