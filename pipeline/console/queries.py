@@ -213,7 +213,7 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-async def search(conn: asyncpg.Connection, c: Criteria, limit: int = 200) -> list[dict]:
+async def search(conn: asyncpg.Connection, c: Criteria, limit: int = 200, offset: int = 0) -> list[dict]:
     """Cases matching every given criterion, newest first. A plate matches in part (浙A12 finds 浙A12345),
     from a trigram index when pg_trgm is there (migration 0017).
 
@@ -242,7 +242,7 @@ async def search(conn: asyncpg.Connection, c: Criteria, limit: int = 200) -> lis
                    c.reason, t.number AS ticket_number, t.voided_at
             FROM cases c LEFT JOIN tickets t ON t.case_id = c.id
             WHERE {" AND ".join(conditions) or "true"}
-            ORDER BY c.detected_at DESC LIMIT ${len(args)}""", *args)
+            ORDER BY c.detected_at DESC, c.id LIMIT ${len(args)} OFFSET {int(offset)}""", *args)
     return [dict(r) for r in rows]
 
 
@@ -406,11 +406,13 @@ async def whitelist(conn: asyncpg.Connection) -> list[dict]:
     return [dict(r) for r in await conn.fetch("SELECT plate, reason, added_at FROM whitelisted_plates ORDER BY plate")]
 
 
-async def audit_entries(conn: asyncpg.Connection, operators_only: bool, limit: int = 200) -> list[dict]:
+async def audit_entries(conn: asyncpg.Connection, operators_only: bool, limit: int = 200,
+                        before_id: int | None = None) -> list[dict]:
     rows = await conn.fetch(
         """SELECT a.id, a.at, a.case_id, a.actor, a.action, a.detail, c.plate FROM audit_log a
            LEFT JOIN cases c ON c.id = a.case_id
-           WHERE NOT $1 OR a.actor LIKE 'operator:%' ORDER BY a.id DESC LIMIT $2""", operators_only, limit)
+           WHERE (NOT $1 OR a.actor LIKE 'operator:%') AND ($3::bigint IS NULL OR a.id < $3)
+           ORDER BY a.id DESC LIMIT $2""", operators_only, limit, before_id)
     return [{**dict(r), "detail": {k: scrub(v) if isinstance(v, str) else v for k, v in (r["detail"] or {}).items()}}
             for r in rows]
 
@@ -504,3 +506,30 @@ async def dead_letters(conn: asyncpg.Connection, f: DeadLetterFilter, camera_eve
 async def dead_letter_sources(conn: asyncpg.Connection) -> list[str]:
     return [r["source_topic"] for r in await conn.fetch(
         "SELECT DISTINCT source_topic FROM dead_letters WHERE received_at > now() - interval '30 days' ORDER BY 1")]
+
+
+async def shift_summary(conn: asyncpg.Connection, since: datetime, until: datetime) -> list[dict]:
+    """What a shift did, by zone, between ``since`` and ``until``: warnings accepted, cars moved,
+    tickets issued, warning notices, tickets voided, appeals decided. A last row ``*`` sums them."""
+    rows = await conn.fetch(
+        """WITH figures AS (
+             SELECT c.zone, 'warnings' AS what FROM sms_messages s JOIN cases c ON c.id = s.case_id
+               WHERE s.kind = 'warning' AND s.accepted_at >= $1 AND s.accepted_at < $2
+             UNION ALL SELECT zone, 'moved' FROM cases WHERE state = 'moved' AND closed_at >= $1 AND closed_at < $2
+             UNION ALL SELECT c.zone, 'tickets' FROM tickets t JOIN cases c ON c.id = t.case_id
+               WHERE t.issued_at >= $1 AND t.issued_at < $2
+             UNION ALL SELECT zone, 'cautions' FROM cases WHERE state = 'cautioned' AND closed_at >= $1 AND closed_at < $2
+             UNION ALL SELECT c.zone, 'voids' FROM tickets t JOIN cases c ON c.id = t.case_id
+               WHERE t.voided_at >= $1 AND t.voided_at < $2
+             UNION ALL SELECT c.zone, 'appeals_decided' FROM appeals a JOIN cases c ON c.id = a.case_id
+               WHERE a.decided_at >= $1 AND a.decided_at < $2)
+           SELECT zone, what, count(*) AS n FROM figures GROUP BY zone, what""", since, until)
+    by_zone: dict[str, dict] = {}
+    for r in rows:
+        by_zone.setdefault(r["zone"], {k: 0 for k in SUMMARY})[r["what"]] = r["n"]
+    summary = [{"zone": z, **v} for z, v in sorted(by_zone.items())]
+    summary.append({"zone": "*", **{k: sum(row[k] for row in summary) for k in SUMMARY}})
+    return summary
+
+
+SUMMARY = ("warnings", "moved", "tickets", "cautions", "voids", "appeals_decided")

@@ -14,7 +14,9 @@ password is checked, off the event loop. /metrics answers the addresses in ``PW_
 """
 
 import asyncio
+import csv
 import functools
+import io
 import hmac
 import ipaddress
 import json
@@ -32,7 +34,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pipeline import bootstrap
-from pipeline.cases import reasons, watermarks
+from pipeline.cases import reasons, store, watermarks
 from pipeline.cases.store import case_from_row, init_connection
 from pipeline.console import actions, auth, health, metrics, queries
 from pipeline.console.actions import Refused
@@ -61,6 +63,8 @@ FAUST_WEB = {"web_router_enabled": False, "web_tables_enabled": False, "web_stat
 and /assignment/, /performance) is served; they would show the cluster's layout to anyone. Faust
 then answers only ``{"status": "OK"}`` at ``/``."""
 DEAD_LETTER_PAGE = 100
+AUDIT_PAGE = 200
+EXPORT_LIMIT = 50_000
 SLOW_REFRESH_SECONDS = 60.0
 """How often the 24-hour drive-away rate and the list of cameras are re-read."""
 
@@ -93,6 +97,7 @@ def register(app, runtime) -> "Console":
     r.add_post("/console/cases/{case_id}/confirm", console.confirm_or_reject)
     r.add_post("/console/tickets/{number}/void", console.void_ticket)
     r.add_get("/console/audit", console.audit)
+    r.add_get("/console/summary", console.summary)
     r.add_get("/console/health", console.health_page)
     r.add_get("/console/health/stream", console.health_stream)
     r.add_get("/console/rules", console.rules)
@@ -101,6 +106,7 @@ def register(app, runtime) -> "Console":
     r.add_post("/console/rules/zones/{zone}/{change:exempt|lift}", console.zone_change)
     r.add_post("/console/rules/zones/{zone}/rules", console.zone_rules)
     r.add_static("/console/static", HERE / "static")
+    r.add_get("/favicon.ico", favicon)
     r.add_get("/metrics", console.metrics)
     r.add_get("/healthz", console.healthz)
     r.add_get("/readyz", console.readyz)
@@ -117,6 +123,12 @@ async def console_headers(request: web.Request, handler):
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
     return response
+
+
+async def favicon(request: web.Request) -> web.Response:
+    """Browsers ask for /favicon.ico whatever the page says: the console's icon, not a 404."""
+    return web.FileResponse(HERE / "static" / "favicon.svg", headers={"Content-Type": "image/svg+xml",
+                                                                       "Cache-Control": "max-age=86400"})
 
 
 async def to_console(request: web.Request) -> web.Response:
@@ -507,6 +519,7 @@ class Console:
         t = self.words(request)
         q = request.query
         form = {k: q.get(k, "").strip() for k in ("plate", "ticket", "camera", "zone", "state", "since", "until")}
+        page = max(1, int(q["page"])) if q.get("page", "").isdigit() else 1
         pool = await self.db()
         async with pool.acquire() as conn:
             if q.get("q", "").strip():
@@ -519,13 +532,20 @@ class Console:
                 criteria = queries.Criteria(plate=form["plate"], ticket=form["ticket"], camera=form["camera"],
                                             zone=form["zone"], state=form["state"] if form["state"] in queries.STATES else "",
                                             since=self._local_time(form["since"]), until=self._local_time(form["until"]))
+                if q.get("format") == "csv":
+                    rows = await queries.search(conn, criteria, EXPORT_LIMIT)
+                    return await self.export(request, conn, "cases", form, [
+                        ("plate", "state", "ticket", "detected_at", "place", "camera", "zone", "reason"),
+                        *[(r["plate"], "voided" if r["voided_at"] else r["state"], r["ticket_number"] or "",
+                           self._when(r["detected_at"]), r["place"], r["camera_id"], r["zone"],
+                           queries.scrub(r["reason"] or "")) for r in rows]])
                 if not criteria.empty or "q" in q:
-                    results = await queries.search(conn, criteria, SEARCH_LIMIT)
+                    results = await queries.search(conn, criteria, SEARCH_LIMIT, (page - 1) * SEARCH_LIMIT)
             except ValueError:
                 error = t("search.bad_time")
             zones, cameras = await queries.zones(conn), await self.cameras.get()
         return self.render(request, "cases.html", title=t("search.title"), nav="cases", form=form, results=results,
-                           limit=SEARCH_LIMIT, zones=zones, cameras=cameras, states=queries.STATES, error=error)
+                           limit=SEARCH_LIMIT, page=page, zones=zones, cameras=cameras, states=queries.STATES, error=error)
 
     def _local_time(self, text: str) -> datetime | None:
         """A ``datetime-local`` form value, read in the city's time zone."""
@@ -789,11 +809,52 @@ class Console:
     @guarded()
     async def audit(self, request: web.Request) -> web.Response:
         operators_only = request.query.get("all") != "1"
+        before = int(request.query["before"]) if request.query.get("before", "").isdigit() else None
         pool = await self.db()
         async with pool.acquire() as conn:
-            entries = await queries.audit_entries(conn, operators_only)
+            if request.query.get("format") == "csv":
+                entries = await queries.audit_entries(conn, operators_only, EXPORT_LIMIT, before)
+                return await self.export(request, conn, "audit", {"all": not operators_only}, [
+                    ("at", "actor", "action", "plate", "ticket", "reason"),
+                    *[(self._when(a["at"]), a["actor"], a["action"], a["plate"] or "",
+                       a["detail"].get("ticket_number", ""), a["detail"].get("reason") or a["detail"].get("note") or "")
+                      for a in entries]])
+            entries = await queries.audit_entries(conn, operators_only, AUDIT_PAGE, before)
         return self.render(request, "audit.html", title=self.words(request)("audit.title"), nav="audit",
-                           entries=entries, operators_only=operators_only)
+                           entries=entries, operators_only=operators_only, page=AUDIT_PAGE)
+
+    @guarded()
+    async def summary(self, request: web.Request) -> web.Response:
+        """A shift's summary by zone for a chosen period (default: since local midnight), as a page or CSV."""
+        t, q = self.words(request), request.query
+        form = {k: q.get(k, "").strip() for k in ("since", "until")}
+        error = None
+        try:
+            since = self._local_time(form["since"]) or queries.local_midnight(datetime.now(UTC), self.tz)
+            until = self._local_time(form["until"]) or datetime.now(UTC)
+        except ValueError:
+            error, since, until = t("search.bad_time"), queries.local_midnight(datetime.now(UTC), self.tz), datetime.now(UTC)
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            rows = await queries.shift_summary(conn, since, until)
+            if q.get("format") == "csv":
+                return await self.export(request, conn, "summary", {"since": since.isoformat(), "until": until.isoformat()},
+                                         [("zone", *queries.SUMMARY), *[(r["zone"], *(r[k] for k in queries.SUMMARY))
+                                                                        for r in rows]])
+        return self.render(request, "summary.html", title=t("summary.title"), nav="summary", rows=rows,
+                           columns=queries.SUMMARY, form=form, since=since, until=until, error=error)
+
+    async def export(self, request: web.Request, conn, what: str, criteria: dict, rows: list[tuple]) -> web.Response:
+        """A CSV download (UTF-8 with a BOM, so that Excel reads the Chinese), recorded in the audit log."""
+        out = io.StringIO()
+        out.write("\ufeff")
+        csv.writer(out).writerows(rows)
+        session = request["session"]
+        await store.audit(conn, datetime.now(UTC), None, session.operator.actor, "export",
+                          {"what": what, "rows": len(rows) - 1, "criteria": {k: v for k, v in criteria.items() if v}})
+        name = f"parkwarden-{what}-{datetime.now(self.tz):%Y%m%d-%H%M%S}.csv"
+        return web.Response(body=out.getvalue().encode("utf-8"), content_type="text/csv", charset="utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @guarded()
     async def rules(self, request: web.Request) -> web.Response:

@@ -244,6 +244,30 @@ async def test_a_viewer_cannot_act_and_a_post_without_the_csrf_token_is_refused(
         assert len(texts) == 1, "one withdrawal SMS"
         status, html = await supervisor.page(f"/console/cases?plate={plate}")
         assert 'data-voided="yes"' in html, "the search results say voided, not ticketed"
+
+        # Exports: CSV with a BOM for Excel, each one audited; the shift summary counts by zone.
+        async def csv_of(path: str) -> list[str]:
+            async with supervisor.http.get(f"{supervisor.base}{path}") as r:
+                assert r.status == 200 and r.content_type == "text/csv"
+                assert "attachment" in r.headers["Content-Disposition"]
+                body = await r.read()
+            assert body.startswith("\ufeff".encode()), "a BOM, so that Excel reads UTF-8"
+            return body.decode("utf-8-sig").splitlines()
+
+        cases_csv = await csv_of(f"/console/cases?plate={plate}&format=csv")
+        assert cases_csv[0].startswith("plate,state,ticket") and f"{plate},voided,{ticket['number']}" in cases_csv[1]
+        audit_csv = await csv_of("/console/audit?format=csv")
+        assert any("void_ticket" in line and "driver had a disabled permit" in line for line in audit_csv)
+        status, html = await supervisor.page("/console/summary")
+        assert status == 200 and 'data-zone="yuhang"' in html
+        summary_csv = await csv_of("/console/summary?format=csv")
+        assert summary_csv[0] == "zone,warnings,moved,tickets,cautions,voids,appeals_decided"
+        assert "yuhang,1,0,1,0,1,0" in summary_csv
+        exports = await audit_rows(stack, "export")
+        assert [e["detail"]["what"] for e in exports] == ["cases", "audit", "summary"]
+        assert all(e["actor"] == "operator:li" for e in exports)
+        phone = await phone_of(stack, plate)
+        assert not any(phone in text for text in (*cases_csv, *audit_csv)), "no phone in an export"
     finally:
         await viewer.close()
         await supervisor.close()

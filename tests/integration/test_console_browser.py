@@ -403,3 +403,60 @@ async def test_dead_letters_are_listed_masked_filtered_and_one_is_replayed_once_
     assert case["camera_id"] == new_camera.id
     assert await stack.count("SELECT count(*) FROM audit_log WHERE action = 'replay_dead_letter'") == 1
     await expect(page.locator("#dead-letters .replayed")).to_contain_text("operator:li")
+
+
+async def too_wide(page) -> list[str]:
+    """The outermost elements that reach past the right edge of the screen."""
+    return await page.evaluate("""() => Array.from(document.querySelectorAll('body *'))
+        .filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5
+                     && !(e.parentElement && e.parentElement.getBoundingClientRect().right > window.innerWidth + 0.5))
+        .slice(0, 5).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className)""")
+
+
+async def test_the_console_fits_a_phone_a_tablet_and_a_desktop_and_live_updates_keep_keyboard_focus(stack: Stack, browser_page):
+    page = browser_page
+    worker = stack.worker(PW_WINDOW_SECONDS="600")
+    await worker.ready()
+    await add_operator(stack, "li", "supervisor")
+    await stack.all_car_parks_free(free=25)
+    first, second = await stack.plates_with_phone(2)
+    await stack.publish(stack.violation(first, city.CAMERAS[0]))
+    await stack.wait_state(first, "warned", timeout=20)
+    base = base_url(worker)
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/favicon.ico") as r:
+        assert r.status == 200 and r.content_type == "image/svg+xml"
+
+    await page.goto(f"{base}/console/login")
+    await page.fill("input[name=name]", "li")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button.primary")
+    await expect(page.locator("#live-status")).to_have_class("live-status ok", timeout=WAIT_MS)
+    for width, height in ((390, 844), (820, 1180), (1440, 900)):
+        await page.set_viewport_size({"width": width, "height": height})
+        await shot(page, f"50-live-{width}")
+        overflow = await page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{width} px: the page is {overflow} px wider than the screen: {await too_wide(page)}"
+        logout = await page.locator(".top button.link").bounding_box()
+        assert logout and logout["x"] + logout["width"] <= width, f"{width} px: log out is cut off"
+        for link in await page.locator(".top nav a").all():
+            box = await link.bounding_box()
+            assert box["height"] < 40, f"{width} px: a menu item wraps into a column"
+    await expect(page.locator("#tiles")).to_have_attribute("aria-live", "polite")
+    await expect(page.locator("#health-strip")).to_have_attribute("aria-live", "polite")
+    assert await page.locator("link[rel=icon]").count() == 1
+
+    # An operator tabbed to an open case: updates re-render the list but leave focus on that link.
+    link = page.locator(f"#open-cases tr[data-plate='{first}'] a.plate")
+    await link.focus()
+    updates = int(await page.evaluate("document.body.dataset.updates || '0'"))
+    await stack.publish(stack.violation(second, city.CAMERAS[3]))
+    await expect(page.locator(f"#open-cases tr[data-plate='{second}']")).to_be_visible(timeout=WAIT_MS)
+    assert int(await page.evaluate("document.body.dataset.updates")) > updates
+    focused = await page.evaluate("document.activeElement.closest('tr') && document.activeElement.closest('tr').dataset.plate")
+    assert focused == first, "the focused open-case link lost focus on a live update"
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#case-state")).to_have_attribute("data-state", "warned")
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await shot(page, "51-case-390")
+    overflow = await page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the case page is {overflow} px wider than a phone: {await too_wide(page)}"
