@@ -188,6 +188,9 @@ async def test_a_driver_appeals_on_the_driver_page_and_an_officer_voids_the_tick
     await expect(page.locator("#appeal-statement")).to_have_text("为避让救护车临时停靠")
     await expect(page.locator("#appeal-evidence #evidence li")).to_have_count(2)
     await shot(page, "14-appeal-with-evidence")
+    assert await page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth"), await too_wide(page)
+    assert await page.evaluate("(e => e.scrollWidth <= e.clientWidth)(document.querySelector('#appeal-evidence'))"), \
+        "the warning's text is cut off beside the appeal"
     await page.fill("#decision-reason", "医院证实救护车当时经过")
     await page.click("#void")
     await expect(page.locator(".notice.ok")).to_contain_text("申诉已处理")
