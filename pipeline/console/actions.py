@@ -504,16 +504,21 @@ async def close_reviews(desk: Desk, operator: Operator, case_ids: list[UUID], re
     return {"closed": closed, "left": left}
 
 
-async def replay_dead_letter(desk: Desk, operator: Operator, dead_letter_id: int, reason: str, now: datetime) -> dict:
+async def replay_dead_letter(desk: Desk, operator: Operator, dead_letter_id: int, replayable: Callable[[str], bool],
+                             reason: str, now: datetime) -> dict:
     """Send a dead letter's bytes (and key) again to the topic it came from, through the outbox: the
     workers read it like any message and run the same checks (it may land in dead_letters again,
-    under its new offset). Once per dead letter; audited with the reason."""
+    under its new offset). Only from the topics ``replayable`` allows (camera events and car-park
+    status: a reference feed's dead letter may keep a masked copy, not the original). Once per dead
+    letter; audited with the reason."""
     check_can_act(operator)
     reason = check_reason(reason)
     async with desk.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow("SELECT * FROM dead_letters WHERE id = $1 FOR UPDATE", dead_letter_id)
         if row is None:
             raise Refused("no_dead_letter")
+        if not replayable(row["source_topic"]):
+            raise Refused("dead_letter_not_replayable", topic=row["source_topic"])
         if row["replayed_at"] is not None:
             raise Refused("dead_letter_replayed", name=row["replayed_by"])
         if row["raw_removed_at"] is not None or not row["raw"]:

@@ -333,6 +333,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "done.replayed": ("无效消息 #{id} 已重放，将重新经过同样的检查。", "Dead letter #{id} replayed: it goes through the same checks again."),
     "refused.no_dead_letter": ("没有这条无效消息。", "No such dead letter."),
     "refused.dead_letter_replayed": ("这条无效消息已由 {name} 重放。", "This dead letter was replayed already by {name}."),
+    "refused.dead_letter_not_replayable": ("来自 {topic} 的无效消息不能重放（参考数据请由数据方重新发送）。",
+                                           "A dead letter from {topic} cannot be replayed (reference data: ask its owner to send it again)."),
     "refused.dead_letter_raw_removed": ("原始内容已按保留期删除，无法重放。", "Its raw bytes were removed (retention): it cannot be replayed."),
     # health
     "nav.health": ("系统状态", "Health"),

@@ -719,6 +719,8 @@ class Console:
                 form["source"], form["integrator"], form["reason"], form["field"], since, until),
                 self.camera_events, DEAD_LETTER_PAGE, before)
             sources = await queries.dead_letter_sources(conn)
+        for row in rows:
+            row["replayable"] = self.replayable(row["source_topic"])
         if "health" not in request:
             request["health"] = await health_for_page(self)
         done = request.query.get("done")
@@ -726,11 +728,16 @@ class Console:
                            form=form, sources=sources, page=DEAD_LETTER_PAGE, error=error,
                            notice=t("done.replayed", id=q.get("id", "")) if done == "replayed" else None)
 
+    def replayable(self, topic: str) -> bool:
+        """Dead letters from the camera events (any integrator's topic) and car-park status may be replayed."""
+        return topic == self.camera_events or topic.startswith(self.camera_events + ".") or \
+            topic == self.settings.topic(topics.CAR_PARK_STATUS.name)
+
     @guarded(act=True)
     async def replay_dead_letter(self, request: web.Request) -> web.Response:
         dead_letter_id, session = int(request.match_info["id"]), request["session"]
         try:
-            await actions.replay_dead_letter(await self.desk(), session.operator, dead_letter_id,
+            await actions.replay_dead_letter(await self.desk(), session.operator, dead_letter_id, self.replayable,
                                              self._reason(request), datetime.now(UTC))
         except Refused as refused:
             return await self.dead_letters_page(request, 409, self.words(request)(f"refused.{refused.key}", **refused.params))

@@ -410,6 +410,22 @@ async def test_dead_letters_are_listed_masked_filtered_and_one_is_replayed_once_
     assert await stack.count("SELECT count(*) FROM audit_log WHERE action = 'replay_dead_letter'") == 1
     await expect(page.locator("#dead-letters .replayed")).to_contain_text("operator:li")
 
+    # A reference feed's dead letter is not replayed from here (it may keep only a masked copy).
+    feed_letter = await stack.pool.fetchval(
+        """INSERT INTO dead_letters (source_topic, partition, "offset", key, reason, errors, raw, received_at)
+           VALUES ($1, 0, 0, NULL, 'bad row', '[]', '{"plate": "x"}', now()) RETURNING id""", f"{stack.prefix}plates")
+    await page.goto(f"{base}/console/dead-letters")
+    await expect(page.locator(f"#dead-letters tr[data-dead-letter='{feed_letter}'] details.replay")).to_have_count(0)
+    client = ConsoleClient(base)
+    try:
+        await client.login("li")
+        await client.page("/console/dead-letters")
+        status, html, _ = await client.post(f"/console/dead-letters/{feed_letter}/replay", {"reason": "try it anyway"})
+        assert status == 409 and "不能重放" in html
+    finally:
+        await client.close()
+    assert await stack.count("SELECT count(*) FROM audit_log WHERE action = 'replay_dead_letter'") == 1
+
 
 async def too_wide(page) -> list[str]:
     """The outermost elements that reach past the right edge of the screen."""
