@@ -338,17 +338,28 @@ async def request_recheck(desk: Desk, operator: Operator, case_id: UUID, reason:
         return {"case_id": case.id}
 
 
-async def whitelist_plate(desk: Desk, operator: Operator, raw_plate: str, reason: str, now: datetime) -> dict:
+def check_period(start: datetime | None, end: datetime | None) -> None:
+    if start is not None and end is not None and end <= start:
+        raise Refused("bad_period")
+
+
+async def whitelist_plate(desk: Desk, operator: Operator, raw_plate: str, reason: str, now: datetime,
+                          valid_from: datetime | None = None, valid_until: datetime | None = None) -> dict:
+    """Whitelist a plate, from ``valid_from`` (None: now) until ``valid_until`` (None: until removed)."""
     check_can_act(operator)
     reason = check_reason(reason)
     plate = checked_plate(raw_plate)
+    check_period(valid_from, valid_until)
     async with desk.pool.acquire() as conn, conn.transaction():
         added = await conn.fetchval(
-            """INSERT INTO whitelisted_plates (plate, reason, added_at) VALUES ($1, $2, $3)
-               ON CONFLICT (plate) DO NOTHING RETURNING true""", plate, reason, now)
+            """INSERT INTO whitelisted_plates (plate, reason, added_at, valid_from, valid_until, added_by)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (plate) DO NOTHING RETURNING true""",
+            plate, reason, now, valid_from, valid_until, operator.actor)
         if not added:
             raise Refused("already_whitelisted", plate=plate)
-        await store.audit(conn, now, None, operator.actor, "whitelist_add", {"reason": reason, "plate": plate})
+        await store.audit(conn, now, None, operator.actor, "whitelist_add",
+                          {"reason": reason, "plate": plate, "valid_from": valid_from and valid_from.isoformat(),
+                           "valid_until": valid_until and valid_until.isoformat()})
         return {"plate": plate}
 
 
@@ -366,11 +377,12 @@ async def unwhitelist_plate(desk: Desk, operator: Operator, plate: str, reason: 
 
 
 async def exempt_zone(desk: Desk, operator: Operator, zone: str, hours: tuple[int, int] | None, reason: str,
-                      now: datetime) -> dict:
+                      now: datetime, starts: datetime | None = None, ends: datetime | None = None) -> dict:
     """New violations in the zone (only between ``hours``, local, when given) are not pursued (cases
-    open as exempt) until the exemption is lifted."""
+    open as exempt) from ``starts`` (None: now) until ``ends`` (None: until the exemption is lifted)."""
     check_can_act(operator)
     reason = check_reason(reason)
+    check_period(starts, ends)
     if hours is not None and not (0 <= hours[0] <= 23 and 0 <= hours[1] <= 24 and hours[0] != hours[1]):
         raise Refused("bad_hours")
     async with desk.pool.acquire() as conn, conn.transaction():
@@ -378,11 +390,13 @@ async def exempt_zone(desk: Desk, operator: Operator, zone: str, hours: tuple[in
         if before is None:
             raise Refused("unknown_zone", zone=zone)
         await conn.execute(
-            "UPDATE zones SET exempt_reason = $2, exempt_from_hour = $3, exempt_until_hour = $4 WHERE id = $1",
-            zone, reason, hours[0] if hours else None, hours[1] if hours else None)
+            """UPDATE zones SET exempt_reason = $2, exempt_from_hour = $3, exempt_until_hour = $4,
+                                exempt_starts_at = $5, exempt_ends_at = $6, exempt_by = $7 WHERE id = $1""",
+            zone, reason, hours[0] if hours else None, hours[1] if hours else None, starts, ends, operator.actor)
         await store.audit(conn, now, None, operator.actor, "zone_exempt",
                           {"reason": reason, "zone": zone, "previous": before["exempt_reason"],
-                           "hours": list(hours) if hours else None})
+                           "hours": list(hours) if hours else None, "starts": starts and starts.isoformat(),
+                           "ends": ends and ends.isoformat()})
         return {"zone": zone}
 
 
@@ -414,7 +428,8 @@ async def lift_zone_exemption(desk: Desk, operator: Operator, zone: str, reason:
         if before["exempt_reason"] is None:
             raise Refused("zone_not_exempt", zone=zone)
         await conn.execute(
-            "UPDATE zones SET exempt_reason = NULL, exempt_from_hour = NULL, exempt_until_hour = NULL WHERE id = $1",
+            """UPDATE zones SET exempt_reason = NULL, exempt_from_hour = NULL, exempt_until_hour = NULL,
+                                exempt_starts_at = NULL, exempt_ends_at = NULL, exempt_by = NULL WHERE id = $1""",
             zone)
         await store.audit(conn, now, None, operator.actor, "zone_exemption_lifted",
                           {"reason": reason, "zone": zone, "previous": before["exempt_reason"]})

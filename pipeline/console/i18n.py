@@ -312,6 +312,14 @@ TEXT: dict[str, tuple[str, str]] = {
     "page.next": ("下一页 →", "next page →"),
     "page.prev": ("← 上一页", "← previous page"),
     "page.older": ("更早的 →", "older →"),
+    # rules that expire
+    "rules.valid_from": ("生效时间（留空：立即）", "From (empty: now)"),
+    "rules.valid_until": ("失效时间（留空：长期）", "Until (empty: until removed)"),
+    "rules.status.active": ("生效中", "active"),
+    "rules.status.expiring": ("24小时内到期", "expires within 24 h"),
+    "rules.status.scheduled": ("未开始", "not yet active"),
+    "rules.status.expired": ("已过期，不再适用", "expired, no longer applies"),
+    "refused.bad_period": ("时间段无效：结束须晚于开始。", "Bad period: the end must come after the start."),
     # dead letters
     "nav.dead": ("无效消息", "Dead letters"),
     "dead.title": ("无效消息", "Dead letters"),

@@ -358,6 +358,12 @@ async def zones(conn: asyncpg.Connection) -> list[dict]:
     """Every zone with its rules, its shape's type (NULL: none), and the registered cameras in it."""
     return [dict(r) for r in await conn.fetch(
         """SELECT z.id, z.name, z.window_seconds, z.exempt_reason, z.exempt_from_hour, z.exempt_until_hour,
+                  z.exempt_starts_at, z.exempt_ends_at, z.exempt_by,
+                  CASE WHEN z.exempt_reason IS NULL THEN NULL
+                       WHEN z.exempt_ends_at <= now() THEN 'expired'
+                       WHEN z.exempt_starts_at > now() THEN 'scheduled'
+                       WHEN z.exempt_ends_at <= now() + interval '24 hours' THEN 'expiring'
+                       ELSE 'active' END AS exempt_status,
                   z.first_offence_months, z.new_camera_days, z.confirm_tickets, z.geometry->>'type' AS shape, z.width_m,
                   coalesce((SELECT jsonb_agg(jsonb_build_object('id', c.id, 'place', c.place,
                                                                 'by_position', c.zone_by_position) ORDER BY c.id)
@@ -403,7 +409,12 @@ async def cameras(conn: asyncpg.Connection) -> list[str]:
 
 
 async def whitelist(conn: asyncpg.Connection) -> list[dict]:
-    return [dict(r) for r in await conn.fetch("SELECT plate, reason, added_at FROM whitelisted_plates ORDER BY plate")]
+    """Whitelist entries with their period and status: active, expiring (within 24 h), scheduled, expired."""
+    return [dict(r) for r in await conn.fetch(
+        """SELECT plate, reason, added_at, added_by, valid_from, valid_until,
+                  CASE WHEN valid_until <= now() THEN 'expired' WHEN valid_from > now() THEN 'scheduled'
+                       WHEN valid_until <= now() + interval '24 hours' THEN 'expiring' ELSE 'active' END AS status
+           FROM whitelisted_plates ORDER BY plate""")]
 
 
 async def audit_entries(conn: asyncpg.Connection, operators_only: bool, limit: int = 200,

@@ -879,10 +879,20 @@ class Console:
                            city_rules=self.settings.zone_defaults, error=error,
                            notice=t(f"done.{done}") if f"done.{done}" in _DONE_KEYS else None)
 
-    async def _act_on_rules(self, request: web.Request, action, *args) -> web.Response:
+    async def _act_on_rules(self, request: web.Request, action, *args, period: tuple[str, str] | None = None) -> web.Response:
+        """``period``: the names of the form's start and end fields (local times, either may be empty)."""
         session = request["session"]
         try:
-            await action(await self.desk(), session.operator, *args, self._reason(request), datetime.now(UTC))
+            kwargs = {}
+            if period:
+                form = request["form"]
+                try:
+                    start, end = (self._local_time(str(form.get(f, "")).strip()) for f in period)
+                except ValueError:
+                    raise Refused("bad_period") from None
+                kwargs = dict(zip(("valid_from", "valid_until") if period[0] == "valid_from" else ("starts", "ends"),
+                                  (start, end)))
+            await action(await self.desk(), session.operator, *args, self._reason(request), datetime.now(UTC), **kwargs)
         except Refused as refused:
             t = self.words(request)
             return await self.rules_page(request, 409, error=t(f"refused.{refused.key}", **refused.params))
@@ -891,7 +901,8 @@ class Console:
 
     @guarded(act=True)
     async def whitelist_add(self, request: web.Request) -> web.Response:
-        return await self._act_on_rules(request, actions.whitelist_plate, str(request["form"].get("plate", "")))
+        return await self._act_on_rules(request, actions.whitelist_plate, str(request["form"].get("plate", "")),
+                                        period=("valid_from", "valid_until"))
 
     @guarded(act=True)
     async def whitelist_remove(self, request: web.Request) -> web.Response:
@@ -910,7 +921,7 @@ class Console:
             hours = (int(start), int(until))
         else:
             hours = (-1, -1)  # refused by the action, with the form's message
-        return await self._act_on_rules(request, actions.exempt_zone, zone, hours)
+        return await self._act_on_rules(request, actions.exempt_zone, zone, hours, period=("starts", "ends"))
 
     @guarded(act=True)
     async def zone_rules(self, request: web.Request) -> web.Response:

@@ -663,3 +663,36 @@ async def test_zone_exempt_at_some_hours_is_pursued_outside_them(stack: Stack):
         assert f"{hour:02d}–{hour + 1:02d}" in html
     finally:
         await client.close()
+
+
+async def test_a_whitelist_entry_and_a_zone_exemption_stop_applying_at_their_end_without_anyone_acting(stack: Stack):
+    worker, client = await console_for(stack)
+    try:
+        await stack.all_car_parks_free()
+        plate, other = await stack.plates_with_phone(2)
+        await client.login("li")
+        await client.page("/console/rules")
+        tz = ZoneInfo(stack.settings.timezone)
+        ends = datetime.now(UTC) + timedelta(seconds=8)
+        status, _, _ = await client.post("/console/rules/whitelist", {
+            "plate": plate, "reason": "ambulance on loan", "valid_until": f"{ends.astimezone(tz):%Y-%m-%dT%H:%M:%S}"})
+        assert status == 303
+        status, html = await client.page("/console/rules")
+        assert 'data-status="expiring"' in html and "operator:li" in html
+        status, html, _ = await client.post("/console/rules/whitelist", {
+            "plate": other, "reason": "backwards", "valid_from": "2026-12-07T10:00", "valid_until": "2026-12-07T09:00"})
+        assert status == 409 and "结束须晚于开始" in html
+
+        await asyncio.sleep(2.5)  # the workers re-read the rules every 2 s
+        await stack.publish(stack.violation(plate, city.CAMERAS[0]))
+        assert (await stack.wait_state(plate, "exempt"))["state"] == "exempt"
+
+        await sleep_until(ends + timedelta(seconds=2.5))
+        await stack.publish(stack.violation(plate, city.CAMERAS[4]))  # elsewhere: a new case
+        async def warned():
+            return await stack.count("SELECT count(*) FROM cases WHERE plate = $1 AND state = 'warned'", plate) or None
+        await wait_for(warned, 20, "the plate's next violation to be pursued once its whitelist entry ended")
+        status, html = await client.page("/console/rules")
+        assert 'data-status="expired"' in html
+    finally:
+        await client.close()
