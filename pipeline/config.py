@@ -188,6 +188,10 @@ class Settings(BaseSettings):
     kannel_sendsms_url: str = "http://127.0.0.1:13013/cgi-bin/sendsms"
     kannel_username: str = "parkwarden"
     kannel_password: SecretStr = SecretStr("parkwarden")
+    kannel_status_url: SecretStr | None = None
+    """Kannel bearerbox's admin status (``http://127.0.0.1:13000/status.xml?password=...``; a
+    ``status.txt`` or ``status`` address is read as its ``status.xml``): the console's health strip
+    reads the SMS gateway and the SMS-centre links from it. Unset: those two are shown as unknown."""
     sms_http_url: str | None = None
     sms_http_token: SecretStr | None = None
     sms_report_secret: SecretStr | None = None
@@ -364,6 +368,9 @@ class Settings(BaseSettings):
     console_refresh_seconds: float = Field(default=1.0, gt=0)
     """How often the live console (server-sent events) and /metrics re-read PostgreSQL."""
     console_db_pool_size: int = Field(default=3, ge=1)
+    review_sla_minutes: float = Field(default=30, gt=0)
+    """A case waiting for review is due this many minutes after it went to review (the review queue
+    shows each one's age and due time, and flags it overdue)."""
     """The console's own connections, apart from the pipeline's."""
     metrics_allow: str = "127.0.0.1/32,::1/128"
     """Client addresses or networks (comma-separated) that may read /metrics; empty: none (then only

@@ -23,6 +23,7 @@ from pipeline.appeals import grounds, service, store, words
 from pipeline.appeals.grounds import GROUNDS, NotAllowed
 from pipeline.console import actions
 from pipeline.console.actions import Refused
+from pipeline.console.queries import scrub
 from pipeline.tickets.pack import Terms, evidence_pack
 from pipeline.tickets.views import console_route, ticket_number
 from schemas.plates import normalize_plate
@@ -58,6 +59,14 @@ def register(app, runtime, console) -> None:
         pool = await console.db()
         async with pool.acquire() as conn:
             open_, decided = await store.queue(conn)
+            if request.query.get("format") == "csv":  # open ones and the latest decided, audited
+                return await console.export(request, conn, "appeals", {}, [
+                    ("ticket", "plate", "channel", "ground", "received_at", "due_at", "overdue", "decided_at",
+                     "outcome", "decided_by", "decision_reason"),
+                    *[(a["ticket_number"], a["plate"], a["channel"], a["ground"], console._when(a["received_at"]),
+                       console._when(a["due_at"]), "yes" if a["overdue"] else "", console._when(a["decided_at"]),
+                       a["outcome"] or "", a["decided_by"] or "", scrub(a["decision_reason"] or ""))
+                      for a in (*open_, *decided)]])
             counts = await store.counts(conn)
         return console.render(request, "appeals.html", title=console.words(request)("appeals.title"), nav="appeals",
                               open=open_, decided=decided, counts=counts)

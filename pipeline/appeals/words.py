@@ -39,7 +39,6 @@ TEXT: dict[str, tuple[str, str]] = {
     "evidence.title": ("证据", "Evidence"),
     "evidence.violation": ("违停抓拍", "Violation"),
     "evidence.still_there": ("期限后抓拍", "After the deadline"),
-    "evidence.between": ("两次抓拍相距 {m} 米，间隔 {s} 秒", "{m} m and {s} s apart"),
     "evidence.integrator": ("接入方", "Integrator"),
     "evidence.image": ("图像", "Image"),
     "evidence.warning": ("告知短信", "Warning SMS"),

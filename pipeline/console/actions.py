@@ -204,15 +204,33 @@ def checked_plate(raw: str) -> str:
 
 
 async def void_ticket(desk: Desk, operator: Operator, number: str, reason: str, now: datetime) -> dict:
+    """Void a ticket and tell the owner, in one transaction: the ticket's own SMS, if it has not left
+    yet, is withdrawn (the owner never hears of the ticket); otherwise one SMS says the notice is
+    withdrawn (kind ``ticket_withdrawn``, once per case like every SMS). ``owner_told``: ``sms``,
+    ``not_sent`` (the ticket's SMS was withdrawn instead) or ``no_phone``."""
     check_can_act(operator)
     reason = check_reason(reason)
     async with desk.pool.acquire() as conn, conn.transaction():
         ticket = await conn.fetchrow("SELECT * FROM tickets WHERE number = $1 FOR UPDATE", number.strip().upper())
         check_voidable(dict(ticket) if ticket else None)
         await chain.void(conn, desk.topics.tickets, ticket["number"], reason, operator.actor, now)
+        case = await _locked_case(conn, ticket["case_id"])
+        unsent = await conn.fetchval(
+            """UPDATE sms_messages SET status = 'withdrawn' WHERE case_id = $1 AND kind = 'ticket'
+               AND status = 'pending' RETURNING id""", case.id)
+        owner = None if unsent else await desk.owner_of(conn, case, fresh=True)
+        if unsent:
+            told = "not_sent"
+        elif owner.found:
+            await store.add_sms(conn, case.id, "ticket_withdrawn", owner.phone,
+                                {"plate": case.plate, "ticket_number": ticket["number"],
+                                 "language": owner.language}, now)
+            told = "sms"
+        else:
+            told = "no_phone"
         await store.audit(conn, now, ticket["case_id"], operator.actor, "void_ticket",
-                          {"reason": reason, "ticket_number": ticket["number"]})
-        return {"case_id": ticket["case_id"], "ticket_number": ticket["number"]}
+                          {"reason": reason, "ticket_number": ticket["number"], "owner_told": told})
+        return {"case_id": ticket["case_id"], "ticket_number": ticket["number"], "owner_told": told}
 
 
 async def close_case(desk: Desk, operator: Operator, case_id: UUID, reason: str, now: datetime) -> dict:
@@ -319,17 +337,28 @@ async def request_recheck(desk: Desk, operator: Operator, case_id: UUID, reason:
         return {"case_id": case.id}
 
 
-async def whitelist_plate(desk: Desk, operator: Operator, raw_plate: str, reason: str, now: datetime) -> dict:
+def check_period(start: datetime | None, end: datetime | None) -> None:
+    if start is not None and end is not None and end <= start:
+        raise Refused("bad_period")
+
+
+async def whitelist_plate(desk: Desk, operator: Operator, raw_plate: str, reason: str, now: datetime,
+                          valid_from: datetime | None = None, valid_until: datetime | None = None) -> dict:
+    """Whitelist a plate, from ``valid_from`` (None: now) until ``valid_until`` (None: until removed)."""
     check_can_act(operator)
     reason = check_reason(reason)
     plate = checked_plate(raw_plate)
+    check_period(valid_from, valid_until)
     async with desk.pool.acquire() as conn, conn.transaction():
         added = await conn.fetchval(
-            """INSERT INTO whitelisted_plates (plate, reason, added_at) VALUES ($1, $2, $3)
-               ON CONFLICT (plate) DO NOTHING RETURNING true""", plate, reason, now)
+            """INSERT INTO whitelisted_plates (plate, reason, added_at, valid_from, valid_until, added_by)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (plate) DO NOTHING RETURNING true""",
+            plate, reason, now, valid_from, valid_until, operator.actor)
         if not added:
             raise Refused("already_whitelisted", plate=plate)
-        await store.audit(conn, now, None, operator.actor, "whitelist_add", {"reason": reason, "plate": plate})
+        await store.audit(conn, now, None, operator.actor, "whitelist_add",
+                          {"reason": reason, "plate": plate, "valid_from": valid_from and valid_from.isoformat(),
+                           "valid_until": valid_until and valid_until.isoformat()})
         return {"plate": plate}
 
 
@@ -347,11 +376,12 @@ async def unwhitelist_plate(desk: Desk, operator: Operator, plate: str, reason: 
 
 
 async def exempt_zone(desk: Desk, operator: Operator, zone: str, hours: tuple[int, int] | None, reason: str,
-                      now: datetime) -> dict:
+                      now: datetime, starts: datetime | None = None, ends: datetime | None = None) -> dict:
     """New violations in the zone (only between ``hours``, local, when given) are not pursued (cases
-    open as exempt) until the exemption is lifted."""
+    open as exempt) from ``starts`` (None: now) until ``ends`` (None: until the exemption is lifted)."""
     check_can_act(operator)
     reason = check_reason(reason)
+    check_period(starts, ends)
     if hours is not None and not (0 <= hours[0] <= 23 and 0 <= hours[1] <= 24 and hours[0] != hours[1]):
         raise Refused("bad_hours")
     async with desk.pool.acquire() as conn, conn.transaction():
@@ -359,11 +389,13 @@ async def exempt_zone(desk: Desk, operator: Operator, zone: str, hours: tuple[in
         if before is None:
             raise Refused("unknown_zone", zone=zone)
         await conn.execute(
-            "UPDATE zones SET exempt_reason = $2, exempt_from_hour = $3, exempt_until_hour = $4 WHERE id = $1",
-            zone, reason, hours[0] if hours else None, hours[1] if hours else None)
+            """UPDATE zones SET exempt_reason = $2, exempt_from_hour = $3, exempt_until_hour = $4,
+                                exempt_starts_at = $5, exempt_ends_at = $6, exempt_by = $7 WHERE id = $1""",
+            zone, reason, hours[0] if hours else None, hours[1] if hours else None, starts, ends, operator.actor)
         await store.audit(conn, now, None, operator.actor, "zone_exempt",
                           {"reason": reason, "zone": zone, "previous": before["exempt_reason"],
-                           "hours": list(hours) if hours else None})
+                           "hours": list(hours) if hours else None, "starts": starts and starts.isoformat(),
+                           "ends": ends and ends.isoformat()})
         return {"zone": zone}
 
 
@@ -395,7 +427,8 @@ async def lift_zone_exemption(desk: Desk, operator: Operator, zone: str, reason:
         if before["exempt_reason"] is None:
             raise Refused("zone_not_exempt", zone=zone)
         await conn.execute(
-            "UPDATE zones SET exempt_reason = NULL, exempt_from_hour = NULL, exempt_until_hour = NULL WHERE id = $1",
+            """UPDATE zones SET exempt_reason = NULL, exempt_from_hour = NULL, exempt_until_hour = NULL,
+                                exempt_starts_at = NULL, exempt_ends_at = NULL, exempt_by = NULL WHERE id = $1""",
             zone)
         await store.audit(conn, now, None, operator.actor, "zone_exemption_lifted",
                           {"reason": reason, "zone": zone, "previous": before["exempt_reason"]})
@@ -433,3 +466,81 @@ async def _save(desk: Desk, conn, operator: Operator, before: Case, decision: De
     if case.state != before.state and not case.is_open:
         await store.add_outbox(conn, desk.topics.case_events, case.plate, events.CaseClosed(
             case_id=str(case.id), plate=case.plate, outcome=case.state, reason=case.reason, closed_at=now))
+
+
+async def claim_review(desk: Desk, operator: Operator, case_id: UUID, now: datetime) -> dict:
+    """Take a case waiting for review (others see who has it); refused when another officer has it."""
+    check_can_act(operator)
+    async with desk.pool.acquire() as conn, conn.transaction():
+        case = await _locked_case(conn, case_id)
+        if case.state != State.REVIEW:
+            raise Refused("case_not_in_review", state=case.state.value)
+        holder = await conn.fetchval(
+            """INSERT INTO review_claims (case_id, operator, claimed_at) VALUES ($1, $2, now())
+               ON CONFLICT (case_id) DO UPDATE SET operator = review_claims.operator RETURNING operator""",
+            case_id, operator.name)
+        if holder != operator.name:
+            raise Refused("review_claimed", name=holder)
+        await store.audit(conn, now, case_id, operator.actor, "claim_review", {})
+        return {"case_id": case_id}
+
+
+async def release_review(desk: Desk, operator: Operator, case_id: UUID, now: datetime) -> dict:
+    """Give a claimed case back to the queue (only the officer who has it)."""
+    check_can_act(operator)
+    async with desk.pool.acquire() as conn, conn.transaction():
+        released = await conn.fetchval("DELETE FROM review_claims WHERE case_id = $1 AND operator = $2 RETURNING 1",
+                                       case_id, operator.name)
+        if released:
+            await store.audit(conn, now, case_id, operator.actor, "release_review", {})
+        return {"case_id": case_id}
+
+
+async def close_reviews(desk: Desk, operator: Operator, case_ids: list[UUID], reason: str, now: datetime) -> dict:
+    """Close several cases waiting for review with one reason: each in its own transaction and audit
+    entry (``close_case``); a case another officer has claimed, or no longer in review, is left."""
+    check_can_act(operator)
+    reason = check_reason(reason)
+    if not case_ids:
+        raise Refused("none_chosen")
+    closed, left = [], []
+    for case_id in case_ids:
+        async with desk.pool.acquire() as conn, conn.transaction():
+            case = await _locked_case(conn, case_id)
+            holder = await conn.fetchval("SELECT operator FROM review_claims WHERE case_id = $1", case_id)
+            if case.state != State.REVIEW or holder not in (None, operator.name):
+                left.append(case_id)
+                continue
+            decision = closing(case, reason, now)
+            await _save(desk, conn, operator, case, decision, "close_case", {"reason": reason, "bulk": True}, now)
+            await conn.execute("DELETE FROM review_claims WHERE case_id = $1", case_id)
+            closed.append(case_id)
+    return {"closed": closed, "left": left}
+
+
+async def replay_dead_letter(desk: Desk, operator: Operator, dead_letter_id: int, replayable: Callable[[str], bool],
+                             reason: str, now: datetime) -> dict:
+    """Send a dead letter's bytes (and key) again to the topic it came from, through the outbox: the
+    workers read it like any message and run the same checks (it may land in dead_letters again,
+    under its new offset). Only from the topics ``replayable`` allows (camera events and car-park
+    status: a reference feed's dead letter may keep a masked copy, not the original). Once per dead
+    letter; audited with the reason."""
+    check_can_act(operator)
+    reason = check_reason(reason)
+    async with desk.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow("SELECT * FROM dead_letters WHERE id = $1 FOR UPDATE", dead_letter_id)
+        if row is None:
+            raise Refused("no_dead_letter")
+        if not replayable(row["source_topic"]):
+            raise Refused("dead_letter_not_replayable", topic=row["source_topic"])
+        if row["replayed_at"] is not None:
+            raise Refused("dead_letter_replayed", name=row["replayed_by"])
+        if row["raw_removed_at"] is not None or not row["raw"]:
+            raise Refused("dead_letter_raw_removed")
+        await conn.execute("INSERT INTO outbox (topic, key, value) VALUES ($1, $2, $3)",
+                           row["source_topic"], row["key"], row["raw"])
+        await conn.execute("UPDATE dead_letters SET replayed_at = $2, replayed_by = $3 WHERE id = $1",
+                           dead_letter_id, now, operator.actor)
+        await store.audit(conn, now, None, operator.actor, "replay_dead_letter",
+                          {"reason": reason, "dead_letter_id": dead_letter_id, "topic": row["source_topic"]})
+        return {"dead_letter_id": dead_letter_id}

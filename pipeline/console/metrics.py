@@ -26,6 +26,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from pipeline.console.health import LEVEL_VALUE
+
 log = logging.getLogger(__name__)
 
 disable_created_metrics()  # no *_created series: they double the output and say little here
@@ -285,8 +287,52 @@ class _Families:
         return self.families
 
 
+def health_families(current) -> list[GaugeMetricFamily]:
+    """The health strip's figures (``console.health``), as judged at the same refresh."""
+    c = current.components
+    level = GaugeMetricFamily("parkwarden_health", "Each health component as the console's strip shows it: "
+                              "0 green, 1 amber, 2 red (or unknown).", labels=["component"])
+    for name, comp in c.items():
+        level.add_metric([name], LEVEL_VALUE[comp.level])
+    families = [level]
+    if not c["sms_gateway"].detail.get("not_watched"):
+        families.append(GaugeMetricFamily("parkwarden_sms_gateway_up", "1 when Kannel's bearerbox answers its "
+                                          "admin status with an smsbox connected.",
+                                          value=1 if c["sms_gateway"].level == "ok" else 0))
+        links = GaugeMetricFamily("parkwarden_smsc_link_up", "1 per SMS-centre link Kannel reports online, 0 "
+                                  "offline (Kannel's status.xml).", labels=["smsc"])
+        for link in c["smsc_link"].detail.get("links", []):
+            links.add_metric([link["id"]], 1 if link["online"] else 0)
+        families.append(links)
+        families.append(GaugeMetricFamily("parkwarden_smsc_links_offline", "SMS-centre links not online (1 when "
+                                          "Kannel does not answer or has none).", value=1 if c["smsc_link"].value is None
+                                          else c["smsc_link"].value))
+        families.append(GaugeMetricFamily("parkwarden_kannel_queued", "Messages Kannel holds queued, not yet "
+                                          "handed to an SMS centre.", value=c["smsc_link"].detail.get("queued", 0)))
+    families += [
+        GaugeMetricFamily("parkwarden_sms_reports_pending", "SMS the gateway accepted in the last 24 h that have "
+                          "no delivery report yet.", value=c["delivery_reports"].detail["pending"]),
+        GaugeMetricFamily("parkwarden_sms_reports_pending_oldest_seconds", "Age of the oldest SMS awaiting its "
+                          "delivery report.", value=c["delivery_reports"].value),
+        GaugeMetricFamily("parkwarden_camera_events_lag_seconds", "How far behind PostgreSQL's now() the slowest "
+                          "camera-events partition is read.", value=c["camera_events"].value),
+        GaugeMetricFamily("parkwarden_decisions_held_total", "Due cases waiting for their partition to be read, "
+                          "all partitions.", value=c["decisions_held"].value),
+        GaugeMetricFamily("parkwarden_dead_letters_last_hour", "Unusable input messages kept in dead_letters in the "
+                          "last hour.", value=c["dead_letters"].value),
+    ]
+    return families
+
+
 async def exposition(worker: WorkerMetrics, counts: Refreshed[dict], latency: Refreshed[dict],
-                     input_read: Refreshed[list], lag: Refreshed[dict]) -> bytes:
+                     input_read: Refreshed[list], lag: Refreshed[dict], health: Refreshed | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(await system_families(counts, latency, input_read, lag)))
+    families = await system_families(counts, latency, input_read, lag)
+    if health is not None:
+        try:
+            async with asyncio.timeout(5):
+                families += health_families(await health.get())
+        except Exception as exc:  # noqa: BLE001
+            log.warning("metrics: health not read: %s", type(exc).__name__)
+    registry.register(_Families(families))
     return generate_latest(worker.registry) + generate_latest(registry)

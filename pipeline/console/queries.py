@@ -23,6 +23,7 @@ STATES = ("detected", "warned", "rechecking", "moved", "ticketed", "cautioned", 
 RATE_WINDOW = timedelta(seconds=10)
 """Events per second are averaged over this."""
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _PHONE = re.compile(r"(?<![A-Za-z0-9])\+?\d{7,15}(?!\d)")
 
 
@@ -212,7 +213,7 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-async def search(conn: asyncpg.Connection, c: Criteria, limit: int = 200) -> list[dict]:
+async def search(conn: asyncpg.Connection, c: Criteria, limit: int = 200, offset: int = 0) -> list[dict]:
     """Cases matching every given criterion, newest first. A plate matches in part (浙A12 finds 浙A12345),
     from a trigram index when pg_trgm is there (migration 0017).
 
@@ -241,7 +242,7 @@ async def search(conn: asyncpg.Connection, c: Criteria, limit: int = 200) -> lis
                    c.reason, t.number AS ticket_number, t.voided_at
             FROM cases c LEFT JOIN tickets t ON t.case_id = c.id
             WHERE {" AND ".join(conditions) or "true"}
-            ORDER BY c.detected_at DESC LIMIT ${len(args)}""", *args)
+            ORDER BY c.detected_at DESC, c.id LIMIT ${len(args)} OFFSET {int(offset)}""", *args)
     return [dict(r) for r in rows]
 
 
@@ -272,6 +273,10 @@ class CaseFile:
     """For a review case: when a fresh capture must have been taken (set by the console)."""
     pair: dict | None = None
     """For a ticket waiting for confirmation: its two captures side by side (``evidence_pair``)."""
+    owner_has_phone: bool = True
+    """For a review case: whether the registries name a phone to warn now (set by the console)."""
+    claim: dict | None = None
+    """For a review case: the officer who has claimed it, and since when."""
 
     @property
     def warned_again_as(self) -> str | None:
@@ -353,6 +358,12 @@ async def zones(conn: asyncpg.Connection) -> list[dict]:
     """Every zone with its rules, its shape's type (NULL: none), and the registered cameras in it."""
     return [dict(r) for r in await conn.fetch(
         """SELECT z.id, z.name, z.window_seconds, z.exempt_reason, z.exempt_from_hour, z.exempt_until_hour,
+                  z.exempt_starts_at, z.exempt_ends_at, z.exempt_by,
+                  CASE WHEN z.exempt_reason IS NULL THEN NULL
+                       WHEN z.exempt_ends_at <= now() THEN 'expired'
+                       WHEN z.exempt_starts_at > now() THEN 'scheduled'
+                       WHEN z.exempt_ends_at <= now() + interval '24 hours' THEN 'expiring'
+                       ELSE 'active' END AS exempt_status,
                   z.first_offence_months, z.new_camera_days, z.confirm_tickets, z.geometry->>'type' AS shape, z.width_m,
                   coalesce((SELECT jsonb_agg(jsonb_build_object('id', c.id, 'place', c.place,
                                                                 'by_position', c.zone_by_position) ORDER BY c.id)
@@ -398,13 +409,138 @@ async def cameras(conn: asyncpg.Connection) -> list[str]:
 
 
 async def whitelist(conn: asyncpg.Connection) -> list[dict]:
-    return [dict(r) for r in await conn.fetch("SELECT plate, reason, added_at FROM whitelisted_plates ORDER BY plate")]
+    """Whitelist entries with their period and status: active, expiring (within 24 h), scheduled, expired."""
+    return [dict(r) for r in await conn.fetch(
+        """SELECT plate, reason, added_at, added_by, valid_from, valid_until,
+                  CASE WHEN valid_until <= now() THEN 'expired' WHEN valid_from > now() THEN 'scheduled'
+                       WHEN valid_until <= now() + interval '24 hours' THEN 'expiring' ELSE 'active' END AS status
+           FROM whitelisted_plates ORDER BY plate""")]
 
 
-async def audit_entries(conn: asyncpg.Connection, operators_only: bool, limit: int = 200) -> list[dict]:
+async def audit_entries(conn: asyncpg.Connection, operators_only: bool, limit: int = 200,
+                        before_id: int | None = None) -> list[dict]:
     rows = await conn.fetch(
         """SELECT a.id, a.at, a.case_id, a.actor, a.action, a.detail, c.plate FROM audit_log a
            LEFT JOIN cases c ON c.id = a.case_id
-           WHERE NOT $1 OR a.actor LIKE 'operator:%' ORDER BY a.id DESC LIMIT $2""", operators_only, limit)
+           WHERE (NOT $1 OR a.actor LIKE 'operator:%') AND ($3::bigint IS NULL OR a.id < $3)
+           ORDER BY a.id DESC LIMIT $2""", operators_only, limit, before_id)
     return [{**dict(r), "detail": {k: scrub(v) if isinstance(v, str) else v for k, v in (r["detail"] or {}).items()}}
             for r in rows]
+
+
+async def health_lists(conn: asyncpg.Connection, limit: int = 50) -> dict:
+    """What each health component counts, oldest first, for the health page (phones masked):
+    messages awaiting a delivery report, decisions held for their input, the outbox's oldest rows,
+    the last hour's dead letters."""
+    awaiting = await conn.fetch(
+        """SELECT s.case_id, s.kind, s.phone, s.accepted_at, c.plate, c.state
+           FROM sms_messages s JOIN cases c ON c.id = s.case_id
+           WHERE s.status = 'accepted' AND s.accepted_at > now() - interval '24 hours'
+           ORDER BY s.accepted_at LIMIT $1""", limit)
+    held = await conn.fetch(
+        """SELECT c.id, c.plate, c.state, c.wake_at, c.source_partition FROM cases c
+           WHERE c.state IN ('warned', 'rechecking') AND c.wake_at <= now()
+           ORDER BY c.wake_at LIMIT $1""", limit)
+    outbox = await conn.fetch("SELECT id, topic, created_at FROM outbox ORDER BY id LIMIT $1", limit)
+    dead = await conn.fetch(
+        """SELECT id, source_topic, reason, received_at FROM dead_letters
+           WHERE received_at > now() - interval '1 hour' ORDER BY received_at DESC LIMIT $1""", limit)
+    return {"awaiting_report": [{**dict(r), "phone": mask_phone(r["phone"])} for r in awaiting],
+            "held": [dict(r) for r in held], "outbox": [dict(r) for r in outbox],
+            "dead_letters": [{**dict(r), "reason": scrub(r["reason"])} for r in dead]}
+
+
+async def review_queue(conn: asyncpg.Connection, sla: timedelta, limit: int = 500) -> list[dict]:
+    """Cases waiting for review, oldest first: since when (the case went to review when it was set
+    aside, ``closed_at``), due by (``sla`` later, on PostgreSQL's clock), who has claimed it."""
+    rows = await conn.fetch(
+        """SELECT c.id, c.plate, c.place, c.zone, c.reason, c.closed_at AS since, c.closed_at + $1::interval AS due_at,
+                  now() > c.closed_at + $1::interval AS overdue, extract(epoch FROM now() - c.closed_at) AS age,
+                  r.operator AS claimed_by, r.claimed_at
+           FROM cases c LEFT JOIN review_claims r ON r.case_id = c.id
+           WHERE c.state = 'review' ORDER BY c.closed_at, c.id LIMIT $2""", sla, limit)
+    return [dict(r) for r in rows]
+
+
+async def claim_of(conn: asyncpg.Connection, case_id: UUID) -> dict | None:
+    row = await conn.fetchrow("SELECT operator, claimed_at FROM review_claims WHERE case_id = $1", case_id)
+    return dict(row) if row else None
+
+
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    source: str = ""
+    integrator: str = ""
+    reason: str = ""
+    field: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def integrator_of(topic: str, camera_events: str) -> str:
+    """The integrator a camera-events topic belongs to (``<camera_events>.<integrator>``), else ''."""
+    return topic[len(camera_events) + 1:] if topic.startswith(camera_events + ".") else ""
+
+
+def shown_raw(raw: bytes | None) -> str:
+    """A dead letter's bytes for a screen: UTF-8, with bytes that are not and control characters
+    escaped (\\xNN), phones masked."""
+    if not raw:
+        return ""
+    text = raw.decode("utf-8", "backslashreplace")
+    return scrub(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+
+
+async def dead_letters(conn: asyncpg.Connection, f: DeadLetterFilter, camera_events: str, limit: int = 100,
+                       before_id: int | None = None) -> list[dict]:
+    """Dead letters newest first, filtered by source topic, integrator, reason (part of it), field
+    (one of its errors) and time; each with its integrator, its fields, and its raw bytes as shown."""
+    rows = await conn.fetch(
+        """SELECT id, source_topic, partition, "offset", reason, errors, raw, received_at, raw_removed_at,
+                  replayed_at, replayed_by
+           FROM dead_letters
+           WHERE ($1 = '' OR source_topic = $1)
+             AND ($2 = '' OR source_topic = $7 || '.' || $2)
+             AND ($3 = '' OR reason ILIKE '%' || $3 || '%')
+             AND ($4 = '' OR errors @> jsonb_build_array(jsonb_build_object('field', $4::text)))
+             AND ($5::timestamptz IS NULL OR received_at >= $5) AND ($6::timestamptz IS NULL OR received_at < $6)
+             AND ($8::bigint IS NULL OR id < $8)
+           ORDER BY id DESC LIMIT $9""",
+        f.source, f.integrator, f.reason, f.field, f.since, f.until, camera_events, before_id, limit)
+    return [{**dict(r), "integrator": integrator_of(r["source_topic"], camera_events),
+             "reason": scrub(r["reason"]),
+             "fields": [e.get("field", "") for e in (r["errors"] or [])],
+             "messages": [scrub(f"{e.get('field', '')}: {e.get('message', '')}") for e in (r["errors"] or [])],
+             "raw": shown_raw(r["raw"])} for r in rows]
+
+
+async def dead_letter_sources(conn: asyncpg.Connection) -> list[str]:
+    return [r["source_topic"] for r in await conn.fetch(
+        "SELECT DISTINCT source_topic FROM dead_letters WHERE received_at > now() - interval '30 days' ORDER BY 1")]
+
+
+async def shift_summary(conn: asyncpg.Connection, since: datetime, until: datetime) -> list[dict]:
+    """What a shift did, by zone, between ``since`` and ``until``: warnings accepted, cars moved,
+    tickets issued, warning notices, tickets voided, appeals decided. A last row ``*`` sums them."""
+    rows = await conn.fetch(
+        """WITH figures AS (
+             SELECT c.zone, 'warnings' AS what FROM sms_messages s JOIN cases c ON c.id = s.case_id
+               WHERE s.kind = 'warning' AND s.accepted_at >= $1 AND s.accepted_at < $2
+             UNION ALL SELECT zone, 'moved' FROM cases WHERE state = 'moved' AND closed_at >= $1 AND closed_at < $2
+             UNION ALL SELECT c.zone, 'tickets' FROM tickets t JOIN cases c ON c.id = t.case_id
+               WHERE t.issued_at >= $1 AND t.issued_at < $2
+             UNION ALL SELECT zone, 'cautions' FROM cases WHERE state = 'cautioned' AND closed_at >= $1 AND closed_at < $2
+             UNION ALL SELECT c.zone, 'voids' FROM tickets t JOIN cases c ON c.id = t.case_id
+               WHERE t.voided_at >= $1 AND t.voided_at < $2
+             UNION ALL SELECT c.zone, 'appeals_decided' FROM appeals a JOIN cases c ON c.id = a.case_id
+               WHERE a.decided_at >= $1 AND a.decided_at < $2)
+           SELECT zone, what, count(*) AS n FROM figures GROUP BY zone, what""", since, until)
+    by_zone: dict[str, dict] = {}
+    for r in rows:
+        by_zone.setdefault(r["zone"], {k: 0 for k in SUMMARY})[r["what"]] = r["n"]
+    summary = [{"zone": z, **v} for z, v in sorted(by_zone.items())]
+    summary.append({"zone": "*", **{k: sum(row[k] for row in summary) for k in SUMMARY}})
+    return summary
+
+
+SUMMARY = ("warnings", "moved", "tickets", "cautions", "voids", "appeals_decided")

@@ -14,7 +14,9 @@ password is checked, off the event loop. /metrics answers the addresses in ``PW_
 """
 
 import asyncio
+import csv
 import functools
+import io
 import hmac
 import ipaddress
 import json
@@ -32,10 +34,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pipeline import bootstrap
-from pipeline.cases import watermarks
+from pipeline.cases import reasons, store, watermarks
 from pipeline.cases.store import case_from_row, init_connection
 from pipeline.client_limits import client_key
-from pipeline.console import actions, auth, metrics, queries
+from pipeline.console import actions, auth, health, metrics, queries
 from pipeline.console.actions import Refused
 from pipeline.console.i18n import DEFAULT, LANGUAGES, Words
 from pipeline.cases.machine import Sighting
@@ -61,6 +63,9 @@ FAUST_WEB = {"web_router_enabled": False, "web_tables_enabled": False, "web_stat
 """Faust app settings: none of Faust's own web views (/router, /table, /graph, the statistics at /
 and /assignment/, /performance) is served; they would show the cluster's layout to anyone. Faust
 then answers only ``{"status": "OK"}`` at ``/``."""
+DEAD_LETTER_PAGE = 100
+AUDIT_PAGE = 200
+EXPORT_LIMIT = 50_000
 SLOW_REFRESH_SECONDS = 60.0
 """How often the 24-hour drive-away rate and the list of cameras are re-read."""
 
@@ -85,15 +90,24 @@ def register(app, runtime) -> "Console":
     r.add_post("/console/cases/{case_id}/close", console.close_case)
     r.add_post("/console/cases/{case_id}/review", console.resolve_review)
     r.add_get("/console/confirm", console.confirm_queue)
+    r.add_get("/console/review", console.review_queue)
+    r.add_get("/console/dead-letters", console.dead_letters)
+    r.add_post("/console/dead-letters/{id:[0-9]+}/replay", console.replay_dead_letter)
+    r.add_post("/console/review/close", console.review_close)
+    r.add_post("/console/review/{case_id}/claim", console.review_claim)
     r.add_post("/console/cases/{case_id}/confirm", console.confirm_or_reject)
     r.add_post("/console/tickets/{number}/void", console.void_ticket)
     r.add_get("/console/audit", console.audit)
+    r.add_get("/console/summary", console.summary)
+    r.add_get("/console/health", console.health_page)
+    r.add_get("/console/health/stream", console.health_stream)
     r.add_get("/console/rules", console.rules)
     r.add_post("/console/rules/whitelist", console.whitelist_add)
     r.add_post("/console/rules/whitelist/remove", console.whitelist_remove)
     r.add_post("/console/rules/zones/{zone}/{change:exempt|lift}", console.zone_change)
     r.add_post("/console/rules/zones/{zone}/rules", console.zone_rules)
     r.add_static("/console/static", HERE / "static")
+    r.add_get("/favicon.ico", favicon)
     r.add_get("/metrics", console.metrics)
     r.add_get("/healthz", console.healthz)
     r.add_get("/readyz", console.readyz)
@@ -110,6 +124,12 @@ async def console_headers(request: web.Request, handler):
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
     return response
+
+
+async def favicon(request: web.Request) -> web.Response:
+    """Browsers ask for /favicon.ico whatever the page says: the console's icon, not a 404."""
+    return web.FileResponse(HERE / "static" / "favicon.svg", headers={"Content-Type": "image/svg+xml",
+                                                                       "Cache-Control": "max-age=86400"})
 
 
 async def to_console(request: web.Request) -> web.Response:
@@ -135,6 +155,8 @@ def guarded(act: bool = False, api: bool = False):
                     raise web.HTTPUnauthorized(text="log in first: /console/login")
                 raise web.HTTPSeeOther(f"/console/login?next={quote(request.path_qs)}")
             request["session"] = session
+            if request.method == "GET" and not api:
+                request["health"] = await health_for_page(self)
             if request.method == "POST":
                 form = await request.post()
                 request["form"] = form
@@ -148,6 +170,17 @@ def guarded(act: bool = False, api: bool = False):
         return guarded_handler
 
     return wrap
+
+
+async def health_for_page(pages) -> "health.Health | None":
+    """The health strip's figures for a page (any page class that holds the ``console``)."""
+    console = getattr(pages, "console", pages)
+    try:
+        async with asyncio.timeout(5):
+            return await console.health.get()
+    except Exception as exc:  # noqa: BLE001 - a page still shows without its strip
+        log.warning("console: health not read: %s", type(exc).__name__)
+        return None
 
 
 def same_origin(request: web.Request) -> bool:
@@ -179,9 +212,12 @@ class Console:
         self.input_read = metrics.Refreshed(s.console_refresh_seconds, self._read_input)
         self.consumer_lag = metrics.Refreshed(s.console_refresh_seconds, self.kafka.lag)
         self.cameras = metrics.Refreshed(max(s.console_refresh_seconds, SLOW_REFRESH_SECONDS), self._read_cameras)
+        self.health_reader = health.HealthReader(
+            s.kannel_status_url.get_secret_value() if s.kannel_status_url and s.sms_gateway == "kannel" else None)
+        self.health = metrics.Refreshed(s.console_refresh_seconds, self._read_health)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True))
-        self.templates.filters.update(clock=self._clock, when=self._when, left=_time_left, duration=_duration)
+        self.templates.filters.update(clock=self._clock, when=self._when, left=_time_left, duration=_duration, age=_age)
 
     # ── plumbing ────────────────────────────────────────────────────────────────────────────
 
@@ -211,6 +247,7 @@ class Console:
     async def on_cleanup(self, _app) -> None:
         self.password_checks.close()
         await self.kafka.close()
+        await self.health_reader.close()
         if self._pool is not None:
             await self._pool.close()
 
@@ -228,6 +265,7 @@ class Console:
 
     def render(self, request: web.Request, template: str, status: int = 200, **context) -> web.Response:
         t = self.words(request)
+        context.setdefault("health", request.get("health"))
         text = self.render_text(template, t, session=request.get("session"), here=request.path_qs, **context)
         return web.Response(text=text, content_type="text/html", status=status)
 
@@ -373,6 +411,35 @@ class Console:
         async with pool.acquire() as conn:
             return await queries.recent_latency(conn, datetime.now(UTC), metrics.LATENCY_WINDOW)
 
+    async def _read_health(self) -> health.Health:
+        """Every health figure, once per refresh interval: the strip, /readyz and /metrics share it."""
+        counts, partitions = await self.counts.get(), await self.input_read.get()
+        return await self.health_reader.read(await self.db(), counts, partitions,
+                                             self.settings.sms_gateway in ("kannel", "http"))
+
+    def strip_section(self, t: Words, current: "health.Health | None") -> dict[str, str]:
+        return {"health-strip": self.render_text("_health.html", t, health=current)}
+
+    @guarded()
+    async def health_page(self, request: web.Request) -> web.Response:
+        """Each health component with its threshold and its list: the messages awaiting a report, the
+        held decisions, the outbox's oldest rows, the last hour's dead letters."""
+        t = self.words(request)
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            lists = await queries.health_lists(conn)
+        return self.render(request, "health.html", title=t("health.title"), nav="health", lists=lists,
+                           thresholds=health.THRESHOLDS)
+
+    @guarded(api=True)
+    async def health_stream(self, request: web.Request) -> web.StreamResponse:
+        t = self.words(request)
+
+        async def sections():
+            return self.strip_section(t, await self.health.get())
+
+        return await self.stream(request, sections)
+
     async def _read_cameras(self) -> list[str]:
         pool = await self.db()
         async with pool.acquire() as conn:
@@ -388,7 +455,7 @@ class Console:
     @guarded()
     async def live(self, request: web.Request) -> web.Response:
         return self.render(request, "live.html", title=self.words(request)("live.title"), nav="live",
-                           live=await self.overview())
+                           live=await self.overview(), live_page=True)
 
     @guarded(api=True)
     async def overview_json(self, request: web.Request) -> web.Response:
@@ -400,15 +467,16 @@ class Console:
         t = self.words(request)
 
         async def sections():
-            return self.live_sections(t, await self.overview())
+            return {**self.live_sections(t, await self.overview()), **self.strip_section(t, await self.health.get())}
 
         return await self.stream(request, sections)
 
-    async def stream(self, request: web.Request, sections, changed=None) -> web.StreamResponse:
+    async def stream(self, request: web.Request, sections, changed=None, every=None) -> web.StreamResponse:
         """Server-sent events: an ``update`` with the page parts that changed, whenever they change.
 
         ``changed()`` (optional) is a cheap check run every interval; the parts are rendered only
-        when it returns something new. The stream ends when the session does or the worker stops.
+        when it returns something new. ``every()`` (optional) renders parts checked every interval
+        regardless (the health strip). The stream ends when the session does or the worker stops.
         """
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no",
                                                **SECURITY_HEADERS})
@@ -421,15 +489,17 @@ class Console:
             await response.write(b"retry: 2000\n\n")
             while not self.closing.is_set():
                 marker = await changed() if changed else None
+                parts = dict(await every()) if every else {}
                 if changed is None or marker != last_change:
                     last_change = marker
-                    fresh = {k: v for k, v in (await sections()).items() if sent.get(k) != v}
-                    if fresh:
-                        sent.update(fresh)
-                        payload = json.dumps({"now": datetime.now(UTC).isoformat(), "sections": fresh},
-                                             ensure_ascii=False)
-                        await response.write(f"event: update\ndata: {payload}\n\n".encode())
-                        last_write = time.monotonic()
+                    parts.update(await sections())
+                fresh = {k: v for k, v in parts.items() if sent.get(k) != v}
+                if fresh:
+                    sent.update(fresh)
+                    payload = json.dumps({"now": datetime.now(UTC).isoformat(), "sections": fresh},
+                                         ensure_ascii=False)
+                    await response.write(f"event: update\ndata: {payload}\n\n".encode())
+                    last_write = time.monotonic()
                 if time.monotonic() - last_write > 15:
                     await response.write(b": still here\n\n")
                     last_write = time.monotonic()
@@ -456,6 +526,7 @@ class Console:
         t = self.words(request)
         q = request.query
         form = {k: q.get(k, "").strip() for k in ("plate", "ticket", "camera", "zone", "state", "since", "until")}
+        page = max(1, int(q["page"])) if q.get("page", "").isdigit() else 1
         pool = await self.db()
         async with pool.acquire() as conn:
             if q.get("q", "").strip():
@@ -468,13 +539,20 @@ class Console:
                 criteria = queries.Criteria(plate=form["plate"], ticket=form["ticket"], camera=form["camera"],
                                             zone=form["zone"], state=form["state"] if form["state"] in queries.STATES else "",
                                             since=self._local_time(form["since"]), until=self._local_time(form["until"]))
+                if q.get("format") == "csv":
+                    rows = await queries.search(conn, criteria, EXPORT_LIMIT)
+                    return await self.export(request, conn, "cases", form, [
+                        ("plate", "state", "ticket", "detected_at", "place", "camera", "zone", "reason"),
+                        *[(r["plate"], "voided" if r["voided_at"] else r["state"], r["ticket_number"] or "",
+                           self._when(r["detected_at"]), r["place"], r["camera_id"], r["zone"],
+                           queries.scrub(r["reason"] or "")) for r in rows]])
                 if not criteria.empty or "q" in q:
-                    results = await queries.search(conn, criteria, SEARCH_LIMIT)
+                    results = await queries.search(conn, criteria, SEARCH_LIMIT, (page - 1) * SEARCH_LIMIT)
             except ValueError:
                 error = t("search.bad_time")
             zones, cameras = await queries.zones(conn), await self.cameras.get()
         return self.render(request, "cases.html", title=t("search.title"), nav="cases", form=form, results=results,
-                           limit=SEARCH_LIMIT, zones=zones, cameras=cameras, states=queries.STATES, error=error)
+                           limit=SEARCH_LIMIT, page=page, zones=zones, cameras=cameras, states=queries.STATES, error=error)
 
     def _local_time(self, text: str) -> datetime | None:
         """A ``datetime-local`` form value, read in the city's time zone."""
@@ -497,12 +575,16 @@ class Console:
             file.fresh_captures = [e for e in captures if (e["integrator"], e["event_id"]) in usable]
             file.evidence_bounds = actions.evidence_bounds(case, self.settings.rules,
                                                            timedelta(seconds=file.case["window_seconds"]))
+            async with pool.acquire() as conn:
+                file.owner_has_phone = (await self.runtime.service.owner_of(conn, case, fresh=True)).found
+                file.claim = await queries.claim_of(conn, case_id)
         if file is not None and file.case["state"] == "to_confirm":
             file.pair = queries.evidence_pair(file.case)
         return file
 
-    def case_sections(self, t: Words, session: auth.Session, file: queries.CaseFile) -> dict[str, str]:
-        return {"case-head": self.render_text("_case_head.html", t, file=file, session=session),
+    def case_sections(self, t: Words, session: auth.Session, file: queries.CaseFile,
+                      current: "health.Health | None" = None) -> dict[str, str]:
+        return {"case-head": self.render_text("_case_head.html", t, file=file, session=session, health=current),
                 "case-actions": self.render_text("_case_actions.html", t, file=file, session=session),
                 "timeline": self.render_text("_timeline.html", t, file=file, session=session)}
 
@@ -526,7 +608,7 @@ class Console:
         if notice is None and done:
             notice = t(f"done.{done}") if f"done.{done}" in _DONE_KEYS else None
         return self.render(request, "case.html", status, title=t("case.title", plate=file.case["plate"]),
-                           nav="cases", file=file, error=error, notice=notice)
+                           nav="cases", file=file, error=error, notice=notice, live_page=True)
 
     @guarded(api=True)
     async def case_stream(self, request: web.Request) -> web.StreamResponse:
@@ -540,9 +622,16 @@ class Console:
 
         async def sections():
             file = await self.case_file(case_id)
-            return self.case_sections(t, session, file) if file else {}
+            return self.case_sections(t, session, file, await self.health.get()) if file else {}
 
-        return await self.stream(request, sections, changed)
+        async def changed_or_health():
+            current = await self.health.get()
+            return await changed(), current.gateway_down, current.sms_centre_down
+
+        async def strip():
+            return self.strip_section(t, await self.health.get())
+
+        return await self.stream(request, sections, changed_or_health, strip)
 
     # ── actions ─────────────────────────────────────────────────────────────────────────────
 
@@ -590,6 +679,103 @@ class Console:
         return self.render(request, "confirm.html", title=t("confirm.title"), nav="confirm", total=total,
                            waiting=waiting, done=request.query.get("done"))
 
+    @guarded()
+    async def review_queue(self, request: web.Request) -> web.Response:
+        return await self.review_page(request)
+
+    async def review_page(self, request: web.Request, status: int = 200, error: str | None = None,
+                          notice: str | None = None) -> web.Response:
+        """Cases waiting for review as a queue: oldest first, age and due time, a count per reason,
+        who has claimed each; a supervisor claims one, or closes several with one reason."""
+        t = self.words(request)
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            queue = await queries.review_queue(conn, timedelta(minutes=self.settings.review_sla_minutes))
+        by_reason: dict[str, int] = {}
+        for c in queue:
+            c["reason_key"] = reasons_key(c["reason"])
+            by_reason[c["reason_key"]] = by_reason.get(c["reason_key"], 0) + 1
+        examples = {c["reason_key"]: c["reason"] for c in reversed(queue)}
+        done = request.query.get("done")
+        if notice is None and done == "closed":
+            notice = t("review.closed", n=request.query.get("n", "0"), left=request.query.get("left", "0"))
+        if "health" not in request:
+            request["health"] = await health_for_page(self)
+        return self.render(request, "review.html", status, title=t("review.title"), nav="review", queue=queue,
+                           by_reason=sorted(by_reason.items(), key=lambda kv: -kv[1]), examples=examples,
+                           sla=self.settings.review_sla_minutes, error=error, notice=notice)
+
+    @guarded()
+    async def dead_letters(self, request: web.Request) -> web.Response:
+        return await self.dead_letters_page(request)
+
+    async def dead_letters_page(self, request: web.Request, status: int = 200, error: str | None = None) -> web.Response:
+        """Dead letters, newest first, filtered by source, integrator, reason, field and time; the raw
+        bytes escaped and phones masked; a supervisor replays one once its cause is fixed."""
+        t, q = self.words(request), request.query
+        form = {k: q.get(k, "").strip() for k in ("source", "integrator", "reason", "field", "since", "until")}
+        try:
+            since, until = self._local_time(form["since"]), self._local_time(form["until"])
+        except ValueError:
+            since = until = None
+            error = error or t("search.bad_time")
+        before = int(q["before"]) if q.get("before", "").isdigit() else None
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            rows = await queries.dead_letters(conn, queries.DeadLetterFilter(
+                form["source"], form["integrator"], form["reason"], form["field"], since, until),
+                self.camera_events, DEAD_LETTER_PAGE, before)
+            sources = await queries.dead_letter_sources(conn)
+        for row in rows:
+            row["replayable"] = self.replayable(row["source_topic"])
+        if "health" not in request:
+            request["health"] = await health_for_page(self)
+        done = request.query.get("done")
+        return self.render(request, "dead_letters.html", status, title=t("dead.title"), nav="dead", rows=rows,
+                           form=form, sources=sources, page=DEAD_LETTER_PAGE, error=error,
+                           notice=t("done.replayed", id=q.get("id", "")) if done == "replayed" else None)
+
+    def replayable(self, topic: str) -> bool:
+        """Dead letters from the camera events (any integrator's topic) and car-park status may be replayed."""
+        return topic == self.camera_events or topic.startswith(self.camera_events + ".") or \
+            topic == self.settings.topic(topics.CAR_PARK_STATUS.name)
+
+    @guarded(act=True)
+    async def replay_dead_letter(self, request: web.Request) -> web.Response:
+        dead_letter_id, session = int(request.match_info["id"]), request["session"]
+        try:
+            await actions.replay_dead_letter(await self.desk(), session.operator, dead_letter_id, self.replayable,
+                                             self._reason(request), datetime.now(UTC))
+        except Refused as refused:
+            return await self.dead_letters_page(request, 409, self.words(request)(f"refused.{refused.key}", **refused.params))
+        log.info("console: %s replayed dead letter %d", session.operator.actor, dead_letter_id)
+        raise web.HTTPSeeOther(f"/console/dead-letters?done=replayed&id={dead_letter_id}")
+
+    @guarded(act=True)
+    async def review_claim(self, request: web.Request) -> web.Response:
+        case_id, session = self._case_id(request), request["session"]
+        action = actions.release_review if request["form"].get("action") == "release" else actions.claim_review
+        try:
+            await action(await self.desk(), session.operator, case_id, datetime.now(UTC))
+        except Refused as refused:
+            return await self.review_page(request, 409, error=self.words(request)(f"refused.{refused.key}", **refused.params))
+        raise web.HTTPSeeOther("/console/review")
+
+    @guarded(act=True)
+    async def review_close(self, request: web.Request) -> web.Response:
+        form, session = request["form"], request["session"]
+        try:
+            ids = [UUID(str(v)) for v in form.getall("case", [])]
+        except ValueError:
+            raise web.HTTPBadRequest(text="case: not a case id") from None
+        try:
+            done = await actions.close_reviews(await self.desk(), session.operator, ids, self._reason(request),
+                                               datetime.now(UTC))
+        except Refused as refused:
+            return await self.review_page(request, 409, error=self.words(request)(f"refused.{refused.key}", **refused.params))
+        log.info("console: %s closed %d review cases", session.operator.actor, len(done["closed"]))
+        raise web.HTTPSeeOther(f"/console/review?done=closed&n={len(done['closed'])}&left={len(done['left'])}")
+
     @guarded(act=True)
     async def confirm_or_reject(self, request: web.Request) -> web.Response:
         case_id = self._case_id(request)
@@ -609,23 +795,80 @@ class Console:
 
     @guarded(act=True)
     async def void_ticket(self, request: web.Request) -> web.Response:
-        number = request.match_info["number"]
+        """Two steps: the form asks for a reason, then a page asks to confirm (saying the owner will be
+        told); only the confirmed POST voids. The case page then says how the owner was told."""
+        number = request.match_info["number"].upper()
         pool = await self.db()
-        case_id = await pool.fetchval("SELECT case_id FROM tickets WHERE number = $1", number.upper())
-        if case_id is None:
+        ticket = await pool.fetchrow("SELECT t.case_id, t.plate, t.voided_at FROM tickets t WHERE t.number = $1", number)
+        if ticket is None:
             return self.message(request, 404, "error.not_found", "refused.no_ticket")
-        return await self._act_on_case(request, case_id, actions.void_ticket, number)
+        t, session = self.words(request), request["session"]
+        try:
+            if request["form"].get("confirmed") != "yes":
+                actions.check_voidable(dict(ticket))
+                reason = actions.check_reason(self._reason(request))
+                request["health"] = await health_for_page(self)
+                return self.render(request, "confirm_void.html", title=t("void.title"), nav="cases", number=number,
+                                   plate=ticket["plate"], reason=reason, case_id=ticket["case_id"])
+            done = await actions.void_ticket(await self.desk(), session.operator, number, self._reason(request),
+                                             datetime.now(UTC))
+        except Refused as refused:
+            return await self.case_page(request, ticket["case_id"], 409,
+                                        error=t(f"refused.{refused.key}", **refused.params))
+        log.info("console: %s voided ticket %s (owner told: %s)", session.operator.actor, number, done["owner_told"])
+        raise web.HTTPSeeOther(f"/console/cases/{ticket['case_id']}?done=void_ticket_{done['owner_told']}")
 
     # ── audit log and rules ─────────────────────────────────────────────────────────────────
 
     @guarded()
     async def audit(self, request: web.Request) -> web.Response:
         operators_only = request.query.get("all") != "1"
+        before = int(request.query["before"]) if request.query.get("before", "").isdigit() else None
         pool = await self.db()
         async with pool.acquire() as conn:
-            entries = await queries.audit_entries(conn, operators_only)
+            if request.query.get("format") == "csv":
+                entries = await queries.audit_entries(conn, operators_only, EXPORT_LIMIT, before)
+                return await self.export(request, conn, "audit", {"all": not operators_only}, [
+                    ("at", "actor", "action", "plate", "ticket", "reason"),
+                    *[(self._when(a["at"]), a["actor"], a["action"], a["plate"] or "",
+                       a["detail"].get("ticket_number", ""), a["detail"].get("reason") or a["detail"].get("note") or "")
+                      for a in entries]])
+            entries = await queries.audit_entries(conn, operators_only, AUDIT_PAGE, before)
         return self.render(request, "audit.html", title=self.words(request)("audit.title"), nav="audit",
-                           entries=entries, operators_only=operators_only)
+                           entries=entries, operators_only=operators_only, page=AUDIT_PAGE)
+
+    @guarded()
+    async def summary(self, request: web.Request) -> web.Response:
+        """A shift's summary by zone for a chosen period (default: since local midnight), as a page or CSV."""
+        t, q = self.words(request), request.query
+        form = {k: q.get(k, "").strip() for k in ("since", "until")}
+        error = None
+        try:
+            since = self._local_time(form["since"]) or queries.local_midnight(datetime.now(UTC), self.tz)
+            until = self._local_time(form["until"]) or datetime.now(UTC)
+        except ValueError:
+            error, since, until = t("search.bad_time"), queries.local_midnight(datetime.now(UTC), self.tz), datetime.now(UTC)
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            rows = await queries.shift_summary(conn, since, until)
+            if q.get("format") == "csv":
+                return await self.export(request, conn, "summary", {"since": since.isoformat(), "until": until.isoformat()},
+                                         [("zone", *queries.SUMMARY), *[(r["zone"], *(r[k] for k in queries.SUMMARY))
+                                                                        for r in rows]])
+        return self.render(request, "summary.html", title=t("summary.title"), nav="summary", rows=rows,
+                           columns=queries.SUMMARY, form=form, since=since, until=until, error=error)
+
+    async def export(self, request: web.Request, conn, what: str, criteria: dict, rows: list[tuple]) -> web.Response:
+        """A CSV download (UTF-8 with a BOM, so that Excel reads the Chinese), recorded in the audit log."""
+        out = io.StringIO()
+        out.write("\ufeff")
+        csv.writer(out).writerows(rows)
+        session = request["session"]
+        await store.audit(conn, datetime.now(UTC), None, session.operator.actor, "export",
+                          {"what": what, "rows": len(rows) - 1, "criteria": {k: v for k, v in criteria.items() if v}})
+        name = f"parkwarden-{what}-{datetime.now(self.tz):%Y%m%d-%H%M%S}.csv"
+        return web.Response(body=out.getvalue().encode("utf-8"), content_type="text/csv", charset="utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @guarded()
     async def rules(self, request: web.Request) -> web.Response:
@@ -643,10 +886,20 @@ class Console:
                            city_rules=self.settings.zone_defaults, error=error,
                            notice=t(f"done.{done}") if f"done.{done}" in _DONE_KEYS else None)
 
-    async def _act_on_rules(self, request: web.Request, action, *args) -> web.Response:
+    async def _act_on_rules(self, request: web.Request, action, *args, period: tuple[str, str] | None = None) -> web.Response:
+        """``period``: the names of the form's start and end fields (local times, either may be empty)."""
         session = request["session"]
         try:
-            await action(await self.desk(), session.operator, *args, self._reason(request), datetime.now(UTC))
+            kwargs = {}
+            if period:
+                form = request["form"]
+                try:
+                    start, end = (self._local_time(str(form.get(f, "")).strip()) for f in period)
+                except ValueError:
+                    raise Refused("bad_period") from None
+                kwargs = dict(zip(("valid_from", "valid_until") if period[0] == "valid_from" else ("starts", "ends"),
+                                  (start, end)))
+            await action(await self.desk(), session.operator, *args, self._reason(request), datetime.now(UTC), **kwargs)
         except Refused as refused:
             t = self.words(request)
             return await self.rules_page(request, 409, error=t(f"refused.{refused.key}", **refused.params))
@@ -655,7 +908,8 @@ class Console:
 
     @guarded(act=True)
     async def whitelist_add(self, request: web.Request) -> web.Response:
-        return await self._act_on_rules(request, actions.whitelist_plate, str(request["form"].get("plate", "")))
+        return await self._act_on_rules(request, actions.whitelist_plate, str(request["form"].get("plate", "")),
+                                        period=("valid_from", "valid_until"))
 
     @guarded(act=True)
     async def whitelist_remove(self, request: web.Request) -> web.Response:
@@ -674,7 +928,7 @@ class Console:
             hours = (int(start), int(until))
         else:
             hours = (-1, -1)  # refused by the action, with the form's message
-        return await self._act_on_rules(request, actions.exempt_zone, zone, hours)
+        return await self._act_on_rules(request, actions.exempt_zone, zone, hours, period=("starts", "ends"))
 
     @guarded(act=True)
     async def zone_rules(self, request: web.Request) -> web.Response:
@@ -694,7 +948,7 @@ class Console:
             raise web.HTTPForbidden(text="/metrics: this address may not read it (PW_METRICS_ALLOW); "
                                          "or send PW_METRICS_TOKEN as Authorization: Bearer <token>")
         body = await metrics.exposition(self.worker_metrics, self.counts, self.latency, self.input_read,
-                                        self.consumer_lag)
+                                        self.consumer_lag, self.health)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def may_read_metrics(self, request: web.Request) -> bool:
@@ -725,11 +979,20 @@ class Console:
         return web.json_response(checks, status=200 if checks["started"] else 503)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Readiness: started, both PostgreSQL and Kafka answer now, and no loop or agent is stalled."""
+        """Readiness: started, both PostgreSQL and Kafka answer now, and no loop or agent is stalled
+        (else 503). A ready worker may still be ``degraded``: ``status`` says so, ``degraded`` names
+        the components not green and ``health`` has a field per component (level, figure, thresholds),
+        for an orchestrator that chooses to act on it; the answer stays 200, as this worker can still
+        take traffic."""
         checks = await self.checks()
         checks["stalled"] = self.runtime.stalled()
         ready = checks["started"] and checks["postgres"]["ok"] and checks["kafka"]["ok"] and not checks["stalled"]
-        return web.json_response({"ready": ready, **checks}, status=200 if ready else 503)
+        current = await health_for_page(self)
+        degraded = current.degraded if current else ["health_unknown"]
+        status = "not_ready" if not ready else "degraded" if degraded else "ready"
+        return web.json_response({"ready": ready, "status": status, "degraded": degraded, **checks,
+                                  "health": current.as_json() if current else None},
+                                 status=200 if ready else 503)
 
 
 _DONE_NAME = {"void_ticket": "void_ticket", "close_case": "close_case", "warn_again": "warn_again",
@@ -737,7 +1000,13 @@ _DONE_NAME = {"void_ticket": "void_ticket", "close_case": "close_case", "warn_ag
               "whitelist_plate": "whitelist_add", "unwhitelist_plate": "whitelist_remove",
               "exempt_zone": "zone_exempt", "lift_zone_exemption": "zone_exemption_lifted",
               "confirm_ticket": "confirm_ticket", "reject_ticket": "reject_ticket", "set_zone_rules": "zone_rules"}
-_DONE_KEYS = {f"done.{v}" for v in _DONE_NAME.values()}
+_DONE_KEYS = {f"done.{v}" for v in _DONE_NAME.values()} | {f"done.void_ticket_{told}" for told in ("sms", "not_sent", "no_phone")}
+
+
+def reasons_key(text: str | None) -> str:
+    """The catalogue key of a reason the pipeline wrote (for counting), else the text itself."""
+    parsed = reasons.parse(text or "")
+    return parsed[0] if parsed else (text or "")
 
 
 def held_for_input(partitions) -> dict:
@@ -759,6 +1028,16 @@ def _duration(seconds: float | None) -> str:
         return ""
     seconds = int(seconds)
     return f"{seconds // 60} min" if seconds >= 120 and seconds % 60 == 0 else f"{seconds} s"
+
+
+def _age(seconds: float | None) -> str:
+    """How long something has waited: 45 s, 12 min, 3 h 05 min."""
+    seconds = int(seconds or 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def _json_default(value):

@@ -45,12 +45,18 @@ class ZoneBook:
 
 
 async def load_zones(pool: asyncpg.Pool, book: ZoneBook) -> None:
-    zones = await pool.fetch("""SELECT id, window_seconds, exempt_reason, exempt_from_hour, exempt_until_hour,
-                                       first_offence_months, new_camera_days, confirm_tickets FROM zones""")
+    # An exemption or a whitelist entry applies between its optional start and end, on PostgreSQL's clock.
+    zones = await pool.fetch("""SELECT id, window_seconds, first_offence_months, new_camera_days, confirm_tickets,
+                                       CASE WHEN (exempt_starts_at IS NULL OR exempt_starts_at <= now())
+                                             AND (exempt_ends_at IS NULL OR exempt_ends_at > now())
+                                            THEN exempt_reason END AS exempt_reason,
+                                       exempt_from_hour, exempt_until_hour FROM zones""")
     book.windows = {z["id"]: z["window_seconds"] for z in zones if z["window_seconds"]}
     book.exempt_zones = {z["id"]: z["exempt_reason"] for z in zones if z["exempt_reason"]}
     book.exempt_hours = {z["id"]: (z["exempt_from_hour"], z["exempt_until_hour"])
                          for z in zones if z["exempt_reason"] and z["exempt_from_hour"] is not None}
     book.own_rules = {z["id"]: {k: z[k] for k in ("first_offence_months", "new_camera_days", "confirm_tickets")
                                 if z[k] is not None} for z in zones}
-    book.whitelist = {r["plate"]: r["reason"] for r in await pool.fetch("SELECT plate, reason FROM whitelisted_plates")}
+    book.whitelist = {r["plate"]: r["reason"] for r in await pool.fetch(
+        """SELECT plate, reason FROM whitelisted_plates
+           WHERE (valid_from IS NULL OR valid_from <= now()) AND (valid_until IS NULL OR valid_until > now())""")}

@@ -277,6 +277,8 @@ class SmsService:
         if row["kind"] == "appeal_decision":
             return texts.appeal_decision_text(texts.AppealFacts(p["plate"], p["ticket_number"], p["outcome"]),
                                               language, self.sms.signature)
+        if row["kind"] == "ticket_withdrawn":
+            return texts.withdrawal_text(p["plate"], p["ticket_number"], language, self.sms.signature)
         if row["kind"] == "appeal_received":
             return texts.appeal_received_text(p["plate"], p["reference"], datetime.fromisoformat(p["due_at"]).astimezone(tz),
                                               language, self.sms.signature)

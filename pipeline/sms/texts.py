@@ -224,3 +224,17 @@ def caution_text(facts: CautionFacts, language: str = "zh-CN", signature: str = 
     fixed = {"sig": signature, "plate": facts.plate}
     return _first_that_fits([(template, {"place": facts.place}, fixed, BRIEF, MIN_NAME),
                              (template, {"place": facts.place}, fixed, None, MIN_NAME)])
+
+
+WITHDRAWN_TEMPLATES = {
+    "zh-CN": "【{sig}】{plate}的违停告知单{number}已撤销，无需处理。详询12345",
+    "en": "{plate} ticket {number} withdrawn, nothing to pay. Tel 12345",
+}
+
+
+def withdrawal_text(plate: str, ticket_number: str, language: str = "zh-CN", signature: str = "杭州城管") -> str:
+    """The owner's SMS when an officer voids a ticket (one segment; nothing in it is shortened)."""
+    text = WITHDRAWN_TEMPLATES[language].format(sig=signature, plate=plate, number=ticket_number)
+    if not fits_one_segment(text):
+        raise TextTooLong(f"more than one segment: {text!r}")
+    return text

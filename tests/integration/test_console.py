@@ -213,7 +213,12 @@ async def test_a_viewer_cannot_act_and_a_post_without_the_csrf_token_is_refused(
         status, html, _ = await supervisor.post(void, {"reason": "  "})
         assert status == 409 and "至少 3 个字" in html
 
-        status, _, location = await supervisor.post(void, {"reason": "driver had a disabled permit"})
+        # First a confirmation step that says the owner will be told; nothing is voided yet.
+        status, html, _ = await supervisor.post(void, {"reason": "driver had a disabled permit"})
+        assert status == 200 and 'id="confirm-void"' in html and "车主将收到一条短信" in html
+        assert (await stack.pool.fetchrow("SELECT voided_at FROM tickets WHERE number = $1", ticket["number"]))[0] is None
+
+        status, _, location = await supervisor.post(void, {"reason": "driver had a disabled permit", "confirmed": "yes"})
         assert status == 303 and location.startswith(f"/console/cases/{case['id']}")
         voided = await stack.pool.fetchrow("SELECT voided_at, void_reason FROM tickets WHERE number = $1", ticket["number"])
         assert voided["voided_at"] is not None and voided["void_reason"] == "driver had a disabled permit"
@@ -222,9 +227,47 @@ async def test_a_viewer_cannot_act_and_a_post_without_the_csrf_token_is_refused(
         assert entry["detail"]["reason"] == "driver had a disabled permit"
 
         status, html = await supervisor.page(location)
-        assert "告知单已作废" in html and "driver had a disabled permit" in html and "operator:li" in html
-        status, _, _ = await supervisor.post(void, {"reason": "again"})
+        assert "告知单已作废，已短信通知车主告知单撤销" in html and "driver had a disabled permit" in html
+        assert "operator:li" in html and 'data-voided="yes"' in html
+        status, _, _ = await supervisor.post(void, {"reason": "again", "confirmed": "yes"})
         assert status == 409
+
+        # The owner gets one SMS saying the notice is withdrawn, and only one.
+        async def sent():
+            rows = await stack.pool.fetch("SELECT status, text FROM sms_messages WHERE case_id = $1 "
+                                          "AND kind = 'ticket_withdrawn'", case["id"])
+            return rows if rows and rows[0]["status"] not in ("pending", "sending") else None
+
+        [withdrawal] = await wait_for(sent, 20, "the withdrawal SMS to leave")
+        assert ticket["number"] in withdrawal["text"] and "已撤销" in withdrawal["text"]
+        texts = [line for line in stack.sms_file.read_text().splitlines() if ticket["number"] in line and "已撤销" in line]
+        assert len(texts) == 1, "one withdrawal SMS"
+        status, html = await supervisor.page(f"/console/cases?plate={plate}")
+        assert 'data-voided="yes"' in html, "the search results say voided, not ticketed"
+
+        # Exports: CSV with a BOM for Excel, each one audited; the shift summary counts by zone.
+        async def csv_of(path: str) -> list[str]:
+            async with supervisor.http.get(f"{supervisor.base}{path}") as r:
+                assert r.status == 200 and r.content_type == "text/csv"
+                assert "attachment" in r.headers["Content-Disposition"]
+                body = await r.read()
+            assert body.startswith("\ufeff".encode()), "a BOM, so that Excel reads UTF-8"
+            return body.decode("utf-8-sig").splitlines()
+
+        cases_csv = await csv_of(f"/console/cases?plate={plate}&format=csv")
+        assert cases_csv[0].startswith("plate,state,ticket") and f"{plate},voided,{ticket['number']}" in cases_csv[1]
+        audit_csv = await csv_of("/console/audit?format=csv")
+        assert any("void_ticket" in line and "driver had a disabled permit" in line for line in audit_csv)
+        status, html = await supervisor.page("/console/summary")
+        assert status == 200 and 'data-zone="yuhang"' in html
+        summary_csv = await csv_of("/console/summary?format=csv")
+        assert summary_csv[0] == "zone,warnings,moved,tickets,cautions,voids,appeals_decided"
+        assert "yuhang,1,0,1,0,1,0" in summary_csv
+        exports = await audit_rows(stack, "export")
+        assert [e["detail"]["what"] for e in exports] == ["cases", "audit", "summary"]
+        assert all(e["actor"] == "operator:li" for e in exports)
+        phone = await phone_of(stack, plate)
+        assert not any(phone in text for text in (*cases_csv, *audit_csv)), "no phone in an export"
     finally:
         await viewer.close()
         await supervisor.close()
@@ -618,5 +661,38 @@ async def test_zone_exempt_at_some_hours_is_pursued_outside_them(stack: Stack):
         await stack.wait_state(pursued_now, "warned", timeout=20)
         _, html = await client.page("/console/rules")
         assert f"{hour:02d}–{hour + 1:02d}" in html
+    finally:
+        await client.close()
+
+
+async def test_a_whitelist_entry_and_a_zone_exemption_stop_applying_at_their_end_without_anyone_acting(stack: Stack):
+    worker, client = await console_for(stack)
+    try:
+        await stack.all_car_parks_free()
+        plate, other = await stack.plates_with_phone(2)
+        await client.login("li")
+        await client.page("/console/rules")
+        tz = ZoneInfo(stack.settings.timezone)
+        ends = datetime.now(UTC) + timedelta(seconds=8)
+        status, _, _ = await client.post("/console/rules/whitelist", {
+            "plate": plate, "reason": "ambulance on loan", "valid_until": f"{ends.astimezone(tz):%Y-%m-%dT%H:%M:%S}"})
+        assert status == 303
+        status, html = await client.page("/console/rules")
+        assert 'data-status="expiring"' in html and "operator:li" in html
+        status, html, _ = await client.post("/console/rules/whitelist", {
+            "plate": other, "reason": "backwards", "valid_from": "2026-12-07T10:00", "valid_until": "2026-12-07T09:00"})
+        assert status == 409 and "结束须晚于开始" in html
+
+        await asyncio.sleep(2.5)  # the workers re-read the rules every 2 s
+        await stack.publish(stack.violation(plate, city.CAMERAS[0]))
+        assert (await stack.wait_state(plate, "exempt"))["state"] == "exempt"
+
+        await sleep_until(ends + timedelta(seconds=2.5))
+        await stack.publish(stack.violation(plate, city.CAMERAS[4]))  # elsewhere: a new case
+        async def warned():
+            return await stack.count("SELECT count(*) FROM cases WHERE plate = $1 AND state = 'warned'", plate) or None
+        await wait_for(warned, 20, "the plate's next violation to be pursued once its whitelist entry ended")
+        status, html = await client.page("/console/rules")
+        assert 'data-status="expired"' in html
     finally:
         await client.close()

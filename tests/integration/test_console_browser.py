@@ -4,18 +4,21 @@ find the audit entry; a driver appeals a ticket on the driver page and an office
 `scripts/browser.sh install`)."""
 
 import asyncio
+import os
+import subprocess
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from playwright.async_api import async_playwright, expect
 
 from pipeline.demo import city
 from tests.privacy import masked_phone_in
 
-from .conftest import ROOT, Stack
-from .console_helpers import PASSWORD, add_operator, base_url, phone_of, ticketed_case
+from .conftest import ROOT, Stack, wait_for
+from .console_helpers import PASSWORD, ConsoleClient, add_operator, base_url, phone_of, plates_without_phone, ticketed_case
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "var" / "artifacts" / "console"
@@ -102,7 +105,12 @@ async def test_an_operator_watches_a_case_go_from_warned_to_ticketed_live_and_vo
     reason = "车主出示残疾人停车证 (disabled permit shown)"
     await page.fill("#void-reason", reason)
     await page.click("#void-ticket button")
-    await expect(page.locator(".notice.ok")).to_have_text("告知单已作废。")
+    await expect(page.locator("#confirm-void")).to_contain_text("车主将收到一条短信")
+    await expect(page.locator("#void-reason-shown")).to_have_text(reason)
+    await shot(page, "05a-void-confirm")
+    await page.click("#void-confirm")
+    await expect(page.locator(".notice.ok")).to_have_text("告知单已作废，已短信通知车主告知单撤销。")
+    await expect(page.locator("#case-state .badge")).to_have_text("已作废")
     await expect(page.locator("#ticket .void-note")).to_contain_text(reason)
     operator_entry = page.locator("#timeline li.operator")
     await expect(operator_entry).to_contain_text("作废告知单")
@@ -124,7 +132,7 @@ async def test_an_operator_watches_a_case_go_from_warned_to_ticketed_live_and_vo
     await expect(page.locator("h1")).to_have_text("Audit log")
     await page.click("nav >> text=Live")
     await expect(page.locator("#recent")).to_contain_text(plate)
-    await expect(page.locator("#recent")).to_contain_text("ticketed")
+    await expect(page.locator(f"#recent tr[data-plate='{plate}']")).to_contain_text("voided")
     await shot(page, "07-live-english")
     await page.goto(f"{base}/console/cases/{case['id']}")
     await expect(page.locator("#timeline")).to_contain_text("voided the ticket")
@@ -176,10 +184,16 @@ async def test_a_driver_appeals_on_the_driver_page_and_an_officer_voids_the_tick
     await expect(row).to_contain_text(ticket["number"])
     await expect(row).to_contain_text("紧急避险")
     await shot(page, "13-appeals-queue")
+    exported = await page.request.get(f"{base}/console/appeals?format=csv")
+    body = await exported.body()
+    assert exported.ok and body.startswith("\ufeff".encode()) and ticket["number"] in body.decode("utf-8-sig")
     await row.locator("a.ticket").click()
     await expect(page.locator("#appeal-statement")).to_have_text("为避让救护车临时停靠")
     await expect(page.locator("#appeal-evidence #evidence li")).to_have_count(2)
     await shot(page, "14-appeal-with-evidence")
+    assert await page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth"), await too_wide(page)
+    assert await page.evaluate("(e => e.scrollWidth <= e.clientWidth)(document.querySelector('#appeal-evidence'))"), \
+        "the warning's text is cut off beside the appeal"
     await page.fill("#decision-reason", "医院证实救护车当时经过")
     await page.click("#void")
     await expect(page.locator(".notice.ok")).to_contain_text("申诉已处理")
@@ -187,3 +201,284 @@ async def test_a_driver_appeals_on_the_driver_page_and_an_officer_voids_the_tick
     await shot(page, "15-appeal-decided")
     voided = await stack.pool.fetchrow("SELECT voided_at, void_reason FROM tickets WHERE number = $1", ticket["number"])
     assert voided["voided_at"] is not None and voided["void_reason"] == "appeal allowed: 医院证实救护车当时经过"
+
+
+KANNEL_PORTS = {"PW_KANNEL_ADMIN_PORT": "43010", "PW_KANNEL_SMSBOX_PORT": "43011", "PW_KANNEL_SENDSMS_PORT": "43013",
+                "PW_FAKESMSC_PORT": "43014"}
+
+
+class PrivateKannel:
+    """A Kannel of this test's own (bearerbox, fakesmsc, smsbox from scripts/services.sh, under the
+    test's folder, on ports of its own), so that its SMS-centre link can be taken down and up."""
+
+    def __init__(self, var_dir: Path):
+        self.env = {**os.environ, "PW_VAR_DIR": str(var_dir), **KANNEL_PORTS}
+
+    def services(self, *args: str) -> None:
+        subprocess.run([str(ROOT / "scripts" / "services.sh"), *args], env=self.env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+
+    def worker_env(self) -> dict:
+        return {"PW_SMS_GATEWAY": "kannel",
+                "PW_KANNEL_SENDSMS_URL": f"http://127.0.0.1:{KANNEL_PORTS['PW_KANNEL_SENDSMS_PORT']}/cgi-bin/sendsms",
+                "PW_KANNEL_STATUS_URL": f"http://127.0.0.1:{KANNEL_PORTS['PW_KANNEL_ADMIN_PORT']}/status.xml?password=pw-status"}
+
+
+@pytest.fixture
+def private_kannel(tmp_path):
+    kannel = PrivateKannel(tmp_path / "kannel")
+    kannel.services("start", "kannel")
+    try:
+        yield kannel
+    finally:
+        kannel.services("stop", "kannel")
+
+
+async def test_an_sms_centre_outage_turns_the_health_strip_red_flags_the_case_and_readyz_says_degraded(
+        stack: Stack, browser_page, private_kannel):
+    page = browser_page
+    worker = stack.worker(PW_WINDOW_SECONDS="600", **private_kannel.worker_env())
+    await worker.ready()
+    await add_operator(stack, "li", "supervisor")
+    await stack.all_car_parks_free(free=25)
+    plate = (await stack.plates_with_phone(1))[0]
+    base = base_url(worker)
+
+    async def readyz() -> dict:
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/readyz") as r:
+            assert r.status == 200, "a degraded worker is still ready"
+            return await r.json()
+
+    async def metric(name: str) -> str:
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as r:
+            return "\n".join(line for line in (await r.text()).splitlines() if line.startswith(name))
+
+    await page.goto(f"{base}/console/login")
+    await page.fill("input[name=name]", "li")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button.primary")
+    strip = page.locator("#health-strip")
+    await expect(strip.locator("#health-smsc_link")).to_have_attribute("data-level", "ok", timeout=WAIT_MS)
+    await expect(strip.locator("#health-sms_gateway")).to_have_attribute("data-level", "ok")
+    await expect(strip.locator("a.h")).to_have_count(7)
+    assert (await readyz())["health"]["smsc_link"]["level"] == "ok"
+    await shot(page, "20-health-green")
+
+    # The SMS centre stops answering: Kannel says so, the strip turns red without a reload.
+    private_kannel.services("stop", "fakesmsc")
+    await expect(strip.locator("#health-smsc_link")).to_have_attribute("data-level", "bad", timeout=WAIT_MS)
+    await expect(strip.locator("#health-smsc_link")).to_have_attribute("href", "/console/health#smsc_link")
+    ready = await readyz()
+    assert ready["ready"] is True and ready["status"] == "degraded" and "smsc_link" in ready["degraded"]
+    assert ready["health"]["smsc_link"]["links"][0]["status"] == "re-connecting"
+    assert 'parkwarden_smsc_link_up{smsc="FAKE"} 0.0' in await metric("parkwarden_smsc_link_up")
+    assert 'parkwarden_health{component="smsc_link"} 2.0' in await metric("parkwarden_health{")
+
+    # A warning Kannel queues is accepted, never delivered: its case carries the red banner.
+    await stack.publish(stack.violation(plate, city.CAMERAS[0]))
+    case = await stack.wait_state(plate, "warned", timeout=20)
+    await page.goto(f"{base}/console/cases/{case['id']}")
+    await expect(page.locator("#health-banner")).to_contain_text("短信中心无应答")
+    await expect(page.locator("#delivered-at")).to_have_text("–")
+    await expect(strip.locator("#health-delivery_reports")).to_contain_text("1")
+    await shot(page, "21-health-red-case-banner")
+    await strip.locator("#health-smsc_link").click()
+    await expect(page.locator("#health tr#smsc_link")).to_have_attribute("data-level", "bad")
+    await expect(page.locator("#delivery_reports-list")).to_contain_text(plate)
+    masked_phone_in(await page.content(), await phone_of(stack, plate), "the health page")
+    await shot(page, "22-health-page-red")
+
+    # The link comes back: the queued warning is delivered, the strip turns green, readyz is ready again.
+    private_kannel.services("start", "fakesmsc")
+    await expect(strip.locator("#health-smsc_link")).to_have_attribute("data-level", "ok", timeout=WAIT_MS)
+    await expect(strip.locator("#health-delivery_reports")).to_contain_text("0", timeout=WAIT_MS)
+    await page.goto(f"{base}/console/cases/{case['id']}")
+    await expect(page.locator("#delivered-at")).not_to_have_text("–", timeout=WAIT_MS)
+    await expect(page.locator("#health-banner")).to_have_count(0)
+    assert (await readyz())["health"]["smsc_link"]["level"] == "ok"
+    await shot(page, "23-health-green-again")
+
+
+async def test_the_review_queue_is_oldest_first_with_due_times_claims_and_a_bulk_close(stack: Stack, browser_page):
+    page = browser_page
+    worker = stack.worker(PW_REVIEW_SLA_MINUTES="0.1")  # due 6 s after going to review
+    await worker.ready()
+    await add_operator(stack, "li", "supervisor")
+    await add_operator(stack, "zhao", "supervisor")
+    older, newer = await plates_without_phone(stack, 2)
+    now = datetime.now(UTC)
+    await stack.publish(stack.violation(older, city.CAMERAS[1], at=now - timedelta(seconds=90)))
+    first = await stack.wait_state(older, "review")
+    await stack.publish(stack.violation(newer, city.CAMERAS[2]))
+    second = await stack.wait_state(newer, "review")
+    base = base_url(worker)
+    await asyncio.sleep(max(0.0, (first["closed_at"] + timedelta(seconds=6.5) - datetime.now(UTC)).total_seconds()))
+
+    await page.set_viewport_size({"width": 1440, "height": 900})
+    await page.goto(f"{base}/console/login?next=/console/review")
+    await page.fill("input[name=name]", "li")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button.primary")
+    rows = page.locator("#review-queue tr[data-case]")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(0)).to_have_attribute("data-plate", older)  # oldest first
+    await expect(page.locator("#review-reasons li")).to_have_count(1)
+    await expect(page.locator("#review-reasons li b")).to_have_text("2")
+    await expect(rows.nth(0).locator(".due .badge")).to_have_text("已超时")
+
+    # Claimed by li: another officer sees who has it and cannot take it.
+    await rows.nth(0).locator("button[value=claim]").click()
+    await expect(rows.nth(0).locator(".who-has")).to_have_text("li")
+    await shot(page, "30-review-queue-claimed")
+    other = ConsoleClient(base)
+    try:
+        await other.login("zhao")
+        await other.page("/console/review")
+        status, html, _ = await other.post(f"/console/review/{first['id']}/claim", {"action": "claim"})
+        assert status == 409 and "li 已认领此案件" in html
+    finally:
+        await other.close()
+
+    # No phone: no "warn again", only what can work; a case in review shows no closed time.
+    await rows.nth(1).locator("a.plate").click()
+    await expect(page.locator("#no-phone")).to_be_visible()
+    await expect(page.locator("#resolve-review button[value=warn_again]")).to_have_count(0)
+    await expect(page.locator("#resolve-review button[value=request_recheck]")).to_be_visible()
+    await expect(page.locator("#closed-at")).to_have_text("–")
+    await shot(page, "31-review-case-no-phone")
+
+    # Both closed with one reason, each audited.
+    await page.goto(f"{base}/console/review")
+    await page.check(f"#review-queue input[value='{first['id']}']")
+    await page.check(f"#review-queue input[value='{second['id']}']")
+    await page.fill("#bulk-reason", "外省车辆，无法联系车主")
+    await page.click("#bulk-close")
+    await expect(page.locator(".notice.ok")).to_contain_text("已撤销 2 件")
+    await expect(page.locator("#review-queue tr[data-case]")).to_have_count(0)
+    await shot(page, "32-review-queue-closed")
+    closed = await stack.pool.fetch("SELECT state FROM cases WHERE id = ANY($1::uuid[])", [first["id"], second["id"]])
+    assert [r["state"] for r in closed] == ["cancelled", "cancelled"]
+    assert await stack.count("SELECT count(*) FROM audit_log WHERE action = 'close_case'") == 2
+
+
+async def test_dead_letters_are_listed_masked_filtered_and_one_is_replayed_once_its_cause_is_fixed(stack: Stack, browser_page):
+    page = browser_page
+    worker = stack.worker()
+    await worker.ready()
+    await add_operator(stack, "li", "supervisor")
+    await stack.all_car_parks_free(free=25)
+    plate = (await stack.plates_with_phone(1))[0]
+    phone = await phone_of(stack, plate)
+    new_camera = city.Camera("cam-test-new-01", city.CAMERAS[0].place, city.CAMERAS[0].lat, city.CAMERAS[0].lon)
+    # Unusable bytes carrying a phone number, and an event from a camera nobody registered yet.
+    await stack.publish_raw(f'{{"type": "ViolationDetected", "owner_phone": "{phone}", "x": "\x01"}}'.encode() + b"\xff")
+    await stack.publish(stack.violation(plate, new_camera))
+
+    async def two():
+        return await stack.count("SELECT count(*) FROM dead_letters") >= 2 or None
+    await wait_for(two, 30, "two dead letters")
+    base = base_url(worker)
+
+    await page.goto(f"{base}/console/login")
+    await page.fill("input[name=name]", "li")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button.primary")
+    await page.click("#dead-letters-tile")
+    rows = page.locator("#dead-letters tr[data-dead-letter]")
+    await expect(rows).to_have_count(2)
+    await expect(rows.first).to_contain_text(city.INTEGRATOR)
+    html = await page.content()
+    masked_phone_in(html, phone, "the dead letters page")
+    raw = page.locator("#dead-letters pre.raw", has_text="owner_phone")
+    await expect(raw).to_contain_text("\\x01")
+    await expect(raw).to_contain_text("\\xff")
+    await shot(page, "40-dead-letters")
+
+    # Filtered by reason; the refused event is replayed after its camera is registered.
+    await page.fill("#dead-filter input[name=reason]", "cam-test-new-01")
+    await page.click("#dead-filter button")
+    await expect(rows).to_have_count(1)
+    await stack.register_camera(new_camera)
+    await asyncio.sleep(2.5)  # the workers re-read the registry every 2 s
+    await rows.first.locator("summary").click()
+    await rows.first.locator("textarea[name=reason]").fill("摄像头已登记 (camera registered)")
+    await rows.first.locator("button.danger").click()
+    await expect(page.locator(".notice.ok")).to_contain_text("已重放")
+    await shot(page, "41-dead-letter-replayed")
+    case = await stack.wait_state(plate, "warned", timeout=30)
+    assert case["camera_id"] == new_camera.id
+    assert await stack.count("SELECT count(*) FROM audit_log WHERE action = 'replay_dead_letter'") == 1
+    await expect(page.locator("#dead-letters .replayed")).to_contain_text("operator:li")
+
+    # A reference feed's dead letter is not replayed from here (it may keep only a masked copy).
+    feed_letter = await stack.pool.fetchval(
+        """INSERT INTO dead_letters (source_topic, partition, "offset", key, reason, errors, raw, received_at)
+           VALUES ($1, 0, 0, NULL, 'bad row', '[]', '{"plate": "x"}', now()) RETURNING id""", f"{stack.prefix}plates")
+    await page.goto(f"{base}/console/dead-letters")
+    await expect(page.locator(f"#dead-letters tr[data-dead-letter='{feed_letter}'] details.replay")).to_have_count(0)
+    client = ConsoleClient(base)
+    try:
+        await client.login("li")
+        await client.page("/console/dead-letters")
+        status, html, _ = await client.post(f"/console/dead-letters/{feed_letter}/replay", {"reason": "try it anyway"})
+        assert status == 409 and "不能重放" in html
+    finally:
+        await client.close()
+    assert await stack.count("SELECT count(*) FROM audit_log WHERE action = 'replay_dead_letter'") == 1
+
+
+async def too_wide(page) -> list[str]:
+    """The outermost elements that reach past the right edge of the screen."""
+    return await page.evaluate("""() => Array.from(document.querySelectorAll('body *'))
+        .filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5
+                     && !(e.parentElement && e.parentElement.getBoundingClientRect().right > window.innerWidth + 0.5))
+        .slice(0, 5).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className)""")
+
+
+async def test_the_console_fits_a_phone_a_tablet_and_a_desktop_and_live_updates_keep_keyboard_focus(stack: Stack, browser_page):
+    page = browser_page
+    worker = stack.worker(PW_WINDOW_SECONDS="600")
+    await worker.ready()
+    await add_operator(stack, "li", "supervisor")
+    await stack.all_car_parks_free(free=25)
+    first, second = await stack.plates_with_phone(2)
+    await stack.publish(stack.violation(first, city.CAMERAS[0]))
+    await stack.wait_state(first, "warned", timeout=20)
+    base = base_url(worker)
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/favicon.ico") as r:
+        assert r.status == 200 and r.content_type == "image/svg+xml"
+
+    await page.goto(f"{base}/console/login")
+    await page.fill("input[name=name]", "li")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button.primary")
+    await expect(page.locator("#live-status")).to_have_class("live-status ok", timeout=WAIT_MS)
+    for width, height in ((390, 844), (820, 1180), (1440, 900)):
+        await page.set_viewport_size({"width": width, "height": height})
+        await shot(page, f"50-live-{width}")
+        overflow = await page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{width} px: the page is {overflow} px wider than the screen: {await too_wide(page)}"
+        logout = await page.locator(".top button.link").bounding_box()
+        assert logout and logout["x"] + logout["width"] <= width, f"{width} px: log out is cut off"
+        for link in await page.locator(".top nav a").all():
+            box = await link.bounding_box()
+            assert box["height"] < 40, f"{width} px: a menu item wraps into a column"
+    await expect(page.locator("#tiles")).to_have_attribute("aria-live", "polite")
+    await expect(page.locator("#health-strip")).to_have_attribute("aria-live", "polite")
+    assert await page.locator("link[rel=icon]").count() == 1
+
+    # An operator tabbed to an open case: updates re-render the list but leave focus on that link.
+    link = page.locator(f"#open-cases tr[data-plate='{first}'] a.plate")
+    await link.focus()
+    updates = int(await page.evaluate("document.body.dataset.updates || '0'"))
+    await stack.publish(stack.violation(second, city.CAMERAS[3]))
+    await expect(page.locator(f"#open-cases tr[data-plate='{second}']")).to_be_visible(timeout=WAIT_MS)
+    assert int(await page.evaluate("document.body.dataset.updates")) > updates
+    focused = await page.evaluate("document.activeElement.closest('tr') && document.activeElement.closest('tr').dataset.plate")
+    assert focused == first, "the focused open-case link lost focus on a live update"
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#case-state")).to_have_attribute("data-state", "warned")
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await shot(page, "51-case-390")
+    overflow = await page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the case page is {overflow} px wider than a phone: {await too_wide(page)}"

@@ -218,3 +218,13 @@ def test_given_every_camera_of_the_demo_city_when_a_warning_notice_is_given_then
 @given(long_names)
 def test_given_any_place_name_when_a_warning_notice_is_given_then_it_still_fits(place):
     assert one_segment(texts.caution_text(texts.CautionFacts("浙AD12345F", place, True)))
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("plate", PLATES)
+def test_given_a_voided_ticket_then_the_withdrawal_text_names_plate_and_number_and_fits_one_segment(language, plate):
+    text = texts.withdrawal_text(plate, TICKET_NUMBER, language)
+
+    assert one_segment(text), (length(text), text)
+    assert plate in text and TICKET_NUMBER in text
+    assert ("已撤销" if language == "zh-CN" else "withdrawn") in text

@@ -28,6 +28,30 @@
       function (field) { return field.value.trim() !== ""; });
   }
 
+  // Live updates must never move keyboard focus: when the focused element is inside a part being
+  // replaced, focus its counterpart in the new content (same id, or same link / control in the
+  // same keyed row) without scrolling.
+  function counterpart(section, old) {
+    if (old.id) return document.getElementById(old.id);
+    const row = old.closest("[data-plate], [data-case], [data-dead-letter], [id]");
+    const key = row && row !== section ? ["data-plate", "data-case", "data-dead-letter", "id"].find(function (a) { return row.hasAttribute(a); }) : null;
+    const scope = key ? section.querySelector("[" + key + "='" + CSS.escape(row.getAttribute(key)) + "']") : section;
+    if (!scope) return null;
+    if (old.matches("a[href]")) return scope.querySelector("a[href='" + CSS.escape(old.getAttribute("href")) + "']");
+    if (old.name) return scope.querySelector(old.tagName.toLowerCase() + "[name='" + CSS.escape(old.name) + "']");
+    return null;
+  }
+
+  function replaceKeepingFocus(el, html) {
+    const active = document.activeElement;
+    const had = active && active !== document.body && el.contains(active);
+    el.innerHTML = html;
+    if (had) {
+      const again = counterpart(el, active);
+      if (again) again.focus({preventScroll: true});
+    }
+  }
+
   function connect(root) {
     const status = document.getElementById("live-status");
     const source = new EventSource(root.dataset.stream);
@@ -42,7 +66,7 @@
           if (note) note.hidden = false;
           return;
         }
-        el.innerHTML = message.sections[id];
+        replaceKeepingFocus(el, message.sections[id]);
       });
       tick();
       document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
