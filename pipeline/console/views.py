@@ -576,7 +576,7 @@ class Console:
             file.evidence_bounds = actions.evidence_bounds(case, self.settings.rules,
                                                            timedelta(seconds=file.case["window_seconds"]))
             async with pool.acquire() as conn:
-                file.owner_has_phone = (await self.runtime.service.owner_of(conn, case, fresh=True)).found
+                file.owner_has_phone = (await self.runtime.service.effects.owner_of(conn, case, fresh=True)).found
                 file.claim = await queries.claim_of(conn, case_id)
         if file is not None and file.case["state"] == "to_confirm":
             file.pair = queries.evidence_pair(file.case)
