@@ -37,14 +37,17 @@ async def test_every_per_client_limit_counts_the_forwarded_client_and_an_ipv6_cl
         "console login": ("POST", f"{base}/console/login", {"data": login}, 401),
         "ingest bad key": ("POST", f"{base}/v1/camera-events", {"data": b"[]", "headers": {"Authorization": "Bearer pwk_x"}}, 401),
         "ticket lookup": ("POST", f"{base}/d/ticket", {"data": lookup}, 404),
-        "code lookup": ("GET", f"{base}/d/lookup?code=ABCDEFGHJK", {}, 404),
+        "code lookup": ("GET", f"{base}/d/ABCDEFGHJK", {}, 404),
     }
     async with aiohttp.ClientSession() as http:
         failures = []
-        for what, (method, url, kwargs, refused) in limited.items():
-            one = await _statuses(http, method, url, [A, A], **dict(kwargs))
-            other = await _statuses(http, method, url, [B], **dict(kwargs))
-            block = await _statuses(http, method, url, list(SAME_64), **dict(kwargs))
+        for n, (what, (method, url, kwargs, refused)) in enumerate(limited.items()):
+            # Each endpoint meets clients of its own: the driver page's lookups share one budget.
+            a, b = A.replace(".7", f".{7 + 10 * n}"), B.replace(".8", f".{8 + 10 * n}")
+            one = await _statuses(http, method, url, [a, a], **dict(kwargs))
+            other = await _statuses(http, method, url, [b], **dict(kwargs))
+            block = await _statuses(http, method, url, [ip.replace(":7:7:", f":7:{7 + n}:") for ip in SAME_64],
+                                    **dict(kwargs))
             if (one, other, block) != ([refused, 429], [refused], [refused, 429]):
                 failures.append((what, one, other, block))  # another client: its own limit; one /64: one client
         assert not failures, failures
