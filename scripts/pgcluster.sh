@@ -245,8 +245,8 @@ pgc_main() {
         install) make_dirs; pgc_install ;;
         start | stop)
             make_dirs
-            exec 8>"$RUN_DIR/pgcluster.lock"
-            flock 8
+            exec 9>"$RUN_DIR/pgcluster.lock"  # fd 9: start_background does not hand it down
+            flock 9
             "pgc_$command"
             ;;
         status) make_dirs; pgc_status ;;
