@@ -24,8 +24,10 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -144,8 +146,9 @@ async def drill(args, env: dict) -> int:
     on_standby = None
     if rejoined is not None:
         # What the rejoined old primary has (read-only, straight to it): all of it, once it has replayed.
-        standby = await asyncpg.connect(host="127.0.0.1", port=pg_port[old], user=settings_user(settings),
-                                        password=settings_password(settings), database="parkwarden", timeout=10)
+        login = urlsplit(settings.database_url.get_secret_value())
+        standby = await asyncpg.connect(host="127.0.0.1", port=pg_port[old], user=login.username,
+                                        password=login.password, database=login.path.lstrip("/"), timeout=10)
         for _ in range(50):
             on_standby = await standby.fetchval("SELECT count(*) FROM failover_drill")
             if on_standby >= len(rows):
@@ -172,16 +175,6 @@ async def drill(args, env: dict) -> int:
     ok = not lost and first_on_new is not None and rejoined is not None and on_standby == len(on_primary)
     print("RESULT:", "ok" if ok else "FAILED")
     return 0 if ok else 1
-
-
-def settings_user(settings: Settings) -> str:
-    from urllib.parse import urlsplit
-    return urlsplit(settings.database_url.get_secret_value()).username
-
-
-def settings_password(settings: Settings) -> str:
-    from urllib.parse import urlsplit
-    return urlsplit(settings.database_url.get_secret_value()).password
 
 
 def main() -> None:
