@@ -8,6 +8,8 @@
 #                                         fails over at once (primary_start_timeout 0) and the old
 #                                         primary comes back as a standby (pg_rewind)
 #   scripts/pgcluster.sh primary          the name and port of the node that is primary now
+#   scripts/pgcluster.sh backup           pg_basebackup of the primary into var/pgcluster/backups/<time>
+#                                         (WAL is archived to var/pgcluster/wal-archive: see README)
 #
 # Ports (127.0.0.1 only), from PW_PGCLUSTER_PORT (default 56400): PostgreSQL of node N (1-2) at +N,
 # Patroni's REST API of node N at +10+N, etcd member N (1-3) clients at +20+N, peers at +30+N.
@@ -238,6 +240,20 @@ pgc_kill_primary() {
     say "killed the postmaster of pg$n (pid $pid, 127.0.0.1:$(pg_node_port "$n")) at $(date -u +%H:%M:%S.%N | cut -c1-12)"
 }
 
+# A base backup of the primary (pg_basebackup, with the WAL it needs) under var/pgcluster/backups/<UTC time>;
+# with the WAL archive (var/pgcluster/wal-archive) it restores to any later point in time.
+pgc_backup() {
+    local n dir
+    n="$(primary_node)" || die "no node is primary now"
+    dir="$PGC_DIR/backups/$(date -u +%Y%m%dT%H%M%SZ)"
+    mkdir -p "$PGC_DIR/backups"
+    chown postgres:postgres "$PGC_DIR/backups"
+    PGPASSWORD="$PGC_REPLICATION_PASSWORD" "${AS_POSTGRES[@]}" "$(pg_bin_dir)/pg_basebackup" -h 127.0.0.1 \
+        -p "$(pg_node_port "$n")" -U replicator -D "$dir" -X stream -c fast -l "parkwarden $(basename "$dir")" \
+        >>"$LOG_DIR/pgcluster-backup.log" 2>&1 || die "pg_basebackup from pg$n failed; see $LOG_DIR/pgcluster-backup.log"
+    echo "$dir"
+}
+
 pgc_main() {
     local command="${1:-}"
     (($# > 0)) && shift
@@ -252,13 +268,14 @@ pgc_main() {
         status) make_dirs; pgc_status ;;
         env) pgc_env ;;
         kill-primary) pgc_kill_primary ;;
+        backup) pgc_backup ;;
         primary)
             local n
             n="$(primary_node)" || die "no node is primary now"
             echo "pg$n 127.0.0.1:$(pg_node_port "$n")"
             ;;
         *)
-            sed -n '2,17p' "$PGCLUSTER_SCRIPT" | sed 's/^# \{0,1\}//' >&2
+            sed -n '2,19p' "$PGCLUSTER_SCRIPT" | sed 's/^# \{0,1\}//' >&2
             exit 2
             ;;
     esac
