@@ -20,6 +20,7 @@ from pipeline.sms.service import SmsService, SmsStyle
 from pipeline.cases.store import init_connection
 from pipeline.config import Settings
 from pipeline.db.migrate import migrate
+from pipeline.db.primary import PrimaryConnection
 from pipeline.lookups.carparks import CarParkIndex
 from pipeline.lookups.owners import PostgresOwnerDirectory
 from pipeline.lookups.zones import ZoneBook
@@ -50,7 +51,7 @@ async def connect_database(settings: Settings, min_size: int = 1, max_size: int 
     pool = BoundedPool(
         url, min_size=min_size, max_size=max_size or settings.db_pool_size, max_queries=50_000,
         max_inactive_connection_lifetime=300.0, connect=None, setup=None, init=init_connection, reset=None,
-        loop=None, connection_class=asyncpg.Connection, record_class=asyncpg.Record,
+        loop=None, connection_class=PrimaryConnection, record_class=asyncpg.Record,
         server_settings={
             "statement_timeout": f"{int(settings.db_statement_timeout_seconds * 1000)}",
             "lock_timeout": f"{int(settings.db_lock_timeout_seconds * 1000)}",
