@@ -161,7 +161,6 @@ export PW_KANNEL_PASSWORD=$KANNEL_PASSWORD
 export PW_KANNEL_STATUS_URL='http://127.0.0.1:$KANNEL_ADMIN_PORT/status.txt?password=$KANNEL_STATUS_PASSWORD'
 EOF
     printf 'export PW_FAKESMSC_LOG=%q\n' "$FAKESMSC_LOG"
-    printf 'export PW_KAFKA_TOOLS_CLASSPATH=%q\n' "$KAFKA_LIBS/*"
 }
 
 usage() {
