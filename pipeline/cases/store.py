@@ -14,6 +14,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from pipeline.cases.machine import Case, Sighting, State
+from pipeline.evidence import store as evidence_images
 from schemas.codec import encode
 
 CASE_COLUMNS = """id, plate, state, zone, place, camera_id, lat, lon, violation, latest_capture,
@@ -151,6 +152,7 @@ async def insert_case(conn, case: Case, window_seconds: int, now: datetime, sour
         sighting_to_json(case.fresh_capture), case.left_at, case.caution, case.confirm, case.plate_type, now,
         source_partition, source_topic,
     )
+    await evidence_images.want(conn, case.id, v)
 
 
 async def update_case(conn, case: Case, now: datetime) -> None:
@@ -162,6 +164,7 @@ async def update_case(conn, case: Case, now: datetime) -> None:
         case.wake_at, case.closed_at, case.reason, case.warning_delivered_at, now, sighting_to_json(case.fresh_capture),
         case.left_at,
     )
+    await evidence_images.want(conn, case.id, case.fresh_capture)
 
 
 async def add_sms(conn, case_id: UUID, kind: str, phone: str, params: dict, now: datetime) -> None:
@@ -308,6 +311,8 @@ async def issue_ticket(conn, case: Case, deadline_at: datetime, evidence: list[d
     serial = await conn.fetchval("SELECT nextval('ticket_serial')")
     number = f"{prefix}{local_now:%y%m%d}{serial:06d}"
     v = case.violation
+    for e in evidence:
+        await evidence_images.want(conn, case.id, sighting_from_json(e))
     return await conn.fetchval(
         """INSERT INTO tickets (number, case_id, plate, issued_at, deadline_at, place, zone, lat, lon, evidence)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (case_id) DO NOTHING RETURNING number""",
