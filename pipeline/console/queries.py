@@ -272,6 +272,8 @@ class CaseFile:
     """For a review case: when a fresh capture must have been taken (set by the console)."""
     pair: dict | None = None
     """For a ticket waiting for confirmation: its two captures side by side (``evidence_pair``)."""
+    photos: dict = field(default_factory=dict)
+    """Event id -> its evidence image's fetch (``pipeline.evidence.store.status_of``; set by the console)."""
 
     @property
     def warned_again_as(self) -> str | None:

@@ -38,6 +38,7 @@ from pipeline.client_limits import client_key
 from pipeline.console import actions, auth, metrics, queries
 from pipeline.console.actions import Refused
 from pipeline.console.i18n import DEFAULT, LANGUAGES, Words
+from pipeline.evidence import store as evidence_images
 from pipeline.cases.machine import Sighting
 from schemas import topics
 
@@ -85,6 +86,7 @@ def register(app, runtime) -> "Console":
     r.add_post("/console/cases/{case_id}/close", console.close_case)
     r.add_post("/console/cases/{case_id}/review", console.resolve_review)
     r.add_get("/console/confirm", console.confirm_queue)
+    r.add_get("/console/evidence/{event_id}", console.evidence_image)
     r.add_post("/console/cases/{case_id}/confirm", console.confirm_or_reject)
     r.add_post("/console/tickets/{number}/void", console.void_ticket)
     r.add_get("/console/audit", console.audit)
@@ -486,6 +488,9 @@ class Console:
         pool = await self.db()
         async with pool.acquire() as conn:
             file = await queries.case_file(conn, case_id, datetime.now(UTC))
+            if file is not None:
+                file.photos = await evidence_images.status_of(
+                    conn, [e["event_id"] for e in (file.case["violation"], file.case["fresh_capture"]) if e])
         if file is not None and file.case["state"] == "review":
             case = case_from_row(file.case)
             captures = [e for e in file.timeline if e["kind"] == "capture" and e["what"] != "VehicleDeparted"]
@@ -498,7 +503,7 @@ class Console:
             file.evidence_bounds = actions.evidence_bounds(case, self.settings.rules,
                                                            timedelta(seconds=file.case["window_seconds"]))
         if file is not None and file.case["state"] == "to_confirm":
-            file.pair = queries.evidence_pair(file.case)
+            file.pair = {**queries.evidence_pair(file.case), "photos": file.photos}
         return file
 
     def case_sections(self, t: Words, session: auth.Session, file: queries.CaseFile) -> dict[str, str]:
@@ -587,8 +592,22 @@ class Console:
         pool = await self.db()
         async with pool.acquire() as conn:
             total, waiting = await queries.to_confirm(conn)
+            photos = await evidence_images.status_of(conn, [e.event_id for c in waiting for e in c["captures"]])
+        for c in waiting:
+            c["photos"] = photos
         return self.render(request, "confirm.html", title=t("confirm.title"), nav="confirm", total=total,
                            waiting=waiting, done=request.query.get("done"))
+
+    @guarded()
+    async def evidence_image(self, request: web.Request) -> web.Response:
+        """A sighting's evidence image as fetched and stored (pipeline/evidence), for a logged-in operator."""
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            kept = await evidence_images.image_of_event(conn, request.match_info["event_id"])
+        if kept is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=kept["data"], content_type=kept["content_type"],
+                            headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
 
     @guarded(act=True)
     async def confirm_or_reject(self, request: web.Request) -> web.Response:
