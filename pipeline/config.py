@@ -243,6 +243,8 @@ class Settings(BaseSettings):
     evidence_retry_seconds: float = Field(default=30, gt=0)
     """The wait after the first failed attempt; it doubles after each."""
     evidence_poll_seconds: float = Field(default=2, gt=0)
+    demo_evidence_url: str | None = None
+    """The demo's image server (``parkwarden evidence-server``): the simulator's captures point at it."""
     reconsideration_days: int = Field(default=60, ge=1)
     """A driver may ask for administrative reconsideration (行政复议) this many days after a decision."""
     lawsuit_months: int = Field(default=6, ge=1)

@@ -113,6 +113,12 @@ def make_ca(directory: Path, host: str = "localhost") -> DemoTLS:
     return tls
 
 
+def demo_tls(directory: Path) -> DemoTLS:
+    """The demo CA and server certificate in ``directory``, made if missing."""
+    tls = DemoTLS(directory / "demo-ca.pem", directory / "evidence-server.pem", directory / "evidence-server.key")
+    return tls if all(f.exists() for f in (tls.ca_file, tls.cert_file, tls.key_file)) else make_ca(directory)
+
+
 def server_tls(tls: DemoTLS):
     import ssl
 
