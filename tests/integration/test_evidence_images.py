@@ -14,6 +14,7 @@ from pypdf.filters import ASCII85Decode
 
 from pipeline.config import Settings
 from pipeline.demo import city, photos
+from pipeline.evidence import fetch
 from pipeline.retention import job
 from schemas import events
 
@@ -121,6 +122,27 @@ async def test_a_tickets_photos_are_fetched_once_shown_printed_and_purged(tmp_pa
         assert done["decided_cases"]["evidence_images"] == 2
         assert await stack.pool.fetchval("SELECT count(*) FROM evidence_images") == 0
         assert await stack.pool.fetchval("SELECT count(*) FROM evidence_fetches") == 0
+
+        # A fetch that fails in a way that may pass is tried again later, then given up with its reason.
+        worker.stop()  # this part runs the loop's body itself
+        await stack.pool.execute("INSERT INTO evidence_fetches (event_id, case_id, integrator, url) VALUES ($1, $2, $3, $4)",
+                                 "gone-1", case["id"], city.INTEGRATOR, f"{base}/missing.jpg")
+        fetcher = fetch.Fetcher(fetch.allowed_hosts(f"{city.INTEGRATOR}=localhost"), 1 << 20, 5, str(tls.ca_file))
+        retry = fetch.Retry(attempts=2, first_wait=1.5, lease_seconds=30)
+        query = "SELECT state, attempts, reason, extract(epoch FROM next_attempt_at - now())::float8 AS wait FROM evidence_fetches"
+        try:
+            await fetch.run_due(stack.pool, fetcher, retry)
+            first = await stack.pool.fetchrow(query)
+            assert (first["state"], first["attempts"], first["reason"]) == ("pending", 1, "HTTP 404")
+            assert 0.5 < first["wait"] <= 1.5
+            await fetch.run_due(stack.pool, fetcher, retry)
+            assert (await stack.pool.fetchrow(query))["attempts"] == 1, "not before its time"
+            await asyncio.sleep(first["wait"] + 0.2)
+            await fetch.run_due(stack.pool, fetcher, retry)
+            last = await stack.pool.fetchrow(query)
+            assert (last["state"], last["attempts"], last["reason"]) == ("failed", 2, "HTTP 404 (gave up after 2 attempts)")
+        finally:
+            await fetcher.close()
     finally:
         await stack.close()
         await server.cleanup()
