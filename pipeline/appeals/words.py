@@ -42,6 +42,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "evidence.between": ("两次抓拍相距 {m} 米，间隔 {s} 秒", "{m} m and {s} s apart"),
     "evidence.integrator": ("接入方", "Integrator"),
     "evidence.image": ("图像", "Image"),
+    "evidence.not_obtained": ("未获取到图像", "Image not obtained"),
     "evidence.warning": ("告知短信", "Warning SMS"),
     "evidence.accepted": ("网关接收", "accepted"),
     "evidence.delivered": ("送达", "delivered"),

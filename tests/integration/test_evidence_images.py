@@ -99,7 +99,7 @@ async def test_a_tickets_photos_are_fetched_once_shown_printed_and_purged(tmp_pa
         assert rendered.returncode == 0, rendered.stderr
         assert "not obtained" not in reader.pages[0].extract_text()
 
-        # The console's case page: the two thumbnails, behind the login.
+        # The console's case page and appeal page: the two thumbnails, behind the login.
         console = ConsoleClient(base_url(worker))
         try:
             async with console.http.get(f"{console.base}/console/evidence/{violation.event_id}",
@@ -110,6 +110,9 @@ async def test_a_tickets_photos_are_fetched_once_shown_printed_and_purged(tmp_pa
             assert status == 200 and 'id="evidence-photos"' in html
             for event in (violation, still_there):
                 assert f'src="/console/evidence/{event.event_id}"' in html
+            number = await stack.pool.fetchval("SELECT number FROM tickets WHERE case_id = $1", case["id"])
+            status, html = await console.page(f"/console/tickets/{number}/appeal")  # beside an appeal
+            assert status == 200 and all(f'src="/console/evidence/{e.event_id}"' in html for e in (violation, still_there))
             async with console.http.get(f"{console.base}/console/evidence/{still_there.event_id}") as r:
                 assert r.status == 200 and hashlib.sha256(await r.read()).hexdigest() == second_sha
         finally:
