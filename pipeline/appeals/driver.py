@@ -182,9 +182,9 @@ def register(app, runtime, driver: DriverPage) -> None:
             return found
         n = int(request.match_info["n"])
         async with runtime.web_pool.acquire() as conn:
-            evidence = await conn.fetchval("SELECT evidence FROM tickets WHERE number = $1", found[1]["number"])
-            kept = await evidence_images.image_of_event(conn, evidence[n - 1]["event_id"]) \
-                if evidence and n <= len(evidence) else None
+            t = await conn.fetchrow("SELECT case_id, evidence FROM tickets WHERE number = $1", found[1]["number"])
+            kept = await evidence_images.image_of_capture(conn, t["case_id"], t["evidence"][n - 1]["event_id"]) \
+                if t and t["evidence"] and n <= len(t["evidence"]) else None
         if kept is None:
             raise web.HTTPNotFound()
         return web.Response(body=kept["data"], content_type=kept["content_type"],

@@ -86,7 +86,7 @@ def register(app, runtime) -> "Console":
     r.add_post("/console/cases/{case_id}/close", console.close_case)
     r.add_post("/console/cases/{case_id}/review", console.resolve_review)
     r.add_get("/console/confirm", console.confirm_queue)
-    r.add_get("/console/evidence/{event_id}", console.evidence_image)
+    r.add_get("/console/evidence/{sha256:[0-9a-f]{64}}", console.evidence_image)
     r.add_post("/console/cases/{case_id}/confirm", console.confirm_or_reject)
     r.add_post("/console/tickets/{number}/void", console.void_ticket)
     r.add_get("/console/audit", console.audit)
@@ -490,7 +490,7 @@ class Console:
             file = await queries.case_file(conn, case_id, datetime.now(UTC))
             if file is not None:
                 file.photos = await evidence_images.status_of(
-                    conn, [e["event_id"] for e in (file.case["violation"], file.case["fresh_capture"]) if e])
+                    conn, case_id, [e["event_id"] for e in (file.case["violation"], file.case["fresh_capture"]) if e])
         if file is not None and file.case["state"] == "review":
             case = case_from_row(file.case)
             captures = [e for e in file.timeline if e["kind"] == "capture" and e["what"] != "VehicleDeparted"]
@@ -592,18 +592,17 @@ class Console:
         pool = await self.db()
         async with pool.acquire() as conn:
             total, waiting = await queries.to_confirm(conn)
-            photos = await evidence_images.status_of(conn, [e.event_id for c in waiting for e in c["captures"]])
-        for c in waiting:
-            c["photos"] = photos
+            for c in waiting:
+                c["photos"] = await evidence_images.status_of(conn, c["id"], [e.event_id for e in c["captures"]])
         return self.render(request, "confirm.html", title=t("confirm.title"), nav="confirm", total=total,
                            waiting=waiting, done=request.query.get("done"))
 
     @guarded()
     async def evidence_image(self, request: web.Request) -> web.Response:
-        """A sighting's evidence image as fetched and stored (pipeline/evidence), for a logged-in operator."""
+        """An evidence image as fetched and stored (pipeline/evidence), by its SHA-256, for a logged-in operator."""
         pool = await self.db()
         async with pool.acquire() as conn:
-            kept = await evidence_images.image_of_event(conn, request.match_info["event_id"])
+            kept = await evidence_images.image(conn, request.match_info["sha256"])
         if kept is None:
             raise web.HTTPNotFound()
         return web.Response(body=kept["data"], content_type=kept["content_type"],

@@ -160,11 +160,12 @@ class Retry:
 
 _LEASE = """
 UPDATE evidence_fetches f SET attempts = f.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
-WHERE f.event_id IN (SELECT event_id FROM evidence_fetches WHERE state = 'pending' AND next_attempt_at <= now()
-                     ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+WHERE (f.integrator, f.event_id) IN (SELECT integrator, event_id FROM evidence_fetches
+                                     WHERE state = 'pending' AND next_attempt_at <= now()
+                                     ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
 RETURNING f.event_id, f.integrator, f.url, f.attempts,
           coalesce(f.expected_sha256, (SELECT s.evidence->>'sha256' FROM sightings s
-                                       WHERE s.event_id = f.event_id LIMIT 1)) AS expected"""
+                                       WHERE s.event_id = f.event_id AND s.integrator = f.integrator)) AS expected"""
 
 
 async def run_due(pool, fetcher: Fetcher, retry: Retry, batch: int = 4) -> bool:
@@ -192,25 +193,25 @@ async def _attempt(fetcher: Fetcher, row):
 
 
 async def _record(conn, row, outcome, retry: Retry) -> None:
-    event_id = row["event_id"]
+    key = (row["integrator"], row["event_id"])
+    where = "WHERE integrator = $1 AND event_id = $2"
     if isinstance(outcome, Fetched):
         await conn.execute(
             """INSERT INTO evidence_images (sha256, content_type, width, height, data) VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (sha256) DO NOTHING""",
             outcome.sha256, outcome.content_type, outcome.width, outcome.height, outcome.data)
-        await conn.execute("""UPDATE evidence_fetches SET state = 'stored', image_sha256 = $2, fetched_at = now(),
-                              reason = NULL, expected_sha256 = $3 WHERE event_id = $1""",
-                           event_id, outcome.sha256, row["expected"])
+        await conn.execute(f"""UPDATE evidence_fetches SET state = 'stored', image_sha256 = $3, fetched_at = now(),
+                               reason = NULL, expected_sha256 = $4 {where}""", *key, outcome.sha256, row["expected"])
     elif isinstance(outcome, Mismatch):
-        await conn.execute("""UPDATE evidence_fetches SET state = 'mismatch', got_sha256 = $2, expected_sha256 = $3,
-                              reason = $4, fetched_at = now() WHERE event_id = $1""",
-                           event_id, outcome.got, outcome.expected, str(outcome))
-        log.warning("evidence %s: %s", event_id, outcome)
+        await conn.execute(f"""UPDATE evidence_fetches SET state = 'mismatch', got_sha256 = $3, expected_sha256 = $4,
+                               reason = $5, fetched_at = now() {where}""",
+                           *key, outcome.got, outcome.expected, str(outcome))
+        log.warning("evidence %s/%s: %s", *key, outcome)
     elif isinstance(outcome, Refused) or row["attempts"] >= retry.attempts:
         reason = str(outcome) if isinstance(outcome, Refused) else f"{outcome} (gave up after {row['attempts']} attempts)"
-        await conn.execute("UPDATE evidence_fetches SET state = 'failed', reason = $2, fetched_at = now() "
-                           "WHERE event_id = $1", event_id, reason)
+        await conn.execute(f"UPDATE evidence_fetches SET state = 'failed', reason = $3, fetched_at = now() {where}",
+                           *key, reason)
     else:
         wait = retry.first_wait * 2 ** (row["attempts"] - 1)
-        await conn.execute("""UPDATE evidence_fetches SET reason = $2, next_attempt_at = now() + make_interval(secs => $3)
-                              WHERE event_id = $1""", event_id, str(outcome), wait)
+        await conn.execute(f"""UPDATE evidence_fetches SET reason = $3, next_attempt_at = now() + make_interval(secs => $4)
+                               {where}""", *key, str(outcome), wait)

@@ -15,33 +15,38 @@ async def want(conn, case_id: UUID, sighting) -> None:
     if sighting is None or not sighting.evidence_url:
         return
     await conn.execute(
-        """INSERT INTO evidence_fetches (event_id, case_id, integrator, url) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (event_id) DO NOTHING""",
-        sighting.event_id, case_id, sighting.integrator or "", sighting.evidence_url)
+        """INSERT INTO evidence_fetches (integrator, event_id, case_id, url) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (integrator, event_id) DO NOTHING""",
+        sighting.integrator or "", sighting.event_id, case_id, sighting.evidence_url)
 
 
-async def status_of(conn, event_ids: list[str]) -> dict[str, dict]:
-    """event id -> {state, reason, sha256, attempts, content_type} for those with a fetch row."""
+async def status_of(conn, case_id, event_ids: list[str]) -> dict[str, dict]:
+    """event id -> {state, reason, sha256, ...} of the case's captures that have a fetch row."""
     rows = await conn.fetch(
         """SELECT f.event_id, f.state, f.reason, f.image_sha256, f.got_sha256, f.attempts, i.content_type, i.width,
                   i.height
            FROM evidence_fetches f LEFT JOIN evidence_images i ON i.sha256 = f.image_sha256
-           WHERE f.event_id = ANY($1::text[])""", event_ids)
+           WHERE f.case_id = $1 AND f.event_id = ANY($2::text[])""", case_id, event_ids)
     return {r["event_id"]: {"state": r["state"], "reason": r["reason"], "sha256": r["image_sha256"],
                             "got_sha256": r["got_sha256"], "attempts": r["attempts"],
                             "content_type": r["content_type"], "width": r["width"], "height": r["height"]}
             for r in rows}
 
 
-async def image_of_event(conn, event_id: str):
-    """(data, content_type) of a sighting's stored image, or None."""
+async def image(conn, sha256: str):
+    """(data, content_type) of a stored image, or None."""
+    return await conn.fetchrow("SELECT data, content_type FROM evidence_images WHERE sha256 = $1", sha256)
+
+
+async def image_of_capture(conn, case_id, event_id: str):
+    """(data, content_type) of a case's capture's stored image, or None."""
     return await conn.fetchrow(
         """SELECT i.data, i.content_type FROM evidence_fetches f JOIN evidence_images i ON i.sha256 = f.image_sha256
-           WHERE f.event_id = $1 AND f.state = 'stored'""", event_id)
+           WHERE f.case_id = $1 AND f.event_id = $2 AND f.state = 'stored'""", case_id, event_id)
 
 
-async def images_by_event(conn, event_ids: list[str]) -> dict[str, bytes]:
+async def images_by_event(conn, case_id, event_ids: list[str]) -> dict[str, bytes]:
     rows = await conn.fetch(
         """SELECT f.event_id, i.data FROM evidence_fetches f JOIN evidence_images i ON i.sha256 = f.image_sha256
-           WHERE f.event_id = ANY($1::text[]) AND f.state = 'stored'""", event_ids)
+           WHERE f.case_id = $1 AND f.event_id = ANY($2::text[]) AND f.state = 'stored'""", case_id, event_ids)
     return {r["event_id"]: bytes(r["data"]) for r in rows}

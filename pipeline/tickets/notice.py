@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from uuid import UUID
 
 from reportlab.graphics.barcode.qr import QrCodeWidget
 from reportlab.graphics.shapes import Drawing
@@ -121,7 +122,8 @@ async def page_url(conn, number: str, terms: NoticeTerms) -> str | None:
 
 async def images_of(conn, pack: dict) -> dict[str, bytes]:
     """The stored evidence images of a pack's captures, by event id (pipeline/evidence)."""
-    return await evidence_images.images_by_event(conn, [c["event_id"] for c in pack["captures"]])
+    return await evidence_images.images_by_event(conn, UUID(pack["ticket"]["case_id"]),
+                                                 [c["event_id"] for c in pack["captures"]])
 
 
 PHOTO_W, PHOTO_H = 48 * mm, 30 * mm

@@ -115,7 +115,7 @@ async def evidence_pack(conn, number: str, terms: Terms, now: datetime | None = 
         """SELECT actor, at FROM audit_log WHERE case_id = $1 AND (action LIKE '%->ticketed' OR action = 'ticket_on_review')
            ORDER BY id LIMIT 1""", t["case_id"])
     links = await chain.links_of(conn, t["number"])
-    fetched = await evidence_images.status_of(conn, [violation["event_id"], fresh["event_id"]])
+    fetched = await evidence_images.status_of(conn, t["case_id"], [violation["event_id"], fresh["event_id"]])
     appeal = await conn.fetchrow("SELECT * FROM appeals WHERE ticket_number = $1", t["number"])
     first, second = _sighting(violation), _sighting(fresh)
     issued_link = next((link for link in links if link["kind"] == "TicketIssued"), None)

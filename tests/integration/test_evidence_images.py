@@ -102,18 +102,18 @@ async def test_a_tickets_photos_are_fetched_once_shown_printed_and_purged(tmp_pa
         # The console's case page and appeal page: the two thumbnails, behind the login.
         console = ConsoleClient(base_url(worker))
         try:
-            async with console.http.get(f"{console.base}/console/evidence/{violation.event_id}",
+            async with console.http.get(f"{console.base}/console/evidence/{first_sha}",
                                         allow_redirects=False) as r:
                 assert r.status == 303
             await console.login("li")
             status, html = await console.page(f"/console/cases/{case['id']}")
             assert status == 200 and 'id="evidence-photos"' in html
-            for event in (violation, still_there):
-                assert f'src="/console/evidence/{event.event_id}"' in html
+            for sha in (first_sha, second_sha):
+                assert f'src="/console/evidence/{sha}"' in html
             number = await stack.pool.fetchval("SELECT number FROM tickets WHERE case_id = $1", case["id"])
             status, html = await console.page(f"/console/tickets/{number}/appeal")  # beside an appeal
-            assert status == 200 and all(f'src="/console/evidence/{e.event_id}"' in html for e in (violation, still_there))
-            async with console.http.get(f"{console.base}/console/evidence/{still_there.event_id}") as r:
+            assert status == 200 and all(f'src="/console/evidence/{sha}"' in html for sha in (first_sha, second_sha))
+            async with console.http.get(f"{console.base}/console/evidence/{second_sha}") as r:
                 assert r.status == 200 and hashlib.sha256(await r.read()).hexdigest() == second_sha
         finally:
             await console.close()
@@ -128,8 +128,8 @@ async def test_a_tickets_photos_are_fetched_once_shown_printed_and_purged(tmp_pa
 
         # A fetch that fails in a way that may pass is tried again later, then given up with its reason.
         worker.stop()  # this part runs the loop's body itself
-        await stack.pool.execute("INSERT INTO evidence_fetches (event_id, case_id, integrator, url) VALUES ($1, $2, $3, $4)",
-                                 "gone-1", case["id"], city.INTEGRATOR, f"{base}/missing.jpg")
+        await stack.pool.execute("INSERT INTO evidence_fetches (integrator, event_id, case_id, url) VALUES ($1, $2, $3, $4)",
+                                 city.INTEGRATOR, "gone-1", case["id"], f"{base}/missing.jpg")
         fetcher = fetch.Fetcher(fetch.allowed_hosts(f"{city.INTEGRATOR}=localhost"), 1 << 20, 5, str(tls.ca_file))
         retry = fetch.Retry(attempts=2, first_wait=1.5, lease_seconds=30)
         query = "SELECT state, attempts, reason, extract(epoch FROM next_attempt_at - now())::float8 AS wait FROM evidence_fetches"

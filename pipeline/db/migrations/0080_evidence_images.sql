@@ -17,9 +17,9 @@ CREATE TABLE evidence_images (
 --   mismatch  the bytes' SHA-256 is not the one the camera event carried: recorded, not kept, shown
 --   failed    not obtained (reason): refused (not https, host not allowed, too big, not an image) or given up
 CREATE TABLE evidence_fetches (
-    event_id        text PRIMARY KEY,
+    integrator      text NOT NULL,
+    event_id        text NOT NULL,
     case_id         uuid NOT NULL REFERENCES cases (id),
-    integrator      text NOT NULL DEFAULT '',
     url             text NOT NULL,
     expected_sha256 text,
     state           text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'stored', 'mismatch', 'failed')),
@@ -28,7 +28,8 @@ CREATE TABLE evidence_fetches (
     reason          text,
     image_sha256    text,
     got_sha256      text,
-    fetched_at      timestamptz
+    fetched_at      timestamptz,
+    PRIMARY KEY (integrator, event_id)
 );
 CREATE INDEX evidence_fetches_due ON evidence_fetches (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX evidence_fetches_case ON evidence_fetches (case_id);
