@@ -70,3 +70,27 @@ def test_the_notice_prints_both_images_or_the_reason():
     text = one.pages[0].extract_text().replace("\n", "")
     assert len(one.pages) == 1 and len(one.pages[0].images) == 1
     assert "Image not obtained" in text and "2c26b46b68ffc68f" in text
+
+
+def test_the_consoles_confirm_pair_shows_a_thumbnail_or_the_mismatch():
+    from datetime import UTC, datetime
+
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    from pipeline.cases.machine import Sighting
+    from pipeline.config import ROOT
+    from pipeline.console.i18n import Words
+
+    env = Environment(loader=FileSystemLoader(ROOT / "pipeline" / "console" / "templates"),
+                      autoescape=select_autoescape(default=True))
+    env.filters.update(when=str, duration=str)
+    at = datetime(2026, 11, 26, 2, 42, tzinfo=UTC)
+    pair = {"captures": [Sighting("e1", "cam-1", at, 30.0, 120.0, "文一西路", "https://img.example/1.jpg", "demo"),
+                         Sighting("e2", "cam-1", at, 30.0, 120.0, "文一西路", "https://img.example/2.jpg", "demo")],
+            "photos": {"e1": {"state": "stored", "reason": None, "sha256": "a" * 64},
+                       "e2": {"state": "mismatch", "reason": MISMATCH, "sha256": None}},
+            "warned_at": None, "warning_delivered_at": None, "deadline_at": None}
+    html = env.get_template("_evidence_pair.html").render(t=Words("en"), pair=pair)
+
+    assert f'<img src="/console/evidence/{"a" * 64}"' in html
+    assert "image does not match the capture&#39;s SHA-256: " + MISMATCH.replace("'", "&#39;") in html
