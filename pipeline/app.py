@@ -21,6 +21,7 @@ from pipeline.config import ROOT, Settings
 from pipeline.appeals import driver as appeals_driver
 from pipeline.appeals import views as appeals_views
 from pipeline.console import views as console_views
+from pipeline.evidence import fetch as evidence_fetch
 from pipeline.ingest import views as ingest_views
 from pipeline.lookups.carparks import CarParkIndex, load_index
 from pipeline.lookups.zones import ZoneBook, load_zones
@@ -203,6 +204,18 @@ class Runtime(Service):
         async def sms():
             return await self.sms_service.settle_in_doubt_sms() + await self.sms_service.send_due_sms(self.gateway)
         await self._every(settings.sms_poll_seconds, sms)
+
+    @Service.task
+    async def evidence_images(self) -> None:
+        """Fetch the evidence images of cases (pipeline/evidence/fetch.py), off the camera events' path."""
+        await self.ready.wait()
+        fetcher, retry = evidence_fetch.Fetcher.of(settings), evidence_fetch.Retry.of(settings)
+        async def evidence_images():
+            return await evidence_fetch.run_due(self.pool, fetcher, retry)
+        try:
+            await self._every(settings.evidence_poll_seconds, evidence_images)
+        finally:
+            await fetcher.close()
 
     @Service.task
     async def outbox(self) -> None:

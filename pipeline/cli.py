@@ -7,12 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from importlib import import_module
 
 import click
 
-from pipeline.config import Settings
+from pipeline.config import ROOT, Settings
+
+DEMO_EVIDENCE_PORT = 6443
 
 LAZY_COMMANDS = {
     "operators": "pipeline.console.cli:operators",
@@ -144,8 +147,29 @@ def simulate(duration, cars, cars_per_minute, patrol, duplicates, malformed, lat
                     cars_per_minute=cars_per_minute,
                     max_cars=cars, duration_seconds=duration, patrol_seconds=patrol, duplicate_rate=duplicates,
                     malformed_rate=malformed, late_rate=late, late_by_seconds=late_by,
-                    out_of_order_rate=out_of_order, seed=seed)
+                    out_of_order_rate=out_of_order, seed=seed, evidence_url=s.demo_evidence_url)
     run(sim.run(progress=lambda line: click.echo(line, err=True)))
+
+
+@main.command("evidence-server")
+@click.option("--port", default=6443, show_default=True)
+@click.option("--tls-dir", type=click.Path(), required=True, help="Where the demo CA and the server's certificate are (made if missing).")
+def evidence_server(port: int, tls_dir: str) -> None:
+    """The demo's camera image server over HTTPS (pipeline/demo/photos.py), until Ctrl-C."""
+    from pipeline.demo import photos
+
+    tls = photos.demo_tls(Path(tls_dir))
+
+    async def serve_forever():
+        runner = await photos.serve(tls, "127.0.0.1", port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+    try:
+        run(serve_forever())
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command()
@@ -175,6 +199,13 @@ def demo_environment(environ) -> dict[str, str]:
            # The driver page on, so that a newcomer sees the SMS's link and the page it opens.
            "PW_DRIVER_PAGE": environ.get("PW_DRIVER_PAGE", "true")}
     env.setdefault("PW_PUBLIC_BASE_URL", f"http://{environ.get('PW_WEB_HOST', '127.0.0.1')}:6066")
+    # Captures point at the demo's image server (HTTPS, the demo's own CA), which the workers trust and fetch from.
+    from pipeline.demo.city import INTEGRATOR
+
+    tls_dir = ROOT / "var" / "demo-tls"
+    env.setdefault("PW_DEMO_EVIDENCE_URL", f"https://localhost:{DEMO_EVIDENCE_PORT}")
+    env.setdefault("PW_EVIDENCE_CA_FILE", str(tls_dir / "demo-ca.pem"))
+    env.setdefault("PW_EVIDENCE_HOSTS", f"{INTEGRATOR}=localhost")
     return env
 
 
@@ -183,7 +214,10 @@ def demo_environment(environ) -> dict[str, str]:
 @click.option("--workers", default=2, show_default=True)
 def demo(duration: float, workers: int) -> None:
     """Demo: workers + camera simulator + live feed, with a 30-second window. Ctrl-C stops it all."""
+    from pipeline.demo import photos
+
     env = demo_environment(os.environ)
+    photos.make_ca(Path(env["PW_EVIDENCE_CA_FILE"]).parent)  # before the workers, which trust it
     settings = Settings(**{"window_seconds": float(env["PW_WINDOW_SECONDS"])})
     log_dir = settings.sms_file.parent.parent / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -201,6 +235,9 @@ def demo(duration: float, workers: int) -> None:
         click.echo(f"console: http://{settings.web_host}:6066/console/  (log in as {name} / {password}, a supervisor)")
         if env["PW_DRIVER_PAGE"].lower() == "true":
             click.echo(f"driver page: {env['PW_PUBLIC_BASE_URL']}/d  (each warning and ticket SMS links to its case)")
+        procs.append(subprocess.Popen([*exe, "evidence-server", "--port", str(DEMO_EVIDENCE_PORT), "--tls-dir",
+                                       str(Path(env["PW_EVIDENCE_CA_FILE"]).parent)], env=env))
+        click.echo(f"camera images: {env['PW_DEMO_EVIDENCE_URL']} (demo CA {env['PW_EVIDENCE_CA_FILE']})")
         click.echo("waiting for the workers to join the consumer group...")
         time.sleep(8)
         procs.append(subprocess.Popen([*exe, "simulate", "--duration", str(duration), "--cars-per-minute", "15"],

@@ -233,6 +233,22 @@ class Settings(BaseSettings):
     """The penalty, as the city states it, printed on the notice."""
     notice_payment: str = "凭告知单号到交警违法处理窗口或“交管12123”处理 | Settle it with the ticket number at a traffic-police office or in the 12123 app"
     """Where to pay or settle a standing ticket (Chinese | English), on the driver page and the notice."""
+    # Evidence images (pipeline/evidence/fetch.py)
+    evidence_hosts: str = Field(default="", pattern=r"^\s*([^=;\s]+\s*=[^=;]*(;\s*[^=;\s]+\s*=[^=;]*)*;?)?\s*$")
+    """Hosts each integrator's evidence images may be fetched from: ``name=host,host;other=host`` (``*=host``
+    for every integrator). An image elsewhere is not fetched ("host not allowed")."""
+    evidence_ca_file: str | None = None
+    """A PEM file of CAs trusted for evidence fetches besides the system's (the demo's CA)."""
+    evidence_max_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    evidence_fetch_seconds: float = Field(default=10, gt=0)
+    """Bound on one fetch (connect and read)."""
+    evidence_fetch_attempts: int = Field(default=6, ge=1)
+    """A fetch that failed in a way that may pass is tried this many times in all, then shown as not obtained."""
+    evidence_retry_seconds: float = Field(default=30, gt=0)
+    """The wait after the first failed attempt; it doubles after each."""
+    evidence_poll_seconds: float = Field(default=2, gt=0)
+    demo_evidence_url: str | None = None
+    """The demo's image server (``parkwarden evidence-server``): the simulator's captures point at it."""
     reconsideration_days: int = Field(default=60, ge=1)
     """A driver may ask for administrative reconsideration (行政复议) this many days after a decision."""
     lawsuit_months: int = Field(default=6, ge=1)

@@ -10,6 +10,7 @@ can still do.
     GET  /d/<code>/notice.pdf           the notice (电子违停告知单)
     GET  /d/<code>/pack.json            the evidence pack
     GET  /d/<code>/appeal/photos/<id>   a photo of the appeal
+    GET  /d/<code>/evidence/<1|2>       the evidence images (the violation, the capture after the deadline)
 
 The code is the key, in the path or the body, never in a query string; every request spends one of
 the client address's lookups (``pipeline.sms.driver_page``). No phone number is shown.
@@ -25,6 +26,7 @@ from pipeline import bootstrap
 from pipeline.appeals import grounds, photos, service, store
 from pipeline.appeals.grounds import GROUNDS, NotAllowed
 from pipeline.appeals.words import TEXT
+from pipeline.evidence import store as evidence_images
 from pipeline.sms.driver_page import CODE_PATH, SECURITY_HEADERS, DriverPage, read_code
 from pipeline.tickets import notice
 from pipeline.tickets.pack import Terms, evidence_pack
@@ -150,9 +152,10 @@ def register(app, runtime, driver: DriverPage) -> None:
         code, row = found
         async with runtime.web_pool.acquire() as conn:
             pack = await evidence_pack(conn, row["number"], terms)
+            images = await notice.images_of(conn, pack)
         terms_printed = notice.NoticeTerms.of(runtime.settings)
         page = f"{terms_printed.page_base}{code}" if terms_printed.page_base else None
-        return web.Response(body=notice.render(pack, terms_printed, page), content_type="application/pdf",
+        return web.Response(body=notice.render(pack, terms_printed, page, images), content_type="application/pdf",
                             headers={**SECURITY_HEADERS,
                                      "Content-Disposition": f'attachment; filename="{pack["ticket"]["number"]}.pdf"'})
 
@@ -172,6 +175,21 @@ def register(app, runtime, driver: DriverPage) -> None:
         return web.Response(body=kept["data"], content_type=kept["content_type"],
                             headers={**SECURITY_HEADERS, "Cache-Control": "private, max-age=3600"})
 
+    async def evidence_photo(request: web.Request) -> web.Response:
+        """The ticket's evidence image ``n`` (1: the violation, 2: the capture after the deadline), as stored."""
+        found = await with_ticket(request, driver.polls)  # a page shows 2: not the lookups' budget
+        if isinstance(found, web.Response):
+            return found
+        n = int(request.match_info["n"])
+        async with runtime.web_pool.acquire() as conn:
+            t = await conn.fetchrow("SELECT case_id, evidence FROM tickets WHERE number = $1", found[1]["number"])
+            kept = await evidence_images.image_of_capture(conn, t["case_id"], t["evidence"][n - 1]["event_id"]) \
+                if t and t["evidence"] and n <= len(t["evidence"]) else None
+        if kept is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=kept["data"], content_type=kept["content_type"],
+                            headers={**SECURITY_HEADERS, "Cache-Control": "private, max-age=3600"})
+
     r = app.web.web_app.router
     r.add_get("/d/ticket", form)
     r.add_post("/d/ticket", by_number)
@@ -179,3 +197,4 @@ def register(app, runtime, driver: DriverPage) -> None:
     r.add_get(f"/d/{CODE_PATH}/notice.pdf", notice_pdf)
     r.add_get(f"/d/{CODE_PATH}/pack.json", pack_json)
     r.add_get(f"/d/{CODE_PATH}/appeal/photos/{{photo_id}}", photo)
+    r.add_get(f"/d/{CODE_PATH}/evidence/{{n:[12]}}", evidence_photo)

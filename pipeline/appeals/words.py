@@ -41,6 +41,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "evidence.still_there": ("期限后抓拍", "After the deadline"),
     "evidence.integrator": ("接入方", "Integrator"),
     "evidence.image": ("图像", "Image"),
+    "evidence.not_obtained": ("未获取到图像", "Image not obtained"),
     "evidence.warning": ("告知短信", "Warning SMS"),
     "evidence.accepted": ("网关接收", "accepted"),
     "evidence.delivered": ("送达", "delivered"),

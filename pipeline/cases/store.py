@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from pipeline.cases.machine import Case, Sighting, State, delivery_moment
 from schemas import events
+from pipeline.evidence import store as evidence_images
 from schemas.codec import encode
 
 CASE_COLUMNS = """id, plate, state, zone, place, camera_id, lat, lon, violation, latest_capture,
@@ -193,6 +194,7 @@ async def insert_case(conn, case: Case, window_seconds: int, now: datetime, sour
         sighting_to_json(case.fresh_capture), case.left_at, case.caution, case.confirm, case.plate_type, now,
         source_partition, source_topic,
     )
+    await evidence_images.want(conn, case.id, v)
 
 
 async def update_case(conn, case: Case, now: datetime) -> None:
@@ -204,6 +206,7 @@ async def update_case(conn, case: Case, now: datetime) -> None:
         case.wake_at, case.closed_at, case.reason, case.warning_delivered_at, now, sighting_to_json(case.fresh_capture),
         case.left_at,
     )
+    await evidence_images.want(conn, case.id, case.fresh_capture)
 
 
 async def add_sms(conn, case_id: UUID, kind: str, phone: str, params: dict, now: datetime) -> None:
@@ -357,6 +360,8 @@ async def issue_ticket(conn, case: Case, deadline_at: datetime, evidence: list[d
            WHERE (integrator, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",
         [e.get("integrator") or "" for e in evidence], [e["event_id"] for e in evidence])}
     evidence = [e | {"image_sha256": hashes.get((e.get("integrator") or "", e["event_id"]))} for e in evidence]
+    for e in evidence:
+        await evidence_images.want(conn, case.id, sighting_from_json(e))
     return await conn.fetchval(
         """INSERT INTO tickets (number, case_id, plate, issued_at, deadline_at, place, zone, lat, lon, evidence,
                                 reason, warning_accepted_at, warning_delivered_at)

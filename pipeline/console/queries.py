@@ -277,6 +277,8 @@ class CaseFile:
     """For a review case: whether the registries name a phone to warn now (set by the console)."""
     claim: dict | None = None
     """For a review case: the officer who has claimed it, and since when."""
+    photos: dict = field(default_factory=dict)
+    """Event id -> its evidence image's fetch (``pipeline.evidence.store.status_of``; set by the console)."""
 
     @property
     def warned_again_as(self) -> str | None:

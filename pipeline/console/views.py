@@ -40,6 +40,7 @@ from pipeline.client_limits import client_key
 from pipeline.console import actions, auth, health, metrics, queries
 from pipeline.console.actions import Refused
 from pipeline.console.i18n import DEFAULT, LANGUAGES, Words
+from pipeline.evidence import store as evidence_images
 from pipeline.cases.machine import Sighting
 from schemas import topics
 
@@ -95,6 +96,7 @@ def register(app, runtime) -> "Console":
     r.add_post("/console/dead-letters/{id:[0-9]+}/replay", console.replay_dead_letter)
     r.add_post("/console/review/close", console.review_close)
     r.add_post("/console/review/{case_id}/claim", console.review_claim)
+    r.add_get("/console/evidence/{sha256:[0-9a-f]{64}}", console.evidence_image)
     r.add_post("/console/cases/{case_id}/confirm", console.confirm_or_reject)
     r.add_post("/console/tickets/{number}/void", console.void_ticket)
     r.add_get("/console/audit", console.audit)
@@ -564,6 +566,9 @@ class Console:
         pool = await self.db()
         async with pool.acquire() as conn:
             file = await queries.case_file(conn, case_id, datetime.now(UTC))
+            if file is not None:
+                file.photos = await evidence_images.status_of(
+                    conn, case_id, [e["event_id"] for e in (file.case["violation"], file.case["fresh_capture"]) if e])
         if file is not None and file.case["state"] == "review":
             case = case_from_row(file.case)
             captures = [e for e in file.timeline if e["kind"] == "capture" and e["what"] != "VehicleDeparted"]
@@ -579,7 +584,7 @@ class Console:
                 file.owner_has_phone = (await self.runtime.service.effects.owner_of(conn, case, fresh=True)).found
                 file.claim = await queries.claim_of(conn, case_id)
         if file is not None and file.case["state"] == "to_confirm":
-            file.pair = queries.evidence_pair(file.case)
+            file.pair = {**queries.evidence_pair(file.case), "photos": file.photos}
         return file
 
     def case_sections(self, t: Words, session: auth.Session, file: queries.CaseFile,
@@ -676,6 +681,8 @@ class Console:
         pool = await self.db()
         async with pool.acquire() as conn:
             total, waiting = await queries.to_confirm(conn)
+            for c in waiting:
+                c["photos"] = await evidence_images.status_of(conn, c["id"], [e.event_id for e in c["captures"]])
         return self.render(request, "confirm.html", title=t("confirm.title"), nav="confirm", total=total,
                            waiting=waiting, done=request.query.get("done"))
 
@@ -775,6 +782,17 @@ class Console:
             return await self.review_page(request, 409, error=self.words(request)(f"refused.{refused.key}", **refused.params))
         log.info("console: %s closed %d review cases", session.operator.actor, len(done["closed"]))
         raise web.HTTPSeeOther(f"/console/review?done=closed&n={len(done['closed'])}&left={len(done['left'])}")
+
+    @guarded()
+    async def evidence_image(self, request: web.Request) -> web.Response:
+        """An evidence image as fetched and stored (pipeline/evidence), by its SHA-256, for a logged-in operator."""
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            kept = await evidence_images.image(conn, request.match_info["sha256"])
+        if kept is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=kept["data"], content_type=kept["content_type"],
+                            headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
 
     @guarded(act=True)
     async def confirm_or_reject(self, request: web.Request) -> web.Response:

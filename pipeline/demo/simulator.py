@@ -17,7 +17,7 @@ from itertools import count
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from pipeline.demo import city
+from pipeline.demo import city, photos
 from schemas import events, topics
 from schemas.codec import encode
 
@@ -66,8 +66,10 @@ class Simulator:
                  duplicate_rate: float = 0.05, malformed_rate: float = 0.02, late_rate: float = 0.0,
                  late_by_seconds: float = 3.0, out_of_order_rate: float = 0.0,
                  behaviour_weights: tuple[float, float, float] = (0.45, 0.4, 0.15), seed: int = 1,
-                 integrator: str = city.INTEGRATOR, kafka_options: dict | None = None):
+                 integrator: str = city.INTEGRATOR, kafka_options: dict | None = None, evidence_url: str | None = None):
         self.bootstrap = bootstrap
+        self.evidence_url = evidence_url
+        """The demo's image server (pipeline/demo/photos.py): captures point at it, with the image's SHA-256."""
         self.kafka_options = kafka_options or {"bootstrap_servers": bootstrap}
         """Camera events go to the cameras' integrator's own topic, camera-events.<integrator>."""
         self.topic = lambda t: (f"{topic_prefix}{t.name}.{integrator}" if t in (topics.CAMERA_EVENTS, topics.CAMERA_COMMANDS)
@@ -143,7 +145,11 @@ class Simulator:
         self.tally.malformed += 1
 
     def _capture(self, cls, car: ParkedCar, at: datetime, **extra):
-        evidence = events.Evidence(image_url=f"https://evidence.example/{car.camera.id}/{at:%Y%m%d%H%M%S}.jpg")
+        if self.evidence_url:
+            path, sha = photos.photo_for(car.camera.id, at, car.plate)
+            evidence = events.Evidence(image_url=self.evidence_url + path, sha256=sha)
+        else:
+            evidence = events.Evidence(image_url=f"https://evidence.example/{car.camera.id}/{at:%Y%m%d%H%M%S}.jpg")
         return cls(event_id=self._event_id(car.camera.id), camera_id=car.camera.id, plate=car.plate, taken_at=at,
                    location=events.Location(lat=car.lat, lon=car.lon), place=car.camera.place, zone=car.camera.zone,
                    evidence=evidence, plate_colour="green" if len(car.plate) == 8 else "blue", **extra)

@@ -16,7 +16,8 @@ Classes (``Policy``, settings ``PW_RETENTION_*``; the README defends the default
                          warned again; it goes with the last case that names it), its SMS lose phone
                          number (masked), text and parameters, its
                          delivery reports go, and the case row loses its later captures and the
-                         violation's image link. The case row stays (plate, place, times: counts,
+                         violation's image link. Its evidence images (``evidence_images``, unless another
+                         case still uses the same bytes) and their fetch rows go too. The case row stays (plate, place, times: counts,
                          the audit trail, the first-offence rule).
     decided_cases        a ticketed or cautioned case: the same, ``decided_cases`` after the latest of
                          its close, its ticket's issue or void and its appeal's decision, never while
@@ -232,6 +233,19 @@ WITH chosen AS (
     WHERE r.sms_id = m.id AND m.case_id = chosen.id RETURNING 1
 ), gone_photos AS (
     DELETE FROM appeal_photos p USING appeals a, chosen WHERE p.appeal_id = a.id AND a.case_id = chosen.id RETURNING 1
+), gone_fetches AS (
+    DELETE FROM evidence_fetches f USING chosen
+    WHERE f.case_id = chosen.id
+      AND NOT EXISTS (
+          SELECT 1 FROM tickets t JOIN cases c ON c.id = t.case_id
+          WHERE c.personal_data_removed_at IS NULL AND c.id NOT IN (SELECT id FROM chosen)
+            AND EXISTS (SELECT 1 FROM jsonb_array_elements(t.evidence) e
+                        WHERE e ->> 'event_id' = f.event_id AND coalesce(e ->> 'integrator', f.integrator) = f.integrator))
+      AND NOT EXISTS (
+          SELECT 1 FROM cases c
+          WHERE c.violation ->> 'event_id' = f.event_id AND coalesce(c.violation ->> 'integrator', f.integrator) = f.integrator
+            AND c.personal_data_removed_at IS NULL AND c.id NOT IN (SELECT id FROM chosen))
+    RETURNING f.image_sha256
 ), appeals_emptied AS (
     UPDATE appeals a SET statement = '', attachments = '[]' FROM chosen
     WHERE a.case_id = chosen.id
@@ -244,12 +258,17 @@ WITH chosen AS (
 )
 SELECT (SELECT count(*) FROM marked) AS cases, (SELECT count(*) FROM gone_sightings) AS sightings,
        (SELECT count(*) FROM gone_reports) AS delivery_reports, (SELECT count(*) FROM appeals_emptied) AS appeals,
-       (SELECT array_agg(id) FROM marked) AS ids"""
+       (SELECT array_agg(id) FROM marked) AS ids,
+       (SELECT array_agg(DISTINCT image_sha256) FROM gone_fetches WHERE image_sha256 IS NOT NULL) AS images"""
+
+_UNUSED_IMAGES = """
+DELETE FROM evidence_images i WHERE i.sha256 = ANY($1::text[])
+  AND NOT EXISTS (SELECT FROM evidence_fetches f WHERE f.image_sha256 = i.sha256) RETURNING 1"""
 
 
 async def _purge_cases(conn, policy: Policy, candidates_sql: str, at: datetime, horizon: datetime) -> dict:
     """Remove the personal data of the cases ``candidates_sql`` ($1 batch size, $2 horizon) picks."""
-    counts = {"cases": 0, "sightings": 0, "sms": 0, "delivery_reports": 0, "appeals": 0}
+    counts = {"cases": 0, "sightings": 0, "sms": 0, "delivery_reports": 0, "appeals": 0, "evidence_images": 0}
     for _ in range(policy.max_batches):
         async with conn.transaction():
             ids = [r["id"] for r in await conn.fetch(candidates_sql, policy.batch_size, horizon)]
@@ -263,6 +282,7 @@ async def _purge_cases(conn, policy: Policy, candidates_sql: str, at: datetime, 
             for key in ("cases", "sightings", "delivery_reports", "appeals"):
                 counts[key] += done[key]
             counts["sms"] += len(sms)
+            counts["evidence_images"] += len(await conn.fetch(_UNUSED_IMAGES, done["images"] or []))
         if len(ids) < policy.batch_size:
             break
     return counts

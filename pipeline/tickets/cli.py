@@ -120,7 +120,8 @@ def notice_command(number: str, output: str) -> None:
     async def rendered(conn, settings) -> bytes:
         pack = await _pack(conn, settings, number)
         terms = notice.NoticeTerms.of(settings)
-        return notice.render(pack, terms, await notice.page_url(conn, pack["ticket"]["number"], terms))
+        return notice.render(pack, terms, await notice.page_url(conn, pack["ticket"]["number"], terms),
+                             await notice.images_of(conn, pack))
 
     pdf = _run(rendered)
     with open(output, "wb") as f:

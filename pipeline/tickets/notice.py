@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from uuid import UUID
 
 from reportlab.graphics.barcode.qr import QrCodeWidget
 from reportlab.graphics.shapes import Drawing
@@ -30,10 +31,11 @@ from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfbase.ttfonts import TTFont
-from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 from xml.sax.saxutils import escape
 
 from pipeline.appeals.grounds import GROUNDS
+from pipeline.evidence import store as evidence_images
 
 log = logging.getLogger(__name__)
 FONT_FILES = (Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),)
@@ -58,6 +60,7 @@ HEAD = ParagraphStyle("head", fontName=FONT, fontSize=12, leading=16, spaceBefor
 BODY = ParagraphStyle("body", fontName=FONT, fontSize=9.5, leading=13, wordWrap="CJK")
 SMALL = ParagraphStyle("small", fontName=FONT, fontSize=8, leading=10.5, wordWrap="CJK", textColor=colors.grey)
 CODE = ParagraphStyle("code", fontName=FONT, fontSize=16, leading=20)
+TINY = ParagraphStyle("tiny", fontName=FONT, fontSize=6.5, leading=8, wordWrap="CJK", textColor=colors.grey)
 
 
 def _local(iso: str | None) -> str:
@@ -117,9 +120,49 @@ async def page_url(conn, number: str, terms: NoticeTerms) -> str | None:
     return f"{terms.page_base}{code}" if code else None
 
 
-def render(pack: dict, terms: NoticeTerms | None = None, page: str | None = None) -> bytes:
+async def images_of(conn, pack: dict) -> dict[str, bytes]:
+    """The stored evidence images of a pack's captures, by event id (pipeline/evidence)."""
+    return await evidence_images.images_by_event(conn, UUID(pack["ticket"]["case_id"]),
+                                                 [c["event_id"] for c in pack["captures"]])
+
+
+PHOTO_W, PHOTO_H = 48 * mm, 30 * mm
+
+
+def _photo(c: dict, data: bytes | None):
+    """A capture's image scaled into PHOTO_W x PHOTO_H, or why it is not there."""
+    if data:
+        try:
+            picture = Image(io.BytesIO(data))
+            scale = min(PHOTO_W / picture.imageWidth, PHOTO_H / picture.imageHeight)
+            picture.drawWidth, picture.drawHeight = picture.imageWidth * scale, picture.imageHeight * scale
+            return picture
+        except Exception:  # noqa: BLE001 - a picture reportlab cannot read must not lose the notice
+            log.exception("notice: evidence image of %s", c["event_id"])
+    image = c.get("image")
+    if image is None:
+        return _p("无图像 No image", SMALL)
+    if image["state"] == "pending":
+        return _p("图像获取中 Image being fetched", SMALL)
+    return _p(f"未获取到图像 Image not obtained: {image['reason'] or image['state']}", SMALL)
+
+
+def _capture_cell(label: str, c: dict, data: bytes | None) -> Table:
+    """One capture: its image (or why there is none) beside its time, camera, place, URL and SHA-256."""
+    text = [_p(label), _p(f"{_local(c['taken_at'])} · {c['camera_id']} · {c['integrator'] or '—'}\n{c['place'] or ''}", SMALL),
+            _p(f"{c['image_url'] or '—'}\nSHA-256 {c['image_sha256'] or '(未提供 not given)'}", TINY)]
+    cell = Table([[_photo(c, data), text]], colWidths=[PHOTO_W + 2 * mm, 87 * mm - PHOTO_W])
+    cell.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 1),
+                              ("RIGHTPADDING", (0, 0), (-1, -1), 1), ("TOPPADDING", (0, 0), (-1, -1), 1),
+                              ("BOTTOMPADDING", (0, 0), (-1, -1), 1)]))
+    return cell
+
+
+def render(pack: dict, terms: NoticeTerms | None = None, page: str | None = None,
+           images: dict[str, bytes] | None = None) -> bytes:
     """The notice for an evidence pack (``pipeline.tickets.pack.evidence_pack``), as PDF bytes;
-    ``page``: the ticket's driver page, for the QR code."""
+    ``page``: the ticket's driver page, for the QR code; ``images``: the captures' images by event
+    id (``images_of``), printed side by side."""
     terms = terms or NoticeTerms()
     t, (violation, fresh), between = pack["ticket"], pack["captures"], pack["between"]
     warning, decision, appeal, record = pack["warning"], pack["decision"], pack["appeal"], pack["record"]
@@ -147,18 +190,18 @@ def render(pack: dict, terms: NoticeTerms | None = None, page: str | None = None
         _p(f"{t['authority']}", SUBTITLE),
         _p("电子违停告知单", TITLE),
         _p("Electronic notice of a parking violation", SUBTITLE),
-        Spacer(1, 4 * mm),
+        Spacer(1, 2 * mm),
         _grid([[_p(k), _p(v)] for k, v in facts], [48 * mm, 130 * mm]),
         _p("证据摘要 Evidence", HEAD),
     ]
-    evidence_rows = [[_p("抓拍 Capture"), _p("时间 Time · 摄像头 Camera · 接入方 Integrator"), _p("图像 Image (SHA-256)")]]
-    for label, c in (("违停 Violation", violation), ("期限后 After the deadline", fresh)):
-        evidence_rows.append([
-            _p(label),
-            _p(f"{_local(c['taken_at'])}\n{c['camera_id']} · {c['integrator'] or '—'}\n{c['place'] or ''}"),
-            _p(f"{c['image_url'] or '—'}\n{c['image_sha256'] or '(未提供 not given)'}", SMALL)])
+    images = images or {}
+    evidence = Table([[_capture_cell("违停抓拍 Violation", violation, images.get(violation["event_id"])),
+                       _capture_cell("期限后抓拍 After the deadline", fresh, images.get(fresh["event_id"]))]],
+                     colWidths=[89 * mm, 89 * mm])
+    evidence.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.4, colors.grey), ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                                  ("LEFTPADDING", (0, 0), (-1, -1), 1), ("RIGHTPADDING", (0, 0), (-1, -1), 1)]))
     story += [
-        _grid(evidence_rows, [34 * mm, 62 * mm, 82 * mm]),
+        evidence,
         Spacer(1, 2 * mm),
         _p(f"两次抓拍相距 {between['distance_m']:g} 米，间隔 {_duration(between['interval_seconds'])[0]}。"
            f"The captures are {between['distance_m']:g} m and {_duration(between['interval_seconds'])[1]} apart."),
@@ -195,7 +238,7 @@ def render(pack: dict, terms: NoticeTerms | None = None, page: str | None = None
     ]]
     verify = Table(verify_rows, colWidths=[140 * mm, 38 * mm])
     verify.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("BOX", (0, 0), (-1, -1), 0.4, colors.grey)]))
-    story += [Spacer(1, 4 * mm), verify,
+    story += [Spacer(1, 2 * mm), verify,
               _p(f"生成于 Generated {_local(pack['generated_at'])} · 案件 case {t['case_id']}", SMALL)]
     doc.build(story)
     return out.getvalue()

@@ -2,7 +2,7 @@
 record (tickets, sightings, the warning SMS, the audit log, the chain, the appeal), never edited.
 
 It holds both captures (camera, integrator when known, time taken and received, position, place,
-image URL and SHA-256 when the camera sent one), the distance and the interval between them, the
+image URL and SHA-256 when the camera sent one, and the image as fetched: ``image``), the distance and the interval between them, the
 warning (its text, when the gateway accepted it and when the phone got it, the deadline), the
 decision (reason, the rule it applied, who decided), the appeal (until when, how, and any appeal
 filed), and the ticket's links in the ticket record with the notice's verification code. Phone
@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from pipeline.cases import machine, reasons
 from pipeline.cases.machine import Rules, Sighting
+from pipeline.evidence import store as evidence_images
 from pipeline.tickets import chain
 
 PACK_VERSION = 1
@@ -78,10 +79,18 @@ def _sighting(e: dict) -> Sighting:
                     e.get("place") or "", e.get("evidence_url"))
 
 
-def _capture(role: str, e: dict, s: dict | None, tz: ZoneInfo) -> dict:
+def _image(fetched: dict | None) -> dict | None:
+    """The image as fetched (pipeline/evidence): state stored, pending, failed or mismatch, the reason
+    it was not obtained, the SHA-256 of the bytes kept; None when the capture had no image URL."""
+    if fetched is None:
+        return None
+    return {"state": fetched["state"], "reason": fetched["reason"], "sha256": fetched["sha256"] or fetched["got_sha256"]}
+
+
+def _capture(role: str, e: dict, s: dict | None, tz: ZoneInfo, fetched: dict | None = None) -> dict:
     s = s or {}
     evidence = s.get("evidence") or {}
-    return {"role": role, "event_id": e["event_id"], "camera_id": e["camera_id"],
+    return {"image": _image(fetched), "role": role, "event_id": e["event_id"], "camera_id": e["camera_id"],
             "integrator": e.get("integrator") or s.get("integrator"),
             "taken_at": _at(e["taken_at"], tz), "received_at": _at(s.get("received_at"), tz),
             "position": {"lat": e["lat"], "lon": e["lon"]}, "place": e.get("place") or s.get("place"),
@@ -114,6 +123,7 @@ async def evidence_pack(conn, number: str, terms: Terms, now: datetime | None = 
         """SELECT actor, at FROM audit_log WHERE case_id = $1 AND (action LIKE '%->ticketed' OR action = 'ticket_on_review')
            ORDER BY id LIMIT 1""", t["case_id"])
     links = await chain.links_of(conn, t["number"])
+    fetched = await evidence_images.status_of(conn, t["case_id"], [violation["event_id"], fresh["event_id"]])
     appeal = await conn.fetchrow("SELECT * FROM appeals WHERE ticket_number = $1", t["number"])
     first, second = _sighting(violation), _sighting(fresh)
     issued_link = next((link for link in links if link["kind"] == "TicketIssued"), None)
@@ -128,8 +138,9 @@ async def evidence_pack(conn, number: str, terms: Terms, now: datetime | None = 
             "status": "voided" if t["voided_at"] else "standing", "voided_at": _at(t["voided_at"], tz),
             "void_reason": t["void_reason"],
         },
-        "captures": [_capture("violation", violation, await sighting_of(conn, violation), tz),
-                     _capture("still_there", fresh, await sighting_of(conn, fresh), tz)],
+        "captures": [_capture("violation", violation, await sighting_of(conn, violation), tz,
+                              fetched.get(violation["event_id"])),
+                     _capture("still_there", fresh, await sighting_of(conn, fresh), tz, fetched.get(fresh["event_id"]))],
         "between": {"distance_m": round(machine.distance_m(first, second), 1),
                     "interval_seconds": round((second.taken_at - first.taken_at).total_seconds(), 1)},
         "warning": None if warning is None else {

@@ -48,7 +48,8 @@ def register(app, runtime, console) -> None:
             return console.message(request, 404, "error.not_found", "refused.no_ticket")
         async with (await console.db()).acquire() as conn:
             page = await notice.page_url(conn, pack["ticket"]["number"], notice_terms)
-        return web.Response(body=notice.render(pack, notice_terms, page), content_type="application/pdf",
+            images = await notice.images_of(conn, pack)
+        return web.Response(body=notice.render(pack, notice_terms, page, images), content_type="application/pdf",
                             headers={"Content-Disposition": f'inline; filename="{pack["ticket"]["number"]}.pdf"'})
 
     r = app.web.web_app.router

@@ -1,5 +1,6 @@
 """The camera simulator's disorder (pipeline/demo/simulator.py): late and out-of-order events."""
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -67,3 +68,22 @@ async def test_car_park_counts_are_never_delayed():
     await sim._report_car_parks(all_of_them=True)
 
     assert len(sim.producer.sent) == len(city.CAR_PARKS)
+
+
+def test_with_the_demo_image_server_captures_point_at_it_with_the_images_sha256():
+    from pipeline.cli import demo_environment
+    from pipeline.demo import photos
+    from pipeline.demo.simulator import ParkedCar
+    from pipeline.evidence import fetch
+
+    env = demo_environment({})
+    sim = Simulator("unused:9092", "t.", 30, evidence_url=env["PW_DEMO_EVIDENCE_URL"])
+    camera, at = city.CAMERAS[0], datetime(2026, 11, 26, 2, 42, 7, 250000, tzinfo=UTC)
+    car = ParkedCar("浙A12345", camera, "stays", at, at, at, camera.lat, camera.lon)
+    capture = sim._capture(events.ViolationDetected, car, at)
+
+    url, sha = capture.evidence.image_url, capture.evidence.sha256
+    assert url.startswith("https://localhost:6443/e/")
+    assert sha == hashlib.sha256(photos.car_photo(camera.id, "20261126024207", "浙A12345")).hexdigest()
+    # The demo's workers may fetch it: the host is allowed for the simulator's integrator.
+    fetch.Fetcher(fetch.allowed_hosts(env["PW_EVIDENCE_HOSTS"]), 1, 1).check(url, city.INTEGRATOR)
