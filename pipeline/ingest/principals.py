@@ -39,7 +39,7 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Float64, Int16, Int32, Schema, String
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType,
-                                   ResourceType, ScramCredentialInfo, ScramMechanism, UserScramCredentialDeletion,
+                                   ResourceType, ScramCredentialInfo, ScramMechanism,
                                    UserScramCredentialUpsertion)
 
 from pipeline.config import Settings
@@ -135,9 +135,7 @@ async def grant(settings: Settings, name: str, allowed: list[AclBinding] | None 
     await check_reachable(settings)
     password = secrets.token_urlsafe(24)
     admin = _admin(settings)
-    mechanism = ScramMechanism[settings.kafka_sasl_mechanism.replace("-", "_")]
-    await _each(admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
-        name, ScramCredentialInfo(mechanism, ITERATIONS), password.encode())]), f"make the SCRAM user {name}")
+    await _set_password(admin, settings, name, password, f"make the SCRAM user {name}")
     existing = await _one(admin.describe_acls(_everything_of(name)), f"read the ACLs of {name}")
     wanted = {_key(b) for b in allowed}
     stale = [b for b in existing if _key(b) not in wanted]
@@ -148,18 +146,29 @@ async def grant(settings: Settings, name: str, allowed: list[AclBinding] | None 
     return password
 
 
+async def _set_password(admin, settings: Settings, name: str, password: str, what: str) -> None:
+    mechanism = ScramMechanism[settings.kafka_sasl_mechanism.replace("-", "_")]
+    await _each(admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
+        name, ScramCredentialInfo(mechanism, ITERATIONS), password.encode())]), what)
+
+
 async def withdraw(settings: Settings, name: str) -> None:
-    """Delete principal ``name``'s ACLs, quota and SCRAM user. Safe to run again: what is already gone
-    is not an error (a revoke that failed half way is finished by running it again)."""
+    """Take principal ``name``'s login away: delete its ACLs and quota and give its SCRAM user a random
+    password that nobody is told. Safe to run again (a revoke that failed half way is finished by
+    running it again).
+
+    The SCRAM user is overwritten, never deleted: Kafka 3.9 (and 4.0) loses every SCRAM user, the
+    pipeline's and the broker's own included, when a broker restarts on a metadata log without a
+    snapshot that holds a user's deletion (``ScramDelta.apply`` drops the mechanism's whole map when a
+    deletion is applied to an empty one, in hash order), and then refuses every login. A deletion
+    record never written cannot do that."""
     _need_sasl(settings)
     check_name(settings, name)
     await check_reachable(settings)
     admin = _admin(settings)
     await _each(admin.delete_acls([_everything_of(name)]), f"delete the ACLs of {name}")
     await set_quota(settings, name, None)
-    mechanism = ScramMechanism[settings.kafka_sasl_mechanism.replace("-", "_")]
-    await _each(admin.alter_user_scram_credentials([UserScramCredentialDeletion(name, mechanism)]),
-                f"delete the SCRAM user {name}", gone_is_fine=True)
+    await _set_password(admin, settings, name, secrets.token_urlsafe(32), f"take away the SCRAM login of {name}")
     # A client already logged in keeps its connection until it reconnects; its ACLs are gone at once.
 
 

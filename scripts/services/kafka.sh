@@ -101,7 +101,7 @@ start_kafka() {
             fail_start kafka "$KAFKA_LOG_FILE" "the broker exited; see the logs above. To start from empty data: scripts/services.sh stop kafka && rm -rf var/kafka/data-sasl"
         fi
         if kafka_login_refused; then
-            fail_start kafka "$LOG_DIR/kafka-ready.log" "the broker (pid $pid, left running) refuses the login of $KAFKA_USER (SCRAM, $KAFKA_MECHANISM): the SCRAM users of ${KAFKA_DATA_DIR#"$REPO_ROOT"/} are not the ones scripts/services.sh bootstraps; see var/log/kafka.log"
+            fail_start kafka "$LOG_DIR/kafka-ready.log" "the broker (pid $pid, left running) refuses the login of $KAFKA_USER (SCRAM, $KAFKA_MECHANISM): its SCRAM users are gone (Kafka 3.9 loses them all on a restart after a SCRAM user was deleted, which parkwarden no longer does; README, "Guarantees"). This is a development broker: scripts/services.sh stop kafka && rm -rf ${KAFKA_DATA_DIR#"$REPO_ROOT"/} && ./dev demo (topics are made again)"
         fi
         if (($(now) >= deadline)); then
             fail_start kafka "$KAFKA_LOG_FILE" "no metadata from 127.0.0.1:$KAFKA_PORT after ${KAFKA_READY_TIMEOUT}s; the broker (pid $pid) is left running: see var/log/kafka.log, then 'scripts/services.sh stop kafka' and start again"

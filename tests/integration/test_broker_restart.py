@@ -3,7 +3,12 @@
 The suite creates and deletes ~1,500 topics and makes and removes integrators' SCRAM users; then
 `./dev demo` (or `./dev bench`) starts the broker again on the same var/. This runs a broker of its own
 (var/restart-test, ports 42292/42293: scripts/services.sh with PW_VAR_DIR), does the same on a smaller
-scale, restarts it and logs in again. The shared services are never touched."""
+scale, restarts it and logs in again. The shared services are never touched.
+
+The cause it guards against: Kafka 3.9's ``ScramDelta.apply`` drops a mechanism's whole user map when a
+deletion finds that map empty, which happens when a broker restarts on a metadata log without a snapshot
+and the deletion comes first in hash order: every SCRAM user is lost and every login refused. Withdrawing a
+login therefore overwrites the user's password (``principals.withdraw``); it never deletes the user."""
 
 import asyncio
 import os
@@ -67,7 +72,9 @@ async def test_the_broker_restarted_after_topics_and_users_came_and_went_takes_e
     try:
         settings = stack_settings(monkeypatch)
         await churn_topics(settings, 100)
-        for name in ("churn-acme", "churn-platform"):
+        # "gone-0" comes first in the hash order of Kafka's ScramDelta (bucket 0 of 16, before parkwarden's
+        # 2 and broker's 12): had its withdrawal been a deletion, the broker would restart without a user.
+        for name in ("gone-0", "churn-acme", "churn-platform"):
             await principals.grant(settings, name)
             await principals.withdraw(settings, name)
 
