@@ -7,15 +7,19 @@ journey); install the browser with `scripts/browser.sh install`."""
 import io
 import re
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from pipeline.demo import city
+from pipeline.demo import city, photos
+from schemas import events
+from tests.local_server import free_port
 
-from .conftest import ROOT, Stack, wait_for
-from .console_helpers import ConsoleClient, add_operator, base_url, ticketed_case
+from .conftest import ROOT, Stack, sleep_until, wait_for
+from .console_helpers import ConsoleClient, add_operator, base_url
+from .test_evidence_images import captured
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "var" / "artifacts" / "driver"
@@ -112,19 +116,41 @@ async def test_a_driver_follows_the_sms_link_moves_in_time_and_the_page_says_so_
 async def test_a_driver_gets_a_ticket_sees_the_photos_keeps_the_notice_appeals_with_a_photo_and_is_told(
         stack: Stack, phone, tmp_path):
     page = phone
-    worker = stack.worker(PW_DRIVER_PAGE="true", PW_LATENESS_SECONDS="3")
-    await worker.ready()
-    await add_operator(stack, "li", "supervisor")
-    await stack.all_car_parks_free(free=25)
-    plate = (await stack.plates_with_phone(1))[0]
-    _, case, ticket = await ticketed_case(stack, plate)
-    link = re.sub(r"^http://[^/]+", base_url(worker), await link_in_sms(stack, plate, "告知单"))
+    tls = photos.make_ca(tmp_path / "ca")  # the cameras' images, on the demo's HTTPS image server
+    port = free_port()
+    server = await photos.serve(tls, "127.0.0.1", port)
+    try:
+        worker = stack.worker(PW_DRIVER_PAGE="true", PW_LATENESS_SECONDS="3", PW_EVIDENCE_CA_FILE=str(tls.ca_file),
+                              PW_EVIDENCE_HOSTS=f"{city.INTEGRATOR}=localhost", PW_EVIDENCE_POLL_SECONDS="0.2")
+        await worker.ready()
+        await add_operator(stack, "li", "supervisor")
+        await stack.all_car_parks_free(free=25)
+        plate = (await stack.plates_with_phone(1))[0]
+        camera, images = city.CAMERAS[0], f"https://localhost:{port}"
+        await stack.publish(captured(stack, events.ViolationDetected, plate, images, camera)[0])
+        case = await stack.wait_state(plate, "warned", timeout=20)
+        await sleep_until(case["deadline_at"] + timedelta(seconds=1))
+        await stack.publish(captured(stack, events.VehicleObserved, plate, images, camera)[0])
+        case = await stack.wait_state(plate, "ticketed", timeout=20)
+        ticket = await stack.pool.fetchrow("SELECT * FROM tickets WHERE case_id = $1", case["id"])
 
-    # The ticket SMS's link: the ticket, its evidence, the notice.
-    await page.goto(link)
-    await expect(page.locator("#status")).to_have_attribute("data-key", "ticketed")
-    await expect(page.locator("#headline")).to_contain_text(f"已开具告知单{ticket['number']}")
-    await expect(page.locator("#captures li")).to_have_count(2)
+        async def both_stored():
+            return await stack.pool.fetchval("SELECT count(*) FROM evidence_fetches WHERE case_id = $1 "
+                                             "AND state = 'stored'", case["id"]) == 2
+        await wait_for(both_stored, 30, "both evidence images fetched")
+        link = re.sub(r"^http://[^/]+", base_url(worker), await link_in_sms(stack, plate, "告知单"))
+
+        # The ticket SMS's link: the ticket, its evidence with both photos, the notice.
+        await page.goto(link)
+        await expect(page.locator("#status")).to_have_attribute("data-key", "ticketed")
+        await expect(page.locator("#headline")).to_contain_text(f"已开具告知单{ticket['number']}")
+        await expect(page.locator("#captures li")).to_have_count(2)
+        for n in (1, 2):  # each thumbnail shows the image as the camera took it (loaded, not broken)
+            thumb = page.locator(f'img.thumb[src$="/evidence/{n}"]')
+            await expect(thumb).to_have_count(1)
+            assert await thumb.evaluate("i => i.complete && i.naturalWidth > 0"), f"evidence image {n} not shown"
+    finally:
+        await server.cleanup()
     await expect(page.locator("#verification-code")).not_to_have_text("–")
     await fits_the_phone(page)
     await shot(page, "03-ticket")
@@ -162,7 +188,8 @@ async def test_a_driver_gets_a_ticket_sees_the_photos_keeps_the_notice_appeals_w
         await shot(page, "06-appeal-upheld")
 
         # Then the ticket is voided: no appeal window in the future, nothing to do.
-        status, _, _ = await officer.post(f"/console/tickets/{ticket['number']}/void", {"reason": "复核发现标志不清"})
+        status, _, _ = await officer.post(f"/console/tickets/{ticket['number']}/void",
+                                          {"reason": "复核发现标志不清", "confirmed": "yes"})
         assert status == 303
     finally:
         await officer.close()
