@@ -392,7 +392,7 @@ class Console:
             for r in read["stale"]]
         return live
 
-    async def _read_input(self) -> list:
+    async def _read_input(self) -> dict:
         """How far each camera-events partition is read, the decisions held for it, and the stale integrators."""
         pool = await self.db()
         async with pool.acquire() as conn:
@@ -415,8 +415,8 @@ class Console:
 
     async def _read_health(self) -> health.Health:
         """Every health figure, once per refresh interval: the strip, /readyz and /metrics share it."""
-        counts, partitions = await self.counts.get(), await self.input_read.get()
-        return await self.health_reader.read(await self.db(), counts, partitions,
+        counts, read = await self.counts.get(), await self.input_read.get()
+        return await self.health_reader.read(await self.db(), counts, read["partitions"],
                                              self.settings.sms_gateway in ("kannel", "http"))
 
     def strip_section(self, t: Words, current: "health.Health | None") -> dict[str, str]:
