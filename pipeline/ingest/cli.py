@@ -577,7 +577,7 @@ def list_consumers() -> None:
 @consumers.command("revoke")
 @click.argument("name")
 def revoke_consumer(name: str) -> None:
-    """Revoke consumer NAME: delete its Kafka user and ACLs (its name stays taken). Run it again to
+    """Revoke consumer NAME: take its Kafka login away (a password nobody is told) and delete its ACLs (its name stays taken). Run it again to
     finish a revoke that failed half way."""
     from pipeline.ingest import principals
 

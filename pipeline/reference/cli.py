@@ -79,7 +79,7 @@ def list_platforms() -> None:
 @reference.command("revoke")
 @click.argument("name")
 def revoke(name: str) -> None:
-    """Revoke data platform NAME: delete its Kafka user and ACLs (its name stays taken). Run it again to
+    """Revoke data platform NAME: take its Kafka login away (a password nobody is told) and delete its ACLs (its name stays taken). Run it again to
     finish a revoke that failed half way."""
     from pipeline.ingest import principals
 
@@ -95,4 +95,4 @@ def revoke(name: str) -> None:
         raise click.ClickException(f"{name} is revoked, but its Kafka login could not be withdrawn "
                                    f"({type(exc).__name__}: {exc}); finish with `parkwarden reference revoke {name}`") \
             from None
-    click.echo(f"Kafka user {name} deleted" + (" (it was revoked before)" if state == "already" else ""), err=True)
+    click.echo(f"Kafka login of {name} taken away" + (" (it was revoked before)" if state == "already" else ""), err=True)
