@@ -20,6 +20,7 @@ from pipeline.cases.service import Source
 from pipeline.config import ROOT, Settings
 from pipeline.appeals import driver as appeals_driver
 from pipeline.appeals import views as appeals_views
+from pipeline.console import map as console_map
 from pipeline.console import views as console_views
 from pipeline.evidence import fetch as evidence_fetch
 from pipeline.ingest import views as ingest_views
@@ -327,5 +328,6 @@ console = console_views.register(app, runtime)
 tickets_views.register(app, runtime, console)
 appeals_views.register(app, runtime, console)
 camera_views.register(app, console)
+console_map.register(app, console)
 if driver is not None:
     appeals_driver.register(app, runtime, driver)
