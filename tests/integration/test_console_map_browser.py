@@ -9,6 +9,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 from playwright.async_api import expect
 
@@ -89,6 +90,9 @@ async def the_map(stack: Stack, page, tiles_port: int, tiles: list[str]) -> None
     page.on("request", lambda r: requests.append(r.url))
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/console/api/map", allow_redirects=False) as r:
+        assert r.status == 401, "the map's data without a login"
 
     await page.set_viewport_size({"width": 1440, "height": 900})
     await log_in(page, base, "/console/map")

@@ -36,7 +36,7 @@
     return a;
   }
 
-  const map = L.map(el, {zoomSnap: 0.25, worldCopyJump: false});
+  const map = L.map(el, {zoomSnap: 0.25});
   if (el.dataset.tiles) {
     L.tileLayer(el.dataset.tiles, {attribution: el.dataset.attribution, maxZoom: 19}).addTo(map);
   }
