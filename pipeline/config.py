@@ -388,36 +388,6 @@ class Settings(BaseSettings):
     review_sla_minutes: float = Field(default=30, gt=0)
     """A case waiting for review is due this many minutes after it went to review (the review queue
     shows each one's age and due time, and flags it overdue)."""
-    map_tiles: str | None = None
-    """The console map's tile URL template, from the city's own tile server (Leaflet's form,
-    ``https://tiles.example.gov.cn/{z}/{x}/{y}.png``; ``{s}`` only as the host's first label). Unset: no
-    tile layer, the map's vector layers on a plain background, nothing fetched from another host."""
-    map_tiles_attribution: str = ""
-    """The tiles' attribution, shown (as text) in the map's corner."""
-    map_silent_factor: float = Field(default=5, gt=1)
-    map_silent_min_seconds: float = Field(default=300, gt=0)
-    """The map flags a camera silent when its last capture is older than map_silent_factor times its
-    usual gap (the mean gap between its last 20 captures) and older than map_silent_min_seconds."""
-    map_refresh_seconds: float = Field(default=5, gt=0)
-    """How often the console map re-reads PostgreSQL (once per worker, whoever is looking)."""
-
-    @cached_property
-    def map_tiles_origin(self) -> str | None:
-        """The tile server's origin for the map page's Content-Security-Policy (``{s}.`` as ``*.``)."""
-        if not self.map_tiles:
-            return None
-        parts = urlsplit(self.map_tiles)
-        return f"{parts.scheme}://{parts.netloc.replace('{s}.', '*.', 1)}"
-
-    @model_validator(mode="after")
-    def _map_tiles_is_a_template(self) -> "Settings":
-        if self.map_tiles:
-            parts = urlsplit(self.map_tiles)
-            if parts.scheme not in ("https", "http") or not parts.netloc or \
-                    "{" in parts.netloc.replace("{s}.", "", 1) or any(f"{{{k}}}" not in self.map_tiles for k in "zxy"):
-                raise ValueError("PW_MAP_TILES: a tile URL template, http(s)://host/.../{z}/{x}/{y}.png "
-                                 "({s} only as the host's first label)")
-        return self
     """The console's own connections, apart from the pipeline's."""
     metrics_allow: str = "127.0.0.1/32,::1/128"
     """Client addresses or networks (comma-separated) that may read /metrics; empty: none (then only
@@ -450,6 +420,38 @@ class Settings(BaseSettings):
             self.metrics_networks
         except ValueError as exc:
             raise ValueError(f"PW_METRICS_ALLOW: {exc} (give addresses or networks, comma-separated)") from None
+        return self
+
+    # The console's map
+    map_tiles: str | None = None
+    """The console map's tile URL template, from the city's own tile server (Leaflet's form,
+    ``https://tiles.example.gov.cn/{z}/{x}/{y}.png``; ``{s}`` only as the host's first label). Unset: no
+    tile layer, the map's vector layers on a plain background, nothing fetched from another host."""
+    map_tiles_attribution: str = ""
+    """The tiles' attribution, shown (as text) in the map's corner."""
+    map_silent_factor: float = Field(default=5, gt=1)
+    map_silent_min_seconds: float = Field(default=300, gt=0)
+    """The map flags a camera silent when its last capture is older than map_silent_factor times its
+    usual gap (the mean gap between its last 20 captures) and older than map_silent_min_seconds."""
+    map_refresh_seconds: float = Field(default=5, gt=0)
+    """How often the console map re-reads PostgreSQL (once per worker, whoever is looking)."""
+
+    @cached_property
+    def map_tiles_origin(self) -> str | None:
+        """The tile server's origin for the map page's Content-Security-Policy (``{s}.`` as ``*.``)."""
+        if not self.map_tiles:
+            return None
+        parts = urlsplit(self.map_tiles)
+        return f"{parts.scheme}://{parts.netloc.replace('{s}.', '*.', 1)}"
+
+    @model_validator(mode="after")
+    def _map_tiles_is_a_template(self) -> "Settings":
+        if self.map_tiles:
+            parts = urlsplit(self.map_tiles)
+            if parts.scheme not in ("https", "http") or not parts.netloc or \
+                    "{" in parts.netloc.replace("{s}.", "", 1) or any(f"{{{k}}}" not in self.map_tiles for k in "zxy"):
+                raise ValueError("PW_MAP_TILES: a tile URL template, http(s)://host/.../{z}/{x}/{y}.png "
+                                 "({s} only as the host's first label)")
         return self
 
     # Integrators

@@ -82,8 +82,8 @@ async def the_map(stack: Stack, page, tiles_port: int, tiles: list[str]) -> None
     first, second = await stack.plates_with_phone(2)
     await stack.publish(stack.violation(first, city.CAMERAS[0]))
     await stack.publish(stack.violation(second, city.CAMERAS[3]))
-    case = await stack.wait_state(first, "warned", timeout=20)
-    await stack.wait_state(second, "warned", timeout=20)
+    case = await stack.wait_state(first, "warned", timeout=30)
+    await stack.wait_state(second, "warned", timeout=30)
     base = base_url(worker)
     origin = urlsplit(base).netloc
     requests: list[str] = []
@@ -96,7 +96,7 @@ async def the_map(stack: Stack, page, tiles_port: int, tiles: list[str]) -> None
 
     await page.set_viewport_size({"width": 1440, "height": 900})
     await log_in(page, base, "/console/map")
-    await expect(page.locator("nav a.on")).to_have_text("地图")
+    await expect(page.locator("nav a.on")).to_have_text("地图", timeout=WAIT_MS)
     cameras = page.locator("#map path.pw-camera")
     await expect(cameras).to_have_count(len(city.CAMERAS), timeout=WAIT_MS)
     await expect(page.locator("#map path.pw-camera-silent")).to_have_count(1, timeout=WAIT_MS)
@@ -123,6 +123,10 @@ async def the_map(stack: Stack, page, tiles_port: int, tiles: list[str]) -> None
     assert abs(left["seconds_left"] - db_left) <= 3, (left, db_left)
     assert "phone" not in str(served)
 
+    # A camera links to its cases (the case search by camera).
+    cases_of_camera = next(f["properties"]["href"] for f in served["features"] if f["id"] == f"camera:{city.CAMERAS[0].id}")
+    assert first in await (await page.request.get(f"{base}{cases_of_camera}")).text()
+
     # A case marker links to its case.
     await page.locator("#map path.pw-case").first.click(force=True)
     popup = page.locator(".leaflet-popup a.plate")
@@ -142,14 +146,14 @@ async def the_map(stack: Stack, page, tiles_port: int, tiles: list[str]) -> None
     await shot(page, "82-map-390")
     await page.locator("#map path.pw-case").first.click(force=True)
     await page.locator(".leaflet-popup a.plate").click()
-    await expect(page.locator("#case-state")).to_have_attribute("data-state", "warned")
+    await expect(page.locator("#case-state")).to_have_attribute("data-state", "warned", timeout=WAIT_MS)
 
     # In English.
     await page.set_viewport_size({"width": 1440, "height": 900})
     await page.goto(f"{base}/console/lang?to=en&next=/console/map")
-    await expect(page.locator("nav a.on")).to_have_text("Map")
+    await expect(page.locator("nav a.on")).to_have_text("Map", timeout=WAIT_MS)
     await expect(page.locator(f"#silent-cameras li[data-camera='{SILENT.id}']")).to_contain_text("min ago", timeout=WAIT_MS)
-    await expect(page.locator("#map path.pw-case")).to_have_count(2)
+    await expect(page.locator("#map path.pw-case")).to_have_count(2, timeout=WAIT_MS)
     await shot(page, "84-map-english-1440")
 
     outside = [u for u in requests if urlsplit(u).netloc != origin]
@@ -161,7 +165,7 @@ async def the_map(stack: Stack, page, tiles_port: int, tiles: list[str]) -> None
     await page.goto(f"{base_url(tiled)}/console/map")  # the same session: cookies do not keep to a port
     await expect(page.locator("#map img.leaflet-tile-loaded").first).to_be_visible(timeout=WAIT_MS)
     await expect(page.locator(".leaflet-control-attribution")).to_contain_text("© 杭州市规划和自然资源局 <b>test</b>")
-    await expect(page.locator("#map path.pw-case")).to_have_count(2)
+    await expect(page.locator("#map path.pw-case")).to_have_count(2, timeout=WAIT_MS)
     assert tiles, "no tile was asked for"
     assert not [e for e in console_errors if "Content Security Policy" in e], console_errors
     await shot(page, "83-map-with-tiles")
