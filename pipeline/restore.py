@@ -163,7 +163,8 @@ async def after_restore(settings: Settings, restored_to: datetime, margin: timed
     if members:
         raise RestoreError(f"consumer group {group!r} has {len(members)} members ({', '.join(members)}): stop "
                            "every worker before after-restore (they would go on from offsets past the restored database)")
-    names = set((await asyncio.to_thread(admin.list_topics, timeout=30)).topics)
+    metadata = (await asyncio.to_thread(admin.list_topics, timeout=30)).topics
+    names = set(metadata)
     base = settings.topic(topics.CAMERA_EVENTS.name)
     commands = settings.topic(topics.CAMERA_COMMANDS.name)
     inputs = sorted(n for n in names if topics.is_camera_events(base, n)
@@ -184,11 +185,11 @@ async def after_restore(settings: Settings, restored_to: datetime, margin: timed
             "SELECT topic, partition, next_offset FROM partition_watermarks")}
         committed = await _committed(admin, group)
         progress(f"restored to {restored_to.isoformat()}; reading Kafka from {margin.total_seconds():g}s before it")
-        await _plan_offsets(consumer, inputs, base, watermarks, committed, since_ms, plan)
+        await _plan_offsets(consumer, _partitions(metadata, inputs), base, watermarks, committed, since_ms, plan)
         moved = sum(1 for c, o in plan.offsets.values() if c is None or o < c)
         progress(f"inputs: {len(plan.offsets)} partitions of {len(inputs)} topics; {moved} go back "
                  f"({sum(c - o for c, o in plan.offsets.values() if c is not None and o < c)} messages to replay)")
-        seen = await _read_outputs(consumer, outputs, since_ms, progress)
+        seen = await _read_outputs(consumer, _partitions(metadata, outputs), since_ms)
         plan.published = len(seen)
         for ident, (topic, partition, offset, at, message) in seen.items():
             kind = message.get("type", "?") if isinstance(message, dict) else "?"
@@ -249,12 +250,15 @@ async def _committed(admin, group: str) -> dict[tuple[str, int], int]:
     return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
-async def _plan_offsets(consumer, inputs: list[str], base: str, watermarks: dict, committed: dict,
-                        since_ms: int, plan: Plan) -> None:
+def _partitions(metadata: dict, names: list[str]) -> list:
+    """aiokafka's TopicPartitions of the topics ``names`` (confluent-kafka's ``list_topics`` metadata)."""
     from aiokafka import TopicPartition
 
-    await consumer.topics()  # the metadata of every topic, for partitions_for_topic
-    partitions = [TopicPartition(t, p) for t in inputs for p in sorted(consumer.partitions_for_topic(t) or ())]
+    return [TopicPartition(name, p) for name in names for p in sorted(metadata[name].partitions)]
+
+
+async def _plan_offsets(consumer, partitions: list, base: str, watermarks: dict, committed: dict,
+                        since_ms: int, plan: Plan) -> None:
     at_time = await consumer.offsets_for_times({tp: since_ms for tp in partitions}) if partitions else {}
     ends = await consumer.end_offsets(partitions) if partitions else {}
     for tp in partitions:
@@ -270,13 +274,9 @@ async def _plan_offsets(consumer, inputs: list[str], base: str, watermarks: dict
         plan.offsets[key] = (was, to)
 
 
-async def _read_outputs(consumer, outputs: list[str], since_ms: int, progress) -> dict:
-    """Every message on ``outputs`` from ``since_ms`` to the end now: identity -> (topic, partition,
+async def _read_outputs(consumer, partitions: list, since_ms: int) -> dict:
+    """Every message on ``partitions`` from ``since_ms`` to the end now: identity -> (topic, partition,
     offset, Kafka time, decoded value)."""
-    from aiokafka import TopicPartition
-
-    await consumer.topics()
-    partitions = [TopicPartition(t, p) for t in outputs for p in sorted(consumer.partitions_for_topic(t) or ())]
     if not partitions:
         return {}
     starts = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
