@@ -32,6 +32,7 @@ import asyncio
 import json
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -189,7 +190,8 @@ async def after_restore(settings: Settings, restored_to: datetime, margin: timed
         moved = sum(1 for c, o in plan.offsets.values() if c is None or o < c)
         progress(f"inputs: {len(plan.offsets)} partitions of {len(inputs)} topics; {moved} go back "
                  f"({sum(c - o for c, o in plan.offsets.values() if c is not None and o < c)} messages to replay)")
-        seen = await _read_outputs(consumer, _partitions(metadata, outputs), since_ms)
+        seen = await _read_outputs(consumer, _partitions(metadata, outputs), since_ms,
+                                  await _retention_ms(admin, outputs))
         plan.published = len(seen)
         for ident, (topic, partition, offset, at, message) in seen.items():
             kind = message.get("type", "?") if isinstance(message, dict) else "?"
@@ -242,6 +244,15 @@ async def _group_members(admin, group: str) -> list[str]:
     return sorted(f"{m.client_id}@{m.host}" for m in description.members)
 
 
+async def _retention_ms(admin, names: list[str]) -> dict[str, int]:
+    """Each topic's retention.ms (-1: kept for ever)."""
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in names], request_timeout=30)
+    return {resource.name: int((await asyncio.wrap_future(future))["retention.ms"].value)
+            for resource, future in futures.items()}
+
+
 async def _committed(admin, group: str) -> dict[tuple[str, int], int]:
     from confluent_kafka import ConsumerGroupTopicPartitions
 
@@ -259,28 +270,46 @@ def _partitions(metadata: dict, names: list[str]) -> list:
 
 async def _plan_offsets(consumer, partitions: list, base: str, watermarks: dict, committed: dict,
                         since_ms: int, plan: Plan) -> None:
-    at_time = await consumer.offsets_for_times({tp: since_ms for tp in partitions}) if partitions else {}
-    ends = await consumer.end_offsets(partitions) if partitions else {}
+    if not partitions:
+        return
+    at_time = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
+    ends = await consumer.end_offsets(partitions)
+    starts = await consumer.beginning_offsets(partitions)
+    lost = []
     for tp in partitions:
         key = (tp.topic, tp.partition)
         was = committed.get(key)
         if topics.is_camera_events(base, tp.topic) and key in watermarks:
             to = watermarks[key]  # everything before it is in the restored database; nothing after it is sure to be
+            if to < starts[tp]:
+                lost.append(f"{tp.topic}:{tp.partition} (offsets {to} to {starts[tp] - 1})")
         elif was is None:
             continue  # never committed: the workers read it from the earliest offset anyway
         else:
             found = at_time.get(tp)
             to = min(was, found.offset if found is not None else ends[tp])
         plan.offsets[key] = (was, to)
+    if lost:
+        raise RestoreError("camera events the restored database lacks are no longer in Kafka (deleted by the "
+                           f"topics' retention.ms): {', '.join(lost)}; their violations would be lost. Restore to a "
+                           "later point, or raise retention.ms (README: Backups and restore)")
 
 
-async def _read_outputs(consumer, partitions: list, since_ms: int) -> dict:
+async def _read_outputs(consumer, partitions: list, since_ms: int, retention_ms: dict[str, int]) -> dict:
     """Every message on ``partitions`` from ``since_ms`` to the end now: identity -> (topic, partition,
     offset, Kafka time, decoded value)."""
     if not partitions:
         return {}
     starts = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
     ends = await consumer.end_offsets(partitions)
+    kept_from = await consumer.beginning_offsets(partitions)
+    gone = [f"{tp.topic}:{tp.partition}" for tp, found in starts.items()
+            if kept_from[tp] > 0 and (found is None or found.offset == kept_from[tp])
+            and retention_ms.get(tp.topic, -1) >= 0 and since_ms < time.time() * 1000 - retention_ms[tp.topic]]
+    if gone:
+        raise RestoreError(f"outputs published after the restore point may be gone from Kafka: {', '.join(gone)} "
+                           "deleted messages from that time (retention.ms); what they held cannot be reconciled "
+                           "(README: Backups and restore)")
     todo = {tp: (found.offset, ends[tp]) for tp, found in starts.items() if found is not None and found.offset < ends[tp]}
     seen: dict = {}
     if not todo:
