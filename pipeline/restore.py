@@ -96,7 +96,8 @@ async def drop_published(conn: asyncpg.Connection, rows: list) -> tuple[list, li
     await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", dropped)
     log.warning("outbox: %d rows were already on Kafka before the database was restored; not published again",
                 len(dropped))
-    return [r for r in rows if r["id"] not in set(dropped)], dropped
+    gone = set(dropped)
+    return [r for r in rows if r["id"] not in gone], dropped
 
 
 @dataclass(frozen=True)

@@ -235,7 +235,9 @@ class SmsService:
             return len(rows) + len(reported)
 
     async def _settle(self, conn, row, now: datetime) -> None:
-        if row["first_report_at"] is not None:
+        if (before := (await restore.sms_sent_before(conn, [row["id"]])).get(row["id"])) is not None:
+            await self._accepted_before_restore(conn, row, before, now)  # in doubt at the restore point
+        elif row["first_report_at"] is not None:
             log.warning("SMS %s (%s): in doubt; a delivery report shows the gateway took it", row["id"], row["kind"])
             await self._after_send(conn, row, now, row["text"], self._reported(row))
         elif row["status"] == "sending":

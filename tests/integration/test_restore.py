@@ -129,3 +129,29 @@ async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_an
         for w in stack.workers:
             w.stop()
         await drop_database(restored_db)
+
+
+async def test_after_restore_refuses_when_kafka_no_longer_has_events_the_restored_database_lacks(stack: Stack):
+    from confluent_kafka import TopicPartition
+
+    from pipeline import bootstrap
+    from schemas.codec import encode
+
+    topic = stack.topic(topics.CAMERA_EVENTS)
+    plate = (await stack.plates_with_phone(1))[0]
+    sent = [await stack.producer.send_and_wait(topic, encode(stack.violation(plate)), key=plate.encode())
+            for _ in range(3)]
+    partition = sent[0].partition
+    # The restored database recorded the first event only; retention then deleted the first three.
+    await stack.pool.execute("INSERT INTO partition_watermarks (topic, partition, next_offset, read_to) "
+                             "VALUES ($1, $2, 1, '-infinity')", topic, partition)
+    admin = bootstrap.admin_client(stack.settings, "test")
+    for future in admin.delete_records([TopicPartition(topic, partition, 3)], request_timeout=30).values():
+        await asyncio.wrap_future(future)
+
+    done = subprocess.run([sys.executable, "-m", "pipeline", "after-restore", "--to",
+                           (await stack.pool.fetchval("SELECT now()")).isoformat()],
+                          env=stack.env, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert f"{topic}:{partition} (offsets 1 to 2)" in done.stderr and "retention.ms" in done.stderr, done.stderr
+    assert await stack.count("SELECT count(*) FROM restores") == 0, "nothing recorded, no offset moved"
