@@ -155,3 +155,13 @@ async def test_after_restore_refuses_when_kafka_no_longer_has_events_the_restore
     assert done.returncode == 1
     assert f"{topic}:{partition} (offsets 1 to 2)" in done.stderr and "retention.ms" in done.stderr, done.stderr
     assert await stack.count("SELECT count(*) FROM restores") == 0, "nothing recorded, no offset moved"
+
+
+def test_backup_says_what_the_server_lacks_and_leaves_nothing_behind(tmp_path):
+    """The shared server has no `host replication` line (scripts/services/pg_hba.conf) and no WAL archive."""
+    done = subprocess.run([sys.executable, "-m", "pipeline", "backup", str(tmp_path / "backups")],
+                          env={**os.environ, "PW_DATABASE_URL": ADMIN_URL}, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "archive_mode is off" in done.stderr
+    assert "pg_basebackup failed" in done.stderr and "REPLICATION attribute" in done.stderr, done.stderr
+    assert list((tmp_path / "backups").iterdir()) == [], "no half-made backup left"
