@@ -15,12 +15,13 @@ from pipeline.config import Settings
 
 @click.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--from", "source", envvar="PW_BACKUP_DATABASE_URL", default=None,
-              help="A login with the REPLICATION attribute (env PW_BACKUP_DATABASE_URL; default: PW_DATABASE_URL).")
+@click.option("--from", "source", default=None,
+              help="A login with the REPLICATION attribute (default: PW_BACKUP_DATABASE_URL, else PW_DATABASE_URL).")
 def backup(directory: Path, source: str | None) -> None:
     """A base backup of the primary into DIRECTORY/<UTC time>/ (pg_basebackup -X stream: the WAL it
     needs is in it). With the server's WAL archive it restores to any later point in time."""
-    url = source or Settings().database_url.get_secret_value()
+    settings = Settings()
+    url = source or (settings.backup_database_url or settings.database_url).get_secret_value()
     binary = shutil.which("pg_basebackup")
     if binary is None:
         raise click.ClickException("pg_basebackup not found: install PostgreSQL's client tools (Debian: postgresql-client-15)")
