@@ -183,6 +183,8 @@ async def after_restore(settings: Settings, restored_to: datetime, margin: timed
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **bootstrap.kafka_client_options(settings))
     await consumer.start()
     try:
+        if await conn.fetchval("SELECT to_regclass('published_before_restore')") is None:
+            raise RestoreError("the restored database lacks this version's migrations: run `parkwarden setup` first")
         watermarks = {(r["topic"], r["partition"]): r["next_offset"] for r in await conn.fetch(
             "SELECT topic, partition, next_offset FROM partition_watermarks")}
         committed = await _committed(admin, group)
