@@ -11,7 +11,8 @@ database has rows 1-200 and none after. Stops what it started.
 
     ./dev pgrestore
 
-Not done here: starting workers on the restored database (no output published twice, no SMS sent twice).
+Workers on a restored database (no output published twice, no SMS sent twice): `parkwarden after-restore`
+and tests/integration/test_restore.py (README, "Backups and restore").
 """
 
 import asyncio

@@ -33,6 +33,8 @@ LAZY_COMMANDS = {
     "retention": "pipeline.retention.cli:retention",
     "reference": "pipeline.reference.cli:reference",
     "zones": "pipeline.lookups.zones_cli:zones",
+    "backup": "pipeline.restore_cli:backup",
+    "after-restore": "pipeline.restore_cli:after_restore",
 }
 """The commands whose module is imported only when they run (or when --help lists them): a command
 starts without importing every other command's libraries."""

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
 
     # PostgreSQL
     database_url: SecretStr = SecretStr("postgresql://parkwarden:parkwarden@127.0.0.1:55432/parkwarden")
+    backup_database_url: SecretStr | None = None
+    """The login `parkwarden backup` takes base backups with (it needs the REPLICATION attribute); None:
+    ``database_url``."""
     db_pool_size: int = Field(default=12, ge=4)
     db_parallel_transactions: int = Field(default=4, ge=1)
     """A batch of camera events is split by plate into this many transactions, run side by side."""

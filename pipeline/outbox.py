@@ -28,6 +28,8 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka
 
+from pipeline import restore
+
 log = logging.getLogger(__name__)
 _LOCK = 0x6F7574  # "out"
 
@@ -83,10 +85,12 @@ class OutboxRelay:
     async def relay_once(self, conn: asyncpg.Connection) -> Relayed:
         """Publish one batch; the caller holds the advisory lock on ``conn``."""
         rows = await conn.fetch("SELECT id, topic, key, value FROM outbox ORDER BY id LIMIT $1", self.batch_size)
+        rows, already = await restore.drop_published(conn, rows)  # on Kafka before a restore (pipeline/restore.py)
         if not rows:
-            return Relayed()
+            return Relayed(published=already)
         batch = await self.publish(rows)
         await self._settle(conn, batch, rows)
+        batch.published += already
         for i, row in enumerate(batch.suspects):
             alone = await self.publish([row])
             await self._settle(conn, alone, [row])

@@ -19,8 +19,6 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Callable
-from uuid import uuid4
-
 import asyncpg
 from pydantic import BaseModel
 
@@ -33,6 +31,7 @@ from pipeline.db import errors
 from pipeline.lookups.carparks import CarParkIndex, store_count
 from pipeline.lookups.owners import OwnerDirectory
 from pipeline.lookups.zones import ZoneBook
+from pipeline.restore import case_id_for
 from pipeline.sms.service import SmsStyle
 from schemas import events, topics
 from schemas.codec import Rejected
@@ -327,7 +326,7 @@ class CaseService:
             zone=zone,
             last_offence_at=await store.last_offence(conn, event.plate) if zone.first_offence_months else None,
             camera_commissioned=camera.commissioned_on if zone.new_camera_days else None)
-        decision = machine.open_case(uuid4(), event.plate, camera.zone, sighting, opening, now, self.rules)
+        decision = machine.open_case(case_id_for(sighting.integrator, event.event_id), event.plate, camera.zone, sighting, opening, now, self.rules)
         case = decision.case
         from_camera_events = topics.is_camera_events(self.topics.camera_events, source.topic)
         await store.insert_case(conn, case, self.zones.window_seconds(camera.zone), now,

@@ -8,7 +8,7 @@ replays harmless: a sighting per (integrator, ``event_id``), an SMS per (case, k
 import json
 import secrets
 from datetime import datetime, timedelta
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import asyncpg
 from pydantic import BaseModel
@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from pipeline.cases.machine import Case, Sighting, State, delivery_moment
 from schemas import events
 from pipeline.evidence import store as evidence_images
+from pipeline.restore import sms_id_for
 from schemas.codec import encode
 
 CASE_COLUMNS = """id, plate, state, zone, place, camera_id, lat, lon, violation, latest_capture,
@@ -211,11 +212,12 @@ async def update_case(conn, case: Case, now: datetime) -> None:
 
 async def add_sms(conn, case_id: UUID, kind: str, phone: str, params: dict, now: datetime) -> None:
     """One SMS per (case, kind): a second call for the same pair does nothing. Due at once, on
-    PostgreSQL's clock (a worker whose clock runs ahead cannot postpone it for the others)."""
+    PostgreSQL's clock (a worker whose clock runs ahead cannot postpone it for the others). Its id is
+    ``restore.sms_id_for(case, kind)``: a replay after a restore queues the same message again."""
     await conn.execute(
         """INSERT INTO sms_messages (id, case_id, kind, phone, params, next_attempt_at, created_at)
            VALUES ($1, $2, $3, $4, $5, now(), $6) ON CONFLICT (case_id, kind) DO NOTHING""",
-        uuid4(), case_id, kind, phone, params, now,
+        sms_id_for(case_id, kind), case_id, kind, phone, params, now,
     )
 
 

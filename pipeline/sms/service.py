@@ -25,6 +25,7 @@ from pipeline.cases.effects import PIPELINE, CaseEffects
 from pipeline.cases.machine import State
 from pipeline.cases.reasons import why
 from pipeline.db import errors
+from pipeline import restore
 from pipeline.lookups.owners import scrub
 from pipeline.sms import texts
 from pipeline.sms.gateway import (Accepted, InDoubt, OutgoingSms, PermanentFailure, SmsGateway,
@@ -88,9 +89,10 @@ class SmsService:
             now = await store.database_now(conn)
             rows = await store.claim_due_sms(conn, limit)
             sent_today = await store.sms_sent_since(conn, [r["phone"] for r in rows], self._local_midnight(now))
+            sent_before = await restore.sms_sent_before(conn, [r["id"] for r in rows])
             to_send: list[tuple[OutgoingSms, int]] = []
             for row in rows:
-                outgoing = await self._each_row(conn, row, now, self._prepare, sent_today)
+                outgoing = await self._each_row(conn, row, now, self._prepare, sent_today, sent_before)
                 if outgoing is not None:
                     to_send.append(outgoing)
         if not to_send:
@@ -100,9 +102,14 @@ class SmsService:
         await self._record_answers(to_send, results)
         return len(rows)
 
-    async def _prepare(self, conn, row, now: datetime, sent_today: dict[str, int]) -> tuple[OutgoingSms, int] | None:
-        """What to send for a claimed message (with its attempt number), or None when it is settled here."""
-        if row["kind"] == "warning" and row["case_state"] != State.DETECTED:
+    async def _prepare(self, conn, row, now: datetime, sent_today: dict[str, int],
+                       sent_before: dict[UUID, restore.SentBefore]) -> tuple[OutgoingSms, int] | None:
+        """What to send for a claimed message (with its attempt number), or None when it is settled here.
+        A message the gateway accepted before the database was restored (``sent_before``) is recorded
+        as it was then, and not sent again."""
+        if (before := sent_before.get(row["id"])) is not None:
+            await self._accepted_before_restore(conn, row, before, now)
+        elif row["kind"] == "warning" and row["case_state"] != State.DETECTED:
             await store.sms_withdrawn(conn, row["id"])
         elif row["first_report_at"] is not None:
             await self._after_send(conn, row, now, row["text"], self._reported(row))
@@ -115,6 +122,19 @@ class SmsService:
             sent_today[row["phone"]] = sent_today.get(row["phone"], 0) + 1
             return OutgoingSms(row["id"], row["phone"], text), attempt
         return None
+
+    async def _accepted_before_restore(self, conn, row, before: restore.SentBefore, now: datetime) -> None:
+        """Record a message accepted in the stretch a restore lost at the time it was accepted (its
+        text as it was rendered then), with its delivery report if WarningDelivered said it arrived."""
+        log.warning("SMS %s (%s): accepted by the gateway before the database was restored; not sent again",
+                    row["id"], row["kind"])
+        await self._accepted(conn, row, self._render(row, before.accepted_at),
+                             Accepted(before.accepted_at, "before-restore"), now)
+        if before.delivered_at is not None:
+            await conn.execute(
+                """INSERT INTO sms_delivery_reports (sms_id, status, detail, reported_at, received_at)
+                   VALUES ($1, 'delivered', 'from WarningDelivered, before the restore', $2, clock_timestamp())""",
+                row["id"], before.delivered_at)
 
     async def _each_row(self, conn, row, now: datetime, work, *args, skip_races: bool = True):
         """Run ``work`` for one message in a savepoint. A message it fails on for a reason of its own
@@ -215,7 +235,9 @@ class SmsService:
             return len(rows) + len(reported)
 
     async def _settle(self, conn, row, now: datetime) -> None:
-        if row["first_report_at"] is not None:
+        if (before := (await restore.sms_sent_before(conn, [row["id"]])).get(row["id"])) is not None:
+            await self._accepted_before_restore(conn, row, before, now)  # in doubt at the restore point
+        elif row["first_report_at"] is not None:
             log.warning("SMS %s (%s): in doubt; a delivery report shows the gateway took it", row["id"], row["kind"])
             await self._after_send(conn, row, now, row["text"], self._reported(row))
         elif row["status"] == "sending":

@@ -1,0 +1,373 @@
+"""After PostgreSQL is restored to a point in time T: the workers replay what it lost, from Kafka,
+and redo nothing the outside world already had.
+
+Run ``parkwarden after-restore --to T`` on the restored database, with every worker stopped, before
+starting them (README, "Backups and restore"). What it does, and why each step is enough:
+
+1. **Inputs are read again from where the database stopped.** The committed offsets of the
+   consumer group are ahead of the restored database. Each camera-events partition is moved back to
+   its watermark's ``next_offset`` in the restored database (``pipeline.cases.watermarks``: every
+   message before it was recorded by T, exactly). The other inputs (car-park counts, reference
+   topics) and partitions without a watermark go back to the first offset at ``T - margin`` (Kafka's
+   timestamps), never forward. Replays are harmless: a sighting is kept once per (integrator,
+   event id), a dead letter once per (topic, partition, offset), a reference row per key.
+2. **The replay makes the same identities.** A case opened by a violation has the id
+   ``case_id_for(integrator, event_id)`` and its SMS ``sms_id_for(case, kind)`` (``uuid5``), so the
+   case and the warning the replay makes are the ones the lost stretch made.
+3. **Outputs already on Kafka are not published again.** Every message on the output topics from
+   ``T - margin`` to their end is recorded by ``identity`` in ``published_before_restore``; the outbox
+   relay deletes an outbox row with such an identity instead of publishing it (``drop_published``).
+4. **SMS already sent are not sent again.** ``WarningSent`` (and ``WarningDelivered``) on case-events
+   say which warning SMS the gateway accepted after T, when, and when the phone had it; they are
+   kept in ``sms_sent_before_restore``, and the SMS loop records such a message as accepted at that
+   time (and delivered) without calling the gateway (``sms_sent_before``).
+
+What the topics do not hold cannot be reconciled (README): the other kinds of SMS (ticket, caution,
+appeal) accepted after T, tickets issued after T (their number and ticket-record link are issued
+again), officers' and drivers' actions after T, delivery reports of other kinds than warnings.
+``after_restore`` counts what it saw of them for the operator.
+"""
+
+import asyncio
+import json
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid5
+
+import asyncpg
+
+from pipeline.config import Settings
+from schemas import topics
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = UUID("5b1c3f0e-7d2a-4c55-9a61-70a1c0e5d001")
+"""parkwarden's uuid5 namespace for the ids a replay must make again."""
+
+
+def case_id_for(integrator: str, event_id: str) -> UUID:
+    """The id of the case a violation opens: the same whenever the violation is decided (a replay)."""
+    return uuid5(NAMESPACE, f"case/{integrator}/{event_id}")
+
+
+def sms_id_for(case_id: UUID, kind: str) -> UUID:
+    """The id of a case's SMS of one kind (one per case and kind): the same when a replay queues it."""
+    return uuid5(case_id, f"sms/{kind}")
+
+
+def identity(topic: str, value: bytes) -> str:
+    """What makes an output message the same output when a replay makes it again: its topic, type and
+    the ids it is about (case, SMS, recheck, appeal; a dead letter's source). A ticket counts by its
+    case (its number is issued again by a replay). Anything else: its bytes."""
+    try:
+        message = json.loads(value)
+    except (ValueError, TypeError):
+        message = None
+    if not isinstance(message, dict):
+        return f"{topic}|sha256:{hashlib.sha256(value or b'').hexdigest()}"
+    kind = message.get("type", "")
+    if kind == "DeadLetter":
+        about = [message.get("source_topic"), message.get("partition"), message.get("offset")]
+    elif message.get("case_id"):
+        about = [message.get(k) for k in ("case_id", "sms_id", "recheck_id", "appeal_id") if message.get(k)]
+    else:
+        return f"{topic}|{kind}|sha256:{hashlib.sha256(value).hexdigest()}"
+    return f"{topic}|{kind}|" + "|".join(str(a) for a in about)
+
+
+# ── used by the workers ─────────────────────────────────────────────────────────────────────
+
+
+async def drop_published(conn: asyncpg.Connection, rows: list) -> tuple[list, list[int]]:
+    """Outbox ``rows`` (id, topic, value) less those already on Kafka before a restore, which are
+    deleted from the outbox here; returns (the rows to publish, the ids deleted)."""
+    if not rows or not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM published_before_restore)"):
+        return rows, []
+    ids = {r["id"]: identity(r["topic"], r["value"]) for r in rows}
+    known = {r["identity"] for r in await conn.fetch(
+        "SELECT identity FROM published_before_restore WHERE identity = ANY($1::text[])", list(set(ids.values())))}
+    dropped = [i for i, ident in ids.items() if ident in known]
+    if not dropped:
+        return rows, []
+    await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", dropped)
+    log.warning("outbox: %d rows were already on Kafka before the database was restored; not published again",
+                len(dropped))
+    gone = set(dropped)
+    return [r for r in rows if r["id"] not in gone], dropped
+
+
+@dataclass(frozen=True)
+class SentBefore:
+    """An SMS the gateway accepted in the stretch a restore lost (from WarningSent/WarningDelivered)."""
+
+    accepted_at: datetime
+    delivered_at: datetime | None
+
+
+async def sms_sent_before(conn: asyncpg.Connection, sms_ids: list[UUID]) -> dict[UUID, SentBefore]:
+    """Those of ``sms_ids`` the gateway had already accepted before the database was restored."""
+    if not sms_ids:
+        return {}
+    rows = await conn.fetch("SELECT sms_id, accepted_at, delivered_at FROM sms_sent_before_restore "
+                            "WHERE sms_id = ANY($1::uuid[])", sms_ids)
+    return {r["sms_id"]: SentBefore(r["accepted_at"], r["delivered_at"]) for r in rows}
+
+
+# ── the restore step ────────────────────────────────────────────────────────────────────────
+
+
+class RestoreError(RuntimeError):
+    """The restore step cannot go on (workers still running, a topic missing, Kafka away): the message says why."""
+
+
+@dataclass
+class Plan:
+    """What ``after_restore`` found and did."""
+
+    offsets: dict[tuple[str, int], tuple[int | None, int]] = field(default_factory=dict)
+    """(topic, partition) -> (the group's committed offset or None, the offset it is moved to)."""
+    published: int = 0
+    outputs_by_type: dict[str, int] = field(default_factory=dict)
+    warnings_sent: int = 0
+    not_reconciled: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        moved = {f"{t}:{p}": {"committed": c, "to": o} for (t, p), (c, o) in sorted(self.offsets.items())}
+        return {"offsets": moved, "published_after": self.published, "outputs": self.outputs_by_type,
+                "warnings_sent_after": self.warnings_sent, "not_reconciled": self.not_reconciled}
+
+
+NOT_RECONCILED = {
+    "TicketIssued": "tickets issued after T: issued again with a new number and ticket-record link; "
+                    "their ticket SMS may be sent again",
+    "TicketVoided": "voids by officers after T: lost with the database; void them again",
+    "AppealDecided": "appeal decisions after T: lost with the database; decide them again",
+    "CaseClosed:cautioned": "cautions after T: their caution SMS may be sent again",
+}
+
+
+async def after_restore(settings: Settings, restored_to: datetime, margin: timedelta, actor: str,
+                        progress: Callable[[str], None] = lambda line: None, dry_run: bool = False) -> Plan:
+    """Prepare the restored database (``settings.database_url``) and the consumer group
+    (``settings.app_id``) for the workers: see the module's docstring. Refuses while the group has
+    members. ``dry_run``: say what would be done, change nothing."""
+    from aiokafka import AIOKafkaConsumer
+
+    from pipeline import bootstrap
+
+    admin = bootstrap.admin_client(settings, "restore")
+    group = settings.app_id
+    members = await _group_members(admin, group)
+    if members:
+        raise RestoreError(f"consumer group {group!r} has {len(members)} members ({', '.join(members)}): stop "
+                           "every worker before after-restore (they would go on from offsets past the restored database)")
+    metadata = (await asyncio.to_thread(admin.list_topics, timeout=30)).topics
+    names = set(metadata)
+    base = settings.topic(topics.CAMERA_EVENTS.name)
+    commands = settings.topic(topics.CAMERA_COMMANDS.name)
+    inputs = sorted(n for n in names if topics.is_camera_events(base, n)
+                    or n in {settings.topic(t.name) for t in (topics.CAR_PARK_STATUS, *topics.REFERENCE)})
+    outputs = sorted(n for n in names if n in {settings.topic(t.name) for t in (topics.CASE_EVENTS, topics.TICKETS,
+                                                                               topics.DEAD_LETTERS)}
+                     or n.startswith(commands + "."))
+    for wanted in (base, settings.topic(topics.CASE_EVENTS.name)):
+        if wanted not in names:
+            raise RestoreError(f"topic {wanted} not found on {settings.kafka_bootstrap}: is PW_TOPIC_PREFIX right?")
+    since_ms = int((restored_to - margin).timestamp() * 1000)
+    plan = Plan()
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
+    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **bootstrap.kafka_client_options(settings))
+    await consumer.start()
+    try:
+        if await conn.fetchval("SELECT to_regclass('published_before_restore')") is None:
+            raise RestoreError("the restored database lacks this version's migrations: run `parkwarden setup` first")
+        watermarks = {(r["topic"], r["partition"]): r["next_offset"] for r in await conn.fetch(
+            "SELECT topic, partition, next_offset FROM partition_watermarks")}
+        committed = await _committed(admin, group)
+        progress(f"restored to {restored_to.isoformat()}; reading Kafka from {margin.total_seconds():g}s before it")
+        await _plan_offsets(consumer, _partitions(metadata, inputs), base, watermarks, committed, since_ms, plan)
+        moved = sum(1 for c, o in plan.offsets.values() if c is None or o < c)
+        progress(f"inputs: {len(plan.offsets)} partitions of {len(inputs)} topics; {moved} go back "
+                 f"({sum(c - o for c, o in plan.offsets.values() if c is not None and o < c)} messages to replay)")
+        seen = await _read_outputs(consumer, _partitions(metadata, outputs), since_ms,
+                                  await _retention_ms(admin, outputs))
+        plan.published = len(seen)
+        for ident, (topic, partition, offset, at, message) in seen.items():
+            kind = message.get("type", "?") if isinstance(message, dict) else "?"
+            plan.outputs_by_type[kind] = plan.outputs_by_type.get(kind, 0) + 1
+            key = kind if kind != "CaseClosed" else f"CaseClosed:{message.get('outcome')}"
+            if key in NOT_RECONCILED:
+                plan.not_reconciled[key] = plan.not_reconciled.get(key, 0) + 1
+        sent = _warnings_sent(seen)
+        plan.warnings_sent = len(sent)
+        progress(f"outputs: {plan.published} messages published since then "
+                 f"({', '.join(f'{n} {k}' for k, n in sorted(plan.outputs_by_type.items())) or 'none'}); "
+                 f"{plan.warnings_sent} warning SMS accepted by the gateway")
+        for key, n in sorted(plan.not_reconciled.items()):
+            progress(f"NOT reconciled: {n} {NOT_RECONCILED[key]}")
+        if dry_run:
+            progress("dry run: nothing changed")
+            return plan
+        async with conn.transaction():
+            restore_id = await conn.fetchval(
+                "INSERT INTO restores (restored_to, margin_seconds, actor, summary) VALUES ($1, $2, $3, $4::jsonb) "
+                "RETURNING id", restored_to, margin.total_seconds(), actor, json.dumps(plan.summary()))
+            await conn.executemany(
+                """INSERT INTO published_before_restore (identity, topic, partition, "offset", published_at, restore_id)
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (identity) DO NOTHING""",
+                [(ident, t, p, o, at, restore_id) for ident, (t, p, o, at, _) in seen.items()])
+            await conn.executemany(
+                """INSERT INTO sms_sent_before_restore (sms_id, case_id, kind, accepted_at, delivered_at, restore_id)
+                   VALUES ($1, $2, 'warning', $3, $4, $5)
+                   ON CONFLICT (sms_id) DO UPDATE SET delivered_at = coalesce(excluded.delivered_at,
+                                                                             sms_sent_before_restore.delivered_at)""",
+                [(sms_id, case_id, accepted, delivered, restore_id)
+                 for sms_id, (case_id, accepted, delivered) in sent.items()])
+        progress(f"recorded in the database (restores.id {restore_id})")
+        await _move_offsets(admin, group, plan)
+        progress(f"consumer group {group!r}: offsets moved; start the workers")
+        return plan
+    finally:
+        await consumer.stop()
+        await conn.close()
+
+
+async def _group_members(admin, group: str) -> list[str]:
+    from confluent_kafka import KafkaException
+
+    future = admin.describe_consumer_groups([group], request_timeout=30)[group]
+    try:
+        description = await asyncio.wrap_future(future)
+    except KafkaException as exc:
+        raise RestoreError(f"cannot describe consumer group {group!r}: {exc}") from exc
+    return sorted(f"{m.client_id}@{m.host}" for m in description.members)
+
+
+async def _retention_ms(admin, names: list[str]) -> dict[str, int]:
+    """Each topic's retention.ms (-1: kept for ever)."""
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in names], request_timeout=30)
+    return {resource.name: int((await asyncio.wrap_future(future))["retention.ms"].value)
+            for resource, future in futures.items()}
+
+
+async def _committed(admin, group: str) -> dict[tuple[str, int], int]:
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=30)
+    result = await asyncio.wrap_future(futures[group])
+    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+
+
+def _partitions(metadata: dict, names: list[str]) -> list:
+    """aiokafka's TopicPartitions of the topics ``names`` (confluent-kafka's ``list_topics`` metadata)."""
+    from aiokafka import TopicPartition
+
+    return [TopicPartition(name, p) for name in names for p in sorted(metadata[name].partitions)]
+
+
+async def _plan_offsets(consumer, partitions: list, base: str, watermarks: dict, committed: dict,
+                        since_ms: int, plan: Plan) -> None:
+    if not partitions:
+        return
+    at_time = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
+    ends = await consumer.end_offsets(partitions)
+    starts = await consumer.beginning_offsets(partitions)
+    lost = []
+    for tp in partitions:
+        key = (tp.topic, tp.partition)
+        was = committed.get(key)
+        if topics.is_camera_events(base, tp.topic) and key in watermarks:
+            to = watermarks[key]  # everything before it is in the restored database; nothing after it is sure to be
+            if to < starts[tp]:
+                lost.append(f"{tp.topic}:{tp.partition} (offsets {to} to {starts[tp] - 1})")
+        elif was is None:
+            continue  # never committed: the workers read it from the earliest offset anyway
+        else:
+            found = at_time.get(tp)
+            to = min(was, found.offset if found is not None else ends[tp])
+        plan.offsets[key] = (was, to)
+    if lost:
+        raise RestoreError("camera events the restored database lacks are no longer in Kafka (deleted by the "
+                           f"topics' retention.ms): {', '.join(lost)}; their violations would be lost. Restore to a "
+                           "later point, or raise retention.ms (README: Backups and restore)")
+
+
+async def _read_outputs(consumer, partitions: list, since_ms: int, retention_ms: dict[str, int]) -> dict:
+    """Every message on ``partitions`` from ``since_ms`` to the end now: identity -> (topic, partition,
+    offset, Kafka time, decoded value)."""
+    if not partitions:
+        return {}
+    starts = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
+    ends = await consumer.end_offsets(partitions)
+    kept_from = await consumer.beginning_offsets(partitions)
+    gone = [f"{tp.topic}:{tp.partition}" for tp, found in starts.items()
+            if kept_from[tp] > 0 and (found is None or found.offset == kept_from[tp])
+            and retention_ms.get(tp.topic, -1) >= 0 and since_ms < time.time() * 1000 - retention_ms[tp.topic]]
+    if gone:
+        raise RestoreError(f"outputs published after the restore point may be gone from Kafka: {', '.join(gone)} "
+                           "deleted messages from that time (retention.ms); what they held cannot be reconciled "
+                           "(README: Backups and restore)")
+    todo = {tp: (found.offset, ends[tp]) for tp, found in starts.items() if found is not None and found.offset < ends[tp]}
+    seen: dict = {}
+    if not todo:
+        return seen
+    consumer.assign(list(todo))
+    for tp, (start, _) in todo.items():
+        consumer.seek(tp, start)
+    left, idle = dict(todo), 0
+    while left:
+        batches = await consumer.getmany(*left, timeout_ms=1000)
+        idle = 0 if batches else idle + 1
+        if idle > 30:
+            raise RestoreError(f"reading {', '.join(sorted({tp.topic for tp in left}))} stopped before its end "
+                               "for 30 s: is Kafka up?")
+        for tp, records in batches.items():
+            for r in records:
+                if r.offset >= todo[tp][1]:
+                    continue
+                try:
+                    message = json.loads(r.value)
+                except (ValueError, TypeError):
+                    message = None
+                at = datetime.fromtimestamp(r.timestamp / 1000, UTC) if r.timestamp and r.timestamp > 0 else None
+                seen[identity(tp.topic, r.value)] = (tp.topic, tp.partition, r.offset, at, message)
+        for tp in list(left):
+            if await consumer.position(tp) >= todo[tp][1]:
+                del left[tp]
+    return seen
+
+
+def _warnings_sent(seen: dict) -> dict[UUID, tuple[UUID, datetime, datetime | None]]:
+    """sms id -> (case id, accepted at, delivered at) from WarningSent and WarningDelivered."""
+    sent: dict[UUID, tuple[UUID, datetime, datetime | None]] = {}
+    for _topic, _p, _o, _at, m in seen.values():
+        if not isinstance(m, dict) or m.get("type") not in ("WarningSent", "WarningDelivered"):
+            continue
+        sms_id, case_id = UUID(m["sms_id"]), UUID(m["case_id"])
+        accepted = datetime.fromisoformat(m["accepted_at"])
+        delivered = datetime.fromisoformat(m["delivered_at"]) if m.get("delivered_at") else None
+        before = sent.get(sms_id)
+        sent[sms_id] = (case_id, accepted, delivered or (before[2] if before else None))
+    return sent
+
+
+async def _move_offsets(admin, group: str, plan: Plan) -> None:
+    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+
+    moves = [TopicPartition(t, p, to) for (t, p), (_, to) in sorted(plan.offsets.items())]
+    if not moves:
+        return
+    futures = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, moves)], request_timeout=30)
+    try:
+        result = await asyncio.wrap_future(futures[group])
+    except KafkaException as exc:
+        raise RestoreError(f"Kafka refused to move the offsets of consumer group {group!r}: {exc}") from exc
+    failed = [f"{tp.topic}:{tp.partition} ({tp.error})" for tp in result.topic_partitions if tp.error]
+    if failed:
+        raise RestoreError(f"consumer group {group!r}: offsets not moved for {', '.join(failed)}")
