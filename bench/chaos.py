@@ -190,6 +190,9 @@ class PrivateStack:
             raise RuntimeError(f"scripts/{name} {' '.join(args)} failed ({proc.returncode}):\n{out[-2000:]}")
         return out
 
+    async def database_ready(self, name: str) -> None:
+        """Return once a new database ``name`` can be connected to (at once, on one server)."""
+
     async def start(self) -> None:
         await self.services("start")
 
@@ -784,6 +787,7 @@ class ChaosRun:
         admin = await asyncpg.connect(self.stack.admin_url)
         await admin.execute(f'CREATE DATABASE "{self.db_name}"')
         await admin.close()
+        await self.stack.database_ready(self.db_name)
         self.settings = Settings(database_url=db_url, kafka_bootstrap=env["PW_KAFKA_BOOTSTRAP"],
                                  kafka_sasl_username=env.get("PW_KAFKA_SASL_USERNAME"),
                                  kafka_sasl_password=env.get("PW_KAFKA_SASL_PASSWORD", ""),
@@ -989,6 +993,10 @@ async def run(plan: Plan, stack: PrivateStack, keep_services: bool = False, say=
         await chaos.close(keep_services)
 
 
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cars", type=int)
@@ -1010,7 +1018,7 @@ async def main() -> None:
     plan = replace(plan, **changes)
     if args.no_diverge:
         plan = replace(plan, diverge_for=0)
-    print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average {os.getloadavg()}")
+    print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average {load_average()}")
     stack, faults = PrivateStack(), None
     if args.cluster:
         from bench.chaos_cluster import ClusterFaults, ClusterStack
@@ -1021,7 +1029,7 @@ async def main() -> None:
     if args.cluster:
         from bench.chaos_cluster import latency_by_window
         print(latency_by_window(report))
-    print(f"load average at the end: {os.getloadavg()}")
+    print(f"load average at the end: {load_average()}")
     sys.exit(0 if report.all_zeros() else 1)
 
 

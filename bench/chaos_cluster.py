@@ -75,6 +75,21 @@ class ClusterStack(PrivateStack):
     def node_url(self, node: int, name: str) -> str:
         return f"postgresql://parkwarden:parkwarden@127.0.0.1:{self.pg_port(node)}/{name}"
 
+    async def database_ready(self, name: str, timeout: float = 60) -> None:
+        """Wait until every node has the new database: a standby has its WAL (synchronous commit) but may not
+        have replayed it yet, and asyncpg, trying the hosts in turn, stops at one that refuses the
+        database instead of trying the next."""
+        deadline = time.monotonic() + timeout
+        for node in (1, 2):
+            while True:
+                try:
+                    await (await asyncpg.connect(self.node_url(node, name), timeout=5)).close()
+                    break
+                except (OSError, asyncpg.PostgresError, TimeoutError):
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)
+
     async def start(self) -> None:
         await asyncio.gather(self.script("cluster.sh", "start"), self.script("pgcluster.sh", "start"))
         await self.services("start", "kannel")
