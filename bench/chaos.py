@@ -125,10 +125,12 @@ class Plan:
     @classmethod
     def cluster(cls) -> "Plan":
         """``--cluster``: fewer cars than the single-broker run (3 brokers, 2 PostgreSQL and 3 etcd share
-        the machine), worker kills further apart, and the cluster's faults instead of service restarts."""
-        return cls(cars=300, arrivals_seconds=330, kill_every=45, broker_restart_at=None, postgres_restart_at=None,
-                   kannel_down_at=None, broker_kill_at=40, broker_down_for=60, postgres_kill_at=140, diverge_for=3,
-                   rolling_restart_at=210, drain_seconds=480)
+        the machine), worker kills further apart, and the cluster's faults instead of service restarts, one
+        after the other (a fault waits for the previous one to be over: the broker back in sync, the old
+        primary back as standby)."""
+        return cls(cars=300, arrivals_seconds=360, kill_every=45, broker_restart_at=None, postgres_restart_at=None,
+                   kannel_down_at=None, broker_kill_at=30, broker_down_for=60, postgres_kill_at=170, diverge_for=3,
+                   rolling_restart_at=220, drain_seconds=480)
 
     @classmethod
     def small(cls) -> "Plan":

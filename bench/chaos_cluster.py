@@ -222,7 +222,10 @@ class ClusterFaults(Faults):
 
     async def primary_kill(self) -> None:
         stack = self.stack
-        old = next((n for n in (1, 2) if await asyncio.to_thread(self._role, n, "/primary")), None)
+        old = None
+        for n in (1, 2):
+            if await asyncio.to_thread(self._role, n, "/primary"):
+                old = n
         if old is None:
             raise RuntimeError("no PostgreSQL node is primary before the kill")
         new = 3 - old
