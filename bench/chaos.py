@@ -223,6 +223,8 @@ class Workers:
         self.kills = 0
         self.rolling = False
         """A rolling restart is under way: the run's SIGKILLs wait."""
+        self.stopping: set[int] = set()
+        """Workers being stopped on purpose (not to be restarted as if they had exited on their own)."""
         self.exits: list[str] = []
         """Workers that exited on their own, with their exit codes (restarted, as a supervisor would)."""
 
@@ -256,19 +258,25 @@ class Workers:
         readies = self.readies(i)
         began = time.monotonic()
         p = self.procs[i]
-        if p is not None and p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            while p.poll() is None:
-                if time.monotonic() - began > timeout:
-                    raise RuntimeError(f"worker {i} did not stop within {timeout:.0f} s of SIGTERM; see {self.log_path(i)}")
-                await asyncio.sleep(0.2)
-            if p.returncode != 0:
-                self.exits.append(f"worker {i} exited with {p.returncode} after SIGTERM (rolling restart)")
-        stopped = time.monotonic()
-        self.start(i)
+        self.stopping.add(i)
+        try:
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                while p.poll() is None:
+                    if time.monotonic() - began > timeout:
+                        raise RuntimeError(f"worker {i} did not stop within {timeout:.0f} s of SIGTERM; "
+                                           f"see {self.log_path(i)}")
+                    await asyncio.sleep(0.2)
+                if p.returncode != 0:
+                    self.exits.append(f"worker {i} exited with {p.returncode} after SIGTERM (rolling restart)")
+            stopped = time.monotonic()
+            self.start(i)
+        finally:
+            self.stopping.discard(i)
         while self.readies(i) <= readies:
             if self.procs[i].poll() is not None:
-                raise RuntimeError(f"worker {i} exited with {self.procs[i].returncode} while starting; see {self.log_path(i)}")
+                raise RuntimeError(f"worker {i} exited with {self.procs[i].returncode} while starting; "
+                                   f"see {self.log_path(i)}")
             if time.monotonic() - stopped > timeout:
                 raise RuntimeError(f"worker {i} was not ready {timeout:.0f} s after its restart; see {self.log_path(i)}")
             await asyncio.sleep(0.5)
@@ -298,7 +306,7 @@ class Workers:
     def restart_exited(self, at: float) -> None:
         """Start again a worker that exited on its own (not killed by the run), noting it."""
         for i, p in enumerate(self.procs):
-            if p is not None and p.poll() is not None:
+            if p is not None and p.poll() is not None and i not in self.stopping:
                 self.exits.append(f"worker {i} exited with {p.returncode} at {at:.0f} s "
                                   f"(see {self.log_path(i).relative_to(ROOT)})")
                 self.start(i)
