@@ -220,7 +220,8 @@ class Workers:
         self.ports = [first_port + i for i in range(count)]
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen | None] = [None] * count
-        self.starts = [0] * count
+        self.readies_before_start = [0] * count
+        """How many times each worker had logged that it was ready when it was last started."""
         self.kills = 0
         self.rolling = False
         """A rolling restart is under way: the run's SIGKILLs wait."""
@@ -233,7 +234,7 @@ class Workers:
         return self.log_dir / f"chaos-{self.run}-worker-{i}.log"
 
     def start(self, i: int) -> None:
-        self.starts[i] += 1
+        self.readies_before_start[i] = self.readies(i)
         with self.log_path(i).open("a") as log:
             self.procs[i] = subprocess.Popen(
                 [sys.executable, "-m", "pipeline", "worker"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -257,8 +258,8 @@ class Workers:
     async def restart_gently(self, i: int, timeout: float = 300) -> tuple[float, float]:
         """Stop worker ``i`` with SIGTERM (as an upgrade does), start it again and wait until it is ready;
         (seconds it took to exit, seconds from its start to ready)."""
-        while self.readies(i) < self.starts[i]:  # an operator stops a worker that is up, not one still starting
-            await asyncio.sleep(0.5)
+        while self.readies(i) <= self.readies_before_start[i]:  # an operator stops a worker that is up,
+            await asyncio.sleep(0.5)                             # not one still starting
         readies = self.readies(i)
         began = time.monotonic()
         p = self.procs[i]
