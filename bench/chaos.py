@@ -83,6 +83,8 @@ class Plan:
     recheck_wait: float = 20
     kill_every: float = 20
     """A worker (each in turn) is SIGKILLed and restarted this often while cars arrive; 0: never."""
+    kill_window: float = 15
+    """Seconds after a worker's SIGKILL counted as its fault window (warnings' latency by window)."""
     kills: int | None = None
     """At most this many kills (None: as many as fit in the arrivals)."""
     broker_restart_at: float | None = 100
@@ -91,6 +93,16 @@ class Plan:
     kannel_down_for: float = 120
     drain_seconds: float = 360
     """After the last arrival, how long to wait at most for every case to close."""
+    broker_kill_at: float | None = None
+    """On a cluster (``--cluster``): the broker leading most camera-events partitions is SIGKILLed then."""
+    broker_down_for: float = 60
+    postgres_kill_at: float | None = None
+    """On a cluster: the PostgreSQL primary's postmaster is SIGKILLed then (Patroni fails over)."""
+    diverge_for: float = 0
+    """On a cluster: the primary's WAL sender is stopped (SIGSTOP) this long before the kill, so that the old
+    primary has WAL the standby never got (its timeline diverges: it rejoins through pg_rewind)."""
+    rolling_restart_at: float | None = None
+    """On a cluster: every worker stopped with SIGTERM and started again, one at a time, from then."""
     http_share: float = 0.1
     duplicate_share: float = 0.05
     late_share: float = 0.1
@@ -109,6 +121,16 @@ class Plan:
         return {"PW_WINDOW_SECONDS": str(self.window), "PW_LATENESS_SECONDS": str(self.lateness),
                 "PW_CAPTURE_TOLERANCE_SECONDS": str(self.capture_tolerance),
                 "PW_RECHECK_WAIT_SECONDS": str(self.recheck_wait)}
+
+    @classmethod
+    def cluster(cls) -> "Plan":
+        """``--cluster``: fewer cars than the single-broker run (3 brokers, 2 PostgreSQL and 3 etcd share
+        the machine), worker kills further apart, and the cluster's faults instead of service restarts, one
+        after the other (a fault waits for the previous one to be over: the broker back in sync, the old
+        primary back as standby)."""
+        return cls(cars=300, arrivals_seconds=360, kill_every=45, broker_restart_at=None, postgres_restart_at=None,
+                   kannel_down_at=None, broker_kill_at=30, broker_down_for=60, postgres_kill_at=170, diverge_for=3,
+                   rolling_restart_at=220, drain_seconds=480)
 
     @classmethod
     def small(cls) -> "Plan":
@@ -143,9 +165,12 @@ class PrivateStack:
                 "PW_KANNEL_SENDSMS_PORT": str(self.kannel_admin_port + 13),
                 "PW_FAKESMSC_PORT": str(self.fakesmsc_port)}
 
+    def database_url(self, name: str) -> str:
+        return f"postgresql://parkwarden:parkwarden@127.0.0.1:{self.postgres_port}/{name}"
+
     @property
     def admin_url(self) -> str:
-        return f"postgresql://parkwarden:parkwarden@127.0.0.1:{self.postgres_port}/parkwarden"
+        return self.database_url("parkwarden")
 
     @property
     def log_dir(self) -> Path:
@@ -153,15 +178,28 @@ class PrivateStack:
 
     async def services(self, *args: str) -> str:
         """Run scripts/services.sh on this stack; its output goes to var_dir/log/chaos-services.log."""
-        proc = await asyncio.create_subprocess_exec(str(ROOT / "scripts" / "services.sh"), *args, env=self.env(),
+        return await self.script("services.sh", *args)
+
+    async def script(self, name: str, *args: str) -> str:
+        """Run scripts/<name> on this stack; its output goes to var_dir/log/chaos-services.log."""
+        proc = await asyncio.create_subprocess_exec(str(ROOT / "scripts" / name), *args, env=self.env(),
                                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out = (await proc.communicate())[0].decode(errors="replace")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / "chaos-services.log").open("a") as f:
-            f.write(f"$ services.sh {' '.join(args)}\n{out}")
+            f.write(f"$ {name} {' '.join(args)}\n{out}")
         if proc.returncode != 0:
-            raise RuntimeError(f"scripts/services.sh {' '.join(args)} failed ({proc.returncode}):\n{out[-2000:]}")
+            raise RuntimeError(f"scripts/{name} {' '.join(args)} failed ({proc.returncode}):\n{out[-2000:]}")
         return out
+
+    async def database_ready(self, name: str) -> None:
+        """Return once a new database ``name`` can be connected to (at once, on one server)."""
+
+    async def start(self) -> None:
+        await self.services("start")
+
+    async def stop(self) -> None:
+        await self.services("stop")
 
     async def client_env(self) -> dict[str, str]:
         """The PW_* variables that point clients at this stack (``services.sh env``)."""
@@ -182,7 +220,13 @@ class Workers:
         self.ports = [first_port + i for i in range(count)]
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen | None] = [None] * count
+        self.readies_before_start = [0] * count
+        """How many times each worker had logged that it was ready when it was last started."""
         self.kills = 0
+        self.rolling = False
+        """A rolling restart is under way: the run's SIGKILLs wait."""
+        self.stopping: set[int] = set()
+        """Workers being stopped on purpose (not to be restarted as if they had exited on their own)."""
         self.exits: list[str] = []
         """Workers that exited on their own, with their exit codes (restarted, as a supervisor would)."""
 
@@ -190,6 +234,7 @@ class Workers:
         return self.log_dir / f"chaos-{self.run}-worker-{i}.log"
 
     def start(self, i: int) -> None:
+        self.readies_before_start[i] = self.readies(i)
         with self.log_path(i).open("a") as log:
             self.procs[i] = subprocess.Popen(
                 [sys.executable, "-m", "pipeline", "worker"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -204,6 +249,43 @@ class Workers:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the workers were not ready after {timeout:.0f} s; see {self.log_dir}")
             await asyncio.sleep(0.5)
+
+    def readies(self, i: int) -> int:
+        """How many times worker ``i`` logged that it is ready (its log is appended to at each start)."""
+        path = self.log_path(i)
+        return path.read_text(errors="replace").count("Worker]: Ready") if path.exists() else 0
+
+    async def restart_gently(self, i: int, timeout: float = 300) -> tuple[float, float]:
+        """Stop worker ``i`` with SIGTERM (as an upgrade does), start it again and wait until it is ready;
+        (seconds it took to exit, seconds from its start to ready)."""
+        while self.readies(i) <= self.readies_before_start[i]:  # an operator stops a worker that is up,
+            await asyncio.sleep(0.5)                             # not one still starting
+        readies = self.readies(i)
+        began = time.monotonic()
+        p = self.procs[i]
+        self.stopping.add(i)
+        try:
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                while p.poll() is None:
+                    if time.monotonic() - began > timeout:
+                        raise RuntimeError(f"worker {i} did not stop within {timeout:.0f} s of SIGTERM; "
+                                           f"see {self.log_path(i)}")
+                    await asyncio.sleep(0.2)
+                if p.returncode != 0:
+                    self.exits.append(f"worker {i} exited with {p.returncode} after SIGTERM (rolling restart)")
+            stopped = time.monotonic()
+            self.start(i)
+        finally:
+            self.stopping.discard(i)
+        while self.readies(i) <= readies:
+            if self.procs[i].poll() is not None:
+                raise RuntimeError(f"worker {i} exited with {self.procs[i].returncode} while starting; "
+                                   f"see {self.log_path(i)}")
+            if time.monotonic() - stopped > timeout:
+                raise RuntimeError(f"worker {i} was not ready {timeout:.0f} s after its restart; see {self.log_path(i)}")
+            await asyncio.sleep(0.5)
+        return stopped - began, time.monotonic() - stopped
 
     def kill_and_restart(self, i: int) -> None:
         p = self.procs[i]
@@ -229,7 +311,7 @@ class Workers:
     def restart_exited(self, at: float) -> None:
         """Start again a worker that exited on its own (not killed by the run), noting it."""
         for i, p in enumerate(self.procs):
-            if p is not None and p.poll() is not None:
+            if p is not None and p.poll() is not None and i not in self.stopping:
                 self.exits.append(f"worker {i} exited with {p.returncode} at {at:.0f} s "
                                   f"(see {self.log_path(i).relative_to(ROOT)})")
                 self.start(i)
@@ -608,8 +690,12 @@ def sms_received(log: Path, offset: int) -> list[tuple[str, str]]:
 class Faults:
     """The faults of a plan, at their times; each one written down with when it began and ended."""
 
-    def __init__(self, plan: Plan, stack: PrivateStack, workers: Workers, started: float, say):
+    def __init__(self, plan: Plan, stack: PrivateStack, workers: Workers, started: float, say, run=None):
         self.plan = plan
+        self.run_of = run
+        """The ChaosRun (its settings and topics), for faults that look at the cluster."""
+        self.windows: list[tuple[str, datetime, datetime]] = []
+        """(fault, began, ended) in UTC, for the warnings' latency during and outside faults."""
         self.stack = stack
         self.workers = workers
         self.started = started
@@ -653,8 +739,13 @@ class Faults:
         t, n = p.kill_every, 0
         while t < p.arrivals_seconds and (p.kills is None or n < p.kills):
             await self._at(t)
+            while self.workers.rolling:
+                await asyncio.sleep(1)
             i = n % len(self.workers.procs)
+            began = datetime.now(UTC)
             self.workers.kill_and_restart(i)
+            self.windows.append((f"worker {i} SIGKILLed (+{p.kill_window:.0f} s)", began,
+                                 began + timedelta(seconds=p.kill_window)))
             n += 1
             t = self.now() + p.kill_every + rng.uniform(-3, 3)
         if n:
@@ -684,8 +775,9 @@ class ChaosRun:
     """One run: set up (a fresh database and topics on the private stack, an integrator key, the
     workers), drive the city through the faults, wait for every case to close, read Kafka, judge."""
 
-    def __init__(self, plan: Plan, stack: PrivateStack, say=print):
+    def __init__(self, plan: Plan, stack: PrivateStack, say=print, faults=None):
         self.plan = plan
+        self.faults_class = faults or Faults
         self.stack = stack
         self.say = say
         self.id = uuid.uuid4().hex[:8]
@@ -706,15 +798,18 @@ class ChaosRun:
         env = await self.stack.client_env()
         self.sms_log = Path(env["PW_FAKESMSC_LOG"])
         self.sms_offset = self.sms_log.stat().st_size if self.sms_log.exists() else 0
-        db_url = self.stack.admin_url.rsplit("/", 1)[0] + "/" + self.db_name
+        db_url = self.stack.database_url(self.db_name)
         admin = await asyncpg.connect(self.stack.admin_url)
         await admin.execute(f'CREATE DATABASE "{self.db_name}"')
         await admin.close()
+        await self.stack.database_ready(self.db_name)
         self.settings = Settings(database_url=db_url, kafka_bootstrap=env["PW_KAFKA_BOOTSTRAP"],
                                  kafka_sasl_username=env.get("PW_KAFKA_SASL_USERNAME"),
                                  kafka_sasl_password=env.get("PW_KAFKA_SASL_PASSWORD", ""),
                                  kafka_sasl_mechanism=env.get("PW_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
-                                 topic_prefix=f"chaos{self.id}.", app_id=f"pw-chaos-{self.id}")
+                                 topic_prefix=f"chaos{self.id}.", app_id=f"pw-chaos-{self.id}",
+                                 topic_replication_factor=int(env.get("PW_TOPIC_REPLICATION_FACTOR", 1)),
+                                 topic_min_insync_replicas=int(env.get("PW_TOPIC_MIN_INSYNC_REPLICAS", 1)))
         self.kafka = bootstrap.kafka_client_options(self.settings)
         """The pipeline's own login: the live feed (case-events, tickets, dead letters) and the judge."""
         worker_env = {**self.stack.env(), **env, "PW_DATABASE_URL": db_url,
@@ -787,7 +882,8 @@ class ChaosRun:
         return (f"[{self.faults.now():5.0f} s] cars arrived {len(self.city.arrived)}/{self.plan.cars} · events acked "
                 f"{len(self.publisher.acknowledged)} · warned {len(s.warned)} · rechecks {len(s.rechecks)} · tickets "
                 f"{len(s.tickets)} · closed {len(s.closed_ids)} ({closed}) · open {len(s.opened - s.closed_ids)} · "
-                f"dead letters {s.dead_letters} · SMS at the centre {len(self.sms())} · worker kills {self.workers.kills}")
+                f"dead letters {s.dead_letters} · SMS at the centre {len(self.sms())} · worker kills {self.workers.kills} · "
+                f"load {os.getloadavg()[0]:.1f}")
 
     def _check(self) -> None:
         """A task of the harness that failed is a bug of the harness: stop with it. A worker that exited
@@ -801,7 +897,7 @@ class ChaosRun:
         """Cars arrive and live their lives while the faults happen; then wait for every case to close."""
         cars = ground_truth(self.plan)
         self.cars = cars
-        self.faults = Faults(self.plan, self.stack, self.workers, time.monotonic(), self.say)
+        self.faults = self.faults_class(self.plan, self.stack, self.workers, time.monotonic(), self.say, run=self)
         self.city = City(self.plan, cars, self.publisher, self.id, datetime.now(UTC) + timedelta(seconds=1), self.until)
         self.stop_watching = asyncio.Event()
         feed = [self.topic(t) for t in (topics.CASE_EVENTS, topics.TICKETS, topics.DEAD_LETTERS)]
@@ -889,42 +985,66 @@ class ChaosRun:
             await admin.close()
         except (OSError, asyncpg.PostgresError) as exc:
             self.say(f"chaos: could not drop {self.db_name}: {exc}")
-        await self.stack.services("stop")
+        await self.stack.stop()
 
 
-async def run(plan: Plan, stack: PrivateStack, keep_services: bool = False, say=print) -> Report:
+async def run(plan: Plan, stack: PrivateStack, keep_services: bool = False, say=print, faults=None) -> Report:
     """One chaos run on ``stack`` (started here, stopped at the end unless ``keep_services``)."""
-    chaos = ChaosRun(plan, stack, say)
+    chaos = ChaosRun(plan, stack, say, faults)
     say(f"chaos {chaos.id}: {plan.cars} cars over {plan.arrivals_seconds:.0f} s, window {plan.window:.0f} s, "
         f"lateness {plan.lateness:.0f} s, capture tolerance {plan.capture_tolerance:.0f} s, recheck wait "
         f"{plan.recheck_wait:.0f} s; private stack in {stack.var_dir} (scripts/services.sh, its output in "
         f"{stack.log_dir.relative_to(ROOT)}/chaos-services.log)")
     try:
-        await stack.services("start")
+        await stack.start()
         await chaos.setup()
         await chaos.drive()
         await chaos.stop_city()
-        return await chaos.judge()
+        report = await chaos.judge()
+        report.windows = chaos.faults.windows
+        report.notes += getattr(chaos.faults, "figures", [])
+        return report
     finally:
         await chaos.close(keep_services)
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cars", type=int)
     parser.add_argument("--arrivals-seconds", type=float)
+    parser.add_argument("--minutes", type=float, help="the arrivals' length in minutes (as --arrivals-seconds)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="on a 3-broker Kafka cluster and a Patroni pair (bench/chaos_cluster.py), var/chaos-cluster")
+    parser.add_argument("--no-diverge", action="store_true",
+                        help="--cluster: kill the primary without first stopping its WAL sender (no pg_rewind needed)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--small", action="store_true", help="the test suite's smaller run")
     parser.add_argument("--keep-services", action="store_true", help="leave the private stack running afterwards")
     args = parser.parse_args()
-    plan = Plan.small() if args.small else Plan()
+    plan = Plan.small() if args.small else Plan.cluster() if args.cluster else Plan()
+    if args.minutes is not None:
+        args.arrivals_seconds = args.minutes * 60
     changes = {k: v for k, v in (("cars", args.cars), ("arrivals_seconds", args.arrivals_seconds),
                                  ("seed", args.seed)) if v is not None}
     plan = replace(plan, **changes)
-    print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-    report = await run(plan, PrivateStack(), keep_services=args.keep_services,
-                       say=lambda line: print(line, flush=True))
+    if args.no_diverge:
+        plan = replace(plan, diverge_for=0)
+    print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average {load_average()}")
+    stack, faults = PrivateStack(), None
+    if args.cluster:
+        from bench.chaos_cluster import ClusterFaults, ClusterStack
+        stack, faults = ClusterStack(), ClusterFaults
+    report = await run(plan, stack, keep_services=args.keep_services, say=lambda line: print(line, flush=True),
+                       faults=faults)
     print(report.table())
+    if args.cluster:
+        from bench.chaos_cluster import latency_by_window
+        print(latency_by_window(report))
+    print(f"load average at the end: {load_average()}")
     sys.exit(0 if report.all_zeros() else 1)
 
 

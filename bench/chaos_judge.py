@@ -117,6 +117,10 @@ class Report:
     worker_exits: list[str] = field(default_factory=list)
     """Set by the run: workers that exited on their own and were started again (not a counter of the
     judge: the outputs above say whether anything was lost with them)."""
+    warning_delays: list[tuple[datetime, float]] = field(default_factory=list)
+    """(violation taken at, seconds from then to the warning's acceptance by the gateway), per warned case."""
+    windows: list[tuple[str, datetime, datetime]] = field(default_factory=list)
+    """Set by the run: its faults (label, began, ended), to split ``warning_delays`` by them."""
 
     FAILURES = ("tickets_wrong", "tickets_missed", "warnings_duplicated", "warnings_lost", "ticket_sms_duplicated",
                 "ticket_sms_lost", "never_decided", "blind_decisions", "malformed_missing", "cases_left_open")
@@ -284,6 +288,7 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
             continue
         deadline = when(warned[case_id]["deadline_at"])
         warning_delays.append((when(warned[case_id]["accepted_at"]) - violation.taken_at).total_seconds())
+        report.warning_delays.append((violation.taken_at, warning_delays[-1]))
         recheck = rechecks.get(case_id)
         answer_by = when(recheck["answer_by"]) if recheck else None
         horizon = (answer_by or deadline) + lateness

@@ -75,9 +75,11 @@ async def connect_web_database(settings: Settings) -> asyncpg.Pool:
 
 
 def database_address(settings: Settings) -> str:
-    """host:port/database of PW_DATABASE_URL, without the credentials."""
+    """host:port/database of PW_DATABASE_URL, without the credentials; every host of a multi-host URL
+    (``host1:port1,host2:port2``, as a PostgreSQL that fails over is reached)."""
     url = urlsplit(settings.database_url.get_secret_value())
-    return f"{url.hostname or 'localhost'}:{url.port or 5432}{url.path}"
+    hosts = url.netloc.rpartition("@")[2].split(",")
+    return ",".join(h if h.rpartition(":")[2].isdigit() else f"{h or 'localhost'}:5432" for h in hosts) + url.path
 
 
 async def wait_for_database(settings: Settings, say_every: float = 15.0) -> None:
