@@ -117,14 +117,7 @@ class Runtime(Service):
 
     async def on_start(self) -> None:
         await bootstrap.wait_for_database(settings)
-        await bootstrap.prepare_database(settings)
-        self.pool = await bootstrap.connect_database(settings, min_size=2)
-        self.web_pool = await bootstrap.connect_web_database(settings)
-        await self._refresh_reference()
-        self.service = bootstrap.build_service(settings, self.pool, self.car_parks, self.zones)
-        self.sms_service = bootstrap.build_sms_service(settings, self.pool, self.service)
-        self.feed = bootstrap.build_reference_feed(settings, self.pool, self.service.owners, self._reload_reference)
-        await self.feed.forget_changed_elsewhere()
+        await bootstrap.start_on_database(settings, self._start_on_database)
         self.gateway = bootstrap.build_gateway(settings)
         await bootstrap.wait_for_kafka(settings)
         await self._read_integrator_topics()
@@ -133,6 +126,24 @@ class Runtime(Service):
         self.relay = OutboxRelay(self.pool, lambda: bootstrap.build_producer(settings))
         self.ready.set()
         log.info("parkwarden ready: %d car parks, window %ss", len(self.car_parks), settings.window_seconds)
+
+    async def _start_on_database(self) -> None:
+        """The start's work on PostgreSQL: done again from the top if the database fails under it."""
+        await self._close_pools()
+        await bootstrap.prepare_database(settings, outage_ends=False)
+        self.pool = await bootstrap.connect_database(settings, min_size=2, outage_ends=False)
+        self.web_pool = await bootstrap.connect_web_database(settings, outage_ends=False)
+        await self._refresh_reference()
+        self.service = bootstrap.build_service(settings, self.pool, self.car_parks, self.zones)
+        self.sms_service = bootstrap.build_sms_service(settings, self.pool, self.service)
+        self.feed = bootstrap.build_reference_feed(settings, self.pool, self.service.owners, self._reload_reference)
+        await self.feed.forget_changed_elsewhere()
+
+    async def _close_pools(self) -> None:
+        for pool in (self.web_pool, self.pool):
+            if pool is not None:
+                pool.terminate()
+        self.pool = self.web_pool = None
 
     async def on_stop(self) -> None:
         for closing in (self.gateway and self.gateway.close(), self.producer and self.producer.stop(),

@@ -19,6 +19,7 @@ from pipeline.cases.service import CaseService
 from pipeline.sms.service import SmsService, SmsStyle
 from pipeline.cases.store import init_connection
 from pipeline.config import Settings
+from pipeline.db import errors as db_errors
 from pipeline.db.migrate import migrate
 from pipeline.db.primary import PrimaryConnection
 from pipeline.lookups.carparks import CarParkIndex
@@ -44,9 +45,12 @@ class BoundedPool(asyncpg.Pool):
         return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
 
 
-async def connect_database(settings: Settings, min_size: int = 1, max_size: int | None = None) -> asyncpg.Pool:
+async def connect_database(settings: Settings, min_size: int = 1, max_size: int | None = None,
+                           outage_ends: bool = True) -> asyncpg.Pool:
     """A pool with the worker's time limits: acquiring a connection, waiting for a lock, one
-    statement, and a transaction left idle (each a ``PW_DB_*`` setting)."""
+    statement, and a transaction left idle (each a ``PW_DB_*`` setting). PostgreSQL out of reach
+    ends the program with what to do (a command's way), or, with ``outage_ends=False``, raises the
+    error for the caller to wait out (a worker's start)."""
     url = settings.database_url.get_secret_value()
     pool = BoundedPool(
         url, min_size=min_size, max_size=max_size or settings.db_pool_size, max_queries=50_000,
@@ -62,16 +66,18 @@ async def connect_database(settings: Settings, min_size: int = 1, max_size: int 
     try:
         return await pool
     except (OSError, asyncpg.PostgresError) as exc:
+        if not outage_ends:
+            raise
         raise SystemExit(
             f"cannot reach PostgreSQL ({type(exc).__name__}: {exc}). "
             "Start it with `scripts/services.sh start postgres` or check PW_DATABASE_URL."
         ) from None
 
 
-async def connect_web_database(settings: Settings) -> asyncpg.Pool:
+async def connect_web_database(settings: Settings, outage_ends: bool = True) -> asyncpg.Pool:
     """The web side's own small pool (HTTP ingest and other handlers), so that a flood of requests
     cannot take the connections the pipeline decides with."""
-    return await connect_database(settings, min_size=0, max_size=settings.web_db_pool_size)
+    return await connect_database(settings, min_size=0, max_size=settings.web_db_pool_size, outage_ends=outage_ends)
 
 
 def database_address(settings: Settings) -> str:
@@ -115,8 +121,20 @@ async def wait_for_kafka(settings: Settings, say_every: float = 15.0) -> None:
                        "start it with `scripts/services.sh start kafka` or check PW_KAFKA_BOOTSTRAP", say_every)
 
 
-async def _keep_trying(what: str, attempt: Callable[[], Awaitable[None]], outage: tuple[type[BaseException], ...],
+async def start_on_database(settings: Settings, start: Callable[[], Awaitable[None]], say_every: float = 15.0) -> None:
+    """Run a worker's start-up work on PostgreSQL (``start``) until it completes: when the database
+    fails under it (a failover, a restart: ``errors.is_transient``), the whole of ``start`` is done
+    again after a pause, as a supervisor would restart the worker, without ending the process.
+    ``start`` must be safe to repeat (it cleans up what a failed attempt left). A fault of the data
+    or of the settings ends the worker as before."""
+    await _keep_trying(f"PostgreSQL at {database_address(settings)} to start on", start, db_errors.is_transient,
+                       "the database failed during the worker's start; starting again", say_every)
+
+
+async def _keep_trying(what: str, attempt: Callable[[], Awaitable[None]],
+                       outage: tuple[type[BaseException], ...] | Callable[[BaseException], bool],
                        hint: str, say_every: float) -> None:
+    is_outage = outage if callable(outage) and not isinstance(outage, tuple) else (lambda exc: isinstance(exc, outage))
     started = time.monotonic()
     waiting = "waiting for " + what.replace("%", "%%") + " (%.0f s so far): %s; %s"  # one template per service
     said_at: float | None = None
@@ -124,7 +142,9 @@ async def _keep_trying(what: str, attempt: Callable[[], Awaitable[None]], outage
     while True:
         try:
             await attempt()
-        except outage as exc:
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
             now = time.monotonic()
             if said_at is None or now - said_at >= say_every:
                 log.warning(waiting, now - started, _reason(exc), hint)
@@ -142,8 +162,8 @@ def _reason(exc: BaseException) -> str:
     return text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
-async def prepare_database(settings: Settings) -> list[str]:
-    pool = await connect_database(settings)
+async def prepare_database(settings: Settings, outage_ends: bool = True) -> list[str]:
+    pool = await connect_database(settings, outage_ends=outage_ends)
     try:
         async with pool.acquire() as conn:
             return await migrate(conn)
