@@ -31,8 +31,6 @@ from schemas.plates import normalize_plate
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
-OPEN_PAGE = 100
-DECIDED_PAGE = 50
 
 
 def register(app, runtime, console) -> None:
@@ -73,15 +71,17 @@ def register(app, runtime, console) -> None:
                 open_ = (await listed(store.queue_page(conn, False, open_order.first(), EXPORT_LIMIT, ground))).rows
                 decided = (await listed(store.queue_page(conn, True, decided_order.first(), EXPORT_LIMIT, ground))).rows
                 return await console.export(
-                    request, conn, "appeals", {**filters, **open_order.first().params(), **decided_order.first().params()}, [
+                    request, conn, "appeals",
+                    {**filters, **open_order.first().params(), **decided_order.first().params()}, [
                         ("ticket", "plate", "channel", "ground", "received_at", "due_at", "overdue", "decided_at",
                          "outcome", "decided_by", "decision_reason"),
                         *[(a["ticket_number"], a["plate"], a["channel"], a["ground"], console._when(a["received_at"]),
                            console._when(a["due_at"]), "yes" if a["overdue"] else "", console._when(a["decided_at"]),
                            a["outcome"] or "", a["decided_by"] or "", scrub(a["decision_reason"] or ""))
                           for a in (*open_, *decided)]])
-            open_ = await listed(store.queue_page(conn, False, open_order, OPEN_PAGE, ground))
-            decided = await listed(store.queue_page(conn, True, decided_order, DECIDED_PAGE, ground))
+            size = console.settings.console_page_size
+            open_ = await listed(store.queue_page(conn, False, open_order, size, ground))
+            decided = await listed(store.queue_page(conn, True, decided_order, size, ground))
             counts = await store.counts(conn)
         links = listing.Links("/console/appeals", {**filters, **decided_order.params()}, open_)
         decided_links = listing.Links("/console/appeals", {**filters, **open_order.params()}, decided)

@@ -96,7 +96,8 @@ class Order:
         if cursor:
             args.extend(cursor)
             op = "<" if desc else ">"
-            condition = f"(({col.sql}), ({tie.sql})) {op} (${len(args) - 1}::{col.type}, ${len(args)}::{tie.type})"
+            condition = (f"(({col.sql}), ({tie.sql})) {op} "
+                         f"(${len(args) - 1}::text::{col.type}, ${len(args)}::text::{tie.type})")
         direction = "DESC" if desc else "ASC"
         return condition, f"{col.sql} {direction}, {tie.sql} {direction}"
 

@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 LANG_COOKIE = "pw_lang"
-SEARCH_LIMIT = 200
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
@@ -65,8 +64,6 @@ FAUST_WEB = {"web_router_enabled": False, "web_tables_enabled": False, "web_stat
 and /assignment/, /performance) is served; they would show the cluster's layout to anyone. Faust
 then answers only ``{"status": "OK"}`` at ``/``."""
 DEAD_LETTER_PAGE = 100
-AUDIT_PAGE = 200
-TICKET_PAGE = 100
 EXPORT_LIMIT = 50_000
 SLOW_REFRESH_SECONDS = 60.0
 """How often the 24-hour drive-away rate and the list of cameras are re-read."""
@@ -551,13 +548,14 @@ class Console:
                            self._when(r["detected_at"]), r["place"], r["camera_id"], r["zone"],
                            queries.scrub(r["reason"] or "")) for r in rows]])
                 if not criteria.empty or "q" in q:
-                    results = await listed(queries.search(conn, criteria, order, SEARCH_LIMIT))
+                    results = await listed(queries.search(conn, criteria, order, self.settings.console_page_size))
             except ValueError:
                 error = t("search.bad_time")
             zones, cameras = await queries.zones(conn), await self.cameras.get()
         links = listing.Links("/console/cases", {k: v for k, v in form.items() if v}, results) if results else None
         return self.render(request, "cases.html", title=t("search.title"), nav="cases", form=form,
-                           results=results.rows if results else None, links=links, limit=SEARCH_LIMIT,
+                           results=results.rows if results else None, links=links,
+                           limit=self.settings.console_page_size,
                            zones=zones, cameras=cameras, states=queries.STATES, error=error)
 
     @guarded()
@@ -583,7 +581,7 @@ class Console:
                     ("ticket", "plate", "zone", "place", "issued_at", "status", "voided_at", "appeal", "case"),
                     *[(r["number"], r["plate"], r["zone"], r["place"], self._when(r["issued_at"]), r["status"],
                        self._when(r["voided_at"]), r["appeal"], str(r["case_id"])) for r in rows]])
-            page = await listed(queries.tickets(conn, criteria, order, TICKET_PAGE))
+            page = await listed(queries.tickets(conn, criteria, order, self.settings.console_page_size))
             zones = await queries.zones(conn)
         return self.render(request, "tickets.html", title=t("tickets.title"), nav="tickets", form=form,
                            tickets=page.rows, links=listing.Links("/console/tickets", {k: v for k, v in form.items() if v},
@@ -886,7 +884,7 @@ class Console:
                     *[(self._when(a["at"]), a["actor"], a["action"], a["plate"] or "",
                        a["detail"].get("ticket_number", ""), a["detail"].get("reason") or a["detail"].get("note") or "")
                       for a in entries]])
-            page = await listed(queries.audit_entries(conn, operators_only, order, AUDIT_PAGE))
+            page = await listed(queries.audit_entries(conn, operators_only, order, self.settings.console_page_size))
         return self.render(request, "audit.html", title=self.words(request)("audit.title"), nav="audit",
                            entries=page.rows, operators_only=operators_only, links=listing.Links("/console/audit", keep, page))
 

@@ -38,14 +38,14 @@ def test_the_sql_is_built_from_the_whitelist_only_and_ends_with_the_id():
     cursor = encode_cursor("浙A12345", "YH261126000042")
     order = queries.TICKETS.order({"sort": "plate", "dir": "desc", "after": cursor})
     condition, order_by = order.keyset(args)
-    assert condition == "((t.plate), (t.number)) < ($2::text, $3::text)"
+    assert condition == "((t.plate), (t.number)) < ($2::text::text, $3::text::text)"
     assert args == ["zone-a", "浙A12345", "YH261126000042"], "the cursor's values are parameters, never SQL text"
 
     # A previous page is read backwards, then turned round.
     order = queries.CASES.order({"before": encode_cursor("2026-12-07 10:00:00+00", "00000000-0000-0000-0000-000000000001")})
     args = []
     condition, order_by = order.keyset(args)
-    assert condition == "((c.detected_at), (c.id)) > ($1::timestamptz, $2::uuid)"
+    assert condition == "((c.detected_at), (c.id)) > ($1::text::timestamptz, $2::text::uuid)"
     assert order_by == "c.detected_at ASC, c.id ASC"
 
 
