@@ -68,8 +68,8 @@ def register(app, runtime, console) -> None:
         pool = await console.db()
         async with pool.acquire() as conn:
             if q.get("format") == "csv":  # both lists from their first row, in their orders, audited
-                open_ = (await listed(store.queue_page(conn, False, open_order.first(), EXPORT_LIMIT, ground))).rows
-                decided = (await listed(store.queue_page(conn, True, decided_order.first(), EXPORT_LIMIT, ground))).rows
+                open_ = (await listed(store.queue_page(conn, False, open_order.first(), EXPORT_LIMIT, ground), open_order)).rows
+                decided = (await listed(store.queue_page(conn, True, decided_order.first(), EXPORT_LIMIT, ground), decided_order)).rows
                 return await console.export(
                     request, conn, "appeals",
                     {**filters, **open_order.first().params(), **decided_order.first().params()}, [
@@ -80,8 +80,8 @@ def register(app, runtime, console) -> None:
                            a["outcome"] or "", a["decided_by"] or "", scrub(a["decision_reason"] or ""))
                           for a in (*open_, *decided)]])
             size = console.settings.console_page_size
-            open_ = await listed(store.queue_page(conn, False, open_order, size, ground))
-            decided = await listed(store.queue_page(conn, True, decided_order, size, ground))
+            open_ = await listed(store.queue_page(conn, False, open_order, size, ground), open_order)
+            decided = await listed(store.queue_page(conn, True, decided_order, size, ground), decided_order)
             counts = await store.counts(conn)
         links = listing.Links("/console/appeals", {**filters, **decided_order.params()}, open_)
         decided_links = listing.Links("/console/appeals", {**filters, **open_order.params()}, decided)

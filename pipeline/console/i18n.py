@@ -318,7 +318,6 @@ TEXT: dict[str, tuple[str, str]] = {
     "export.csv": ("导出 CSV", "Export CSV"),
     "page.next": ("下一页 →", "next page →"),
     "page.prev": ("← 上一页", "← previous page"),
-    "page.older": ("更早的 →", "older →"),
     "page.first": ("« 第一页", "« first page"),
     # the tickets list
     "nav.tickets": ("告知单", "Tickets"),

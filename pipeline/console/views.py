@@ -541,14 +541,14 @@ class Console:
                                             zone=form["zone"], state=form["state"] if form["state"] in queries.STATES else "",
                                             since=self._local_time(form["since"]), until=self._local_time(form["until"]))
                 if q.get("format") == "csv":
-                    rows = (await listed(queries.search(conn, criteria, order.first(), EXPORT_LIMIT))).rows
+                    rows = (await listed(queries.search(conn, criteria, order.first(), EXPORT_LIMIT), order)).rows
                     return await self.export(request, conn, "cases", {**form, **order.first().params()}, [
                         ("plate", "state", "ticket", "detected_at", "place", "camera", "zone", "reason"),
                         *[(r["plate"], "voided" if r["voided_at"] else r["state"], r["ticket_number"] or "",
                            self._when(r["detected_at"]), r["place"], r["camera_id"], r["zone"],
                            queries.scrub(r["reason"] or "")) for r in rows]])
                 if not criteria.empty or "q" in q:
-                    results = await listed(queries.search(conn, criteria, order, self.settings.console_page_size))
+                    results = await listed(queries.search(conn, criteria, order, self.settings.console_page_size), order)
             except ValueError:
                 error = t("search.bad_time")
             zones, cameras = await queries.zones(conn), await self.cameras.get()
@@ -576,12 +576,12 @@ class Console:
         pool = await self.db()
         async with pool.acquire() as conn:
             if q.get("format") == "csv":
-                rows = (await listed(queries.tickets(conn, criteria, order.first(), EXPORT_LIMIT))).rows
+                rows = (await listed(queries.tickets(conn, criteria, order.first(), EXPORT_LIMIT), order)).rows
                 return await self.export(request, conn, "tickets", {**form, **order.first().params()}, [
                     ("ticket", "plate", "zone", "place", "issued_at", "status", "voided_at", "appeal", "case"),
                     *[(r["number"], r["plate"], r["zone"], r["place"], self._when(r["issued_at"]), r["status"],
                        self._when(r["voided_at"]), r["appeal"], str(r["case_id"])) for r in rows]])
-            page = await listed(queries.tickets(conn, criteria, order, self.settings.console_page_size))
+            page = await listed(queries.tickets(conn, criteria, order, self.settings.console_page_size), order)
             zones = await queries.zones(conn)
         return self.render(request, "tickets.html", title=t("tickets.title"), nav="tickets", form=form,
                            tickets=page.rows, links=listing.Links("/console/tickets", {k: v for k, v in form.items() if v},
@@ -878,13 +878,13 @@ class Console:
         pool = await self.db()
         async with pool.acquire() as conn:
             if request.query.get("format") == "csv":
-                entries = (await listed(queries.audit_entries(conn, operators_only, order.first(), EXPORT_LIMIT))).rows
+                entries = (await listed(queries.audit_entries(conn, operators_only, order.first(), EXPORT_LIMIT), order)).rows
                 return await self.export(request, conn, "audit", {"all": not operators_only, **order.first().params()}, [
                     ("at", "actor", "action", "plate", "ticket", "reason"),
                     *[(self._when(a["at"]), a["actor"], a["action"], a["plate"] or "",
                        a["detail"].get("ticket_number", ""), a["detail"].get("reason") or a["detail"].get("note") or "")
                       for a in entries]])
-            page = await listed(queries.audit_entries(conn, operators_only, order, self.settings.console_page_size))
+            page = await listed(queries.audit_entries(conn, operators_only, order, self.settings.console_page_size), order)
         return self.render(request, "audit.html", title=self.words(request)("audit.title"), nav="audit",
                            entries=page.rows, operators_only=operators_only, links=listing.Links("/console/audit", keep, page))
 
@@ -1069,13 +1069,14 @@ def order_of(list_: listing.Listing, query) -> listing.Order:
         raise web.HTTPBadRequest(text=str(bad)) from None
 
 
-async def listed(reading):
-    """Await a list's page; a page cursor whose value is not of its column's type (made up, not one
-    of our links) is a 400, not a server error."""
+async def listed(reading, order: listing.Order):
+    """Await a list's page read in ``order``; a page cursor whose value is not of its column's type
+    (made up, not one of our links) is a 400 naming the parameter, not a server error."""
     try:
         return await reading
     except asyncpg.DataError:
-        raise web.HTTPBadRequest(text="after/before: not a page of this list") from None
+        parameter = order.listing.param("after" if order.after else "before")
+        raise web.HTTPBadRequest(text=f"{parameter}: not a page of this list") from None
 
 
 def held_for_input(partitions) -> dict:
