@@ -388,6 +388,9 @@ class Settings(BaseSettings):
     console_refresh_seconds: float = Field(default=1.0, gt=0)
     """How often the live console (server-sent events) and /metrics re-read PostgreSQL."""
     console_db_pool_size: int = Field(default=3, ge=1)
+    console_page_size: int = Field(default=100, ge=1, le=1000)
+    """Rows on a page of the console's lists (case search, tickets, appeals, the audit log); an export
+    holds every row that matches (up to 50,000), not one page."""
     review_sla_minutes: float = Field(default=30, gt=0)
     """A case waiting for review is due this many minutes after it went to review (the review queue
     shows each one's age and due time, and flags it overdue)."""

@@ -4,6 +4,7 @@ from datetime import timedelta
 from uuid import UUID
 
 from pipeline.appeals.grounds import Filing
+from pipeline.console import listing
 
 APPEAL_COLUMNS = """a.*, now() > a.due_at AND a.decided_at IS NULL AS overdue,
     t.issued_at, t.voided_at, t.void_reason, t.place, c.driver_code IS NOT NULL AS has_code"""
@@ -39,16 +40,38 @@ async def of_ticket(conn, number: str):
             JOIN cases c ON c.id = a.case_id WHERE a.ticket_number = $1""", number)
 
 
-async def queue(conn, decided_limit: int = 50) -> tuple[list, list]:
-    """(open appeals, soonest due first; the latest decided ones)."""
-    open_ = await conn.fetch(
-        f"""SELECT {APPEAL_COLUMNS} FROM appeals a JOIN tickets t ON t.number = a.ticket_number
-            JOIN cases c ON c.id = a.case_id WHERE a.decided_at IS NULL ORDER BY a.due_at""")
-    decided = await conn.fetch(
-        f"""SELECT {APPEAL_COLUMNS} FROM appeals a JOIN tickets t ON t.number = a.ticket_number
-            JOIN cases c ON c.id = a.case_id WHERE a.decided_at IS NOT NULL ORDER BY a.decided_at DESC LIMIT $1""",
-        decided_limit)
-    return open_, decided
+OPEN = listing.Listing({
+    "due_at": listing.Column("a.due_at", "timestamptz"),
+    "ticket": listing.Column("a.ticket_number", "text"),
+    "plate": listing.Column("a.plate", "text"),
+    "ground": listing.Column("a.ground", "text"),
+    "channel": listing.Column("a.channel", "text"),
+    "received_at": listing.Column("a.received_at", "timestamptz"),
+}, default="due_at", default_desc=False, tie=listing.Column("a.id", "uuid"))
+"""The open appeals' sortable columns (soonest due first by default); ties broken by the appeal's id."""
+DECIDED = listing.Listing({
+    "decided_at": listing.Column("a.decided_at", "timestamptz"),
+    "ticket": listing.Column("a.ticket_number", "text"),
+    "plate": listing.Column("a.plate", "text"),
+    "ground": listing.Column("a.ground", "text"),
+    "outcome": listing.Column("a.outcome", "text"),
+    "decided_by": listing.Column("a.decided_by", "text"),
+}, default="decided_at", default_desc=True, tie=listing.Column("a.id", "uuid"), prefix="decided_")
+"""The decided appeals' sortable columns (latest first by default), with parameters of their own
+(``decided_sort``, ...) as the queue shows both lists on one page."""
+
+
+async def queue_page(conn, decided: bool, order: listing.Order, size: int = 50, ground: str = "") -> listing.Page:
+    """A page of the open appeals, or of the decided ones, in ``order``; ``ground``, when given, filters."""
+    args: list = [ground]
+    page, order_by = order.keyset(args)
+    args.append(size + 1)
+    rows = await conn.fetch(
+        f"""SELECT {APPEAL_COLUMNS}, {order.select} FROM appeals a JOIN tickets t ON t.number = a.ticket_number
+            JOIN cases c ON c.id = a.case_id
+            WHERE a.decided_at IS {'NOT NULL' if decided else 'NULL'} AND ($1 = '' OR a.ground = $1) AND {page}
+            ORDER BY {order_by} LIMIT ${len(args)}""", *args)
+    return listing.Page.of(rows, order, size)
 
 
 async def decide(conn, appeal_id: UUID, outcome: str, reason: str, by: str):

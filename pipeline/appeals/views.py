@@ -21,9 +21,10 @@ from jinja2 import ChoiceLoader, FileSystemLoader
 from pipeline import bootstrap
 from pipeline.appeals import grounds, service, store, words
 from pipeline.appeals.grounds import GROUNDS, NotAllowed
-from pipeline.console import actions
+from pipeline.console import actions, listing
 from pipeline.console.actions import Refused
 from pipeline.console.queries import scrub
+from pipeline.console.views import EXPORT_LIMIT, listed, order_of
 from pipeline.tickets.pack import Terms, evidence_pack
 from pipeline.tickets.views import console_route, ticket_number
 from schemas.plates import normalize_plate
@@ -56,20 +57,37 @@ def register(app, runtime, console) -> None:
         return t(f"appeal_refused.{refused.key}", **params)
 
     async def queue(self, request):
+        """Open appeals and decided ones, each list sorted and paged on its own (the decided list's
+        parameters are ``decided_sort``, ...), filtered by ground; or both as one CSV."""
+        q = request.query
+        open_order, decided_order = order_of(store.OPEN, q), order_of(store.DECIDED, q)
+        ground = q.get("ground", "").strip()
+        if ground and ground not in GROUNDS:
+            raise web.HTTPBadRequest(text="ground: one of " + ", ".join(GROUNDS))
+        filters = {"ground": ground} if ground else {}
         pool = await console.db()
         async with pool.acquire() as conn:
-            open_, decided = await store.queue(conn)
-            if request.query.get("format") == "csv":  # open ones and the latest decided, audited
-                return await console.export(request, conn, "appeals", {}, [
-                    ("ticket", "plate", "channel", "ground", "received_at", "due_at", "overdue", "decided_at",
-                     "outcome", "decided_by", "decision_reason"),
-                    *[(a["ticket_number"], a["plate"], a["channel"], a["ground"], console._when(a["received_at"]),
-                       console._when(a["due_at"]), "yes" if a["overdue"] else "", console._when(a["decided_at"]),
-                       a["outcome"] or "", a["decided_by"] or "", scrub(a["decision_reason"] or ""))
-                      for a in (*open_, *decided)]])
+            if q.get("format") == "csv":  # both lists from their first row, in their orders, audited
+                open_ = (await listed(store.queue_page(conn, False, open_order.first(), EXPORT_LIMIT, ground), open_order)).rows
+                decided = (await listed(store.queue_page(conn, True, decided_order.first(), EXPORT_LIMIT, ground), decided_order)).rows
+                return await console.export(
+                    request, conn, "appeals",
+                    {**filters, **open_order.first().params(), **decided_order.first().params()}, [
+                        ("ticket", "plate", "channel", "ground", "received_at", "due_at", "overdue", "decided_at",
+                         "outcome", "decided_by", "decision_reason"),
+                        *[(a["ticket_number"], a["plate"], a["channel"], a["ground"], console._when(a["received_at"]),
+                           console._when(a["due_at"]), "yes" if a["overdue"] else "", console._when(a["decided_at"]),
+                           a["outcome"] or "", a["decided_by"] or "", scrub(a["decision_reason"] or ""))
+                          for a in (*open_, *decided)]])
+            size = console.settings.console_page_size
+            open_ = await listed(store.queue_page(conn, False, open_order, size, ground), open_order)
+            decided = await listed(store.queue_page(conn, True, decided_order, size, ground), decided_order)
             counts = await store.counts(conn)
+        links = listing.Links("/console/appeals", {**filters, **decided_order.params()}, open_)
+        decided_links = listing.Links("/console/appeals", {**filters, **open_order.params()}, decided)
         return console.render(request, "appeals.html", title=console.words(request)("appeals.title"), nav="appeals",
-                              open=open_, decided=decided, counts=counts)
+                              open=open_.rows, decided=decided.rows, counts=counts, links=links,
+                              decided_links=decided_links, grounds=GROUNDS, ground=ground)
 
     async def appeal_page(request, appeal, number: str, status: int = 200, error: str | None = None,
                           form: dict | None = None):

@@ -14,6 +14,7 @@ import asyncpg
 
 from pipeline.cases.machine import distance_m
 from pipeline.cases.store import sighting_from_json
+from pipeline.console import listing
 from pipeline.lookups.owners import mask_phone
 from schemas.plates import normalize_plate
 
@@ -213,13 +214,28 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-async def search(conn: asyncpg.Connection, c: Criteria, limit: int = 200, offset: int = 0) -> list[dict]:
-    """Cases matching every given criterion, newest first. A plate matches in part (浙A12 finds 浙A12345),
-    from a trigram index when pg_trgm is there (migration 0017).
+CASES = listing.Listing({
+    "detected_at": listing.Column("c.detected_at", "timestamptz"),
+    "plate": listing.Column("c.plate", "text"),
+    "state": listing.Column("c.state", "text"),
+    "ticket": listing.Column("coalesce(t.number, '')", "text"),
+    "place": listing.Column("c.place", "text"),
+    "camera": listing.Column("c.camera_id", "text"),
+    "zone": listing.Column("c.zone", "text"),
+}, default="detected_at", default_desc=True, tie=listing.Column("c.id", "uuid"))
+"""Case search's sortable columns; ties broken by the case's id."""
+
+
+async def search(conn: asyncpg.Connection, c: Criteria, order: listing.Order | None = None,
+                 size: int = 200) -> listing.Page:
+    """A page of the cases matching every given criterion, in ``order`` (newest first by default). A
+    plate matches in part (浙A12 finds 浙A12345), from a trigram index when pg_trgm is there
+    (migration 0017).
 
     Only the given criteria enter the statement, so PostgreSQL plans each search for what it asks
     (a generic plan for ``$1 IS NULL OR plate LIKE $1`` could use no index at all).
     """
+    order = order or CASES.order({})
     plate = normalize_plate(c.plate) if c.plate else None
     wanted = {
         "c.plate LIKE {}": _like(plate) if plate else None,
@@ -236,14 +252,72 @@ async def search(conn: asyncpg.Connection, c: Criteria, limit: int = 200, offset
         if value is not None:
             args.append(value)
             conditions.append(condition.format(f"${len(args)}"))
-    args.append(limit)
+    page, order_by = order.keyset(args)
+    args.append(size + 1)
     rows = await conn.fetch(
         f"""SELECT c.id, c.plate, c.state, c.zone, c.place, c.camera_id, c.detected_at, c.deadline_at, c.closed_at,
-                   c.reason, t.number AS ticket_number, t.voided_at
+                   c.reason, t.number AS ticket_number, t.voided_at, {order.select}
             FROM cases c LEFT JOIN tickets t ON t.case_id = c.id
-            WHERE {" AND ".join(conditions) or "true"}
-            ORDER BY c.detected_at DESC, c.id LIMIT ${len(args)} OFFSET {int(offset)}""", *args)
-    return [dict(r) for r in rows]
+            WHERE {" AND ".join([*conditions, page])}
+            ORDER BY {order_by} LIMIT ${len(args)}""", *args)
+    return listing.Page.of(rows, order, size)
+
+
+@dataclass(frozen=True)
+class TicketFilter:
+    """What the tickets list is filtered by; empty fields do not filter. ``status``: issued or voided;
+    ``appeal``: none, open, upheld or voided."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    zone: str = ""
+    status: str = ""
+    appeal: str = ""
+
+
+TICKET_STATUSES = ("issued", "voided")
+APPEAL_STATES = ("none", "open", "upheld", "voided")
+_TICKET_STATUS = "CASE WHEN t.voided_at IS NULL THEN 'issued' ELSE 'voided' END"
+_APPEAL_STATE = "CASE WHEN a.id IS NULL THEN 'none' WHEN a.decided_at IS NULL THEN 'open' ELSE a.outcome END"
+TICKETS = listing.Listing({
+    "issued_at": listing.Column("t.issued_at", "timestamptz"),
+    "number": listing.Column("t.number", "text"),
+    "plate": listing.Column("t.plate", "text"),
+    "zone": listing.Column("t.zone", "text"),
+    "status": listing.Column(_TICKET_STATUS, "text"),
+    "appeal": listing.Column(_APPEAL_STATE, "text"),
+}, default="issued_at", default_desc=True, tie=listing.Column("t.number", "text"))
+"""The tickets list's sortable columns; ties broken by the ticket's number."""
+
+
+async def tickets(conn: asyncpg.Connection, f: TicketFilter, order: listing.Order | None = None,
+                  size: int = 200) -> listing.Page:
+    """A page of tickets issued in the period (by ``issued_at``), in ``order`` (newest first by
+    default), each with its status (issued, voided), its appeal's state (none, open, upheld,
+    voided) and its case."""
+    order = order or TICKETS.order({})
+    wanted = {
+        "t.issued_at >= {}": f.since,
+        "t.issued_at < {}": f.until,
+        "t.zone = {}": f.zone or None,
+        f"{_TICKET_STATUS} = {{}}": f.status or None,
+        f"{_APPEAL_STATE} = {{}}": f.appeal or None,
+    }
+    conditions, args = [], []
+    for condition, value in wanted.items():
+        if value is not None:
+            args.append(value)
+            conditions.append(condition.format(f"${len(args)}"))
+    page, order_by = order.keyset(args)
+    args.append(size + 1)
+    rows = await conn.fetch(
+        f"""SELECT t.number, t.plate, t.zone, t.place, t.issued_at, t.voided_at, t.void_reason, t.case_id,
+                   {_TICKET_STATUS} AS status, {_APPEAL_STATE} AS appeal, a.id AS appeal_id,
+                   coalesce(now() > a.due_at AND a.decided_at IS NULL, false) AS appeal_overdue, {order.select}
+            FROM tickets t LEFT JOIN appeals a ON a.ticket_number = t.number
+            WHERE {" AND ".join([*conditions, page])}
+            ORDER BY {order_by} LIMIT ${len(args)}""", *args)
+    return listing.Page.of(rows, order, size)
 
 
 async def find_cases(conn: asyncpg.Connection, plate_or_ticket: str, limit: int = 20) -> list[UUID]:
@@ -419,15 +493,31 @@ async def whitelist(conn: asyncpg.Connection) -> list[dict]:
            FROM whitelisted_plates ORDER BY plate""")]
 
 
-async def audit_entries(conn: asyncpg.Connection, operators_only: bool, limit: int = 200,
-                        before_id: int | None = None) -> list[dict]:
+AUDIT = listing.Listing({
+    "at": listing.Column("a.at", "timestamptz"),
+    "actor": listing.Column("a.actor", "text"),
+    "action": listing.Column("a.action", "text"),
+    "plate": listing.Column("coalesce(c.plate, '')", "text"),
+}, default="at", default_desc=True, tie=listing.Column("a.id", "bigint"))
+"""The audit log's sortable columns; ties broken by the entry's id."""
+
+
+async def audit_entries(conn: asyncpg.Connection, operators_only: bool, order: listing.Order | None = None,
+                        size: int = 200) -> listing.Page:
+    """A page of the audit log (everything, or the operators' entries), newest first by default."""
+    order = order or AUDIT.order({})
+    args: list = [operators_only]
+    page, order_by = order.keyset(args)
+    args.append(size + 1)
     rows = await conn.fetch(
-        """SELECT a.id, a.at, a.case_id, a.actor, a.action, a.detail, c.plate FROM audit_log a
-           LEFT JOIN cases c ON c.id = a.case_id
-           WHERE (NOT $1 OR a.actor LIKE 'operator:%') AND ($3::bigint IS NULL OR a.id < $3)
-           ORDER BY a.id DESC LIMIT $2""", operators_only, limit, before_id)
-    return [{**dict(r), "detail": {k: scrub(v) if isinstance(v, str) else v for k, v in (r["detail"] or {}).items()}}
-            for r in rows]
+        f"""SELECT a.id, a.at, a.case_id, a.actor, a.action, a.detail, c.plate, {order.select} FROM audit_log a
+            LEFT JOIN cases c ON c.id = a.case_id
+            WHERE (NOT $1 OR a.actor LIKE 'operator:%') AND {page}
+            ORDER BY {order_by} LIMIT ${len(args)}""", *args)
+    result = listing.Page.of(rows, order, size)
+    result.rows = [{**r, "detail": {k: scrub(v) if isinstance(v, str) else v for k, v in (r["detail"] or {}).items()}}
+                   for r in result.rows]
+    return result
 
 
 async def health_lists(conn: asyncpg.Connection, limit: int = 50) -> dict:

@@ -37,7 +37,7 @@ from pipeline import bootstrap
 from pipeline.cases import reasons, store, watermarks
 from pipeline.cases.store import case_from_row, init_connection
 from pipeline.client_limits import client_key
-from pipeline.console import actions, auth, health, metrics, queries
+from pipeline.console import actions, auth, health, listing, metrics, queries
 from pipeline.console.actions import Refused
 from pipeline.console.i18n import DEFAULT, LANGUAGES, Words
 from pipeline.evidence import store as evidence_images
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 LANG_COOKIE = "pw_lang"
-SEARCH_LIMIT = 200
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
@@ -65,7 +64,6 @@ FAUST_WEB = {"web_router_enabled": False, "web_tables_enabled": False, "web_stat
 and /assignment/, /performance) is served; they would show the cluster's layout to anyone. Faust
 then answers only ``{"status": "OK"}`` at ``/``."""
 DEAD_LETTER_PAGE = 100
-AUDIT_PAGE = 200
 EXPORT_LIMIT = 50_000
 SLOW_REFRESH_SECONDS = 60.0
 """How often the 24-hour drive-away rate and the list of cameras are re-read."""
@@ -98,6 +96,7 @@ def register(app, runtime) -> "Console":
     r.add_post("/console/review/{case_id}/claim", console.review_claim)
     r.add_get("/console/evidence/{sha256:[0-9a-f]{64}}", console.evidence_image)
     r.add_post("/console/cases/{case_id}/confirm", console.confirm_or_reject)
+    r.add_get("/console/tickets", console.tickets)
     r.add_post("/console/tickets/{number}/void", console.void_ticket)
     r.add_get("/console/audit", console.audit)
     r.add_get("/console/summary", console.summary)
@@ -528,7 +527,7 @@ class Console:
         t = self.words(request)
         q = request.query
         form = {k: q.get(k, "").strip() for k in ("plate", "ticket", "camera", "zone", "state", "since", "until")}
-        page = max(1, int(q["page"])) if q.get("page", "").isdigit() else 1
+        order = order_of(queries.CASES, q)
         pool = await self.db()
         async with pool.acquire() as conn:
             if q.get("q", "").strip():
@@ -542,19 +541,52 @@ class Console:
                                             zone=form["zone"], state=form["state"] if form["state"] in queries.STATES else "",
                                             since=self._local_time(form["since"]), until=self._local_time(form["until"]))
                 if q.get("format") == "csv":
-                    rows = await queries.search(conn, criteria, EXPORT_LIMIT)
-                    return await self.export(request, conn, "cases", form, [
+                    rows = (await listed(queries.search(conn, criteria, order.first(), EXPORT_LIMIT), order)).rows
+                    return await self.export(request, conn, "cases", {**form, **order.first().params()}, [
                         ("plate", "state", "ticket", "detected_at", "place", "camera", "zone", "reason"),
                         *[(r["plate"], "voided" if r["voided_at"] else r["state"], r["ticket_number"] or "",
                            self._when(r["detected_at"]), r["place"], r["camera_id"], r["zone"],
                            queries.scrub(r["reason"] or "")) for r in rows]])
                 if not criteria.empty or "q" in q:
-                    results = await queries.search(conn, criteria, SEARCH_LIMIT, (page - 1) * SEARCH_LIMIT)
+                    results = await listed(queries.search(conn, criteria, order, self.settings.console_page_size), order)
             except ValueError:
                 error = t("search.bad_time")
             zones, cameras = await queries.zones(conn), await self.cameras.get()
-        return self.render(request, "cases.html", title=t("search.title"), nav="cases", form=form, results=results,
-                           limit=SEARCH_LIMIT, page=page, zones=zones, cameras=cameras, states=queries.STATES, error=error)
+        links = listing.Links("/console/cases", {k: v for k, v in form.items() if v}, results) if results else None
+        return self.render(request, "cases.html", title=t("search.title"), nav="cases", form=form,
+                           results=results.rows if results else None, links=links,
+                           limit=self.settings.console_page_size,
+                           zones=zones, cameras=cameras, states=queries.STATES, error=error)
+
+    @guarded()
+    async def tickets(self, request: web.Request) -> web.Response:
+        """Tickets issued in a period, filtered by zone, status and appeal, sorted and paged; or as CSV."""
+        t, q = self.words(request), request.query
+        form = {k: q.get(k, "").strip() for k in ("since", "until", "zone", "status", "appeal")}
+        order = order_of(queries.TICKETS, q)
+        for name, allowed in (("status", queries.TICKET_STATUSES), ("appeal", queries.APPEAL_STATES)):
+            if form[name] and form[name] not in allowed:
+                raise web.HTTPBadRequest(text=f"{name}: one of {', '.join(allowed)}")
+        error = None
+        try:
+            since, until = self._local_time(form["since"]), self._local_time(form["until"])
+        except ValueError:
+            error, since, until = t("search.bad_time"), None, None
+        criteria = queries.TicketFilter(since, until, form["zone"], form["status"], form["appeal"])
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            if q.get("format") == "csv":
+                rows = (await listed(queries.tickets(conn, criteria, order.first(), EXPORT_LIMIT), order)).rows
+                return await self.export(request, conn, "tickets", {**form, **order.first().params()}, [
+                    ("ticket", "plate", "zone", "place", "issued_at", "status", "voided_at", "appeal", "case"),
+                    *[(r["number"], r["plate"], r["zone"], r["place"], self._when(r["issued_at"]), r["status"],
+                       self._when(r["voided_at"]), r["appeal"], str(r["case_id"])) for r in rows]])
+            page = await listed(queries.tickets(conn, criteria, order, self.settings.console_page_size), order)
+            zones = await queries.zones(conn)
+        return self.render(request, "tickets.html", title=t("tickets.title"), nav="tickets", form=form,
+                           tickets=page.rows, links=listing.Links("/console/tickets", {k: v for k, v in form.items() if v},
+                                                                  page),
+                           zones=zones, statuses=queries.TICKET_STATUSES, appeals=queries.APPEAL_STATES, error=error)
 
     def _local_time(self, text: str) -> datetime | None:
         """A ``datetime-local`` form value, read in the city's time zone."""
@@ -841,19 +873,20 @@ class Console:
     @guarded()
     async def audit(self, request: web.Request) -> web.Response:
         operators_only = request.query.get("all") != "1"
-        before = int(request.query["before"]) if request.query.get("before", "").isdigit() else None
+        order = order_of(queries.AUDIT, request.query)
+        keep = {} if operators_only else {"all": "1"}
         pool = await self.db()
         async with pool.acquire() as conn:
             if request.query.get("format") == "csv":
-                entries = await queries.audit_entries(conn, operators_only, EXPORT_LIMIT, before)
-                return await self.export(request, conn, "audit", {"all": not operators_only}, [
+                entries = (await listed(queries.audit_entries(conn, operators_only, order.first(), EXPORT_LIMIT), order)).rows
+                return await self.export(request, conn, "audit", {"all": not operators_only, **order.first().params()}, [
                     ("at", "actor", "action", "plate", "ticket", "reason"),
                     *[(self._when(a["at"]), a["actor"], a["action"], a["plate"] or "",
                        a["detail"].get("ticket_number", ""), a["detail"].get("reason") or a["detail"].get("note") or "")
                       for a in entries]])
-            entries = await queries.audit_entries(conn, operators_only, AUDIT_PAGE, before)
+            page = await listed(queries.audit_entries(conn, operators_only, order, self.settings.console_page_size), order)
         return self.render(request, "audit.html", title=self.words(request)("audit.title"), nav="audit",
-                           entries=entries, operators_only=operators_only, page=AUDIT_PAGE)
+                           entries=page.rows, operators_only=operators_only, links=listing.Links("/console/audit", keep, page))
 
     @guarded()
     async def summary(self, request: web.Request) -> web.Response:
@@ -1025,6 +1058,25 @@ def reasons_key(text: str | None) -> str:
     """The catalogue key of a reason the pipeline wrote (for counting), else the text itself."""
     parsed = reasons.parse(text or "")
     return parsed[0] if parsed else (text or "")
+
+
+def order_of(list_: listing.Listing, query) -> listing.Order:
+    """The order and page a request asks of a list; an unknown sort, direction or page is a 400
+    naming the parameter."""
+    try:
+        return list_.order(query)
+    except listing.BadParameter as bad:
+        raise web.HTTPBadRequest(text=str(bad)) from None
+
+
+async def listed(reading, order: listing.Order):
+    """Await a list's page read in ``order``; a page cursor whose value is not of its column's type
+    (made up, not one of our links) is a 400 naming the parameter, not a server error."""
+    try:
+        return await reading
+    except asyncpg.DataError:
+        parameter = order.listing.param("after" if order.after else "before")
+        raise web.HTTPBadRequest(text=f"{parameter}: not a page of this list") from None
 
 
 def held_for_input(partitions) -> dict:

@@ -5,16 +5,20 @@ and the command-line view."""
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import aiohttp
 from argon2 import PasswordHasher
 
-from pipeline.console import auth
+from pipeline.console import auth, queries
+from pipeline.console.listing import encode_cursor
 from pipeline.demo import city
 from schemas import topics
 
@@ -694,5 +698,231 @@ async def test_a_whitelist_entry_and_a_zone_exemption_stop_applying_at_their_end
         await wait_for(warned, 20, "the plate's next violation to be pursued once its whitelist entry ended")
         status, html = await client.page("/console/rules")
         assert 'data-status="expired"' in html
+    finally:
+        await client.close()
+
+
+async def test_a_zone_exemption_with_an_end_stops_applying_at_its_end_without_anyone_acting(stack: Stack):
+    worker, client = await console_for(stack)
+    try:
+        await stack.all_car_parks_free()
+        exempt, pursued = await stack.plates_with_phone(2)
+        hospital = city.Camera("cam-hospital-test", "医院急救通道", 30.2801, 120.0052, zone="hospital")
+        await stack.register_camera(hospital)
+        await client.login("li")
+        await client.page("/console/rules")
+        tz = ZoneInfo(stack.settings.timezone)
+        ends = datetime.now(UTC) + timedelta(seconds=8)
+        status, _, _ = await client.post("/console/rules/zones/hospital/exempt", {
+            "reason": "road works at the gate", "ends": f"{ends.astimezone(tz):%Y-%m-%dT%H:%M:%S}"})
+        assert status == 303
+        status, html = await client.page("/console/rules")
+        zone_row = html[html.index('<tr data-zone="hospital">'):]
+        zone_row = zone_row[:zone_row.index("</tr>")]
+        assert 'data-status="expiring"' in zone_row and "road works at the gate" in zone_row and "operator:li" in zone_row
+
+        await asyncio.sleep(2.5)  # the workers re-read the rules every 2 s
+        await stack.publish(stack.violation(exempt, hospital))
+        case = await stack.wait_state(exempt, "exempt")
+        assert "road works at the gate" in case["reason"]
+
+        await sleep_until(ends + timedelta(seconds=2.5))  # nobody lifts it
+        await stack.publish(stack.violation(pursued, hospital))
+        await stack.wait_state(pursued, "warned", timeout=20)
+        status, html = await client.page("/console/rules")
+        zone_row = html[html.index('<tr data-zone="hospital">'):]
+        assert 'data-status="expired"' in zone_row[:zone_row.index("</tr>")]
+        assert [r["action"] for r in await stack.pool.fetch(
+            "SELECT action FROM audit_log WHERE actor = 'operator:li' ORDER BY id")] == ["zone_exempt"], \
+            "the exemption ended by itself, no one lifted it"
+    finally:
+        await client.close()
+
+
+# ── the tickets list, sorting, paging, exports ──────────────────────────────────────────────
+
+
+def rows_of(html: str, attribute: str) -> list[str]:
+    """The values of ``attribute`` on a list's rows, in page order."""
+    return re.findall(rf'<tr {attribute}="([^"]+)"', html)
+
+
+class Recorder:
+    """Stands in for a connection: records the statement a list's query sends, answers no rows."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, tuple]] = []
+
+    async def fetch(self, sql: str, *args):
+        self.sent.append((sql, args))
+        return []
+
+
+async def plan_of(stack: Stack, reading) -> str:
+    """PostgreSQL's plan for the statement ``reading(conn)`` sends, with whole-table reads and sorts
+    discouraged (the test's tables are tiny: the planner would rightly read and sort them whole), so
+    that the plan shows whether an index can give the page in order, as it must on a big table."""
+    recorder = Recorder()
+    await reading(recorder)
+    sql, args = recorder.sent[-1]
+    async with stack.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off")
+        return "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", *args))
+
+
+async def clone_tickets(stack: Stack, number: str, n: int, zone: str) -> list[str]:
+    """``n`` copies of a ticket (and its case) with the same issue time: ties for the paging."""
+    numbers = []
+    async with stack.pool.acquire() as conn:
+        for i in range(n):
+            case_id = uuid.uuid4()
+            copy = f"{number[:-3]}{900 + i}"
+            await conn.execute(
+                """INSERT INTO cases SELECT (jsonb_populate_record(NULL::cases, to_jsonb(c) || jsonb_build_object(
+                       'id', $2::uuid, 'driver_code', NULL))).* FROM cases c WHERE c.id = (
+                       SELECT case_id FROM tickets WHERE number = $1)""", number, case_id)
+            await conn.execute(
+                """INSERT INTO tickets SELECT (jsonb_populate_record(NULL::tickets, to_jsonb(t) || jsonb_build_object(
+                       'number', $2::text, 'case_id', $3::uuid, 'zone', $4::text))).* FROM tickets t
+                   WHERE t.number = $1""", number, copy, case_id, zone)
+            numbers.append(copy)
+    return numbers
+
+
+async def test_the_tickets_list_filters_sorts_pages_and_exports_and_every_list_sorts_by_a_known_column_only(
+        stack: Stack):
+    worker, client = await console_for(stack, PW_CONSOLE_PAGE_SIZE="3")
+    try:
+        await stack.all_car_parks_free()
+        first, second = sorted(await stack.plates_with_phone(2))
+        (_, case1, ticket1), (_, case2, ticket2) = await asyncio.gather(
+            ticketed_case(stack, first, city.CAMERAS[0]), ticketed_case(stack, second, city.CAMERAS[3]))
+        await client.login("li")
+        await client.page(f"/console/cases/{case2['id']}")
+        void = f"/console/tickets/{ticket2['number']}/void"
+        assert (await client.post(void, {"reason": "wrong plate read", "confirmed": "yes"}))[0] == 303
+        await client.page(f"/console/tickets/{ticket1['number']}/appeal")
+        status, _, _ = await client.post(f"/console/tickets/{ticket1['number']}/appeal", {
+            "ground": "emergency_avoidance", "statement": "避让救护车", "attachments": "", "plate": first})
+        assert status == 303
+
+        # The list: number, plate, zone, issue time, status (voided too), appeal state, a link to the case.
+        status, html = await client.page("/console/tickets")
+        assert status == 200 and 'href="/console/tickets"' in html
+        assert set(rows_of(html, "data-ticket")) == {ticket1["number"], ticket2["number"]}
+        assert f'data-ticket="{ticket2["number"]}" data-status="voided" data-appeal="none"' in html
+        assert f'data-ticket="{ticket1["number"]}" data-status="issued" data-appeal="open"' in html
+        assert f'href="/console/cases/{case1["id"]}"' in html and "已作废" in html
+
+        async def listed(query: str) -> list[str]:
+            status, html = await client.page(f"/console/tickets?{query}")
+            assert status == 200, query
+            return rows_of(html, "data-ticket")
+
+        assert await listed("status=voided") == [ticket2["number"]]
+        assert await listed("appeal=open") == [ticket1["number"]]
+        assert await listed("zone=liangzhu") == []
+        local = datetime.now(UTC).astimezone(ZoneInfo(stack.settings.timezone))
+        assert await listed(f"since={local + timedelta(hours=1):%Y-%m-%dT%H:%M}") == []
+        assert len(await listed(f"since={local - timedelta(hours=1):%Y-%m-%dT%H:%M}&zone=yuhang")) == 2
+        by_plate = await listed("sort=plate&dir=asc")
+        assert by_plate == [ticket1["number"], ticket2["number"]]
+        assert await listed("sort=plate&dir=desc") == by_plate[::-1]
+        status, html = await client.page("/console/tickets?zone=yuhang&sort=plate&dir=asc")
+        header = re.search(r'<a class="sort on" data-sort="plate" href="([^"]+)"', html).group(1)
+        assert "zone=yuhang" in header and "dir=desc" in header, "a header keeps the filters and turns the order round"
+
+        # An unknown sort key is refused naming the parameter, on every list.
+        for path, parameter in (("/console/tickets?sort=phone", "sort"), ("/console/cases?plate=浙&sort=phone", "sort"),
+                                ("/console/appeals?decided_sort=statement", "decided_sort"),
+                                ("/console/audit?sort=detail", "sort"), ("/console/tickets?dir=up", "dir"),
+                                ("/console/tickets?status=lost", "status"), ("/console/tickets?after=xyz", "after"),
+                                (f"/console/tickets?before={encode_cursor('no time', 'x')}", "before")):
+            status, text = await client.page(path)
+            assert status == 400 and text.startswith(f"{parameter}:"), (path, text)
+
+        # The export follows the filters and the sort; UTF-8 with a BOM, no phone, audited.
+        async with client.http.get(f"{client.base}/console/tickets?zone=yuhang&sort=plate&dir=desc&format=csv") as r:
+            assert r.status == 200 and r.content_type == "text/csv"
+            body = await r.read()
+        assert body.startswith("\ufeff".encode())
+        lines = body.decode("utf-8-sig").splitlines()
+        assert lines[0] == "ticket,plate,zone,place,issued_at,status,voided_at,appeal,case"
+        assert [line.split(",")[0] for line in lines[1:]] == [ticket2["number"], ticket1["number"]]
+        assert lines[1].split(",")[5] == "voided" and lines[2].split(",")[7] == "open"
+        for plate in (first, second):
+            phone = await phone_of(stack, plate)
+            assert phone not in body.decode("utf-8-sig")
+        [export] = await audit_rows(stack, "export")
+        assert export["actor"] == "operator:li" and export["detail"]["what"] == "tickets"
+        assert export["detail"]["rows"] == 2
+        assert export["detail"]["criteria"] == {"zone": "yuhang", "sort": "plate", "dir": "desc"}
+
+        # Sorting the other lists by a column header.
+        status, html = await client.page("/console/cases?zone=yuhang&sort=plate&dir=desc")
+        assert rows_of(html, "data-plate") == [second, first]
+        status, html = await client.page("/console/audit?sort=action&dir=desc")
+        actions = rows_of(html, "data-action")
+        assert actions == sorted(actions, reverse=True) and actions[0] == "void_ticket" and "export" in actions
+        status, html = await client.page("/console/appeals?sort=plate&dir=desc")
+        assert status == 200 and ticket1["number"] in html and 'data-sort="plate"' in html
+
+        # Paging: more rows than a page, many with the same issue time (and zone): walked forwards and
+        # backwards, each ticket comes exactly once, in the list's order.
+        copies = await clone_tickets(stack, ticket1["number"], 7, "hospital")
+        everything = {ticket1["number"], ticket2["number"], *copies}
+        for sort in ({}, {"sort": "zone", "dir": "asc"}, {"sort": "issued_at", "dir": "asc"}, {"sort": "appeal"}):
+            async with stack.pool.acquire() as conn:
+                whole = (await queries.tickets(conn, queries.TicketFilter(), queries.TICKETS.order(sort), 100)).rows
+                pages, cursor = [], None
+                while True:
+                    page = await queries.tickets(conn, queries.TicketFilter(), queries.TICKETS.order(
+                        {**sort, **({"after": cursor} if cursor else {})}), 3)
+                    pages.append([r["number"] for r in page.rows])
+                    if page.after is None:
+                        break
+                    cursor = page.after
+                assert [len(p) for p in pages] == [3, 3, 3], sort
+                walked = [n for p in pages for n in p]
+                assert walked == [r["number"] for r in whole] and set(walked) == everything, sort
+                backwards, cursor = [], page.before
+                while cursor:
+                    page = await queries.tickets(conn, queries.TicketFilter(), queries.TICKETS.order(
+                        {**sort, "before": cursor}), 3)
+                    backwards.insert(0, [r["number"] for r in page.rows])
+                    cursor = page.before
+                assert backwards == pages[:-1], sort
+
+        # The same through the pages' links (3 a page here), which keep the filter and the sort.
+        def link(html: str, name: str) -> str | None:
+            found = re.search(rf'<a class="{name}"[^>]* href="([^"]+)"', html)
+            return unescape(found.group(1)) if found else None
+
+        path, seen, pages = "/console/tickets?zone=hospital&sort=plate&dir=desc", [], []
+        while path:
+            status, html = await client.page(path)
+            assert status == 200, path
+            pages.append(path)
+            seen += rows_of(html, "data-ticket")
+            assert "zone=hospital" in link(html, "export-csv") and "after" not in link(html, "export-csv")
+            path = link(html, "next-page")
+            assert path is None or ("zone=hospital" in path and "sort=plate" in path and "dir=desc" in path)
+        assert len(pages) == 3 and len(seen) == 7 and set(seen) == set(copies), seen
+        status, html = await client.page(link(html, "prev-page"))
+        assert rows_of(html, "data-ticket") == seen[3:6], "back one page: the same rows"
+
+        # A deep page reads its own rows from an index (the keyset condition is the index's), whatever
+        # the table's size: no sort of the whole table, no scan of the rows before the page.
+        cursor = encode_cursor("2026-12-07 10:00:00+00", "YH261207000001")
+        for reading, index in (
+                (lambda c: queries.tickets(c, queries.TicketFilter(), queries.TICKETS.order({"after": cursor}), 100),
+                 "tickets_issued_number"),
+                (lambda c: queries.search(c, queries.Criteria(zone="yuhang"), queries.CASES.order(
+                    {"after": encode_cursor("2026-12-07 10:00:00+00", str(case1["id"]))}), 100), "cases_detected_id"),
+                (lambda c: queries.audit_entries(c, True, queries.AUDIT.order(
+                    {"after": encode_cursor("2026-12-07 10:00:00+00", "12")}), 100), "_at_id_idx")):
+            plan = await plan_of(stack, reading)
+            assert index in plan and "Index Cond: (ROW(" in plan, plan
+            assert not re.search(r"(^|->  )(Incremental )?Sort ", plan, re.M), plan  # (a Merge Append's Sort Key is fine)
     finally:
         await client.close()
