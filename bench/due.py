@@ -524,5 +524,15 @@ async def main() -> None:
         await drain(args)
 
 
+async def stoppable() -> None:
+    """``main``, cancelled (its workers stopped, its database dropped) on SIGTERM or SIGINT, which a
+    shell's background job ignores by default."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    await main()
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(stoppable())
