@@ -340,17 +340,20 @@ async def due_run(args) -> None:
             kill_at = started + args.kill_after if args.kill else None
             killed_at = recovered_at = None
             worst_after_kill = 0.0
+            usual = 1.0
+            """The most overdue a due case was before the kill (at least 1 s): the watermarks' tick and the
+            load make a case wait that long anyway; recovered is back to it, after the held cases."""
             while True:
                 s.check_workers()
                 row = await s.pool.fetchrow(
                     """SELECT now() AS now, (SELECT min(wake_at) FROM cases WHERE state IN ('warned', 'rechecking')
                                                AND wake_at <= $1) AS oldest""", last)
                 overdue = max(0.0, (row["now"] - row["oldest"]).total_seconds()) if row["oldest"] else 0.0
-                if killed_at is not None:
+                if killed_at is None:
+                    usual = max(usual, overdue)
+                else:
                     worst_after_kill = max(worst_after_kill, overdue)
-                    if overdue > 1.0:
-                        recovered_at = None
-                    elif recovered_at is None:
+                    if recovered_at is None and worst_after_kill > usual and overdue <= usual:
                         recovered_at = time.monotonic()
                 if kill_at and killed_at is None and time.monotonic() >= kill_at:
                     s.procs[0].send_signal(signal.SIGKILL)
@@ -392,13 +395,17 @@ async def due_run(args) -> None:
               f"{'met' if max(m['VmHWM'] for m in memory) * 1.048576 < 300 else 'NOT met'})")
         if args.kill:
             session = float(s.env.get("PW_SESSION_TIMEOUT_SECONDS", Settings().session_timeout_seconds))
-            if recovered_at is None:
-                print(f"  after the SIGKILL: due cases still more than 1 s overdue at the end (worst {worst_after_kill:.1f} s)")
+            if worst_after_kill <= usual:
+                print(f"  after worker 0's SIGKILL no due case was more overdue than before it ({usual:.1f} s)")
+            elif recovered_at is None:
+                print(f"  after the SIGKILL: due cases still more overdue at the end than before it ({usual:.1f} s; "
+                      f"worst {worst_after_kill:.1f} s): not caught up, no figure")
             else:
                 took = recovered_at - killed_at
-                print(f"  after worker 0's SIGKILL: every due deadline decided again (none more than 1 s overdue) "
-                      f"{took:.1f} s later; session timeout {session:.0f} s -> {took - session:+.1f} s after it "
-                      f"(target within 5 s: {'met' if took - session <= 5 else 'NOT met'}); worst overdue {worst_after_kill:.1f} s")
+                print(f"  after worker 0's SIGKILL: the due cases its partitions held all decided {took:.1f} s later "
+                      f"(the oldest undecided back to at most {usual:.1f} s overdue, as before the kill; worst "
+                      f"{worst_after_kill:.1f} s); session timeout {session:.0f} s -> {took - session:+.1f} s after it "
+                      f"(target within 5 s: {'met' if took - session <= 5 else 'NOT met'})")
         else:
             for name, times in (("live page /console/", page), ("live data /console/api/overview", live),
                                 ("/metrics", metrics)):
