@@ -411,7 +411,7 @@ class CaseService:
 
     # ── the clock ────────────────────────────────────────────────────────────────────────────
 
-    async def decide_due_cases(self, limit: int = 100) -> int:
+    async def decide_due_cases(self, limit: int = 500) -> int:
         """Decide every case whose deadline (or recheck wait) has passed, ``limit`` at a time. Returns how many.
 
         Set-based (``pipeline.cases.due``): one query claims the due cases, the machine decides each in
