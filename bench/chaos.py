@@ -701,6 +701,8 @@ class Faults:
         self.started = started
         self.say = say
         self.done: list[str] = []
+        self.kannel_outages: list[tuple[datetime, datetime]] = []
+        """When Kannel was down (stopped, then started again), wall clock: the judge splits the latency."""
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -710,7 +712,7 @@ class Faults:
 
     async def _service(self, label: str, *steps: tuple[str, ...], pause: float = 0) -> None:
         """Run the services.sh steps (one command at a time per stack: a step may wait for another fault's)."""
-        began = self.now()
+        began, began_at = self.now(), datetime.now(UTC)
         self.say(f"[{began:5.0f} s] fault: {label} begins")
         times = []
         for i, step in enumerate(steps):
@@ -729,6 +731,8 @@ class Faults:
                     step = ("start", step[-1])
             times.append(f"{' '.join(step)} done at {self.now():.0f} s")
         self.done.append(f"{label} (from {began:.0f} s: {', '.join(times)})")
+        if label.startswith("Kannel down"):
+            self.kannel_outages.append((began_at, datetime.now(UTC)))
         self.say(f"[{self.now():5.0f} s] fault: {label} over")
 
     async def kills(self) -> None:
@@ -958,7 +962,8 @@ class ChaosRun:
                for t, records in read.items() if t != topics.CAMERA_EVENTS}
         report = judge(self.cars, read[topics.CAMERA_EVENTS], out[topics.CASE_EVENTS], out[topics.TICKETS],
                        out[topics.CAMERA_COMMANDS], out[topics.DEAD_LETTERS], self.sms(), self.plan.rules,
-                       self.topic(topics.CAMERA_EVENTS), self.cameras, self.publisher.acknowledged)
+                       self.topic(topics.CAMERA_EVENTS), self.cameras, self.publisher.acknowledged,
+                       self.faults.kannel_outages)
         report.notes.append("the city sent: " + ", ".join(f"{k} {v}" for k, v in sorted(self.city.tally.items())))
         report.notes.append("delivery: " + ", ".join(f"{k} {v}" for k, v in sorted(self.publisher.tally.items())))
         report.notes.append("faults: " + "; ".join(self.faults.done))

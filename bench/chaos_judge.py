@@ -38,6 +38,7 @@ rules of README "What happens to a violation" and ``pipeline/cases/machine.py``:
 """
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -181,10 +182,13 @@ def sms_kind_and_plate(text: str) -> tuple[str, str] | None:
 
 def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict], tickets: list[dict],
           camera_commands: list[dict], dead_letters: list[dict], sms: list[tuple[str, str]], rules: Rules,
-          camera_events_base: str, cameras: dict[str, Camera], acknowledged: set[str] | None = None) -> Report:
+          camera_events_base: str, cameras: dict[str, Camera], acknowledged: set[str] | None = None,
+          outages: Sequence[tuple[datetime, datetime]] = ()) -> Report:
     """Compare what the city did (``cars``, and the events in every integrator's camera-events topic,
     ``camera_events_base``.<integrator>) with the pipeline's outputs and what reached the SMS centre
-    (``sms``: (receiver, text) pairs). ``cameras``: the camera registry, by camera id."""
+    (``sms``: (receiver, text) pairs). ``cameras``: the camera registry, by camera id. ``outages``:
+    when the SMS gateway was down (begin, end): the warnings' latency is also given apart for the
+    warnings whose violation -> acceptance span does not overlap one."""
     report = Report()
 
     # Inputs: valid events (first arrival of each event id) and messages no agent can use or may take.
@@ -254,6 +258,7 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
     arrived = late_evidence = 0
     review_reasons: Counter = Counter()
     warning_delays: list[float] = []
+    clear_of_outages: list[float] = []
     for car in cars:
         mine = sorted(by_plate.get(car.plate, []), key=lambda pair: pair[1])
         violations = [(e, t) for e, t in mine if isinstance(e, events.ViolationDetected)]
@@ -287,8 +292,11 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
             report.tickets_wrong += [f"{car.plate} warning notice (no warning)" for _ in cautioned]
             continue
         deadline = when(warned[case_id]["deadline_at"])
-        warning_delays.append((when(warned[case_id]["accepted_at"]) - violation.taken_at).total_seconds())
+        accepted = when(warned[case_id]["accepted_at"])
+        warning_delays.append((accepted - violation.taken_at).total_seconds())
         report.warning_delays.append((violation.taken_at, warning_delays[-1]))
+        if not any(violation.taken_at <= end and accepted >= begin for begin, end in outages):
+            clear_of_outages.append(warning_delays[-1])
         recheck = rechecks.get(case_id)
         answer_by = when(recheck["answer_by"]) if recheck else None
         horizon = (answer_by or deadline) + lateness
@@ -360,6 +368,11 @@ def judge(cars: list[Car], camera_events: list[Record], case_events: list[dict],
         d = sorted(warning_delays)
         report.notes.append(f"violation taken -> warning accepted by the gateway: p50 {d[len(d) // 2]:.1f} s, "
                             f"p99 {d[max(0, int(len(d) * 0.99) - 1)]:.1f} s, max {d[-1]:.1f} s")
+    if outages and clear_of_outages:
+        d = sorted(clear_of_outages)
+        report.notes.append(f"of which the {len(d)} clear of the SMS gateway's outage (violation -> acceptance not "
+                            f"overlapping it): p50 {d[len(d) // 2]:.1f} s, p99 {d[max(0, int(len(d) * 0.99) - 1)]:.1f} s, "
+                            f"max {d[-1]:.1f} s (target p99 < 30 s)")
     if late_evidence:
         report.notes.append(f"{late_evidence} ticket(s) on a capture that reached Kafka after the horizon, "
                             "before the decision (allowed)")

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from pipeline.cameras import registry
 from pipeline.cameras.registry import Camera
-from pipeline.cases import machine, store, watermarks
+from pipeline.cases import due as due_writes, machine, store, watermarks
 from pipeline.cases.effects import PIPELINE, CaseEffects, Topics
 from pipeline.cases.machine import Case, Rules, Sighting, State
 from pipeline.db import errors
@@ -410,24 +410,45 @@ class CaseService:
 
     # ── the clock ────────────────────────────────────────────────────────────────────────────
 
-    async def decide_due_cases(self, limit: int = 100) -> int:
-        """Decide every case whose deadline (or recheck wait) has passed. Returns how many.
+    async def decide_due_cases(self, limit: int = 500) -> int:
+        """Decide every case whose deadline (or recheck wait) has passed, ``limit`` at a time. Returns how many.
 
-        Each case is decided in a savepoint of its own: a case that cannot be decided for a reason
-        of its own (``errors.own_failure``) goes to review with the problem, and the
-        cases claimed with it are decided as usual."""
+        Set-based (``pipeline.cases.due``): one query claims the due cases, the machine decides each in
+        memory with PostgreSQL's ``now``, and the decisions are written with their effects in a
+        constant number of statements. If the batch fails for a reason of one case's own, it is split
+        in halves, each decided the same way, down to that case, which goes to review with the problem
+        (``_per_row``); the cases claimed with it are decided as usual."""
         async with self.pool.acquire() as conn, conn.transaction():
             now, due = await store.claim_due_cases(conn, self.topics.camera_events, limit, self.rules.same_place_m)
+            readable, unreadable = [], []
             for row in due:
                 try:
-                    case = store.case_from_row(row)
+                    readable.append((store.case_from_row(row), list(row["decided_without"])))
                 except Exception as exc:  # noqa: BLE001 - an unreadable row waits, the rest are decided
                     log.error("case %s is unreadable (%s); it waits 5 minutes", row["id"], errors.describe(exc))
-                    await store.postpone(conn, row["id"])
-                    continue
-                await self._per_row(conn, case, lambda: self._wake(conn, case, row["decided_without"], now), now,
-                                    "deadline")
+                    unreadable.append(row["id"])
+            for case_id in unreadable:
+                await store.postpone(conn, case_id)
+            await self._decide_due(conn, readable, now)
             return len(due)
+
+    async def _decide_due(self, conn, due: list[tuple[Case, list[str]]], now: datetime) -> None:
+        """Decide and record a batch of due cases in a savepoint; split it on a failure of its own."""
+        if not due:
+            return
+        async with errors.own_failure(conn) as outcome:
+            await due_writes.record_due(conn, self.effects, [
+                (case, machine.on_wake(case, self.rules, now), without) for case, without in due], now)
+        if outcome.failure is None:
+            return
+        if len(due) == 1:
+            case, without = due[0]
+            await self._per_row(conn, case, lambda: self._wake(conn, case, without, now), now, "deadline")
+            return
+        log.warning("batch of %d due cases failed (%s); deciding it in halves", len(due), outcome)
+        half = len(due) // 2
+        await self._decide_due(conn, due[:half], now)
+        await self._decide_due(conn, due[half:], now)
 
     async def _wake(self, conn, case: Case, decided_without: list[str], now: datetime) -> None:
         """Decide a due case; if stale integrators' topics were passed over, the case's audit log says so."""

@@ -309,3 +309,16 @@ def test_a_capture_is_at_the_place_of_its_registered_camera_whatever_position_th
 
     assert report.tickets_expected == ["浙A90006"]
     assert len(report.tickets_missed) == 1
+
+
+def test_the_warnings_latency_is_also_given_for_the_warnings_clear_of_the_gateway_s_outage():
+    c = a_city_where_everything_went_right()
+    held = next(e for e in c.case_events if e["type"] == "WarningSent" and e["plate"] == "浙A10003")
+    held["accepted_at"] = (T0 + s(100)).isoformat()  # the gateway was down from T0 + 50 s to T0 + 90 s
+
+    notes = judge(c.cars, c.inputs, c.case_events, c.tickets, c.commands, c.dead, c.sms, RULES, BASE, CAMERAS,
+                  outages=[(T0 + s(50), T0 + s(90))]).notes
+
+    assert "violation taken -> warning accepted by the gateway: p50 1.0 s, p99 1.0 s, max 100.0 s" in notes
+    assert ("of which the 6 clear of the SMS gateway's outage (violation -> acceptance not overlapping it): "
+            "p50 1.0 s, p99 1.0 s, max 1.0 s (target p99 < 30 s)") in notes
