@@ -136,7 +136,7 @@ class BenchStack:
 @asynccontextmanager
 async def bench_stack(plates: int, workers: int, base: Settings, **worker_env: str):
     """Create a fresh database (demo city with ``plates`` plates) and topics, start ``workers``
-    worker processes (web ports 6100...) with ``worker_env``; stop them and drop it all after."""
+    worker processes (web ports ``PW_BENCH_WEB_PORT``, default 6100, and up) with ``worker_env``; stop them and drop it all after."""
     run = uuid.uuid4().hex[:8]
     db_name = f"pw_bench_{run}"
     admin_url = base.database_url.get_secret_value()
@@ -162,13 +162,13 @@ async def bench_stack(plates: int, workers: int, base: Settings, **worker_env: s
         for i in range(workers):
             log = open(log_dir / f"worker-{run}-{i}.log", "w")
             procs.append(subprocess.Popen([sys.executable, "-m", "pipeline", "worker"],
-                                          env={**env, "PW_WEB_PORT": str(6100 + i), "PW_WORKER_NAME": f"bench{i}"},
+                                          env={**env, "PW_WEB_PORT": str(WEB_PORT + i), "PW_WORKER_NAME": f"bench{i}"},
                                           stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
         await asyncio.sleep(8)  # workers join the group
         if profile_dir := os.environ.get("PW_BENCH_PROFILE"):  # py-spy samples each worker until it stops
             Path(profile_dir).mkdir(parents=True, exist_ok=True)
             profilers = [subprocess.Popen(
-                ["py-spy", "record", "--pid", str(p.pid), "--format", "raw", "--rate", "50", "--nonblocking",
+                [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(p.pid), "--format", "raw", "--rate", "50", "--nonblocking",
                  "-o", str(Path(profile_dir) / f"worker-{run}-{i}.txt")], stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL) for i, p in enumerate(procs)]
         yield BenchStack(run, settings, pool, procs, log_dir)
@@ -321,6 +321,7 @@ async def kannel_ceiling(settings: Settings, n: int, concurrency: int = 50) -> f
 
 
 KANNEL_REPORT_PORT = int(os.environ.get("PW_BENCH_REPORT_PORT", "41401"))
+WEB_PORT = int(os.environ.get("PW_BENCH_WEB_PORT", "6100"))
 
 
 def percentile(ordered: list[float], share: float) -> float:
