@@ -336,7 +336,7 @@ def ratio(label: str, rate: float, ceiling: float, target: float) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--violations", type=int, default=3000)
+    parser.add_argument("--violations", type=int, default=3000, help="0: skip the violations runs")
     parser.add_argument("--captures", type=int, default=20000, help="0: skip the captures run")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rate", type=float, default=0,
@@ -350,7 +350,7 @@ async def main() -> None:
     ceiling = await raw_ceiling(bootstrap.kafka_client_options(base), max(args.violations, args.captures))
     print(f"raw aiokafka consume+produce ceiling: {ceiling:,.0f} msg/s ({load()})", flush=True)
     ratios = []
-    if args.gateway in ("both", "kannel"):
+    if args.gateway in ("both", "kannel") and args.violations:
         kannel = await kannel_ceiling(base, args.violations)
         print(f"Kannel's own sendsms rate: {kannel:,.0f} SMS/s ({load()})", flush=True)
     if args.captures:
@@ -359,7 +359,7 @@ async def main() -> None:
               f"{captured['per_second']:,.0f}/s ({captured['end_to_end_s']:.1f} s; published in "
               f"{captured['publish_s']:.1f} s; {load()})", flush=True)
         ratios.append(ratio("captures recorded / raw loop", captured["per_second"], ceiling, 0.5))
-    for gateway in (["file", "kannel"] if args.gateway == "both" else [args.gateway]):
+    for gateway in (["file", "kannel"] if args.gateway == "both" else [args.gateway]) if args.violations else []:
         result = await pipeline_run(args.violations, args.workers, base, gateway, args.rate)
         print(f"pipeline, {result['workers']} worker(s), {gateway} gateway, "
               f"{'published at ' + str(args.rate) + '/s' if args.rate else 'published at full speed'}, "
