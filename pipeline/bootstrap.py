@@ -21,6 +21,7 @@ from pipeline.cases.store import init_connection
 from pipeline.config import Settings
 from pipeline.db import errors as db_errors
 from pipeline.db.migrate import migrate
+from pipeline.db import primary
 from pipeline.db.primary import PrimaryConnection
 from pipeline.lookups.carparks import CarParkIndex
 from pipeline.lookups.owners import PostgresOwnerDirectory
@@ -48,13 +49,14 @@ class BoundedPool(asyncpg.Pool):
 async def connect_database(settings: Settings, min_size: int = 1, max_size: int | None = None,
                            outage_ends: bool = True) -> asyncpg.Pool:
     """A pool with the worker's time limits: acquiring a connection, waiting for a lock, one
-    statement, and a transaction left idle (each a ``PW_DB_*`` setting). PostgreSQL out of reach
-    ends the program with what to do (a command's way), or, with ``outage_ends=False``, raises the
-    error for the caller to wait out (a worker's start)."""
+    statement, and a transaction left idle (each a ``PW_DB_*`` setting). A connection goes back to
+    it without a reset round trip unless it may hold session state (``primary.reset``). PostgreSQL out
+    of reach ends the program with what to do (a command's way), or, with ``outage_ends=False``, raises
+    the error for the caller to wait out (a worker's start)."""
     url = settings.database_url.get_secret_value()
     pool = BoundedPool(
         url, min_size=min_size, max_size=max_size or settings.db_pool_size, max_queries=50_000,
-        max_inactive_connection_lifetime=300.0, connect=None, setup=None, init=init_connection, reset=None,
+        max_inactive_connection_lifetime=300.0, connect=None, setup=None, init=init_connection, reset=primary.reset,
         loop=None, connection_class=PrimaryConnection, record_class=asyncpg.Record,
         server_settings={
             "statement_timeout": f"{int(settings.db_statement_timeout_seconds * 1000)}",

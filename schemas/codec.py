@@ -63,6 +63,10 @@ def decode_with(adapter: TypeAdapter, raw: bytes | None, context: dict | None = 
     pydantic's validation context (``schemas.events.validation_context``: the operator's settings)."""
     if raw is None:
         return Rejected(b"", "empty message (no value)", ())
+    try:  # the common case in one step (pydantic parses the JSON itself); any problem: the reasons below
+        return adapter.validate_json(raw, context=context)
+    except (ValidationError, ValueError, RecursionError):
+        pass
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep, too long a number
