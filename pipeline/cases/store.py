@@ -75,7 +75,7 @@ async def add_sighting(conn, kind: str, event, sighting: Sighting, zone: str, re
 async def add_sightings(conn, rows: list[tuple], received_at: datetime) -> set[tuple[str, str]]:
     """``add_sighting`` for many events in two statements' worth of one: ``rows`` are (kind, event,
     sighting, zone). Returns the (integrator, event_id) of those recorded now (the others are
-    replays, or repeated within ``rows``)."""
+    replays); of an event repeated within ``rows``, the first is recorded."""
     columns: list[list] = [[] for _ in range(13)]
     for kind, event, sighting, zone in rows:
         evidence = getattr(event, "evidence", None)
@@ -89,9 +89,10 @@ async def add_sightings(conn, rows: list[tuple], received_at: datetime) -> set[t
         """WITH input AS (
                SELECT DISTINCT ON (integrator, event_id) * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
                    $5::text[], $6::timestamptz[], $7::float8[], $8::float8[], $9::text[], $10::text[], $11::text[],
-                   $12::float8[], $13::float8[])
+                   $12::float8[], $13::float8[]) WITH ORDINALITY
                    AS t(integrator, event_id, kind, plate, camera_id, taken_at, lat, lon, place, zone, evidence,
-                        reported_lat, reported_lon)),
+                        reported_lat, reported_lon, n)
+               ORDER BY integrator, event_id, n),
            fresh AS (INSERT INTO sighting_ids (integrator, event_id, received_at)
                      SELECT integrator, event_id, $14 FROM input
                      ON CONFLICT (integrator, event_id) DO NOTHING RETURNING integrator, event_id)
@@ -113,9 +114,32 @@ async def plates_with_open_cases(conn, plates: list[str]) -> set[str]:
     return {r["plate"] for r in rows}
 
 
+LINK_SIGHTING = "UPDATE sightings SET case_id = $3 WHERE integrator = $1 AND event_id = $2"
+
+
+async def cases_of_plates(conn, plates: list[str], latest_of: list[str]) -> tuple[dict[str, Case], dict[str, Case]]:
+    """For a batch, in one query: the open case of each of ``plates`` that has one (``open_case_for``),
+    and the most recent case, open or closed, of each of ``latest_of`` (``latest_case``), all locked,
+    in plate order."""
+    rows = await conn.fetch(
+        f"""SELECT {CASE_COLUMNS} FROM cases WHERE id IN (
+                SELECT id FROM cases WHERE plate = ANY($1::text[]) AND state IN ('detected', 'warned', 'rechecking')
+                UNION ALL
+                SELECT latest.id FROM unnest($2::text[]) AS p(plate) CROSS JOIN LATERAL (
+                    SELECT id FROM cases WHERE plate = p.plate ORDER BY opened_at DESC LIMIT 1) AS latest)
+            ORDER BY plate, opened_at FOR NO KEY UPDATE""",
+        sorted(set(plates)), sorted(set(latest_of)))
+    open_cases, latest, latest_of = {}, {}, set(latest_of)
+    for case in map(case_from_row, rows):
+        if case.plate in latest_of:
+            latest[case.plate] = case
+        if case.is_open:
+            open_cases[case.plate] = case
+    return open_cases, latest
+
+
 async def link_sighting(conn, integrator: str, event_id: str, case_id: UUID) -> None:
-    await conn.execute("UPDATE sightings SET case_id = $3 WHERE integrator = $1 AND event_id = $2",
-                       integrator, event_id, case_id)
+    await conn.execute(LINK_SIGHTING, integrator, event_id, case_id)
 
 
 async def open_case_for(conn, plate: str) -> Case | None:
@@ -179,15 +203,18 @@ async def postpone(conn, case_id: UUID) -> None:
     await conn.execute("UPDATE cases SET wake_at = now() + interval '5 minutes' WHERE id = $1", case_id)
 
 
+INSERT_CASE = f"""INSERT INTO cases ({CASE_COLUMNS}, updated_at, source_partition, source_topic) VALUES
+    ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24,
+     $25, $26, $27)"""
+
+
 async def insert_case(conn, case: Case, window_seconds: int, now: datetime, source_partition: int | None = None,
                       source_topic: str | None = None) -> None:
     """``source_topic``, ``source_partition``: the camera-events topic and partition that carried the
     violation (see ``watermarks``)."""
     v = case.violation
     await conn.execute(
-        f"""INSERT INTO cases ({CASE_COLUMNS}, updated_at, source_partition, source_topic) VALUES
-            ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-             $23, $24, $25, $26, $27)""",
+        INSERT_CASE,
         case.id, case.plate, case.state.value, case.zone, case.place, v.camera_id, v.lat, v.lon,
         sighting_to_json(v), sighting_to_json(case.latest_capture), window_seconds, v.taken_at, case.opened_at,
         case.warned_at, case.deadline_at, case.wake_at, case.closed_at, case.reason, case.warning_delivered_at,
@@ -197,11 +224,14 @@ async def insert_case(conn, case: Case, window_seconds: int, now: datetime, sour
     await evidence_images.want(conn, case.id, v)
 
 
+UPDATE_CASE = """UPDATE cases SET state = $2, latest_capture = $3, warned_at = $4, deadline_at = $5, wake_at = $6,
+    closed_at = $7, reason = $8, warning_delivered_at = $9, updated_at = $10, fresh_capture = $11, left_at = $12
+    WHERE id = $1"""
+
+
 async def update_case(conn, case: Case, now: datetime) -> None:
     await conn.execute(
-        """UPDATE cases SET state = $2, latest_capture = $3, warned_at = $4, deadline_at = $5, wake_at = $6,
-           closed_at = $7, reason = $8, warning_delivered_at = $9, updated_at = $10, fresh_capture = $11,
-           left_at = $12 WHERE id = $1""",
+        UPDATE_CASE,
         case.id, case.state.value, sighting_to_json(case.latest_capture), case.warned_at, case.deadline_at,
         case.wake_at, case.closed_at, case.reason, case.warning_delivered_at, now, sighting_to_json(case.fresh_capture),
         case.left_at,
@@ -209,21 +239,21 @@ async def update_case(conn, case: Case, now: datetime) -> None:
     await evidence_images.want(conn, case.id, case.fresh_capture)
 
 
+ADD_SMS = """INSERT INTO sms_messages (id, case_id, kind, phone, params, next_attempt_at, created_at)
+    VALUES ($1, $2, $3, $4, $5, now(), $6) ON CONFLICT (case_id, kind) DO NOTHING"""
+
+
 async def add_sms(conn, case_id: UUID, kind: str, phone: str, params: dict, now: datetime) -> None:
     """One SMS per (case, kind): a second call for the same pair does nothing. Due at once, on
     PostgreSQL's clock (a worker whose clock runs ahead cannot postpone it for the others)."""
-    await conn.execute(
-        """INSERT INTO sms_messages (id, case_id, kind, phone, params, next_attempt_at, created_at)
-           VALUES ($1, $2, $3, $4, $5, now(), $6) ON CONFLICT (case_id, kind) DO NOTHING""",
-        uuid4(), case_id, kind, phone, params, now,
-    )
+    await conn.execute(ADD_SMS, uuid4(), case_id, kind, phone, params, now)
+
+
+WITHDRAW_WARNING = "UPDATE sms_messages SET status = 'withdrawn' WHERE case_id = $1 AND kind = 'warning' AND status = 'pending'"
 
 
 async def withdraw_warning(conn, case_id: UUID) -> None:
-    await conn.execute(
-        "UPDATE sms_messages SET status = 'withdrawn' WHERE case_id = $1 AND kind = 'warning' AND status = 'pending'",
-        case_id,
-    )
+    await conn.execute(WITHDRAW_WARNING, case_id)
 
 
 async def database_now(conn) -> datetime:
@@ -373,17 +403,18 @@ async def issue_ticket(conn, case: Case, deadline_at: datetime, evidence: list[d
     )
 
 
+AUDIT = "INSERT INTO audit_log (at, case_id, actor, action, detail) VALUES ($1, $2, $3, $4, $5)"
+
+
 async def audit(conn, at: datetime, case_id: UUID | None, actor: str, action: str, detail: dict) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (at, case_id, actor, action, detail) VALUES ($1, $2, $3, $4, $5)",
-        at, case_id, actor, action, detail,
-    )
+    await conn.execute(AUDIT, at, case_id, actor, action, detail)
+
+
+ADD_OUTBOX = "INSERT INTO outbox (topic, key, value) VALUES ($1, $2, $3)"
 
 
 async def add_outbox(conn, topic: str, key: str, message: BaseModel) -> None:
-    await conn.execute(
-        "INSERT INTO outbox (topic, key, value) VALUES ($1, $2, $3)", topic, key.encode(), encode(message)
-    )
+    await conn.execute(ADD_OUTBOX, topic, key.encode(), encode(message))
 
 
 async def add_dead_letter(conn, topic: str, partition: int, offset: int, key: bytes | None, reason: str,
@@ -502,6 +533,23 @@ async def unlinked_sightings_since(conn, plate: str, since: datetime) -> list[tu
                                  (r["evidence"] or {}).get("image_url"), r["integrator"])) for r in rows]
 
 
+async def unlinked_sightings_of(conn, since: dict[str, datetime]) -> dict[str, list[tuple[str, Sighting]]]:
+    """``unlinked_sightings_since`` for many plates (plate -> since) in one query."""
+    rows = await conn.fetch(
+        """SELECT s.plate, s.kind, s.integrator, s.event_id, s.camera_id, s.taken_at, s.lat, s.lon, s.place, s.evidence
+           FROM unnest($1::text[], $2::timestamptz[]) AS p(plate, since)
+           JOIN sightings s ON s.plate = p.plate AND s.case_id IS NULL AND s.taken_at >= p.since
+                           AND s.kind IN ('VehicleObserved', 'VehicleDeparted')
+           ORDER BY s.taken_at, s.integrator, s.event_id""",
+        list(since), list(since.values()))
+    found: dict[str, list[tuple[str, Sighting]]] = {plate: [] for plate in since}
+    for r in rows:
+        found[r["plate"]].append((r["kind"], Sighting(r["event_id"], r["camera_id"], r["taken_at"], r["lat"], r["lon"],
+                                                      r["place"] or "", (r["evidence"] or {}).get("image_url"),
+                                                      r["integrator"])))
+    return found
+
+
 async def latest_case(conn, plate: str) -> Case | None:
     """The plate's most recent case (open or closed), locked."""
     row = await conn.fetchrow(
@@ -525,6 +573,41 @@ async def seen_between(conn, plate: str, since: datetime, until: datetime, camer
     return departures, captures
 
 
+async def seen_between_many(conn, asks: dict[str, tuple[datetime, datetime, str]],
+                            limit: int = 200) -> dict[str, tuple[list[datetime], list[Sighting]]]:
+    """``seen_between`` for many plates (plate -> (since, until, camera_id)) in one query."""
+    rows = await conn.fetch(
+        """SELECT p.plate, s.* FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[])
+                AS p(plate, since, until, camera_id)
+           CROSS JOIN LATERAL (
+               SELECT kind, integrator, event_id, camera_id, taken_at, lat, lon, place FROM sightings
+               WHERE plate = p.plate AND taken_at BETWEEN p.since AND p.until
+                 AND (kind = 'VehicleDeparted' OR camera_id <> p.camera_id)
+               ORDER BY taken_at LIMIT $5) AS s""",
+        list(asks), [a[0] for a in asks.values()], [a[1] for a in asks.values()], [a[2] for a in asks.values()], limit)
+    found: dict[str, tuple[list[datetime], list[Sighting]]] = {plate: ([], []) for plate in asks}
+    for r in rows:
+        departures, captures = found[r["plate"]]
+        if r["kind"] == "VehicleDeparted":
+            departures.append(r["taken_at"])
+        else:
+            captures.append(Sighting(r["event_id"], r["camera_id"], r["taken_at"], r["lat"], r["lon"], r["place"] or "",
+                                     integrator=r["integrator"]))
+    return found
+
+
+async def last_offences(conn, plates: list[str]) -> dict[str, datetime | None]:
+    """``last_offence`` for many plates in one query."""
+    rows = await conn.fetch(
+        """SELECT p.plate, greatest(
+                      (SELECT max(issued_at) FROM tickets t WHERE t.plate = p.plate AND voided_at IS NULL),
+                      (SELECT max(detected_at) FROM cases c WHERE c.plate = p.plate
+                                                             AND state IN ('cautioned', 'to_confirm'))) AS at
+           FROM unnest($1::text[]) AS p(plate)""",
+        list(set(plates)))
+    return {r["plate"]: r["at"] for r in rows}
+
+
 async def last_offence(conn, plate: str) -> datetime | None:
     """When the plate last had a ticket that stands, or a warning notice (or a ticket to confirm)."""
     return await conn.fetchval(
@@ -543,14 +626,24 @@ def new_driver_code() -> str:
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(DRIVER_CODE_LENGTH))
 
 
+SET_DRIVER_CODE = "UPDATE cases SET driver_code = $2 WHERE id = $1"
+
+
 async def give_driver_code(conn, case_id: UUID, draw=new_driver_code, attempts: int = 5) -> str:
     """A random code for the driver page, unique among all cases (a unique index): a code already
-    given is drawn again, in a savepoint so the caller's transaction goes on."""
+    given is drawn again, in a savepoint so the caller's transaction goes on. In a ``Batch`` the
+    code is set with the batch's writes, with no savepoint: a code already given (50 random bits:
+    about one in a billion with a million codes out) fails the batch, which is then decided in
+    smaller parts, each drawing again."""
+    if isinstance(conn, Batch):
+        code = draw()
+        await conn.execute(SET_DRIVER_CODE, case_id, code)
+        return code
     for _ in range(attempts):
         code = draw()
         try:
             async with conn.transaction():
-                await conn.execute("UPDATE cases SET driver_code = $2 WHERE id = $1", case_id, code)
+                await conn.execute(SET_DRIVER_CODE, case_id, code)
             return code
         except asyncpg.UniqueViolationError:
             continue
@@ -569,3 +662,34 @@ async def case_for_driver_code(conn, code: str, grace: timedelta):
     return await conn.fetchrow(
         """SELECT plate, state, place, lat, lon, deadline_at FROM cases
            WHERE driver_code = $1 AND (closed_at IS NULL OR closed_at > now() - $2::interval)""", code, grace)
+
+
+class Batch:
+    """A connection whose case writes wait for ``flush``, for a batch of decisions (issue 16): each
+    kind of write (``WAITING``, in this order) is then sent as one ``executemany``, one round trip
+    for the batch. The order keeps what each write needs: a case is inserted before it is updated,
+    linked, audited or given SMS rows, and a warning is queued before it can be withdrawn. Reads,
+    and the writes not in ``WAITING`` (tickets, dead letters), go to the connection at once: they
+    read nothing a waiting write changes."""
+
+    WAITING = (INSERT_CASE, UPDATE_CASE, SET_DRIVER_CODE, LINK_SIGHTING, evidence_images.WANT, AUDIT, ADD_SMS,
+               WITHDRAW_WARNING, ADD_OUTBOX)
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.waiting: dict[str, list[tuple]] = {sql: [] for sql in self.WAITING}
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+    async def execute(self, sql: str, *args):
+        if sql in self.waiting:
+            self.waiting[sql].append(args)
+            return None
+        return await self.conn.execute(sql, *args)
+
+    async def flush(self) -> None:
+        for sql, rows in self.waiting.items():
+            if rows:
+                await self.conn.executemany(sql, rows)
+                rows.clear()
