@@ -304,6 +304,17 @@ async def sms_sending(conn, sms_id: UUID, text: str, worker: str, lease_seconds:
     )
 
 
+async def sms_sending_many(conn, texts: dict[UUID, str], worker: str, lease_seconds: float) -> dict[UUID, int]:
+    """``sms_sending`` for many claimed messages (id -> text) in one statement: id -> attempt number."""
+    rows = await conn.fetch(
+        """UPDATE sms_messages s SET status = 'sending', text = u.text, sending_since = now(), sending_by = $3,
+               lease_until = clock_timestamp() + make_interval(secs => $4), attempts = s.attempts + 1
+           FROM unnest($1::uuid[], $2::text[]) AS u(id, text)
+           WHERE s.id = u.id RETURNING s.id, s.attempts""",
+        list(texts), list(texts.values()), worker, lease_seconds)
+    return {r["id"]: r["attempts"] for r in rows}
+
+
 async def renew_sms_leases(conn, sms_ids: list[UUID], worker: str, lease_seconds: float) -> int:
     """Extend ``worker``'s leases on messages it is still sending; returns how many it still holds."""
     result = await conn.execute(
@@ -329,6 +340,25 @@ async def lock_answered_sms(conn, sms_id: UUID, attempt: int, worker: str):
     )
 
 
+async def lock_answered_many(conn, answered: list[tuple[UUID, int]], worker: str) -> dict[UUID, dict]:
+    """``lock_answered_sms`` for many (id, attempt) in one query: id -> row, for those whose answer counts."""
+    rows = await conn.fetch(
+        f"""SELECT {SMS_ROW}
+            FROM sms_messages s JOIN cases c ON c.id = s.case_id
+            JOIN unnest($1::uuid[], $2::int[]) AS a(id, attempt) ON a.id = s.id AND s.attempts = a.attempt
+            WHERE (s.status = 'sending' AND s.sending_by = $3) OR s.status = 'pending'
+            ORDER BY s.id FOR NO KEY UPDATE OF s""",
+        [sms_id for sms_id, _ in answered], [attempt for _, attempt in answered], worker)
+    return {r["id"]: r for r in rows}
+
+
+async def cases_by_id(conn, case_ids: list[UUID]) -> dict[UUID, Case]:
+    """``get_case(lock=True)`` for many cases in one query (locked in id order)."""
+    rows = await conn.fetch(f"SELECT {CASE_COLUMNS} FROM cases WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE",
+                            sorted(set(case_ids)))
+    return {r["id"]: case_from_row(r) for r in rows}
+
+
 async def claim_in_doubt_sms(conn, limit: int):
     """Messages left ``sending`` whose lease ran out (on PostgreSQL's clock): their sender died, lost
     PostgreSQL, or had no answer from the gateway, and stopped renewing. With the time of the first
@@ -342,12 +372,12 @@ async def claim_in_doubt_sms(conn, limit: int):
     )
 
 
+SMS_ACCEPTED = """UPDATE sms_messages SET status = 'accepted', text = $2, accepted_at = $3, gateway_ref = $4,
+    last_error = NULL, lease_until = NULL WHERE id = $1"""
+
+
 async def sms_accepted(conn, sms_id: UUID, text: str, at: datetime, gateway_ref: str) -> None:
-    await conn.execute(
-        """UPDATE sms_messages SET status = 'accepted', text = $2, accepted_at = $3, gateway_ref = $4,
-           last_error = NULL, lease_until = NULL WHERE id = $1""",
-        sms_id, text, at, gateway_ref,
-    )
+    await conn.execute(SMS_ACCEPTED, sms_id, text, at, gateway_ref)
 
 
 async def sms_retry(conn, sms_id: UUID, error: str, delay_seconds: float, horizon_seconds: float) -> bool:
@@ -673,7 +703,7 @@ class Batch:
     read nothing a waiting write changes."""
 
     WAITING = (INSERT_CASE, UPDATE_CASE, SET_DRIVER_CODE, LINK_SIGHTING, evidence_images.WANT, AUDIT, ADD_SMS,
-               WITHDRAW_WARNING, ADD_OUTBOX)
+               WITHDRAW_WARNING, SMS_ACCEPTED, ADD_OUTBOX)
 
     def __init__(self, conn):
         self.conn = conn
