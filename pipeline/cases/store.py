@@ -500,9 +500,11 @@ async def keep_delivery_report(pool, sms_id: UUID, status: str, reported_at: dat
 
 
 async def claim_delivery_reports(conn, limit: int):
-    """Unapplied reports whose message row is free now and whose acceptance is recorded, oldest first."""
+    """Unapplied reports whose message row is free now and whose acceptance is recorded, oldest first,
+    with their message as it stands (``sms_status``, ``case_id``, ``kind``, ``accepted_at``, ``delivered_at``)."""
     return await conn.fetch(
-        """SELECT r.id, r.sms_id, r.status, r.detail, r.reported_at, r.received_at
+        """SELECT r.id, r.sms_id, r.status, r.detail, r.reported_at, r.received_at, s.status AS sms_status,
+                  s.case_id, s.kind, s.accepted_at, s.delivered_at
            FROM sms_delivery_reports r JOIN sms_messages s ON s.id = r.sms_id
            WHERE r.applied_at IS NULL AND s.status NOT IN ('pending', 'sending')
            ORDER BY r.id LIMIT $1 FOR NO KEY UPDATE OF r, s SKIP LOCKED""",
@@ -516,26 +518,43 @@ async def set_report_aside(conn, report_id: int, problem: str) -> None:
                        report_id, problem[:500])
 
 
-async def apply_delivery(conn, report):
-    """Move the message's status forward for a report (never back from delivered); returns the message.
-    The report's time counts within [acceptance, the report's arrival] (``machine.delivery_moment``)."""
-    sms_id, status = report["sms_id"], report["status"]
-    accepted_at = await conn.fetchval("SELECT accepted_at FROM sms_messages WHERE id = $1", sms_id)
-    at = delivery_moment(report["reported_at"], accepted_at, report["received_at"])
-    if status == "delivered":
-        await conn.execute(
-            "UPDATE sms_messages SET status = 'delivered', delivered_at = coalesce(delivered_at, $2) WHERE id = $1",
-            sms_id, at)
-    elif status == "smsc_accepted":
-        await conn.execute(
-            "UPDATE sms_messages SET smsc_accepted_at = coalesce(smsc_accepted_at, $2) WHERE id = $1", sms_id, at)
-    elif status in ("failed", "smsc_rejected"):
-        await conn.execute(
-            """UPDATE sms_messages SET status = 'undelivered', failed_at = coalesce(failed_at, $2), last_error = $3
-               WHERE id = $1 AND status <> 'delivered'""", sms_id, at, f"{status} {report['detail']}".strip()[:500])
-    await conn.execute("UPDATE sms_delivery_reports SET applied_at = now() WHERE id = $1", report["id"])
-    return await conn.fetchrow("SELECT id, case_id, kind, status, accepted_at, delivered_at FROM sms_messages WHERE id = $1",
-                               sms_id)
+APPLY_DELIVERY = """UPDATE sms_messages SET
+    status = CASE WHEN $2 = 'delivered' THEN 'delivered'
+                  WHEN $2 IN ('failed', 'smsc_rejected') AND status <> 'delivered' THEN 'undelivered' ELSE status END,
+    delivered_at = CASE WHEN $2 = 'delivered' THEN coalesce(delivered_at, $3) ELSE delivered_at END,
+    smsc_accepted_at = CASE WHEN $2 = 'smsc_accepted' THEN coalesce(smsc_accepted_at, $3) ELSE smsc_accepted_at END,
+    failed_at = CASE WHEN $2 IN ('failed', 'smsc_rejected') AND status <> 'delivered' THEN coalesce(failed_at, $3)
+                     ELSE failed_at END,
+    last_error = CASE WHEN $2 IN ('failed', 'smsc_rejected') AND status <> 'delivered' THEN $4 ELSE last_error END
+    WHERE id = $1"""
+"""A report moves its message's status forward (never back from delivered); one statement for every status."""
+
+REPORT_APPLIED = "UPDATE sms_delivery_reports SET applied_at = now() WHERE id = $1"
+
+
+def delivery_applied(report, sms: dict) -> dict:
+    """``sms`` (its ``status`` and ``delivered_at``) after ``APPLY_DELIVERY`` for ``report`` (a row of
+    ``claim_delivery_reports``): what a batch of reports knows without reading the row again."""
+    at = delivery_moment(report["reported_at"], report["accepted_at"], report["received_at"])
+    if report["status"] == "delivered":
+        return sms | {"status": "delivered", "delivered_at": sms["delivered_at"] or at}
+    if report["status"] in ("failed", "smsc_rejected") and sms["status"] != "delivered":
+        return sms | {"status": "undelivered"}
+    return sms
+
+
+async def apply_delivery(conn, report, sms: dict | None = None) -> dict:
+    """Apply a report (a row of ``claim_delivery_reports``) to its message, ``sms`` (id, case_id, kind,
+    status, delivered_at) as it stands before (default: as claimed); returns it after. The report's
+    time counts within [acceptance, the report's arrival] (``machine.delivery_moment``)."""
+    if sms is None:
+        sms = {"id": report["sms_id"], "case_id": report["case_id"], "kind": report["kind"],
+               "status": report["sms_status"], "delivered_at": report["delivered_at"]}
+    at = delivery_moment(report["reported_at"], report["accepted_at"], report["received_at"])
+    await conn.execute(APPLY_DELIVERY, report["sms_id"], report["status"], at,
+                       f"{report['status']} {report['detail']}".strip()[:500])
+    await conn.execute(REPORT_APPLIED, report["id"])
+    return delivery_applied(report, sms)
 
 
 async def publish_delivered(conn, topic: str, before: Case, after: Case, sms) -> None:
@@ -703,7 +722,7 @@ class Batch:
     read nothing a waiting write changes."""
 
     WAITING = (INSERT_CASE, UPDATE_CASE, SET_DRIVER_CODE, LINK_SIGHTING, evidence_images.WANT, AUDIT, ADD_SMS,
-               WITHDRAW_WARNING, SMS_ACCEPTED, ADD_OUTBOX)
+               WITHDRAW_WARNING, SMS_ACCEPTED, APPLY_DELIVERY, REPORT_APPLIED, ADD_OUTBOX)
 
     def __init__(self, conn):
         self.conn = conn

@@ -311,6 +311,8 @@ class SmsService:
         async with self.pool.acquire() as conn, conn.transaction():
             now = self.clock()
             reports = await store.claim_delivery_reports(conn, limit)
+            if reports and await self._apply_all_reports(conn, reports, now):
+                return len(reports)
             for report in reports:
                 async with errors.own_failure(conn) as outcome:
                     await self._apply_report(conn, report, now)
@@ -319,18 +321,47 @@ class SmsService:
                     await store.set_report_aside(conn, report["id"], str(outcome))
             return len(reports)
 
+    async def _apply_all_reports(self, conn, reports, now: datetime) -> bool:
+        """Apply a claim of reports, in order, in a constant number of statements, in a savepoint: the
+        messages, the reports, their warnings' cases (``store.Batch``). False, with nothing applied,
+        if that fails for a reason of its own: the caller applies them one by one."""
+        async with errors.own_failure(conn) as outcome:
+            batch = store.Batch(conn)
+            cases = await store.cases_by_id(conn, [r["case_id"] for r in reports if self._decides_case(r)])
+            messages: dict[UUID, dict] = {}
+            for report in reports:
+                sms = messages.get(report["sms_id"])
+                messages[report["sms_id"]] = sms = await store.apply_delivery(batch, report, sms)
+                if self._decides_case(report):
+                    case = cases[sms["case_id"]]
+                    cases[case.id] = await self._decide_on_report(batch, report, sms, case, now)
+            await batch.flush()
+        if outcome.failure is not None:
+            log.warning("applying %d delivery reports failed (%s); one by one", len(reports), outcome)
+            return False
+        return True
+
+    @staticmethod
+    def _decides_case(report) -> bool:
+        return report["kind"] == "warning" and report["status"] in ("delivered", "failed", "smsc_rejected")
+
     async def _apply_report(self, conn, report, now: datetime) -> None:
-        row = await store.apply_delivery(conn, report)
+        sms = await store.apply_delivery(conn, report)
+        if self._decides_case(report):
+            await self._decide_on_report(conn, report, sms, await store.get_case(conn, sms["case_id"], lock=True), now)
+
+    async def _decide_on_report(self, conn, report, sms: dict, case: machine.Case, now: datetime) -> machine.Case:
+        """A warning's delivery report decides its case: delivered (a late delivery moves the deadline),
+        or failed for good (review). Returns the case."""
         status = report["status"]
-        if row["kind"] == "warning" and status in ("delivered", "failed", "smsc_rejected"):
-            case = await store.get_case(conn, row["case_id"], lock=True)
-            if status == "delivered":
-                decision = machine.on_warning_delivered(case, row["delivered_at"], self.effects.rules, now)
-            else:
-                decision = machine.on_warning_undelivered(case, f"{status} {report['detail']}".strip(), now)
-            await self.effects.record(conn, case, decision, now, f"delivery-report:{report['sms_id']}")
-            if status == "delivered" and decision.changed:
-                await store.publish_delivered(conn, self.effects.topics.case_events, case, decision.case, row)
+        if status == "delivered":
+            decision = machine.on_warning_delivered(case, sms["delivered_at"], self.effects.rules, now)
+        else:
+            decision = machine.on_warning_undelivered(case, f"{status} {report['detail']}".strip(), now)
+        await self.effects.record(conn, case, decision, now, f"delivery-report:{report['sms_id']}")
+        if status == "delivered" and decision.changed:
+            await store.publish_delivered(conn, self.effects.topics.case_events, case, decision.case, sms)
+        return decision.case
 
     def _render(self, row, now: datetime) -> str:
         p = row["params"]

@@ -134,3 +134,44 @@ async def test_a_warning_that_cannot_be_rendered_is_set_aside_alone_and_the_othe
     assert conn.rows[0]["id"] not in {sms.id for sms in gateway.sent}
     failed = [s for s in conn.round_trips if "SET status = 'failed'" in s]
     assert len(failed) == 1, "the one message that cannot be rendered fails, with its reason"
+
+
+class ReportConnection(SmsConnection):
+    """``n`` warnings accepted a minute ago, each with a report that it was delivered."""
+
+    def __init__(self, n: int):
+        super().__init__(n)
+        accepted = datetime.now(UTC) - timedelta(minutes=1)
+        self.cases = [c.__class__(**{**c.__dict__, "state": State.WARNED, "warned_at": accepted,
+                                     "deadline_at": accepted + c.window, "wake_at": accepted + c.window})
+                      for c in self.cases]
+        self.reports = [{"id": i, "sms_id": r["id"], "status": "delivered", "detail": "", "reported_at": accepted,
+                         "received_at": datetime.now(UTC), "sms_status": "accepted", "case_id": c.id,
+                         "kind": "warning", "accepted_at": accepted, "delivered_at": None}
+                        for i, (r, c) in enumerate(zip(self.rows, self.cases))]
+
+    async def fetch(self, sql: str, *args):
+        if "FROM sms_delivery_reports r JOIN sms_messages s" in sql:
+            self.round_trips.append(sql)
+            return self.reports
+        if "FROM cases WHERE id = ANY" in sql:
+            self.round_trips.append(sql)
+            return [row_of(c) | {"state": "warned", "warned_at": c.warned_at, "deadline_at": c.deadline_at,
+                                 "wake_at": c.wake_at} for c in self.cases if c.id in args[0]]
+        return await super().fetch(sql, *args)
+
+
+async def apply_reports(n: int) -> ReportConnection:
+    conn = ReportConnection(n)
+    style = SmsStyle("zh", "【杭州城管】", ZoneInfo("Asia/Shanghai"))
+    effects = CaseEffects(None, CarParkIndex(), Rules(), TOPICS, "YH", style.timezone)
+    assert await SmsService(Pool(conn), effects, style).apply_delivery_reports(limit=n) == n
+    return conn
+
+
+async def test_applying_a_claim_of_delivery_reports_costs_the_same_few_statements_as_one():
+    one = await apply_reports(1)
+    many = await apply_reports(100)
+    assert len(many.round_trips) == len(one.round_trips) <= 12, many.round_trips
+    assert many.written[store.APPLY_DELIVERY] == many.written[store.REPORT_APPLIED] == 100
+    assert many.written[store.ADD_OUTBOX] == 100, "a WarningDelivered for each warning delivered"
