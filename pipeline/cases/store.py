@@ -212,16 +212,20 @@ async def insert_case(conn, case: Case, window_seconds: int, now: datetime, sour
                       source_topic: str | None = None) -> None:
     """``source_topic``, ``source_partition``: the camera-events topic and partition that carried the
     violation (see ``watermarks``)."""
+    if isinstance(conn, Batch):
+        conn.opened[case.id] = (len(conn.waiting[INSERT_CASE]), window_seconds, source_partition, source_topic)
+    await conn.execute(INSERT_CASE, *_case_row(case, window_seconds, now, source_partition, source_topic))
+    await evidence_images.want(conn, case.id, case.violation)
+
+
+def _case_row(case: Case, window_seconds: int, now: datetime, source_partition: int | None,
+              source_topic: str | None) -> tuple:
     v = case.violation
-    await conn.execute(
-        INSERT_CASE,
-        case.id, case.plate, case.state.value, case.zone, case.place, v.camera_id, v.lat, v.lon,
-        sighting_to_json(v), sighting_to_json(case.latest_capture), window_seconds, v.taken_at, case.opened_at,
-        case.warned_at, case.deadline_at, case.wake_at, case.closed_at, case.reason, case.warning_delivered_at,
-        sighting_to_json(case.fresh_capture), case.left_at, case.caution, case.confirm, case.plate_type, now,
-        source_partition, source_topic,
-    )
-    await evidence_images.want(conn, case.id, v)
+    return (case.id, case.plate, case.state.value, case.zone, case.place, v.camera_id, v.lat, v.lon,
+            sighting_to_json(v), sighting_to_json(case.latest_capture), window_seconds, v.taken_at, case.opened_at,
+            case.warned_at, case.deadline_at, case.wake_at, case.closed_at, case.reason, case.warning_delivered_at,
+            sighting_to_json(case.fresh_capture), case.left_at, case.caution, case.confirm, case.plate_type, now,
+            source_partition, source_topic)
 
 
 UPDATE_CASE = """UPDATE cases SET state = $2, latest_capture = $3, warned_at = $4, deadline_at = $5, wake_at = $6,
@@ -230,12 +234,18 @@ UPDATE_CASE = """UPDATE cases SET state = $2, latest_capture = $3, warned_at = $
 
 
 async def update_case(conn, case: Case, now: datetime) -> None:
-    await conn.execute(
-        UPDATE_CASE,
-        case.id, case.state.value, sighting_to_json(case.latest_capture), case.warned_at, case.deadline_at,
-        case.wake_at, case.closed_at, case.reason, case.warning_delivered_at, now, sighting_to_json(case.fresh_capture),
-        case.left_at,
-    )
+    """Save a case's new state. In a ``Batch``, a case the batch opened is inserted as it ends up."""
+    opened = conn.opened.get(case.id) if isinstance(conn, Batch) else None
+    if opened is not None:
+        row, window_seconds, source_partition, source_topic = opened
+        conn.waiting[INSERT_CASE][row] = _case_row(case, window_seconds, now, source_partition, source_topic)
+    else:
+        await conn.execute(
+            UPDATE_CASE,
+            case.id, case.state.value, sighting_to_json(case.latest_capture), case.warned_at, case.deadline_at,
+            case.wake_at, case.closed_at, case.reason, case.warning_delivered_at, now,
+            sighting_to_json(case.fresh_capture), case.left_at,
+        )
     await evidence_images.want(conn, case.id, case.fresh_capture)
 
 
@@ -716,17 +726,21 @@ async def case_for_driver_code(conn, code: str, grace: timedelta):
 class Batch:
     """A connection whose case writes wait for ``flush``, for a batch of decisions (issue 16): each
     kind of write (``WAITING``, in this order) is then sent as one ``executemany``, one round trip
-    for the batch. The order keeps what each write needs: a case is inserted before it is updated,
-    linked, audited or given SMS rows, and a warning is queued before it can be withdrawn. Reads,
-    and the writes not in ``WAITING`` (tickets, dead letters), go to the connection at once: they
-    read nothing a waiting write changes."""
+    for the batch. The order keeps what each write needs: the cases that were there are updated
+    before the batch's new cases are inserted (a plate's case is closed before its next one opens:
+    one open case per plate), a new case is inserted as the batch leaves it (``update_case``) and
+    before it is linked, audited or given SMS rows, and a warning is queued before it can be
+    withdrawn. Reads, and the writes not in ``WAITING`` (tickets, dead letters), go to the
+    connection at once: they read nothing a waiting write changes."""
 
-    WAITING = (INSERT_CASE, UPDATE_CASE, SET_DRIVER_CODE, LINK_SIGHTING, evidence_images.WANT, AUDIT, ADD_SMS,
+    WAITING = (UPDATE_CASE, INSERT_CASE, SET_DRIVER_CODE, LINK_SIGHTING, evidence_images.WANT, AUDIT, ADD_SMS,
                WITHDRAW_WARNING, SMS_ACCEPTED, APPLY_DELIVERY, REPORT_APPLIED, ADD_OUTBOX)
 
     def __init__(self, conn):
         self.conn = conn
         self.waiting: dict[str, list[tuple]] = {sql: [] for sql in self.WAITING}
+        self.opened: dict[UUID, tuple] = {}
+        """The cases the batch opened: id -> (their row in the INSERT_CASE rows, and what else it holds)."""
 
     def __getattr__(self, name):
         return getattr(self.conn, name)

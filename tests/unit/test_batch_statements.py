@@ -192,3 +192,20 @@ async def test_a_batch_of_events_of_plates_with_open_cases_costs_the_same_few_st
     assert len(many) == len(three), many
     assert len(many) <= 16, many
     assert writes[" ".join(store.LINK_SIGHTING.split())] == 200, "each event linked to its case, in one statement"
+
+
+async def test_a_violation_elsewhere_closes_the_plate_s_case_before_its_new_case_is_written():
+    """One open case per plate (a unique index): in the batch's writes the old case is closed first."""
+    def elsewhere(n: int):
+        event = violation(4)
+        return [(event.model_copy(update={"plate": violation(0).plate}),
+                 Source(TOPIC, 0, 0, violation(0).plate.encode(), datetime.now(UTC)))]
+
+    def open_cases(batch):
+        return {violation(0).plate: warned_case(violation(0))}
+
+    statements, writes = await statements_for(elsewhere, 1, open_cases)
+    update = statements.index(" ".join(store.UPDATE_CASE.split()))
+    insert = statements.index(" ".join(store.INSERT_CASE.split()))
+    assert update < insert
+    assert writes[" ".join(store.INSERT_CASE.split())] == 1
