@@ -16,12 +16,13 @@ if it fails for a reason of one case's own, splits the batch (``CaseService.deci
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from pipeline.cases import machine, store
 from pipeline.cases.effects import CaseEffects
 from pipeline.cases.machine import Case, Decision
-from pipeline.lookups.owners import OwnerAnswer, decide_owner
+from pipeline.lookups.owners import OwnerAnswer
+from pipeline.restore import sms_id_for
 from pipeline.tickets import chain
 from schemas import events
 from schemas import topics as topic_names
@@ -85,7 +86,7 @@ async def record_due(conn, effects: CaseEffects, decided: list[tuple[Case, Decis
 
     await _update_cases(conn, w.updates, now)
     await _want_evidence(conn, w.wants)
-    owners = await _owners(conn, [case for case, _ in w.tickets + w.cautions]) if w.tickets or w.cautions else {}
+    owners = await _owners(conn, effects, [case for case, _ in w.tickets + w.cautions]) if w.tickets or w.cautions else {}
     issued = await _issue_tickets(conn, effects, w.tickets, now) if w.tickets else {}
     commands = await _commands_topics(conn, topics.camera_commands, [e.camera_id for _, e in w.rechecks]) \
         if w.rechecks else {}
@@ -130,27 +131,12 @@ async def _want_evidence(conn, wants: list[tuple[UUID, machine.Sighting]]) -> No
         *[list(c) for c in zip(*rows)])
 
 
-_REGISTRATIONS_OF = """
-    SELECT p.plate, p.plate_type, p.owner_id, p.vehicle_colour, c.phone, c.language, o.phone IS NOT NULL AS opted_out
-      FROM plate_registry p
-      LEFT JOIN LATERAL (SELECT phone, language FROM contact_registry c
-                          WHERE c.owner_id = p.owner_id AND c.valid_from <= now()
-                            AND (c.valid_to IS NULL OR c.valid_to > now())
-                          ORDER BY c.valid_from DESC LIMIT 1) c ON true
-      LEFT JOIN sms_opt_out o ON o.phone = c.phone
-     WHERE p.plate = ANY($1::text[]) AND p.retired_at IS NULL
-     ORDER BY p.plate, p.plate_type"""
-"""``owners._REGISTRATIONS`` for many plates at once (now)."""
-
-
-async def _owners(conn, cases: list[Case]) -> dict[UUID, OwnerAnswer]:
+async def _owners(conn, effects: CaseEffects, cases: list[Case]) -> dict[UUID, OwnerAnswer]:
     """Each case's owner as ``CaseEffects.owner_of`` finds it (under the plate type found when it
-    opened), for all the cases in one query."""
-    registrations: dict[str, list[dict]] = {}
-    for r in await conn.fetch(_REGISTRATIONS_OF, list({c.plate for c in cases})):
-        registrations.setdefault(r["plate"], []).append(dict(r))
-    return {c.id: decide_owner(registrations.get(c.plate, []), (c.plate_type,) if c.plate_type else None, None)
-            for c in cases}
+    opened), for all the cases in one query (``owners_for``)."""
+    answers = await effects.owners.owners_for(
+        [(c.plate, (c.plate_type,) if c.plate_type else None, None) for c in cases], conn)
+    return {c.id: answer for c, answer in zip(cases, answers)}
 
 
 async def _issue_tickets(conn, effects: CaseEffects, tickets: list[tuple[Case, machine.IssueTicket]],
@@ -240,7 +226,7 @@ async def _add_sms(conn, sms: list[tuple[UUID, str, str, dict]], now: datetime) 
            SELECT u.id, u.case_id, u.kind, u.phone, u.params::jsonb, now(), $6
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[]) AS u(id, case_id, kind, phone, params)
            ON CONFLICT (case_id, kind) DO NOTHING""",
-        [uuid4() for _ in sms], [s[0] for s in sms], [s[1] for s in sms], [s[2] for s in sms],
+        [sms_id_for(s[0], s[1]) for s in sms], [s[0] for s in sms], [s[1] for s in sms], [s[2] for s in sms],
         [json.dumps(s[3]) for s in sms], now)
 
 

@@ -1,9 +1,10 @@
 """What happens to a violation: the one place that reads an event, asks the case state machine,
 and records the decision with its effects.
 
-    camera event ──> handle_camera_events ──> machine.open_case / on_capture / on_departure
+    camera events ─> handle_camera_events ──> machine.open_case / on_capture / on_departure (per event, in order)
                                               │   (or again_after_close: evidence for the same stay)
-                                              └─> case row + sighting + SMS row + outbox rows (one transaction)
+                                              └─> case rows + sightings + SMS rows + outbox rows
+                                                  (one transaction and a few statements per batch)
     case due     ──> decide_due_cases ──> machine.on_wake ──> ticket | warning notice | to confirm | recheck | ...
 
 Decisions are recorded with their effects by ``pipeline.cases.effects``; the SMS rows they queue are
@@ -16,7 +17,7 @@ with ``FOR UPDATE SKIP LOCKED`` and every effect is keyed (see ``store``).
 import asyncio
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Callable
 import asyncpg
@@ -29,7 +30,7 @@ from pipeline.cases.effects import PIPELINE, CaseEffects, Topics
 from pipeline.cases.machine import Case, Rules, Sighting, State
 from pipeline.db import errors
 from pipeline.lookups.carparks import CarParkIndex, store_count
-from pipeline.lookups.owners import OwnerDirectory
+from pipeline.lookups.owners import OwnerAnswer, OwnerDirectory
 from pipeline.lookups.zones import ZoneBook
 from pipeline.restore import case_id_for
 from pipeline.sms.service import SmsStyle
@@ -76,6 +77,37 @@ def sighting_of(event: events.Capture | events.VehicleDeparted, integrator: str,
     evidence = getattr(event, "evidence", None)
     return Sighting(event.event_id, event.camera_id, event.taken_at, camera.lat, camera.lon, camera.place,
                     evidence.image_url if evidence else None, integrator)
+
+
+@dataclass
+class Known:
+    """What the decisions of a batch of camera events read, loaded for all its plates at once
+    (``CaseService._load``) and kept current as the batch is decided, in order."""
+
+    open: dict[str, Case]
+    """plate -> its open case."""
+    latest: dict[str, Case]
+    """plate -> its most recent case, open or closed (plates with a violation in the batch)."""
+    owners: dict[int, OwnerAnswer] = field(default_factory=dict)
+    """id() of each violation of the batch -> its owner, as the registries say."""
+    last_offence: dict[str, datetime | None] = field(default_factory=dict)
+    unlinked: dict[str, list[tuple[str, Sighting]]] = field(default_factory=dict)
+    """plate -> its captures and departures no case held as the batch began, since its earliest
+    violation in the batch, in event-time order."""
+    seen: dict[str, tuple] = field(default_factory=dict)
+    """plate -> (id of its latest case, departures, captures seen since that case's violation)."""
+    linked: set[tuple[str, str]] = field(default_factory=set)
+    """(integrator, event id) of the sightings the batch linked to a case."""
+
+    def keep(self, case: Case) -> None:
+        """A case as the batch's decisions left it."""
+        if case.is_open:
+            self.open[case.plate] = case
+        elif case.plate in self.open and self.open[case.plate].id == case.id:
+            del self.open[case.plate]
+        latest = self.latest.get(case.plate)
+        if latest is None or latest.id == case.id or case.opened_at >= latest.opened_at:
+            self.latest[case.plate] = case
 
 
 class CaseService:
@@ -153,12 +185,7 @@ class CaseService:
         and then kept as a dead letter. Raises only what ``errors.is_transient`` calls the database's
         fault (the caller waits)."""
         async with errors.own_failure() as outcome, self.pool.acquire() as conn, conn.transaction():
-            cameras = await registry.registered_many(
-                conn, [item.camera_id for item, _ in batch if not isinstance(item, Rejected)])
-            revoked = await registry.revoked_among(
-                conn, [topics.integrator_of(self.topics.camera_events, source.topic) for _, source in batch])
-            for item, source in await self._record_plain_sightings(conn, batch, cameras, revoked):
-                await self._handle_one(conn, item, source, cameras, revoked)
+            await self._decide(conn, batch)
         if outcome.failure is None:
             return
         if len(batch) == 1:
@@ -169,36 +196,10 @@ class CaseService:
         await self._decide_batch(batch[:half])
         await self._decide_batch(batch[half:])
 
-    async def _record_plain_sightings(self, conn, batch: list[tuple[object, Source]], cameras: dict[str, Camera],
-                                      revoked: dict[str, datetime]) -> list[tuple[object, Source]]:
-        """Captures and departures of plates with no open case decide nothing: they are only kept (as
-        sightings, once each). Those of the batch are kept here in a constant number of statements
-        (the plates' open cases in one query, the sightings in one; ``cameras``: the batch's); returns
-        the rest of the batch, in order, to be decided one by one. A plate with a violation in the
-        batch keeps all its events there (one plate's events are decided in order)."""
-        violating = {item.plate for item, _ in batch if isinstance(item, events.ViolationDetected)}
-        plain = [(item, source) for item, source in batch
-                 if isinstance(item, (events.VehicleObserved, events.VehicleDeparted)) and item.plate not in violating
-                 and topics.integrator_of(self.topics.camera_events, source.topic) not in (None, *revoked)]
-        if not plain:
-            return batch
-        open_plates = await store.plates_with_open_cases(conn, list({item.plate for item, _ in plain}))
-        rows, kept = [], set()
-        for item, source in plain:
-            integrator = topics.integrator_of(self.topics.camera_events, source.topic)
-            camera = cameras.get(item.camera_id)
-            if item.plate in open_plates or registry.refusal(camera, item.camera_id, integrator) is not None:
-                continue
-            rows.append((item.type, item, sighting_of(item, integrator, camera), camera.zone))
-            kept.add(id(item))
-        if rows:
-            await store.add_sightings(conn, rows, self.clock())
-        return [(item, source) for item, source in batch if id(item) not in kept]
-
     async def _decide_alone(self, item, source: Source, tries: int = 3) -> None:
         for attempt in range(tries):
             async with errors.own_failure() as outcome, self.pool.acquire() as conn, conn.transaction():
-                await self._handle_one(conn, item, source)
+                await self._decide(conn, [(item, source)])
             if outcome.failure is None:
                 return
             if outcome.race:
@@ -234,56 +235,119 @@ class CaseService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 
-    async def _handle_one(self, conn, item, source: Source, cameras: dict[str, Camera] | None = None,
-                          revoked: dict[str, datetime] | None = None) -> None:
-        """Decide one event; ``cameras``: the registered cameras of its batch, ``revoked``: its revoked
-        integrators (None: looked up here)."""
-        now = self.clock()
-        if isinstance(item, Rejected):
-            await self._dead_letter(conn, item, source)
-            return
-        camera, refusal = await self._provenance(conn, item, source, cameras, revoked)
-        if refusal is not None:
-            await self._dead_letter(conn, refusal, source)
-            return
-        sighting = sighting_of(item, topics.integrator_of(self.topics.camera_events, source.topic), camera)
-        if not await store.add_sighting(conn, item.type, item, sighting, camera.zone, now):
-            return  # a replay of an event already decided
-        case = await store.open_case_for(conn, item.plate)
+    async def _decide(self, conn, batch: list[tuple[object, Source]]) -> None:
+        """Decide a batch of camera events, in order, in the caller's transaction, in a constant number
+        of statements for the batch (issue 16): PostgreSQL's clock, the cameras, the revoked
+        integrators, the sightings (replays skipped), what the decisions read (``_load``), then the
+        decisions' writes, each kind in one statement (``store.Batch``). Unusable events are dead
+        letters. Each event is decided by ``_decide_one`` on what the batch's earlier events left."""
+        conn = store.Batch(conn)
+        now = await store.database_now(conn)
+        cameras = await registry.registered_many(
+            conn, [item.camera_id for item, _ in batch if not isinstance(item, Rejected)])
+        revoked = await registry.revoked_among(
+            conn, [topics.integrator_of(self.topics.camera_events, source.topic) for _, source in batch])
+        usable = []
+        for item, source in batch:
+            if isinstance(item, Rejected):
+                await self._dead_letter(conn, item, source, now)
+                continue
+            camera, refusal = self._provenance(item, source, cameras, revoked)
+            if refusal is not None:
+                await self._dead_letter(conn, refusal, source, now)
+                continue
+            usable.append((item, source, sighting_of(item, topics.integrator_of(self.topics.camera_events, source.topic), camera), camera))
+        recorded = await store.add_sightings(
+            conn, [(item.type, item, sighting, camera.zone) for item, _, sighting, camera in usable], now) if usable else set()
+        fresh = []
+        for event in usable:
+            key = (event[2].integrator, event[0].event_id)
+            if key in recorded:  # not a replay, nor a repeat of an earlier event of the batch
+                recorded.discard(key)
+                fresh.append(event)
+        known = await self._load(conn, fresh)
+        for item, source, sighting, camera in fresh:
+            await self._decide_one(conn, known, item, source, sighting, camera, now)
+        await conn.flush()
+
+    async def _load(self, conn, fresh: list[tuple]) -> "Known":
+        """What the decisions of a batch read, in one query each (none when no event needs it)."""
+        violations = [(item, sighting, camera) for item, _, sighting, camera in fresh
+                      if isinstance(item, events.ViolationDetected)]
+        violating = {item.plate for item, _, _ in violations}
+        open_cases, latest = await store.cases_of_plates(conn, [item.plate for item, *_ in fresh], list(violating)) \
+            if fresh else ({}, {})
+        known = Known(open_cases, latest)
+        if not violations:
+            return known
+        answers = await self.owners.owners_for(
+            [(item.plate, item.plate_types_read, item.vehicle_colour) for item, _, _ in violations], conn)
+        known.owners = {id(item): answer for (item, _, _), answer in zip(violations, answers)}
+        counted = [item.plate for item, _, camera in violations if self.zones.rules_for(camera.zone).first_offence_months]
+        if counted:
+            known.last_offence = await store.last_offences(conn, counted)
+        since: dict[str, datetime] = {}
+        until: dict[str, datetime] = {}
+        for item, _, _ in violations:
+            since[item.plate] = min(since.get(item.plate, item.taken_at), item.taken_at)
+            until[item.plate] = max(until.get(item.plate, item.taken_at), item.taken_at)
+        known.unlinked = await store.unlinked_sightings_of(conn, since)
+        stays = {plate: case for plate, case in latest.items()
+                 if plate not in open_cases and case.state in machine.STAY_STATES}
+        if stays:
+            seen = await store.seen_between_many(conn, {
+                plate: (case.violation.taken_at, until[plate], case.violation.camera_id) for plate, case in stays.items()})
+            known.seen = {plate: (stays[plate].id, *found) for plate, found in seen.items()}
+        return known
+
+    async def _decide_one(self, conn, known: "Known", item, source: Source, sighting: Sighting, camera: Camera,
+                          now: datetime) -> None:
+        """What happens to a camera event (kept as a sighting already), on what the batch knows."""
+        if (sighting.integrator, item.event_id) in known.linked:
+            return  # decided already, as an earlier arrival of the case its violation opened
+        case = known.open.get(item.plate)
         if isinstance(item, events.ViolationDetected):
             if case is not None:
                 decision = machine.on_violation(case, sighting, self.rules, now)
-                await self.effects.record(conn, case, decision, now, item.event_id)
+                await self._record(conn, known, case, decision, now, item.event_id)
                 if not machine.needs_new_case(decision, sighting, self.rules):
-                    await store.link_sighting(conn, sighting.integrator, item.event_id, case.id)
+                    await self._link(conn, known, sighting, case)
                     return
-            elif await self._same_stay(conn, item, sighting, camera, now):
+            elif await self._same_stay(conn, known, item, sighting, camera, now):
                 return
-            await self._open(conn, item, sighting, camera, now, source)
+            await self._open(conn, known, item, sighting, camera, now, source)
         elif case is None:
             return  # a sighting or a departure with no open case: kept as a sighting only
         elif isinstance(item, events.VehicleObserved):
-            await store.link_sighting(conn, sighting.integrator, item.event_id, case.id)
-            await self.effects.record(conn, case, machine.on_capture(case, sighting, self.rules, now), now, item.event_id)
+            await self._link(conn, known, sighting, case)
+            await self._record(conn, known, case, machine.on_capture(case, sighting, self.rules, now), now, item.event_id)
         else:
-            await store.link_sighting(conn, sighting.integrator, item.event_id, case.id)
-            await self.effects.record(conn, case, machine.on_departure(case, sighting, self.rules, now), now,
-                                      item.event_id)
+            await self._link(conn, known, sighting, case)
+            await self._record(conn, known, case, machine.on_departure(case, sighting, self.rules, now), now,
+                               item.event_id)
 
-    async def _provenance(self, conn, item, source: Source, cameras: dict[str, Camera] | None = None,
-                          revoked: dict[str, datetime] | None = None) -> tuple[Camera | None, Rejected | None]:
+    async def _record(self, conn, known: "Known", case: Case, decision: machine.Decision, now: datetime,
+                      cause: str) -> None:
+        await self.effects.record(conn, case, decision, now, cause)
+        known.keep(decision.case)
+
+    async def _link(self, conn, known: "Known", sighting: Sighting, case: Case) -> None:
+        await store.link_sighting(conn, sighting.integrator, sighting.event_id, case.id)
+        known.linked.add((sighting.integrator, sighting.event_id))
+
+    def _provenance(self, item, source: Source, cameras: dict[str, Camera],
+                    revoked: dict[str, datetime]) -> tuple[Camera | None, Rejected | None]:
         """The event's camera as registered, or why the event is refused: it came on a topic that names
         no integrator, its camera is unknown, removed, or another integrator's, or its integrator is revoked
-        (``pipeline.cameras``)."""
+        (``pipeline.cameras``). ``cameras``: the registered cameras of its batch, ``revoked``: its revoked
+        integrators."""
         integrator = topics.integrator_of(self.topics.camera_events, source.topic)
         if integrator is None:
             reason = (f"{source.topic} names no integrator: publish camera events to "
                       f"{topics.camera_events_of(self.topics.camera_events, '<your integrator name>')}, "
                       "with your own credentials (docs/integrators.md)")
             return None, Rejected(store_raw(item, source), reason, (events.FieldError(field="(topic)", message=reason),))
-        if cameras is None or revoked is None:
-            camera, problem = await registry.for_event(conn, item.camera_id, integrator)
-        elif integrator in revoked:
+        if integrator in revoked:
             camera, problem = None, registry.revoked_refusal(integrator, revoked[integrator])
         else:
             camera = cameras.get(item.camera_id)
@@ -292,20 +356,25 @@ class CaseService:
             return None, Rejected(store_raw(item, source), problem, (events.FieldError(field="camera_id", message=problem),))
         return camera, None
 
-    async def _same_stay(self, conn, event: events.ViolationDetected, sighting: Sighting, camera: Camera,
-                         now: datetime) -> bool:
+    async def _same_stay(self, conn, known: "Known", event: events.ViolationDetected, sighting: Sighting,
+                         camera: Camera, now: datetime) -> bool:
         """One car, one case per stay: a violation at the place of the plate's closed case, within the
         stay, is added to that case as evidence (linked, noted in the audit log, nothing sent)."""
-        latest = await store.latest_case(conn, event.plate)
+        latest = known.latest.get(event.plate)
         if latest is None or latest.is_open or latest.state not in machine.STAY_STATES:
             return False
         exempt_now = latest.state != State.EXEMPT or self._exemption(event, camera.zone) is not None
-        departures, captures = await store.seen_between(conn, event.plate, latest.violation.taken_at, event.taken_at,
-                                                        latest.violation.camera_id)
+        case_id, departures, captures = known.seen.get(event.plate, (None, [], []))
+        if case_id == latest.id:
+            departures = [at for at in departures if at <= event.taken_at]
+            captures = [c for c in captures if c.taken_at <= event.taken_at]
+        else:  # a case the batch closed: read what was seen since
+            departures, captures = await store.seen_between(conn, event.plate, latest.violation.taken_at,
+                                                            event.taken_at, latest.violation.camera_id)
         decision = machine.again_after_close(latest, sighting, departures, captures, exempt_now, self.rules)
         if decision is None:
             return False
-        await store.link_sighting(conn, sighting.integrator, event.event_id, latest.id)
+        await self._link(conn, known, sighting, latest)
         await store.audit(conn, now, latest.id, self.actor, "evidence",
                           {"cause": event.event_id, "integrator": sighting.integrator, "note": decision.note})
         return True
@@ -313,18 +382,17 @@ class CaseService:
     def _exemption(self, event: events.ViolationDetected, zone: str) -> str | None:
         return self.zones.exemption(event.plate, zone, event.taken_at.astimezone(self.sms.timezone).hour)
 
-    async def _open(self, conn, event: events.ViolationDetected, sighting: Sighting, camera: Camera, now: datetime,
-                    source: Source) -> None:
+    async def _open(self, conn, known: "Known", event: events.ViolationDetected, sighting: Sighting, camera: Camera,
+                    now: datetime, source: Source) -> None:
         """A new case in the zone of the violation's camera, as registered (never a zone the event names)."""
         exemption = self._exemption(event, camera.zone)
-        owner = None if exemption else await self.owners.owner_for(event.plate, conn, event.plate_types_read,
-                                                                    event.vehicle_colour)
+        owner = None if exemption else known.owners[id(event)]
         zone = self.zones.rules_for(camera.zone)
         opening = machine.Opening(
             owner_reachable=owner is not None and owner.found, exempt_reason=exemption, reported_at=source.timestamp,
             owner_problem=(owner and owner.review_reason) or "no_phone", plate_type=owner and owner.plate_type,
             zone=zone,
-            last_offence_at=await store.last_offence(conn, event.plate) if zone.first_offence_months else None,
+            last_offence_at=known.last_offence.get(event.plate) if zone.first_offence_months else None,
             camera_commissioned=camera.commissioned_on if zone.new_camera_days else None)
         decision = machine.open_case(case_id_for(sighting.integrator, event.event_id), event.plate, camera.zone, sighting, opening, now, self.rules)
         case = decision.case
@@ -332,7 +400,8 @@ class CaseService:
         await store.insert_case(conn, case, self.zones.window_seconds(camera.zone), now,
                                 source.partition if from_camera_events else None,
                                 source.topic if from_camera_events else None)
-        await store.link_sighting(conn, sighting.integrator, event.event_id, case.id)
+        known.keep(case)
+        await self._link(conn, known, sighting, case)
         await store.add_outbox(conn, self.topics.case_events, case.plate, events.CaseOpened(
             case_id=str(case.id), plate=case.plate, state=case.state, place=case.place, zone=case.zone,
             location=events.Location(lat=camera.lat, lon=camera.lon), camera_id=event.camera_id,
@@ -343,24 +412,26 @@ class CaseService:
         if decision.closed:
             await self.effects.publish_closed(conn, case, now)
         else:
-            await self._decide_earlier_arrivals(conn, case, now)
+            await self._decide_earlier_arrivals(conn, known, case, now)
 
-    async def _decide_earlier_arrivals(self, conn, case: Case, now: datetime) -> None:
+    async def _decide_earlier_arrivals(self, conn, known: "Known", case: Case, now: datetime) -> None:
         """Out of order (integrators, issue 3): sightings and departures of the plate that arrived
-        before their violation but were taken after it are decided now, in event-time order, so a
-        departure that overtook its violation closes the new case as moved before any SMS leaves."""
-        for kind, sighting in await store.unlinked_sightings_since(conn, case.plate, case.violation.taken_at):
+        before their violation (in an earlier batch, or earlier or later in this one) but were taken
+        after it are decided now, in event-time order, so a departure that overtook its violation
+        closes the new case as moved before any SMS leaves."""
+        for kind, sighting in known.unlinked.get(case.plate, []):
+            if sighting.taken_at < case.violation.taken_at or (sighting.integrator, sighting.event_id) in known.linked:
+                continue
             if not case.is_open:
                 return
-            await store.link_sighting(conn, sighting.integrator, sighting.event_id, case.id)
+            await self._link(conn, known, sighting, case)
             decision = (machine.on_departure(case, sighting, self.rules, now) if kind == "VehicleDeparted"
                         else machine.on_capture(case, sighting, self.rules, now))
-            await self.effects.record(conn, case, decision, now, sighting.event_id)
+            await self._record(conn, known, case, decision, now, sighting.event_id)
             case = decision.case
 
-
-    async def _dead_letter(self, conn, rejected: Rejected, source: Source) -> None:
-        now = self.clock()
+    async def _dead_letter(self, conn, rejected: Rejected, source: Source, now: datetime | None = None) -> None:
+        now = now or self.clock()
         rejected = Rejected(rejected.raw, printable(rejected.reason), tuple(
             events.FieldError(field=printable(e.field), message=printable(e.message)) for e in rejected.errors))
         field_errors = [e.model_dump() for e in rejected.errors]

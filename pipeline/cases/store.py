@@ -76,7 +76,7 @@ async def add_sighting(conn, kind: str, event, sighting: Sighting, zone: str, re
 async def add_sightings(conn, rows: list[tuple], received_at: datetime) -> set[tuple[str, str]]:
     """``add_sighting`` for many events in two statements' worth of one: ``rows`` are (kind, event,
     sighting, zone). Returns the (integrator, event_id) of those recorded now (the others are
-    replays, or repeated within ``rows``)."""
+    replays); of an event repeated within ``rows``, the first is recorded."""
     columns: list[list] = [[] for _ in range(13)]
     for kind, event, sighting, zone in rows:
         evidence = getattr(event, "evidence", None)
@@ -90,9 +90,10 @@ async def add_sightings(conn, rows: list[tuple], received_at: datetime) -> set[t
         """WITH input AS (
                SELECT DISTINCT ON (integrator, event_id) * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
                    $5::text[], $6::timestamptz[], $7::float8[], $8::float8[], $9::text[], $10::text[], $11::text[],
-                   $12::float8[], $13::float8[])
+                   $12::float8[], $13::float8[]) WITH ORDINALITY
                    AS t(integrator, event_id, kind, plate, camera_id, taken_at, lat, lon, place, zone, evidence,
-                        reported_lat, reported_lon)),
+                        reported_lat, reported_lon, n)
+               ORDER BY integrator, event_id, n),
            fresh AS (INSERT INTO sighting_ids (integrator, event_id, received_at)
                      SELECT integrator, event_id, $14 FROM input
                      ON CONFLICT (integrator, event_id) DO NOTHING RETURNING integrator, event_id)
@@ -114,9 +115,32 @@ async def plates_with_open_cases(conn, plates: list[str]) -> set[str]:
     return {r["plate"] for r in rows}
 
 
+LINK_SIGHTING = "UPDATE sightings SET case_id = $3 WHERE integrator = $1 AND event_id = $2"
+
+
+async def cases_of_plates(conn, plates: list[str], latest_of: list[str]) -> tuple[dict[str, Case], dict[str, Case]]:
+    """For a batch, in one query: the open case of each of ``plates`` that has one (``open_case_for``),
+    and the most recent case, open or closed, of each of ``latest_of`` (``latest_case``), all locked,
+    in plate order."""
+    rows = await conn.fetch(
+        f"""SELECT {CASE_COLUMNS} FROM cases WHERE id IN (
+                SELECT id FROM cases WHERE plate = ANY($1::text[]) AND state IN ('detected', 'warned', 'rechecking')
+                UNION ALL
+                SELECT latest.id FROM unnest($2::text[]) AS p(plate) CROSS JOIN LATERAL (
+                    SELECT id FROM cases WHERE plate = p.plate ORDER BY opened_at DESC LIMIT 1) AS latest)
+            ORDER BY plate, opened_at FOR NO KEY UPDATE""",
+        sorted(set(plates)), sorted(set(latest_of)))
+    open_cases, latest, latest_of = {}, {}, set(latest_of)
+    for case in map(case_from_row, rows):
+        if case.plate in latest_of:
+            latest[case.plate] = case
+        if case.is_open:
+            open_cases[case.plate] = case
+    return open_cases, latest
+
+
 async def link_sighting(conn, integrator: str, event_id: str, case_id: UUID) -> None:
-    await conn.execute("UPDATE sightings SET case_id = $3 WHERE integrator = $1 AND event_id = $2",
-                       integrator, event_id, case_id)
+    await conn.execute(LINK_SIGHTING, integrator, event_id, case_id)
 
 
 async def open_case_for(conn, plate: str) -> Case | None:
@@ -180,52 +204,68 @@ async def postpone(conn, case_id: UUID) -> None:
     await conn.execute("UPDATE cases SET wake_at = now() + interval '5 minutes' WHERE id = $1", case_id)
 
 
+INSERT_CASE = f"""INSERT INTO cases ({CASE_COLUMNS}, updated_at, source_partition, source_topic) VALUES
+    ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24,
+     $25, $26, $27)"""
+
+
 async def insert_case(conn, case: Case, window_seconds: int, now: datetime, source_partition: int | None = None,
                       source_topic: str | None = None) -> None:
     """``source_topic``, ``source_partition``: the camera-events topic and partition that carried the
     violation (see ``watermarks``)."""
+    if isinstance(conn, Batch):
+        conn.opened[case.id] = (len(conn.waiting[INSERT_CASE]), window_seconds, source_partition, source_topic)
+    await conn.execute(INSERT_CASE, *_case_row(case, window_seconds, now, source_partition, source_topic))
+    await evidence_images.want(conn, case.id, case.violation)
+
+
+def _case_row(case: Case, window_seconds: int, now: datetime, source_partition: int | None,
+              source_topic: str | None) -> tuple:
     v = case.violation
-    await conn.execute(
-        f"""INSERT INTO cases ({CASE_COLUMNS}, updated_at, source_partition, source_topic) VALUES
-            ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-             $23, $24, $25, $26, $27)""",
-        case.id, case.plate, case.state.value, case.zone, case.place, v.camera_id, v.lat, v.lon,
-        sighting_to_json(v), sighting_to_json(case.latest_capture), window_seconds, v.taken_at, case.opened_at,
-        case.warned_at, case.deadline_at, case.wake_at, case.closed_at, case.reason, case.warning_delivered_at,
-        sighting_to_json(case.fresh_capture), case.left_at, case.caution, case.confirm, case.plate_type, now,
-        source_partition, source_topic,
-    )
-    await evidence_images.want(conn, case.id, v)
+    return (case.id, case.plate, case.state.value, case.zone, case.place, v.camera_id, v.lat, v.lon,
+            sighting_to_json(v), sighting_to_json(case.latest_capture), window_seconds, v.taken_at, case.opened_at,
+            case.warned_at, case.deadline_at, case.wake_at, case.closed_at, case.reason, case.warning_delivered_at,
+            sighting_to_json(case.fresh_capture), case.left_at, case.caution, case.confirm, case.plate_type, now,
+            source_partition, source_topic)
+
+
+UPDATE_CASE = """UPDATE cases SET state = $2, latest_capture = $3, warned_at = $4, deadline_at = $5, wake_at = $6,
+    closed_at = $7, reason = $8, warning_delivered_at = $9, updated_at = $10, fresh_capture = $11, left_at = $12
+    WHERE id = $1"""
 
 
 async def update_case(conn, case: Case, now: datetime) -> None:
-    await conn.execute(
-        """UPDATE cases SET state = $2, latest_capture = $3, warned_at = $4, deadline_at = $5, wake_at = $6,
-           closed_at = $7, reason = $8, warning_delivered_at = $9, updated_at = $10, fresh_capture = $11,
-           left_at = $12 WHERE id = $1""",
-        case.id, case.state.value, sighting_to_json(case.latest_capture), case.warned_at, case.deadline_at,
-        case.wake_at, case.closed_at, case.reason, case.warning_delivered_at, now, sighting_to_json(case.fresh_capture),
-        case.left_at,
-    )
+    """Save a case's new state. In a ``Batch``, a case the batch opened is inserted as it ends up."""
+    opened = conn.opened.get(case.id) if isinstance(conn, Batch) else None
+    if opened is not None:
+        row, window_seconds, source_partition, source_topic = opened
+        conn.waiting[INSERT_CASE][row] = _case_row(case, window_seconds, now, source_partition, source_topic)
+    else:
+        await conn.execute(
+            UPDATE_CASE,
+            case.id, case.state.value, sighting_to_json(case.latest_capture), case.warned_at, case.deadline_at,
+            case.wake_at, case.closed_at, case.reason, case.warning_delivered_at, now,
+            sighting_to_json(case.fresh_capture), case.left_at,
+        )
     await evidence_images.want(conn, case.id, case.fresh_capture)
+
+
+ADD_SMS = """INSERT INTO sms_messages (id, case_id, kind, phone, params, next_attempt_at, created_at)
+    VALUES ($1, $2, $3, $4, $5, now(), $6) ON CONFLICT (case_id, kind) DO NOTHING"""
 
 
 async def add_sms(conn, case_id: UUID, kind: str, phone: str, params: dict, now: datetime) -> None:
     """One SMS per (case, kind): a second call for the same pair does nothing. Due at once, on
     PostgreSQL's clock (a worker whose clock runs ahead cannot postpone it for the others). Its id is
     ``restore.sms_id_for(case, kind)``: a replay after a restore queues the same message again."""
-    await conn.execute(
-        """INSERT INTO sms_messages (id, case_id, kind, phone, params, next_attempt_at, created_at)
-           VALUES ($1, $2, $3, $4, $5, now(), $6) ON CONFLICT (case_id, kind) DO NOTHING""",
-        sms_id_for(case_id, kind), case_id, kind, phone, params, now,
-    )
+    await conn.execute(ADD_SMS, sms_id_for(case_id, kind), case_id, kind, phone, params, now)
+
+
+WITHDRAW_WARNING = "UPDATE sms_messages SET status = 'withdrawn' WHERE case_id = $1 AND kind = 'warning' AND status = 'pending'"
 
 
 async def withdraw_warning(conn, case_id: UUID) -> None:
-    await conn.execute(
-        "UPDATE sms_messages SET status = 'withdrawn' WHERE case_id = $1 AND kind = 'warning' AND status = 'pending'",
-        case_id,
-    )
+    await conn.execute(WITHDRAW_WARNING, case_id)
 
 
 async def database_now(conn) -> datetime:
@@ -276,6 +316,17 @@ async def sms_sending(conn, sms_id: UUID, text: str, worker: str, lease_seconds:
     )
 
 
+async def sms_sending_many(conn, texts: dict[UUID, str], worker: str, lease_seconds: float) -> dict[UUID, int]:
+    """``sms_sending`` for many claimed messages (id -> text) in one statement: id -> attempt number."""
+    rows = await conn.fetch(
+        """UPDATE sms_messages s SET status = 'sending', text = u.text, sending_since = now(), sending_by = $3,
+               lease_until = clock_timestamp() + make_interval(secs => $4), attempts = s.attempts + 1
+           FROM unnest($1::uuid[], $2::text[]) AS u(id, text)
+           WHERE s.id = u.id RETURNING s.id, s.attempts""",
+        list(texts), list(texts.values()), worker, lease_seconds)
+    return {r["id"]: r["attempts"] for r in rows}
+
+
 async def renew_sms_leases(conn, sms_ids: list[UUID], worker: str, lease_seconds: float) -> int:
     """Extend ``worker``'s leases on messages it is still sending; returns how many it still holds."""
     result = await conn.execute(
@@ -301,6 +352,25 @@ async def lock_answered_sms(conn, sms_id: UUID, attempt: int, worker: str):
     )
 
 
+async def lock_answered_many(conn, answered: list[tuple[UUID, int]], worker: str) -> dict[UUID, dict]:
+    """``lock_answered_sms`` for many (id, attempt) in one query: id -> row, for those whose answer counts."""
+    rows = await conn.fetch(
+        f"""SELECT {SMS_ROW}
+            FROM sms_messages s JOIN cases c ON c.id = s.case_id
+            JOIN unnest($1::uuid[], $2::int[]) AS a(id, attempt) ON a.id = s.id AND s.attempts = a.attempt
+            WHERE (s.status = 'sending' AND s.sending_by = $3) OR s.status = 'pending'
+            ORDER BY s.id FOR NO KEY UPDATE OF s""",
+        [sms_id for sms_id, _ in answered], [attempt for _, attempt in answered], worker)
+    return {r["id"]: r for r in rows}
+
+
+async def cases_by_id(conn, case_ids: list[UUID]) -> dict[UUID, Case]:
+    """``get_case(lock=True)`` for many cases in one query (locked in id order)."""
+    rows = await conn.fetch(f"SELECT {CASE_COLUMNS} FROM cases WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE",
+                            sorted(set(case_ids)))
+    return {r["id"]: case_from_row(r) for r in rows}
+
+
 async def claim_in_doubt_sms(conn, limit: int):
     """Messages left ``sending`` whose lease ran out (on PostgreSQL's clock): their sender died, lost
     PostgreSQL, or had no answer from the gateway, and stopped renewing. With the time of the first
@@ -314,12 +384,12 @@ async def claim_in_doubt_sms(conn, limit: int):
     )
 
 
+SMS_ACCEPTED = """UPDATE sms_messages SET status = 'accepted', text = $2, accepted_at = $3, gateway_ref = $4,
+    last_error = NULL, lease_until = NULL WHERE id = $1"""
+
+
 async def sms_accepted(conn, sms_id: UUID, text: str, at: datetime, gateway_ref: str) -> None:
-    await conn.execute(
-        """UPDATE sms_messages SET status = 'accepted', text = $2, accepted_at = $3, gateway_ref = $4,
-           last_error = NULL, lease_until = NULL WHERE id = $1""",
-        sms_id, text, at, gateway_ref,
-    )
+    await conn.execute(SMS_ACCEPTED, sms_id, text, at, gateway_ref)
 
 
 async def sms_retry(conn, sms_id: UUID, error: str, delay_seconds: float, horizon_seconds: float) -> bool:
@@ -375,17 +445,18 @@ async def issue_ticket(conn, case: Case, deadline_at: datetime, evidence: list[d
     )
 
 
+AUDIT = "INSERT INTO audit_log (at, case_id, actor, action, detail) VALUES ($1, $2, $3, $4, $5)"
+
+
 async def audit(conn, at: datetime, case_id: UUID | None, actor: str, action: str, detail: dict) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (at, case_id, actor, action, detail) VALUES ($1, $2, $3, $4, $5)",
-        at, case_id, actor, action, detail,
-    )
+    await conn.execute(AUDIT, at, case_id, actor, action, detail)
+
+
+ADD_OUTBOX = "INSERT INTO outbox (topic, key, value) VALUES ($1, $2, $3)"
 
 
 async def add_outbox(conn, topic: str, key: str, message: BaseModel) -> None:
-    await conn.execute(
-        "INSERT INTO outbox (topic, key, value) VALUES ($1, $2, $3)", topic, key.encode(), encode(message)
-    )
+    await conn.execute(ADD_OUTBOX, topic, key.encode(), encode(message))
 
 
 async def add_dead_letter(conn, topic: str, partition: int, offset: int, key: bytes | None, reason: str,
@@ -441,9 +512,11 @@ async def keep_delivery_report(pool, sms_id: UUID, status: str, reported_at: dat
 
 
 async def claim_delivery_reports(conn, limit: int):
-    """Unapplied reports whose message row is free now and whose acceptance is recorded, oldest first."""
+    """Unapplied reports whose message row is free now and whose acceptance is recorded, oldest first,
+    with their message as it stands (``sms_status``, ``case_id``, ``kind``, ``accepted_at``, ``delivered_at``)."""
     return await conn.fetch(
-        """SELECT r.id, r.sms_id, r.status, r.detail, r.reported_at, r.received_at
+        """SELECT r.id, r.sms_id, r.status, r.detail, r.reported_at, r.received_at, s.status AS sms_status,
+                  s.case_id, s.kind, s.accepted_at, s.delivered_at
            FROM sms_delivery_reports r JOIN sms_messages s ON s.id = r.sms_id
            WHERE r.applied_at IS NULL AND s.status NOT IN ('pending', 'sending')
            ORDER BY r.id LIMIT $1 FOR NO KEY UPDATE OF r, s SKIP LOCKED""",
@@ -457,26 +530,43 @@ async def set_report_aside(conn, report_id: int, problem: str) -> None:
                        report_id, problem[:500])
 
 
-async def apply_delivery(conn, report):
-    """Move the message's status forward for a report (never back from delivered); returns the message.
-    The report's time counts within [acceptance, the report's arrival] (``machine.delivery_moment``)."""
-    sms_id, status = report["sms_id"], report["status"]
-    accepted_at = await conn.fetchval("SELECT accepted_at FROM sms_messages WHERE id = $1", sms_id)
-    at = delivery_moment(report["reported_at"], accepted_at, report["received_at"])
-    if status == "delivered":
-        await conn.execute(
-            "UPDATE sms_messages SET status = 'delivered', delivered_at = coalesce(delivered_at, $2) WHERE id = $1",
-            sms_id, at)
-    elif status == "smsc_accepted":
-        await conn.execute(
-            "UPDATE sms_messages SET smsc_accepted_at = coalesce(smsc_accepted_at, $2) WHERE id = $1", sms_id, at)
-    elif status in ("failed", "smsc_rejected"):
-        await conn.execute(
-            """UPDATE sms_messages SET status = 'undelivered', failed_at = coalesce(failed_at, $2), last_error = $3
-               WHERE id = $1 AND status <> 'delivered'""", sms_id, at, f"{status} {report['detail']}".strip()[:500])
-    await conn.execute("UPDATE sms_delivery_reports SET applied_at = now() WHERE id = $1", report["id"])
-    return await conn.fetchrow("SELECT id, case_id, kind, status, accepted_at, delivered_at FROM sms_messages WHERE id = $1",
-                               sms_id)
+APPLY_DELIVERY = """UPDATE sms_messages SET
+    status = CASE WHEN $2 = 'delivered' THEN 'delivered'
+                  WHEN $2 IN ('failed', 'smsc_rejected') AND status <> 'delivered' THEN 'undelivered' ELSE status END,
+    delivered_at = CASE WHEN $2 = 'delivered' THEN coalesce(delivered_at, $3) ELSE delivered_at END,
+    smsc_accepted_at = CASE WHEN $2 = 'smsc_accepted' THEN coalesce(smsc_accepted_at, $3) ELSE smsc_accepted_at END,
+    failed_at = CASE WHEN $2 IN ('failed', 'smsc_rejected') AND status <> 'delivered' THEN coalesce(failed_at, $3)
+                     ELSE failed_at END,
+    last_error = CASE WHEN $2 IN ('failed', 'smsc_rejected') AND status <> 'delivered' THEN $4 ELSE last_error END
+    WHERE id = $1"""
+"""A report moves its message's status forward (never back from delivered); one statement for every status."""
+
+REPORT_APPLIED = "UPDATE sms_delivery_reports SET applied_at = now() WHERE id = $1"
+
+
+def delivery_applied(report, sms: dict) -> dict:
+    """``sms`` (its ``status`` and ``delivered_at``) after ``APPLY_DELIVERY`` for ``report`` (a row of
+    ``claim_delivery_reports``): what a batch of reports knows without reading the row again."""
+    at = delivery_moment(report["reported_at"], report["accepted_at"], report["received_at"])
+    if report["status"] == "delivered":
+        return sms | {"status": "delivered", "delivered_at": sms["delivered_at"] or at}
+    if report["status"] in ("failed", "smsc_rejected") and sms["status"] != "delivered":
+        return sms | {"status": "undelivered"}
+    return sms
+
+
+async def apply_delivery(conn, report, sms: dict | None = None) -> dict:
+    """Apply a report (a row of ``claim_delivery_reports``) to its message, ``sms`` (id, case_id, kind,
+    status, delivered_at) as it stands before (default: as claimed); returns it after. The report's
+    time counts within [acceptance, the report's arrival] (``machine.delivery_moment``)."""
+    if sms is None:
+        sms = {"id": report["sms_id"], "case_id": report["case_id"], "kind": report["kind"],
+               "status": report["sms_status"], "delivered_at": report["delivered_at"]}
+    at = delivery_moment(report["reported_at"], report["accepted_at"], report["received_at"])
+    await conn.execute(APPLY_DELIVERY, report["sms_id"], report["status"], at,
+                       f"{report['status']} {report['detail']}".strip()[:500])
+    await conn.execute(REPORT_APPLIED, report["id"])
+    return delivery_applied(report, sms)
 
 
 async def publish_delivered(conn, topic: str, before: Case, after: Case, sms) -> None:
@@ -504,6 +594,23 @@ async def unlinked_sightings_since(conn, plate: str, since: datetime) -> list[tu
                                  (r["evidence"] or {}).get("image_url"), r["integrator"])) for r in rows]
 
 
+async def unlinked_sightings_of(conn, since: dict[str, datetime]) -> dict[str, list[tuple[str, Sighting]]]:
+    """``unlinked_sightings_since`` for many plates (plate -> since) in one query."""
+    rows = await conn.fetch(
+        """SELECT s.plate, s.kind, s.integrator, s.event_id, s.camera_id, s.taken_at, s.lat, s.lon, s.place, s.evidence
+           FROM unnest($1::text[], $2::timestamptz[]) AS p(plate, since)
+           JOIN sightings s ON s.plate = p.plate AND s.case_id IS NULL AND s.taken_at >= p.since
+                           AND s.kind IN ('VehicleObserved', 'VehicleDeparted')
+           ORDER BY s.taken_at, s.integrator, s.event_id""",
+        list(since), list(since.values()))
+    found: dict[str, list[tuple[str, Sighting]]] = {plate: [] for plate in since}
+    for r in rows:
+        found[r["plate"]].append((r["kind"], Sighting(r["event_id"], r["camera_id"], r["taken_at"], r["lat"], r["lon"],
+                                                      r["place"] or "", (r["evidence"] or {}).get("image_url"),
+                                                      r["integrator"])))
+    return found
+
+
 async def latest_case(conn, plate: str) -> Case | None:
     """The plate's most recent case (open or closed), locked."""
     row = await conn.fetchrow(
@@ -527,6 +634,41 @@ async def seen_between(conn, plate: str, since: datetime, until: datetime, camer
     return departures, captures
 
 
+async def seen_between_many(conn, asks: dict[str, tuple[datetime, datetime, str]],
+                            limit: int = 200) -> dict[str, tuple[list[datetime], list[Sighting]]]:
+    """``seen_between`` for many plates (plate -> (since, until, camera_id)) in one query."""
+    rows = await conn.fetch(
+        """SELECT p.plate, s.* FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[])
+                AS p(plate, since, until, camera_id)
+           CROSS JOIN LATERAL (
+               SELECT kind, integrator, event_id, camera_id, taken_at, lat, lon, place FROM sightings
+               WHERE plate = p.plate AND taken_at BETWEEN p.since AND p.until
+                 AND (kind = 'VehicleDeparted' OR camera_id <> p.camera_id)
+               ORDER BY taken_at LIMIT $5) AS s""",
+        list(asks), [a[0] for a in asks.values()], [a[1] for a in asks.values()], [a[2] for a in asks.values()], limit)
+    found: dict[str, tuple[list[datetime], list[Sighting]]] = {plate: ([], []) for plate in asks}
+    for r in rows:
+        departures, captures = found[r["plate"]]
+        if r["kind"] == "VehicleDeparted":
+            departures.append(r["taken_at"])
+        else:
+            captures.append(Sighting(r["event_id"], r["camera_id"], r["taken_at"], r["lat"], r["lon"], r["place"] or "",
+                                     integrator=r["integrator"]))
+    return found
+
+
+async def last_offences(conn, plates: list[str]) -> dict[str, datetime | None]:
+    """``last_offence`` for many plates in one query."""
+    rows = await conn.fetch(
+        """SELECT p.plate, greatest(
+                      (SELECT max(issued_at) FROM tickets t WHERE t.plate = p.plate AND voided_at IS NULL),
+                      (SELECT max(detected_at) FROM cases c WHERE c.plate = p.plate
+                                                             AND state IN ('cautioned', 'to_confirm'))) AS at
+           FROM unnest($1::text[]) AS p(plate)""",
+        list(set(plates)))
+    return {r["plate"]: r["at"] for r in rows}
+
+
 async def last_offence(conn, plate: str) -> datetime | None:
     """When the plate last had a ticket that stands, or a warning notice (or a ticket to confirm)."""
     return await conn.fetchval(
@@ -545,14 +687,24 @@ def new_driver_code() -> str:
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(DRIVER_CODE_LENGTH))
 
 
+SET_DRIVER_CODE = "UPDATE cases SET driver_code = $2 WHERE id = $1"
+
+
 async def give_driver_code(conn, case_id: UUID, draw=new_driver_code, attempts: int = 5) -> str:
     """A random code for the driver page, unique among all cases (a unique index): a code already
-    given is drawn again, in a savepoint so the caller's transaction goes on."""
+    given is drawn again, in a savepoint so the caller's transaction goes on. In a ``Batch`` the
+    code is set with the batch's writes, with no savepoint: a code already given (50 random bits:
+    about one in a billion with a million codes out) fails the batch, which is then decided in
+    smaller parts, each drawing again."""
+    if isinstance(conn, Batch):
+        code = draw()
+        await conn.execute(SET_DRIVER_CODE, case_id, code)
+        return code
     for _ in range(attempts):
         code = draw()
         try:
             async with conn.transaction():
-                await conn.execute("UPDATE cases SET driver_code = $2 WHERE id = $1", case_id, code)
+                await conn.execute(SET_DRIVER_CODE, case_id, code)
             return code
         except asyncpg.UniqueViolationError:
             continue
@@ -571,3 +723,38 @@ async def case_for_driver_code(conn, code: str, grace: timedelta):
     return await conn.fetchrow(
         """SELECT plate, state, place, lat, lon, deadline_at FROM cases
            WHERE driver_code = $1 AND (closed_at IS NULL OR closed_at > now() - $2::interval)""", code, grace)
+
+
+class Batch:
+    """A connection whose case writes wait for ``flush``, for a batch of decisions (issue 16): each
+    kind of write (``WAITING``, in this order) is then sent as one ``executemany``, one round trip
+    for the batch. The order keeps what each write needs: the cases that were there are updated
+    before the batch's new cases are inserted (a plate's case is closed before its next one opens:
+    one open case per plate), a new case is inserted as the batch leaves it (``update_case``) and
+    before it is linked, audited or given SMS rows, and a warning is queued before it can be
+    withdrawn. Reads, and the writes not in ``WAITING`` (tickets, dead letters), go to the
+    connection at once: they read nothing a waiting write changes."""
+
+    WAITING = (UPDATE_CASE, INSERT_CASE, SET_DRIVER_CODE, LINK_SIGHTING, evidence_images.WANT, AUDIT, ADD_SMS,
+               WITHDRAW_WARNING, SMS_ACCEPTED, APPLY_DELIVERY, REPORT_APPLIED, ADD_OUTBOX)
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.waiting: dict[str, list[tuple]] = {sql: [] for sql in self.WAITING}
+        self.opened: dict[UUID, tuple] = {}
+        """The cases the batch opened: id -> (their row in the INSERT_CASE rows, and what else it holds)."""
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+    async def execute(self, sql: str, *args):
+        if sql in self.waiting:
+            self.waiting[sql].append(args)
+            return None
+        return await self.conn.execute(sql, *args)
+
+    async def flush(self) -> None:
+        for sql, rows in self.waiting.items():
+            if rows:
+                await self.conn.executemany(sql, rows)
+                rows.clear()

@@ -17,13 +17,16 @@ _OF_CASE = """(f.case_id = $1 OR f.integrator IN (
 violation of a case an officer warned again: ``want`` keeps the first case's row)."""
 
 
+WANT = """INSERT INTO evidence_fetches (integrator, event_id, case_id, url) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (integrator, event_id) DO NOTHING"""
+
+
 async def want(conn, case_id: UUID, sighting) -> None:
     """Fetch the image of ``sighting`` (a case's violation or fresh capture), once; nothing without a URL."""
     if sighting is None or not sighting.evidence_url:
         return
     await conn.execute(
-        """INSERT INTO evidence_fetches (integrator, event_id, case_id, url) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (integrator, event_id) DO NOTHING""",
+        WANT,
         sighting.integrator or "", sighting.event_id, case_id, sighting.evidence_url)
 
 

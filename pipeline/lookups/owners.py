@@ -51,6 +51,11 @@ class OwnerDirectory(Protocol):
         type, or the types of the plate colour it read; None: it read neither); ``vehicle_colour``:
         the body colour it read, if any."""
 
+    async def owners_for(self, lookups: list[tuple[str, Collection[str] | None, str | None]],
+                         conn: asyncpg.Connection) -> list[OwnerAnswer]:
+        """``owner_for`` (at now) for each (plate, plate_types, vehicle_colour) of a batch: one query
+        for all the plates not cached."""
+
     def invalidate(self, plate: str) -> None:
         """Forget what is cached for ``plate``: the next lookup reads the registries."""
 
@@ -65,6 +70,9 @@ _REGISTRATIONS = """
       LEFT JOIN sms_opt_out o ON o.phone = c.phone
      WHERE p.plate = $1 AND p.retired_at IS NULL
      ORDER BY p.plate_type"""
+
+_REGISTRATIONS_OF_PLATES = _REGISTRATIONS.replace(
+    "SELECT p.plate_type", "SELECT p.plate, p.plate_type").replace("p.plate = $1", "p.plate = ANY($1::text[])")
 
 
 def decide_owner(registrations: list, plate_types: Collection[str] | None, vehicle_colour: str | None) -> OwnerAnswer:
@@ -110,6 +118,21 @@ class PostgresOwnerDirectory:
             if at is None and self._cache is not None:
                 self._cache[plate] = registrations
         return decide_owner(registrations, plate_types, vehicle_colour)
+
+    async def owners_for(self, lookups: list[tuple[str, Collection[str] | None, str | None]],
+                         conn: asyncpg.Connection) -> list[OwnerAnswer]:
+        registrations = {plate: self._cache[plate] for plate, _, _ in lookups
+                         if self._cache is not None and plate in self._cache}
+        missing = sorted({plate for plate, _, _ in lookups} - set(registrations))
+        if missing:
+            self.queries += 1
+            found: dict[str, list[dict]] = {plate: [] for plate in missing}
+            for r in await conn.fetch(_REGISTRATIONS_OF_PLATES, missing, None):
+                found[r["plate"]].append({k: v for k, v in r.items() if k != "plate"})
+            if self._cache is not None:
+                self._cache.update(found)
+            registrations |= found
+        return [decide_owner(registrations[plate], types, colour) for plate, types, colour in lookups]
 
     def invalidate(self, plate: str) -> None:
         """Forget what is cached for ``plate`` (its registration or contacts changed)."""

@@ -80,27 +80,66 @@ class SmsService:
         answer (an answer that comes after the lease ran out still counts if the message was not
         sent again). Messages whose lease ran out are settled by ``settle_in_doubt_sms``.
 
-        Each message is prepared on its own (a savepoint): one that cannot be (its text cannot be
-        rendered, say) is set aside with the reason, its case goes to review, and the others go on.
-        A phone that already had ``daily_limit`` messages today gets no more: a warning over the
-        limit fails for good (its case goes to review).
+        The messages to send are marked ``sending`` in one statement (``_mark_sending``); a message
+        that cannot be prepared (its text cannot be rendered, say) is set aside with the reason, its
+        case goes to review, and the others go on. A phone that already had ``daily_limit`` messages
+        today gets no more: a warning over the limit fails for good (its case goes to review).
         """
         async with self.pool.acquire() as conn, conn.transaction():
             now = await store.database_now(conn)
             rows = await store.claim_due_sms(conn, limit)
             sent_today = await store.sms_sent_since(conn, [r["phone"] for r in rows], self._local_midnight(now))
             sent_before = await restore.sms_sent_before(conn, [r["id"] for r in rows])
-            to_send: list[tuple[OutgoingSms, int]] = []
-            for row in rows:
-                outgoing = await self._each_row(conn, row, now, self._prepare, sent_today, sent_before)
-                if outgoing is not None:
-                    to_send.append(outgoing)
+            to_send = await self._mark_sending(conn, rows, now, sent_today, sent_before)
         if not to_send:
             return len(rows)
         async with self._leases_held([sms.id for sms, _ in to_send]):
             results = await asyncio.gather(*(gateway.send(sms) for sms, _ in to_send), return_exceptions=True)
         await self._record_answers(to_send, results)
         return len(rows)
+
+    async def _mark_sending(self, conn, rows, now: datetime, sent_today: dict[str, int],
+                            sent_before: dict[UUID, restore.SentBefore]) -> list[tuple[OutgoingSms, int]]:
+        """The claimed messages to send now, with their attempt numbers: those rendered here are marked
+        ``sending`` in one statement (in a savepoint). The rest (settled without sending, or that
+        cannot be rendered, or were accepted before the database was restored: ``sent_before``), and all
+        of them if that statement fails, go one by one (``_prepare``)."""
+        before = dict(sent_today)
+        texts_of, one_by_one = {}, []
+        for row in rows:
+            text = None
+            if row["id"] not in sent_before and not self._settles_without_sending(row, sent_today):
+                try:
+                    text = self._render(row, now)
+                except Exception:  # noqa: BLE001 - prepared alone below, and set aside with the reason
+                    pass
+            if text is None:
+                one_by_one.append(row)
+            else:
+                texts_of[row["id"]] = text
+                sent_today[row["phone"]] = sent_today.get(row["phone"], 0) + 1
+        attempts = {}
+        if texts_of:
+            async with errors.own_failure(conn) as outcome:
+                attempts = await store.sms_sending_many(conn, texts_of, self.sms.worker,
+                                                        self.sms.in_doubt_after.total_seconds())
+            if outcome.failure is not None:
+                log.warning("marking %d SMS as sending failed (%s); one by one", len(texts_of), outcome)
+                sent_today.clear()
+                sent_today.update(before)
+                texts_of, attempts, one_by_one = {}, {}, list(rows)
+        to_send = [(OutgoingSms(row["id"], row["phone"], texts_of[row["id"]]), attempts[row["id"]])
+                   for row in rows if row["id"] in attempts]
+        for row in one_by_one:
+            outgoing = await self._each_row(conn, row, now, self._prepare, sent_today, sent_before)
+            if outgoing is not None:
+                to_send.append(outgoing)
+        return to_send
+
+    def _settles_without_sending(self, row, sent_today: dict[str, int]) -> bool:
+        """``_prepare`` settles this message without sending it (withdrawn, reported, over the daily limit)."""
+        return (row["kind"] == "warning" and row["case_state"] != State.DETECTED or row["first_report_at"] is not None
+                or sent_today.get(row["phone"], 0) >= self.sms.daily_limit)
 
     async def _prepare(self, conn, row, now: datetime, sent_today: dict[str, int],
                        sent_before: dict[UUID, restore.SentBefore]) -> tuple[OutgoingSms, int] | None:
@@ -189,8 +228,18 @@ class SmsService:
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     now = await store.database_now(conn)
-                    for (sms, attempt), result in zip(sent, results):
-                        row = await store.lock_answered_sms(conn, sms.id, attempt, self.sms.worker)
+                    rows = await store.lock_answered_many(conn, [(sms.id, attempt) for sms, attempt in sent],
+                                                          self.sms.worker)
+                    accepted = [(rows[sms.id], sms.text, Accepted(now, result.gateway_ref))
+                                for (sms, _), result in zip(sent, results)
+                                if sms.id in rows and isinstance(result, Accepted)]
+                    answers = list(zip(sent, results))
+                    if accepted and await self._all_accepted(conn, accepted, now):
+                        recorded = {row["id"] for row, _, _ in accepted}
+                        answers = [((sms, attempt), result) for (sms, attempt), result in answers
+                                   if sms.id not in recorded]
+                    for (sms, attempt), result in answers:
+                        row = rows.get(sms.id)
                         if row is None:
                             log.warning("SMS %s: the gateway answered (%s) after the message was settled or "
                                         "sent again", sms.id, type(result).__name__)
@@ -212,6 +261,24 @@ class SmsService:
                           len(sent), errors.describe(exc), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def _all_accepted(self, conn, accepted: list[tuple], now: datetime) -> bool:
+        """Record acceptances (row, text, ``Accepted``) in a constant number of statements, in a
+        savepoint: the messages, their warnings' cases (``machine.on_warning_accepted``), audit and
+        outbox rows (``store.Batch``). False, with nothing recorded, if that fails for a reason of
+        its own: the caller records them one by one."""
+        async with errors.own_failure(conn) as outcome:
+            batch = store.Batch(conn)
+            cases = await store.cases_by_id(conn, [row["case_id"] for row, _, _ in accepted if row["kind"] == "warning"])
+            for row, text, result in accepted:
+                await store.sms_accepted(batch, row["id"], text, result.at, result.gateway_ref)
+                if row["kind"] == "warning":
+                    cases[row["case_id"]] = await self._warning_accepted(batch, row, cases[row["case_id"]], result, now)
+            await batch.flush()
+        if outcome.failure is not None:
+            log.warning("recording %d acceptances failed (%s); one by one", len(accepted), outcome)
+            return False
+        return True
 
     async def settle_in_doubt_sms(self, limit: int = 50) -> int:
         """Settle messages whose sender's lease ran out (on PostgreSQL's clock): the sender died, lost
@@ -268,6 +335,8 @@ class SmsService:
         async with self.pool.acquire() as conn, conn.transaction():
             now = self.clock()
             reports = await store.claim_delivery_reports(conn, limit)
+            if reports and await self._apply_all_reports(conn, reports, now):
+                return len(reports)
             for report in reports:
                 async with errors.own_failure(conn) as outcome:
                     await self._apply_report(conn, report, now)
@@ -276,18 +345,47 @@ class SmsService:
                     await store.set_report_aside(conn, report["id"], str(outcome))
             return len(reports)
 
+    async def _apply_all_reports(self, conn, reports, now: datetime) -> bool:
+        """Apply a claim of reports, in order, in a constant number of statements, in a savepoint: the
+        messages, the reports, their warnings' cases (``store.Batch``). False, with nothing applied,
+        if that fails for a reason of its own: the caller applies them one by one."""
+        async with errors.own_failure(conn) as outcome:
+            batch = store.Batch(conn)
+            cases = await store.cases_by_id(conn, [r["case_id"] for r in reports if self._decides_case(r)])
+            messages: dict[UUID, dict] = {}
+            for report in reports:
+                sms = messages.get(report["sms_id"])
+                messages[report["sms_id"]] = sms = await store.apply_delivery(batch, report, sms)
+                if self._decides_case(report):
+                    case = cases[sms["case_id"]]
+                    cases[case.id] = await self._decide_on_report(batch, report, sms, case, now)
+            await batch.flush()
+        if outcome.failure is not None:
+            log.warning("applying %d delivery reports failed (%s); one by one", len(reports), outcome)
+            return False
+        return True
+
+    @staticmethod
+    def _decides_case(report) -> bool:
+        return report["kind"] == "warning" and report["status"] in ("delivered", "failed", "smsc_rejected")
+
     async def _apply_report(self, conn, report, now: datetime) -> None:
-        row = await store.apply_delivery(conn, report)
+        sms = await store.apply_delivery(conn, report)
+        if self._decides_case(report):
+            await self._decide_on_report(conn, report, sms, await store.get_case(conn, sms["case_id"], lock=True), now)
+
+    async def _decide_on_report(self, conn, report, sms: dict, case: machine.Case, now: datetime) -> machine.Case:
+        """A warning's delivery report decides its case: delivered (a late delivery moves the deadline),
+        or failed for good (review). Returns the case."""
         status = report["status"]
-        if row["kind"] == "warning" and status in ("delivered", "failed", "smsc_rejected"):
-            case = await store.get_case(conn, row["case_id"], lock=True)
-            if status == "delivered":
-                decision = machine.on_warning_delivered(case, row["delivered_at"], self.effects.rules, now)
-            else:
-                decision = machine.on_warning_undelivered(case, f"{status} {report['detail']}".strip(), now)
-            await self.effects.record(conn, case, decision, now, f"delivery-report:{report['sms_id']}")
-            if status == "delivered" and decision.changed:
-                await store.publish_delivered(conn, self.effects.topics.case_events, case, decision.case, row)
+        if status == "delivered":
+            decision = machine.on_warning_delivered(case, sms["delivered_at"], self.effects.rules, now)
+        else:
+            decision = machine.on_warning_undelivered(case, f"{status} {report['detail']}".strip(), now)
+        await self.effects.record(conn, case, decision, now, f"delivery-report:{report['sms_id']}")
+        if status == "delivered" and decision.changed:
+            await store.publish_delivered(conn, self.effects.topics.case_events, case, decision.case, sms)
+        return decision.case
 
     def _render(self, row, now: datetime) -> str:
         p = row["params"]
@@ -351,13 +449,17 @@ class SmsService:
     async def _accepted(self, conn, row, text: str | None, result: Accepted, now: datetime) -> None:
         await store.sms_accepted(conn, row["id"], text, result.at, result.gateway_ref)
         if row["kind"] == "warning":
-            case = await store.get_case(conn, row["case_id"], lock=True)
-            window = timedelta(seconds=row["window_seconds"])
-            decision = machine.on_warning_accepted(case, result.at, self.effects.rules, window)
-            await self.effects.record(conn, case, decision, now, f"sms:{row['id']}")
-            if decision.changed:
-                p = row["params"]
-                await store.add_outbox(conn, self.effects.topics.case_events, case.plate, events.WarningSent(
-                    case_id=str(case.id), plate=case.plate, sms_id=str(row["id"]), accepted_at=result.at,
-                    deadline_at=decision.case.deadline_at, car_park_id=p.get("car_park_id"),
-                    free_spaces=p.get("free_spaces")))
+            await self._warning_accepted(conn, row, await store.get_case(conn, row["case_id"], lock=True), result, now)
+
+    async def _warning_accepted(self, conn, row, case: machine.Case, result: Accepted, now: datetime) -> machine.Case:
+        """The gateway took a warning: its case's window starts (``machine.on_warning_accepted``). Returns the case."""
+        window = timedelta(seconds=row["window_seconds"])
+        decision = machine.on_warning_accepted(case, result.at, self.effects.rules, window)
+        await self.effects.record(conn, case, decision, now, f"sms:{row['id']}")
+        if decision.changed:
+            p = row["params"]
+            await store.add_outbox(conn, self.effects.topics.case_events, case.plate, events.WarningSent(
+                case_id=str(case.id), plate=case.plate, sms_id=str(row["id"]), accepted_at=result.at,
+                deadline_at=decision.case.deadline_at, car_park_id=p.get("car_park_id"),
+                free_spaces=p.get("free_spaces")))
+        return decision.case
