@@ -12,13 +12,12 @@ import html
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from uuid import UUID
 
 import asyncpg
 from aiohttp import web
 
 from pipeline.console import i18n, metrics
-from pipeline.console.views import SECURITY_HEADERS, guarded
+from pipeline.console.views import SECURITY_HEADERS, guarded, json_default
 
 RECENT_CAPTURES = 20
 """A camera's usual gap is the mean gap between this many of its latest captures."""
@@ -157,14 +156,6 @@ async def read_map(conn: asyncpg.Connection, rule: SilenceRule) -> dict:
                               [dict(r) for r in cases], rule, open_cases)
 
 
-def _json_default(value):
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    raise TypeError(type(value).__name__)
-
-
 class MapPages:
     def __init__(self, console):
         self.console = console
@@ -198,7 +189,7 @@ class MapPages:
     @guarded(api=True)
     async def layers_json(self, request: web.Request) -> web.Response:
         return web.json_response(await self.layers.get(), content_type="application/geo+json",
-                                 dumps=lambda v: json.dumps(v, default=_json_default, ensure_ascii=False))
+                                 dumps=lambda v: json.dumps(v, default=json_default, ensure_ascii=False))
 
 
 def register(app, console) -> MapPages:

@@ -461,7 +461,7 @@ class Console:
     @guarded(api=True)
     async def overview_json(self, request: web.Request) -> web.Response:
         live = await self.overview()
-        return web.json_response(live, dumps=lambda v: json.dumps(v, default=_json_default, ensure_ascii=False))
+        return web.json_response(live, dumps=lambda v: json.dumps(v, default=json_default, ensure_ascii=False))
 
     @guarded(api=True)
     async def live_stream(self, request: web.Request) -> web.StreamResponse:
@@ -1110,7 +1110,8 @@ def _age(seconds: float | None) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-def _json_default(value):
+def json_default(value):
+    """``json.dumps``' default for the console's JSON: times in ISO 8601, ids as text."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, UUID):
