@@ -1,6 +1,6 @@
 """The console's map in a real headless Chromium against a running worker (as test_console_browser.py):
 cameras with a silent one flagged, zone shapes and the road segment, car parks coloured by fill, open
-cases with their time left and a link to the case; at 1440 and 390 px; every request the page makes
+cases with their time left and a link to the case; at 1440, 820 and 390 px; every request the page makes
 goes to the console itself unless the city configured a tile server (PW_MAP_TILES). Screenshots in
 var/artifacts/console/8*.png."""
 
@@ -141,13 +141,15 @@ async def the_map(stack: Stack, page, tiles_port: int, tiles: list[str]) -> None
     assert href.startswith("/console/cases/")
     await shot(page, "81-map-case-popup-1440")
 
-    # A phone: the map and the lists fit.
+    # A tablet and a phone: the map and the lists fit.
+    for width, height, name in ((820, 1180, "82-map-820"), (390, 844, "82-map-390")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.reload()
+        await expect(page.locator("#map path.pw-case")).to_have_count(2, timeout=WAIT_MS)
+        overflow = await page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the map page is {overflow} px wider than {width} px: {await too_wide(page)}"
+        await shot(page, name)
     await page.set_viewport_size({"width": 390, "height": 844})
-    await page.reload()
-    await expect(page.locator("#map path.pw-case")).to_have_count(2, timeout=WAIT_MS)
-    overflow = await page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
-    assert overflow <= 0, f"the map page is {overflow} px wider than a phone: {await too_wide(page)}"
-    await shot(page, "82-map-390")
     await page.locator("#map path.pw-case").first.click(force=True)
     await page.locator(".leaflet-popup a.plate").click()
     await expect(page.locator("#case-state")).to_have_attribute("data-state", "warned", timeout=WAIT_MS)
