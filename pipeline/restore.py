@@ -85,7 +85,7 @@ def identity(topic: str, value: bytes) -> str:
 async def drop_published(conn: asyncpg.Connection, rows: list) -> tuple[list, list[int]]:
     """Outbox ``rows`` (id, topic, value) less those already on Kafka before a restore, which are
     deleted from the outbox here; returns (the rows to publish, the ids deleted)."""
-    if not rows or not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM published_before_restore)"):
+    if not await reconciling(conn) or not rows:  # asked every round: the relay moves a reconciliation to its end
         return rows, []
     ids = {r["id"]: identity(r["topic"], r["value"]) for r in rows}
     known = {r["identity"] for r in await conn.fetch(
@@ -102,19 +102,122 @@ async def drop_published(conn: asyncpg.Connection, rows: list) -> tuple[list, li
 
 @dataclass(frozen=True)
 class SentBefore:
-    """An SMS the gateway accepted in the stretch a restore lost (from WarningSent/WarningDelivered)."""
+    """An SMS the gateway accepted in the stretch a restore lost (from WarningSent/WarningDelivered
+    for a warning, SmsSent for the other kinds)."""
 
     accepted_at: datetime
     delivered_at: datetime | None
 
 
 async def sms_sent_before(conn: asyncpg.Connection, sms_ids: list[UUID]) -> dict[UUID, SentBefore]:
-    """Those of ``sms_ids`` the gateway had already accepted before the database was restored."""
-    if not sms_ids:
+    """Those of ``sms_ids`` the gateway had already accepted before the database was restored (looked
+    up only while a restore's reconciliation is on: ``reconciling``)."""
+    if not sms_ids or not await reconciling(conn):
         return {}
     rows = await conn.fetch("SELECT sms_id, accepted_at, delivered_at FROM sms_sent_before_restore "
                             "WHERE sms_id = ANY($1::uuid[])", sms_ids)
     return {r["sms_id"]: SentBefore(r["accepted_at"], r["delivered_at"]) for r in rows}
+
+
+async def ticket_issued_before(conn, case_ids: list[UUID]) -> dict[UUID, dict]:
+    """The ``TicketIssued`` Kafka already had for those of ``case_ids`` whose ticket was issued in the
+    stretch a restore lost (their link is already in the ticket record: ``after_restore``)."""
+    if not case_ids or not await reconciling(conn):
+        return {}
+    rows = await conn.fetch("SELECT case_id, message::text AS message FROM tickets_issued_before_restore "
+                            "WHERE case_id = ANY($1::uuid[])", case_ids)
+    return {r["case_id"]: json.loads(r["message"]) for r in rows}
+
+
+async def issue_again(conn, message: dict) -> dict | None:
+    """Insert the ``tickets`` row of a ticket issued before the restore, as ``message`` (its
+    ``TicketIssued``) published it: the same number, times, evidence and reason, so that its
+    record is the one its link (already in the chain) holds. Returns the row, or None if the case
+    has its ticket already."""
+    from pipeline.evidence import store as evidence_images
+    from pipeline.cases.store import sighting_from_json
+
+    row = await conn.fetchrow(
+        """INSERT INTO tickets (number, case_id, plate, issued_at, deadline_at, place, zone, lat, lon, evidence,
+                                reason, warning_accepted_at, warning_delivered_at)
+           SELECT m.ticket_number, m.case_id, m.plate, m.issued_at, m.deadline_at, m.place, m.zone,
+                  ($1::text::jsonb -> 'location' ->> 'lat')::float8, ($1::text::jsonb -> 'location' ->> 'lon')::float8,
+                  $1::text::jsonb -> 'evidence', m.reason, m.warning_accepted_at, m.warning_delivered_at
+           FROM jsonb_to_record($1::text::jsonb) AS m(ticket_number text, case_id uuid, plate text, issued_at timestamptz,
+                deadline_at timestamptz, place text, zone text, reason text, warning_accepted_at timestamptz,
+                warning_delivered_at timestamptz)
+           ON CONFLICT (case_id) DO NOTHING RETURNING *""", json.dumps(message))
+    if row is not None:
+        for e in message["evidence"]:
+            await evidence_images.want(conn, UUID(message["case_id"]), sighting_from_json(e))
+        log.warning("ticket %s (case %s): issued before the database was restored; issued again as it was",
+                    message["ticket_number"], message["case_id"])
+    return row
+
+
+CHECK_EVERY_SECONDS = 5.0
+"""How often a process reads whether a restore's reconciliation is on (``reconciling``)."""
+
+
+@dataclass
+class _Flag:
+    active: bool = False
+    checked_at: float = float("-inf")
+
+
+_flag = _Flag()
+
+
+async def reconciling(conn, clock: Callable[[], float] = time.monotonic) -> bool:
+    """True while a restore's reconciliation is on: ``after-restore`` ran and the replayed stretch is
+    not past yet (``settle``). Only then do the workers look up what the outside world already had.
+    Read from the database at most every ``CHECK_EVERY_SECONDS`` in a process: a reconciliation only
+    begins while every worker is stopped (``after_restore`` refuses otherwise), so a worker reads it
+    when it starts; a worker that still believes it on after it ended makes one lookup that finds nothing."""
+    now = clock()
+    if now - _flag.checked_at < CHECK_EVERY_SECONDS:
+        return _flag.active
+    _flag.active = await settle(conn)
+    _flag.checked_at = now
+    return _flag.active
+
+
+def forget() -> None:
+    """Read the flag again at the next ``reconciling`` (tests)."""
+    _flag.checked_at = float("-inf")
+
+
+async def settle(conn) -> bool:
+    """Whether a restore's reconciliation is on, moving each open one on (in a savepoint of the caller's
+    transaction). It has caught up when every camera-events partition's watermark has reached the end
+    ``after_restore`` saw (``replay_to``); it ends ``settle_seconds`` after that, once the outbox rows
+    made before then are relayed and no SMS Kafka named is still pending or being sent: its rows are
+    deleted then. Safe in any number of workers at once."""
+    open_ids = [r["id"] for r in await conn.fetch("SELECT id FROM restores WHERE done_at IS NULL")]
+    if not open_ids:
+        return False
+    async with conn.transaction():
+        await conn.execute(
+            """UPDATE restores r SET caught_up_at = now(), outbox_mark = (SELECT coalesce(max(id), 0) FROM outbox)
+               WHERE r.id = ANY($1::bigint[]) AND r.caught_up_at IS NULL AND NOT EXISTS (
+                   SELECT 1 FROM jsonb_each_text(coalesce(r.replay_to, '{}'::jsonb)) AS e(tp, end_offset)
+                   WHERE coalesce((SELECT w.next_offset FROM partition_watermarks w
+                                   WHERE w.topic || ':' || w.partition = e.tp), 0) < e.end_offset::bigint)""",
+            open_ids)
+        ended = [r["id"] for r in await conn.fetch(
+            """UPDATE restores r SET done_at = now()
+               WHERE r.id = ANY($1::bigint[]) AND r.done_at IS NULL
+                 AND r.caught_up_at <= now() - make_interval(secs => r.settle_seconds)
+                 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id <= r.outbox_mark)
+                 AND NOT EXISTS (SELECT 1 FROM sms_sent_before_restore b JOIN sms_messages m ON m.id = b.sms_id
+                                 WHERE b.restore_id = r.id AND m.status IN ('pending', 'sending'))
+               RETURNING r.id""", open_ids)]
+        if ended:
+            for table in ("published_before_restore", "sms_sent_before_restore", "tickets_issued_before_restore"):
+                await conn.execute(f"DELETE FROM {table} WHERE restore_id = ANY($1::bigint[])", ended)
+            log.warning("restore %s: the replayed stretch is past; reconciliation ended, its records deleted",
+                        ", ".join(map(str, ended)))
+    return len(ended) < len(open_ids)
 
 
 # ── the restore step ────────────────────────────────────────────────────────────────────────
@@ -132,29 +235,41 @@ class Plan:
     """(topic, partition) -> (the group's committed offset or None, the offset it is moved to)."""
     published: int = 0
     outputs_by_type: dict[str, int] = field(default_factory=dict)
-    warnings_sent: int = 0
+    sms_sent: dict[str, int] = field(default_factory=dict)
+    """SMS the gateway accepted after T - margin, by kind (from WarningSent, WarningDelivered, SmsSent)."""
+    tickets_again: int = 0
+    """Tickets Kafka has from the lost stretch, issued again as they were by the replay."""
+    links_kept: int = 0
+    """Links of the ticket record Kafka has from the lost stretch, put back in the chain as published."""
+    replay_to: dict[str, int] = field(default_factory=dict)
+    """camera-events "topic:partition" -> its end offset now: the replay has caught up when the
+    watermarks reach them (``settle``)."""
     not_reconciled: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict:
         moved = {f"{t}:{p}": {"committed": c, "to": o} for (t, p), (c, o) in sorted(self.offsets.items())}
         return {"offsets": moved, "published_after": self.published, "outputs": self.outputs_by_type,
-                "warnings_sent_after": self.warnings_sent, "not_reconciled": self.not_reconciled}
+                "sms_sent_after": self.sms_sent, "tickets_again": self.tickets_again, "links_kept": self.links_kept,
+                "not_reconciled": self.not_reconciled}
 
 
 NOT_RECONCILED = {
-    "TicketIssued": "tickets issued after T: issued again with a new number and ticket-record link; "
-                    "their ticket SMS may be sent again",
-    "TicketVoided": "voids by officers after T: lost with the database; void them again",
-    "AppealDecided": "appeal decisions after T: lost with the database; decide them again",
-    "CaseClosed:cautioned": "cautions after T: their caution SMS may be sent again",
+    "TicketVoided": "voids by officers after T: lost with the database (their link stays in the ticket record "
+                    "as published); void them again",
+    "AppealDecided": "appeal decisions after T: lost with the database (their link stays in the ticket record "
+                     "as published); decide them again",
+    "TicketIssued:unlinked": "tickets after a gap in the ticket record on Kafka: issued again with a new number "
+                             "and link",
 }
 
 
 async def after_restore(settings: Settings, restored_to: datetime, margin: timedelta, actor: str,
-                        progress: Callable[[str], None] = lambda line: None, dry_run: bool = False) -> Plan:
+                        progress: Callable[[str], None] = lambda line: None, dry_run: bool = False,
+                        settle_after: timedelta = timedelta(minutes=10)) -> Plan:
     """Prepare the restored database (``settings.database_url``) and the consumer group
     (``settings.app_id``) for the workers: see the module's docstring. Refuses while the group has
-    members. ``dry_run``: say what would be done, change nothing."""
+    members. ``dry_run``: say what would be done, change nothing. ``settle_after``: how long after the
+    replay has caught up the workers keep reconciling (``settle``)."""
     from aiokafka import AIOKafkaConsumer
 
     from pipeline import bootstrap
@@ -202,11 +317,21 @@ async def after_restore(settings: Settings, restored_to: datetime, margin: timed
             key = kind if kind != "CaseClosed" else f"CaseClosed:{message.get('outcome')}"
             if key in NOT_RECONCILED:
                 plan.not_reconciled[key] = plan.not_reconciled.get(key, 0) + 1
-        sent = _warnings_sent(seen)
-        plan.warnings_sent = len(sent)
+        sent = sms_sent(seen)
+        for _case, kind, _accepted, _delivered in sent.values():
+            plan.sms_sent[kind] = plan.sms_sent.get(kind, 0) + 1
+        head = await conn.fetchrow("SELECT seq, hash FROM ticket_chain_head")
+        links, unlinked = links_to_keep(seen, head["seq"], head["hash"])
+        again = {UUID(m["case_id"]): m for m in links if m["type"] == "TicketIssued"}
+        plan.links_kept, plan.tickets_again = len(links), len(again)
+        if unlinked:
+            plan.not_reconciled["TicketIssued:unlinked"] = unlinked
+        serial = highest_serial(seen, settings.ticket_prefix)
         progress(f"outputs: {plan.published} messages published since then "
                  f"({', '.join(f'{n} {k}' for k, n in sorted(plan.outputs_by_type.items())) or 'none'}); "
-                 f"{plan.warnings_sent} warning SMS accepted by the gateway")
+                 f"SMS accepted by the gateway: {', '.join(f'{n} {k}' for k, n in sorted(plan.sms_sent.items())) or 'none'}; "
+                 f"{plan.tickets_again} tickets to issue again as they were ({plan.links_kept} links of the ticket record "
+                 f"kept as published)")
         for key, n in sorted(plan.not_reconciled.items()):
             progress(f"NOT reconciled: {n} {NOT_RECONCILED[key]}")
         if dry_run:
@@ -214,19 +339,28 @@ async def after_restore(settings: Settings, restored_to: datetime, margin: timed
             return plan
         async with conn.transaction():
             restore_id = await conn.fetchval(
-                "INSERT INTO restores (restored_to, margin_seconds, actor, summary) VALUES ($1, $2, $3, $4::jsonb) "
-                "RETURNING id", restored_to, margin.total_seconds(), actor, json.dumps(plan.summary()))
+                "INSERT INTO restores (restored_to, margin_seconds, actor, summary, replay_to, settle_seconds) "
+                "VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6) RETURNING id", restored_to, margin.total_seconds(),
+                actor, json.dumps(plan.summary()), json.dumps(plan.replay_to), settle_after.total_seconds())
             await conn.executemany(
                 """INSERT INTO published_before_restore (identity, topic, partition, "offset", published_at, restore_id)
                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (identity) DO NOTHING""",
                 [(ident, t, p, o, at, restore_id) for ident, (t, p, o, at, _) in seen.items()])
             await conn.executemany(
                 """INSERT INTO sms_sent_before_restore (sms_id, case_id, kind, accepted_at, delivered_at, restore_id)
-                   VALUES ($1, $2, 'warning', $3, $4, $5)
+                   VALUES ($1, $2, $3, $4, $5, $6)
                    ON CONFLICT (sms_id) DO UPDATE SET delivered_at = coalesce(excluded.delivered_at,
                                                                              sms_sent_before_restore.delivered_at)""",
-                [(sms_id, case_id, accepted, delivered, restore_id)
-                 for sms_id, (case_id, accepted, delivered) in sent.items()])
+                [(sms_id, case_id, kind, accepted, delivered, restore_id)
+                 for sms_id, (case_id, kind, accepted, delivered) in sent.items()])
+            await _keep_links(conn, links, head["seq"])
+            await conn.executemany(
+                """INSERT INTO tickets_issued_before_restore (case_id, number, message, restore_id)
+                   VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT DO NOTHING""",
+                [(case_id, m["ticket_number"], json.dumps(m), restore_id) for case_id, m in again.items()])
+            if serial is not None:  # new tickets after the replay take numbers past those already issued
+                await conn.execute("SELECT setval('ticket_serial', greatest($1, (SELECT last_value FROM ticket_serial)))",
+                                   serial)
         progress(f"recorded in the database (restores.id {restore_id})")
         await _move_offsets(admin, group, plan)
         progress(f"consumer group {group!r}: offsets moved; start the workers")
@@ -286,6 +420,8 @@ async def _plan_offsets(consumer, partitions: list, base: str, watermarks: dict,
             to = watermarks[key]  # everything before it is in the restored database; nothing after it is sure to be
             if to < starts[tp]:
                 lost.append(f"{tp.topic}:{tp.partition} (offsets {to} to {starts[tp] - 1})")
+            if to < ends[tp]:
+                plan.replay_to[f"{tp.topic}:{tp.partition}"] = ends[tp]
         elif was is None:
             continue  # never committed: the workers read it from the earliest offset anyway
         else:
@@ -343,18 +479,66 @@ async def _read_outputs(consumer, partitions: list, since_ms: int, retention_ms:
     return seen
 
 
-def _warnings_sent(seen: dict) -> dict[UUID, tuple[UUID, datetime, datetime | None]]:
-    """sms id -> (case id, accepted at, delivered at) from WarningSent and WarningDelivered."""
-    sent: dict[UUID, tuple[UUID, datetime, datetime | None]] = {}
+def sms_sent(seen: dict) -> dict[UUID, tuple[UUID, str, datetime, datetime | None]]:
+    """sms id -> (case id, kind, accepted at, delivered at) of the SMS the gateway accepted, from the
+    outputs read (``_read_outputs``): WarningSent and WarningDelivered (warnings), SmsSent (the others)."""
+    sent: dict[UUID, tuple[UUID, str, datetime, datetime | None]] = {}
     for _topic, _p, _o, _at, m in seen.values():
-        if not isinstance(m, dict) or m.get("type") not in ("WarningSent", "WarningDelivered"):
+        if not isinstance(m, dict) or m.get("type") not in ("WarningSent", "WarningDelivered", "SmsSent"):
             continue
         sms_id, case_id = UUID(m["sms_id"]), UUID(m["case_id"])
+        kind = m.get("kind", "warning")
         accepted = datetime.fromisoformat(m["accepted_at"])
         delivered = datetime.fromisoformat(m["delivered_at"]) if m.get("delivered_at") else None
         before = sent.get(sms_id)
-        sent[sms_id] = (case_id, accepted, delivered or (before[2] if before else None))
+        sent[sms_id] = (case_id, kind, accepted, delivered or (before[3] if before else None))
     return sent
+
+
+def links_to_keep(seen: dict, head_seq: int, head_hash: str) -> tuple[list[dict], int]:
+    """The messages on ``tickets`` whose links continue the restored chain (head ``head_seq``,
+    ``head_hash``) without a gap, in chain order, each checked as a consumer would; and how many
+    TicketIssued come after a gap (their links cannot be put back: they are issued again anew)."""
+    from pipeline.tickets import chain
+
+    linked = sorted((m for _t, _p, _o, _at, m in seen.values() if isinstance(m, dict)
+                     and isinstance(m.get("chain"), dict) and int(m["chain"].get("seq", 0)) > head_seq),
+                    key=lambda m: int(m["chain"]["seq"]))
+    kept, seq, prev = [], head_seq, head_hash
+    for m in linked:
+        link = chain.published_link(m)
+        if link is None or link["seq"] != seq + 1 or link["prev"] != prev or not link["holds"]:
+            break
+        kept.append(m)
+        seq, prev = link["seq"], link["hash"]
+    return kept, sum(1 for m in linked[len(kept):] if m["type"] == "TicketIssued")
+
+
+async def _keep_links(conn, messages: list[dict], head_seq: int) -> None:
+    """Append the links of ``messages`` (``links_to_keep``) to the ticket record as they were published:
+    sealed now, in order, they get the same place, previous link and hash (checked)."""
+    from pipeline.tickets import chain
+
+    if not messages:
+        return
+    await conn.executemany(
+        "INSERT INTO ticket_chain (kind, ticket_number, appeal_id, body) VALUES ($1, $2, $3, $4)",
+        [(m["type"], m["ticket_number"], UUID(m["appeal_id"]) if m.get("appeal_id") else None,
+          chain.canonical(chain.record_of(m))) for m in messages])
+    await conn.execute("SET CONSTRAINTS ticket_chain_sealed IMMEDIATE")
+    made = {r["seq"]: r["hash"] for r in await conn.fetch("SELECT seq, hash FROM ticket_chain WHERE seq > $1", head_seq)}
+    wrong = [m["chain"]["seq"] for m in messages if made.get(m["chain"]["seq"]) != m["chain"]["hash"]]
+    if wrong:
+        raise RestoreError(f"the ticket record's links {wrong} could not be put back as published: nothing changed")
+
+
+def highest_serial(seen: dict, prefix: str) -> int | None:
+    """The highest serial of the ticket numbers on ``tickets`` (``PREFIX`` + local date ``yymmdd`` +
+    serial: ``store.issue_ticket``), or None."""
+    serials = [int(n[len(prefix) + 6:]) for _t, _p, _o, _at, m in seen.values()
+               if isinstance(m, dict) and m.get("type") == "TicketIssued"
+               and isinstance(n := m.get("ticket_number"), str) and n.startswith(prefix) and n[len(prefix) + 6:].isdigit()]
+    return max(serials, default=None)
 
 
 async def _move_offsets(admin, group: str, plan: Plan) -> None:

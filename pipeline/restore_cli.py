@@ -82,17 +82,23 @@ def _moment(value: str) -> datetime:
 @click.option("--margin", default=300.0, show_default=True,
               help="Seconds before --to from which Kafka is read: more than the workers' lag at that time and "
                    "any clock difference between Kafka's clients and PostgreSQL.")
+@click.option("--settle", "settle", default=600.0, show_default=True,
+              help="Seconds the workers keep reconciling after their replay has caught up with the camera events "
+                   "there are now (time for the deadlines, tickets and SMS of the lost stretch to be made again); "
+                   "then the records kept for the reconciliation are deleted.")
 @click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
-def after_restore(restored_to: datetime, margin: float, dry_run: bool) -> None:
+def after_restore(restored_to: datetime, margin: float, settle: float, dry_run: bool) -> None:
     """Run on a database restored to a point in time, with every worker stopped, before starting them:
     the consumer group goes back to what the database holds, and what the outside world already had
-    (outputs on Kafka, warning SMS) is recorded so that the workers' replay redoes none of it."""
+    (outputs on Kafka, every SMS the gateway accepted, tickets with their numbers and links) is recorded
+    so that the workers' replay redoes none of it."""
     from pipeline import restore
     from pipeline.cli_common import actor
 
     try:
         plan = asyncio.run(restore.after_restore(Settings(), restored_to, timedelta(seconds=margin), actor(),
-                                                 progress=lambda line: click.echo(line, err=True), dry_run=dry_run))
+                                                 progress=lambda line: click.echo(line, err=True), dry_run=dry_run,
+                                                 settle_after=timedelta(seconds=settle)))
     except restore.RestoreError as exc:
         raise click.ClickException(str(exc)) from exc
     if plan.not_reconciled:

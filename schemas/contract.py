@@ -21,7 +21,7 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 MODELS: tuple[type[BaseModel], ...] = (
     events.ViolationDetected, events.VehicleObserved, events.VehicleDeparted, events.CarParkStatus,
-    events.CaseOpened, events.WarningSent, events.WarningDelivered, events.CaseClosed, events.TicketIssued,
+    events.CaseOpened, events.WarningSent, events.WarningDelivered, events.SmsSent, events.CaseClosed, events.TicketIssued,
     events.TicketVoided,
     events.AppealDecided,
     events.RecheckRequested, events.DeadLetter,

@@ -2,7 +2,7 @@
 
 Inputs come from cameras (``ViolationDetected``, ``VehicleObserved``, ``VehicleDeparted``, one
 ``CameraEvent`` union discriminated by ``type``) and from car-park systems (``CarParkStatus``).
-Outputs are what parkwarden decided (``CaseOpened``, ``WarningSent``, ``WarningDelivered``, ``TicketIssued``,
+Outputs are what parkwarden decided (``CaseOpened``, ``WarningSent``, ``WarningDelivered``, ``SmsSent``, ``TicketIssued``,
 ``TicketVoided``, ``AppealDecided``, ``CaseClosed``), what it asks of cameras (``RecheckRequested``) and what it could not read
 (``DeadLetter``).
 
@@ -274,6 +274,23 @@ class WarningDelivered(Message):
     deadline_at: datetime = Field(description="The deadline in force: the later of accepted_at + window and "
                                               "delivered_at + window.")
     deadline_moved: bool = Field(description="True when the delivery moved the deadline past WarningSent's.")
+
+
+SMS_KINDS = ("ticket", "caution", "appeal_received", "appeal_decision", "ticket_withdrawn")
+"""The SMS other than the warning (whose acceptance is ``WarningSent``)."""
+
+
+class SmsSent(Message):
+    """The SMS gateway accepted an SMS to the owner other than the warning (``WarningSent`` says that
+    one): a ticket, a caution, an appeal's receipt or decision, a ticket's withdrawal. Once per case
+    and kind. The phone number is never in it."""
+
+    type: Literal["SmsSent"] = "SmsSent"
+    case_id: str
+    plate: str
+    sms_id: str
+    kind: Literal[SMS_KINDS] = Field(description="What the SMS told the owner: " + ", ".join(SMS_KINDS) + ".")
+    accepted_at: datetime = Field(description="When the gateway accepted it (PostgreSQL's clock).")
 
 
 class ChainLink(Message):

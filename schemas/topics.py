@@ -38,7 +38,7 @@ CAR_PARK_STATUS = Topic(
 CASE_EVENTS = Topic(
     "case-events",
     key="normalized plate",
-    values=(events.CaseOpened, events.WarningSent, events.WarningDelivered, events.CaseClosed),
+    values=(events.CaseOpened, events.WarningSent, events.WarningDelivered, events.SmsSent, events.CaseClosed),
     direction="out",
     about="Every change of a case, in order per plate.",
 )

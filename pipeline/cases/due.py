@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
+from pipeline import restore
 from pipeline.cases import machine, store
 from pipeline.cases.effects import CaseEffects
 from pipeline.cases.machine import Case, Decision
@@ -143,6 +144,15 @@ async def _issue_tickets(conn, effects: CaseEffects, tickets: list[tuple[Case, m
                          now: datetime) -> dict[UUID, dict]:
     """``store.issue_ticket`` for many cases: returns the rows inserted now, by case id (a case that
     has its ticket already gets none)."""
+    again = await restore.ticket_issued_before(conn, [case.id for case, _ in tickets])
+    issued_before = {}
+    for case_id, message in again.items():  # issued in a stretch a restore lost: as it was (no new link)
+        row = await restore.issue_again(conn, message)
+        if row is not None:
+            issued_before[case_id] = dict(row) | {"again": True}
+    tickets = [(case, e) for case, e in tickets if case.id not in again]
+    if not tickets:
+        return issued_before
     serials = [r[0] for r in await conn.fetch("SELECT nextval('ticket_serial') FROM generate_series(1, $1)",
                                               len(tickets))]
     local_day = f"{now.astimezone(effects.timezone):%y%m%d}"
@@ -170,7 +180,7 @@ async def _issue_tickets(conn, effects: CaseEffects, tickets: list[tuple[Case, m
            LEFT JOIN sms_messages s ON s.case_id = t.case_id AND s.kind = 'warning'
            ON CONFLICT (case_id) DO NOTHING RETURNING *""",
         *[list(c) for c in zip(*rows)], now)
-    return {r["case_id"]: r for r in inserted}
+    return issued_before | {r["case_id"]: r for r in inserted}
 
 
 async def _commands_topics(conn, camera_commands: str, camera_ids: list[str]) -> dict[str, str]:
@@ -246,8 +256,8 @@ async def _outbox(conn, rows: list[tuple[str, str, object]], issued: dict[UUID, 
     names its row), then the tickets' chain links (``chain.append``: placed at commit)."""
     out, links = [], []
     for topic, key, message in rows:
-        if isinstance(message, UUID):  # a ticket: published only if issued now
-            if message not in issued:
+        if isinstance(message, UUID):  # a ticket: published only if issued now (and not before a restore)
+            if message not in issued or issued[message].get("again"):
                 continue
             ticket = chain.issued_message(issued[message])
             links.append((len(out), ticket))

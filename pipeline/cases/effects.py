@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from pipeline import restore
 from pipeline.cameras import registry
 from pipeline.cases import machine, store
 from pipeline.cases.machine import Case, Decision, Rules
@@ -105,12 +106,19 @@ class CaseEffects:
         return params
 
     async def _issue_ticket(self, conn, case: Case, effect: machine.IssueTicket, now: datetime) -> None:
-        evidence = [store.sighting_to_json(effect.violation), store.sighting_to_json(effect.fresh_capture)]
-        number = await store.issue_ticket(conn, case, case.deadline_at, evidence, self.ticket_prefix, now,
-                                          now.astimezone(self.timezone))
-        if number is None:
-            return
-        await chain.record_issued(conn, self.topics.tickets, number)
+        before = (await restore.ticket_issued_before(conn, [case.id])).get(case.id)
+        if before is not None:  # issued in a stretch a restore lost: as it was, its link already in the chain
+            row = await restore.issue_again(conn, before)
+            if row is None:
+                return
+            number = row["number"]
+        else:
+            evidence = [store.sighting_to_json(effect.violation), store.sighting_to_json(effect.fresh_capture)]
+            number = await store.issue_ticket(conn, case, case.deadline_at, evidence, self.ticket_prefix, now,
+                                              now.astimezone(self.timezone))
+            if number is None:
+                return
+            await chain.record_issued(conn, self.topics.tickets, number)
         owner = await self.owner_of(conn, case)
         if owner.found:
             params = {"plate": case.plate, "place": case.place, "ticket_number": number, "language": owner.language}

@@ -274,6 +274,8 @@ class SmsService:
                 await store.sms_accepted(batch, row["id"], text, result.at, result.gateway_ref)
                 if row["kind"] == "warning":
                     cases[row["case_id"]] = await self._warning_accepted(batch, row, cases[row["case_id"]], result, now)
+                else:
+                    await self._sms_sent(batch, row, result)
             await batch.flush()
         if outcome.failure is not None:
             log.warning("recording %d acceptances failed (%s); one by one", len(accepted), outcome)
@@ -450,6 +452,15 @@ class SmsService:
         await store.sms_accepted(conn, row["id"], text, result.at, result.gateway_ref)
         if row["kind"] == "warning":
             await self._warning_accepted(conn, row, await store.get_case(conn, row["case_id"], lock=True), result, now)
+        else:
+            await self._sms_sent(conn, row, result)
+
+    async def _sms_sent(self, conn, row, result: Accepted) -> None:
+        """Publish ``SmsSent`` for an SMS other than a warning: after a restore, it tells which were sent
+        (pipeline/restore.py). No phone number in it."""
+        await store.add_outbox(conn, self.effects.topics.case_events, row["plate"], events.SmsSent(
+            case_id=str(row["case_id"]), plate=row["plate"], sms_id=str(row["id"]), kind=row["kind"],
+            accepted_at=result.at))
 
     async def _warning_accepted(self, conn, row, case: machine.Case, result: Accepted, now: datetime) -> machine.Case:
         """The gateway took a warning: its case's window starts (``machine.on_warning_accepted``). Returns the case."""

@@ -22,6 +22,7 @@ import asyncpg
 from pipeline.cases.store import init_connection
 from pipeline.demo import city
 from pipeline.restore import identity
+from pipeline.tickets import chain
 from schemas import topics
 
 from .conftest import ADMIN_URL, KAFKA, ROOT, Stack, drop_database, wait_for
@@ -57,14 +58,28 @@ async def _read_all(stack: Stack, topic: str) -> list[tuple[str, bytes]]:
         await consumer.stop()
 
 
+async def _ticketed(pool, plate: str):
+    """The plate's ticket, once its ticket SMS was accepted and every output left the outbox."""
+    return await pool.fetchrow(
+        """SELECT t.number, t.issued_at, t.case_id, s.id AS sms_id, s.accepted_at FROM tickets t
+           JOIN sms_messages s ON s.case_id = t.case_id AND s.kind = 'ticket'
+           WHERE t.plate = $1 AND s.accepted_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM outbox)""", plate)
+
+
 async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_and_lose_nothing(stack: Stack, smsc):
-    env = {"PW_SMS_GATEWAY": "kannel", "PW_WINDOW_SECONDS": "300"}  # warnings only: no deadline in the drill
+    env = {"PW_SMS_GATEWAY": "kannel", "PW_WINDOW_SECONDS": "300"}  # warnings only, but in the ticket zone
     camera = replace(city.CAMERAS[2], id=f"cam-drill-{stack.id}", place=f"演练路{stack.id[:6]}号")
     await stack.register_camera(camera)  # a place of its own: the SMS centre is shared with other tests
+    ticket_zone = f"drill-{stack.id[:8]}"  # a 4 s window: one car there is ticketed after T
+    await stack.pool.execute("INSERT INTO zones (id, name, window_seconds) VALUES ($1, $1, 4)", ticket_zone)
+    ticket_camera = replace(city.CAMERAS[3], id=f"cam-drill-t-{stack.id}", place=f"罚单路{stack.id[:6]}号",
+                            zone=ticket_zone)
+    await stack.register_camera(ticket_camera)
     worker = stack.worker(**env)
     await worker.ready()
     rows = await stack.pool.fetch("SELECT p.plate FROM plate_registry p JOIN contact_registry c USING (owner_id)")
-    plates = random.Random(stack.id).sample(sorted(r["plate"] for r in rows), 2 * PLATES)  # apart from other tests'
+    plates = random.Random(stack.id).sample(sorted(r["plate"] for r in rows), 2 * PLATES + 1)  # apart from other tests'
+    ticketed = plates.pop()
     before, after = plates[:PLATES], plates[PLATES:]
 
     for plate in before:
@@ -78,7 +93,13 @@ async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_an
 
     for plate in after:
         await stack.publish(stack.violation(plate, camera))
+    await stack.publish(stack.violation(ticketed, ticket_camera))
     await wait_for(lambda: _warned(stack.pool, after), 40, "the warnings after T")
+    deadline = await wait_for(lambda: stack.pool.fetchval(
+        "SELECT deadline_at FROM cases WHERE plate = $1 AND deadline_at IS NOT NULL", ticketed), 40, "its warning")
+    await asyncio.sleep(max(0.0, (deadline - await stack.pool.fetchval("SELECT now()")).total_seconds()))
+    await stack.publish(stack.observation(ticketed, ticket_camera))  # still there at the deadline
+    issued = await wait_for(lambda: _ticketed(stack.pool, ticketed), 40, "the ticket after T and its SMS")
     original = {r["plate"]: r for r in await stack.pool.fetch(
         """SELECT c.plate, c.id, s.id AS sms_id, s.accepted_at FROM cases c
            JOIN sms_messages s ON s.case_id = c.id AND s.kind = 'warning' WHERE c.plate = ANY($1::text[])""", after)}
@@ -93,9 +114,11 @@ async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_an
         subprocess.run(["pg_restore", "--no-owner", "-d", restored_url, str(dump)], check=True)
         restored = {**stack.env, **env, "PW_DATABASE_URL": restored_url}
         done = subprocess.run([sys.executable, "-m", "pipeline", "after-restore", "--to", restored_to.isoformat(),
-                               "--margin", "30"], env=restored, cwd=ROOT, capture_output=True, text=True)
+                               "--margin", "30", "--settle", "1"], env=restored, cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-        assert f"({PLATES} messages to replay)" in done.stderr, done.stderr
+        assert f"({PLATES + 2} messages to replay)" in done.stderr, done.stderr
+        assert "1 ticket" in done.stderr and "1 tickets to issue again as they were" in done.stderr, done.stderr
+        assert "NOT reconciled" not in done.stderr, done.stderr
 
         pool = await asyncpg.create_pool(restored_url, min_size=1, max_size=2, init=init_connection)
         try:
@@ -104,7 +127,26 @@ async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_an
             stack.env["PW_DATABASE_URL"] = restored_url
             await stack.worker("after-restore", **env).ready()
             await wait_for(lambda: _warned(pool, plates), 40, "every violation's case, warned, on the restored database")
+            again = await wait_for(lambda: _ticketed(pool, ticketed), 40, "the ticket, on the restored database")
             await asyncio.sleep(3)  # time for anything sent or published twice to show
+            assert (again["number"], again["issued_at"], again["sms_id"], again["accepted_at"]) == \
+                (issued["number"], issued["issued_at"], issued["sms_id"], issued["accepted_at"]), \
+                "the replay issued the same ticket, its SMS accepted when it was"
+            serial = int(issued["number"][-6:])
+            assert await pool.fetchval("SELECT last_value FROM ticket_serial") >= serial, \
+                "the next new ticket takes a number past those issued after T"
+            async with pool.acquire() as conn:
+                on_topic = [json.loads(v) for _, v in await _read_all(stack, stack.topic(topics.TICKETS))]
+                compared = await chain.compare_with_published(conn, [link for m in on_topic if (link := chain.published_link(m))])
+                verdict = await chain.verify(conn)
+            assert compared.problems == [] and compared.matched >= 1, compared
+            assert verdict.intact, verdict.problems
+            await wait_for(lambda: pool.fetchval(
+                """SELECT (SELECT count(*) FROM restores WHERE done_at IS NOT NULL) = 1
+                          AND NOT EXISTS (SELECT 1 FROM published_before_restore)
+                          AND NOT EXISTS (SELECT 1 FROM sms_sent_before_restore)
+                          AND NOT EXISTS (SELECT 1 FROM tickets_issued_before_restore)"""), 30,
+                "the reconciliation to end and its records to be deleted")
 
             replayed = {r["plate"]: r for r in await pool.fetch(
                 """SELECT c.plate, c.id, s.id AS sms_id, s.accepted_at FROM cases c
@@ -117,11 +159,15 @@ async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_an
         texts = [t for t in smsc.texts() if camera.place in t]
         assert {p: sum(p in t for t in texts) for p in plates} == {p: 1 for p in plates}, \
             "each warning reached the SMS centre once"
-        outputs = await _read_all(stack, stack.topic(topics.CASE_EVENTS))
+        assert sum(ticket_camera.place in t and ticketed in t for t in smsc.texts()) == 2, \
+            "the ticketed car's warning and ticket reached the SMS centre once each"
+        assert sum(issued["number"] in t for t in smsc.texts()) == 1, "the ticket SMS reached the SMS centre once"
+        outputs = [o for topic in (topics.CASE_EVENTS, topics.TICKETS) for o in await _read_all(stack, stack.topic(topic))]
         published = Counter(identity(t, v) for t, v in outputs)
-        assert [i for i, n in published.items() if n > 1] == [], "nothing was published twice on case-events"
+        assert [i for i, n in published.items() if n > 1] == [], "nothing was published twice on the output topics"
         kinds = Counter(json.loads(v)["type"] for _, v in outputs)
-        assert kinds["CaseOpened"] == kinds["WarningSent"] == 2 * PLATES
+        assert kinds["CaseOpened"] == kinds["WarningSent"] == 2 * PLATES + 1
+        assert kinds["TicketIssued"] == kinds["SmsSent"] == 1
         assert {p: (r["id"], r["sms_id"], r["accepted_at"]) for p, r in replayed.items()} == \
             {p: (r["id"], r["sms_id"], r["accepted_at"]) for p, r in original.items()}, \
             "the replay made the same cases and warnings, accepted when they were"
