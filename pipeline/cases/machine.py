@@ -414,13 +414,21 @@ def _answered_sooner(case: Case, rules: Rules) -> Case:
 
 
 def on_warning_accepted(case: Case, accepted_at: datetime, rules: Rules, window: timedelta | None = None) -> Decision:
-    """The SMS gateway accepted the warning: the window starts now."""
+    """The SMS gateway accepted the warning: the window starts now.
+
+    When the acceptance is recorded late (a replay after a restore records the time the gateway
+    accepted it then), a capture at the place already kept may be taken late enough to be the
+    fresh capture: it is kept as such, as it would have been had it come after the acceptance."""
     if case.state != State.DETECTED:
         return unchanged(case, why("accepted_already", state=case.state))
     window = window or case.window or rules.window
     deadline = accepted_at + window
-    return Decision(replace(case, state=State.WARNED, warned_at=accepted_at, deadline_at=deadline,
-                            wake_at=deadline + rules.lateness, window=window))
+    case = replace(case, state=State.WARNED, warned_at=accepted_at, deadline_at=deadline,
+                   wake_at=deadline + rules.lateness, window=window)
+    latest = case.latest_capture
+    if case.fresh_capture is None and latest is not None and latest.taken_at >= evidence_window(deadline, rules)[0]:
+        case = replace(case, fresh_capture=latest)
+    return Decision(case)
 
 
 def on_warning_failed(case: Case, reason: str, now: datetime) -> Decision:

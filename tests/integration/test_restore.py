@@ -73,7 +73,7 @@ async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_an
     ticket_zone = f"drill-{stack.id[:8]}"  # a 4 s window: one car there is ticketed after T
     await stack.pool.execute("INSERT INTO zones (id, name, window_seconds) VALUES ($1, $1, 4)", ticket_zone)
     ticket_camera = replace(city.CAMERAS[3], id=f"cam-drill-t-{stack.id}", place=f"罚单路{stack.id[:6]}号",
-                            zone=ticket_zone)
+                            zone=ticket_zone, lat=29.5, lon=121.5)  # outside the city's zone shapes
     await stack.register_camera(ticket_camera)
     worker = stack.worker(**env)
     await worker.ready()
@@ -159,7 +159,7 @@ async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_an
         texts = [t for t in smsc.texts() if camera.place in t]
         assert {p: sum(p in t for t in texts) for p in plates} == {p: 1 for p in plates}, \
             "each warning reached the SMS centre once"
-        assert sum(ticket_camera.place in t and ticketed in t for t in smsc.texts()) == 2, \
+        assert sum(ticketed in t for t in smsc.texts()) == 2, \
             "the ticketed car's warning and ticket reached the SMS centre once each"
         assert sum(issued["number"] in t for t in smsc.texts()) == 1, "the ticket SMS reached the SMS centre once"
         outputs = [o for topic in (topics.CASE_EVENTS, topics.TICKETS) for o in await _read_all(stack, stack.topic(topic))]

@@ -148,6 +148,24 @@ def test_given_a_detected_case_when_the_warning_is_accepted_later_then_the_windo
     assert decision.effects == ()
 
 
+def test_given_a_replay_after_a_restore_when_the_acceptance_is_recorded_after_a_capture_at_the_deadline_then_it_is_ticketed(clock):
+    story = detected(clock)
+    accepted_at = clock.now + timedelta(seconds=20)  # the gateway accepted it then (before the restore)
+    at_deadline = capture(accepted_at + RULES.window - timedelta(seconds=2))  # within the tolerance
+    clock.set(at_deadline.taken_at + timedelta(minutes=30))  # the replay, well after
+    story.case = machine.on_capture(story.case, at_deadline, RULES, clock.now).case
+    assert story.case.fresh_capture is None, "no deadline yet: not evidence when it came"
+
+    case = machine.on_warning_accepted(story.case, accepted_at, RULES).case
+    assert case.fresh_capture == at_deadline
+    decision = machine.on_wake(case, RULES, clock.now)
+    assert [t.fresh_capture for t in tickets(decision)] == [at_deadline]
+
+    early = machine.on_capture(detected(clock).case, capture(clock.now), RULES, clock.now).case
+    assert machine.on_warning_accepted(early, clock.now, RULES).case.fresh_capture is None, \
+        "a capture from before the window is never evidence"
+
+
 def test_given_a_zone_with_its_own_window_when_the_warning_is_accepted_then_the_deadline_uses_that_window(clock):
     story = detected(clock)
 
