@@ -155,7 +155,7 @@ async def issue_again(conn, message: dict) -> dict | None:
     return row
 
 
-CHECK_EVERY_SECONDS = 5.0
+CHECK_EVERY_SECONDS = 1.0
 """How often a process reads whether a restore's reconciliation is on (``reconciling``)."""
 
 
