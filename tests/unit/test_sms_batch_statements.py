@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 from zoneinfo import ZoneInfo
 
+from pipeline import restore
 from pipeline.cases import store
 from pipeline.cases.effects import CaseEffects, Topics
 from pipeline.cases.machine import Case, Rules, Sighting, State
@@ -110,6 +111,7 @@ class TakesAll:
 
 
 async def send_claim(n: int, bad: int = 0) -> tuple[SmsConnection, TakesAll]:
+    restore.forget()  # each claim reads whether a restore is being reconciled (once a second in a worker)
     conn = SmsConnection(n, bad)
     style = SmsStyle("zh", "【杭州城管】", ZoneInfo("Asia/Shanghai"))
     effects = CaseEffects(None, CarParkIndex(), Rules(), TOPICS, "YH", style.timezone)
