@@ -18,14 +18,24 @@ starting them (README, "Backups and restore"). What it does, and why each step i
    ``T - margin`` to their end is recorded by ``identity`` in ``published_before_restore``; the outbox
    relay deletes an outbox row with such an identity instead of publishing it (``drop_published``).
 4. **SMS already sent are not sent again.** ``WarningSent`` (and ``WarningDelivered``) on case-events
-   say which warning SMS the gateway accepted after T, when, and when the phone had it; they are
-   kept in ``sms_sent_before_restore``, and the SMS loop records such a message as accepted at that
-   time (and delivered) without calling the gateway (``sms_sent_before``).
+   say which warning SMS the gateway accepted after T, when, and when the phone had it; ``SmsSent``
+   the same of every other kind (ticket, caution, appeal, withdrawal). They are kept in
+   ``sms_sent_before_restore``, and the SMS loop records such a message as accepted at that time
+   (and delivered) without calling the gateway (``sms_sent_before``).
+5. **Tickets keep their number and link.** The links on ``tickets`` after the restored chain head are
+   appended to the chain as published (``links_to_keep``, ``_keep_links``: sealed in order, they get
+   the same hashes); when the replay issues the ticket of such a case it inserts it as its
+   ``TicketIssued`` says (``issue_again``), with no new link and nothing published. ``ticket_serial``
+   moves past the numbers on Kafka (``highest_serial``).
+6. **The reconciliation ends.** Workers read whether one is on at most once a second
+   (``reconciling``); ``settle`` marks it caught up when the watermarks reach the camera-events ends
+   after-restore saw, and ``settle_seconds`` later (outbox rows made before relayed, no SMS named on
+   Kafka still pending) ends it and deletes its rows.
 
-What the topics do not hold cannot be reconciled (README): the other kinds of SMS (ticket, caution,
-appeal) accepted after T, tickets issued after T (their number and ticket-record link are issued
-again), officers' and drivers' actions after T, delivery reports of other kinds than warnings.
-``after_restore`` counts what it saw of them for the operator.
+What the topics do not hold cannot be reconciled (README): officers' and drivers' actions after T
+(voids, appeals: their links stay in the chain as published), an SMS whose acceptance never reached
+Kafka, delivery reports of other kinds than warnings. ``after_restore`` counts what it saw of them for
+the operator.
 """
 
 import asyncio
