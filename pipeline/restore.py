@@ -207,13 +207,15 @@ async def settle(conn) -> bool:
     if not open_ids:
         return False
     async with conn.transaction():
+        free = [r["id"] for r in await conn.fetch(  # another worker moving one on: it is left to that worker
+            "SELECT id FROM restores WHERE id = ANY($1::bigint[]) AND done_at IS NULL FOR UPDATE SKIP LOCKED", open_ids)]
         await conn.execute(
             """UPDATE restores r SET caught_up_at = now(), outbox_mark = (SELECT coalesce(max(id), 0) FROM outbox)
                WHERE r.id = ANY($1::bigint[]) AND r.caught_up_at IS NULL AND NOT EXISTS (
                    SELECT 1 FROM jsonb_each_text(coalesce(r.replay_to, '{}'::jsonb)) AS e(tp, end_offset)
                    WHERE coalesce((SELECT w.next_offset FROM partition_watermarks w
                                    WHERE w.topic || ':' || w.partition = e.tp), 0) < e.end_offset::bigint)""",
-            open_ids)
+            free)
         ended = [r["id"] for r in await conn.fetch(
             """UPDATE restores r SET done_at = now()
                WHERE r.id = ANY($1::bigint[]) AND r.done_at IS NULL
@@ -221,7 +223,7 @@ async def settle(conn) -> bool:
                  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id <= r.outbox_mark)
                  AND NOT EXISTS (SELECT 1 FROM sms_sent_before_restore b JOIN sms_messages m ON m.id = b.sms_id
                                  WHERE b.restore_id = r.id AND m.status IN ('pending', 'sending'))
-               RETURNING r.id""", open_ids)]
+               RETURNING r.id""", free)]
         if ended:
             for table in ("published_before_restore", "sms_sent_before_restore", "tickets_issued_before_restore"):
                 await conn.execute(f"DELETE FROM {table} WHERE restore_id = ANY($1::bigint[])", ended)
