@@ -70,6 +70,7 @@ async def test_an_oversized_malformed_event_is_dead_lettered_whole_and_the_ticke
     assert [m["ticket_number"] for m in issued] == [ticket["number"]]
     case_events = await stack.consume(
         topics.CASE_EVENTS, lambda ms: any(m["type"] == "CaseClosed" and m["case_id"] == str(case["id"]) for m in ms))
+    case_events = [m for m in case_events if m["type"] != "SmsSent"]  # the ticket SMS's, when it is read too
     assert [m["type"] for m in case_events] == ["CaseOpened", "WarningSent", "CaseClosed"]
     assert case_events[-1]["outcome"] == "ticketed"
 

@@ -66,6 +66,14 @@ async def _ticketed(pool, plate: str):
            WHERE t.plate = $1 AND s.accepted_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM outbox)""", plate)
 
 
+async def _cautioned(pool, plate: str):
+    """The plate's caution SMS, accepted, with every output out of the outbox."""
+    return await pool.fetchrow(
+        """SELECT s.id AS sms_id, s.accepted_at FROM sms_messages s JOIN cases c ON c.id = s.case_id
+           WHERE c.plate = $1 AND s.kind = 'caution' AND s.accepted_at IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM outbox)""", plate)
+
+
 async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_and_lose_nothing(stack: Stack, smsc):
     env = {"PW_SMS_GATEWAY": "kannel", "PW_WINDOW_SECONDS": "300"}  # warnings only, but in the ticket zone
     camera = replace(city.CAMERAS[2], id=f"cam-drill-{stack.id}", place=f"演练路{stack.id[:6]}号")
@@ -75,11 +83,17 @@ async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_an
     ticket_camera = replace(city.CAMERAS[3], id=f"cam-drill-t-{stack.id}", place=f"罚单路{stack.id[:6]}号",
                             zone=ticket_zone, lat=29.5, lon=121.5)  # outside the city's zone shapes
     await stack.register_camera(ticket_camera)
+    caution_zone = f"drill-c-{stack.id[:8]}"  # the same, but a first offence there is cautioned
+    await stack.pool.execute("INSERT INTO zones (id, name, window_seconds, first_offence_months) VALUES ($1, $1, 4, 12)",
+                             caution_zone)
+    caution_camera = replace(ticket_camera, id=f"cam-drill-c-{stack.id}", place=f"警告路{stack.id[:6]}号",
+                             zone=caution_zone, lat=29.6)
+    await stack.register_camera(caution_camera)
     worker = stack.worker(**env)
     await worker.ready()
     rows = await stack.pool.fetch("SELECT p.plate FROM plate_registry p JOIN contact_registry c USING (owner_id)")
-    plates = random.Random(stack.id).sample(sorted(r["plate"] for r in rows), 2 * PLATES + 1)  # apart from other tests'
-    ticketed = plates.pop()
+    plates = random.Random(stack.id).sample(sorted(r["plate"] for r in rows), 2 * PLATES + 2)  # apart from other tests'
+    ticketed, cautioned = plates.pop(), plates.pop()
     before, after = plates[:PLATES], plates[PLATES:]
 
     for plate in before:
@@ -94,12 +108,15 @@ async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_an
     for plate in after:
         await stack.publish(stack.violation(plate, camera))
     await stack.publish(stack.violation(ticketed, ticket_camera))
+    await stack.publish(stack.violation(cautioned, caution_camera))
     await wait_for(lambda: _warned(stack.pool, after), 40, "the warnings after T")
     deadline = await wait_for(lambda: stack.pool.fetchval(
         "SELECT deadline_at FROM cases WHERE plate = $1 AND deadline_at IS NOT NULL", ticketed), 40, "its warning")
     await asyncio.sleep(max(0.0, (deadline - await stack.pool.fetchval("SELECT now()")).total_seconds()))
     await stack.publish(stack.observation(ticketed, ticket_camera))  # still there at the deadline
+    await stack.publish(stack.observation(cautioned, caution_camera))
     issued = await wait_for(lambda: _ticketed(stack.pool, ticketed), 40, "the ticket after T and its SMS")
+    caution = await wait_for(lambda: _cautioned(stack.pool, cautioned), 40, "the caution after T and its SMS")
     original = {r["plate"]: r for r in await stack.pool.fetch(
         """SELECT c.plate, c.id, s.id AS sms_id, s.accepted_at FROM cases c
            JOIN sms_messages s ON s.case_id = c.id AND s.kind = 'warning' WHERE c.plate = ANY($1::text[])""", after)}
@@ -116,7 +133,7 @@ async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_an
         done = subprocess.run([sys.executable, "-m", "pipeline", "after-restore", "--to", restored_to.isoformat(),
                                "--margin", "30", "--settle", "1"], env=restored, cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-        assert f"({PLATES + 2} messages to replay)" in done.stderr, done.stderr
+        assert f"({PLATES + 4} messages to replay)" in done.stderr, done.stderr
         assert "1 ticket" in done.stderr and "1 tickets to issue again as they were" in done.stderr, done.stderr
         assert "NOT reconciled" not in done.stderr, done.stderr
 
@@ -128,6 +145,8 @@ async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_an
             await stack.worker("after-restore", **env).ready()
             await wait_for(lambda: _warned(pool, plates), 40, "every violation's case, warned, on the restored database")
             again = await wait_for(lambda: _ticketed(pool, ticketed), 40, "the ticket, on the restored database")
+            caution_again = await wait_for(lambda: _cautioned(pool, cautioned), 40, "the caution, on the restored database")
+            assert tuple(caution_again) == tuple(caution), "the caution SMS recorded as it was accepted"
             await asyncio.sleep(3)  # time for anything sent or published twice to show
             assert (again["number"], again["issued_at"], again["sms_id"], again["accepted_at"]) == \
                 (issued["number"], issued["issued_at"], issued["sms_id"], issued["accepted_at"]), \
@@ -161,13 +180,15 @@ async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_an
             "each warning reached the SMS centre once"
         assert sum(ticketed in t for t in smsc.texts()) == 2, \
             "the ticketed car's warning and ticket reached the SMS centre once each"
+        assert sum(cautioned in t for t in smsc.texts()) == 2, \
+            "the cautioned car's warning and caution reached the SMS centre once each"
         assert sum(issued["number"] in t for t in smsc.texts()) == 1, "the ticket SMS reached the SMS centre once"
         outputs = [o for topic in (topics.CASE_EVENTS, topics.TICKETS) for o in await _read_all(stack, stack.topic(topic))]
         published = Counter(identity(t, v) for t, v in outputs)
         assert [i for i, n in published.items() if n > 1] == [], "nothing was published twice on the output topics"
         kinds = Counter(json.loads(v)["type"] for _, v in outputs)
-        assert kinds["CaseOpened"] == kinds["WarningSent"] == 2 * PLATES + 1
-        assert kinds["TicketIssued"] == kinds["SmsSent"] == 1
+        assert kinds["CaseOpened"] == kinds["WarningSent"] == 2 * PLATES + 2
+        assert kinds["TicketIssued"] == 1 and kinds["SmsSent"] == 2
         assert {p: (r["id"], r["sms_id"], r["accepted_at"]) for p, r in replayed.items()} == \
             {p: (r["id"], r["sms_id"], r["accepted_at"]) for p, r in original.items()}, \
             "the replay made the same cases and warnings, accepted when they were"
