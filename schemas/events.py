@@ -289,7 +289,7 @@ class SmsSent(Message):
     case_id: str
     plate: str
     sms_id: str
-    kind: Literal[SMS_KINDS] = Field(description="What the SMS told the owner: " + ", ".join(SMS_KINDS) + ".")
+    kind: str = Field(description="What the SMS told the owner: " + ", ".join(SMS_KINDS) + " (more kinds may come).")
     accepted_at: datetime = Field(description="When the gateway accepted it (PostgreSQL's clock).")
 
 
