@@ -224,7 +224,7 @@ async def seed(url: str, n_open: int, n_closed: int, chunk: int = 50_000) -> Non
         await by_plate(SIGHTINGS, "each case's violation capture")
         await by_plate(SMS, "SMS")
         await by_plate(AUDIT, "audit rows")
-        await conn.execute("ANALYZE")
+        await conn.execute("VACUUM ANALYZE cases, sightings, sms_messages, audit_log, tickets")  # as autovacuum would
         sizes = await conn.fetchrow(
             """SELECT (SELECT count(*) FROM cases) AS cases, (SELECT count(*) FROM sightings) AS sightings,
                       (SELECT count(*) FROM sms_messages) AS sms, (SELECT count(*) FROM audit_log) AS audit,
@@ -309,6 +309,7 @@ async def write_load(url: str, per_second: float, stop: asyncio.Event, done: lis
                                    FROM due WHERE c.id = due.id RETURNING c.id)
                    INSERT INTO audit_log (at, case_id, actor, action, detail)
                    SELECT now(), id, 'worker:bench', 'moved', '{"cause": "deadline"}' FROM closed""", batch)
+            await conn.execute("UPDATE partition_watermarks SET read_to = now(), updated_at = now()")
             await conn.execute(OPEN_CASES.replace("'O' || lpad(i::text, 7, '0')", "'N' || i::text"),
                                first, first + batch, PARTITIONS, ZONES, CAMERAS)
             n += batch
@@ -345,6 +346,9 @@ async def measure(url: str, args) -> None:
             await r.read()
             if r.status != 303:
                 raise SystemExit(f"bench: console login answered {r.status}")
+        conn = await asyncpg.connect(url)  # the camera events are read up to now: no decision held
+        await conn.execute("UPDATE partition_watermarks SET read_to = now(), updated_at = now()")
+        await conn.close()
         await time_pages(base, http, 3, 0)  # warm up: the first reads, the pool
         for label, writes in (("quiet database", 0), (f"with {args.writes:,} decisions a second written", args.writes)):
             if writes and not args.writes:
@@ -378,6 +382,80 @@ async def measure(url: str, args) -> None:
             child.kill()
 
 
+class Explaining:
+    """A connection that runs EXPLAIN ANALYZE of each statement before running it, and keeps (time, plan)."""
+
+    def __init__(self, conn: asyncpg.Connection):
+        self.conn = conn
+        self.plans: list[tuple[float, str, str]] = []
+
+    async def _explain(self, sql: str, args) -> None:
+        rows = await self.conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
+        plan = "\n".join(r[0] for r in rows)
+        took = float(plan.rsplit("Execution Time: ", 1)[1].split(" ms")[0])
+        self.plans.append((took, " ".join(sql.split())[:110], plan))
+
+    async def fetch(self, sql, *args):
+        await self._explain(sql, args)
+        return await self.conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql, *args):
+        await self._explain(sql, args)
+        return await self.conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql, *args):
+        await self._explain(sql, args)
+        return await self.conn.fetchval(sql, *args)
+
+
+async def explain(url: str, verbose: bool) -> None:
+    """EXPLAIN ANALYZE of every statement the live page, the lists' first pages and /metrics run."""
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from pipeline.cases import watermarks
+    from pipeline.console import health, queries
+
+    from pipeline.cases.store import init_connection
+
+    conn = await asyncpg.connect(url)
+    await init_connection(conn)
+    tz = ZoneInfo("Asia/Shanghai")
+    now = datetime.now(UTC)
+    try:
+        readers = {
+            **({"live counts (every refresh)": lambda c: queries.live_counts(c, now),
+                "day totals (every 15 s)": lambda c: queries.day_totals(c, now, tz)}
+               if hasattr(queries, "live_counts") else
+               {"counts (live tiles, /metrics, health)": lambda c: queries.counts(c, now, tz)}),
+            "overview (open cases, car parks, recent)": lambda c: queries.overview(c, now, {
+                "events_per_second": 0, **{k: 0 for k in queries.TILES}}, {}),
+            "drive-away rate (24 h)": lambda c: queries.drive_away_rate(c, now - timedelta(hours=24), tz),
+            "latency (/metrics)": lambda c: queries.recent_latency(c, now, timedelta(minutes=5)),
+            "input read (watermarks)": lambda c: watermarks.input_read(c, "camera-events"),
+            "health figures": lambda c: health.read_figures(c, True),
+            "cases list": lambda c: queries.search(c, queries.Criteria()),
+            "cases list, warned": lambda c: queries.search(c, queries.Criteria(state="warned")),
+            "tickets list": lambda c: queries.tickets(c, queries.TicketFilter()),
+            "audit list": lambda c: queries.audit_entries(c, False),
+            "review queue": lambda c: queries.review_queue(c, timedelta(minutes=30)),
+            "to confirm": lambda c: queries.to_confirm(c),
+            "health lists": lambda c: queries.health_lists(c),
+            "cameras (search form)": lambda c: queries.cameras(c),
+        }
+        for name, read in readers.items():
+            proxy = Explaining(conn)
+            await read(proxy)
+            total = sum(t for t, _, _ in proxy.plans)
+            print(f"{name}: {len(proxy.plans)} statements, {total:,.1f} ms")
+            for took, sql, plan in sorted(proxy.plans, reverse=True):
+                print(f"  {took:9,.1f} ms  {sql}")
+                if verbose and took > 20:
+                    print("\n".join("      " + line for line in plan.splitlines()))
+    finally:
+        await conn.close()
+
+
 async def main(args) -> None:
     from pipeline.config import Settings
 
@@ -388,7 +466,9 @@ async def main(args) -> None:
         await seed(url, args.open, args.closed)
     else:
         print(f"kept the seeded database: {have:,} open cases ({load()})", flush=True)
-    if not args.seed_only:
+    if args.explain:
+        await explain(url, args.verbose)
+    elif not args.seed_only:
         await measure(url, args)
 
 
@@ -401,6 +481,8 @@ if __name__ == "__main__":
     parser.add_argument("--writes", type=float, default=2000, help="decisions a second in the second part (0: none)")
     parser.add_argument("--keep", action="store_true", help="reuse the scratch database when it is seeded")
     parser.add_argument("--seed-only", action="store_true")
+    parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE each statement instead of timing pages")
+    parser.add_argument("--verbose", action="store_true", help="with --explain: the plans of statements over 20 ms")
     parser.add_argument("--port", type=int, default=PORT)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
