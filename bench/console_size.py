@@ -279,7 +279,8 @@ def serve(port: int) -> None:
 
 async def time_pages(base: str, http: aiohttp.ClientSession, requests: int, pause: float) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {p: [] for p in PAGES}
-    for _ in range(requests):
+    for i in range(requests):
+        print(f"\r  round {i + 1}/{requests}", end="", file=sys.stderr, flush=True)
         for path in PAGES:
             started = time.monotonic()
             async with http.get(base + path, allow_redirects=False) as r:
@@ -371,6 +372,7 @@ async def measure(url: str, args) -> None:
                 if writer:
                     await writer
             wall = time.monotonic() - started
+            print(file=sys.stderr)
             report(f"{label}: {args.requests} rounds of {len(PAGES)} pages in {wall:.0f} s"
                    + (f", {done[0] / wall:,.0f} decisions/s written" if writes else ""), times, loads)
     finally:

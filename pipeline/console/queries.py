@@ -129,6 +129,7 @@ async def overview(conn: asyncpg.Connection, now: datetime, counts: dict, drive_
         "now": now,
         "events_per_second": counts["events_per_second"],
         "counts": {k: counts[k] for k in TILES},
+        "totals_at": counts.get("totals_at"),
         "open_cases": [dict(r) for r in open_rows],
         "car_parks": await car_park_occupancy(conn),
         "drive_away": drive_away,

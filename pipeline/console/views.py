@@ -415,6 +415,7 @@ class Console:
         read = await self.input_read.get()
         live["input"] = held_for_input(read["partitions"])
         live["stale_limit"] = round(self.settings.integrator_stale_seconds)
+        live["totals_every"] = round(self.totals.seconds)
         live["stale_integrators"] = [
             {"integrator": r["integrator"], "topic": r["topic"], "since": self._when(r["since"]),
              "behind_seconds": round(r["behind_seconds"])}
