@@ -277,11 +277,12 @@ def serve(port: int) -> None:
 
 # ── timing ──────────────────────────────────────────────────────────────────────────────────
 
-async def time_pages(base: str, http: aiohttp.ClientSession, requests: int, pause: float) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {p: [] for p in PAGES}
+async def time_pages(base: str, http: aiohttp.ClientSession, requests: int, pause: float,
+                     pages: tuple = PAGES) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {p: [] for p in pages}
     for i in range(requests):
         print(f"\r  round {i + 1}/{requests}", end="", file=sys.stderr, flush=True)
-        for path in PAGES:
+        for path in pages:
             started = time.monotonic()
             async with http.get(base + path, allow_redirects=False) as r:
                 await r.read()
@@ -350,10 +351,10 @@ async def measure(url: str, args) -> None:
         conn = await asyncpg.connect(url)  # the camera events are read up to now: no decision held
         await conn.execute("UPDATE partition_watermarks SET read_to = now(), updated_at = now()")
         await conn.close()
-        await time_pages(base, http, 3, 0)  # warm up: the first reads, the pool
-        for label, writes in (("quiet database", 0), (f"with {args.writes:,} decisions a second written", args.writes)):
-            if writes and not args.writes:
-                continue
+        await time_pages(base, http, 1, 0)  # warm up: the first reads, the pool
+        phases = [("quiet database", 0)] + ([(f"with {args.writes:,} decisions a second written", args.writes)]
+                                           if args.writes else [])
+        for label, writes in phases:
             stop, done, loads = asyncio.Event(), [0], []
             writer = asyncio.create_task(write_load(url, writes, stop, done)) if writes else None
 
@@ -365,7 +366,8 @@ async def measure(url: str, args) -> None:
             sampler = asyncio.create_task(sample_load())
             started = time.monotonic()
             try:
-                times = await time_pages(base, http, args.requests, args.pause)
+                times = await time_pages(base, http, args.requests, args.pause,
+                                         ("/console/", "/console/api/overview", "/metrics") if args.targeted else PAGES)
             finally:
                 stop.set()
                 await sampler
@@ -373,7 +375,7 @@ async def measure(url: str, args) -> None:
                     await writer
             wall = time.monotonic() - started
             print(file=sys.stderr)
-            report(f"{label}: {args.requests} rounds of {len(PAGES)} pages in {wall:.0f} s"
+            report(f"{label}: {args.requests} rounds of {len(times)} pages in {wall:.0f} s"
                    + (f", {done[0] / wall:,.0f} decisions/s written" if writes else ""), times, loads)
     finally:
         await http.close()
@@ -481,6 +483,7 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=300, help="requests per page (one at a time)")
     parser.add_argument("--pause", type=float, default=0.05, help="seconds between rounds")
     parser.add_argument("--writes", type=float, default=2000, help="decisions a second in the second part (0: none)")
+    parser.add_argument("--targeted", action="store_true", help="time only the live page, its data and /metrics")
     parser.add_argument("--keep", action="store_true", help="reuse the scratch database when it is seeded")
     parser.add_argument("--seed-only", action="store_true")
     parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE each statement instead of timing pages")
