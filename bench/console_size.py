@@ -297,7 +297,7 @@ async def write_load(url: str, per_second: float, stop: asyncio.Event, done: lis
     """Close ``per_second`` open cases a second (oldest deadline first, as the tick would: moved, with
     its audit row) and open as many new ones, in rounds of a tenth of a second."""
     conn = await asyncpg.connect(url)
-    n = 0
+    n, run = 0, str(int(time.time()))
     try:
         started = time.monotonic()
         while not stop.is_set():
@@ -312,8 +312,8 @@ async def write_load(url: str, per_second: float, stop: asyncio.Event, done: lis
                    INSERT INTO audit_log (at, case_id, actor, action, detail)
                    SELECT now(), id, 'worker:bench', 'moved', '{"cause": "deadline"}' FROM closed""", batch)
             await conn.execute("UPDATE partition_watermarks SET read_to = now(), updated_at = now()")
-            await conn.execute(OPEN_CASES.replace("'O' || lpad(i::text, 7, '0')", "'N' || i::text"),
-                               first, first + batch, PARTITIONS, ZONES, CAMERAS)
+            await conn.execute(OPEN_CASES.replace("'O' || lpad(i::text, 7, '0')", "'N' || $6::text || '-' || i"),
+                               first, first + batch, PARTITIONS, ZONES, CAMERAS, run)
             n += batch
             done[0] = n
             await asyncio.sleep(max(0.0, started + n / per_second - time.monotonic()))
