@@ -55,6 +55,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "tile.voided": ("已作废 {n}", "{n} voided"),
     "tile.dead_letters_today": ("今日无效消息", "dead letters today"),
     "tile.open_cases": ("进行中案件", "open cases"),
+    "tile.totals_as_of": ("今日累计与进行中案件数每 {seconds} 秒统计一次（截至 {at}）",
+                          "today's totals and open cases are counted every {seconds} s (as of {at})"),
     "tile.review_cases": ("待审核", "waiting for review"),
     "tile.to_confirm": ("待确认告知单", "tickets to confirm"),
     "tile.cautions_today": ("今日首违/试运行警告", "warning notices today"),

@@ -68,21 +68,52 @@ T = TypeVar("T")
 class Refreshed(Generic[T]):
     """A value read at most once per ``seconds``, whoever asks: callers within the interval get the
     same value, and callers at the same moment wait for one read. A read that fails is not kept
-    (the next caller reads again)."""
+    (the next caller reads again).
 
-    def __init__(self, seconds: float, read: Callable[[], Awaitable[T]]):
+    With ``stale_seconds``, a caller past the interval but within ``seconds + stale_seconds`` of the
+    last read gets the value it holds at once, and the read is started behind it (one at a time):
+    no request waits for a slow read while a value that recent is there. A value older than that
+    (or none yet) is waited for, as without it. A read that fails behind is logged and not kept."""
+
+    def __init__(self, seconds: float, read: Callable[[], Awaitable[T]], stale_seconds: float = 0.0):
         self.seconds = seconds
+        self.stale_seconds = stale_seconds
         self._read = read
         self._value: T | None = None
         self._at: float | None = None
         self._lock = asyncio.Lock()
+        self._behind: asyncio.Task | None = None
+
+    @property
+    def age(self) -> float | None:
+        """Seconds since the value held was read (None: none yet)."""
+        return None if self._at is None else time.monotonic() - self._at
 
     async def get(self) -> T:
+        age = self.age
+        if age is not None and self.seconds <= age < self.seconds + self.stale_seconds:
+            if self._behind is None or self._behind.done():
+                self._behind = asyncio.create_task(self._read_behind())
+            return self._value
         async with self._lock:
             if self._at is None or time.monotonic() - self._at >= self.seconds:
                 self._value = await self._read()
                 self._at = time.monotonic()
             return self._value
+
+    def invalidate(self) -> None:
+        """The next caller waits for a fresh read (after a change it must see)."""
+        self._at = None if self._at is None else self._at - self.seconds - self.stale_seconds
+
+    async def _read_behind(self) -> None:
+        async with self._lock:
+            if self._at is not None and time.monotonic() - self._at < self.seconds:
+                return
+            try:
+                self._value = await self._read()
+                self._at = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - the next caller reads again
+                log.warning("console: a figure was not re-read: %s", type(exc).__name__)
 
 
 class StageSensor(faust.Sensor):

@@ -42,32 +42,52 @@ def local_midnight(now: datetime, tz: ZoneInfo) -> datetime:
 
 
 async def counts(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
-    """Today's numbers and the work still open, for the live console and /metrics.
+    """Today's numbers and the work still open (``live_counts`` and ``day_totals``), for the command
+    line's status; the console and /metrics read the two parts on their own schedules."""
+    return with_totals(await live_counts(conn, now), await day_totals(conn, now, tz))
 
-    Each count reads an index (migrations 0003 and 0017) over a bounded set: the last few seconds,
-    today (since local midnight), or rows in an open state (open cases, review, SMS pending or
-    sending, the outbox). None reads a whole table, so the cost grows with a day's traffic and the
-    open work, not with the history kept.
-    """
+
+async def live_counts(conn: asyncpg.Connection, now: datetime) -> dict:
+    """What changes from second to second and stays small: events per second, cases in review and to
+    confirm, the outbox, the oldest due deadline. Each reads an index (migrations 0003, 0017, 0120)
+    over the rows it counts: the last few seconds or rows waiting for someone, never the open cases
+    nor the day's traffic, so it costs the same at a million open cases."""
+    row = await conn.fetchrow(
+        """SELECT
+             (SELECT count(*) FROM sightings WHERE received_at > $1) AS recent_sightings,
+             (SELECT count(*) FROM dead_letters WHERE received_at > $1) AS recent_dead_letters,
+             (SELECT count(*) FROM cases WHERE state = 'review') AS review_cases,
+             (SELECT count(*) FROM cases WHERE state = 'to_confirm') AS to_confirm,
+             (SELECT count(*) FROM outbox) AS outbox_backlog,
+             (SELECT count(*) FROM outbox_set_aside) AS outbox_set_aside,
+             (SELECT created_at FROM outbox ORDER BY id LIMIT 1) AS outbox_oldest,
+             (SELECT min(wake_at) FROM cases WHERE state IN ('warned', 'rechecking') AND wake_at <= $2) AS oldest_due""",
+        now - RATE_WINDOW, now)
+    return {
+        "events_per_second": round((row["recent_sightings"] + row["recent_dead_letters"])
+                                   / RATE_WINDOW.total_seconds(), 1),
+        **{k: row[k] for k in ("review_cases", "outbox_backlog", "outbox_set_aside", "to_confirm")},
+        "outbox_oldest_age": (now - row["outbox_oldest"]).total_seconds() if row["outbox_oldest"] else 0.0,
+        "deadline_lag": (now - row["oldest_due"]).total_seconds() if row["oldest_due"] else 0.0,
+    }
+
+
+async def day_totals(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
+    """Today's totals (since local midnight) and the open cases by state, each from an index over
+    the rows it counts: they grow with a day's traffic and the open work (a million rows at a
+    province's size, a second or more to count), not with the history kept. The console re-counts
+    them less often than ``live_counts`` (``views.TOTALS_SECONDS``)."""
     today = local_midnight(now, tz)
     row = await conn.fetchrow(
         """SELECT
-             (SELECT count(*) FROM sightings WHERE received_at > $2) AS recent_sightings,
-             (SELECT count(*) FROM dead_letters WHERE received_at > $2) AS recent_dead_letters,
              (SELECT count(*) FROM sightings WHERE received_at >= $1) AS events_today,
              (SELECT count(*) FROM sms_messages WHERE kind = 'warning' AND accepted_at >= $1) AS warnings_today,
              (SELECT count(*) FROM cases WHERE state = 'moved' AND closed_at >= $1) AS moved_today,
              (SELECT count(*) FROM tickets WHERE issued_at >= $1) AS tickets_today,
              (SELECT count(*) FROM tickets WHERE issued_at >= $1 AND voided_at IS NOT NULL) AS voided_today,
              (SELECT count(*) FROM dead_letters WHERE received_at >= $1) AS dead_letters_today,
-             (SELECT count(*) FROM cases WHERE state = 'review') AS review_cases,
-             (SELECT count(*) FROM cases WHERE state = 'to_confirm') AS to_confirm,
-             (SELECT count(*) FROM cases WHERE state = 'cautioned' AND closed_at >= $1) AS cautions_today,
-             (SELECT count(*) FROM outbox) AS outbox_backlog,
-             (SELECT count(*) FROM outbox_set_aside) AS outbox_set_aside,
-             (SELECT created_at FROM outbox ORDER BY id LIMIT 1) AS outbox_oldest,
-             (SELECT min(wake_at) FROM cases WHERE state IN ('warned', 'rechecking') AND wake_at <= $3) AS oldest_due""",
-        today, now - RATE_WINDOW, now)
+             (SELECT count(*) FROM cases WHERE state = 'cautioned' AND closed_at >= $1) AS cautions_today""",
+        today)
     open_by_state = await conn.fetch(
         "SELECT state, count(*) AS n FROM cases WHERE state IN ('detected', 'warned', 'rechecking') GROUP BY state")
     sms = await conn.fetch(
@@ -78,17 +98,19 @@ async def counts(conn: asyncpg.Connection, now: datetime, tz: ZoneInfo) -> dict:
            GROUP BY kind, status ORDER BY 1, 2""", today)
     cases = {s: 0 for s in OPEN} | {r["state"]: r["n"] for r in open_by_state}
     return {
-        "events_per_second": round((row["recent_sightings"] + row["recent_dead_letters"])
-                                   / RATE_WINDOW.total_seconds(), 1),
         **{k: row[k] for k in ("events_today", "warnings_today", "moved_today", "tickets_today", "voided_today",
-                               "dead_letters_today", "review_cases", "outbox_backlog", "outbox_set_aside",
-                               "to_confirm", "cautions_today")},
+                               "dead_letters_today", "cautions_today")},
         "open_cases": sum(cases.values()),
-        "cases": cases | {"review": row["review_cases"], "to_confirm": row["to_confirm"]},
+        "open_by_state": cases,
         "sms": [(r["kind"], r["status"], r["n"]) for r in sms],
-        "outbox_oldest_age": (now - row["outbox_oldest"]).total_seconds() if row["outbox_oldest"] else 0.0,
-        "deadline_lag": (now - row["oldest_due"]).total_seconds() if row["oldest_due"] else 0.0,
+        "totals_at": now,
     }
+
+
+def with_totals(live: dict, totals: dict) -> dict:
+    """``live_counts`` and ``day_totals`` as one: what ``counts`` returns."""
+    return {**live, **totals,
+            "cases": totals["open_by_state"] | {"review": live["review_cases"], "to_confirm": live["to_confirm"]}}
 
 
 TILES = ("events_today", "warnings_today", "moved_today", "tickets_today", "voided_today", "dead_letters_today",
@@ -107,6 +129,7 @@ async def overview(conn: asyncpg.Connection, now: datetime, counts: dict, drive_
         "now": now,
         "events_per_second": counts["events_per_second"],
         "counts": {k: counts[k] for k in TILES},
+        "totals_at": counts.get("totals_at"),
         "open_cases": [dict(r) for r in open_rows],
         "car_parks": await car_park_occupancy(conn),
         "drive_away": drive_away,

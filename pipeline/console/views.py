@@ -14,6 +14,7 @@ password is checked, off the event loop. /metrics answers the addresses in ``PW_
 """
 
 import asyncio
+import contextlib
 import csv
 import functools
 import io
@@ -67,6 +68,14 @@ DEAD_LETTER_PAGE = 100
 EXPORT_LIMIT = 50_000
 SLOW_REFRESH_SECONDS = 60.0
 """How often the 24-hour drive-away rate and the list of cameras are re-read."""
+TOTALS_SECONDS = 15.0
+"""How often today's totals and the open cases by state are re-counted (``queries.day_totals``: a
+million rows each at a province's size); the live page says so under its tiles."""
+STALE_SECONDS = 10.0
+"""A figure past its refresh interval but read less than this longer ago is shown at once while it
+is re-read behind (``metrics.Refreshed``): no page nor scrape waits for a slow count. Older than that
+(a worker idle for a while), the request waits for the read. After an operator's action the figures
+are read afresh (``Console.invalidate``), so the page shows what the action did."""
 
 
 def register(app, runtime) -> "Console":
@@ -145,7 +154,8 @@ def safe_next(target: str | None) -> str:
 
 
 def guarded(act: bool = False, api: bool = False):
-    """Require a session; on POST also the session's CSRF token (and, with ``act``, a supervisor)."""
+    """Require a session; on POST also the session's CSRF token (and, with ``act``, a supervisor).
+    After a POST the console's figures are read afresh (``Console.invalidate``)."""
 
     def wrap(handler):
         @functools.wraps(handler)
@@ -158,7 +168,9 @@ def guarded(act: bool = False, api: bool = False):
             request["session"] = session
             if request.method == "GET" and not api:
                 request["health"] = await health_for_page(self)
-            if request.method == "POST":
+            if request.method != "POST":
+                return await handler(self, request)
+            try:
                 form = await request.post()
                 request["form"] = form
                 if not auth.csrf_matches(session.csrf_token, form.get("csrf") or request.headers.get("X-CSRF-Token")) \
@@ -166,7 +178,9 @@ def guarded(act: bool = False, api: bool = False):
                     return self.message(request, 403, "error.forbidden", "refused.csrf")
                 if act and not session.operator.can_act:
                     return self.message(request, 403, "error.forbidden", "refused.supervisors_only")
-            return await handler(self, request)
+                return await handler(self, request)
+            finally:
+                getattr(self, "console", self).invalidate()
 
         return guarded_handler
 
@@ -206,16 +220,21 @@ class Console:
         self.login_addresses = auth.AddressLimiter(s.console_login_per_address_per_minute)
         self.password_checks = auth.PasswordChecks(s.console_login_concurrency)
         self._address_limited_pages: dict[str, bytes] = {}
-        self.counts = metrics.Refreshed(s.console_refresh_seconds, self._read_counts)
-        self.live_view = metrics.Refreshed(s.console_refresh_seconds, self._read_overview)
-        self.drive_away = metrics.Refreshed(max(s.console_refresh_seconds, SLOW_REFRESH_SECONDS), self._read_drive_away)
-        self.latency = metrics.Refreshed(s.console_refresh_seconds, self._read_latency)
-        self.input_read = metrics.Refreshed(s.console_refresh_seconds, self._read_input)
-        self.consumer_lag = metrics.Refreshed(s.console_refresh_seconds, self.kafka.lag)
-        self.cameras = metrics.Refreshed(max(s.console_refresh_seconds, SLOW_REFRESH_SECONDS), self._read_cameras)
+        every, slow = s.console_refresh_seconds, max(s.console_refresh_seconds, SLOW_REFRESH_SECONDS)
+        self._reads = asyncio.Semaphore(max(1, s.console_db_pool_size - 1))
+        """Figures read behind take at most this many of the pool's connections: one is left for pages."""
+        self.live_counts = metrics.Refreshed(every, self._read_live_counts, STALE_SECONDS)
+        self.totals = metrics.Refreshed(max(every, TOTALS_SECONDS), self._read_totals, TOTALS_SECONDS + STALE_SECONDS)
+        self.counts = metrics.Refreshed(0, self._read_counts)
+        self.live_view = metrics.Refreshed(every, self._read_overview, STALE_SECONDS)
+        self.drive_away = metrics.Refreshed(slow, self._read_drive_away, slow)
+        self.latency = metrics.Refreshed(every, self._read_latency, STALE_SECONDS)
+        self.input_read = metrics.Refreshed(every, self._read_input, STALE_SECONDS)
+        self.consumer_lag = metrics.Refreshed(every, self.kafka.lag)
+        self.cameras = metrics.Refreshed(slow, self._read_cameras, slow)
         self.health_reader = health.HealthReader(
             s.kannel_status_url.get_secret_value() if s.kannel_status_url and s.sms_gateway == "kannel" else None)
-        self.health = metrics.Refreshed(s.console_refresh_seconds, self._read_health)
+        self.health = metrics.Refreshed(every, self._read_health, STALE_SECONDS)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True))
         self.templates.filters.update(clock=self._clock, when=self._when, left=_time_left, duration=_duration, age=_age)
@@ -231,6 +250,18 @@ class Console:
                         self.settings.database_url.get_secret_value(), min_size=0,
                         max_size=self.settings.console_db_pool_size, init=init_connection)
         return self._pool
+
+    @contextlib.asynccontextmanager
+    async def reading(self):
+        """A connection for a figure's read (``_reads`` of them at a time)."""
+        pool = await self.db()
+        async with self._reads, pool.acquire() as conn:
+            yield conn
+
+    def invalidate(self) -> None:
+        """After an operator's action: the next page reads the figures afresh (it waits for them)."""
+        for figure in (self.live_counts, self.totals, self.live_view, self.input_read, self.health):
+            figure.invalidate()
 
     async def desk(self) -> actions.Desk:
         try:
@@ -379,12 +410,12 @@ class Console:
 
     async def _read_overview(self) -> dict:
         counts, drive_away = await self.counts.get(), await self.drive_away.get()
-        pool = await self.db()
-        async with pool.acquire() as conn:
+        async with self.reading() as conn:
             live = await queries.overview(conn, datetime.now(UTC), counts, drive_away)
         read = await self.input_read.get()
         live["input"] = held_for_input(read["partitions"])
         live["stale_limit"] = round(self.settings.integrator_stale_seconds)
+        live["totals_every"] = round(self.totals.seconds)
         live["stale_integrators"] = [
             {"integrator": r["integrator"], "topic": r["topic"], "since": self._when(r["since"]),
              "behind_seconds": round(r["behind_seconds"])}
@@ -393,30 +424,35 @@ class Console:
 
     async def _read_input(self) -> dict:
         """How far each camera-events partition is read, the decisions held for it, and the stale integrators."""
-        pool = await self.db()
-        async with pool.acquire() as conn:
+        async with self.reading() as conn:
             return await watermarks.input_read(conn, self.camera_events)
 
+    async def _read_live_counts(self) -> dict:
+        async with self.reading() as conn:
+            return await queries.live_counts(conn, datetime.now(UTC))
+
+    async def _read_totals(self) -> dict:
+        async with self.reading() as conn:
+            return await queries.day_totals(conn, datetime.now(UTC), self.tz)
+
     async def _read_counts(self) -> dict:
-        pool = await self.db()
-        async with pool.acquire() as conn:
-            return await queries.counts(conn, datetime.now(UTC), self.tz)
+        """``queries.counts``: the live counts (every refresh) with today's totals (every ``TOTALS_SECONDS``)."""
+        return queries.with_totals(await self.live_counts.get(), await self.totals.get())
 
     async def _read_drive_away(self) -> dict:
-        pool = await self.db()
-        async with pool.acquire() as conn:
+        async with self.reading() as conn:
             return await queries.drive_away_rate(conn, datetime.now(UTC) - timedelta(hours=24), self.tz)
 
     async def _read_latency(self) -> dict:
-        pool = await self.db()
-        async with pool.acquire() as conn:
+        async with self.reading() as conn:
             return await queries.recent_latency(conn, datetime.now(UTC), metrics.LATENCY_WINDOW)
 
     async def _read_health(self) -> health.Health:
         """Every health figure, once per refresh interval: the strip, /readyz and /metrics share it."""
         counts, read = await self.counts.get(), await self.input_read.get()
-        return await self.health_reader.read(await self.db(), counts, read["partitions"],
-                                             self.settings.sms_gateway in ("kannel", "http"))
+        async with self._reads:
+            return await self.health_reader.read(await self.db(), counts, read["partitions"],
+                                                 self.settings.sms_gateway in ("kannel", "http"))
 
     def strip_section(self, t: Words, current: "health.Health | None") -> dict[str, str]:
         return {"health-strip": self.render_text("_health.html", t, health=current)}
@@ -442,8 +478,7 @@ class Console:
         return await self.stream(request, sections)
 
     async def _read_cameras(self) -> list[str]:
-        pool = await self.db()
-        async with pool.acquire() as conn:
+        async with self.reading() as conn:
             return await queries.cameras(conn)
 
     def live_sections(self, t: Words, live: dict) -> dict[str, str]:
