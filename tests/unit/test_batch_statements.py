@@ -209,3 +209,17 @@ async def test_a_violation_elsewhere_closes_the_plate_s_case_before_its_new_case
     insert = statements.index(" ".join(store.INSERT_CASE.split()))
     assert update < insert
     assert writes[" ".join(store.INSERT_CASE.split())] == 1
+
+
+async def test_a_small_batch_is_decided_in_one_transaction_and_a_large_one_side_by_side():
+    """The parallel transactions (``PW_DB_PARALLEL_TRANSACTIONS``) each cost the same few statements,
+    so a batch is split only when each transaction gets ``EVENTS_PER_TRANSACTION`` events or more."""
+    sightings = {}
+    for n in (60, 400):
+        pool = CountingPool()
+        parallel = service(pool)
+        parallel.parallel = 4
+        batch = [(capture(i), Source(TOPIC, 0, i, capture(i).plate.encode(), datetime.now(UTC))) for i in range(n)]
+        await parallel.handle_camera_events(batch)
+        sightings[n] = sum("INSERT INTO sightings" in s for s in pool.conn.statements)
+    assert sightings == {60: 1, 400: 4}
