@@ -121,8 +121,15 @@ class Settings(BaseSettings):
 
     # Loops
     tick_seconds: float = Field(default=0.5, gt=0)
-    sms_poll_seconds: float = Field(default=0.1, gt=0)
-    outbox_poll_seconds: float = Field(default=0.05, gt=0)
+    sms_poll_seconds: float = Field(default=1.0, gt=0)
+    """The longest the SMS loop waits for work: it is woken at once when this worker's camera events
+    queued an SMS; this is for those queued elsewhere (deadlines, the console, other workers)."""
+    outbox_poll_seconds: float = Field(default=0.5, gt=0)
+    """The longest the outbox relay waits: it is woken at once when this worker's camera events or SMS
+    loop wrote outbox rows; this is for those written elsewhere."""
+    sms_in_flight: int = Field(default=4, ge=1)
+    """Claims of SMS (50 each) whose gateway calls may be outstanding at once: the next claim is made
+    while the gateway answers the previous ones."""
     reference_refresh_seconds: float = Field(default=2.0, gt=0)
     """How often a worker reads car parks, zones and cameras again, and forgets the plates whose owner
     another worker's reference feed changed (``pipeline/reference/feed.py``)."""

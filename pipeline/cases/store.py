@@ -741,6 +741,8 @@ class Batch:
     def __init__(self, conn):
         self.conn = conn
         self.waiting: dict[str, list[tuple]] = {sql: [] for sql in self.WAITING}
+        self.written: set[str] = set()
+        """The kinds of waiting writes flushed (``WAITING`` statements): what the batch wrote."""
         self.opened: dict[UUID, tuple] = {}
         """The cases the batch opened: id -> (their row in the INSERT_CASE rows, and what else it holds)."""
 
@@ -758,3 +760,4 @@ class Batch:
             if rows:
                 await self.conn.executemany(sql, rows)
                 rows.clear()
+                self.written.add(sql)
