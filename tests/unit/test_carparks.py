@@ -149,3 +149,27 @@ def test_given_car_parks_near_the_equator_when_looking_then_the_geodesically_nea
     nearest = index.nearest(*here)
 
     assert nearest.car_park.id == "north"
+
+
+def test_the_distance_from_a_camera_to_a_car_park_is_measured_once_not_for_every_violation(monkeypatch):
+    """The exact (geodesic) distance is pure Python and was a quarter of deciding a batch of violations;
+    violations are placed at their camera's position, so a camera's car parks are measured once, and a
+    later lookup gives the same answer (free spaces as they are then)."""
+    from pipeline.lookups import carparks
+    measured = []
+    real = carparks.geodesic
+
+    def counting(a, b):
+        measured.append((a, b))
+        return real(a, b)
+    monkeypatch.setattr(carparks, "geodesic", counting)
+    carparks.geodesic_m.cache_clear()
+    index = index_with(DEMO, {p.id: 10 for p in DEMO})
+    first = index.nearest(*HAICHUANG)
+    once = len(measured)
+    assert once >= 1
+    index.update_count(first.car_park.id, 3, COUNTED + timedelta(minutes=1))
+    for _ in range(100):
+        again = index.nearest(*HAICHUANG)
+    assert len(measured) == once, "no car park measured again"
+    assert (again.car_park, again.distance_m, again.free_spaces) == (first.car_park, first.distance_m, 3)
