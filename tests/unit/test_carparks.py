@@ -173,3 +173,26 @@ def test_the_distance_from_a_camera_to_a_car_park_is_measured_once_not_for_every
         again = index.nearest(*HAICHUANG)
     assert len(measured) == once, "no car park measured again"
     assert (again.car_park, again.distance_m, again.free_spaces) == (first.car_park, first.distance_m, 3)
+
+
+def test_the_distance_between_two_cameras_is_measured_once_by_the_case_machine(monkeypatch):
+    """``machine.distance_m`` (is a capture at the violation's place?) is pure Python too: the same two
+    camera positions are measured once, and the answer stays the same."""
+    from pipeline.cases import machine
+    measured = []
+    real = machine.Geodesic.WGS84
+
+    class Counting:
+        def Inverse(self, *args):
+            measured.append(args)
+            return real.Inverse(*args)
+    monkeypatch.setattr(machine.Geodesic, "WGS84", Counting())
+    machine._metres.cache_clear()
+    a, b = city.CAMERAS[0], city.CAMERAS[1]
+    at = datetime(2026, 12, 7, tzinfo=UTC)
+    one = machine.Sighting("e1", a.id, at, a.lat, a.lon, a.place, None, city.INTEGRATOR)
+    two = machine.Sighting("e2", b.id, at, b.lat, b.lon, b.place, None, city.INTEGRATOR)
+    first = machine.distance_m(one, two)
+    assert all(machine.distance_m(one, two) == first for _ in range(100))
+    assert len(measured) == 1
+    assert abs(first - geodesic((a.lat, a.lon), (b.lat, b.lon)).meters) < 0.01
