@@ -63,6 +63,47 @@ class SmsStyle:
     """This worker's name, written on the messages it is sending."""
 
 
+class ReportKeeper:
+    """Keeps the delivery reports that arrive while one statement is writing in the next one: a
+    gateway posts a report or more per message, each an HTTP request answered only once its report is
+    stored, so under load many wait at once (group commit). If a statement fails, its reports are
+    kept one by one, so a report that cannot be kept fails alone."""
+
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+        self.waiting: list[tuple[tuple, asyncio.Future]] = []
+        self.writing: asyncio.Task | None = None
+
+    async def keep(self, sms_id: UUID, status: str, detail: str, reported_at: datetime | None) -> bool:
+        answer = asyncio.get_running_loop().create_future()
+        self.waiting.append(((sms_id, status, detail, reported_at), answer))
+        if self.writing is None:
+            self.writing = asyncio.ensure_future(self._write())
+        return await answer
+
+    async def _write(self) -> None:
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, []
+                try:
+                    known = await store.keep_delivery_reports(self.pool, [report for report, _ in batch])
+                except Exception:  # noqa: BLE001 - each report is tried alone below, and fails alone
+                    known = None
+                for i, (report, answer) in enumerate(batch):
+                    if answer.done():
+                        continue
+                    if known is not None:
+                        answer.set_result(known[i])
+                        continue
+                    sms_id, status, detail, reported_at = report
+                    try:
+                        answer.set_result(await store.keep_delivery_report(self.pool, sms_id, status, reported_at, detail))
+                    except Exception as exc:  # noqa: BLE001 - the request that brought it answers with it
+                        answer.set_exception(exc)
+        finally:
+            self.writing = None
+
+
 class SmsService:
     def __init__(self, pool: asyncpg.Pool, effects: CaseEffects, sms: SmsStyle,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC), in_flight: int = 1,
@@ -75,6 +116,7 @@ class SmsService:
         """Claims whose gateway calls may be outstanding at once (``send_due_sms(wait=False)``)."""
         self.outbox_written = outbox_written
         """Called after a transaction that wrote outbox rows (a warning's WarningSent) committed."""
+        self._reports = ReportKeeper(pool)
         self._rounds: asyncio.Semaphore | None = None
         self._recording: asyncio.Lock | None = None
         self.sending: set[asyncio.Task] = set()
@@ -374,7 +416,7 @@ class SmsService:
         ``status`` is one of delivered, failed, queued, smsc_accepted, smsc_rejected. The report is
         only stored here (it never waits for a lock); ``apply_delivery_reports`` acts on it.
         """
-        return await store.keep_delivery_report(self.pool, sms_id, status, reported_at, detail)
+        return await self._reports.keep(sms_id, status, detail, reported_at)
 
     async def apply_delivery_reports(self, limit: int = 200) -> int:
         """Apply kept reports in order: message status, and for a warning its case (delivered, or
