@@ -26,7 +26,7 @@ from pipeline.evidence import fetch as evidence_fetch
 from pipeline.ingest import views as ingest_views
 from pipeline.lookups.carparks import CarParkIndex, load_index
 from pipeline.lookups.zones import ZoneBook, load_zones
-from pipeline.outbox import OutboxRelay
+from pipeline.outbox import OutboxRelay, woken
 from pipeline.retention import job as retention
 from pipeline.sms import driver_page
 from pipeline.sms import views as sms_views
@@ -90,6 +90,10 @@ class Runtime(Service):
 
     def __post_init__(self) -> None:
         self.ready = asyncio.Event()
+        self.sms_queued = asyncio.Event()
+        """Set when this worker's camera events queued SMS: wakes the SMS loop before its poll."""
+        self.outbox_written = asyncio.Event()
+        """Set when this worker wrote outbox rows: wakes the outbox relay before its poll."""
         self.pool = self.web_pool = self.service = self.sms_service = self.gateway = self.producer = self.relay = self.feed = None
         self.settings = settings
         self.car_parks = CarParkIndex()
@@ -135,6 +139,7 @@ class Runtime(Service):
         self.web_pool = await bootstrap.connect_web_database(settings, outage_ends=False)
         await self._refresh_reference()
         self.service = bootstrap.build_service(settings, self.pool, self.car_parks, self.zones)
+        self.service.sms_queued, self.service.outbox_written = self.sms_queued.set, self.outbox_written.set
         self.sms_service = bootstrap.build_sms_service(settings, self.pool, self.service)
         self.feed = bootstrap.build_reference_feed(settings, self.pool, self.service.owners, self._reload_reference)
         await self.feed.forget_changed_elsewhere()
@@ -190,9 +195,13 @@ class Runtime(Service):
         faust_subscription.read_topics(app, camera_events, CAMERA_EVENTS, names)
         log.info("reading camera events of %d integrators (new: %s)", len(self.integrators), ", ".join(sorted(new)))
 
-    async def _every(self, seconds: float, work) -> None:
+    async def _every(self, seconds: float, work, wake: asyncio.Event | None = None) -> None:
+        """Run ``work`` again at once while it says it was busy, else after ``seconds`` or as soon as
+        ``wake`` is set (whichever comes first)."""
         await self.ready.wait()
         while not self.should_stop:
+            if wake is not None:
+                wake.clear()
             try:
                 busy = await self.round(work.__name__, work)
             except Exception as exc:  # noqa: BLE001 - a loop must outlive outages
@@ -200,7 +209,7 @@ class Runtime(Service):
                 busy = False
                 await self.sleep(1.0)
             if not busy:
-                await self.sleep(seconds)
+                await woken(wake, seconds)
 
     @Service.task
     async def deadlines(self) -> None:
@@ -214,8 +223,12 @@ class Runtime(Service):
     async def sms(self) -> None:
         await self.ready.wait()
         async def sms():
-            return await self.sms_service.settle_in_doubt_sms() + await self.sms_service.send_due_sms(self.gateway)
-        await self._every(settings.sms_poll_seconds, sms)
+            return (await self.sms_service.settle_in_doubt_sms()
+                    + await self.sms_service.send_due_sms(self.gateway, wait=False))
+        try:
+            await self._every(settings.sms_poll_seconds, sms, wake=self.sms_queued)
+        finally:
+            await self.sms_service.stop_sending()
 
     @Service.task
     async def evidence_images(self) -> None:
@@ -232,7 +245,7 @@ class Runtime(Service):
     @Service.task
     async def outbox(self) -> None:
         await self.ready.wait()
-        await self.relay.run(lambda: self.should_stop, settings.outbox_poll_seconds)
+        await self.relay.run(lambda: self.should_stop, settings.outbox_poll_seconds, wake=self.outbox_written)
 
     @Service.task
     async def watermarks(self) -> None:

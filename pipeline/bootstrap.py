@@ -278,7 +278,8 @@ def build_service(settings: Settings, pool: asyncpg.Pool, car_parks: CarParkInde
 
 def build_sms_service(settings: Settings, pool: asyncpg.Pool, cases: CaseService) -> SmsService:
     """The SMS service, deciding on warnings' cases through the case service's ``CaseEffects``."""
-    return SmsService(pool, cases.effects, sms_style(settings), clock=worker_clock(settings))
+    return SmsService(pool, cases.effects, sms_style(settings), clock=worker_clock(settings),
+                      in_flight=settings.sms_in_flight, outbox_written=lambda: cases.outbox_written())
 
 
 def build_reference_feed(settings: Settings, pool: asyncpg.Pool, owners, reload) -> ReferenceFeed:

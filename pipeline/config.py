@@ -18,10 +18,10 @@ from pipeline.client_limits import parse_networks
 from schemas.events import NEVER_EVIDENCE_SCHEMES
 
 ROOT = Path(__file__).resolve().parent.parent
-LOOP_CONNECTIONS = 8
+LOOP_CONNECTIONS = 9
 """Connections a worker's loops may hold at once besides the camera events' parallel transactions:
-car-park counts, deadlines, SMS, delivery reports, the outbox relay, reference data, retention, and the
-reference feed's agent."""
+car-park counts, deadlines, SMS (two: a claim is made while the answers to earlier ones are recorded),
+delivery reports, the outbox relay, reference data, retention, and the reference feed's agent."""
 
 
 class Settings(BaseSettings):
@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     backup_database_url: SecretStr | None = None
     """The login `parkwarden backup` takes base backups with (it needs the REPLICATION attribute); None:
     ``database_url``."""
-    db_pool_size: int = Field(default=12, ge=4)
+    db_pool_size: int = Field(default=13, ge=4)
     db_parallel_transactions: int = Field(default=4, ge=1)
     """A batch of camera events is split by plate into this many transactions, run side by side."""
     db_acquire_timeout_seconds: float = Field(default=10, gt=0)
@@ -121,8 +121,15 @@ class Settings(BaseSettings):
 
     # Loops
     tick_seconds: float = Field(default=0.5, gt=0)
-    sms_poll_seconds: float = Field(default=0.1, gt=0)
-    outbox_poll_seconds: float = Field(default=0.05, gt=0)
+    sms_poll_seconds: float = Field(default=1.0, gt=0)
+    """The longest the SMS loop waits for work: it is woken at once when this worker's camera events
+    queued an SMS; this is for those queued elsewhere (deadlines, the console, other workers)."""
+    outbox_poll_seconds: float = Field(default=0.5, gt=0)
+    """The longest the outbox relay waits: it is woken at once when this worker's camera events or SMS
+    loop wrote outbox rows; this is for those written elsewhere."""
+    sms_in_flight: int = Field(default=4, ge=1)
+    """Claims of SMS (50 each) whose gateway calls may be outstanding at once: the next claim is made
+    while the gateway answers the previous ones."""
     reference_refresh_seconds: float = Field(default=2.0, gt=0)
     """How often a worker reads car parks, zones and cameras again, and forgets the plates whose owner
     another worker's reference feed changed (``pipeline/reference/feed.py``)."""

@@ -191,8 +191,9 @@ class OutboxRelay:
         if producer is not None:
             await producer.stop()
 
-    async def run(self, should_stop, poll_seconds: float) -> None:
-        """Wait for the lock, then relay until ``should_stop()``; on a lost connection, start over."""
+    async def run(self, should_stop, poll_seconds: float, wake: asyncio.Event | None = None) -> None:
+        """Wait for the lock, then relay until ``should_stop()``; on a lost connection, start over.
+        Between rounds with nothing more to relay it waits ``poll_seconds``, or less if ``wake`` is set."""
         try:
             while not should_stop():
                 try:
@@ -201,11 +202,13 @@ class OutboxRelay:
                             await asyncio.sleep(1.0)
                         try:
                             while not should_stop():
+                                if wake is not None:
+                                    wake.clear()
                                 relayed = await self.relay_once(conn)
                                 if relayed.waiting:
                                     await asyncio.sleep(1.0)
                                 elif relayed.moved < self.batch_size:
-                                    await asyncio.sleep(poll_seconds)
+                                    await woken(wake, poll_seconds)
                         finally:
                             if not conn.is_closed():
                                 await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK)
@@ -216,6 +219,17 @@ class OutboxRelay:
                     await asyncio.sleep(1.0)
         finally:
             await self.close()
+
+
+async def woken(wake: asyncio.Event | None, seconds: float) -> None:
+    """Wait ``seconds``, or less if ``wake`` is set meanwhile (a loop's poll, woken by a writer)."""
+    if wake is None:
+        await asyncio.sleep(seconds)
+        return
+    try:
+        await asyncio.wait_for(wake.wait(), seconds)
+    except TimeoutError:
+        pass
 
 
 # ── set-aside rows, for operators ───────────────────────────────────────────────────────────

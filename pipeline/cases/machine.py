@@ -35,6 +35,7 @@ the stay (``stay_ends_at``) is evidence for that case, not a new warning (``agai
 """
 
 import calendar
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -256,7 +257,14 @@ def unchanged(case: Case, note: str) -> Decision:
 def distance_m(a: Sighting, b: Sighting) -> float:
     """Metres between two sightings on the WGS-84 ellipsoid (geographiclib, which geopy's geodesic uses;
     geopy itself would import its geocoders and aiohttp at every command's start)."""
-    return Geodesic.WGS84.Inverse(a.lat, a.lon, b.lat, b.lon, Geodesic.DISTANCE)["s12"]
+    return _metres(a.lat, a.lon, b.lat, b.lon)
+
+
+@functools.lru_cache(maxsize=65536)
+def _metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Remembered: sightings are placed at their cameras' registered positions, so the same pairs of
+    points come again and again, and geographiclib is pure Python."""
+    return Geodesic.WGS84.Inverse(lat1, lon1, lat2, lon2, Geodesic.DISTANCE)["s12"]
 
 
 def _close(case: Case, state: State, reason: str, now: datetime, *effects: Effect) -> Decision:

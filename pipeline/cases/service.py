@@ -114,8 +114,13 @@ class CaseService:
     def __init__(self, pool: asyncpg.Pool, owners: OwnerDirectory, car_parks: CarParkIndex, zones: ZoneBook,
                  rules: Rules, topics: Topics, sms: SmsStyle, ticket_prefix: str, actor: str = PIPELINE,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC), parallel: int = 4,
-                 integrator_stale_seconds: float | None = None, dead_letter_raw_bytes_per_day: int | None = None):
+                 integrator_stale_seconds: float | None = None, dead_letter_raw_bytes_per_day: int | None = None,
+                 sms_queued: Callable[[], None] = lambda: None, outbox_written: Callable[[], None] = lambda: None):
         self.pool = pool
+        self.sms_queued = sms_queued
+        """Called after a batch of camera events that queued SMS committed (wakes the SMS loop)."""
+        self.outbox_written = outbox_written
+        """Called after a batch of camera events that wrote outbox rows committed (wakes the relay)."""
         self.owners = owners
         self.car_parks = car_parks
         self.zones = zones
@@ -146,13 +151,23 @@ class CaseService:
         (a value PostgreSQL refuses, a bug on an odd input) becomes a dead letter with that reason.
         """
         groups: dict[int, list] = {}
+        parallel = self.transactions_for(len(batch))
         for item, source in batch:
             item = admit(item, source)
-            key = 0 if isinstance(item, Rejected) else hash(item.plate) % self.parallel
+            key = 0 if isinstance(item, Rejected) else hash(item.plate) % parallel
             groups.setdefault(key, []).append((item, source))
         # One plate's events stay in one group, in order; groups commit independently, in parallel.
         await asyncio.gather(*(self._until_database_answers(self._decide_batch, g) for g in groups.values()))
         await self._until_database_answers(self._note_progress, batch)
+
+    EVENTS_PER_TRANSACTION = 100
+    """A batch is split into parallel transactions only when each gets at least this many events: the
+    statements of a transaction cost the same for 1 event as for 200 (issue 16), so a small batch
+    split four ways would cost four times the round trips for no gain."""
+
+    def transactions_for(self, events_in_batch: int) -> int:
+        """How many transactions, side by side, decide a batch of this many events (1 to ``parallel``)."""
+        return max(1, min(self.parallel, events_in_batch // self.EVENTS_PER_TRANSACTION))
 
     async def _note_progress(self, batch: list[tuple[object, Source]]) -> None:
         """Every event of the batch is recorded: move the partitions' watermarks (``watermarks``)."""
@@ -185,8 +200,9 @@ class CaseService:
         and then kept as a dead letter. Raises only what ``errors.is_transient`` calls the database's
         fault (the caller waits)."""
         async with errors.own_failure() as outcome, self.pool.acquire() as conn, conn.transaction():
-            await self._decide(conn, batch)
+            written = await self._decide(conn, batch)
         if outcome.failure is None:
+            self._committed(written)
             return
         if len(batch) == 1:
             await self._decide_alone(*batch[0])
@@ -199,14 +215,22 @@ class CaseService:
     async def _decide_alone(self, item, source: Source, tries: int = 3) -> None:
         for attempt in range(tries):
             async with errors.own_failure() as outcome, self.pool.acquire() as conn, conn.transaction():
-                await self._decide(conn, [(item, source)])
+                written = await self._decide(conn, [(item, source)])
             if outcome.failure is None:
+                self._committed(written)
                 return
             if outcome.race:
                 await asyncio.sleep(0.05 * (attempt + 1))
         log.error("camera event at %s:%d@%d failed %d times: %s", source.topic, source.partition, source.offset,
                   tries, outcome)
         await self._dead_letter_alone(Rejected(store_raw(item, source), f"processing failed: {outcome}", ()), source)
+
+    def _committed(self, written: set[str]) -> None:
+        """A batch's transaction committed what it ``written``: wake the loops that send it on."""
+        if store.ADD_SMS in written:
+            self.sms_queued()
+        if store.ADD_OUTBOX in written:
+            self.outbox_written()
 
     async def _dead_letter_alone(self, rejected: Rejected, source: Source) -> None:
         """Keep a dead letter in its own transaction. If even that fails for a reason of its own,
@@ -235,12 +259,13 @@ class CaseService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 
-    async def _decide(self, conn, batch: list[tuple[object, Source]]) -> None:
+    async def _decide(self, conn, batch: list[tuple[object, Source]]) -> set[str]:
         """Decide a batch of camera events, in order, in the caller's transaction, in a constant number
         of statements for the batch (issue 16): PostgreSQL's clock, the cameras, the revoked
         integrators, the sightings (replays skipped), what the decisions read (``_load``), then the
         decisions' writes, each kind in one statement (``store.Batch``). Unusable events are dead
-        letters. Each event is decided by ``_decide_one`` on what the batch's earlier events left."""
+        letters. Each event is decided by ``_decide_one`` on what the batch's earlier events left.
+        Returns the kinds of writes it made (``store.Batch.written``)."""
         conn = store.Batch(conn)
         now = await store.database_now(conn)
         cameras = await registry.registered_many(
@@ -269,6 +294,7 @@ class CaseService:
         for item, source, sighting, camera in fresh:
             await self._decide_one(conn, known, item, source, sighting, camera, now)
         await conn.flush()
+        return conn.written
 
     async def _load(self, conn, fresh: list[tuple]) -> "Known":
         """What the decisions of a batch read, in one query each (none when no event needs it)."""

@@ -511,6 +511,20 @@ async def keep_delivery_report(pool, sms_id: UUID, status: str, reported_at: dat
     ))
 
 
+async def keep_delivery_reports(pool, reports: list[tuple[UUID, str, str, datetime | None]]) -> list[bool]:
+    """``keep_delivery_report`` for many reports (sms_id, status, detail, reported_at) in one statement,
+    kept in the order given; for each, False when its message is unknown."""
+    rows = await pool.fetch(
+        """INSERT INTO sms_delivery_reports (sms_id, status, detail, reported_at, received_at)
+           SELECT s.id, r.status, r.detail, r.reported_at, clock_timestamp()
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) WITH ORDINALITY
+                AS r (sms_id, status, detail, reported_at, n)
+           JOIN sms_messages s ON s.id = r.sms_id ORDER BY r.n RETURNING sms_id""",
+        [r[0] for r in reports], [r[1] for r in reports], [r[2][:200] for r in reports], [r[3] for r in reports])
+    known = {r["sms_id"] for r in rows}
+    return [r[0] in known for r in reports]
+
+
 async def claim_delivery_reports(conn, limit: int):
     """Unapplied reports whose message row is free now and whose acceptance is recorded, oldest first,
     with their message as it stands (``sms_status``, ``case_id``, ``kind``, ``accepted_at``, ``delivered_at``)."""
@@ -741,6 +755,8 @@ class Batch:
     def __init__(self, conn):
         self.conn = conn
         self.waiting: dict[str, list[tuple]] = {sql: [] for sql in self.WAITING}
+        self.written: set[str] = set()
+        """The kinds of waiting writes flushed (``WAITING`` statements): what the batch wrote."""
         self.opened: dict[UUID, tuple] = {}
         """The cases the batch opened: id -> (their row in the INSERT_CASE rows, and what else it holds)."""
 
@@ -758,3 +774,4 @@ class Batch:
             if rows:
                 await self.conn.executemany(sql, rows)
                 rows.clear()
+                self.written.add(sql)

@@ -63,15 +63,66 @@ class SmsStyle:
     """This worker's name, written on the messages it is sending."""
 
 
+class ReportKeeper:
+    """Keeps the delivery reports that arrive while one statement is writing in the next one: a
+    gateway posts a report or more per message, each an HTTP request answered only once its report is
+    stored, so under load many wait at once (group commit). If a statement fails, its reports are
+    kept one by one, so a report that cannot be kept fails alone."""
+
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+        self.waiting: list[tuple[tuple, asyncio.Future]] = []
+        self.writing: asyncio.Task | None = None
+
+    async def keep(self, sms_id: UUID, status: str, detail: str, reported_at: datetime | None) -> bool:
+        answer = asyncio.get_running_loop().create_future()
+        self.waiting.append(((sms_id, status, detail, reported_at), answer))
+        if self.writing is None:
+            self.writing = asyncio.ensure_future(self._write())
+        return await answer
+
+    async def _write(self) -> None:
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, []
+                try:
+                    known = await store.keep_delivery_reports(self.pool, [report for report, _ in batch])
+                except Exception:  # noqa: BLE001 - each report is tried alone below, and fails alone
+                    known = None
+                for i, (report, answer) in enumerate(batch):
+                    if answer.done():
+                        continue
+                    if known is not None:
+                        answer.set_result(known[i])
+                        continue
+                    sms_id, status, detail, reported_at = report
+                    try:
+                        answer.set_result(await store.keep_delivery_report(self.pool, sms_id, status, reported_at, detail))
+                    except Exception as exc:  # noqa: BLE001 - the request that brought it answers with it
+                        answer.set_exception(exc)
+        finally:
+            self.writing = None
+
+
 class SmsService:
     def __init__(self, pool: asyncpg.Pool, effects: CaseEffects, sms: SmsStyle,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), in_flight: int = 1,
+                 outbox_written: Callable[[], None] = lambda: None):
         self.pool = pool
         self.effects = effects
         self.sms = sms
         self.clock = clock
+        self.in_flight = in_flight
+        """Claims whose gateway calls may be outstanding at once (``send_due_sms(wait=False)``)."""
+        self.outbox_written = outbox_written
+        """Called after a transaction that wrote outbox rows (a warning's WarningSent) committed."""
+        self._reports = ReportKeeper(pool)
+        self._rounds: asyncio.Semaphore | None = None
+        self._recording: asyncio.Lock | None = None
+        self.sending: set[asyncio.Task] = set()
+        """Claims being sent and recorded in the background (``send_due_sms(wait=False)``)."""
 
-    async def send_due_sms(self, gateway: SmsGateway, limit: int = 50) -> int:
+    async def send_due_sms(self, gateway: SmsGateway, limit: int = 50, wait: bool = True) -> int:
         """Send pending SMS that are due; a warning's acceptance starts its case's window.
 
         Three steps, so that no lock is held while the gateway answers and a sender that dies
@@ -84,19 +135,58 @@ class SmsService:
         that cannot be prepared (its text cannot be rendered, say) is set aside with the reason, its
         case goes to review, and the others go on. A phone that already had ``daily_limit`` messages
         today gets no more: a warning over the limit fails for good (its case goes to review).
+
+        With ``wait=False`` it returns once the claim is committed, and the gateway calls and the
+        recording of their answers go on in the background (``sending``), so that the next claim is
+        made while the gateway answers: up to ``in_flight`` claims are outstanding at once (it waits
+        for one to finish before it claims more). Claims are made one at a time (a phone's count for
+        the day sees the messages the previous claim marked ``sending``), and answers are recorded
+        one claim at a time, so the loop holds at most two connections.
         """
-        async with self.pool.acquire() as conn, conn.transaction():
-            now = await store.database_now(conn)
-            rows = await store.claim_due_sms(conn, limit)
-            sent_today = await store.sms_sent_since(conn, [r["phone"] for r in rows], self._local_midnight(now))
-            sent_before = await restore.sms_sent_before(conn, [r["id"] for r in rows])
-            to_send = await self._mark_sending(conn, rows, now, sent_today, sent_before)
+        if self._rounds is None:
+            self._rounds, self._recording = asyncio.Semaphore(self.in_flight), asyncio.Lock()
+        await self._rounds.acquire()
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                now = await store.database_now(conn)
+                rows = await store.claim_due_sms(conn, limit)
+                sent_today = await store.sms_sent_since(conn, [r["phone"] for r in rows], self._local_midnight(now))
+                sent_before = await restore.sms_sent_before(conn, [r["id"] for r in rows])
+                to_send = await self._mark_sending(conn, rows, now, sent_today, sent_before)
+        except BaseException:
+            self._rounds.release()
+            raise
         if not to_send:
+            self._rounds.release()
             return len(rows)
-        async with self._leases_held([sms.id for sms, _ in to_send]):
-            results = await asyncio.gather(*(gateway.send(sms) for sms, _ in to_send), return_exceptions=True)
-        await self._record_answers(to_send, results)
+        sending = asyncio.ensure_future(self._send_and_record(gateway, to_send))
+        if wait:
+            await sending
+        else:
+            self.sending.add(sending)
+            sending.add_done_callback(self._sent)
         return len(rows)
+
+    async def _send_and_record(self, gateway: SmsGateway, to_send: list[tuple[OutgoingSms, int]]) -> None:
+        try:
+            async with self._leases_held([sms.id for sms, _ in to_send]):
+                results = await asyncio.gather(*(gateway.send(sms) for sms, _ in to_send), return_exceptions=True)
+            async with self._recording:
+                await self._record_answers(to_send, results)
+        finally:
+            self._rounds.release()
+
+    def _sent(self, task: asyncio.Task) -> None:
+        self.sending.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("sending a claim of SMS failed: %s: %s; its messages are settled when their lease runs out",
+                      type(exc).__name__, exc)
+
+    async def stop_sending(self) -> None:
+        """Cancel the claims still being sent (their messages are settled when their lease runs out)."""
+        for task in list(self.sending):
+            task.cancel()
+        await asyncio.gather(*self.sending, return_exceptions=True)
 
     async def _mark_sending(self, conn, rows, now: datetime, sent_today: dict[str, int],
                             sent_before: dict[UUID, restore.SentBefore]) -> list[tuple[OutgoingSms, int]]:
@@ -253,6 +343,7 @@ class SmsService:
                                 result = Accepted(now, result.gateway_ref)  # on PostgreSQL's clock
                             await self._each_row(conn, row, now, self._after_send, sms.text, result,
                                                  skip_races=False)
+                self.outbox_written()
                 return
             except Exception as exc:  # noqa: BLE001 - sorted out below
                 if not (errors.is_transient(exc) or errors.is_race(exc)):
@@ -327,7 +418,7 @@ class SmsService:
         ``status`` is one of delivered, failed, queued, smsc_accepted, smsc_rejected. The report is
         only stored here (it never waits for a lock); ``apply_delivery_reports`` acts on it.
         """
-        return await store.keep_delivery_report(self.pool, sms_id, status, reported_at, detail)
+        return await self._reports.keep(sms_id, status, detail, reported_at)
 
     async def apply_delivery_reports(self, limit: int = 200) -> int:
         """Apply kept reports in order: message status, and for a warning its case (delivered, or

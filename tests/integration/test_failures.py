@@ -158,7 +158,7 @@ async def test_a_pool_too_small_for_the_worker_s_loops_is_refused_at_start_with_
     worker = stack.worker(PW_DB_POOL_SIZE="4", PW_DB_PARALLEL_TRANSACTIONS="4")
     code = await asyncio.to_thread(worker.proc.wait, 60)
     assert code != 0
-    assert "raise PW_DB_POOL_SIZE to at least 12" in worker.log_path.read_text(errors="replace")
+    assert "raise PW_DB_POOL_SIZE to at least 13" in worker.log_path.read_text(errors="replace")
 
 
 async def test_a_loop_that_makes_no_progress_fails_readyz_and_is_logged_until_it_moves(stack: Stack):

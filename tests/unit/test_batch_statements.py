@@ -209,3 +209,39 @@ async def test_a_violation_elsewhere_closes_the_plate_s_case_before_its_new_case
     insert = statements.index(" ".join(store.INSERT_CASE.split()))
     assert update < insert
     assert writes[" ".join(store.INSERT_CASE.split())] == 1
+
+
+async def test_a_small_batch_is_decided_in_one_transaction_and_a_large_one_side_by_side():
+    """The parallel transactions (``PW_DB_PARALLEL_TRANSACTIONS``) each cost the same few statements,
+    so a batch is split only when each transaction gets ``EVENTS_PER_TRANSACTION`` events or more."""
+    sightings = {}
+    for n in (60, 400):
+        pool = CountingPool()
+        parallel = service(pool)
+        parallel.parallel = 4
+        batch = [(capture(i), Source(TOPIC, 0, i, capture(i).plate.encode(), datetime.now(UTC))) for i in range(n)]
+        await parallel.handle_camera_events(batch)
+        sightings[n] = sum("INSERT INTO sightings" in s for s in pool.conn.statements)
+    assert sightings == {60: 1, 400: 4}
+
+
+async def test_a_batch_that_queued_warnings_wakes_the_sms_loop_and_the_outbox_relay_after_it_committed():
+    """The worker's SMS loop and outbox relay need not poll often: a batch that queued SMS or wrote outbox
+    rows wakes them once its transaction has committed; a batch of mere captures wakes neither."""
+    for batch_of, expected in ((violations, ["commit", "sms", "outbox"]), (lambda n: [
+            (capture(i), Source(TOPIC, 0, i, capture(i).plate.encode(), datetime.now(UTC))) for i in range(n)], ["commit"])):
+        woken = []
+        pool = CountingPool()
+        batch = batch_of(3)
+        pool.conn = RegistryConnection()
+
+        @asynccontextmanager
+        async def transaction():
+            yield
+            woken.append("commit")
+        pool.conn.transaction = transaction
+        cases = service(pool)
+        cases.owners = cases.effects.owners = PostgresOwnerDirectory(0, 0)
+        cases.sms_queued, cases.outbox_written = (lambda: woken.append("sms")), (lambda: woken.append("outbox"))
+        await cases.handle_camera_events(batch)
+        assert woken == expected

@@ -149,3 +149,50 @@ def test_given_car_parks_near_the_equator_when_looking_then_the_geodesically_nea
     nearest = index.nearest(*here)
 
     assert nearest.car_park.id == "north"
+
+
+def test_the_distance_from_a_camera_to_a_car_park_is_measured_once_not_for_every_violation(monkeypatch):
+    """The exact (geodesic) distance is pure Python and was a quarter of deciding a batch of violations;
+    violations are placed at their camera's position, so a camera's car parks are measured once, and a
+    later lookup gives the same answer (free spaces as they are then)."""
+    from pipeline.lookups import carparks
+    measured = []
+    real = carparks.geodesic
+
+    def counting(a, b):
+        measured.append((a, b))
+        return real(a, b)
+    monkeypatch.setattr(carparks, "geodesic", counting)
+    carparks.geodesic_m.cache_clear()
+    index = index_with(DEMO, {p.id: 10 for p in DEMO})
+    first = index.nearest(*HAICHUANG)
+    once = len(measured)
+    assert once >= 1
+    index.update_count(first.car_park.id, 3, COUNTED + timedelta(minutes=1))
+    for _ in range(100):
+        again = index.nearest(*HAICHUANG)
+    assert len(measured) == once, "no car park measured again"
+    assert (again.car_park, again.distance_m, again.free_spaces) == (first.car_park, first.distance_m, 3)
+
+
+def test_the_distance_between_two_cameras_is_measured_once_by_the_case_machine(monkeypatch):
+    """``machine.distance_m`` (is a capture at the violation's place?) is pure Python too: the same two
+    camera positions are measured once, and the answer stays the same."""
+    from pipeline.cases import machine
+    measured = []
+    real = machine.Geodesic.WGS84
+
+    class Counting:
+        def Inverse(self, *args):
+            measured.append(args)
+            return real.Inverse(*args)
+    monkeypatch.setattr(machine.Geodesic, "WGS84", Counting())
+    machine._metres.cache_clear()
+    a, b = city.CAMERAS[0], city.CAMERAS[1]
+    at = datetime(2026, 12, 7, tzinfo=UTC)
+    one = machine.Sighting("e1", a.id, at, a.lat, a.lon, a.place, None, city.INTEGRATOR)
+    two = machine.Sighting("e2", b.id, at, b.lat, b.lon, b.place, None, city.INTEGRATOR)
+    first = machine.distance_m(one, two)
+    assert all(machine.distance_m(one, two) == first for _ in range(100))
+    assert len(measured) == 1
+    assert abs(first - geodesic((a.lat, a.lon), (b.lat, b.lon)).meters) < 0.01

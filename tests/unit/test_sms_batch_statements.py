@@ -2,6 +2,7 @@
 gateway's acceptances and starting their cases' windows) costs a constant number of statements, not
 a savepoint and several round trips per message; a message that cannot be prepared is still set aside alone."""
 
+import asyncio
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
@@ -177,3 +178,57 @@ async def test_applying_a_claim_of_delivery_reports_costs_the_same_few_statement
     assert len(many.round_trips) == len(one.round_trips) <= 12, many.round_trips
     assert many.written[store.APPLY_DELIVERY] == many.written[store.REPORT_APPLIED] == 100
     assert many.written[store.ADD_OUTBOX] == 100, "a WarningDelivered for each warning delivered"
+
+
+class Holds:
+    """A gateway that answers nothing until ``answer`` is set."""
+
+    def __init__(self):
+        self.sent = []
+        self.answer = asyncio.Event()
+
+    async def send(self, sms):
+        self.sent.append(sms)
+        await self.answer.wait()
+        return Accepted(datetime.now(UTC), f"ref-{len(self.sent)}")
+
+
+class Claims(SmsConnection):
+    """Each claim takes the next ``limit`` pending messages (as ``FOR UPDATE SKIP LOCKED`` after the
+    previous claim marked its own ``sending``)."""
+
+    async def fetch(self, sql: str, *args):
+        if "s.next_attempt_at <= now()" in sql:
+            self.round_trips.append(sql)
+            claimed, self.rows = self.rows[:args[0]], self.rows[args[0]:]
+            self.claimed = getattr(self, "claimed", []) + claimed
+            return claimed
+        if "JOIN unnest($1::uuid[], $2::int[])" in sql:
+            self.round_trips.append(sql)
+            return [r | {"status": "sending", "attempts": 1} for r in self.claimed if r["id"] in args[0]]
+        return await super().fetch(sql, *args)
+
+
+async def test_the_next_claim_is_sent_while_the_gateway_answers_the_previous_ones_up_to_in_flight():
+    """``send_due_sms(wait=False)`` (the worker's SMS loop) returns once its claim is marked sending:
+    three claims of 10 are with the gateway at once, a fourth waits until one is answered, and every
+    answer is recorded."""
+    conn = Claims(40)
+    style = SmsStyle("zh", "【杭州城管】", ZoneInfo("Asia/Shanghai"))
+    written = []
+    sms = SmsService(Pool(conn), CaseEffects(None, CarParkIndex(), Rules(), TOPICS, "YH", style.timezone), style,
+                     in_flight=3, outbox_written=lambda: written.append("outbox"))
+    gateway = Holds()
+    for _ in range(3):
+        assert await asyncio.wait_for(sms.send_due_sms(gateway, limit=10, wait=False), 1) == 10
+    await asyncio.sleep(0.05)
+    assert len(gateway.sent) == 30, "three claims with the gateway at once"
+    fourth = asyncio.create_task(sms.send_due_sms(gateway, limit=10, wait=False))
+    await asyncio.sleep(0.1)
+    assert not fourth.done() and len(gateway.sent) == 30, "no fourth claim while three are outstanding"
+    gateway.answer.set()
+    assert await asyncio.wait_for(fourth, 1) == 10
+    await asyncio.wait_for(asyncio.gather(*sms.sending), 1)
+    assert len(gateway.sent) == 40 and len({s.id for s in gateway.sent}) == 40
+    assert conn.written[store.SMS_ACCEPTED] == 40, "every answer recorded"
+    assert written == ["outbox"] * 4, "the outbox relay woken after each claim's answers were recorded"
