@@ -16,7 +16,7 @@ from mode import Service
 from pipeline import bootstrap, codecs, faust_subscription, logs
 from pipeline.cameras import registry
 from pipeline.cameras import views as camera_views
-from pipeline.cases.service import Source
+from pipeline.cases.service import DUE_BATCH, Source
 from pipeline.config import ROOT, Settings
 from pipeline.appeals import driver as appeals_driver
 from pipeline.appeals import views as appeals_views
@@ -190,7 +190,9 @@ class Runtime(Service):
         faust_subscription.read_topics(app, camera_events, CAMERA_EVENTS, names)
         log.info("reading camera events of %d integrators (new: %s)", len(self.integrators), ", ".join(sorted(new)))
 
-    async def _every(self, seconds: float, work) -> None:
+    async def _every(self, seconds: float, work, pause=None) -> None:
+        """Run ``work`` in rounds, again at once while it is busy, else after ``seconds`` (or after
+        what ``pause()`` says)."""
         await self.ready.wait()
         while not self.should_stop:
             try:
@@ -200,11 +202,34 @@ class Runtime(Service):
                 busy = False
                 await self.sleep(1.0)
             if not busy:
-                await self.sleep(seconds)
+                try:
+                    await self.sleep(await pause() if pause else seconds)
+                except Exception:  # noqa: BLE001 - the next round says what is wrong
+                    await self.sleep(seconds)
 
     @Service.task
     async def deadlines(self) -> None:
-        await self._every(settings.tick_seconds, self.service_call("decide_due_cases"))
+        """Decide the due cases, on time: each round first brings the watermarks of the camera-events
+        partitions read to the end up to PostgreSQL's now (as the watermarks loop does each tick), so
+        that a deadline waits for no other loop. A round that claimed a full batch is followed by the
+        next at once; another sleeps until the next case is due, at least PW_DEADLINE_GAP_SECONDS and
+        at most a tick."""
+        await self.ready.wait()
+        end_offsets = bootstrap.EndOffsets(settings, CAMERA_EVENTS, reading=lambda: set(camera_events.topics))
+
+        async def decide_due_cases():
+            try:
+                await self.service.mark_current_partitions(end_offsets, stale=False)
+            except Exception as exc:  # noqa: BLE001 - the watermarks loop says so; held cases wait
+                log.debug("watermarks before the deadlines: %s: %s", type(exc).__name__, exc)
+            return await self.service.decide_due_cases() >= DUE_BATCH  # busy: the next batch waits no more
+
+        async def until_next_wake() -> float:
+            return await self.service.seconds_to_next_wake(settings.deadline_gap_seconds, settings.tick_seconds)
+        try:
+            await self._every(settings.tick_seconds, decide_due_cases, until_next_wake)
+        finally:
+            await end_offsets.close()
 
     @Service.task
     async def delivery_reports(self) -> None:

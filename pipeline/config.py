@@ -121,6 +121,10 @@ class Settings(BaseSettings):
 
     # Loops
     tick_seconds: float = Field(default=0.5, gt=0)
+    deadline_gap_seconds: float = Field(default=0.05, ge=0)
+    """The deadline loop's shortest sleep after a round that decided nothing (it sleeps until the
+    next case is due, at most a tick): a bound on its rounds, so that cases coming due at 2,000 a
+    second are decided in batches (about 100 each), not one round trip each."""
     sms_poll_seconds: float = Field(default=0.1, gt=0)
     outbox_poll_seconds: float = Field(default=0.05, gt=0)
     reference_refresh_seconds: float = Field(default=2.0, gt=0)
