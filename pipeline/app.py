@@ -192,7 +192,7 @@ class Runtime(Service):
 
     async def _every(self, seconds: float, work, pause=None) -> None:
         """Run ``work`` in rounds, again at once while it is busy, else after ``seconds`` (or after
-        what ``pause()`` says)."""
+        what ``pause()`` says, as the last round left it)."""
         await self.ready.wait()
         while not self.should_stop:
             try:
@@ -202,10 +202,7 @@ class Runtime(Service):
                 busy = False
                 await self.sleep(1.0)
             if not busy:
-                try:
-                    await self.sleep(await pause() if pause else seconds)
-                except Exception:  # noqa: BLE001 - the next round says what is wrong
-                    await self.sleep(seconds)
+                await self.sleep(pause() if pause else seconds)
 
     @Service.task
     async def deadlines(self) -> None:
@@ -217,17 +214,20 @@ class Runtime(Service):
         await self.ready.wait()
         end_offsets = bootstrap.EndOffsets(settings, CAMERA_EVENTS, reading=lambda: set(camera_events.topics))
 
+        pause = settings.tick_seconds
+
         async def decide_due_cases():
+            nonlocal pause
             try:
                 await self.service.mark_current_partitions(end_offsets, stale=False)
             except Exception as exc:  # noqa: BLE001 - the watermarks loop says so; held cases wait
                 log.debug("watermarks before the deadlines: %s: %s", type(exc).__name__, exc)
-            return await self.service.decide_due_cases() >= DUE_BATCH  # busy: the next batch waits no more
-
-        async def until_next_wake() -> float:
-            return await self.service.seconds_to_next_wake(settings.deadline_gap_seconds, settings.tick_seconds)
+            if await self.service.decide_due_cases() >= DUE_BATCH:
+                return True  # busy: the next batch waits no more
+            pause = await self.service.seconds_to_next_wake(settings.deadline_gap_seconds, settings.tick_seconds)
+            return False
         try:
-            await self._every(settings.tick_seconds, decide_due_cases, until_next_wake)
+            await self._every(settings.tick_seconds, decide_due_cases, lambda: pause)
         finally:
             await end_offsets.close()
 
