@@ -99,6 +99,7 @@ class Runtime(Service):
         """Integrators whose camera-events topic exists and is read by this worker's agent."""
         self._integrators_lock = asyncio.Lock()
         self.rounds: dict[str, float | None] = {}
+        self._end_offsets: bootstrap.EndOffsets | None = None
         """Each loop's and agent's current round: when it began (monotonic), None between rounds."""
 
     def stalled(self) -> list[str]:
@@ -145,7 +146,15 @@ class Runtime(Service):
                 pool.terminate()
         self.pool = self.web_pool = None
 
+    def end_offsets(self) -> bootstrap.EndOffsets:
+        """The one broker client that the watermarks and deadline loops share to ask for end offsets."""
+        if self._end_offsets is None:
+            self._end_offsets = bootstrap.EndOffsets(settings, CAMERA_EVENTS, reading=lambda: set(camera_events.topics))
+        return self._end_offsets
+
     async def on_stop(self) -> None:
+        if self._end_offsets is not None:
+            await self._end_offsets.close()
         for closing in (self.gateway and self.gateway.close(), self.producer and self.producer.stop(),
                         self.relay and self.relay.close(), self.web_pool and self.web_pool.close(),
                         self.pool and self.pool.close()):
@@ -212,8 +221,7 @@ class Runtime(Service):
         next at once; another sleeps until the next case is due, at least PW_DEADLINE_GAP_SECONDS and
         at most a tick."""
         await self.ready.wait()
-        end_offsets = bootstrap.EndOffsets(settings, CAMERA_EVENTS, reading=lambda: set(camera_events.topics))
-
+        end_offsets = self.end_offsets()
         pause = settings.tick_seconds
 
         async def decide_due_cases():
@@ -226,10 +234,7 @@ class Runtime(Service):
                 return True  # busy: the next batch waits no more
             pause = await self.service.seconds_to_next_wake(settings.deadline_gap_seconds, settings.tick_seconds)
             return False
-        try:
-            await self._every(settings.tick_seconds, decide_due_cases, lambda: pause)
-        finally:
-            await end_offsets.close()
+        await self._every(settings.tick_seconds, decide_due_cases, lambda: pause)
 
     @Service.task
     async def delivery_reports(self) -> None:
@@ -263,14 +268,11 @@ class Runtime(Service):
     async def watermarks(self) -> None:
         """Keep idle camera-events partitions current, so that they never hold a decision."""
         await self.ready.wait()
-        end_offsets = bootstrap.EndOffsets(settings, CAMERA_EVENTS, reading=lambda: set(camera_events.topics))
+        end_offsets = self.end_offsets()
         async def mark_current_partitions():
             await self.service.mark_current_partitions(end_offsets)
             return False
-        try:
-            await self._every(settings.tick_seconds, mark_current_partitions)
-        finally:
-            await end_offsets.close()
+        await self._every(settings.tick_seconds, mark_current_partitions)
 
     @Service.task
     async def watchdog(self) -> None:
