@@ -16,7 +16,7 @@ from mode import Service
 from pipeline import bootstrap, codecs, faust_subscription, logs
 from pipeline.cameras import registry
 from pipeline.cameras import views as camera_views
-from pipeline.cases.service import Source
+from pipeline.cases.service import DUE_BATCH, Source
 from pipeline.config import ROOT, Settings
 from pipeline.appeals import driver as appeals_driver
 from pipeline.appeals import views as appeals_views
@@ -103,6 +103,7 @@ class Runtime(Service):
         """Integrators whose camera-events topic exists and is read by this worker's agent."""
         self._integrators_lock = asyncio.Lock()
         self.rounds: dict[str, float | None] = {}
+        self._end_offsets: bootstrap.EndOffsets | None = None
         """Each loop's and agent's current round: when it began (monotonic), None between rounds."""
 
     def stalled(self) -> list[str]:
@@ -150,7 +151,15 @@ class Runtime(Service):
                 pool.terminate()
         self.pool = self.web_pool = None
 
+    def end_offsets(self) -> bootstrap.EndOffsets:
+        """The one broker client that the watermarks and deadline loops share to ask for end offsets."""
+        if self._end_offsets is None:
+            self._end_offsets = bootstrap.EndOffsets(settings, CAMERA_EVENTS, reading=lambda: set(camera_events.topics))
+        return self._end_offsets
+
     async def on_stop(self) -> None:
+        if self._end_offsets is not None:
+            await self._end_offsets.close()
         for closing in (self.gateway and self.gateway.close(), self.producer and self.producer.stop(),
                         self.relay and self.relay.close(), self.web_pool and self.web_pool.close(),
                         self.pool and self.pool.close()):
@@ -195,9 +204,9 @@ class Runtime(Service):
         faust_subscription.read_topics(app, camera_events, CAMERA_EVENTS, names)
         log.info("reading camera events of %d integrators (new: %s)", len(self.integrators), ", ".join(sorted(new)))
 
-    async def _every(self, seconds: float, work, wake: asyncio.Event | None = None) -> None:
-        """Run ``work`` again at once while it says it was busy, else after ``seconds`` or as soon as
-        ``wake`` is set (whichever comes first)."""
+    async def _every(self, seconds: float, work, wake: asyncio.Event | None = None, pause=None) -> None:
+        """Run ``work`` in rounds, again at once while it is busy, else after ``seconds`` (or after
+        what ``pause()`` says, as the last round left it), or as soon as ``wake`` is set."""
         await self.ready.wait()
         while not self.should_stop:
             if wake is not None:
@@ -209,11 +218,34 @@ class Runtime(Service):
                 busy = False
                 await self.sleep(1.0)
             if not busy:
-                await woken(wake, seconds)
+                delay = pause() if pause else seconds
+                if wake is None:
+                    await self.sleep(delay)
+                else:
+                    await woken(wake, delay)
 
     @Service.task
     async def deadlines(self) -> None:
-        await self._every(settings.tick_seconds, self.service_call("decide_due_cases"))
+        """Decide the due cases, on time: each round first brings the watermarks of the camera-events
+        partitions read to the end up to PostgreSQL's now (as the watermarks loop does each tick), so
+        that a deadline waits for no other loop. A round that claimed a full batch is followed by the
+        next at once; another sleeps until the next case is due, at least PW_DEADLINE_GAP_SECONDS and
+        at most a tick."""
+        await self.ready.wait()
+        end_offsets = self.end_offsets()
+        pause = settings.tick_seconds
+
+        async def decide_due_cases():
+            nonlocal pause
+            try:
+                await self.service.mark_current_partitions(end_offsets, stale=False)
+            except Exception as exc:  # noqa: BLE001 - the watermarks loop says so; held cases wait
+                log.debug("watermarks before the deadlines: %s: %s", type(exc).__name__, exc)
+            if await self.service.decide_due_cases() >= DUE_BATCH:
+                return True  # busy: the next batch waits no more
+            pause = await self.service.seconds_to_next_wake(settings.deadline_gap_seconds, settings.tick_seconds)
+            return False
+        await self._every(settings.tick_seconds, decide_due_cases, lambda: pause)
 
     @Service.task
     async def delivery_reports(self) -> None:
@@ -251,14 +283,11 @@ class Runtime(Service):
     async def watermarks(self) -> None:
         """Keep idle camera-events partitions current, so that they never hold a decision."""
         await self.ready.wait()
-        end_offsets = bootstrap.EndOffsets(settings, CAMERA_EVENTS, reading=lambda: set(camera_events.topics))
+        end_offsets = self.end_offsets()
         async def mark_current_partitions():
             await self.service.mark_current_partitions(end_offsets)
             return False
-        try:
-            await self._every(settings.tick_seconds, mark_current_partitions)
-        finally:
-            await end_offsets.close()
+        await self._every(settings.tick_seconds, mark_current_partitions)
 
     @Service.task
     async def watchdog(self) -> None:

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.client import AIOKafkaClient
+from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import KafkaError
 
 from pipeline.cases.effects import Topics
@@ -324,19 +325,37 @@ class EndOffsets:
         self.started = False
         self.partitions: set[tuple[str, int]] = set()
         self.partitions_read_at = 0.0
+        self.asking = asyncio.Lock()
+        """Loops that share the client ask one at a time."""
 
     async def __call__(self) -> dict[tuple[str, int], int]:
+        async with self.asking:
+            return await self._ask()
+
+    async def _ask(self) -> dict[tuple[str, int], int]:
         if not self.started:
             await self.consumer.start()
             self.started = True
         if not self.partitions or time.monotonic() - self.partitions_read_at > 10:  # topics and partitions may be added
             self.partitions_read_at = time.monotonic()
-            cluster = await self.consumer._client.fetch_all_metadata()  # the public topics() keeps no partitions
             read = self.reading() if self.reading else None
+            cluster = await self._metadata(read)
             self.partitions = {(t, p) for t in cluster.topics() if topics.is_camera_events(self.camera_events, t)
                                and (read is None or t in read) for p in cluster.partitions_for_topic(t) or ()}
         ends = await self.consumer.end_offsets([TopicPartition(t, p) for t, p in sorted(self.partitions)])
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+
+    async def _metadata(self, read: set[str] | None) -> ClusterMetadata:
+        """The brokers' metadata of the topics ``read`` (all topics if None): a shared broker may hold
+        thousands, whose metadata cost a worker more CPU than its deadlines. The public topics()
+        keeps no partitions, hence the client's own calls."""
+        client = self.consumer._client
+        if read is None:
+            return await client.fetch_all_metadata()
+        cluster = ClusterMetadata(metadata_max_age_ms=client._metadata_max_age_ms)
+        if read and not await client._metadata_update(cluster, sorted(read)):
+            raise KafkaError("no broker answered the metadata request for the camera-events topics")
+        return cluster
 
     async def close(self) -> None:
         if self.started:

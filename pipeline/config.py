@@ -121,6 +121,10 @@ class Settings(BaseSettings):
 
     # Loops
     tick_seconds: float = Field(default=0.5, gt=0)
+    deadline_gap_seconds: float = Field(default=0.05, ge=0)
+    """The deadline loop's shortest sleep after a round that decided nothing (it sleeps until the
+    next case is due, at most a tick): a bound on its rounds, so that cases coming due at 2,000 a
+    second are decided in batches (about 100 each), not one round trip each."""
     sms_poll_seconds: float = Field(default=1.0, gt=0)
     """The longest the SMS loop waits for work: it is woken at once when this worker's camera events
     queued an SMS; this is for those queued elsewhere (deadlines, the console, other workers)."""

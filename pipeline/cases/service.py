@@ -54,6 +54,10 @@ class Source:
     raw: bytes | None = None
 
 
+DUE_BATCH = 500
+"""The deadline tick's claim: at most this many due cases a round."""
+
+
 def admit(item, source: Source):
     """The decoded event, or a ``Rejected`` for a message an agent cannot use: no value (a
     tombstone), no key (the contract keys every input message), or not decoded at all."""
@@ -182,15 +186,15 @@ class CaseService:
             async with self.pool.acquire() as conn:
                 await watermarks.recorded(conn, progress)
 
-    async def mark_current_partitions(self, end_offsets) -> int:
+    async def mark_current_partitions(self, end_offsets, stale: bool = True) -> int:
         """The tick that keeps idle partitions current: ``end_offsets`` is a coroutine function that
         asks the broker for the end offset of each partition of every camera-events topic (after
-        PostgreSQL's now())."""
+        PostgreSQL's now()). ``stale``: also mark integrators stale or current again."""
         async with self.pool.acquire() as conn:
             as_of = await conn.fetchval("SELECT now()")
             ends = await end_offsets()
             current = await watermarks.current_as_of(conn, ends, as_of) if ends else 0
-            if self.integrator_stale_seconds is not None:
+            if stale and self.integrator_stale_seconds is not None:
                 await watermarks.mark_stale(conn, self.topics.camera_events, self.integrator_stale_seconds, self.actor)
             return current
 
@@ -507,7 +511,7 @@ class CaseService:
 
     # ── the clock ────────────────────────────────────────────────────────────────────────────
 
-    async def decide_due_cases(self, limit: int = 500) -> int:
+    async def decide_due_cases(self, limit: int = DUE_BATCH) -> int:
         """Decide every case whose deadline (or recheck wait) has passed, ``limit`` at a time. Returns how many.
 
         Set-based (``pipeline.cases.due``): one query claims the due cases, the machine decides each in
@@ -528,6 +532,14 @@ class CaseService:
                 await store.postpone(conn, case_id)
             await self._decide_due(conn, readable, now)
             return len(due)
+
+    async def seconds_to_next_wake(self, least: float, most: float) -> float:
+        """How long until the next open case is due (``wake_at`` still ahead), between ``least`` and
+        ``most`` seconds: the deadline loop sleeps that long when it found none due."""
+        ahead = await self.pool.fetchval(
+            """SELECT extract(epoch FROM min(wake_at) - now())::float8 FROM cases
+               WHERE state IN ('warned', 'rechecking') AND wake_at > now()""")
+        return most if ahead is None else min(most, max(least, ahead))
 
     async def _decide_due(self, conn, due: list[tuple[Case, list[str]]], now: datetime) -> None:
         """Decide and record a batch of due cases in a savepoint; split it on a failure of its own."""
@@ -571,6 +583,7 @@ class CaseService:
             log.error("case %s could not be set aside either (%s); it waits 5 minutes", case.id, set_aside)
             await store.postpone(conn, case.id)
         return False
+
 
 
 def printable(text: str) -> str:
