@@ -36,6 +36,11 @@ ADMIN_URL = BASE.database_url.get_secret_value()
 KAFKA = bootstrap.kafka_client_options(BASE)
 """How tests reach the broker: its address and, when it asks for one, the pipeline's SASL login."""
 
+SHARED_KANNEL = pytest.mark.xdist_group("shared-kannel")
+"""For a test whose SMS go through the shared Kannel: `./dev test` runs tests three at a time, and every test's
+city has the same plates and phones, so a test that counts what the fake SMS centre received (var/log/fakesmsc.log)
+or what Kannel logged must not overlap another that sends through it. Tests with this mark run one after another."""
+
 
 def pytest_collection_modifyitems(items):
     for item in items:

@@ -24,7 +24,7 @@ from pipeline.demo import city
 from pipeline.restore import identity
 from schemas import topics
 
-from .conftest import ADMIN_URL, KAFKA, ROOT, Stack, drop_database, wait_for
+from .conftest import ADMIN_URL, KAFKA, ROOT, SHARED_KANNEL, Stack, drop_database, wait_for
 from .test_sms_gateway import smsc  # noqa: F401 - the fixture: what the fake SMS centre received
 
 PLATES = 6
@@ -57,6 +57,7 @@ async def _read_all(stack: Stack, topic: str) -> list[tuple[str, bytes]]:
         await consumer.stop()
 
 
+@SHARED_KANNEL
 async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_and_lose_nothing(stack: Stack, smsc):
     env = {"PW_SMS_GATEWAY": "kannel", "PW_WINDOW_SECONDS": "300"}  # warnings only: no deadline in the drill
     camera = replace(city.CAMERAS[2], id=f"cam-drill-{stack.id}", place=f"演练路{stack.id[:6]}号")

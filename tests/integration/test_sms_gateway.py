@@ -23,7 +23,7 @@ from schemas import topics
 from tests.local_server import LocalServer
 from tests.privacy import no_phone_in
 
-from .conftest import ROOT, Stack, free_port, sleep_until, wait_for
+from .conftest import ROOT, SHARED_KANNEL, Stack, free_port, sleep_until, wait_for
 
 FAKESMSC_LOG = ROOT / "var" / "log" / "fakesmsc.log"
 
@@ -69,6 +69,7 @@ def kannel_logs():
     return gained
 
 
+@SHARED_KANNEL
 async def test_warning_through_kannel_arrives_intact_in_chinese_and_its_delivery_is_recorded(stack: Stack, smsc,
                                                                                             kannel_logs):
     worker = stack.worker(PW_SMS_GATEWAY="kannel")
@@ -150,6 +151,7 @@ class LossyLink(LocalServer):
         await self.session.close()
 
 
+@SHARED_KANNEL
 @pytest.mark.parametrize("reached_kannel", [True, False], ids=["answer-lost", "request-lost"])
 async def test_warning_whose_gateway_answer_was_lost_reaches_the_phone_once(stack: Stack, smsc, reached_kannel):
     async with LossyLink(Settings().kannel_sendsms_url, forward_first=reached_kannel) as link:
@@ -181,6 +183,7 @@ async def test_warning_whose_gateway_answer_was_lost_reaches_the_phone_once(stac
         assert sum(plate in t for t in smsc.texts()) == 1, "the warning reached the SMS centre exactly once"
 
 
+@SHARED_KANNEL
 async def test_worker_killed_while_kannel_had_its_warning_is_settled_by_the_reports_kannel_retries(
         stack: Stack, smsc):
     """The worker dies after handing the warning to Kannel and before any answer or report: Kannel
