@@ -2,6 +2,7 @@
 and an HTTP provider (a test server of our own), with delivery reports and outages."""
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 import re
 import json
@@ -121,8 +122,14 @@ class LossyLink(LocalServer):
         self.requests = 0
         self.first_arrived = asyncio.Event()
         self.release_first = asyncio.Event()
+        self.closing = asyncio.Event()
         if not hold_first:
             self.release_first.set()
+
+    async def never_answer(self) -> None:
+        """Keep the first request unanswered for as long as the test runs (the worker gives up long before)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.closing.wait(), 30)
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -131,12 +138,12 @@ class LossyLink(LocalServer):
             self.first_arrived.set()
             await self.release_first.wait()  # with hold_first: until the test says so
         if first and not self.forward_first:
-            await asyncio.sleep(30)  # the worker gives up long before; this request never reaches Kannel
+            await self.never_answer()  # this request never reaches Kannel
             return web.Response(status=504)
         async with self.session.get(f"{self.kannel_url}?{request.query_string}") as answer:
             body, status = await answer.text(), answer.status
         if first:
-            await asyncio.sleep(30)
+            await self.never_answer()
         return web.Response(text=body, status=status)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
@@ -147,6 +154,8 @@ class LossyLink(LocalServer):
         return await super().__aenter__()
 
     async def __aexit__(self, *exc):
+        self.closing.set()  # else closing the server waits for the held requests' 30 s
+        self.release_first.set()
         await super().__aexit__(*exc)
         await self.session.close()
 
