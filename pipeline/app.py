@@ -245,7 +245,7 @@ class Runtime(Service):
                 return True  # busy: the next batch waits no more
             pause = await self.service.seconds_to_next_wake(settings.deadline_gap_seconds, settings.tick_seconds)
             return False
-        await self._every(settings.tick_seconds, decide_due_cases, lambda: pause)
+        await self._every(settings.tick_seconds, decide_due_cases, pause=lambda: pause)
 
     @Service.task
     async def delivery_reports(self) -> None:

@@ -2,7 +2,8 @@
 
 The suite creates and deletes ~1,500 topics and makes and removes integrators' SCRAM users; then
 `./dev demo` (or `./dev bench`) starts the broker again on the same var/. This runs a broker of its own
-(var/restart-test, ports 42292/42293: scripts/services.sh with PW_VAR_DIR), does the same on a smaller
+(var/restart-test, ports 29492/29493: scripts/services.sh with PW_VAR_DIR; below the ephemeral range,
+as bench/chaos.py's, so no other test's connection can hold them while it restarts), does the same on a smaller
 scale, restarts it and logs in again. The shared services are never touched.
 
 The cause it guards against: Kafka 3.9's ``ScramDelta.apply`` drops a mechanism's whole user map when a
@@ -25,7 +26,7 @@ from pipeline.ingest import principals
 from tests.integration.conftest import ROOT
 
 VAR = ROOT / "var" / "restart-test"
-STACK = {"PW_VAR_DIR": str(VAR), "PW_KAFKA_PORT": "42292", "PW_KAFKA_CONTROLLER_PORT": "42293"}
+STACK = {"PW_VAR_DIR": str(VAR), "PW_KAFKA_PORT": "29492", "PW_KAFKA_CONTROLLER_PORT": "29493"}
 
 
 def services(*args: str) -> str:

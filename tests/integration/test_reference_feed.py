@@ -29,7 +29,7 @@ from pipeline.sms.kannel import read_fakesmsc_line
 from tests.privacy import dead_letters_text, no_phone_in
 from tests.unit.test_reference_decode import hostile_message
 
-from .conftest import KAFKA, Stack, wait_for
+from .conftest import KAFKA, SHARED_KANNEL, Stack, wait_for
 from .test_sms_gateway import FAKESMSC_LOG, SmsCentre
 
 PHONE, OWNER = "13812348000", "330106198801011234"
@@ -72,6 +72,7 @@ async def owner_and_phone(stack: Stack, plate: str) -> tuple[str, str]:
     return row["owner_id"], row["phone"]
 
 
+@SHARED_KANNEL
 async def test_a_debezium_contact_update_ends_the_old_phone_and_the_next_warning_goes_to_the_new_one(stack: Stack):
     smsc = Receivers(FAKESMSC_LOG)
     worker = stack.worker(PW_SMS_GATEWAY="kannel", PW_REFERENCE_COLUMNS=TELECOM_COLUMNS)

@@ -25,7 +25,7 @@ from pipeline.restore import identity
 from pipeline.tickets import chain
 from schemas import topics
 
-from .conftest import ADMIN_URL, KAFKA, ROOT, Stack, drop_database, wait_for
+from .conftest import ADMIN_URL, KAFKA, ROOT, SHARED_KANNEL, Stack, drop_database, wait_for
 from .test_sms_gateway import smsc  # noqa: F401 - the fixture: what the fake SMS centre received
 
 PLATES = 6
@@ -74,6 +74,7 @@ async def _cautioned(pool, plate: str):
              AND NOT EXISTS (SELECT 1 FROM outbox)""", plate)
 
 
+@SHARED_KANNEL
 async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_and_lose_nothing(stack: Stack, smsc):
     env = {"PW_SMS_GATEWAY": "kannel", "PW_WINDOW_SECONDS": "300"}  # warnings only, but in the ticket zone
     camera = replace(city.CAMERAS[2], id=f"cam-drill-{stack.id}", place=f"演练路{stack.id[:6]}号")

@@ -2,6 +2,7 @@
 and an HTTP provider (a test server of our own), with delivery reports and outages."""
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 import re
 import json
@@ -23,7 +24,7 @@ from schemas import topics
 from tests.local_server import LocalServer
 from tests.privacy import no_phone_in
 
-from .conftest import ROOT, Stack, free_port, sleep_until, wait_for
+from .conftest import ROOT, SHARED_KANNEL, Stack, free_port, sleep_until, wait_for
 
 FAKESMSC_LOG = ROOT / "var" / "log" / "fakesmsc.log"
 
@@ -69,6 +70,7 @@ def kannel_logs():
     return gained
 
 
+@SHARED_KANNEL
 async def test_warning_through_kannel_arrives_intact_in_chinese_and_its_delivery_is_recorded(stack: Stack, smsc,
                                                                                             kannel_logs):
     worker = stack.worker(PW_SMS_GATEWAY="kannel")
@@ -120,8 +122,14 @@ class LossyLink(LocalServer):
         self.requests = 0
         self.first_arrived = asyncio.Event()
         self.release_first = asyncio.Event()
+        self.closing = asyncio.Event()
         if not hold_first:
             self.release_first.set()
+
+    async def never_answer(self) -> None:
+        """Keep the first request unanswered for as long as the test runs (the worker gives up long before)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.closing.wait(), 30)
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -130,12 +138,12 @@ class LossyLink(LocalServer):
             self.first_arrived.set()
             await self.release_first.wait()  # with hold_first: until the test says so
         if first and not self.forward_first:
-            await asyncio.sleep(30)  # the worker gives up long before; this request never reaches Kannel
+            await self.never_answer()  # this request never reaches Kannel
             return web.Response(status=504)
         async with self.session.get(f"{self.kannel_url}?{request.query_string}") as answer:
             body, status = await answer.text(), answer.status
         if first:
-            await asyncio.sleep(30)
+            await self.never_answer()
         return web.Response(text=body, status=status)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
@@ -146,10 +154,13 @@ class LossyLink(LocalServer):
         return await super().__aenter__()
 
     async def __aexit__(self, *exc):
+        self.closing.set()  # else closing the server waits for the held requests' 30 s
+        self.release_first.set()
         await super().__aexit__(*exc)
         await self.session.close()
 
 
+@SHARED_KANNEL
 @pytest.mark.parametrize("reached_kannel", [True, False], ids=["answer-lost", "request-lost"])
 async def test_warning_whose_gateway_answer_was_lost_reaches_the_phone_once(stack: Stack, smsc, reached_kannel):
     async with LossyLink(Settings().kannel_sendsms_url, forward_first=reached_kannel) as link:
@@ -181,6 +192,7 @@ async def test_warning_whose_gateway_answer_was_lost_reaches_the_phone_once(stac
         assert sum(plate in t for t in smsc.texts()) == 1, "the warning reached the SMS centre exactly once"
 
 
+@SHARED_KANNEL
 async def test_worker_killed_while_kannel_had_its_warning_is_settled_by_the_reports_kannel_retries(
         stack: Stack, smsc):
     """The worker dies after handing the warning to Kannel and before any answer or report: Kannel

@@ -16,7 +16,7 @@ from pipeline.config import Settings
 
 from tests.local_server import LocalServer, TcpProxy
 
-from .conftest import Stack, wait_for
+from .conftest import SHARED_KANNEL, Stack, wait_for
 from .test_sms_gateway import smsc  # noqa: F401 - the fixture
 
 KANNEL_SENDSMS = Settings().kannel_sendsms_url
@@ -90,6 +90,7 @@ def kannel_env(link: HoldingLink, **extra) -> dict:
 # ── a message in doubt ────────────────────────────────────────────────────────────────────────
 
 
+@SHARED_KANNEL
 async def test_a_worker_cut_off_from_postgresql_for_longer_than_its_lease_still_warns_once(stack: Stack, smsc):
     """Kannel takes the warning while its sender cannot reach PostgreSQL (nor keep Kannel's reports)
     for longer than the lease: the other worker puts the message back but does not send it again,
@@ -137,6 +138,7 @@ async def test_a_worker_cut_off_from_postgresql_for_longer_than_its_lease_still_
         await database_link.stop()
 
 
+@SHARED_KANNEL
 async def test_a_worker_whose_clock_runs_a_minute_ahead_does_not_send_another_workers_warning_again(
         stack: Stack, smsc):
     """One worker is handing the warning to Kannel (a slow answer, within its timeout); another, whose
@@ -227,6 +229,7 @@ async def test_a_message_that_cannot_be_prepared_is_set_aside_its_case_goes_to_r
 # ── the gateway down, or refusing ─────────────────────────────────────────────────────────────
 
 
+@SHARED_KANNEL
 async def test_kannel_unreachable_for_longer_than_the_old_attempt_budget_delays_warnings_and_sends_each_once(
         stack: Stack, smsc):
     """Kannel stays up for everyone else; this worker reaches it through a link that refuses

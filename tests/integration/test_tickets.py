@@ -29,6 +29,8 @@ from tests.privacy import no_phone_in
 from .conftest import ADMIN_URL, ROOT, Stack, drop_database, wait_for
 from .console_helpers import ConsoleClient, add_operator, base_url, ticketed_case
 
+pytestmark = pytest.mark.xdist_group("tickets-scene")  # the tests share the scene and read in order: one xdist worker
+
 ARTIFACTS = ROOT / "var" / "artifacts" / "tickets"
 DECISION_SECONDS = 3.0
 
