@@ -32,6 +32,9 @@ def describe(message: dict, tz: ZoneInfo) -> tuple[str, str]:
         deadline = datetime.fromisoformat(message["deadline_at"]).astimezone(tz)
         moved = f"; deadline moved to {deadline:%H:%M:%S}" if message["deadline_moved"] else ""
         return f"DELIVERED  {plate}: on the phone at {delivered:%H:%M:%S}{moved}", STYLE["WarningSent"]
+    if kind == "SmsSent":
+        accepted = datetime.fromisoformat(message["accepted_at"]).astimezone(tz)
+        return f"SMS SENT   {plate}: the {message['kind'].replace('_', ' ')} SMS, taken by the gateway at {accepted:%H:%M:%S}", STYLE["WarningSent"]
     if kind == "TicketIssued":
         return f"TICKET     {plate}: {message['ticket_number']} at {message['place']}", STYLE[kind]
     if kind == "CaseClosed":
