@@ -174,7 +174,7 @@ async def seed(url: str, n_open: int, n_closed: int, chunk: int = 50_000) -> Non
     from pipeline.console.queries import local_midnight
     from pipeline.db.migrate import migrate
     from zoneinfo import ZoneInfo
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     started = time.monotonic()
     print(f"seeding IN BULK WITH SQL (generate_series), not through the pipeline: {n_open:,} open cases, "
@@ -387,17 +387,17 @@ async def measure(url: str, args) -> None:
 
 
 class Explaining:
-    """A connection that runs EXPLAIN ANALYZE of each statement before running it, and keeps (time, plan)."""
+    """A connection that EXPLAINs each statement (with ``options``, e.g. ``ANALYZE, BUFFERS``) before
+    running it, and keeps (statement, plan) in ``plans``."""
 
-    def __init__(self, conn: asyncpg.Connection):
+    def __init__(self, conn: asyncpg.Connection, options: str = ""):
         self.conn = conn
-        self.plans: list[tuple[float, str, str]] = []
+        self.options = options
+        self.plans: list[tuple[str, str]] = []
 
     async def _explain(self, sql: str, args) -> None:
-        rows = await self.conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
-        plan = "\n".join(r[0] for r in rows)
-        took = float(plan.rsplit("Execution Time: ", 1)[1].split(" ms")[0])
-        self.plans.append((took, " ".join(sql.split())[:110], plan))
+        rows = await self.conn.fetch(f"EXPLAIN ({self.options}) {sql}" if self.options else f"EXPLAIN {sql}", *args)
+        self.plans.append((sql, "\n".join(r[0] for r in rows)))
 
     async def fetch(self, sql, *args):
         await self._explain(sql, args)
@@ -410,6 +410,11 @@ class Explaining:
     async def fetchval(self, sql, *args):
         await self._explain(sql, args)
         return await self.conn.fetchval(sql, *args)
+
+
+def execution_ms(plan: str) -> float:
+    """The "Execution Time" of an EXPLAIN ANALYZE plan, in ms."""
+    return float(plan.rsplit("Execution Time: ", 1)[1].split(" ms")[0])
 
 
 async def explain(url: str, verbose: bool) -> None:
@@ -448,11 +453,12 @@ async def explain(url: str, verbose: bool) -> None:
             "cameras (search form)": lambda c: queries.cameras(c),
         }
         for name, read in readers.items():
-            proxy = Explaining(conn)
+            proxy = Explaining(conn, "ANALYZE, BUFFERS")
             await read(proxy)
-            total = sum(t for t, _, _ in proxy.plans)
-            print(f"{name}: {len(proxy.plans)} statements, {total:,.1f} ms")
-            for took, sql, plan in sorted(proxy.plans, reverse=True):
+            timed = sorted(((execution_ms(plan), " ".join(sql.split())[:110], plan) for sql, plan in proxy.plans),
+                           reverse=True)
+            print(f"{name}: {len(timed)} statements, {sum(t for t, _, _ in timed):,.1f} ms")
+            for took, sql, plan in timed:
                 print(f"  {took:9,.1f} ms  {sql}")
                 if verbose and took > 20:
                     print("\n".join("      " + line for line in plan.splitlines()))

@@ -91,6 +91,19 @@ async def drop_database(name: str) -> None:
         await admin.close()
 
 
+@pytest.fixture
+async def database():
+    """An empty database of the test's own (its URL), dropped afterwards."""
+    name = f"pw_test_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(ADMIN_URL)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    try:
+        yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        await drop_database(name)
+
+
 async def wait_for(check, timeout: float = 30, what: str = "condition", every: float = 0.1):
     """Poll an async ``check`` until it returns something truthy; fail naming ``what``."""
     deadline = time.monotonic() + timeout

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from argon2 import PasswordHasher
 
+from bench.console_size import Explaining
 from pipeline.console import auth, queries
 from pipeline.console.listing import encode_cursor
 from pipeline.demo import city
@@ -523,7 +524,7 @@ async def test_what_the_live_page_and_metrics_read_every_second_never_reads_a_wh
     async with stack.pool.acquire() as conn:
         await conn.execute("SET enable_seqscan = off")  # a whole-table read remains only where no index serves
         try:
-            explaining = ExplainingConnection(conn)
+            explaining = Explaining(conn)
             counts = await queries.counts(explaining, now, tz)
             drive_away = await queries.drive_away_rate(explaining, now - timedelta(hours=24), tz)
             await queries.overview(explaining, now, counts, drive_away)
@@ -536,30 +537,6 @@ async def test_what_the_live_page_and_metrics_read_every_second_never_reads_a_wh
                    for table in ("cases", "sightings", "sms_messages", "tickets", "dead_letters", "sms_delivery_reports")
                    if f"Seq Scan on {table} " in plan]
     assert whole_table == []
-
-
-class ExplainingConnection:
-    """A connection that EXPLAINs each statement before it runs it."""
-
-    def __init__(self, conn):
-        self.conn = conn
-        self.plans: list[tuple[str, str]] = []
-
-    async def _explain(self, sql: str, args) -> None:
-        plan = await self.conn.fetch(f"EXPLAIN {sql}", *args)
-        self.plans.append((sql, "\n".join(r[0] for r in plan)))
-
-    async def fetch(self, sql, *args):
-        await self._explain(sql, args)
-        return await self.conn.fetch(sql, *args)
-
-    async def fetchrow(self, sql, *args):
-        await self._explain(sql, args)
-        return await self.conn.fetchrow(sql, *args)
-
-    async def fetchval(self, sql, *args):
-        await self._explain(sql, args)
-        return await self.conn.fetchval(sql, *args)
 
 
 async def test_metrics_answer_only_allowed_addresses_or_the_token_and_faust_own_views_are_not_served(stack: Stack):

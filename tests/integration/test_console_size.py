@@ -6,12 +6,12 @@ missing index leaves one in the plan); the figures at a million open cases are `
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from bench.console_size import Explaining
 from pipeline.cases import watermarks
 from pipeline.console import queries
 from schemas import topics
 
 from .conftest import Stack
-from .test_console import ExplainingConnection
 
 
 async def plans_of(stack: Stack, read) -> list[tuple[str, str]]:
@@ -20,7 +20,7 @@ async def plans_of(stack: Stack, read) -> list[tuple[str, str]]:
         await conn.execute("SET enable_sort = off")
         await conn.execute("SET enable_bitmapscan = off")
         try:
-            explaining = ExplainingConnection(conn)
+            explaining = Explaining(conn)
             await read(explaining)
         finally:
             await conn.execute("RESET ALL")

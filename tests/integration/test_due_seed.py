@@ -4,7 +4,6 @@ PostgreSQL keeps for it (a generic plan, after five executions on a connection, 
 the chunk's CTEs by a nested loop: a million cases never finished seeding)."""
 
 import json
-import uuid
 from datetime import timedelta
 
 import asyncpg
@@ -15,16 +14,10 @@ from pipeline.cases.store import init_connection
 from pipeline.db.migrate import migrate
 from pipeline.demo import city
 
-from .conftest import ADMIN_URL, drop_database
-
 
 @pytest.fixture
-async def conn():
-    name = f"pw_test_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    c = await asyncpg.connect(ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
+async def conn(database):
+    c = await asyncpg.connect(database)
     await init_connection(c)
     try:
         await migrate(c)
@@ -32,7 +25,6 @@ async def conn():
         yield c
     finally:
         await c.close()
-        await drop_database(name)
 
 
 def nested_loops(plan: dict):

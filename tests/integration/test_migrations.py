@@ -2,26 +2,11 @@
 
 import asyncio
 import shutil
-import uuid
 
 import asyncpg
 import pytest
 
 from pipeline.db import migrate as migrations
-
-from .conftest import ADMIN_URL, drop_database
-
-
-@pytest.fixture
-async def database():
-    name = f"pw_test_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        await drop_database(name)
 
 
 async def test_a_migration_waiting_behind_a_busy_table_gives_up_with_what_to_do_and_applies_nothing(

@@ -22,23 +22,11 @@ from pipeline.tickets import chain
 from schemas import events
 from tests.privacy import no_phone_in
 
-from .conftest import ADMIN_URL, ROOT, Stack, drop_database, wait_for
+from .conftest import ROOT, Stack, wait_for
 
 DAY = timedelta(days=1)
 PHONE = "13800138000"
 POLICY = job.Policy(batch_size=2)  # the defaults, in batches of two rows
-
-
-@pytest.fixture
-async def database():
-    name = f"pw_test_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        await drop_database(name)
 
 
 @pytest.fixture
