@@ -34,6 +34,7 @@ from collections.abc import Iterable
 
 import asyncpg
 from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.protocol.admin import DescribeClientQuotasRequest
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Float64, Int16, Int32, Schema, String
@@ -46,6 +47,8 @@ from pipeline.config import Settings
 from schemas import topics
 
 ITERATIONS = 8192
+APPLY_SECONDS = 30
+"""How long a command waits for the broker to log in with a password it has just set."""
 PRODUCE_QUOTA = "producer_byte_rate"
 NAME_RULE = "1-64 characters, letters, digits, '.', '_' or '-', starting with a letter or digit"
 ALWAYS_RESERVED = ("ANONYMOUS",)
@@ -126,7 +129,8 @@ async def grant(settings: Settings, name: str, allowed: list[AclBinding] | None 
                 produce_bytes_per_second: int | None = None) -> str:
     """Make (or reset) principal ``name``'s SCRAM user with a new password, set its ACLs to exactly
     ``allowed`` (by default an integrator's, ``bindings``; ACLs it had beyond them are deleted) and its
-    produce quota (None: none); return the password (shown once, like an API key). Raises
+    produce quota (None: none); return the password (shown once, like an API key) once the broker
+    takes it (and refuses the old one, for a reset). Raises
     ``ReservedName`` for a reserved name, ``KafkaAccessError`` naming what the broker refused."""
     _need_sasl(settings)
     check_name(settings, name)
@@ -136,6 +140,7 @@ async def grant(settings: Settings, name: str, allowed: list[AclBinding] | None 
     password = secrets.token_urlsafe(24)
     admin = _admin(settings)
     await _set_password(admin, settings, name, password, f"make the SCRAM user {name}")
+    await _until_the_broker_logs_in(settings, name, password, f"the new login of {name}")
     existing = await _one(admin.describe_acls(_everything_of(name)), f"read the ACLs of {name}")
     wanted = {_key(b) for b in allowed}
     stale = [b for b in existing if _key(b) not in wanted]
@@ -152,10 +157,33 @@ async def _set_password(admin, settings: Settings, name: str, password: str, wha
         name, ScramCredentialInfo(mechanism, ITERATIONS), password.encode())]), what)
 
 
+async def _until_the_broker_logs_in(settings: Settings, name: str, password: str, what: str) -> None:
+    """Return once the broker accepts ``name``'s login with ``password``, i.e. once it checks logins
+    against the credential just set (the old password is then refused). The controller has committed a
+    new credential when it answers; each broker applies it to the logins it checks a moment later, and
+    under load that moment is long enough for a client to log in with the old password."""
+    from pipeline.bootstrap import kafka_client_options
+
+    deadline = asyncio.get_running_loop().time() + APPLY_SECONDS
+    options = kafka_client_options(settings) | {"sasl_plain_username": name, "sasl_plain_password": password}
+    while True:
+        client = AIOKafkaClient(request_timeout_ms=5_000, client_id=f"{settings.app_id}-access", **options)
+        try:
+            await client.bootstrap()
+            return
+        except KafkaConnectionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise KafkaAccessError(f"the broker committed {what} but still refuses it after {APPLY_SECONDS} s; "
+                                       "check the broker (`parkwarden status`) and run the command again") from None
+        finally:
+            await client.close()
+        await asyncio.sleep(0.05)
+
+
 async def withdraw(settings: Settings, name: str) -> None:
     """Take principal ``name``'s login away: delete its ACLs and quota and give its SCRAM user a random
-    password that nobody is told. Safe to run again (a revoke that failed half way is finished by
-    running it again).
+    password that nobody is told; return once the broker refuses the old password. Safe to run again (a
+    revoke that failed half way is finished by running it again).
 
     The SCRAM user is overwritten, never deleted: Kafka 3.9 (and 4.0) loses every SCRAM user, the
     pipeline's and the broker's own included, when a broker restarts on a metadata log without a
@@ -168,7 +196,9 @@ async def withdraw(settings: Settings, name: str) -> None:
     admin = _admin(settings)
     await _each(admin.delete_acls([_everything_of(name)]), f"delete the ACLs of {name}")
     await set_quota(settings, name, None)
-    await _set_password(admin, settings, name, secrets.token_urlsafe(32), f"take away the SCRAM login of {name}")
+    unknown = secrets.token_urlsafe(32)
+    await _set_password(admin, settings, name, unknown, f"take away the SCRAM login of {name}")
+    await _until_the_broker_logs_in(settings, name, unknown, f"the withdrawal of {name}'s login")
     # A client already logged in keeps its connection until it reconnects; its ACLs are gone at once.
 
 

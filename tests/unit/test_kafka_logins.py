@@ -3,6 +3,7 @@ out, resets or deletes a reserved principal's login; no ACL names the pipeline's
 replaced by recorders here: nothing below may reach it for a reserved name."""
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from click.testing import CliRunner
 from confluent_kafka.admin import ResourceType
 
@@ -82,3 +83,73 @@ def test_integrators_add_help_names_the_topics_as_the_docs_do():
     for topic in ("camera-events.NAME", "camera-commands.NAME", "consumer group NAME"):
         assert topic in result.output, topic
     assert "--json" in result.output and "standard output" in result.output
+
+
+class Broker:
+    """A broker that applies a new SCRAM credential ``lag`` logins after its controller committed it (a
+    busy broker): until then it still checks logins against the old one."""
+
+    def __init__(self, lag: int):
+        self.lag, self.committed, self.applied = lag, None, None
+        self.answered = []
+
+    def alter_user_scram_credentials(self, alterations):
+        from concurrent.futures import Future
+
+        [alteration] = alterations
+        self.committed, self.behind = alteration.password.decode(), self.lag
+        done = Future()
+        done.set_result(None)
+        return {alteration.user: done}
+
+    def delete_acls(self, filters):
+        return {}
+
+    def describe_acls(self, filter):
+        from concurrent.futures import Future
+
+        done = Future()
+        done.set_result([])
+        return done
+
+    def create_acls(self, bindings):
+        return {}
+
+    def client(self, *, sasl_plain_password, **options):
+        broker = self
+
+        class Client:
+            async def bootstrap(self):
+                if broker.behind:
+                    broker.behind -= 1
+                else:
+                    broker.applied = broker.committed
+                broker.answered.append(sasl_plain_password == broker.applied)
+                if not broker.answered[-1]:
+                    raise KafkaConnectionError("SaslAuthenticationFailed")
+
+            async def close(self):
+                pass
+        return Client()
+
+
+@pytest.fixture
+def busy_broker(monkeypatch) -> Broker:
+    broker = Broker(lag=3)
+
+    async def nothing(*args, **kwargs):
+        pass
+    monkeypatch.setattr(principals, "_admin", lambda settings: broker)
+    monkeypatch.setattr(principals, "AIOKafkaClient", broker.client)
+    monkeypatch.setattr(principals, "check_reachable", nothing)
+    monkeypatch.setattr(principals, "set_quota", nothing)
+    return broker
+
+
+async def test_a_revoke_returns_only_once_the_broker_refuses_the_old_password(busy_broker):
+    settings = Settings(**{k.removeprefix("PW_").lower(): v for k, v in ENV.items()})
+    old = await principals.grant(settings, "acme")
+    assert busy_broker.applied == old, "the password handed out works when grant returns"
+    await principals.withdraw(settings, "acme")
+    assert busy_broker.applied not in (None, old), "the broker checks logins against the withdrawal"
+    assert busy_broker.answered.count(False) == 2 * busy_broker.lag
