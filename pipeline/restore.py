@@ -29,8 +29,10 @@ starting them (README, "Backups and restore"). What it does, and why each step i
    moves past the numbers on Kafka (``highest_serial``).
 6. **The reconciliation ends.** Workers read whether one is on at most once a second
    (``reconciling``); ``settle`` marks it caught up when the watermarks reach the camera-events ends
-   after-restore saw, and ``settle_seconds`` later (outbox rows made before relayed, no SMS named on
-   Kafka still pending) ends it and deletes its rows.
+   after-restore saw, and ends it and deletes its rows no sooner than ``settle_seconds`` later and only
+   once the replay has made again what Kafka had: every SMS named there recorded (or its case closed
+   without it), every case Kafka shows decided closed again, the outbox rows made until then relayed.
+   A deadline loop that comes round late delays the end; it never lets an SMS through twice.
 
 What the topics do not hold cannot be reconciled (README): officers' and drivers' actions after T
 (voids, appeals: their links stay in the chain as published), an SMS whose acceptance never reached
