@@ -145,6 +145,11 @@ async def test_workers_on_a_database_restored_to_a_point_in_time_redo_nothing_an
         try:
             assert await pool.fetchval("SELECT count(*) FROM cases WHERE plate = ANY($1::text[])", after) == 0, \
                 "the restored database is from before the second violations"
+            decided = {r["id"] for r in await stack.pool.fetch(
+                "SELECT id FROM cases WHERE plate = ANY($1::text[])", [ticketed, cautioned])}
+            assert {r["case_id"] for r in await pool.fetch(
+                "SELECT case_id FROM published_before_restore WHERE type = 'CaseClosed'")} == decided, \
+                "the ticketed and the cautioned car's CaseClosed read back naming their case: the end waits for them"
             stack.env["PW_DATABASE_URL"] = restored_url
             # Its deadline loop comes round late, as on a loaded machine: the reconciliation waits for it.
             await stack.worker("after-restore", **env, PW_TICK_SECONDS="3").ready()
