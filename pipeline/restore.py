@@ -29,8 +29,10 @@ starting them (README, "Backups and restore"). What it does, and why each step i
    moves past the numbers on Kafka (``highest_serial``).
 6. **The reconciliation ends.** Workers read whether one is on at most once a second
    (``reconciling``); ``settle`` marks it caught up when the watermarks reach the camera-events ends
-   after-restore saw, and ``settle_seconds`` later (outbox rows made before relayed, no SMS named on
-   Kafka still pending) ends it and deletes its rows.
+   after-restore saw, and ends it and deletes its rows no sooner than ``settle_seconds`` later and only
+   once the replay has made again what Kafka had: every SMS named there recorded (or its case closed
+   without it), every case Kafka shows decided closed again, the outbox rows made until then relayed.
+   A deadline loop that comes round late delays the end; it never lets an SMS through twice.
 
 What the topics do not hold cannot be reconciled (README): officers' and drivers' actions after T
 (voids, appeals: their links stay in the chain as published), an SMS whose acceptance never reached
@@ -50,6 +52,7 @@ from uuid import UUID, uuid5
 
 import asyncpg
 
+from pipeline.cases import machine
 from pipeline.config import Settings
 from schemas import topics
 
@@ -197,12 +200,34 @@ def forget() -> None:
     _flag.checked_at = float("-inf")
 
 
+_WAITING = """(
+    EXISTS (SELECT 1 FROM sms_sent_before_restore b
+            LEFT JOIN sms_messages m ON m.id = b.sms_id
+            LEFT JOIN cases c ON c.id = b.case_id
+            WHERE b.restore_id = r.id
+              AND (m.status IN ('pending', 'sending')
+                   OR m.id IS NULL AND c.state = ANY($2::text[])
+                   OR EXISTS (SELECT 1 FROM sms_delivery_reports d WHERE d.sms_id = b.sms_id AND d.applied_at IS NULL)))
+    OR EXISTS (SELECT 1 FROM tickets_issued_before_restore t JOIN cases c ON c.id = t.case_id
+               WHERE t.restore_id = r.id AND c.state = ANY($2::text[]))
+    OR EXISTS (SELECT 1 FROM published_before_restore p JOIN cases c ON c.id = p.case_id
+               WHERE p.restore_id = r.id AND p.type IN ('CaseClosed', 'TicketIssued', 'RecheckRequested')
+                 AND c.state = ANY($2::text[]) AND (p.type <> 'RecheckRequested' OR c.state <> 'rechecking')))"""
+"""True while the replay has not yet made again what Kafka had of a restore ``r``'s lost stretch: an SMS
+Kafka named is still pending or being sent, or not made yet while its case is open (the ticket or caution
+its deadline makes), or its delivery from WarningDelivered not yet applied; a case Kafka shows ticketed,
+closed or rechecked is still open short of that. Each such case is closed, or its SMS recorded, in the
+same transaction that makes its outputs, so whatever a reader sees as done has its outputs in the outbox."""
+
+
 async def settle(conn) -> bool:
     """Whether a restore's reconciliation is on, moving each open one on (in a savepoint of the caller's
     transaction). It has caught up when every camera-events partition's watermark has reached the end
-    ``after_restore`` saw (``replay_to``); it ends ``settle_seconds`` after that, once the outbox rows
-    made before then are relayed and no SMS Kafka named is still pending or being sent: its rows are
-    deleted then. Safe in any number of workers at once."""
+    ``after_restore`` saw (``replay_to``). It ends once ``settle_seconds`` have passed since then and the
+    replay has made again everything Kafka had of the lost stretch (``_WAITING``: never on time alone, so
+    no SMS is sent and no output published twice however late a loop comes round), and the outbox rows
+    made until then (``outbox_mark``) are relayed: its rows are deleted then. Safe in any number of
+    workers at once."""
     open_ids = [r["id"] for r in await conn.fetch("SELECT id FROM restores WHERE done_at IS NULL")]
     if not open_ids:
         return False
@@ -210,20 +235,24 @@ async def settle(conn) -> bool:
         free = [r["id"] for r in await conn.fetch(  # another worker moving one on: it is left to that worker
             "SELECT id FROM restores WHERE id = ANY($1::bigint[]) AND done_at IS NULL FOR UPDATE SKIP LOCKED", open_ids)]
         await conn.execute(
-            """UPDATE restores r SET caught_up_at = now(), outbox_mark = (SELECT coalesce(max(id), 0) FROM outbox)
+            """UPDATE restores r SET caught_up_at = now()
                WHERE r.id = ANY($1::bigint[]) AND r.caught_up_at IS NULL AND NOT EXISTS (
                    SELECT 1 FROM jsonb_each_text(coalesce(r.replay_to, '{}'::jsonb)) AS e(tp, end_offset)
                    WHERE coalesce((SELECT w.next_offset FROM partition_watermarks w
                                    WHERE w.topic || ':' || w.partition = e.tp), 0) < e.end_offset::bigint)""",
             free)
-        ended = [r["id"] for r in await conn.fetch(
-            """UPDATE restores r SET done_at = now()
-               WHERE r.id = ANY($1::bigint[]) AND r.done_at IS NULL
-                 AND r.caught_up_at <= now() - make_interval(secs => r.settle_seconds)
-                 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id <= r.outbox_mark)
-                 AND NOT EXISTS (SELECT 1 FROM sms_sent_before_restore b JOIN sms_messages m ON m.id = b.sms_id
-                                 WHERE b.restore_id = r.id AND m.status IN ('pending', 'sending'))
-               RETURNING r.id""", free)]
+        done = [r["id"] for r in await conn.fetch(
+            f"""SELECT r.id FROM restores r
+                WHERE r.id = ANY($1::bigint[]) AND r.caught_up_at <= now() - make_interval(secs => r.settle_seconds)
+                  AND NOT {_WAITING}""", free, sorted(s.value for s in machine.OPEN_STATES))]
+        ended = []
+        if done:
+            await conn.execute("UPDATE restores SET outbox_mark = (SELECT coalesce(max(id), 0) FROM outbox) "
+                               "WHERE id = ANY($1::bigint[]) AND outbox_mark IS NULL", done)
+            ended = [r["id"] for r in await conn.fetch(
+                """UPDATE restores r SET done_at = now()
+                   WHERE r.id = ANY($1::bigint[]) AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id <= r.outbox_mark)
+                   RETURNING r.id""", done)]
         if ended:
             for table in ("published_before_restore", "sms_sent_before_restore", "tickets_issued_before_restore"):
                 await conn.execute(f"DELETE FROM {table} WHERE restore_id = ANY($1::bigint[])", ended)
@@ -355,9 +384,10 @@ async def after_restore(settings: Settings, restored_to: datetime, margin: timed
                 "VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6) RETURNING id", restored_to, margin.total_seconds(),
                 actor, json.dumps(plan.summary()), json.dumps(plan.replay_to), settle_after.total_seconds())
             await conn.executemany(
-                """INSERT INTO published_before_restore (identity, topic, partition, "offset", published_at, restore_id)
-                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (identity) DO NOTHING""",
-                [(ident, t, p, o, at, restore_id) for ident, (t, p, o, at, _) in seen.items()])
+                """INSERT INTO published_before_restore (identity, topic, partition, "offset", published_at, restore_id,
+                                                         case_id, type)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (identity) DO NOTHING""",
+                [(ident, t, p, o, at, restore_id, *_about(m)) for ident, (t, p, o, at, m) in seen.items()])
             await conn.executemany(
                 """INSERT INTO sms_sent_before_restore (sms_id, case_id, kind, accepted_at, delivered_at, restore_id)
                    VALUES ($1, $2, $3, $4, $5, $6)
@@ -489,6 +519,18 @@ async def _read_outputs(consumer, partitions: list, since_ms: int, retention_ms:
             if await consumer.position(tp) >= todo[tp][1]:
                 del left[tp]
     return seen
+
+
+def _about(message) -> tuple[UUID | None, str | None]:
+    """The case an output read back names (None if none, or not a valid id) and its message type."""
+    if not isinstance(message, dict):
+        return None, None
+    try:
+        case_id = UUID(str(message["case_id"])) if message.get("case_id") else None
+    except ValueError:
+        case_id = None
+    kind = message.get("type")
+    return case_id, kind if isinstance(kind, str) else None
 
 
 def sms_sent(seen: dict) -> dict[UUID, tuple[UUID, str, datetime, datetime | None]]:

@@ -83,9 +83,9 @@ def _moment(value: str) -> datetime:
               help="Seconds before --to from which Kafka is read: more than the workers' lag at that time and "
                    "any clock difference between Kafka's clients and PostgreSQL.")
 @click.option("--settle", "settle", default=600.0, show_default=True,
-              help="Seconds the workers keep reconciling after their replay has caught up with the camera events "
-                   "there are now (time for the deadlines, tickets and SMS of the lost stretch to be made again); "
-                   "then the records kept for the reconciliation are deleted.")
+              help="Seconds the workers keep reconciling at least after their replay has caught up with the camera "
+                   "events there are now; they go on until the replay has made again every SMS and decision Kafka "
+                   "had of the lost stretch; then the records kept for the reconciliation are deleted.")
 @click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
 def after_restore(restored_to: datetime, margin: float, settle: float, dry_run: bool) -> None:
     """Run on a database restored to a point in time, with every worker stopped, before starting them:
