@@ -64,8 +64,8 @@ class _Masker:
             return [self.walk(v, personal) for v in data]
         if isinstance(data, str):
             return _mask_digits(data)
-        if isinstance(data, int) and not isinstance(data, bool) and len(str(abs(data))) >= 6:
-            return _mask_digits(str(data))
+        if isinstance(data, (int, float)) and not isinstance(data, bool) and _DIGITS.search(str(data)):
+            return _mask_digits(str(data))  # a phone written as a number: 13000000000 or 13000000000.0
         return data
 
     def text(self, text: str) -> str:

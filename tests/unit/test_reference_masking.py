@@ -52,6 +52,8 @@ def everything(key, rejected) -> str:
     (OWNER, f'{{"zjhm": "{OWNER}", "sjhm": {PHONE}, "lxr": "{NAME}" <cut>'),
     # a phone as a JSON number
     (OWNER, json.dumps({"owner_id": OWNER, "phone": int(PHONE), "lang": 1})),
+    # a phone as a JSON number with a fraction, under a column nobody mapped (found by the test below)
+    (OWNER, json.dumps({"owner_id": OWNER, "": float(PHONE), "lang": 1})),
 ])
 def test_a_refused_contact_keeps_no_phone_owner_id_or_name_and_the_hash_of_its_bytes(key, value):
     key, value = (key.encode() if isinstance(key, str) else key), value.encode()
