@@ -118,7 +118,7 @@ cluster_stop() {
     local quorum=$((${#NODES[@]} / 2 + 1)) running=() n started
     started="$(now)"
     for n in "${NODES[@]}"; do
-        if node_pid "$n" >/dev/null; then running+=("$n"); fi
+        if node_pid "$n" >/dev/null; then running+=("$n"); else say "$(node_name "$n") is not running"; fi
     done
     while ((${#running[@]} > quorum)); do
         n="${running[0]}"
@@ -159,7 +159,7 @@ stop_last_nodes() {
             if (($(now) >= deadline)); then
                 warn "$name (pid ${pids[$n]}) did not stop within ${KAFKA_STOP_TIMEOUT}s; sending SIGKILL"
             elif [[ -n "$quorum_gone" ]] && (($(now) - quorum_gone >= CLUSTER_APPROVAL_GRACE)) &&
-                ! tail -c "+${log_from[$n]}" "$log" 2>/dev/null | grep -q "asked us to exit controlled shutdown"; then
+                ! grep -q "asked us to exit controlled shutdown" <(tail -c "+${log_from[$n]}" "$log" 2>/dev/null); then
                 warn "$name (pid ${pids[$n]}): its controlled shutdown can no longer be approved (no quorum of controllers left); sending SIGKILL"
             else
                 continue
