@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import faust
 from mode import Service
 
-from pipeline import bootstrap, codecs, faust_subscription, logs
+from pipeline import aiokafka_leader, bootstrap, codecs, faust_subscription, logs
 from pipeline.cameras import registry
 from pipeline.cameras import views as camera_views
 from pipeline.cases.service import DUE_BATCH, Source
@@ -37,6 +37,7 @@ log = logging.getLogger("parkwarden")
 settings = Settings()
 bootstrap.check_delivery_reports(settings)  # before anything starts: no forgeable or unreachable reports
 codecs.register(settings.evidence_schemes)
+aiokafka_leader.install()  # a partition's offsets asked of an old leader: look the new one up (robinhood/aiokafka#9)
 (ROOT / "var" / "faust").mkdir(parents=True, exist_ok=True)
 
 

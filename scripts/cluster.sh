@@ -108,12 +108,66 @@ cluster_start() {
     say "cluster ready in $(($(now) - started))s: $(bootstrap_servers)"
 }
 
+# Stops the nodes as Kafka's operators stop a KRaft cluster: one at a time, each broker waiting for its
+# controlled shutdown (the controllers move its partitions' leaders to the others, then let it go) while a
+# quorum of controllers (2 of 3) is left to approve it; then the last nodes of that quorum together: a
+# combined node stops its broker before its controller, so their brokers' controlled shutdowns are approved
+# while all their controllers still run. Stopped together (the old way), a broker whose approval came after
+# the others' controllers had gone waited Kafka's 5 minutes for it (no controller quorum left to answer).
 cluster_stop() {
-    local n pid
+    local quorum=$((${#NODES[@]} / 2 + 1)) running=() n started
+    started="$(now)"
     for n in "${NODES[@]}"; do
-        if pid="$(node_pid "$n")"; then kill -TERM "$pid" 2>/dev/null || true; fi
+        if node_pid "$n" >/dev/null; then running+=("$n"); else say "$(node_name "$n") is not running"; fi
     done
-    for n in "${NODES[@]}"; do stop_service "$(node_name "$n")" "$(node_dir "$n")/server.properties" "$KAFKA_STOP_TIMEOUT"; done
+    while ((${#running[@]} > quorum)); do
+        n="${running[0]}"
+        running=("${running[@]:1}")
+        stop_service "$(node_name "$n")" "$(node_dir "$n")/server.properties" "$KAFKA_STOP_TIMEOUT"
+    done
+    stop_last_nodes "$quorum" "${running[@]}"
+    say "cluster stopped in $(($(now) - started))s"
+}
+
+# stop_last_nodes QUORUM N...: SIGTERM nodes N... together and wait for them. One still waiting for its
+# controlled shutdown's approval CLUSTER_APPROVAL_GRACE seconds after fewer than QUORUM nodes are left would
+# wait Kafka's 5 minutes for an answer no controller can give: it gets SIGKILL (its logs are recovered at
+# its next start, as after a crash; every acknowledged write is on 2 replicas anyway).
+CLUSTER_APPROVAL_GRACE=10
+stop_last_nodes() {
+    local quorum="$1" n pid name log deadline quorum_gone=""
+    shift
+    local -A pids=() log_from=()
+    for n in "$@"; do
+        pid="$(node_pid "$n")" || continue
+        pids[$n]="$pid"
+        log_from[$n]=$(($(stat -c %s "$LOG_DIR/$(node_name "$n").log" 2>/dev/null || echo 0) + 1))
+        say "stopping $(node_name "$n") (pid $pid)..."
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    deadline=$(($(now) + KAFKA_STOP_TIMEOUT))
+    while ((${#pids[@]} > 0)); do
+        for n in "${!pids[@]}"; do
+            kill -0 "${pids[$n]}" 2>/dev/null && continue
+            rm -f "$(pid_file "$(node_name "$n")")"
+            say "$(node_name "$n") stopped"
+            unset "pids[$n]"
+        done
+        ((${#pids[@]} < quorum)) && quorum_gone="${quorum_gone:-$(now)}"
+        for n in "${!pids[@]}"; do
+            name="$(node_name "$n")" log="$LOG_DIR/$(node_name "$n").log"
+            if (($(now) >= deadline)); then
+                warn "$name (pid ${pids[$n]}) did not stop within ${KAFKA_STOP_TIMEOUT}s; sending SIGKILL"
+            elif [[ -n "$quorum_gone" ]] && (($(now) - quorum_gone >= CLUSTER_APPROVAL_GRACE)) &&
+                ! grep -q "asked us to exit controlled shutdown" <(tail -c "+${log_from[$n]}" "$log" 2>/dev/null); then
+                warn "$name (pid ${pids[$n]}): its controlled shutdown can no longer be approved (no quorum of controllers left); sending SIGKILL"
+            else
+                continue
+            fi
+            kill -KILL "${pids[$n]}" 2>/dev/null || true
+        done
+        sleep 0.2
+    done
 }
 
 cluster_status() {
