@@ -6,6 +6,9 @@ aiokafka's own fetcher runs against a fake cluster: the consumer's metadata says
 partition, broker 2 answers NOT_LEADER_FOR_PARTITION, a metadata refresh says broker 1, which answers."""
 
 import asyncio
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 from aiokafka.consumer.fetcher import Fetcher
@@ -15,6 +18,7 @@ from aiokafka.protocol.offset import OffsetRequest
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from pipeline import aiokafka_leader
+from pipeline.config import ROOT
 
 PARTITION = TopicPartition("camera-events", 3)
 OLD_LEADER, NEW_LEADER = 2, 1
@@ -80,3 +84,11 @@ def test_installing_twice_wraps_aiokafka_once():
     wrapped = Fetcher._proc_offset_request
     aiokafka_leader.install()
     assert Fetcher._proc_offset_request is wrapped and wrapped.refreshes_metadata
+
+
+def test_the_worker_installs_the_workaround():
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import pipeline.app; from aiokafka.consumer.fetcher import Fetcher; "
+                               "print(getattr(Fetcher._proc_offset_request, 'refreshes_metadata', False))"],
+        env={"PATH": os.environ["PATH"], "PW_SMS_GATEWAY": "file"}, capture_output=True, text=True, cwd=ROOT)
+    assert loaded.stdout.strip() == "True", loaded.stderr[-2000:]
