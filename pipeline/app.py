@@ -41,11 +41,12 @@ codecs.register(settings.evidence_schemes)
 
 
 class Worker(faust.Worker):
-    """Faust's worker, with repeated warnings and errors rate-limited in its log (pipeline/logs.py)."""
+    """Faust's worker, with repeated warnings and errors rate-limited in its log and no debug records
+    made below its level (pipeline/logs.py)."""
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         super().on_setup_root_logger(logger, level)
-        logs.quiet_repeats(logger)
+        logs.worker_root_logger(logger, level)
 
 
 app = faust.App(
