@@ -48,6 +48,10 @@ class Worker(faust.Worker):
         super().on_setup_root_logger(logger, level)
         logs.worker_root_logger(logger, level)
 
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        bootstrap.keep_out_of_collections()  # Faust's consumer and agents too, now that they run
+
 
 app = faust.App(
     settings.app_id,
@@ -130,6 +134,7 @@ class Runtime(Service):
         self.producer = bootstrap.build_producer(settings)
         await self.producer.start()
         self.relay = OutboxRelay(self.pool, lambda: bootstrap.build_producer(settings))
+        bootstrap.keep_out_of_collections()
         self.ready.set()
         log.info("parkwarden ready: %d car parks, window %ss", len(self.car_parks), settings.window_seconds)
 
