@@ -42,11 +42,16 @@ aiokafka_leader.install()  # a partition's offsets asked of an old leader: look 
 
 
 class Worker(faust.Worker):
-    """Faust's worker, with repeated warnings and errors rate-limited in its log (pipeline/logs.py)."""
+    """Faust's worker, with repeated warnings and errors rate-limited in its log and no debug records
+    made below its level (pipeline/logs.py)."""
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         super().on_setup_root_logger(logger, level)
-        logs.quiet_repeats(logger)
+        logs.worker_root_logger(logger, level)
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        bootstrap.keep_out_of_collections()  # Faust's consumer and agents too, now that they run
 
 
 app = faust.App(
@@ -130,6 +135,7 @@ class Runtime(Service):
         self.producer = bootstrap.build_producer(settings)
         await self.producer.start()
         self.relay = OutboxRelay(self.pool, lambda: bootstrap.build_producer(settings))
+        bootstrap.keep_out_of_collections()
         self.ready.set()
         log.info("parkwarden ready: %d car parks, window %ss", len(self.car_parks), settings.window_seconds)
 

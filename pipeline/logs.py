@@ -66,3 +66,16 @@ def quiet_repeats(logger: logging.Logger, every: float = 10.0) -> None:
     for handler in logger.handlers:
         if not any(isinstance(f, RepeatFilter) for f in handler.filters):
             handler.addFilter(repeats)
+
+
+def worker_root_logger(logger: logging.Logger, level: int) -> None:
+    """The worker's root logger, after Faust has set it up: at ``level``, with repeats quieted.
+
+    Faust's worker, at a level of WARN or above, hangs its terminal spinner on the root logger and
+    lowers the logger to DEBUG, so that every library's debug record is made, to turn the spinner,
+    then dropped by the handlers: aiokafka's producer alone makes one per message sent, 6% of a busy
+    worker's CPU in the deadlines bench (the outbox relay publishing each decision). The logger goes
+    back to ``level``; the spinner turns with the records that pass it."""
+    if level:
+        logger.setLevel(level)
+    quiet_repeats(logger)

@@ -255,6 +255,7 @@ async def _outbox(conn, rows: list[tuple[str, str, object]], issued: dict[UUID, 
     """The batch's outbox rows in ``record``'s order (ids drawn first, so that each ticket's chain link
     names its row), then the tickets' chain links (``chain.append``: placed at commit)."""
     out, links = [], []
+    recheck_of = {id(effect): case for case, effect in rechecks}
     for topic, key, message in rows:
         if isinstance(message, UUID):  # a ticket: published only if issued now (and not before a restore)
             if message not in issued or issued[message].get("again"):
@@ -263,7 +264,7 @@ async def _outbox(conn, rows: list[tuple[str, str, object]], issued: dict[UUID, 
             links.append((len(out), ticket))
             out.append((topic, ticket.plate.encode(), ticket.model_dump_json(exclude={"chain"}).encode()))
         elif isinstance(message, machine.RequestRecheck):
-            case = next(c for c, e in rechecks if e is message)
+            case = recheck_of[id(message)]
             v = case.violation
             out.append((commands[message.camera_id], message.camera_id.encode(), encode(events.RecheckRequested(
                 recheck_id=f"{case.id}:1", case_id=str(case.id), camera_id=message.camera_id, plate=case.plate,

@@ -99,3 +99,34 @@ def test_given_the_worker_logger_then_every_handler_gets_the_first_record_and_no
 
     assert lines(to_file) == lines(to_terminal) == ["Unable connect to 127.0.0.1:9"]
     assert all(len([f for f in h.filters if isinstance(f, RepeatFilter)]) == 1 for h in root.handlers)
+
+
+class Counting(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("level", [logging.WARNING, logging.ERROR])
+def test_given_faust_at_warn_or_above_then_no_debug_record_is_made_and_records_at_the_level_pass(level):
+    import faust
+    from faust.utils import terminal
+
+    from pipeline.logs import worker_root_logger
+
+    root = logger_writing_to("test.worker.spinner", io.StringIO())
+    root.setLevel(level)
+    worker = faust.Worker.__new__(faust.Worker)  # Faust's own root-logger set-up, with its spinner
+    worker.spinner = terminal.Spinner(file=io.StringIO())
+    worker.on_setup_root_logger(root, level)
+    worker_root_logger(root, level)
+    made = Counting()
+    root.addHandler(made)
+
+    logging.getLogger("test.worker.spinner.aiokafka.producer").debug("Sending (key=%s value=%s)", b"k", b"v")
+    logging.getLogger("test.worker.spinner.aiokafka.producer").log(level, "broker away")
+
+    assert [r.getMessage() for r in made.records] == ["broker away"]
