@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from bench.e2e import drop_database
 from pipeline import bootstrap
 from pipeline.cases.service import Source
 from pipeline.config import Settings
@@ -104,12 +105,7 @@ async def run(n: int, batch: int) -> None:
         print(f"cases opened {await pool.fetchval('SELECT count(*) FROM cases')}, warned {warned}", flush=True)
         await pool.close()
     finally:
-        admin = await asyncpg.connect(admin_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
-        except asyncpg.ObjectInUseError:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(admin_url, database)
 
 
 def main() -> None:

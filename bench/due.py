@@ -41,7 +41,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from bench.e2e import load, machine, memory_mib, percentile, progress, publish
+from bench.e2e import drop_database, load, machine, memory_mib, percentile, progress, publish
 from pipeline import bootstrap
 from pipeline.cases.store import init_connection
 from pipeline.config import Settings
@@ -181,9 +181,7 @@ async def stack(**worker_env: str):
                 p.kill()
                 p.wait()
         await pool.close()
-        admin = await asyncpg.connect(admin_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(admin_url, db_name)
 
 
 def plate_of(i: int) -> str:

@@ -190,17 +190,18 @@ async def bench_stack(plates: int, workers: int, base: Settings, **worker_env: s
 
 
 async def drop_database(admin_url: str, db_name: str) -> None:
-    """Drop a benchmark's database; if another role's session holds it (which this login may not end),
-    try again for a while, then say so instead of losing the run's figures."""
+    """Drop a benchmark's database; if another role's session holds it (which this login may not end)
+    or an autovacuum worker has just started on it, try again for a while, then say so instead of
+    losing the run's figures."""
     admin = await asyncpg.connect(admin_url)
     try:
         for _ in range(10):
             try:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
                 return
-            except asyncpg.InsufficientPrivilegeError:
+            except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
                 await asyncio.sleep(1)
-        print(f"\nbench: could not drop {db_name} (another role's session holds it); drop it later", file=sys.stderr)
+        print(f"\nbench: could not drop {db_name} (another session holds it); drop it later", file=sys.stderr)
     finally:
         await admin.close()
 
