@@ -301,16 +301,20 @@ async def open_cases(s: Stack, n: int, per_second: float, lead: float, partition
     return wakes[0], wakes[-1]
 
 
+_DECIDED = """FROM (SELECT id, CASE WHEN reason = 'recheck_requested' OR state = 'unconfirmed'
+                                 THEN deadline_at + make_interval(secs => $1 + 120)
+                                 ELSE deadline_at + make_interval(secs => $1) END AS wake_before
+                 FROM cases WHERE plate LIKE '沪%') c
+           JOIN audit_log a ON a.case_id = c.id AND a.detail ->> 'cause' = 'deadline'"""
+"""Each seeded case (c.wake_before: when it came due, $1 the allowance) joined to its deadline decisions (a)."""
+
+
 async def lateness(pool: asyncpg.Pool, since: datetime | None = None) -> list[float]:
     """Seconds from each seeded case's wake (its deadline, or answer_by, + the allowance) to its first
     deadline decision (the audit entry of the decision, at PostgreSQL's now() of its transaction)."""
     rows = await pool.fetch(
-        """SELECT extract(epoch FROM min(a.at) - min(c.wake_before)) AS late
-           FROM (SELECT id, CASE WHEN reason = 'recheck_requested' OR state = 'unconfirmed'
-                                 THEN deadline_at + make_interval(secs => $1 + 120)
-                                 ELSE deadline_at + make_interval(secs => $1) END AS wake_before
-                 FROM cases WHERE plate LIKE '沪%') c
-           JOIN audit_log a ON a.case_id = c.id AND a.detail ->> 'cause' = 'deadline'
+        f"""SELECT extract(epoch FROM min(a.at) - min(c.wake_before)) AS late
+           {_DECIDED}
            WHERE $2::timestamptz IS NULL OR c.wake_before >= $2
            GROUP BY c.id""", LATENESS, since)
     return sorted(r["late"] for r in rows)
@@ -320,12 +324,8 @@ async def late_stretches(pool: asyncpg.Pool, first: datetime, over: float = 1.0)
     """The cases decided more than ``over`` seconds late, and when they came due: the seconds into the
     deadlines, as stretches ("+3-19 s"), which tell a pause (one stretch) from a spread."""
     rows = await pool.fetch(
-        """SELECT floor(extract(epoch FROM c.wake_before - $3))::int AS second
-           FROM (SELECT id, CASE WHEN reason = 'recheck_requested' OR state = 'unconfirmed'
-                                 THEN deadline_at + make_interval(secs => $1 + 120)
-                                 ELSE deadline_at + make_interval(secs => $1) END AS wake_before
-                 FROM cases WHERE plate LIKE '沪%') c
-           JOIN audit_log a ON a.case_id = c.id AND a.detail ->> 'cause' = 'deadline'
+        f"""SELECT floor(extract(epoch FROM c.wake_before - $3))::int AS second
+           {_DECIDED}
            GROUP BY c.id, c.wake_before HAVING extract(epoch FROM min(a.at) - c.wake_before) > $2""",
         LATENESS, over, first)
     seconds = sorted({r["second"] for r in rows})
