@@ -249,9 +249,12 @@ async def seeded(url: str) -> int | None:
 
 async def recreate(url: str) -> None:
     name = urlsplit(url).path.lstrip("/")
-    admin = await asyncpg.connect(urlunsplit(urlsplit(url)._replace(path="/postgres")))
+    from bench.e2e import drop_database
+
+    admin_url = urlunsplit(urlsplit(url)._replace(path="/postgres"))
+    await drop_database(admin_url, name)
+    admin = await asyncpg.connect(admin_url)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()

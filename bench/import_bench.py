@@ -24,6 +24,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.e2e import drop_database
 from pipeline.cases.store import init_connection
 from pipeline.config import Settings
 from pipeline.db.migrate import migrate
@@ -114,8 +115,8 @@ async def main(count: int, repeat: int) -> None:
     finally:
         path.unlink(missing_ok=True)
         tmp.rmdir()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+        await drop_database(admin_url, name)
 
 
 if __name__ == "__main__":

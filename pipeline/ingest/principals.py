@@ -29,6 +29,7 @@ quotas are the exception: neither confluent-kafka nor another Python client has 
 """
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Iterable
 
@@ -140,7 +141,7 @@ async def grant(settings: Settings, name: str, allowed: list[AclBinding] | None 
     password = secrets.token_urlsafe(24)
     admin = _admin(settings)
     await _set_password(admin, settings, name, password, f"make the SCRAM user {name}")
-    await _until_the_broker_logs_in(settings, name, password, f"the new login of {name}")
+    await _until_the_brokers_log_in(settings, name, password, f"the new login of {name}")
     existing = await _one(admin.describe_acls(_everything_of(name)), f"read the ACLs of {name}")
     wanted = {_key(b) for b in allowed}
     stale = [b for b in existing if _key(b) not in wanted]
@@ -157,27 +158,45 @@ async def _set_password(admin, settings: Settings, name: str, password: str, wha
         name, ScramCredentialInfo(mechanism, ITERATIONS), password.encode())]), what)
 
 
-async def _until_the_broker_logs_in(settings: Settings, name: str, password: str, what: str) -> None:
-    """Return once the broker accepts ``name``'s login with ``password``, i.e. once it checks logins
-    against the credential just set (the old password is then refused). The controller has committed a
-    new credential when it answers; each broker applies it to the logins it checks a moment later, and
-    under load that moment is long enough for a client to log in with the old password."""
+async def _until_the_brokers_log_in(settings: Settings, name: str, password: str, what: str) -> None:
+    """Return once every broker of the cluster accepts ``name``'s login with ``password``, i.e. once each
+    checks logins against the credential just set (the old password is then refused everywhere). The
+    controller has committed a new credential when it answers; each broker applies it to the logins it
+    checks a moment later, and under load that moment is long enough for a client to log in with the old
+    password. The brokers are those the first accepted login's metadata names."""
     from pipeline.bootstrap import kafka_client_options
 
     deadline = asyncio.get_running_loop().time() + APPLY_SECONDS
     options = kafka_client_options(settings) | {"sasl_plain_username": name, "sasl_plain_password": password}
+    brokers: list[str] | None = None
+    refusing: list[str] = []
     while True:
-        client = AIOKafkaClient(request_timeout_ms=5_000, client_id=f"{settings.app_id}-access", **options)
-        try:
-            await client.bootstrap()
+        if brokers is None:
+            brokers = await _logs_in(settings, options)
+            refusing = list(brokers or [])
+        refusing = [b for b in refusing if await _logs_in(settings, options | {"bootstrap_servers": b}) is None]
+        if brokers is not None and not refusing:
             return
-        except KafkaConnectionError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise KafkaAccessError(f"the broker committed {what} but still refuses it after {APPLY_SECONDS} s; "
-                                       "check the broker (`parkwarden status`) and run the command again") from None
-        finally:
-            await client.close()
+        if asyncio.get_running_loop().time() > deadline:
+            which = ", ".join(refusing) if brokers else "the broker"
+            raise KafkaAccessError(f"the controller committed {what} but {which} still refuses it after "
+                                   f"{APPLY_SECONDS} s; check the brokers (`parkwarden status`) and run the command again")
         await asyncio.sleep(0.05)
+
+
+async def _logs_in(settings: Settings, options: dict) -> list[str] | None:
+    """The addresses of the cluster's brokers if a login with ``options`` is accepted, else None."""
+    client = AIOKafkaClient(request_timeout_ms=5_000, client_id=f"{settings.app_id}-access", **options)
+    refusals = logging.getLogger("aiokafka")
+    level, refusals.level = refusals.level, logging.CRITICAL  # a refusal here is expected, not an error to show
+    try:
+        await client.bootstrap()
+        return sorted(f"{b.host}:{b.port}" for b in client.cluster.brokers())
+    except KafkaConnectionError:
+        return None
+    finally:
+        refusals.setLevel(level)
+        await client.close()
 
 
 async def withdraw(settings: Settings, name: str) -> None:
@@ -198,7 +217,7 @@ async def withdraw(settings: Settings, name: str) -> None:
     await set_quota(settings, name, None)
     unknown = secrets.token_urlsafe(32)
     await _set_password(admin, settings, name, unknown, f"take away the SCRAM login of {name}")
-    await _until_the_broker_logs_in(settings, name, unknown, f"the withdrawal of {name}'s login")
+    await _until_the_brokers_log_in(settings, name, unknown, f"the withdrawal of {name}'s login")
     # A client already logged in keeps its connection until it reconnects; its ACLs are gone at once.
 
 

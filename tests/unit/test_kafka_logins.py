@@ -89,15 +89,34 @@ class Broker:
     """A broker that applies a new SCRAM credential ``lag`` logins after its controller committed it (a
     busy broker): until then it still checks logins against the old one."""
 
-    def __init__(self, lag: int):
-        self.lag, self.committed, self.applied = lag, None, None
+    def __init__(self, port: int, lag: int):
+        self.host, self.port, self.lag = "127.0.0.1", port, lag
+        self.committed = self.applied = None
+        self.behind = 0
         self.answered = []
+
+    def logs_in(self, password: str) -> bool:
+        if self.behind:
+            self.behind -= 1
+        else:
+            self.applied = self.committed
+        self.answered.append(password == self.applied)
+        return self.answered[-1]
+
+
+class Cluster:
+    """Brokers behind one controller; a client bootstraps from the first broker that accepts its login,
+    as aiokafka does, and learns every broker's address from it."""
+
+    def __init__(self, *lags: int):
+        self.brokers = [Broker(9092 + i, lag) for i, lag in enumerate(lags)]
 
     def alter_user_scram_credentials(self, alterations):
         from concurrent.futures import Future
 
         [alteration] = alterations
-        self.committed, self.behind = alteration.password.decode(), self.lag
+        for broker in self.brokers:
+            broker.committed, broker.behind = alteration.password.decode(), broker.lag
         done = Future()
         done.set_result(None)
         return {alteration.user: done}
@@ -115,17 +134,18 @@ class Broker:
     def create_acls(self, bindings):
         return {}
 
-    def client(self, *, sasl_plain_password, **options):
-        broker = self
+    def client(self, *, bootstrap_servers, sasl_plain_password, **options):
+        cluster = self
+        tried = [b for b in self.brokers if f"{b.host}:{b.port}" == bootstrap_servers] or self.brokers
 
         class Client:
+            class cluster:
+                @staticmethod
+                def brokers():
+                    return cluster.brokers
+
             async def bootstrap(self):
-                if broker.behind:
-                    broker.behind -= 1
-                else:
-                    broker.applied = broker.committed
-                broker.answered.append(sasl_plain_password == broker.applied)
-                if not broker.answered[-1]:
+                if not any(broker.logs_in(sasl_plain_password) for broker in tried):
                     raise KafkaConnectionError("SaslAuthenticationFailed")
 
             async def close(self):
@@ -133,23 +153,31 @@ class Broker:
         return Client()
 
 
-@pytest.fixture
-def busy_broker(monkeypatch) -> Broker:
-    broker = Broker(lag=3)
-
+def _with(monkeypatch, cluster: Cluster) -> Cluster:
     async def nothing(*args, **kwargs):
         pass
-    monkeypatch.setattr(principals, "_admin", lambda settings: broker)
-    monkeypatch.setattr(principals, "AIOKafkaClient", broker.client)
+    monkeypatch.setattr(principals, "_admin", lambda settings: cluster)
+    monkeypatch.setattr(principals, "AIOKafkaClient", cluster.client)
     monkeypatch.setattr(principals, "check_reachable", nothing)
     monkeypatch.setattr(principals, "set_quota", nothing)
-    return broker
+    return cluster
 
 
-async def test_a_revoke_returns_only_once_the_broker_refuses_the_old_password(busy_broker):
-    settings = Settings(**{k.removeprefix("PW_").lower(): v for k, v in ENV.items()})
-    old = await principals.grant(settings, "acme")
-    assert busy_broker.applied == old, "the password handed out works when grant returns"
-    await principals.withdraw(settings, "acme")
-    assert busy_broker.applied not in (None, old), "the broker checks logins against the withdrawal"
-    assert busy_broker.answered.count(False) == 2 * busy_broker.lag
+SETTINGS = {k.removeprefix("PW_").lower(): v for k, v in ENV.items()}
+
+
+async def test_a_revoke_returns_only_once_the_broker_refuses_the_old_password(monkeypatch):
+    [busy] = _with(monkeypatch, Cluster(3)).brokers
+    old = await principals.grant(Settings(**SETTINGS), "acme")
+    assert busy.applied == old, "the password handed out works when grant returns"
+    await principals.withdraw(Settings(**SETTINGS), "acme")
+    assert busy.applied not in (None, old), "the broker checks logins against the withdrawal"
+    assert busy.answered.count(False) == 2 * busy.lag
+
+
+async def test_on_a_cluster_grant_and_revoke_return_only_once_every_broker_checks_the_new_password(monkeypatch):
+    cluster = _with(monkeypatch, Cluster(0, 4, 2))
+    old = await principals.grant(Settings(**SETTINGS), "acme")
+    assert [b.applied for b in cluster.brokers] == [old] * 3, "the password handed out works on every broker"
+    await principals.withdraw(Settings(**SETTINGS), "acme")
+    assert all(b.applied not in (None, old) for b in cluster.brokers), "no broker still takes the old password"
