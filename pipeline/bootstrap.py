@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
-from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import KafkaError
 
 from pipeline.cases.effects import Topics
@@ -335,6 +335,8 @@ class EndOffsets:
         integrator) must not get a watermark, which would hold decisions for ever."""
         self.consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, request_timeout_ms=10_000,
                                          client_id=f"{settings.app_id}-watermarks", **kafka_client_options(settings))
+        self.admin = AIOKafkaAdminClient(request_timeout_ms=10_000, client_id=f"{settings.app_id}-watermarks",
+                                         **kafka_client_options(settings))
         self.started = False
         self.partitions: set[tuple[str, int]] = set()
         self.partitions_read_at = 0.0
@@ -348,31 +350,29 @@ class EndOffsets:
     async def _ask(self) -> dict[tuple[str, int], int]:
         if not self.started:
             await self.consumer.start()
+            await self.admin.start()
             self.started = True
         if not self.partitions or time.monotonic() - self.partitions_read_at > 10:  # topics and partitions may be added
             self.partitions_read_at = time.monotonic()
-            read = self.reading() if self.reading else None
-            cluster = await self._metadata(read)
-            self.partitions = {(t, p) for t in cluster.topics() if topics.is_camera_events(self.camera_events, t)
-                               and (read is None or t in read) for p in cluster.partitions_for_topic(t) or ()}
+            self.partitions = await self._partitions(self.reading() if self.reading else None)
         ends = await self.consumer.end_offsets([TopicPartition(t, p) for t, p in sorted(self.partitions)])
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
-    async def _metadata(self, read: set[str] | None) -> ClusterMetadata:
-        """The brokers' metadata of the topics ``read`` (all topics if None): a shared broker may hold
-        thousands, whose metadata cost a worker more CPU than its deadlines. The public topics()
-        keeps no partitions, hence the client's own calls."""
-        client = self.consumer._client
-        if read is None:
-            return await client.fetch_all_metadata()
-        cluster = ClusterMetadata(metadata_max_age_ms=client._metadata_max_age_ms)
-        if read and not await client._metadata_update(cluster, sorted(read)):
-            raise KafkaError("no broker answered the metadata request for the camera-events topics")
-        return cluster
+    async def _partitions(self, read: set[str] | None) -> set[tuple[str, int]]:
+        """The partitions of the camera-events topics ``read`` (all of them if None), from the brokers'
+        metadata of those topics only: a shared broker may hold thousands of topics, whose metadata cost
+        a worker more CPU than its deadlines."""
+        names = sorted(read) if read is not None else await self.admin.list_topics()
+        names = [t for t in names if topics.is_camera_events(self.camera_events, t)]
+        if not names:
+            return set()
+        return {(t["topic"], p["partition"]) for t in await self.admin.describe_topics(names)
+                if not t.get("error_code") for p in t["partitions"]}
 
     async def close(self) -> None:
         if self.started:
             await self.consumer.stop()
+            await self.admin.close()
 
 
 CAMERA_EVENTS_CONFIG = {"message.timestamp.type": "LogAppendTime"}
