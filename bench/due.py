@@ -1,13 +1,24 @@
 """A province's day of open cases, and recovery (issue 16, musts 3 and 4), on the local services.
 
-    ./dev bench due [--open 1000000] [--per-second 2000] [--workers 1]
-        Seeds ``--open`` open cases in bulk (not through the pipeline: one INSERT ... SELECT per table
-        and chunk, into the tables the pipeline writes: plate and contact registries, sightings,
-        cases, warning SMS rows, audit), their deadlines spread so that ``--per-second`` come due
-        each second, while a worker runs; then measures, on PostgreSQL's clock, the lateness of each
-        deadline decision (decided_at - (deadline + lateness allowance)), the worker's memory, the
-        console's live page, its live data and /metrics response times at that size, and the CPU
-        the worker and its PostgreSQL backends used.
+    ./dev bench due [--open 1000000] [--per-second 2000] [--workers 1] [--openers 2]
+        Opens ``--open`` cases through the pipeline: the plates' owners are registered in bulk
+        (reference data), a violation per plate is published to the camera-events topic (each send
+        checked), and ``--openers`` workers open the cases and send their warnings through the file
+        gateway, as in production, with a day's window so that no deadline falls meanwhile (progress:
+        cases warned, rate, time to go; an error after ``--stall`` seconds without one). The openers
+        are stopped, one worker (``--workers``) started, and then THE BENCH MOVES THE DEADLINES
+        (``move_deadlines``: deadline, wake and window, one UPDATE per chunk): the pipeline opens a few
+        hundred cases a second here, so deadlines left where opening put them would come due at that
+        pace, not at ``--per-second``. All the cases are warned when their deadlines come due (the
+        camera is asked). Then it measures, on PostgreSQL's clock, the lateness of each deadline
+        decision (decided_at - (deadline + lateness allowance)), the worker's memory, the console's
+        live page, its live data and /metrics response times at that size, and the CPU the worker
+        and its PostgreSQL backends used.
+    ./dev bench due --seed ...
+        The same measurements, the open cases seeded in bulk instead (quick; not through the pipeline:
+        one INSERT ... SELECT per table and chunk, into the tables the pipeline writes: plate and
+        contact registries, sightings, cases, warning SMS rows, audit), half warned, half rechecking,
+        their deadlines spread so that ``--per-second`` come due each second, while the worker runs.
     ./dev bench due ... --no-console: the deadlines alone, no console nor /metrics requests; --patience S:
         the figures are taken S seconds (600) after the last deadline even with cases undecided.
     ./dev bench due --kill
@@ -349,14 +360,19 @@ def violations(s: Stack, n: int, label: str):
             evidence=events.Evidence(image_url=f"https://evidence.bench/{i}.jpg"))), plate.encode()
 
 
-async def open_through_pipeline(s: Stack, producer: AIOKafkaProducer, n: int, openers: int, stall: float) -> None:
+async def open_through_pipeline(s: Stack, n: int, openers: int, stall: float) -> None:
     """Open ``n`` cases the way production does: the plates' owners registered (in bulk: reference
     data), a violation per plate published to the camera-events topic (each send checked), then
     ``openers`` workers open the cases and send their warnings through the file gateway, with a day's
     window; waits until every warning is accepted (an error if none is for ``stall`` seconds), then
     stops the opening workers."""
     await register_owners(s.pool, n)
-    await publish(producer, violations(s, n, "due"), "violations published", n)
+    producer = AIOKafkaProducer(acks="all", linger_ms=5, **bootstrap.kafka_client_options(s.settings))
+    await producer.start()
+    try:
+        await publish(producer, violations(s, n, "due"), "violations published", n)
+    finally:
+        await producer.stop()
     procs = [s.start_worker(i, "open", PW_WINDOW_SECONDS=str(OPENING_WINDOW)) for i in range(openers)]
     started = last_step = time.monotonic()
     warned = 0
@@ -449,11 +465,11 @@ async def late_stretches(pool: asyncpg.Pool, first: datetime, over: float = 1.0)
 
 async def due_run(args) -> None:
     async with stack() as s:
+        if not args.seed:
+            await open_through_pipeline(s, args.open, args.openers, args.stall)
         producer = AIOKafkaProducer(acks="all", **bootstrap.kafka_client_options(s.settings))
         await producer.start()
         partitions = len(await producer.partitions_for(s.camera_topic()))
-        if not args.seed:
-            await open_through_pipeline(s, producer, args.open, args.openers, args.stall)
         for i in range(args.workers):
             s.start_worker(i)
         for i in range(args.workers):
@@ -658,7 +674,7 @@ async def main() -> None:
     due.add_argument("--openers", type=int, default=2, help="workers opening the cases through the pipeline")
     due.add_argument("--stall", type=float, default=300,
                      help="seconds without a warning accepted before the opening is given up as stalled")
-    due.add_argument("--move-rate", type=float, default=5000,
+    due.add_argument("--move-rate", type=float, default=2500,
                      help="deadlines moved per second, assumed to place the first deadline after moving them")
     due.add_argument("--seed", action="store_true",
                      help="seed the open cases in bulk with SQL instead of opening them through the pipeline (quick)")
