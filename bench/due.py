@@ -1,13 +1,24 @@
 """A province's day of open cases, and recovery (issue 16, musts 3 and 4), on the local services.
 
-    ./dev bench due [--open 1000000] [--per-second 2000] [--workers 1]
-        Seeds ``--open`` open cases in bulk (not through the pipeline: one INSERT ... SELECT per table
-        and chunk, into the tables the pipeline writes: plate and contact registries, sightings,
-        cases, warning SMS rows, audit), their deadlines spread so that ``--per-second`` come due
-        each second, while a worker runs; then measures, on PostgreSQL's clock, the lateness of each
-        deadline decision (decided_at - (deadline + lateness allowance)), the worker's memory, the
-        console's live page, its live data and /metrics response times at that size, and the CPU
-        the worker and its PostgreSQL backends used.
+    ./dev bench due [--open 1000000] [--per-second 2000] [--workers 1] [--openers 2]
+        Opens ``--open`` cases through the pipeline: the plates' owners are registered in bulk
+        (reference data), a violation per plate is published to the camera-events topic (each send
+        checked), and ``--openers`` workers open the cases and send their warnings through the file
+        gateway, as in production, with a day's window so that no deadline falls meanwhile (progress:
+        cases warned, rate, time to go; an error after ``--stall`` seconds without one). The openers
+        are stopped, one worker (``--workers``) started, and then THE BENCH MOVES THE DEADLINES
+        (``move_deadlines``: deadline, wake and window, one UPDATE per chunk): the pipeline opens a few
+        hundred cases a second here, so deadlines left where opening put them would come due at that
+        pace, not at ``--per-second``. All the cases are warned when their deadlines come due (the
+        camera is asked). Then it measures, on PostgreSQL's clock, the lateness of each deadline
+        decision (decided_at - (deadline + lateness allowance)), the worker's memory, the console's
+        live page, its live data and /metrics response times at that size, and the CPU the worker
+        and its PostgreSQL backends used.
+    ./dev bench due --seed ...
+        The same measurements, the open cases seeded in bulk instead (quick; not through the pipeline:
+        one INSERT ... SELECT per table and chunk, into the tables the pipeline writes: plate and
+        contact registries, sightings, cases, warning SMS rows, audit), half warned, half rechecking,
+        their deadlines spread so that ``--per-second`` come due each second, while the worker runs.
     ./dev bench due ... --no-console: the deadlines alone, no console nor /metrics requests; --patience S:
         the figures are taken S seconds (600) after the last deadline even with cases undecided.
     ./dev bench due --kill
@@ -109,13 +120,25 @@ class Stack:
     log_dir: Path
     procs: list[subprocess.Popen] = field(default_factory=list)
 
-    def start_worker(self, i: int) -> subprocess.Popen:
-        log = open(self.log_dir / f"due-worker-{self.run}-{i}.log", "w")
+    def start_worker(self, i: int, name: str = "due", **env: str) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}-worker-{self.run}-{i}.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", "worker"],
-                                env={**self.env, "PW_WEB_PORT": str(WEB_PORT + i), "PW_WORKER_NAME": f"due{i}"},
+                                env={**self.env, "PW_WEB_PORT": str(WEB_PORT + i), "PW_WORKER_NAME": f"{name}{i}", **env},
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.procs.append(proc)
         return proc
+
+    def stop_workers(self, procs: list[subprocess.Popen]) -> None:
+        """Stop these workers (SIGTERM by PID, SIGKILL after 60 s) and forget them."""
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            self.procs.remove(p)
 
     async def ready(self, i: int, timeout: float = 120) -> None:
         """Wait until worker ``i`` answers /readyz."""
@@ -290,7 +313,7 @@ async def open_cases(s: Stack, n: int, per_second: float, lead: float, partition
     coming due each second after it; returns (first wake, last wake), PostgreSQL's clock."""
     now = await s.pool.fetchval("SELECT now()")
     first = now + timedelta(seconds=lead)
-    wakes = [first + timedelta(seconds=i / per_second) for i in range(n)]
+    wakes = due_times(first, 0, n, per_second)
     started = time.monotonic()
     await seed(s.pool, s.run, 0, wakes, partitions, s.camera_topic(), started, n)
     print(file=sys.stderr)
@@ -299,6 +322,107 @@ async def open_cases(s: Stack, n: int, per_second: float, lead: float, partition
           + (f"; WARNING: seeding ended {late.total_seconds():.0f} s after the last wake" if late.total_seconds() > 0 else ""),
           flush=True)
     return wakes[0], wakes[-1]
+
+
+def due_times(first: datetime, start: int, count: int, per_second: float) -> list[datetime]:
+    """When cases ``start`` to ``start + count - 1`` of a run come due: case k at ``first + k /
+    per_second``, so that ``per_second`` come due in each second from ``first`` on."""
+    return [first + timedelta(seconds=k / per_second) for k in range(start, start + count)]
+
+
+OPENING_WINDOW = 86400.0
+"""The opening workers' window (PW_WINDOW_SECONDS): a day, so that no deadline falls while the
+cases are being opened; the bench then moves the deadlines (``move_deadlines``)."""
+
+
+async def register_owners(pool: asyncpg.Pool, n: int) -> None:
+    """Reference data, in bulk: an owner with a phone for each of the plates ``plate_of(0 .. n-1)``."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO plate_registry (plate, owner_id, plate_type)
+               SELECT p, 'due-owner-' || i, '02' FROM unnest($1::text[]) WITH ORDINALITY AS u(p, i)""",
+            [plate_of(i) for i in range(n)])
+        await conn.execute(
+            """INSERT INTO contact_registry (owner_id, phone)
+               SELECT 'due-owner-' || i, '+86139' || lpad(i::text, 8, '0') FROM generate_series(1, $1) AS i""", n)
+
+
+def violations(s: Stack, n: int, label: str):
+    """``n`` violation camera events as (topic, value, key), one per plate ``plate_of(i)``, taken by the
+    demo city's cameras in turn."""
+    topic, cameras, taken = s.camera_topic(), city.CAMERAS, datetime.now(UTC)
+    for i in range(n):
+        camera = cameras[i % len(cameras)]
+        plate = plate_of(i)
+        yield topic, encode(events.ViolationDetected(
+            event_id=f"{label}-{s.run}-{i:08d}", camera_id=camera.id, plate=plate, taken_at=taken,
+            location=events.Location(lat=camera.lat, lon=camera.lon), place=camera.place,
+            evidence=events.Evidence(image_url=f"https://evidence.bench/{i}.jpg"))), plate.encode()
+
+
+async def open_through_pipeline(s: Stack, n: int, openers: int, stall: float) -> None:
+    """Open ``n`` cases the way production does: the plates' owners registered (in bulk: reference
+    data), a violation per plate published to the camera-events topic (each send checked), then
+    ``openers`` workers open the cases and send their warnings through the file gateway, with a day's
+    window; waits until every warning is accepted (an error if none is for ``stall`` seconds), then
+    stops the opening workers."""
+    await register_owners(s.pool, n)
+    producer = AIOKafkaProducer(acks="all", linger_ms=5, **bootstrap.kafka_client_options(s.settings))
+    await producer.start()
+    try:
+        await publish(producer, violations(s, n, "due"), "violations published", n)
+    finally:
+        await producer.stop()
+    procs = [s.start_worker(i, "open", PW_WINDOW_SECONDS=str(OPENING_WINDOW)) for i in range(openers)]
+    started = last_step = time.monotonic()
+    warned = 0
+    while warned < n:
+        await asyncio.sleep(2)
+        s.check_workers()
+        now, before = time.monotonic(), warned
+        warned = await s.pool.fetchval("SELECT count(*) FROM sms_messages WHERE accepted_at IS NOT NULL")
+        progress("cases opened and warned", warned, n, started)
+        if warned > before:
+            last_step = now
+        elif now - last_step > stall:
+            raise SystemExit(f"\nbench: opening stalled: {warned:,}/{n:,} warnings accepted, none in the last "
+                             f"{stall:.0f} s; see {s.log_dir}/open-worker-{s.run}-*.log")
+    took = time.monotonic() - started
+    s.stop_workers(procs)
+    print(file=sys.stderr)
+    print(f"opened {n:,} cases through the pipeline ({openers} worker(s), file gateway): all warned {took:.0f} s "
+          f"after the workers started ({n / took:,.0f}/s; {load()})", flush=True)
+
+
+MOVE = """UPDATE cases c SET deadline_at = m.deadline, wake_at = m.deadline + make_interval(secs => $3),
+                           window_seconds = extract(epoch FROM m.deadline - c.warned_at)
+          FROM unnest($1::uuid[], $2::timestamptz[]) AS m(id, deadline) WHERE c.id = m.id"""
+"""A chunk's deadlines moved: the deadline, the wake the deadline loop looks for (deadline + the
+allowance; index ``cases_due``) and the window, so that deadline = warned + window still holds."""
+
+
+async def move_deadlines(s: Stack, n: int, per_second: float, lead: float, chunk: int = 20000) -> tuple[datetime, datetime]:
+    """Move the deadlines of the ``n`` warned cases (in the order of their ids, which is random) so that
+    ``per_second`` come due each second, the first ``lead`` seconds from now; then VACUUM ANALYZE the
+    cases. Returns (first wake, last wake), PostgreSQL's clock."""
+    started = time.monotonic()
+    first_deadline = await s.pool.fetchval("SELECT now()") + timedelta(seconds=lead - LATENESS)
+    after, moved = uuid.UUID(int=0), 0
+    async with s.pool.acquire() as conn:
+        while ids := [r["id"] for r in await conn.fetch(
+                "SELECT id FROM cases WHERE state = 'warned' AND id > $1 ORDER BY id LIMIT $2", after, chunk)]:
+            await conn.execute(MOVE, ids, due_times(first_deadline, moved, len(ids), per_second), LATENESS)
+            moved, after = moved + len(ids), ids[-1]
+            progress("deadlines moved", moved, n, started)
+        print(file=sys.stderr)
+        await conn.execute("VACUUM (ANALYZE) cases")
+    first = first_deadline + timedelta(seconds=LATENESS)
+    late = await s.pool.fetchval("SELECT clock_timestamp()") - first
+    print(f"moved the deadlines of {moved:,} cases (and VACUUM ANALYZE) in {time.monotonic() - started:.0f} s ({load()})"
+          + (f"; WARNING: {n - moved:,} of the {n:,} cases were not warned" if moved != n else "")
+          + (f"; WARNING: done {late.total_seconds():.0f} s after the first wake" if late.total_seconds() > 0 else ""),
+          flush=True)
+    return first, due_times(first, moved - 1, 1, per_second)[0]
 
 
 _DECIDED = """FROM (SELECT id, CASE WHEN reason = 'recheck_requested' OR state = 'unconfirmed'
@@ -340,6 +464,8 @@ async def late_stretches(pool: asyncpg.Pool, first: datetime, over: float = 1.0)
 
 async def due_run(args) -> None:
     async with stack() as s:
+        if not args.seed:
+            await open_through_pipeline(s, args.open, args.openers, args.stall)
         producer = AIOKafkaProducer(acks="all", **bootstrap.kafka_client_options(s.settings))
         await producer.start()
         partitions = len(await producer.partitions_for(s.camera_topic()))
@@ -349,8 +475,12 @@ async def due_run(args) -> None:
             await s.ready(i)
         idle = max(memory_mib(p.pid)["VmRSS"] for p in s.procs)
         print(f"worker ready: {idle:.0f} MiB resident ({load()})", flush=True)
-        lead = args.lead if args.lead is not None else args.open / args.seed_rate + 30
-        first, last = await open_cases(s, args.open, args.per_second, lead, partitions)
+        if args.seed:
+            lead = args.lead if args.lead is not None else args.open / args.seed_rate + 30
+            first, last = await open_cases(s, args.open, args.per_second, lead, partitions)
+        else:
+            lead = args.lead if args.lead is not None else args.open / args.move_rate + 30
+            first, last = await move_deadlines(s, args.open, args.per_second, lead)
         meter = CpuMeter(s.pool, s.db_name, [p.pid for p in s.procs])
         base = f"http://127.0.0.1:{WEB_PORT}"
         http = await console_session(base)
@@ -468,32 +598,25 @@ async def drain_run(kind: str, n: int, workers: int) -> dict:
     """Publish ``n`` camera events of ``kind`` with no worker running, then start ``workers``: how
     long until all are recorded (captures) or all warnings are accepted (violations)."""
     async with stack() as s:
-        async with s.pool.acquire() as conn:
-            if kind == "violations":  # owners to warn: one plate each
-                await conn.execute(
-                    """INSERT INTO plate_registry (plate, owner_id, plate_type)
-                       SELECT p, 'due-owner-' || i, '02' FROM unnest($1::text[]) WITH ORDINALITY AS u(p, i)""",
-                    [plate_of(i) for i in range(n)])
-                await conn.execute(
-                    """INSERT INTO contact_registry (owner_id, phone)
-                       SELECT 'due-owner-' || i, '+86139' || lpad(i::text, 8, '0') FROM generate_series(1, $1) AS i""", n)
+        if kind == "violations":  # owners to warn: one plate each
+            await register_owners(s.pool, n)
         producer = AIOKafkaProducer(acks="all", linger_ms=5, **bootstrap.kafka_client_options(s.settings))
         await producer.start()
         topic = s.camera_topic()
         cameras = city.CAMERAS
 
-        def messages():
+        def captures():
             taken = datetime.now(UTC)
             for i in range(n):
                 camera = cameras[i % len(cameras)]
-                plate = plate_of(i if kind == "violations" else i % 50000)
-                cls = events.ViolationDetected if kind == "violations" else events.VehicleObserved
-                yield topic, encode(cls(
+                plate = plate_of(i % 50000)
+                yield topic, encode(events.VehicleObserved(
                     event_id=f"drain-{s.run}-{i:08d}", camera_id=camera.id, plate=plate, taken_at=taken,
                     location=events.Location(lat=camera.lat, lon=camera.lon), place=camera.place,
                     evidence=events.Evidence(image_url=f"https://evidence.bench/{i}.jpg"))), plate.encode()
 
-        await publish(producer, messages(), f"{kind} published (no worker running)", n)
+        await publish(producer, violations(s, n, "drain") if kind == "violations" else captures(),
+                      f"{kind} published (no worker running)", n)
         await producer.stop()
         started = time.monotonic()
         for i in range(workers):
@@ -547,9 +670,17 @@ async def main() -> None:
     due.add_argument("--open", type=int, default=1_000_000)
     due.add_argument("--per-second", type=float, default=2000)
     due.add_argument("--workers", type=int, default=None, help="default 1 (2 with --kill)")
+    due.add_argument("--openers", type=int, default=2, help="workers opening the cases through the pipeline")
+    due.add_argument("--stall", type=float, default=300,
+                     help="seconds without a warning accepted before the opening is given up as stalled")
+    due.add_argument("--move-rate", type=float, default=2500,
+                     help="deadlines moved per second, assumed to place the first deadline after moving them")
+    due.add_argument("--seed", action="store_true",
+                     help="seed the open cases in bulk with SQL instead of opening them through the pipeline (quick)")
     due.add_argument("--seed-rate", type=float, default=4000,
                      help="open cases seeded per second, assumed to place the first deadline after seeding")
-    due.add_argument("--lead", type=float, default=None, help="seconds from seeding's start to the first wake")
+    due.add_argument("--lead", type=float, default=None,
+                     help="seconds from the start of seeding (or of moving the deadlines) to the first wake")
     due.add_argument("--no-console", dest="console", action="store_false",
                      help="do not request the console and /metrics during the run (the deadlines alone)")
     due.add_argument("--patience", type=float, default=600,

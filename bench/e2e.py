@@ -76,7 +76,8 @@ async def publish(producer: AIOKafkaProducer, messages, label: str, total: int) 
 
 def progress(label: str, done: int, total: int, started: float) -> None:
     rate = done / max(time.monotonic() - started, 1e-9)
-    print(f"\r  {label}: {done}/{total} ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
+    eta = f", {(total - done) / rate:,.0f} s to go" if 0 < done < total else ""
+    print(f"\r  {label}: {done:,}/{total:,} ({rate:,.0f}/s{eta})   ", end="", file=sys.stderr, flush=True)
 
 
 def memory_mib(pid: int) -> dict[str, float]:
