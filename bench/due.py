@@ -207,9 +207,14 @@ async def stack(**worker_env: str):
         await drop_database(admin_url, db_name)
 
 
+PLATE_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+"""The letters a standard plate may have after its province (never I nor O)."""
+
+
 def plate_of(i: int) -> str:
-    """The bench's plates: 沪 (not the demo city's 浙), a letter, five digits: a million distinct."""
-    return f"沪{chr(65 + i // 100000 % 26)}{i % 100000:05d}"
+    """The bench's plates: 沪 (not the demo city's 浙), a letter, five digits: 2,400,000 distinct, each a
+    valid standard plate (the pipeline refuses the others)."""
+    return f"沪{PLATE_LETTERS[i // 100000 % len(PLATE_LETTERS)]}{i % 100000:05d}"
 
 
 def partition_of(plate: str, partitions: int) -> int:

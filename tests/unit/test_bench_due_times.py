@@ -21,3 +21,12 @@ def test_chunks_continue_where_the_last_one_ended():
     chunks = due_times(FIRST, 0, 3000, 500) + due_times(FIRST, 3000, 3000, 500) + due_times(FIRST, 6000, 1000, 500)
     assert chunks == whole
     assert whole[-1] == FIRST + timedelta(seconds=6999 / 500)
+
+
+def test_every_plate_of_a_million_is_a_distinct_plate_the_pipeline_accepts():
+    from bench.due import plate_of
+    from schemas.plates import normalize_plate, plate_problem
+
+    plates = [plate_of(i) for i in range(0, 1_000_000, 997)] + [plate_of(i) for i in (799_999, 800_000, 999_999)]
+    assert [p for p in plates if plate_problem(normalize_plate(p))] == []
+    assert len({plate_of(i) for i in range(1_000_000)}) == 1_000_000
