@@ -369,8 +369,9 @@ async def open_through_pipeline(s: Stack, n: int, openers: int, stall: float) ->
     """Open ``n`` cases the way production does: the plates' owners registered (in bulk: reference
     data), a violation per plate published to the camera-events topic (each send checked), then
     ``openers`` workers open the cases and send their warnings through the file gateway, with a day's
-    window; waits until every warning is accepted (an error if none is for ``stall`` seconds), then
-    stops the opening workers."""
+    window; waits until every warning is accepted and every case's evidence fetch settled (as in a
+    city, where they are fetched while the window runs; an error if none is for ``stall`` seconds),
+    then stops the opening workers."""
     await register_owners(s.pool, n)
     producer = AIOKafkaProducer(acks="all", linger_ms=5, **bootstrap.kafka_client_options(s.settings))
     await producer.start()
@@ -379,24 +380,36 @@ async def open_through_pipeline(s: Stack, n: int, openers: int, stall: float) ->
     finally:
         await producer.stop()
     procs = [s.start_worker(i, "open", PW_WINDOW_SECONDS=str(OPENING_WINDOW)) for i in range(openers)]
-    started = last_step = time.monotonic()
-    warned = 0
-    while warned < n:
-        await asyncio.sleep(2)
-        s.check_workers()
-        now, before = time.monotonic(), warned
-        warned = await s.pool.fetchval("SELECT count(*) FROM sms_messages WHERE accepted_at IS NOT NULL")
-        progress("cases opened and warned", warned, n, started)
-        if warned > before:
-            last_step = now
-        elif now - last_step > stall:
-            raise SystemExit(f"\nbench: opening stalled: {warned:,}/{n:,} warnings accepted, none in the last "
-                             f"{stall:.0f} s; see {s.log_dir}/open-worker-{s.run}-*.log")
+    started = time.monotonic()
+    await _until(s, "cases opened and warned", n, stall,
+                 "SELECT count(*) FROM sms_messages WHERE accepted_at IS NOT NULL")
     took = time.monotonic() - started
-    s.stop_workers(procs)
     print(file=sys.stderr)
     print(f"opened {n:,} cases through the pipeline ({openers} worker(s), file gateway): all warned {took:.0f} s "
           f"after the workers started ({n / took:,.0f}/s; {load()})", flush=True)
+    await _until(s, "evidence fetches settled (the bench's images are refused: host not allowed)", n, stall,
+                 "SELECT count(*) FROM evidence_fetches WHERE state <> 'pending'")
+    print(file=sys.stderr)
+    print(f"every case's evidence fetch settled {time.monotonic() - started:.0f} s after the workers started "
+          f"({load()})", flush=True)
+    s.stop_workers(procs)
+
+
+async def _until(s: Stack, what: str, n: int, stall: float, count_sql: str) -> None:
+    """Wait until ``count_sql`` counts ``n``, printing progress; an error if it stops growing for ``stall`` s."""
+    started = last_step = time.monotonic()
+    done = 0
+    while done < n:
+        await asyncio.sleep(2)
+        s.check_workers()
+        now, before = time.monotonic(), done
+        done = await s.pool.fetchval(count_sql)
+        progress(what, done, n, started)
+        if done > before:
+            last_step = now
+        elif now - last_step > stall:
+            raise SystemExit(f"\nbench: opening stalled: {what}: {done:,}/{n:,}, none in the last "
+                             f"{stall:.0f} s; see {s.log_dir}/open-worker-{s.run}-*.log")
 
 
 MOVE = """UPDATE cases c SET deadline_at = m.deadline, wake_at = m.deadline + make_interval(secs => $3),

@@ -275,7 +275,7 @@ class Runtime(Service):
         await self.ready.wait()
         fetcher, retry = evidence_fetch.Fetcher.of(settings), evidence_fetch.Retry.of(settings)
         async def evidence_images():
-            return await evidence_fetch.run_due(self.pool, fetcher, retry)
+            return await evidence_fetch.run_due(self.pool, fetcher, retry, settings.evidence_fetches_at_once)
         try:
             await self._every(settings.evidence_poll_seconds, evidence_images)
         finally:

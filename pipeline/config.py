@@ -262,6 +262,9 @@ class Settings(BaseSettings):
     evidence_retry_seconds: float = Field(default=30, gt=0)
     """The wait after the first failed attempt; it doubles after each."""
     evidence_poll_seconds: float = Field(default=2, gt=0)
+    evidence_fetches_at_once: int = Field(default=32, ge=1)
+    """Images each worker's evidence loop fetches at once. A city opens hundreds of cases a second and
+    each fetch waits on a camera vendor's server: 4 at a time (before) fell behind the cases opened."""
     demo_evidence_url: str | None = None
     """The demo's image server (``parkwarden evidence-server``): the simulator's captures point at it."""
     reconsideration_days: int = Field(default=60, ge=1)

@@ -114,3 +114,50 @@ def test_hosts_per_integrator_and_a_bad_setting():
     f.check("https://common/x.jpg", "anyone")
     with pytest.raises(ValueError, match="evidence_hosts"):
         Settings(evidence_hosts="no-equals-sign")
+
+
+async def test_a_worker_fetches_many_images_at_once_so_that_a_slow_vendor_keeps_up_with_a_city():
+    """Each fetch waits on the vendor's server: the loop has as many in flight as the setting allows."""
+    import asyncio
+    from contextlib import asynccontextmanager
+
+    due = [{"event_id": f"e{i}", "integrator": "acme", "url": f"https://img.acme/{i}.jpg", "attempts": 1,
+            "expected": None} for i in range(100)]
+    recorded = []
+
+    class Conn:
+        async def fetch(self, sql, limit, lease):
+            taken, due[:] = due[:limit], due[limit:]
+            return taken
+
+        def transaction(self):
+            @asynccontextmanager
+            async def tx():
+                yield
+            return tx()
+
+        async def execute(self, sql, *args):
+            recorded.append(args[1])
+
+    class Pool:
+        def acquire(self):
+            @asynccontextmanager
+            async def conn():
+                yield Conn()
+            return conn()
+
+    in_flight = most = 0
+
+    class SlowVendor:
+        async def fetch(self, url, integrator, expected):
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            await asyncio.sleep(0.01)
+            in_flight -= 1
+            raise fetch.Failed("HTTP 503")
+
+    at_once = Settings().evidence_fetches_at_once
+    assert at_once >= 32
+    assert await fetch.run_due(Pool(), SlowVendor(), fetch.Retry(6, 30, 60), at_once)
+    assert most == at_once and len(recorded) == at_once
